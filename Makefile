@@ -1,0 +1,69 @@
+# Chrysalis: `make demo` runs the main job, `make test` runs the whole suite. Both bootstrap via `make setup`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SOLC_VERSION := 0.8.37
+ANVIL_PKG := anvil-linux-$(if $(filter aarch64 arm64,$(shell uname -m)),arm64,amd64)
+
+# Everything runs offline: no model hub, no remote RPC.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+export TOKENIZERS_PARALLELISM := false
+export SOLCX_BINARY_PATH := $(CURDIR)/.solcx
+export CHRYSALIS_NODE_MODULES := $(CURDIR)/node_modules
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+CONTRACT_SOURCES := $(shell find contracts -name '*.sol' 2>/dev/null)
+
+.PHONY: help setup demo test test-contracts test-python bench clean
+
+help:
+	@echo "make setup   create .venv, install npm packages and the solc wrapper, compile contracts (idempotent)"
+	@echo "make demo    run the demo on a local chain with the embedded IPFS node and shipped models"
+	@echo "make test    run the whole test suite"
+	@echo "make bench   run the benchmarks and print their tables"
+
+setup: $(VENV)/.installed node_modules/.installed $(VENV)/bin/anvil .solcx/solc-v$(SOLC_VERSION) .build/.compiled
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q --no-deps -r requirements.lock
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	@touch $@
+
+node_modules/.installed: package.json
+	npm install --ignore-scripts --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# anvil from npm, with history pruned so it never leaks disk under ~/.foundry (see ../shared/STACK.md).
+$(VENV)/bin/anvil: node_modules/.installed
+	@printf '#!/bin/sh\nexec "%s" --prune-history 4096 "$$@"\n' "$(CURDIR)/node_modules/@foundry-rs/$(ANVIL_PKG)/bin/anvil" > $@
+	@chmod +x $@
+
+# ape-solidity / py-solc-x find compilers as $SOLCX_BINARY_PATH/solc-v<version>.
+.solcx/solc-v$(SOLC_VERSION): scripts/toolchain/solc-wrapper.js node_modules/.installed
+	@mkdir -p .solcx
+	@printf '#!/bin/sh\nexec node "%s" "$$@"\n' "$(CURDIR)/scripts/toolchain/solc-wrapper.js" > $@
+	@chmod +x $@
+
+.build/.compiled: $(CONTRACT_SOURCES) ape-config.yaml $(VENV)/.installed .solcx/solc-v$(SOLC_VERSION)
+	$(VENV)/bin/ape compile
+	@touch $@
+
+demo: setup
+	$(VENV)/bin/ape run demo --network ethereum:local:foundry
+
+test: setup
+	./scripts/test.sh
+
+bench: setup
+	$(PY) -m bench
+
+clean:
+	rm -rf .build .solcx .cache .pytest_cache .hypothesis

@@ -1,0 +1,59 @@
+"""The ``chrysalis`` command line.
+
+Each layer contributes a typer sub-app (``chrysalis ipfs ...``, ``chrysalis model ...``). Heavy libraries
+(torch, diffusers, web3) are imported inside commands so ``chrysalis --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from agent import __version__
+from agent.errors import ChrysalisError
+
+app = typer.Typer(
+    name="chrysalis",
+    help="Chrysalis: living NFT collections that evolve on-chain.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+err_console = Console(stderr=True)
+
+
+@app.callback()
+def _root() -> None:
+    """Chrysalis: living NFT collections that evolve on-chain."""
+
+
+@app.command()
+def version() -> None:
+    """Print the Chrysalis version."""
+    typer.echo(__version__)
+
+
+def _register_subapps() -> None:
+    """Mount each layer's sub-app. Kept in one place so the command tree reads top-down."""
+    # (layers add their `app.add_typer(...)` lines here)
+    from agent.generate.cli import model_app
+
+    app.add_typer(model_app, name="model")
+    from agent.ipfs.cli import ipfs_app
+
+    app.add_typer(ipfs_app, name="ipfs")
+
+
+_register_subapps()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: turns Chrysalis errors into one clear message and exit code 1, never a traceback."""
+    try:
+        app(args=argv)
+    except ChrysalisError as exc:
+        err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        if exc.hint:
+            err_console.print(f"[yellow]hint:[/] {exc.hint}", highlight=False)
+        sys.exit(1)

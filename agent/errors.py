@@ -1,0 +1,49 @@
+"""Chrysalis' error hierarchy.
+
+Every error the project raises on purpose derives from :class:`ChrysalisError`. It is split the way Ponder
+splits indexing errors: a :class:`RetryableError` may succeed if the same thing is tried again later (an RPC
+timeout, a busy pinning service), a :class:`PermanentError` will not (a bad config, a corrupt block, a reverted
+transaction). Leaf errors carry structured fields and, where it fits, also inherit a builtin so callers that
+catch ``ValueError`` or ``FileNotFoundError`` keep working (web3.py's pattern).
+
+Messages name the problem *and* the fix.
+"""
+
+from __future__ import annotations
+
+
+class ChrysalisError(Exception):
+    """Root of every error Chrysalis raises on purpose."""
+
+    retryable: bool = False
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.message = message
+        self.hint = hint
+        super().__init__(f"{message}\n  hint: {hint}" if hint else message)
+
+
+class RetryableError(ChrysalisError):
+    """Trying the same operation again later may succeed."""
+
+    retryable = True
+
+
+class PermanentError(ChrysalisError):
+    """Trying again will fail the same way; a person or a config change must act."""
+
+
+class ConfigError(PermanentError, ValueError):
+    """A configuration value is missing or invalid."""
+
+
+class NotFoundError(PermanentError, LookupError):
+    """Something that was asked for does not exist (a token, a CID, a deployment record, a model)."""
+
+
+class IntegrityError(PermanentError):
+    """Stored or received data does not match the hash that addresses it."""
+
+
+class BackendUnavailableError(RetryableError, ConnectionError):
+    """An external service (RPC, IPFS node, pinning service) could not be reached or answered 5xx."""

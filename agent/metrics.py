@@ -1,0 +1,85 @@
+"""Chrysalis' Prometheus metrics: one registry, a few generic named metrics every stage reuses.
+
+Stages import the metric they need and add a label value; none defines its own. Labels stay low-cardinality
+(an event name, a job state, a stage name, a contract method), never a token id or a hash.
+
+Serve them with :func:`serve` (a background HTTP endpoint) or render the text format with :func:`render`, e.g.
+from a web route. Read one value in tests with ``REGISTRY.get_sample_value(...)``.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, start_http_server
+
+#: The registry every Chrysalis metric lives in (kept apart from the client's global default registry, so that
+#: importing this module twice or alongside other libraries never collides).
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+
+EVENTS_SEEN = Counter(
+    "chrysalis_events_seen", "Contract events decoded by the watcher.", ["event"], registry=REGISTRY
+)
+JOBS_BY_STATE = Gauge("chrysalis_jobs", "Jobs currently in each state.", ["state"], registry=REGISTRY)
+STAGE_LATENCY = Histogram(
+    "chrysalis_stage_latency_seconds",
+    "Wall time of one pipeline stage (inputs, generate, publish, submit, confirm, ...).",
+    ["stage"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+GAS_SPENT = Counter(
+    "chrysalis_gas_spent",
+    "Gas used by the agent's mined transactions (reverted ones included).",
+    ["label"],
+    registry=REGISTRY,
+)
+FEES_PAID = Counter(
+    "chrysalis_fees_paid_wei",
+    "Wei paid for gas (gasUsed x effectiveGasPrice) by mined transactions.",
+    ["label"],
+    registry=REGISTRY,
+)
+RPC_ERRORS = Counter(
+    "chrysalis_rpc_errors",
+    "Failed JSON-RPC requests, by method and kind (transport, rpc, revert).",
+    ["method", "kind"],
+    registry=REGISTRY,
+)
+TX_SENT = Counter(
+    "chrysalis_tx_sent", "Transactions broadcast (replacements included).", ["label"], registry=REGISTRY
+)
+TX_REPLACED = Counter(
+    "chrysalis_tx_replaced", "Stuck transactions replaced with a fee bump.", ["label"], registry=REGISTRY
+)
+TX_REVERTED = Counter(
+    "chrysalis_tx_reverted", "Mined transactions that reverted.", ["label"], registry=REGISTRY
+)
+TX_CONFIRMED = Counter(
+    "chrysalis_tx_confirmed",
+    "Transactions mined and buried under the configured confirmations.",
+    ["label"],
+    registry=REGISTRY,
+)
+TX_REORGED = Counter(
+    "chrysalis_tx_reorged",
+    "Receipts seen in a block that a reorg later orphaned.",
+    ["label"],
+    registry=REGISTRY,
+)
+NONCE_RESYNCS = Counter(
+    "chrysalis_nonce_resyncs",
+    "Times the nonce manager re-read the chain after a nonce error or an external transaction.",
+    ["reason"],
+    registry=REGISTRY,
+)
+
+
+def render() -> bytes:
+    """The Prometheus text exposition of every Chrysalis metric."""
+    return generate_latest(REGISTRY)
+
+
+def serve(port: int, addr: str = "127.0.0.1") -> None:
+    """Serve ``/metrics`` on ``addr:port`` from a daemon thread."""
+    start_http_server(port, addr=addr, registry=REGISTRY)

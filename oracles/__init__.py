@@ -1,0 +1,1 @@
+"""Oracles: values read at a given block (wallet data, Chainlink feeds, HTTP JSON, eth_call)."""

@@ -1,0 +1,132 @@
+"""Opening the agent's database (SQLite by default, PostgreSQL by URL) and migrating it with alembic.
+
+SQLite runs in WAL mode with a busy timeout and foreign keys on. Every SQLite transaction starts with
+``BEGIN IMMEDIATE``: writers queue on the busy timeout instead of failing with "database is locked" halfway
+through, which is what makes a guarded ``UPDATE`` an atomic claim there. Migrations run in one transaction,
+serialised between processes (``BEGIN IMMEDIATE`` on SQLite, an advisory lock on PostgreSQL).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.pool import StaticPool
+
+from agent.errors import BackendUnavailableError, ConfigError
+
+DEFAULT_URL = "sqlite:///.chrysalis/chrysalis.db"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+_PG_MIGRATION_LOCK = 0x43485259  # "CHRY": pg_advisory_xact_lock key held while migrating
+
+
+def create_db_engine(url: str = DEFAULT_URL, *, busy_timeout_ms: int = 30_000, echo: bool = False) -> Engine:
+    """An engine for ``url`` with the SQLite settings above; creates the SQLite file's directory."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(
+            f"invalid database URL {url!r}: {exc}",
+            hint="use sqlite:///path/to.db or postgresql+psycopg2://user@host:5432/db",
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        memory = parsed.database in (None, "", ":memory:")
+        if not memory:
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        kwargs: dict[str, Any] = {
+            "connect_args": {"check_same_thread": False, "timeout": busy_timeout_ms / 1000}
+        }
+        if memory:
+            kwargs["poolclass"] = StaticPool
+        engine = sa.create_engine(parsed, echo=echo, **kwargs)
+        _configure_sqlite(engine, busy_timeout_ms)
+        return engine
+    if backend == "postgresql":
+        return sa.create_engine(parsed, echo=echo, pool_pre_ping=True)
+    raise ConfigError(
+        f"unsupported database backend {backend!r} in {parsed.render_as_string(hide_password=True)}",
+        hint="Chrysalis supports SQLite and PostgreSQL",
+    )
+
+
+def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # pysqlite's own BEGIN handling is off; _on_begin emits ours
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _alembic_config(connection: sa.Connection) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def _locked(engine: Engine) -> Any:
+    conn = engine.connect()
+    conn.begin()
+    if engine.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+    return conn
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Migrate the database up to ``revision`` (atomically; concurrent callers wait for each other)."""
+    _run(engine, lambda cfg: command.upgrade(cfg, revision))
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Migrate the database down to ``revision`` (``"base"`` drops every table of ours)."""
+    _run(engine, lambda cfg: command.downgrade(cfg, revision))
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at (``None`` before the first migration)."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def _run(engine: Engine, op: Any) -> None:
+    url = engine.url.render_as_string(hide_password=True)
+    try:
+        conn = _locked(engine)
+    except OperationalError as exc:
+        raise BackendUnavailableError(
+            f"cannot connect to the database at {url}: {exc.orig}",
+            hint="check database.url and that the server is running",
+        ) from exc
+    try:
+        op(_alembic_config(conn))
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    finally:
+        conn.close()
+
+
+def open_database(url: str = DEFAULT_URL, *, migrate: bool = True, busy_timeout_ms: int = 30_000) -> Engine:
+    """An engine for ``url``, migrated to the latest schema unless ``migrate`` is false."""
+    engine = create_db_engine(url, busy_timeout_ms=busy_timeout_ms)
+    if migrate:
+        upgrade(engine)
+    return engine

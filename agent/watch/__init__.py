@@ -1,0 +1,52 @@
+"""The chain watcher: a contract's logs as ``block | reorg | finalize`` events, across restarts and reorgs.
+
+Wiring, in short::
+
+    store = JobStore.open(settings.database.url)
+    rpc = RpcClient.from_settings(settings.chain)
+    config = WatchConfig.from_settings(settings.chain, address=..., abi=..., start_block=deployment.deploy_block,
+                                       chain_id=deployment.chain_id)
+    watcher = Watcher(rpc, SqlCursorStore(store.engine), config)
+    watcher.run(handle)    # handle(event) switches on event.kind: "block" | "reorg" | "finalize"
+
+See :mod:`agent.watch.watcher` for the model and the delivery guarantees.
+"""
+
+from agent.watch.cursor import CursorState, CursorStore
+from agent.watch.cursor_sql import SqlCursorStore
+from agent.watch.errors import (
+    DeepReorgError,
+    LogDecodeError,
+    RangeTooLargeError,
+    RateLimitedError,
+    RpcError,
+    RpcUnavailableError,
+    UnsplittableRangeError,
+)
+from agent.watch.events import BlockRef, Finalize, NewBlock, Reorg, WatchEvent
+from agent.watch.logs import AdaptiveRange, LogDecoder
+from agent.watch.rpc import RpcClient
+from agent.watch.watcher import WatchConfig, Watcher
+
+__all__ = [
+    "AdaptiveRange",
+    "BlockRef",
+    "CursorState",
+    "CursorStore",
+    "DeepReorgError",
+    "Finalize",
+    "LogDecodeError",
+    "LogDecoder",
+    "NewBlock",
+    "RangeTooLargeError",
+    "RateLimitedError",
+    "Reorg",
+    "RpcClient",
+    "RpcError",
+    "RpcUnavailableError",
+    "SqlCursorStore",
+    "UnsplittableRangeError",
+    "WatchConfig",
+    "WatchEvent",
+    "Watcher",
+]

@@ -1,0 +1,343 @@
+"""A real anvil per test with the EventEmitter contract (tests/watch/EventEmitter.sol, precompiled into
+EventEmitter.json by compile_emitter.js), plus local proxies that misbehave like real providers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from web3 import Web3
+from web3.contract import Contract
+
+from agent.jobs.db import open_database
+from agent.watch.cursor_sql import SqlCursorStore
+from agent.watch.events import WatchEvent
+from agent.watch.rpc import RpcClient
+from agent.watch.watcher import WatchConfig, Watcher
+from tests.jobs.dbs import BACKENDS, database_url
+
+ROOT = Path(__file__).resolve().parents[2]
+ANVIL = shutil.which("anvil", path=str(ROOT / ".venv" / "bin")) or shutil.which("anvil")
+EMITTER = json.loads((Path(__file__).with_name("EventEmitter.json")).read_text())
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Chain:
+    """anvil, its emitter contract, and the moves the tests need."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.ws_url = url.replace("http://", "ws://")
+        self.w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 30}))
+        self.sender = Web3.to_checksum_address(self.w3.eth.accounts[0])
+        factory = self.w3.eth.contract(abi=EMITTER["abi"], bytecode=EMITTER["bytecode"])
+        receipt = self._wait(factory.constructor().transact({"from": self.sender}))
+        self.emitter: Contract = self.w3.eth.contract(address=receipt["contractAddress"], abi=EMITTER["abi"])
+        self.deploy_block = int(receipt["blockNumber"])
+        self.chain_id = self.w3.eth.chain_id
+
+    def rpc(self, method: str, *params: Any) -> Any:
+        reply = self.w3.provider.make_request(method, list(params))  # type: ignore[arg-type]
+        if "error" in reply:
+            raise RuntimeError(f"{method}: {reply['error']}")
+        return reply.get("result")
+
+    def _wait(self, tx_hash: Any) -> Any:
+        receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash)
+        assert receipt["status"] == 1
+        return receipt
+
+    @property
+    def head(self) -> int:
+        return self.w3.eth.block_number
+
+    def request(self, token_id: int = 1, stage: int = 1) -> Any:
+        """One EvolutionRequested in a new block; returns the receipt."""
+        seed = Web3.keccak(text=f"{token_id}:{stage}")
+        return self._wait(
+            self.emitter.functions.request(token_id, stage, seed).transact({"from": self.sender})
+        )
+
+    def request_many(self, count: int, token_id: int = 9) -> Any:
+        return self._wait(self.emitter.functions.requestMany(token_id, count).transact({"from": self.sender}))
+
+    def ping(self, n: int, note: str) -> Any:
+        return self._wait(self.emitter.functions.ping(n, note).transact({"from": self.sender}))
+
+    def mine(self, blocks: int = 1) -> int:
+        for _ in range(blocks):
+            self.rpc("evm_mine")
+        return self.head
+
+    def block_hash(self, number: int) -> str:
+        return "0x" + bytes(self.w3.eth.get_block(number)["hash"]).hex()
+
+    def reorg(self, depth: int, requests_at: dict[int, int] | None = None) -> None:
+        """Replace the last ``depth`` blocks; ``requests_at`` {block offset: token id} adds requests to them."""
+        txs = []
+        for offset, token_id in (requests_at or {}).items():
+            data = self.emitter.encode_abi("request", args=[token_id, 7, b"\x07" * 32])
+            txs.append(
+                [{"from": self.sender, "to": self.emitter.address, "data": data, "gas": hex(200_000)}, offset]
+            )
+        self.rpc("anvil_reorg", depth, txs)
+
+
+@pytest.fixture
+def anvil_url() -> Iterator[str]:
+    """A fresh anvil on a free port, with a throwaway HOME; stopped afterwards."""
+    if ANVIL is None:
+        pytest.fail("anvil is not installed: run `make setup`", pytrace=False)
+    port = free_port()
+    home = tempfile.mkdtemp(prefix="chrysalis-anvil-")
+    proc = subprocess.Popen(
+        [ANVIL, "--port", str(port), "--host", "127.0.0.1", "--silent", "--accounts", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "HOME": home},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                requests.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"}, timeout=1)
+                break
+            except requests.RequestException:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"anvil did not start on port {port}") from None
+                time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def chain(anvil_url: str) -> Chain:
+    return Chain(anvil_url)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'chrysalis.db'}"
+
+
+@pytest.fixture(params=BACKENDS)
+def any_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with database_url(request.param, tmp_path) as url:
+        yield url
+
+
+class Recorder:
+    """A handler that keeps every event it was given."""
+
+    def __init__(self) -> None:
+        self.events: list[WatchEvent] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, event: WatchEvent) -> None:
+        with self.lock:
+            self.events.append(event)
+
+    def of(self, kind: str) -> list[Any]:
+        with self.lock:
+            return [e for e in self.events if e.kind == kind]
+
+    def logs(self) -> list[Any]:
+        return [ev for block in self.of("block") for ev in block.events]
+
+
+WatcherFactory = Callable[..., Watcher]
+
+
+@pytest.fixture
+def make_watcher(chain: Chain, sqlite_url: str) -> Iterator[WatcherFactory]:
+    """``make_watcher(rpc_url=..., db_url=..., **WatchConfig fields)``: a watcher of the emitter."""
+    engines = []
+
+    def make(
+        *, rpc_url: str | None = None, db_url: str | None = None, retries: int = 2, **cfg: Any
+    ) -> Watcher:
+        engine = open_database(db_url or sqlite_url)
+        engines.append(engine)
+        cfg.setdefault("finality_depth", 10)
+        cfg.setdefault("poll_interval_s", 0.2)
+        cfg.setdefault("abi", EMITTER["abi"])
+        config = WatchConfig(address=chain.emitter.address, start_block=chain.deploy_block, **cfg)
+        rpc = RpcClient(rpc_url or chain.url, retries=retries, backoff_s=0.01, timeout_s=5)
+        return Watcher(rpc, SqlCursorStore(engine), config)
+
+    yield make
+    for engine in engines:
+        engine.dispose()
+
+
+class Proxy:
+    """A local JSON-RPC HTTP proxy in front of anvil that can refuse wide eth_getLogs ranges (like hosted
+    providers do) and fail the next requests with an HTTP status."""
+
+    def __init__(self, upstream: str, *, max_span: int | None = None, style: str = "-32005") -> None:
+        self.upstream = upstream
+        self.max_span = max_span
+        self.style = style
+        self.fail_next: list[tuple[int, dict[str, str]]] = []
+        self.refused: list[tuple[int, int]] = []
+        self.served: list[tuple[int, int]] = []
+        self.methods: list[str] = []
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                request = json.loads(body)
+                status, payload, headers = proxy.handle(request, body)
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def handle(self, request: dict[str, Any], body: bytes) -> tuple[int, Any, dict[str, str]]:
+        self.methods.append(request.get("method", "?"))
+        if self.fail_next:
+            status, headers = self.fail_next.pop(0)
+            return status, b"<html>upstream trouble</html>", headers
+        if request.get("method") == "eth_getLogs" and self.max_span is not None:
+            flt = request["params"][0]
+            lo, hi = int(flt["fromBlock"], 16), int(flt["toBlock"], 16)
+            if hi - lo + 1 > self.max_span:
+                self.refused.append((lo, hi))
+                if self.style == "413":
+                    return 413, b"Request Entity Too Large", {}
+                message = {
+                    "-32005": "query returned more than 10000 results",
+                    "range": f"block range too large: max {self.max_span}",
+                }[self.style]
+                code = -32005 if self.style == "-32005" else -32602
+                return (
+                    200,
+                    {"jsonrpc": "2.0", "id": request["id"], "error": {"code": code, "message": message}},
+                    {},
+                )
+            self.served.append((lo, hi))
+        reply = requests.post(
+            self.upstream, data=body, headers={"Content-Type": "application/json"}, timeout=30
+        )
+        return reply.status_code, reply.content, {}
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def proxy_factory(chain: Chain) -> Iterator[Callable[..., Proxy]]:
+    proxies: list[Proxy] = []
+
+    def make(**kw: Any) -> Proxy:
+        proxies.append(Proxy(chain.url, **kw))
+        return proxies[-1]
+
+    yield make
+    for p in proxies:
+        p.close()
+
+
+class TcpRelay:
+    """A TCP relay to anvil whose connections the test can cut (and refuse) to drop a WebSocket."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.url = f"ws://127.0.0.1:{self.port}"
+        self.accepting = threading.Event()
+        self.accepting.set()
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.accepting.is_set():
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        """Drop every open connection (and refuse new ones until :meth:`resume`)."""
+        self.accepting.clear()
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def resume(self) -> None:
+        self.accepting.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self.cut()
+        self.listener.close()

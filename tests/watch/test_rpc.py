@@ -1,0 +1,130 @@
+"""The RPC client and adaptive ranges against providers that refuse, fail, rate-limit or are not there."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+import pytest
+from prometheus_client import REGISTRY
+
+from agent.errors import BackendUnavailableError
+from agent.watch.errors import RateLimitedError, RpcError, RpcUnavailableError, UnsplittableRangeError
+from agent.watch.logs import AdaptiveRange
+from agent.watch.rpc import RpcClient
+from tests.watch.conftest import Chain, Proxy, Recorder, WatcherFactory, free_port
+
+pytestmark = pytest.mark.anvil
+
+
+def _metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+@pytest.mark.parametrize("style", ["-32005", "range", "413"])
+def test_refused_ranges_are_halved_until_the_provider_accepts_them(
+    chain: Chain, make_watcher: WatcherFactory, proxy_factory: Callable[..., Proxy], style: str
+) -> None:
+    for i in range(12):
+        chain.request(token_id=i)
+        chain.mine(2)
+    proxy = proxy_factory(max_span=5, style=style)
+    halvings = _metric("chrysalis_watch_range_halvings_total")
+    seen = Recorder()
+    watcher = make_watcher(rpc_url=proxy.url, finality_depth=3, max_range=64)
+    watcher.poll(seen)
+    assert [e.args["tokenId"] for e in seen.logs()] == list(range(12))
+    assert proxy.refused[0] == (chain.deploy_block, chain.head - 3)  # everything final, in one request
+    spans = [hi - lo + 1 for lo, hi in proxy.refused[:3]]
+    assert spans[1] == spans[0] // 2 and spans[2] == spans[1] // 2
+    assert all(hi - lo + 1 <= 5 for lo, hi in proxy.served)
+    covered = sorted(proxy.served)
+    assert covered[0][0] == chain.deploy_block and all(
+        a[1] + 1 == b[0] for a, b in itertools.pairwise(covered)
+    )
+    assert _metric("chrysalis_watch_range_halvings_total") > halvings
+    assert watcher.span.size <= 5
+
+
+def test_the_range_grows_back_slowly_after_successes() -> None:
+    span = AdaptiveRange(max_size=100, grow_after=2, growth=1.5)
+    assert span.refused(100) and span.size == 50
+    assert span.refused(50) and span.size == 25
+    span.succeeded()
+    assert span.size == 25
+    span.succeeded()
+    assert span.size == 37
+    for _ in range(20):
+        span.succeeded()
+    assert span.size == 100
+    tiny = AdaptiveRange(max_size=4)
+    assert tiny.refused(2) and tiny.size == 1 and not tiny.refused(1)
+
+
+def test_a_single_block_that_is_refused_is_a_permanent_error(
+    chain: Chain, make_watcher: WatcherFactory, proxy_factory: Callable[..., Proxy]
+) -> None:
+    chain.request()
+    proxy = proxy_factory(max_span=0)
+    with pytest.raises(UnsplittableRangeError, match="single block"):
+        make_watcher(rpc_url=proxy.url).poll(Recorder())
+
+
+def test_transient_5xx_and_garbage_are_retried_and_counted(
+    chain: Chain, proxy_factory: Callable[..., Proxy]
+) -> None:
+    proxy = proxy_factory()
+    before_5xx = _metric("chrysalis_rpc_errors_total", method="eth_blockNumber", kind="http_5xx")
+    before_retries = _metric("chrysalis_rpc_retries_total", method="eth_blockNumber")
+    proxy.fail_next = [(502, {}), (503, {})]
+    rpc = RpcClient(proxy.url, retries=3, backoff_s=0.01)
+    assert rpc.block_number() == chain.head
+    assert _metric("chrysalis_rpc_errors_total", method="eth_blockNumber", kind="http_5xx") == before_5xx + 2
+    assert _metric("chrysalis_rpc_retries_total", method="eth_blockNumber") == before_retries + 2
+    proxy.fail_next = [(500, {})] * 3
+    with pytest.raises(RpcUnavailableError, match="HTTP 500"):
+        RpcClient(proxy.url, retries=2, backoff_s=0.01).block_number()
+
+
+def test_rate_limits_wait_for_retry_after(chain: Chain, proxy_factory: Callable[..., Proxy]) -> None:
+    proxy = proxy_factory()
+    slept: list[float] = []
+    proxy.fail_next = [(429, {"Retry-After": "2"})]
+    rpc = RpcClient(proxy.url, retries=2, backoff_s=0.01, sleep=slept.append)
+    assert rpc.chain_id() == chain.chain_id
+    assert slept == [2.0]
+    proxy.fail_next = [(429, {"Retry-After": "1"})] * 3
+    with pytest.raises(RateLimitedError) as err:
+        rpc.chain_id()
+    assert err.value.retry_after == 1.0 and err.value.retryable
+
+
+def test_client_side_rate_limit_spaces_requests(chain: Chain) -> None:
+    import time
+
+    rpc = RpcClient(chain.url, max_rps=20)
+    started = time.monotonic()
+    for _ in range(6):
+        rpc.block_number()
+    assert time.monotonic() - started >= 0.25
+
+
+def test_an_http_4xx_is_not_retried(chain: Chain, proxy_factory: Callable[..., Proxy]) -> None:
+    proxy = proxy_factory()
+    proxy.fail_next = [(401, {})]
+    with pytest.raises(RpcError, match="401"):
+        RpcClient(proxy.url, retries=3, backoff_s=0.01).block_number()
+    assert proxy.methods == ["eth_blockNumber"]
+
+
+def test_an_unreachable_rpc_is_a_backend_unavailable_error_naming_the_url(
+    make_watcher: WatcherFactory,
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    before = _metric("chrysalis_rpc_errors_total", method="eth_chainId", kind="connection")
+    with pytest.raises(BackendUnavailableError) as err:
+        make_watcher(rpc_url=url, retries=1).poll(Recorder())
+    assert isinstance(err.value, RpcUnavailableError) and err.value.url == url
+    assert url in str(err.value) and "chain.rpc_url" in (err.value.hint or "")
+    assert "Connection refused" in str(err.value) and err.value.attempts == 2
+    assert _metric("chrysalis_rpc_errors_total", method="eth_chainId", kind="connection") == before + 2

@@ -1,0 +1,141 @@
+"""Batched fulfilments and refreshes: pre-checked on-chain, grouped under count and gas caps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from web3.logs import DISCARD
+
+from agent.settings import SubmitSettings
+from agent.submit import Fulfilment, FulfilmentBatcher, Refresh, RefreshBatcher
+from tests.submit.conftest import Chain, digest
+
+
+def _batcher(chain: Chain, **settings: Any) -> FulfilmentBatcher:
+    sender = chain.sender(**settings)
+    return FulfilmentBatcher(sender, sender.rpc, chain.collection.address, sender.settings)
+
+
+def _evolved(chain: Chain, tx_hash: str) -> list[Any]:
+    receipt = chain.w3.eth.get_transaction_receipt(tx_hash)
+    return list(chain.collection.events.Evolved().process_receipt(receipt, errors=DISCARD))
+
+
+def test_several_requests_fulfilled_in_one_transaction(chain: Chain) -> None:
+    rids = [chain.request(t) for t in range(1, 6)]
+    batcher = _batcher(chain)
+    report = batcher.submit([Fulfilment(r, digest(r), digest(1000 + r)) for r in rids])
+
+    assert report.tx_count == 1 and report.dropped == () and report.failed == []
+    assert sorted(f.request_id for f in report.confirmed) == rids
+    (result,) = report.results
+    assert result.confirmation is not None and result.confirmation.status == 1
+    events = _evolved(chain, result.confirmation.tx_hash)
+    assert [e["args"]["requestId"] for e in events] == rids
+    assert [e["args"]["metadataDigest"] for e in events] == [digest(r) for r in rids]
+    assert [e["args"]["provenance"] for e in events] == [digest(1000 + r) for r in rids]
+    for t in range(1, 6):
+        assert chain.collection.functions.stageOf(t).call() == 1
+    assert not any(batcher.check_pending(rids).values())
+
+
+def test_pre_check_drops_fulfilled_cancelled_unknown_and_duplicate_requests(chain: Chain) -> None:
+    rids = [chain.request(t) for t in range(1, 7)]
+    fulfilled, cancelled = rids[1], rids[3]
+    chain.fulfil_directly(fulfilled)
+    chain.cancel(cancelled)
+    unknown = (30 << 32) | 1  # token 30 never had a request
+    batcher = _batcher(chain)
+    nonce = chain.w3.eth.get_transaction_count(chain.agent)
+    items = [Fulfilment(r, digest(r)) for r in rids] + [
+        Fulfilment(unknown, digest(1)),
+        Fulfilment(rids[0], digest(2)),
+    ]
+    items.append(Fulfilment((31 << 32) | 1, bytes(32)))
+
+    report = batcher.submit(items)
+
+    reasons = {d.key: d.reason for d in report.dropped}
+    assert set(reasons) == {fulfilled, cancelled, unknown, rids[0], (31 << 32) | 1}
+    assert "not pending" in reasons[fulfilled] and "not pending" in reasons[cancelled]
+    assert "listed twice" in reasons[rids[0]] and "digest" in reasons[(31 << 32) | 1]
+    assert report.tx_count == 1 and report.failed == []
+    assert sorted(f.request_id for f in report.confirmed) == sorted(set(rids) - {fulfilled, cancelled})
+    assert (
+        chain.w3.eth.get_transaction_count(chain.agent) == nonce + 1
+    )  # no reverted transaction was paid for
+
+
+def test_sequential_and_batched_pre_checks_agree(chain: Chain) -> None:
+    rids = [chain.request(t) for t in range(1, 5)]
+    chain.fulfil_directly(rids[2])
+    batched = _batcher(chain, precheck_batch_size=3)
+    sequential = FulfilmentBatcher(
+        batched.sender, batched.rpc, batched.collection, batched.settings, precheck="sequential"
+    )
+    ids = [*rids, (35 << 32) | 9]
+    expected = {rids[0]: True, rids[1]: True, rids[2]: False, rids[3]: True, (35 << 32) | 9: False}
+    assert batched.check_pending(ids) == expected == sequential.check_pending(ids)
+
+
+def test_count_and_gas_caps_split_batches(chain: Chain) -> None:
+    rids = [chain.request(t) for t in range(1, 8)]
+    by_count = _batcher(chain, batch_max_count=3).plan([Fulfilment(r, digest(r)) for r in rids])
+    assert [len(b.items) for b in by_count.batches] == [3, 3, 1]
+
+    one = by_count.batches[0].gas
+    by_gas = _batcher(chain, batch_max_gas=max(100_000, int(one * 0.8)))
+    plan = by_gas.plan([Fulfilment(r, digest(r)) for r in rids])
+    assert all(b.gas <= by_gas.settings.batch_max_gas for b in plan.batches)
+    assert sum(len(b.items) for b in plan.batches) == 7 and len(plan.batches) >= 3
+    report = by_gas.submit([Fulfilment(r, digest(r)) for r in rids])
+    assert report.tx_count == len(plan.batches) and len(report.confirmed) == 7
+
+
+def test_a_request_fulfilled_after_the_pre_check_is_dropped_by_its_decoded_error(
+    chain: Chain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A race: the pre-check said pending, then it was fulfilled. The gas estimate (a dry run) reverts naming
+    the request, which is dropped; the rest go out in one transaction."""
+    rids = [chain.request(t) for t in range(1, 5)]
+    batcher = _batcher(chain)
+    monkeypatch.setattr(batcher, "check_pending", lambda ids: dict.fromkeys(ids, True))
+    chain.fulfil_directly(rids[1])
+
+    report = batcher.submit([Fulfilment(r, digest(r)) for r in rids])
+
+    (dropped,) = report.dropped
+    assert dropped.key == rids[1]
+    assert f"LivingCollectionRequestNotPending(requestId={hex(rids[1])})" in dropped.reason
+    assert report.tx_count == 1 and len(report.confirmed) == 3
+
+
+def test_refresh_batches_are_sized_to_the_gas_cap(chain: Chain) -> None:
+    sender = chain.sender()
+    probe = RefreshBatcher(sender, sender.rpc, chain.collection.address, SubmitSettings())
+    ten = [Refresh(t, digest(500 + t)) for t in range(1, 11)]
+    whole = probe.plan(ten).batches
+    assert len(whole) == 1
+    cap = max(100_000, whole[0].gas // 3)
+    batcher = RefreshBatcher(
+        sender, sender.rpc, chain.collection.address, SubmitSettings(refresh_max_gas=cap)
+    )
+
+    items = list(reversed(ten)) + [Refresh(999, digest(1)), Refresh(3, digest(3333))]
+    report = batcher.submit(items, provenance=b"\x42" * 32)
+
+    assert {d.key for d in report.dropped} == {999, 3}  # never minted; listed twice (last digest kept)
+    assert report.tx_count >= 3 and report.failed == []
+    assert all(r.batch.gas <= cap for r in report.results)
+    ids = [r.token_id for res in report.results for r in res.batch.items]
+    assert ids == sorted(ids) == list(range(1, 11))
+    for t in range(1, 11):
+        expected = digest(3333) if t == 3 else digest(500 + t)
+        assert chain.collection.functions.metadataDigestOf(t).call() == expected
+
+
+def test_refresh_cap_defaults_to_half_the_block_gas_limit(chain: Chain) -> None:
+    sender = chain.sender()
+    batcher = RefreshBatcher(sender, sender.rpc, chain.collection.address)
+    assert batcher.max_gas() == chain.w3.eth.get_block("latest")["gasLimit"] // 2

@@ -216,6 +216,25 @@ class DatabaseSettings(BaseModel):
     busy_timeout_ms: int = Field(default=30_000, ge=0, description="SQLite: how long a writer waits for the lock.")
 
 
+class MetricsSettings(BaseModel):
+    """The Prometheus ``/metrics`` endpoint that ``chrysalis run`` serves."""
+
+    enabled: bool = Field(default=True, description="Serve /metrics while the agent runs.")
+    host: str = Field(
+        default="127.0.0.1", description="Address to listen on; keep it local unless a firewall guards it."
+    )
+    port: int = Field(default=9464, ge=0, le=65535, description="TCP port (0: any free port, logged at start).")
+
+
+class LogSettings(BaseModel):
+    """How ``chrysalis run`` logs (to stderr)."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = Field(
+        default="text", description="text: human-readable lines; json: one JSON object per line (log shippers)."
+    )
+
+
 class Settings(BaseSettings):
     """Everything Chrysalis can be told. Sections mirror the TOML tables."""
 
@@ -233,6 +252,8 @@ class Settings(BaseSettings):
     models: ModelSettings = Field(default_factory=ModelSettings)
     signer: SignerSettings = Field(default_factory=SignerSettings)
     submit: SubmitSettings = Field(default_factory=SubmitSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -1,5 +1,4 @@
-"""Run every benchmark in turn: `python -m bench [name ...]` (names: gas, ipfs_import, ipfs_gateway, inference,
-image_quality). Each prints its table and writes bench/results/<name>.md, which the README quotes."""
+"""Run every benchmark in turn: `python -m bench [name ...]` (names: see ``ALL``). Each prints its table and writes bench/results/<name>.md, which the README quotes."""
 
 from __future__ import annotations
 
@@ -7,7 +6,7 @@ import importlib
 import runpy
 import sys
 
-ALL = ["gas", "ipfs_import", "ipfs_gateway", "image_quality", "inference"]
+ALL = ["gas", "ipfs_import", "ipfs_gateway", "image_quality", "inference", "submit"]
 
 
 def main(argv: list[str]) -> int:

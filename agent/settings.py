@@ -30,7 +30,9 @@ DEFAULT_CONFIG_FILE = Path("chrysalis.toml")
 class ChainSettings(BaseModel):
     """Where the collection lives."""
 
-    rpc_url: str = "http://127.0.0.1:8545"
+    rpc_url: str = Field(
+        default="http://127.0.0.1:8545", description="JSON-RPC endpoint (http:// or https://)."
+    )
     deployment: Path = Field(
         default=Path("deployments/local.json"),
         description="Deployment record written by `ape run deploy` (chain id, addresses, deploy block, ABI).",
@@ -60,8 +62,8 @@ class ChainSettings(BaseModel):
 class PinningServiceSettings(BaseModel):
     """An IPFS Pinning Service API endpoint (Pinata and others)."""
 
-    name: str
-    endpoint: str
+    name: str = Field(description="A short name for logs (and the default token env var).")
+    endpoint: str = Field(description="Base URL of the Pinning Service API, e.g. https://api.example.com/psa.")
     token: SecretStr | None = Field(default=None, description="Bearer token; prefer the env var.")
     token_env: str | None = Field(
         default=None,
@@ -90,10 +92,12 @@ class IpfsSettings(BaseModel):
     """The IPFS layer: the embedded node, and the backends that must confirm a pin."""
 
     repo: Path = Field(default=Path(".chrysalis/ipfs"), description="Embedded node's blockstore directory.")
-    gateway_host: str = "127.0.0.1"
-    gateway_port: int = 8080
+    gateway_host: str = Field(default="127.0.0.1", description="Address the embedded gateway listens on.")
+    gateway_port: int = Field(default=8080, description="Port of the embedded gateway and Kubo RPC subset.")
     kubo_api: str | None = Field(default=None, description="Kubo RPC multiaddr or URL, e.g. /ip4/127.0.0.1/tcp/5001")
-    pinning_services: list[PinningServiceSettings] = Field(default_factory=list)
+    pinning_services: list[PinningServiceSettings] = Field(
+        default_factory=list, description="Remote pinning services (IPFS Pinning Service API) that also pin."
+    )
     replication: int = Field(default=1, ge=1, description="Backends that must confirm a pin before it counts.")
     max_request_bytes: int = Field(
         default=256 * 1024 * 1024, ge=1, description="Largest add / dag/import body the embedded node accepts (413)."
@@ -109,12 +113,20 @@ class IpfsSettings(BaseModel):
 class ModelSettings(BaseModel):
     """Which image and lore models run, and how."""
 
-    image_backend: Literal["embedded", "diffusers"] = "embedded"
+    image_backend: Literal["embedded", "diffusers"] = Field(
+        default="embedded", description="embedded: the shipped sprite model; diffusers: any diffusers pipeline."
+    )
     image_model: str | None = Field(default=None, description="Local path or hub id for the diffusers backend.")
-    image_lora: str | None = None
-    lore_backend: Literal["embedded", "transformers"] = "embedded"
+    image_lora: str | None = Field(
+        default=None, description="LoRA weights (path or hub id) for the diffusers backend."
+    )
+    lore_backend: Literal["embedded", "transformers"] = Field(
+        default="embedded", description="embedded: the packaged SmolLM2 GGUF; transformers: any causal LM."
+    )
     lore_model: str | None = Field(default=None, description="Local path or hub id for the transformers backend.")
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        default="auto", description="Where models run (auto: CUDA, then MPS, then CPU)."
+    )
     cache_dir: Path = Field(default=Path(".chrysalis/models"), description="Converted-model cache.")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         default="auto", description="auto: float16 on CUDA/MPS for production pipelines, float32 on CPU."
@@ -135,7 +147,7 @@ class ModelSettings(BaseModel):
     )
     image_width: int | None = Field(default=None, ge=8, description="diffusers output width (None: the model's).")
     image_height: int | None = Field(default=None, ge=8, description="diffusers output height (None: the model's).")
-    image_negative_prompt: str | None = None
+    image_negative_prompt: str | None = Field(default=None, description="diffusers negative prompt.")
     image_batch_size: int = Field(default=8, ge=1, description="Most images generated in one pipeline call.")
     attention_slicing: bool = Field(default=False, description="Trade speed for memory (diffusers backend).")
     cpu_offload: Literal["none", "model", "sequential"] = Field(
@@ -146,9 +158,9 @@ class ModelSettings(BaseModel):
     # lore
     lore_max_new_tokens: int = Field(default=64, ge=8, description="Token budget for the two lore sentences.")
     lore_do_sample: bool = Field(default=False, description="Greedy by default; True samples with the token seed.")
-    lore_temperature: float = Field(default=0.7, gt=0)
-    lore_top_p: float = Field(default=0.9, gt=0, le=1)
-    lore_repetition_penalty: float = Field(default=1.1, ge=1.0)
+    lore_temperature: float = Field(default=0.7, gt=0, description="Sampling temperature (lore_do_sample).")
+    lore_top_p: float = Field(default=0.9, gt=0, le=1, description="Nucleus sampling mass (lore_do_sample).")
+    lore_repetition_penalty: float = Field(default=1.1, ge=1.0, description="Penalty on repeated tokens.")
     lore_batch_size: int = Field(default=8, ge=1, description="Most lore prompts generated together.")
 
 
@@ -229,7 +241,9 @@ class MetricsSettings(BaseModel):
 class LogSettings(BaseModel):
     """How ``chrysalis run`` logs (to stderr)."""
 
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Least severe level logged."
+    )
     format: Literal["text", "json"] = Field(
         default="text", description="text: human-readable lines; json: one JSON object per line (log shippers)."
     )
@@ -245,7 +259,9 @@ class Settings(BaseSettings):
         toml_file=None,
     )
 
-    data_dir: Path = Path(".chrysalis")
+    data_dir: Path = Field(
+        default=Path(".chrysalis"), description="Where the agent keeps its state and generated assets."
+    )
     chain: ChainSettings = Field(default_factory=ChainSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     ipfs: IpfsSettings = Field(default_factory=IpfsSettings)

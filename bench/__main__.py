@@ -1,4 +1,6 @@
-"""Run every benchmark in turn: `python -m bench [name ...]` (names: see ``ALL``). Each prints its table and writes bench/results/<name>.md, which the README quotes."""
+"""Run every benchmark in turn: `python -m bench [name ...]` (names: see ``ALL``).
+
+Each prints its table and writes bench/results/<name>.md, which the README quotes."""
 
 from __future__ import annotations
 

@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-train", action="store_true", help="only export")
-    p.add_argument("--export", type=Path, default=None, help="write the EMA model to this dir and a manifest")
+    p.add_argument("--export", type=Path, default=None, help="write the EMA model, manifest and model card here")
+    p.add_argument("--card-guidance", type=float, default=1.0, help="guidance of the model card's sample grid")
     a = p.parse_args(argv)
 
     torch.set_num_threads(a.threads)
@@ -56,8 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     if a.export is not None:
         from agent.generate.embedded_image import write_shipped_model
 
+        from agent.generate.sprites.card import write_model_card
+
         facts = write_shipped_model(a.out / CHECKPOINT_NAME, a.export)
-        print(f"exported to {a.export}: {facts}")
+        write_model_card(a.export, guidance_scale=a.card_guidance)
+        print(f"exported to {a.export} (with MODEL_CARD.md and samples.png): {facts}")
     return 0
 
 

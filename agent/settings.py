@@ -249,6 +249,47 @@ class LogSettings(BaseModel):
     )
 
 
+class AgentSettings(BaseModel):
+    """The agent's pipeline: who it is, how it holds and retries jobs, where its rules and oracles come from."""
+
+    worker_id: str | None = Field(
+        default=None, description="This worker's name in the job store (None: <hostname>:<pid>, unique)."
+    )
+    lease_s: float = Field(
+        default=60.0, gt=0, description="Seconds a claimed job stays ours without a heartbeat (then reaped)."
+    )
+    max_attempts: int = Field(default=5, ge=1, description="Attempts before a job ends failed, with its error.")
+    retry_base_s: float = Field(default=5.0, ge=0, description="Back-off after a first failed attempt (doubles).")
+    retry_cap_s: float = Field(default=600.0, ge=0, description="Longest back-off between attempts.")
+    batch_size: int = Field(
+        default=8, ge=1, description="Most jobs advanced together (one inference batch, one fulfilment tx)."
+    )
+    batch_wait_s: float = Field(
+        default=0.0, ge=0, description="Wait this long for more claimable jobs to fill a batch (0: go at once)."
+    )
+    rules: Path | None = Field(default=None, description="Evolution rules TOML (None: the shipped default).")
+    price_feed: str | None = Field(
+        default=None, description="Chainlink feed for the price oracle (None: the deployment's DevPriceFeed)."
+    )
+    price_window_s: int | None = Field(
+        default=86_400, gt=0, description="Window of price.change_pct in seconds (None: leave it out)."
+    )
+    price_max_age_s: int | None = Field(
+        default=3_600, ge=0, description="Refuse a price older than this at the event's block (None: no check)."
+    )
+    token_name: str = Field(
+        default="{collection} #{token_id}", description="Token name; {collection} is the contract's name()."
+    )
+    serve_gateway: bool | None = Field(
+        default=None,
+        description="Serve the embedded IPFS node at ipfs.gateway_host:gateway_port while running "
+        "(None: only when a pinning service must fetch from it).",
+    )
+    wait_chunk_s: float = Field(
+        default=2.0, gt=0, description="Confirmation waits run in chunks this long, so a stop is seen quickly."
+    )
+
+
 class Settings(BaseSettings):
     """Everything Chrysalis can be told. Sections mirror the TOML tables."""
 
@@ -270,6 +311,7 @@ class Settings(BaseSettings):
     submit: SubmitSettings = Field(default_factory=SubmitSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    agent: AgentSettings = Field(default_factory=AgentSettings)
 
     @classmethod
     def settings_customise_sources(

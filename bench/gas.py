@@ -14,11 +14,6 @@ from __future__ import annotations
 import base64
 import os
 import random
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +21,7 @@ from typing import Any
 
 from web3 import Web3
 
+from agent.devnet import start_anvil
 from bench._table import emit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,55 +51,11 @@ def _artifacts(*names: str) -> dict[str, tuple[list[dict[str, Any]], str]]:
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def anvil(*extra: str) -> Iterator[Web3]:
-    """A throwaway anvil on a free port; its HOME (where anvil caches) is a temporary dir removed on exit.
-
-    ``extra`` arguments go to anvil (``--steps-tracing`` to profile with ``debug_traceTransaction``).
-    """
-    binary = ROOT / ".venv" / "bin" / "anvil"
-    if not binary.exists():
-        binary = Path(shutil.which("anvil") or "anvil")
-    port = _free_port()
-    home = tempfile.mkdtemp(prefix="chrysalis-bench-anvil-")
-    proc = subprocess.Popen(
-        [
-            str(binary),
-            "--port",
-            str(port),
-            "--silent",
-            "--gas-limit",
-            "60000000",
-            "--hardfork",
-            "cancun",
-            *extra,
-        ],
-        env={**os.environ, "HOME": home},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        w3 = Web3(Web3.HTTPProvider(f"http://127.0.0.1:{port}", request_kwargs={"timeout": 60}))
-        deadline = time.monotonic() + 20
-        while not w3.is_connected():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"anvil did not start (exit code {proc.poll()})")
-            time.sleep(0.05)
-        yield w3
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(home, ignore_errors=True)
+    """A throwaway anvil (cancun, 60M gas blocks); ``extra`` arguments go to anvil (``--steps-tracing`` to profile)."""
+    with start_anvil("--gas-limit", "60000000", "--hardfork", "cancun", *extra) as node:
+        yield Web3(Web3.HTTPProvider(node.url, request_kwargs={"timeout": 60}))
 
 
 class Chain:

@@ -23,10 +23,6 @@ import argparse
 import json
 import os
 import secrets
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,6 +42,7 @@ from agent.submit import (
     TxRequest,
     Web3TxSender,
 )
+from agent.devnet import start_anvil
 from bench._table import emit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,42 +51,11 @@ FEE = 5 * 10**14
 PRICE = 10**15
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def anvil() -> Iterator[str]:
-    binary = ROOT / ".venv" / "bin" / "anvil"
-    if not binary.exists():
-        binary = Path(shutil.which("anvil") or "anvil")
-    port = _free_port()
-    home = tempfile.mkdtemp(prefix="chrysalis-bench-anvil-")
-    proc = subprocess.Popen(
-        [str(binary), "--port", str(port), "--silent", "--gas-limit", "60000000", "--hardfork", "cancun"],
-        env={**os.environ, "HOME": home},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        w3 = Web3(Web3.HTTPProvider(url))
-        deadline = time.monotonic() + 20
-        while not w3.is_connected():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"anvil did not start (exit code {proc.poll()})")
-            time.sleep(0.05)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(home, ignore_errors=True)
+    """A throwaway anvil (cancun, 60M gas blocks)."""
+    with start_anvil("--gas-limit", "60000000", "--hardfork", "cancun") as node:
+        yield node.url
 
 
 MODES = 5  # four timed modes and the pre-check

@@ -7,23 +7,17 @@ Block times are set explicitly (``evm_setNextBlockTimestamp``) so ages and windo
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from agent.devnet import start_anvil
 from web3 import Web3
 from web3.contract import Contract
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = ROOT / ".build" / "__local__.json"
-ANVIL = shutil.which("anvil", path=str(ROOT / ".venv" / "bin")) or shutil.which("anvil")
 T0 = 1_900_000_000
 """A fixed start time, well after anvil's genesis, so every test knows its block timestamps."""
 
@@ -103,46 +97,12 @@ class Chain:
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 @pytest.fixture(scope="module")
 def anvil_url() -> Iterator[str]:
     """A fresh anvil on a free 127.0.0.1 port with a throwaway HOME (no leftovers under ~/.foundry)."""
-    if ANVIL is None:
-        pytest.skip("anvil is not installed: run `make setup`")
-    port = _free_port()
-    home = tempfile.mkdtemp(prefix="chrysalis-anvil-")
-    proc = subprocess.Popen(
-        [ANVIL, "--port", str(port), "--host", "127.0.0.1", "--silent", "--timestamp", str(T0 - 10_000)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "HOME": home},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        w3 = Web3(Web3.HTTPProvider(url))
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                _ = w3.eth.block_number
-                break
-            except Exception:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"anvil did not start on port {port}") from None
-                time.sleep(0.05)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(home, ignore_errors=True)
+    with start_anvil("--timestamp", str(T0 - 10_000)) as node:
+        yield node.url
 
 
 @pytest.fixture(scope="module")

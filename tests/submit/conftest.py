@@ -8,14 +8,8 @@ runs between ``evm_snapshot`` and ``evm_revert``, with automine restored and the
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import shutil
-import socket
-import subprocess
-import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,12 +21,12 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.logs import DISCARD
 
+from agent.devnet import start_anvil
 from agent.settings import SubmitSettings
 from agent.submit import ChainRpc, ErrorDecoder, KeystoreSigner, Web3TxSender
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = ROOT / ".build" / "__local__.json"
-ANVIL = shutil.which("anvil", path=str(ROOT / ".venv" / "bin")) or shutil.which("anvil")
 FEE = 5 * 10**14
 TIMEOUT = 3_600
 TOKENS = 40
@@ -46,11 +40,6 @@ def artifact() -> dict[str, Any]:
         pytest.skip(f"LivingCollection is not in {MANIFEST}: run `make setup`")
     return types["LivingCollection"]
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def digest(i: int) -> bytes:
@@ -171,37 +160,8 @@ class Chain:
 @pytest.fixture(scope="module")
 def anvil_url() -> Iterator[str]:
     """A fresh anvil on a free 127.0.0.1 port with a throwaway HOME."""
-    if ANVIL is None:
-        pytest.skip("anvil is not installed: run `make setup`")
-    port = _free_port()
-    home = tempfile.mkdtemp(prefix="chrysalis-submit-anvil-")
-    proc = subprocess.Popen(
-        [ANVIL, "--port", str(port), "--host", "127.0.0.1", "--silent"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "HOME": home},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        w3 = Web3(Web3.HTTPProvider(url))
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                _ = w3.eth.block_number
-                break
-            except Exception:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"anvil did not start on port {port}") from None
-                time.sleep(0.05)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(home, ignore_errors=True)
+    with start_anvil() as node:
+        yield node.url
 
 
 @pytest.fixture(scope="module")

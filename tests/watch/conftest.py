@@ -4,13 +4,8 @@ EventEmitter.json by compile_emitter.js), plus local proxies that misbehave like
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import socket
-import subprocess
-import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,6 +16,7 @@ import requests
 from web3 import Web3
 from web3.contract import Contract
 
+from agent.devnet import start_anvil
 from agent.jobs.db import open_database
 from agent.watch.cursor_sql import SqlCursorStore
 from agent.watch.events import WatchEvent
@@ -29,14 +25,8 @@ from agent.watch.watcher import WatchConfig, Watcher
 from tests.jobs.dbs import BACKENDS, database_url
 
 ROOT = Path(__file__).resolve().parents[2]
-ANVIL = shutil.which("anvil", path=str(ROOT / ".venv" / "bin")) or shutil.which("anvil")
 EMITTER = json.loads((Path(__file__).with_name("EventEmitter.json")).read_text())
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Chain:
@@ -103,36 +93,8 @@ class Chain:
 @pytest.fixture
 def anvil_url() -> Iterator[str]:
     """A fresh anvil on a free port, with a throwaway HOME; stopped afterwards."""
-    if ANVIL is None:
-        pytest.fail("anvil is not installed: run `make setup`", pytrace=False)
-    port = free_port()
-    home = tempfile.mkdtemp(prefix="chrysalis-anvil-")
-    proc = subprocess.Popen(
-        [ANVIL, "--port", str(port), "--host", "127.0.0.1", "--silent", "--accounts", "2"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "HOME": home},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                requests.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"}, timeout=1)
-                break
-            except requests.RequestException:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"anvil did not start on port {port}") from None
-                time.sleep(0.05)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(home, ignore_errors=True)
+    with start_anvil("--accounts", "2") as node:
+        yield node.url
 
 
 @pytest.fixture

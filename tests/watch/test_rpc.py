@@ -12,7 +12,8 @@ from agent.errors import BackendUnavailableError
 from agent.watch.errors import RateLimitedError, RpcError, RpcUnavailableError, UnsplittableRangeError
 from agent.watch.logs import AdaptiveRange
 from agent.watch.rpc import RpcClient
-from tests.watch.conftest import Chain, Proxy, Recorder, WatcherFactory, free_port
+from agent.devnet import free_port
+from tests.watch.conftest import Chain, Proxy, Recorder, WatcherFactory
 
 pytestmark = pytest.mark.anvil
 

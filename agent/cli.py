@@ -6,13 +6,15 @@ Each layer contributes a typer sub-app (``chrysalis ipfs ...``, ``chrysalis mode
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 import typer
 from rich.console import Console
 
 from agent import __version__
-from agent.errors import ChrysalisError
+from agent.errors import ChrysalisError, ConfigError
 
 app = typer.Typer(
     name="chrysalis",
@@ -24,8 +26,20 @@ err_console = Console(stderr=True)
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    config: Path | None = typer.Option(
+        None,
+        "--config",
+        "-c",
+        help="Settings file (default: $CHRYSALIS_CONFIG, else ./chrysalis.toml if it exists).",
+        show_default=False,
+    ),
+) -> None:
     """Chrysalis: living NFT collections that evolve on-chain."""
+    if config is not None:
+        if not config.is_file():
+            raise ConfigError(f"config file {config} does not exist", hint="write one with `chrysalis init`")
+        os.environ["CHRYSALIS_CONFIG"] = str(config)
 
 
 @app.command()
@@ -43,6 +57,9 @@ def _register_subapps() -> None:
     from agent.ipfs.cli import ipfs_app
 
     app.add_typer(ipfs_app, name="ipfs")
+    from agent.ops.cli import register as register_ops
+
+    register_ops(app)  # init, run, status, jobs, retry, evolve, fuse
 
 
 _register_subapps()

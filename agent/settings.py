@@ -11,10 +11,11 @@ from the TOML file.
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -27,7 +28,13 @@ from agent.errors import ConfigError
 DEFAULT_CONFIG_FILE = Path("chrysalis.toml")
 
 
-class ChainSettings(BaseModel):
+class Section(BaseModel):
+    """A TOML table of the settings. Unknown keys are errors: a misspelt key must not be ignored silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ChainSettings(Section):
     """Where the collection lives."""
 
     rpc_url: str = Field(
@@ -59,7 +66,7 @@ class ChainSettings(BaseModel):
     )
 
 
-class PinningServiceSettings(BaseModel):
+class PinningServiceSettings(Section):
     """An IPFS Pinning Service API endpoint (Pinata and others)."""
 
     name: str = Field(description="A short name for logs (and the default token env var).")
@@ -88,7 +95,7 @@ class PinningServiceSettings(BaseModel):
         return self.token.get_secret_value() if self.token is not None else None
 
 
-class IpfsSettings(BaseModel):
+class IpfsSettings(Section):
     """The IPFS layer: the embedded node, and the backends that must confirm a pin."""
 
     repo: Path = Field(default=Path(".chrysalis/ipfs"), description="Embedded node's blockstore directory.")
@@ -110,7 +117,7 @@ class IpfsSettings(BaseModel):
     pin_timeout_s: float = Field(default=300.0, gt=0, description="How long one backend may take to confirm a pin.")
 
 
-class ModelSettings(BaseModel):
+class ModelSettings(Section):
     """Which image and lore models run, and how."""
 
     image_backend: Literal["embedded", "diffusers"] = Field(
@@ -164,7 +171,7 @@ class ModelSettings(BaseModel):
     lore_batch_size: int = Field(default=8, ge=1, description="Most lore prompts generated together.")
 
 
-class SignerSettings(BaseModel):
+class SignerSettings(Section):
     """The agent's key: an encrypted keystore, never a raw key. The password comes from the env or a file."""
 
     keystore: Path | None = Field(default=None, description="V3 keystore JSON (eth-account / geth / Ape format).")
@@ -177,7 +184,7 @@ class SignerSettings(BaseModel):
     )
 
 
-class SubmitSettings(BaseModel):
+class SubmitSettings(Section):
     """How transactions are priced, sent, replaced when stuck, and confirmed."""
 
     confirmations: int = Field(
@@ -217,7 +224,7 @@ class SubmitSettings(BaseModel):
     )
 
 
-class DatabaseSettings(BaseModel):
+class DatabaseSettings(Section):
     """The agent's database: jobs and the chain watcher's cursor."""
 
     url: str = Field(
@@ -228,7 +235,7 @@ class DatabaseSettings(BaseModel):
     busy_timeout_ms: int = Field(default=30_000, ge=0, description="SQLite: how long a writer waits for the lock.")
 
 
-class MetricsSettings(BaseModel):
+class MetricsSettings(Section):
     """The Prometheus ``/metrics`` endpoint that ``chrysalis run`` serves."""
 
     enabled: bool = Field(default=True, description="Serve /metrics while the agent runs.")
@@ -238,7 +245,7 @@ class MetricsSettings(BaseModel):
     port: int = Field(default=9464, ge=0, le=65535, description="TCP port (0: any free port, logged at start).")
 
 
-class LogSettings(BaseModel):
+class LogSettings(Section):
     """How ``chrysalis run`` logs (to stderr)."""
 
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
@@ -249,7 +256,7 @@ class LogSettings(BaseModel):
     )
 
 
-class AgentSettings(BaseModel):
+class AgentSettings(Section):
     """The agent's pipeline: who it is, how it holds and retries jobs, where its rules and oracles come from."""
 
     worker_id: str | None = Field(
@@ -344,6 +351,11 @@ def load_settings(config: Path | None = None, **overrides: object) -> Settings:
         os.environ["CHRYSALIS_CONFIG"] = str(config)
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"config file {_config_path()} is not valid TOML: {exc}",
+            hint="fix the line named above; `chrysalis init` writes a commented example",
+        ) from None
     except ValidationError as exc:
         lines = []
         for err in exc.errors():

@@ -1,0 +1,301 @@
+"""Operator and holder commands: ``chrysalis init | run | status | jobs | retry | evolve | fuse``.
+
+They are mounted on the root app by :func:`register` (see :mod:`agent.cli`). Every command reads the settings
+(``--config``, ``$CHRYSALIS_CONFIG`` or ./chrysalis.toml, then ``CHRYSALIS_*`` env vars); errors are
+:class:`~agent.errors.ChrysalisError` s, which ``chrysalis`` prints as one message and a hint.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from agent.errors import ConfigError
+
+out = Console(highlight=False, soft_wrap=True)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+FromOption = Annotated[
+    str,
+    typer.Option(
+        "--from",
+        help="The holder's account: a development account index on a local chain (0, dev:2), a V3 keystore "
+        "file, or an Ape account alias (ape:alice).",
+        show_default=False,
+    ),
+]
+PasswordFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--password-file",
+        help="File holding the keystore password (default: $CHRYSALIS_KEYSTORE_PASSWORD).",
+        show_default=False,
+    ),
+]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the commands to the root ``chrysalis`` app."""
+    app.command("init")(init)
+    app.command("run")(run)
+    app.command("status")(status)
+    app.command("jobs")(jobs)
+    app.command("retry")(retry)
+    app.command("evolve")(evolve)
+    app.command("fuse")(fuse)
+
+
+def _settings() -> Any:
+    from agent.settings import load_settings
+
+    return load_settings()
+
+
+def _print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, default=str))
+
+
+# -- init -----------------------------------------------------------------------------------------------------
+
+
+def init(
+    path: Annotated[
+        Path, typer.Argument(help="File (or directory) to write.", show_default=True)
+    ] = Path("chrysalis.toml"),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented chrysalis.toml with every setting at its default."""
+    from agent.ops.config_template import write_config
+
+    written = write_config(path, force=force)
+    out.print(f"wrote {written}: every setting at its default, with its description")
+    out.print("[dim]edit what you need; `chrysalis status` checks the chain and the database it points at[/]")
+
+
+# -- run ------------------------------------------------------------------------------------------------------
+
+
+def run(
+    worker_id: Annotated[
+        str | None, typer.Option("--worker-id", help="This worker's id (default: agent.worker_id or host:pid).")
+    ] = None,
+    json_logs: Annotated[
+        bool | None,
+        typer.Option("--json-logs/--text-logs", help="Log JSON lines / readable text (default: log.format)."),
+    ] = None,
+    log_level: Annotated[
+        str | None, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR (default: log.level).")
+    ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option("--metrics-port", help="Serve /metrics on this port (0: any free one; default metrics.port)."),
+    ] = None,
+    no_metrics: Annotated[bool, typer.Option("--no-metrics", help="Do not serve /metrics.")] = False,
+    live: Annotated[
+        bool | None,
+        typer.Option("--live/--no-live", help="Live status line (default: on a terminal with text logs)."),
+    ] = None,
+) -> None:
+    """Run the agent until SIGTERM or Ctrl-C: watch the chain, evolve tokens, serve /metrics."""
+    from agent.ops.runner import run_agent
+
+    settings = _settings()
+    if json_logs is not None:
+        settings.log.format = "json" if json_logs else "text"
+    if log_level is not None:
+        level = log_level.upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(f"unknown log level {log_level!r}", hint="use DEBUG, INFO, WARNING or ERROR")
+        settings.log.level = level
+    if metrics_port is not None:
+        if not 0 <= metrics_port <= 65535:
+            raise ConfigError(f"--metrics-port {metrics_port} is not a TCP port", hint="use 0..65535")
+        settings.metrics.port = metrics_port
+    if no_metrics:
+        settings.metrics.enabled = False
+    raise typer.Exit(run_agent(settings, worker_id=worker_id, live=live))
+
+
+# -- status / jobs / retry ------------------------------------------------------------------------------------
+
+
+def status(as_json: JsonOption = False) -> None:
+    """Chain head, watcher cursor and lag, jobs by state, gas spent, last error."""
+    from agent.ops.status import gather_status, open_store
+
+    settings = _settings()
+    with open_store(settings) as store:
+        report = gather_status(settings, store)
+    if as_json:
+        _print_json(report.to_json())
+    else:
+        table = Table(show_header=False, box=None, pad_edge=False)
+        table.add_column(style="dim")
+        table.add_column()
+        table.add_row("collection", f"{report.collection} (chain {report.chain_id})")
+        table.add_row("chain head", _or_unknown(report.chain_head))
+        table.add_row("cursor", _or_unknown(report.cursor_block, "(nothing handled yet)"))
+        table.add_row("lag", _or_unknown(report.lag))
+        table.add_row("jobs", "  ".join(f"{state} {n}" for state, n in report.jobs.items()))
+        table.add_row("gas spent", f"{report.gas_spent:,} in {report.fulfilment_txs} fulfilment tx(s)")
+        table.add_row("last error", report.last_error or "none")
+        table.add_row("database", report.database)
+        out.print(table)
+    if report.chain_error is not None:
+        raise report.chain_error
+
+
+def _or_unknown(value: int | None, missing: str = "unknown") -> str:
+    return missing if value is None else str(value)
+
+
+def jobs(
+    state: Annotated[
+        list[str] | None,
+        typer.Option("--state", "-s", help="Only jobs in this state (repeat, or comma-separate, for several)."),
+    ] = None,
+    kind: Annotated[str | None, typer.Option("--kind", help="Only jobs of this kind (evolve, refresh, ...).")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Most jobs shown (newest first).")] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """List jobs, newest first: state, stage, token, attempts, error."""
+    from agent.jobs import JobKind
+    from agent.ops.status import iter_jobs, job_summary, open_store, parse_states
+
+    states = parse_states(state)
+    if kind is not None and kind not in {k.value for k in JobKind}:
+        raise ConfigError(f"unknown job kind {kind!r}", hint="use one of: " + ", ".join(k.value for k in JobKind))
+    settings = _settings()
+    with open_store(settings) as store:
+        rows = [job_summary(j) for j in iter_jobs(store, states=states, kind=kind, limit=limit, newest_first=True)]
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        which = "" if states is None else " " + "/".join(s.value for s in states)
+        out.print(f"no{which} jobs")
+        return
+    table = Table()
+    for column in ("id", "kind", "state", "stage", "token", "request", "attempts", "updated", "error / tx"):
+        table.add_column(column, overflow="fold")
+    colours = {"failed": "red", "running": "cyan", "queued": "yellow", "confirmed": "green", "cancelled": "dim"}
+    for row in rows:
+        detail = row["reason"] or row["last_error"] or row["tx_hash"] or ""
+        table.add_row(
+            str(row["id"]),
+            row["kind"],
+            f"[{colours.get(row['state'], '')}]{row['state']}[/]",
+            row["stage"] or "-",
+            str(row["token_id"] if row["token_id"] is not None else "-"),
+            str(row["request_id"] or "-"),
+            f"{row['attempts']}/{row['max_attempts']}",
+            row["updated_at"][:19].replace("T", " "),
+            detail,
+        )
+    out.print(table)
+
+
+def retry(job_id: Annotated[int, typer.Argument(help="The failed job's id (see `chrysalis jobs -s failed`).")]) -> None:
+    """Re-queue a failed job; it resumes after its last recorded stage."""
+    from agent.ops.status import open_store
+
+    settings = _settings()
+    with open_store(settings) as store:
+        job = store.retry(job_id)
+    resume = f"after stage {job.stage.value}" if job.stage else "from the start"
+    out.print(f"job {job.id} ({job.key}) re-queued; a running agent resumes it {resume}")
+
+
+# -- holder actions -------------------------------------------------------------------------------------------
+
+
+def evolve(
+    token: Annotated[int, typer.Argument(help="The token to evolve.")],
+    account: FromOption,
+    password_file: PasswordFileOption = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait until the agent fulfils the request, then show the token.")
+    ] = False,
+    timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds --wait waits.")] = 300.0,
+    precheck: Annotated[
+        bool,
+        typer.Option("--precheck/--no-precheck", help="Check ownership, pending request and pause before sending."),
+    ] = True,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run/--no-dry-run", help="eth_call the transaction before sending it.")
+    ] = True,
+    gas: Annotated[int | None, typer.Option("--gas", min=21_000, help="Gas limit (default: estimated).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Open an evolution request for TOKEN, paying the collection's fee from a local account."""
+    _holder_action(
+        "evolve", token, None, account, password_file, wait, timeout, precheck, dry_run, gas, as_json
+    )
+
+
+def fuse(
+    keep: Annotated[int, typer.Argument(help="The token that evolves.")],
+    burn: Annotated[int, typer.Argument(help="The token burnt to evolve it.")],
+    account: FromOption,
+    password_file: PasswordFileOption = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait until the agent fulfils the request, then show the token.")
+    ] = False,
+    timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds --wait waits.")] = 300.0,
+    as_json: JsonOption = False,
+) -> None:
+    """Burn BURN to open an evolution request for KEEP (both held by the account)."""
+    _holder_action("fuse", keep, burn, account, password_file, wait, timeout, True, True, None, as_json)
+
+
+def _holder_action(
+    action: str,
+    token: int,
+    burn: int | None,
+    account: str,
+    password_file: Path | None,
+    wait: bool,
+    timeout: float,
+    precheck: bool,
+    dry_run: bool,
+    gas: int | None,
+    as_json: bool,
+) -> None:
+    from agent.ops.accounts import load_account
+    from agent.ops.holder import Collection, format_eth
+
+    settings = _settings()
+    collection = Collection.connect(settings)
+    signer = load_account(
+        account,
+        chain_id=collection.chain_id,
+        password_file=password_file or settings.signer.password_file,
+        password_env=settings.signer.password_env,
+    )
+    if burn is None:
+        opened = collection.request_evolution(signer, token, precheck=precheck, dry_run=dry_run, gas=gas)
+    else:
+        opened = collection.fuse(signer, token, burn)
+    result: dict[str, Any] = {"request": opened.to_json()}
+    if not as_json:
+        what = f"fused token {burn} into token {token}" if burn is not None else f"requested evolution of token {token}"
+        out.print(f"{what} from {signer.address} ({signer.source})")
+        out.print(f"  request  {opened.request_id:#x}  (stage {opened.stage} -> {opened.stage + 1})")
+        out.print(f"  tx       {opened.tx_hash}  (block {opened.block_number}, gas {opened.gas_used:,})")
+        out.print(f"  fee      {format_eth(opened.fee_wei)} (escrowed until the agent fulfils it)")
+    if wait:
+        if not as_json:
+            out.print(f"[dim]waiting up to {timeout:g} s for the agent to fulfil it...[/]")
+        view = collection.wait_fulfilled(opened.request_id, timeout_s=timeout)
+        result["token"] = {"token_id": view.token_id, "stage": view.stage, "token_uri": view.token_uri}
+        if not as_json:
+            out.print(f"token {view.token_id} is now at stage {view.stage}: {view.token_uri}")
+    if as_json:
+        _print_json(result)
+    elif action == "evolve" and not wait:
+        out.print("[dim]the running agent (`chrysalis run`) fulfils it; `chrysalis jobs` shows its progress[/]")

@@ -1,0 +1,75 @@
+"""Logging for ``chrysalis run``: human-readable lines, or one JSON object per line for log shippers.
+
+Chrysalis modules log through the standard :mod:`logging` package under the ``chrysalis`` and ``agent`` logger
+names; this module only decides where records go and how they look. Structured fields passed with
+``log.info(..., extra={"job_id": 7})`` become keys of the JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import IO, Any, Literal
+
+from rich.console import Console
+from rich.logging import RichHandler
+
+#: Attributes every LogRecord has; anything else on a record came from ``extra=`` and is a structured field.
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+
+#: Loggers of libraries that are chatty at INFO and say nothing an operator acts on.
+_QUIET = ("httpx", "httpcore", "urllib3", "web3", "uvicorn.access", "filelock", "PIL")
+
+
+class JsonLineFormatter(logging.Formatter):
+    """One JSON object per record: ``ts`` (UTC, ISO 8601), ``level``, ``logger``, ``message``, the record's
+    ``extra`` fields, and ``exc`` (the formatted traceback) when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["exc"] = record.exc_text
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def configure_logging(
+    level: str = "INFO",
+    fmt: Literal["text", "json"] = "text",
+    *,
+    stream: IO[str] | None = None,
+    console: Console | None = None,
+) -> logging.Handler:
+    """Send every log record at ``level`` or above to stderr (or ``stream``) in ``fmt``; return the handler.
+
+    Text goes through rich (on ``console`` when given, so lines print above a live status line); JSON is
+    plain text, one object per line. Replaces handlers an earlier call installed, so it is safe to call twice.
+    """
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "_chrysalis", False)]:
+        root.removeHandler(old)
+    handler: logging.Handler
+    if fmt == "json":
+        handler = logging.StreamHandler(stream or sys.stderr)
+        handler.setFormatter(JsonLineFormatter())
+    else:
+        console = console or Console(file=stream or sys.stderr)
+        handler = RichHandler(console=console, show_path=False, rich_tracebacks=False, markup=False)
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    handler._chrysalis = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    for name in _QUIET:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+    return handler

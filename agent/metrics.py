@@ -74,6 +74,22 @@ NONCE_RESYNCS = Counter(
     registry=REGISTRY,
 )
 
+JOB_OUTCOMES = Counter(
+    "chrysalis_job_outcomes",
+    "Jobs that reached a terminal outcome in this process (confirmed, failed, cancelled).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+EVENT_TO_FULFILMENT = Histogram(
+    "chrysalis_event_to_fulfilment_seconds",
+    "From a request's job being enqueued (the watcher saw its log) to the job being confirmed.",
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+CHAIN_HEAD = Gauge("chrysalis_chain_head", "Latest block number the node reported.", registry=REGISTRY)
+CURSOR_BLOCK = Gauge("chrysalis_cursor_block", "Last block the agent's watcher handled.", registry=REGISTRY)
+WATCH_LAG = Gauge("chrysalis_watch_lag_blocks", "chain head minus the watcher's cursor block.", registry=REGISTRY)
+
 
 def render() -> bytes:
     """The Prometheus text exposition of every Chrysalis metric."""

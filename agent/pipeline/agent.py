@@ -6,16 +6,48 @@ Public API (used by the ``chrysalis run/status/jobs/retry/evolve`` commands and 
         agent.run(stop)                  # until stop.set() (SIGTERM / SIGINT)
         agent.run_until_idle()           # tests and the demo: until nothing is pending
         agent.status()                   # chain head, cursor, lag, jobs by state, last error, gas spent
+
+Guarantees: no request is lost (the watcher's cursor advances only after its events became jobs; jobs are
+durable and leased), none is fulfilled twice (the contract fulfils a request at most once, and the agent settles
+every uncertain case from the chain before sending again), and nothing is paid for a request that was
+cancelled or orphaned (the pre-send ``isPending`` check). See :mod:`agent.pipeline.worker` for the stages.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Self
 
+from agent.deployment import PRICE_FEED, Deployment
+from agent.errors import ChrysalisError, ConfigError
+from agent.generate.base import ImageGenerator, LoreWriter
+from agent.ipfs.backends.replicated import Replicator
+from agent.ipfs.repo import IpfsRepo
+from agent.ipfs.server import NodeServer
+from agent.jobs import JobKind, JobState, JobStore, RetryPolicy, Stage
+from agent.metrics import CHAIN_HEAD, CURSOR_BLOCK, JOBS_BY_STATE, WATCH_LAG
+from agent.pipeline.assets import AssetStore
+from agent.pipeline.chain import CollectionReader
+from agent.pipeline.errors import AgentTimeoutError
+from agent.pipeline.events import WATCHED_EVENTS, EventRouter
+from agent.pipeline.generate import GenerateStage
+from agent.pipeline.inputs import InputsStage
+from agent.pipeline.publish import PublishStage
+from agent.pipeline.submit import Settler, Submitter
+from agent.pipeline.worker import Worker, in_flight
 from agent.settings import Settings
+from agent.watch import DeepReorgError, SqlCursorStore, Watcher, WatchConfig
+from agent.watch.rpc import RpcClient
+
+log = logging.getLogger("chrysalis.pipeline")
 
 
 @dataclass(frozen=True)
@@ -28,7 +60,8 @@ class AgentStatus:
         lag: ``chain_head - cursor_block`` (None when either is unknown).
         jobs: Number of jobs in each state (``queued``, ``running``, ``confirmed``, ``failed``, ``cancelled``).
         last_error: The most recent error the agent met (or the newest failed job's reason).
-        gas_spent: Gas used by the agent's confirmed fulfilment transactions.
+        gas_spent: Gas used by the agent's fulfilment transactions (this process's, plus what the job store
+            records of earlier runs).
         events_seen: Contract events the watcher delivered to this agent since it started.
         worker_id: This agent's worker id in the job store.
     """
@@ -49,47 +82,408 @@ class AgentStatus:
 
 
 class Agent:
-    """Watches one collection and fulfils its evolution requests. Build it with :meth:`from_settings`."""
+    """Watches one collection and fulfils its evolution requests. Build it with :meth:`from_settings`.
+
+    Attributes:
+        settings, deployment, store, watcher, reader, repo, replicator, worker, router: The parts, for the CLI
+            and tests (``store`` lists and retries jobs; ``repo`` serves the published assets).
+        gateway: The embedded IPFS node's server when ``agent.serve_gateway`` asks for one.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        deployment: Deployment,
+        store: JobStore,
+        watcher: Watcher,
+        reader: CollectionReader,
+        repo: IpfsRepo,
+        replicator: Replicator,
+        worker: Worker,
+        router: EventRouter,
+        gateway: NodeServer | None = None,
+        closers: list[Callable[[], None]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.deployment = deployment
+        self.store = store
+        self.watcher = watcher
+        self.reader = reader
+        self.repo = repo
+        self.replicator = replicator
+        self.worker = worker
+        self.router = router
+        self.gateway = gateway
+        self._closers = closers or []
+        self._last_error: str | None = None
+        self._gas: int | None = None
+        self._gas_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = False
+        worker._on_error = self._error
+        worker._on_gas = self._add_gas
+        router.on_job = self._wake.set
+
+    # -- construction ---------------------------------------------------------------------------------------
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, worker_id: str | None = None, image: Any = None, lore: Any = None
+        cls,
+        settings: Settings,
+        *,
+        worker_id: str | None = None,
+        image: ImageGenerator | None = None,
+        lore: LoreWriter | None = None,
     ) -> Agent:
-        """Open everything the agent needs from ``settings`` (job store, watcher, IPFS, oracles, rules, sender).
+        """Open everything the agent needs from ``settings``.
+
+        The job store (``database.url``, migrated), the watcher (``chain``, the deployment record's address,
+        ABI and deploy block), the embedded IPFS repo (``ipfs.repo`` if set, else ``<data_dir>/ipfs``) and its
+        replicating backends, the oracles (wallet; price feed: ``agent.price_feed`` or the deployment's
+        DevPriceFeed), the rules (``agent.rules``), the models (``models``, unless ``image``/``lore`` are
+        given) and the signer and sender (``signer``, ``submit``).
 
         Args:
             settings: The configuration.
-            worker_id: This worker's id in the job store (default ``settings.agent.worker_id`` or host:pid).
-            image: An :class:`~agent.generate.base.ImageGenerator` to use instead of ``settings.models``'.
-            lore: A :class:`~agent.generate.base.LoreWriter` to use instead of ``settings.models``'.
+            worker_id: This worker's id in the job store (default ``agent.worker_id``, else ``<host>:<pid>``).
+            image: An :class:`~agent.generate.base.ImageGenerator` to use instead of the configured one
+                (e.g. a null generator to measure the pipeline's own overhead).
+            lore: A :class:`~agent.generate.base.LoreWriter` to use instead of the configured one.
+
+        Raises:
+            NotFoundError: no deployment record, rules file or model.
+            ConfigError: a setting is wrong, or the signer does not hold ``AGENT_ROLE`` on the collection.
+            BackendUnavailableError: the database or the node cannot be reached.
         """
-        raise NotImplementedError
+        from agent.generate.factory import load_image_generator, load_lore_writer
+        from agent.rules import DEFAULT_RULES, load_rules
+        from agent.submit import FulfilmentBatcher, KeystoreSigner, Web3TxSender
+        from oracles.chainlink import ChainlinkOracle
+        from oracles.wallet import WalletOracle
+
+        s = settings
+        cfg = s.agent
+        deployment = Deployment.load(s.chain.deployment)
+        abi = deployment.abi()
+        address = deployment.address()
+        worker_id = worker_id or cfg.worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        data_dir = Path(s.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+
+        with contextlib.ExitStack() as stack:
+            policy = RetryPolicy(max_attempts=cfg.max_attempts, base_s=cfg.retry_base_s, cap_s=cfg.retry_cap_s)
+            store = JobStore.open(s.database.url, policy=policy, busy_timeout_ms=s.database.busy_timeout_ms)
+            stack.callback(store.close)
+            rpc = RpcClient.from_settings(s.chain)
+            watcher = Watcher(
+                rpc,
+                SqlCursorStore(store.engine),  # type: ignore[attr-defined]
+                WatchConfig.from_settings(
+                    s.chain,
+                    address=address,
+                    abi=abi,
+                    start_block=deployment.deploy_block,
+                    chain_id=deployment.chain_id,
+                    events=WATCHED_EVENTS,
+                ),
+            )
+            _ = watcher.chain_id  # checks the node serves the deployment's chain
+            reader = CollectionReader(RpcClient.from_settings(s.chain), address, max_range=s.chain.max_block_range)
+
+            repo_path = s.ipfs.repo if "repo" in s.ipfs.model_fields_set else data_dir / "ipfs"
+            repo = IpfsRepo(repo_path)
+            replicator = Replicator.from_settings(s.ipfs, repo)
+            stack.callback(replicator.close)
+            gateway = None
+            serve = cfg.serve_gateway
+            if serve is None:
+                serve = any(p.mode == "origins" for p in s.ipfs.pinning_services)
+            if serve:
+                gateway = NodeServer(
+                    repo,
+                    host=s.ipfs.gateway_host,
+                    port=s.ipfs.gateway_port,
+                    max_request_bytes=s.ipfs.max_request_bytes,
+                ).start()
+                stack.callback(gateway.stop)
+
+            oracles: list[Any] = [WalletOracle(from_block=deployment.deploy_block)]
+            feed = cfg.price_feed or (deployment.address(PRICE_FEED) if PRICE_FEED in deployment.contracts else None)
+            if feed:
+                oracles.append(
+                    ChainlinkOracle(feed, max_age_s=cfg.price_max_age_s, window_s=cfg.price_window_s)
+                )
+            rules = load_rules(cfg.rules or DEFAULT_RULES)
+            image = image or load_image_generator(s.models)
+            lore = lore or load_lore_writer(s.models)
+
+            signer = KeystoreSigner.from_settings(s.signer)
+            if not reader.is_agent(signer.address):
+                raise ConfigError(
+                    f"the agent key {signer.address} does not hold AGENT_ROLE on the collection {address}",
+                    hint="grant it (the admin calls grantRole(AGENT_ROLE, address)), or point signer.keystore at "
+                    "the key the deployment named as agent",
+                )
+            unfinished = store.list_jobs(state=JobState.QUEUED, limit=10_000) + store.list_jobs(
+                state=JobState.RUNNING, limit=10_000
+            )
+            sender = Web3TxSender.connect(
+                s.chain.rpc_url, signer, s.submit, abis=[abi], in_flight=in_flight(unfinished)
+            )
+            batcher = FulfilmentBatcher(sender, sender.rpc, address, s.submit)
+            assets = AssetStore(data_dir / "assets")
+            worker = Worker(
+                store,
+                worker_id,
+                inputs=InputsStage(
+                    reader, oracles, rules, repo, token_name=cfg.token_name, collection_name=reader.name()
+                ),
+                generate=GenerateStage(image, lore, repo, assets),
+                publish=PublishStage(repo, replicator, assets, {"image": image.info, "lore": lore.info}),
+                submitter=Submitter(
+                    batcher, sender, wait_chunk_s=cfg.wait_chunk_s, receipt_timeout_s=s.submit.receipt_timeout_s
+                ),
+                settler=Settler(reader, signer.address),
+                lease_s=cfg.lease_s,
+                batch_size=cfg.batch_size,
+                batch_wait_s=cfg.batch_wait_s,
+            )
+            router = EventRouter(store, reader, deployment.chain_id, max_attempts=cfg.max_attempts)
+            agent = cls(
+                settings=s,
+                deployment=deployment,
+                store=store,
+                watcher=watcher,
+                reader=reader,
+                repo=repo,
+                replicator=replicator,
+                worker=worker,
+                router=router,
+                gateway=gateway,
+                closers=[c for c in (gateway.stop if gateway else None, replicator.close, store.close) if c],
+            )
+            stack.pop_all()
+        log.info(
+            "agent %s watching %s on chain %d from block %d (agent key %s)",
+            worker_id, address, deployment.chain_id, deployment.deploy_block, signer.address,
+        )  # fmt: skip
+        return agent
+
+    # -- one step at a time ---------------------------------------------------------------------------------
+
+    @property
+    def worker_id(self) -> str:
+        return self.worker.worker_id
 
     def poll_once(self) -> int:
         """Watch one round: new logs become jobs, jobs whose source log was orphaned are cancelled.
 
         Returns the number of contract events seen.
-        """
-        raise NotImplementedError
 
-    def work_once(self, max_jobs: int | None = None) -> int:
-        """Advance claimable jobs through their stages; returns how many jobs were advanced."""
-        raise NotImplementedError
+        Raises:
+            DeepReorgError: a reorg deeper than ``chain.finality_depth`` (fatal: stop the agent).
+            RetryableError: the node failed; poll again later.
+        """
+        before = self.router.events_seen
+        try:
+            self.watcher.poll(self.router)
+        except ChrysalisError as exc:
+            self._error(f"watching: {exc.message}")
+            raise
+        self._update_watch_gauges()
+        return self.router.events_seen - before
+
+    def work_once(self, max_jobs: int | None = None, *, until: Stage | None = None) -> int:
+        """Advance claimable jobs through their stages; returns how many jobs were advanced.
+
+        Args:
+            max_jobs: Most jobs to take (default ``agent.batch_size``).
+            until: Stop after recording this stage and give the jobs back (``Stage.PUBLISHED``: pin
+                everything, pay nothing).
+        """
+        return self.worker.work_once(max_jobs, until=until)
 
     def run_until_idle(self, timeout_s: float = 120) -> AgentStatus:
-        """Poll and work until no job is pending; for tests and the demo."""
-        raise NotImplementedError
+        """Poll and work until no job is queued or running and the watcher is caught up.
+
+        Jobs backing off after a retryable error, and jobs a dead worker still holds (until their lease expires
+        and the reaper re-queues them), count as pending: the loop waits for them.
+
+        Raises:
+            AgentTimeoutError: jobs still pending after ``timeout_s`` (it lists them).
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            seen = self.poll_once()
+            worked = self.work_once()
+            counts = self.store.counts()
+            if not seen and not worked and not counts[JobState.QUEUED] and not counts[JobState.RUNNING]:
+                return self.status()
+            if time.monotonic() >= deadline:
+                pending = [
+                    f"job {j.id} {j.key}: {j.state.value}, stage {j.stage.value if j.stage else '-'}, "
+                    f"last error: {j.last_error or '-'}"
+                    for state in (JobState.QUEUED, JobState.RUNNING)
+                    for j in self.store.list_jobs(state=state, limit=20)
+                ]
+                raise AgentTimeoutError(timeout_s, pending)
+            if not worked:
+                time.sleep(0.05)
+
+    # -- the long-running loop ------------------------------------------------------------------------------
 
     def run(self, stop: threading.Event, on_status: Callable[[AgentStatus], None] | None = None) -> None:
-        """The long-running loop; returns promptly and cleanly once ``stop`` is set."""
-        raise NotImplementedError
+        """Watch and work until ``stop`` is set; then return promptly, giving unfinished jobs back.
+
+        Watching runs on its own thread (polling every ``chain.poll_interval_s``, woken early by new heads when
+        ``chain.ws_url`` is set); jobs are worked on this thread. ``on_status`` is called about once a second.
+
+        Raises:
+            DeepReorgError: the chain reorganised deeper than ``chain.finality_depth`` (after stopping).
+        """
+        self.worker.stop = stop
+        fatal: list[BaseException] = []
+        watch = threading.Thread(target=self._watch_loop, args=(stop, fatal), name="chrysalis-watch", daemon=True)
+        watch.start()
+        last_status = 0.0
+        try:
+            while not stop.is_set():
+                try:
+                    worked = self.work_once()
+                except ChrysalisError as exc:
+                    self._error(f"working: {exc.message}")
+                    log.warning("work failed: %s", exc)
+                    worked = 0
+                    stop.wait(1.0)
+                if on_status is not None and time.monotonic() - last_status >= 1.0:
+                    last_status = time.monotonic()
+                    try:
+                        on_status(self.status())
+                    except Exception:  # noqa: BLE001 - a status line must never stop the agent
+                        log.exception("status callback failed")
+                if not worked and not stop.is_set():
+                    self._wake.wait(min(1.0, self.settings.chain.poll_interval_s))
+                    self._wake.clear()
+        finally:
+            stop.set()
+            self._wake.set()
+            watch.join(30)
+        if fatal:
+            raise fatal[0]
+
+    def _watch_loop(self, stop: threading.Event, fatal: list[BaseException]) -> None:
+        subscription = None
+        interval = self.settings.chain.poll_interval_s
+        wake = threading.Event()
+        failures = 0
+        try:
+            if self.settings.chain.ws_url:
+                from agent.watch.subscribe import WakeUpSubscription
+
+                subscription = WakeUpSubscription(self.settings.chain.ws_url, wake.set).start()
+            while not stop.is_set():
+                wake.clear()
+                try:
+                    if self.poll_once():
+                        self._wake.set()
+                    failures = 0
+                except DeepReorgError as exc:
+                    log.critical("%s", exc)
+                    fatal.append(exc)
+                    stop.set()
+                    return
+                except Exception as exc:  # noqa: BLE001 - retried with back-off; logged and kept as last error
+                    failures += 1
+                    self._error(f"watching: {exc}")
+                    log.warning("poll failed (attempt %d): %s", failures, exc)
+                delay = min(30.0, interval * 2 ** min(failures, 5)) if failures else interval
+                if wake.wait(delay):
+                    continue
+        finally:
+            if subscription is not None:
+                subscription.stop()
+            self._wake.set()
+
+    # -- status ---------------------------------------------------------------------------------------------
 
     def status(self) -> AgentStatus:
-        """Chain head, cursor block, lag, jobs by state, last error and gas spent."""
-        raise NotImplementedError
+        """Chain head, cursor block, lag, jobs by state, last error and gas spent (also set as metrics)."""
+        try:
+            head: int | None = self.reader.rpc.block_number()
+        except ChrysalisError as exc:
+            self._error(f"status: {exc.message}")
+            head = None
+        state = self.watcher.state
+        cursor = state.tip.number if state is not None else None
+        lag = head - cursor if head is not None and cursor is not None else None
+        counts = {s.value: n for s, n in self.store.counts().items()}
+        for name, n in counts.items():
+            JOBS_BY_STATE.labels(state=name).set(n)
+        if head is not None:
+            CHAIN_HEAD.set(head)
+        self._update_watch_gauges(head)
+        last = self._last_error
+        if last is None:
+            failed = self.store.list_jobs(state=JobState.FAILED, newest_first=True, limit=1)
+            last = failed[0].reason if failed else None
+        return AgentStatus(
+            chain_head=head,
+            cursor_block=cursor,
+            lag=lag,
+            jobs=counts,
+            last_error=last,
+            gas_spent=self._gas_spent(),
+            events_seen=self.router.events_seen,
+            worker_id=self.worker_id,
+        )
+
+    def _update_watch_gauges(self, head: int | None = None) -> None:
+        state = self.watcher.state
+        if state is not None:
+            CURSOR_BLOCK.set(state.tip.number)
+            if head is not None:
+                WATCH_LAG.set(head - state.tip.number)
+
+    def _error(self, message: str) -> None:
+        self._last_error = message
+
+    def _add_gas(self, gas: int) -> None:
+        with self._gas_lock:
+            self._gas = self._gas_spent_locked() + gas
+
+    def _gas_spent(self) -> int:
+        with self._gas_lock:
+            return self._gas_spent_locked()
+
+    def _gas_spent_locked(self) -> int:
+        if self._gas is None:  # once: what earlier runs recorded, one count per transaction
+            seen: dict[str, int] = {}
+            offset = 0
+            while True:
+                page = self.store.list_jobs(state=JobState.CONFIRMED, kind=JobKind.EVOLVE, limit=1000, offset=offset)
+                for job in page:
+                    result = job.result or {}
+                    if result.get("how") == "sent" and result.get("tx_hash"):
+                        seen[str(result["tx_hash"])] = int(result.get("gas_used", 0))
+                if len(page) < 1000:
+                    break
+                offset += 1000
+            self._gas = sum(seen.values())
+        return self._gas
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Release the database, the IPFS node and the RPC connections."""
+        """Stop the gateway and release the IPFS backends and the database. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for close in self._closers:
+            try:
+                close()
+            except Exception:  # noqa: BLE001 - close everything we can
+                log.exception("closing %r failed", close)
 
     def __enter__(self) -> Self:
         return self

@@ -1,0 +1,438 @@
+"""The worker: claims jobs and advances them stage by stage, recording each stage before the next.
+
+One :meth:`Worker.work_once` claims up to ``agent.batch_size`` jobs (after reaping expired leases) and takes
+them as far as they go: inputs (per job) -> generated (one model batch) -> published (per job) ->
+submitted (one planned set of fulfilment transactions) -> confirmed. Leases are kept alive by a heartbeat
+thread while the batch is in hand. A stage that raises ends that job's attempt through
+:meth:`JobStore.report_error` (retry with back-off, or failed with the error); other jobs go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.domain import Confirmation, Submission
+from agent.errors import ChrysalisError, PermanentError, RetryableError
+from agent.jobs import Job, JobKind, JobState, JobStore, LeaseLostError, Stage
+from agent.metrics import EVENT_TO_FULFILMENT, JOB_OUTCOMES, STAGE_LATENCY
+from agent.pipeline import hooks
+from agent.pipeline.generate import GenerateStage
+from agent.pipeline.inputs import InputsStage
+from agent.pipeline.publish import PublishStage
+from agent.pipeline.request import EvolutionRequest
+from agent.pipeline.submit import Ready, Settler, Submitter, confirmation_result
+
+log = logging.getLogger("chrysalis.pipeline")
+
+
+@dataclass
+class _Held:
+    """Jobs in this worker's hands, kept alive by the heartbeat."""
+
+    ids: set[int] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, job_id: int) -> None:
+        with self.lock:
+            self.ids.add(job_id)
+
+    def drop(self, job_id: int) -> None:
+        with self.lock:
+            self.ids.discard(job_id)
+
+    def snapshot(self) -> list[int]:
+        with self.lock:
+            return sorted(self.ids)
+
+
+class _Heartbeat:
+    """Extends the leases of held jobs every ``lease_s / 3`` seconds while a batch is worked on."""
+
+    def __init__(self, store: JobStore, worker_id: str, held: _Held, lease_s: float) -> None:
+        self.store, self.worker_id, self.held, self.lease_s = store, worker_id, held, lease_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="chrysalis-heartbeat", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.lease_s / 3):
+            for job_id in self.held.snapshot():
+                try:
+                    self.store.heartbeat(job_id, self.worker_id, lease_s=self.lease_s)
+                except LeaseLostError:
+                    self.held.drop(job_id)
+                except ChrysalisError as exc:  # the database blinked: the next beat retries
+                    log.warning("heartbeat of job %s failed: %s", job_id, exc)
+
+
+class Worker:
+    """Advances evolution jobs; see the module docstring.
+
+    Args:
+        store: The job store. worker_id: This worker's name in it.
+        inputs, generate, publish: The stages. submitter, settler: Sending, waiting, settling by chain truth.
+        lease_s: Lease of a claimed job. batch_size: Most jobs per :meth:`work_once`.
+        batch_wait_s: After a first claim, how long to wait for more claimable jobs.
+        stop: Set to make waits return early (the jobs are released, not failed).
+        on_error: Called with every error a job meets (for the agent's ``last_error``).
+        on_gas: Called with the gas of every confirmed fulfilment transaction.
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        worker_id: str,
+        *,
+        inputs: InputsStage,
+        generate: GenerateStage,
+        publish: PublishStage,
+        submitter: Submitter,
+        settler: Settler,
+        lease_s: float = 60.0,
+        batch_size: int = 8,
+        batch_wait_s: float = 0.0,
+        stop: threading.Event | None = None,
+        on_error: Callable[[str], None] | None = None,
+        on_gas: Callable[[int], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.worker_id = worker_id
+        self.inputs = inputs
+        self.generate = generate
+        self.publish = publish
+        self.submitter = submitter
+        self.settler = settler
+        self.lease_s = lease_s
+        self.batch_size = batch_size
+        self.batch_wait_s = batch_wait_s
+        self.stop = stop or threading.Event()
+        self._on_error = on_error or (lambda _msg: None)
+        self._on_gas = on_gas or (lambda _gas: None)
+        self._held = _Held()
+
+    # -- the loop body --------------------------------------------------------------------------------------
+
+    def work_once(self, max_jobs: int | None = None, *, until: Stage | None = None) -> int:
+        """Claim up to ``max_jobs`` (default ``batch_size``) jobs and advance them; return how many.
+
+        ``until``: stop after recording that stage and give the jobs back (nothing is sent before
+        ``submitted``: ``until=Stage.PUBLISHED`` is a dry run that pins but does not pay).
+        """
+        self.store.reap()
+        limit = max(1, min(max_jobs or self.batch_size, self.batch_size))
+        jobs = self._claim(limit)
+        if not jobs:
+            return 0
+        with _Heartbeat(self.store, self.worker_id, self._held, self.lease_s):
+            try:
+                self._advance(jobs, until)
+            finally:
+                for job_id in self._held.snapshot():  # anything still in hand goes back to the queue
+                    self._release(job_id)
+        return len(jobs)
+
+    def _claim(self, limit: int) -> list[Job]:
+        jobs: list[Job] = []
+        deadline = time.monotonic() + self.batch_wait_s
+        while len(jobs) < limit:
+            job = self.store.claim(self.worker_id, lease_s=self.lease_s, kinds=[JobKind.EVOLVE])
+            if job is None:
+                if not jobs or time.monotonic() >= deadline or self.stop.is_set():
+                    break
+                self.stop.wait(min(0.05, max(0.0, deadline - time.monotonic())))
+                continue
+            self._held.add(job.id)
+            jobs.append(job)
+        return jobs
+
+    def _advance(self, jobs: list[Job], until: Stage | None) -> None:
+        live = {job.id: job for job in jobs}
+        for job in list(live.values()):
+            if job.payload.get("replay_of") is not None and job.stage != Stage.PUBLISHED:
+                self._guard(live, job, lambda j: self._replay(j))
+        for job in [j for j in live.values() if j.next_stage == Stage.INPUTS]:
+            self._guard(live, job, lambda j: self._record(j, Stage.INPUTS, self._timed(
+                "inputs", lambda: self.inputs.run(_request(j)))))  # fmt: skip
+        if self._stop_at(live, until, Stage.INPUTS):
+            return
+        generating = [j for j in live.values() if j.next_stage == Stage.GENERATED]
+        if generating:
+            self._generate(live, generating)
+        if self._stop_at(live, until, Stage.GENERATED):
+            return
+        for job in [j for j in live.values() if j.next_stage == Stage.PUBLISHED]:
+            self._guard(live, job, lambda j: self._record(j, Stage.PUBLISHED, self._timed(
+                "publish", lambda: self.publish.run(
+                    _request(j), j.output(Stage.INPUTS), j.output(Stage.GENERATED)))))  # fmt: skip
+        if self._stop_at(live, until, Stage.PUBLISHED):
+            return
+        submitting = [j for j in live.values() if j.next_stage == Stage.SUBMITTED]
+        if submitting:
+            self._submit(live, submitting)
+        if self._stop_at(live, until, Stage.SUBMITTED):
+            return
+        waiting = [j for j in live.values() if j.stage == Stage.SUBMITTED]
+        if waiting:
+            self._confirm(live, waiting)
+
+    def _stop_at(self, live: dict[int, Job], until: Stage | None, stage: Stage) -> bool:
+        if until != stage and not self.stop.is_set():
+            return False
+        for job_id in list(live):
+            self._release(job_id)
+            live.pop(job_id)
+        return True
+
+    # -- stages ---------------------------------------------------------------------------------------------
+
+    def _generate(self, live: dict[int, Job], jobs: list[Job]) -> None:
+        batch = [(_request(j), j.output(Stage.INPUTS)) for j in jobs]
+        started = time.monotonic()
+        try:
+            outputs = self.generate.run(batch)
+        except Exception as exc:  # noqa: BLE001 - every job of the batch gets the error
+            for job in jobs:
+                self._fail(live, job, exc)
+            return
+        STAGE_LATENCY.labels(stage="generate").observe(time.monotonic() - started)
+        for job, output in zip(jobs, outputs, strict=True):
+            self._guard(live, job, lambda j, out=output: self._record(j, Stage.GENERATED, out))
+
+    def _submit(self, live: dict[int, Job], jobs: list[Job]) -> None:
+        ready = {job.id: _ready(job) for job in jobs}
+        started = time.monotonic()
+        try:
+            planned = self.submitter.plan(list(ready.values()))
+        except Exception as exc:  # noqa: BLE001
+            for job in jobs:
+                self._fail(live, job, exc)
+            return
+        for item, reason in planned.dropped:
+            log.info("job %s: request %s dropped before sending: %s", item.job_id, item.request.request_id, reason)
+            self._settle(live, live[item.job_id], item, reason)
+        for batch, items in planned.batches:
+            try:
+                submission = self.submitter.send(batch)
+            except Exception as exc:  # noqa: BLE001 - nothing was sent for these jobs
+                for item in items:
+                    self._fail(live, live[item.job_id], exc)
+                continue
+            hooks.reached("sent")
+            record = {
+                "tx_hash": submission.tx_hash,
+                "nonce": submission.nonce,
+                "batch": [item.request.request_id for item in items],
+                "submission": submission.to_json(),
+            }
+            for item in items:
+                self._guard(live, live[item.job_id], lambda j: self._record(j, Stage.SUBMITTED, record))
+        STAGE_LATENCY.labels(stage="submit").observe(time.monotonic() - started)
+
+    def _confirm(self, live: dict[int, Job], jobs: list[Job]) -> None:
+        groups: dict[str, list[Job]] = {}
+        subs: dict[str, Submission] = {}
+        for job in jobs:
+            record = job.output(Stage.SUBMITTED)
+            sub = Submission.from_json(record["submission"])
+            groups.setdefault(sub.tx_hash, []).append(job)
+            subs[sub.tx_hash] = sub
+        outcomes = self.submitter.wait([subs[h] for h in groups], self.stop)
+        resend: list[Job] = []
+        for (tx_hash, members), outcome in zip(groups.items(), outcomes, strict=True):
+            if outcome is None:  # stopping: give them back, a restart resumes the wait
+                for job in members:
+                    self._release(job.id)
+                    live.pop(job.id, None)
+                continue
+            if isinstance(outcome, Confirmation) and outcome.status == 1:
+                self._on_gas(outcome.gas_used)
+                result = confirmation_result(outcome, len(members))
+                for job in members:
+                    self._guard(live, job, lambda j: self._finish(j, result))
+                continue
+            log.warning("fulfilment %s for %d job(s) did not confirm: %s", tx_hash, len(members), outcome)
+            if isinstance(outcome, Confirmation):  # mined but reverted (status 0)
+                self._on_gas(outcome.gas_used)
+            for job in members:
+                if self._settle(live, job, _ready(job), str(outcome), pending_ok=True) == "pending":
+                    resend.append(job)
+        if resend:
+            self._resend(live, resend)
+
+    def _resend(self, live: dict[int, Job], jobs: list[Job]) -> None:
+        """Send again for jobs whose recorded transaction failed while their request stayed pending.
+
+        The new transaction is not recorded (a job's ``submitted`` record is written once): if the agent stops
+        before it confirms, the next attempt settles the job from the chain, finding this fulfilment.
+        """
+        ready = {job.id: _ready(job) for job in jobs}
+        try:
+            planned = self.submitter.plan(list(ready.values()))
+            for item, reason in planned.dropped:
+                self._settle(live, live[item.job_id], item, reason)
+            for batch, items in planned.batches:
+                submission = self.submitter.send(batch)
+                log.info("re-sent %d fulfilment(s) as %s", len(items), submission.tx_hash)
+                (outcome,) = self.submitter.wait([submission], self.stop)
+                for item in items:
+                    job = live[item.job_id]
+                    if isinstance(outcome, Confirmation) and outcome.status == 1:
+                        self._on_gas(outcome.gas_used)
+                        result = confirmation_result(outcome, len(items))
+                        self._guard(live, job, lambda j, r=result: self._finish(j, r))
+                    elif outcome is None:
+                        self._release(job.id)
+                        live.pop(job.id, None)
+                    else:
+                        self._fail(live, job, outcome if isinstance(outcome, Exception) else RetryableError(
+                            f"fulfilment {submission.tx_hash} reverted", hint="the next attempt re-checks it"))
+        except Exception as exc:  # noqa: BLE001
+            for job in jobs:
+                if job.id in live:
+                    self._fail(live, job, exc)
+
+    def _settle(
+        self, live: dict[int, Job], job: Job, item: Ready, why: str, *, pending_ok: bool = False
+    ) -> str | None:
+        """Settle ``job`` by chain truth; returns the action taken (``pending`` when still open)."""
+        try:
+            settlement = self.settler.settle(item)
+        except Exception as exc:  # noqa: BLE001
+            self._fail(live, job, exc)
+            return None
+        if settlement.action == "confirm":
+            assert settlement.result is not None
+            self._guard(live, job, lambda j: self._finish(j, settlement.result or {}))
+        elif settlement.action == "cancel":
+            self._cancel(live, job, settlement.reason or why)
+        elif not pending_ok:
+            # Still pending, yet the batcher would not send it (it would revert, or needs too much gas).
+            self._fail(live, job, RetryableError(
+                f"request {item.request.request_id} is pending but was not sent: {why}",
+                hint="it is retried with back-off; if it keeps failing, check the contract (active model, "
+                "agent role) and submit.batch_max_gas"))  # fmt: skip
+        return settlement.action
+
+    def _replay(self, job: Job) -> Job:
+        """A replay job re-sends the recorded outputs of the job whose fulfilment a reorg orphaned."""
+        original = self.store.get(int(job.payload["replay_of"]))
+        for stage in (Stage.INPUTS, Stage.GENERATED, Stage.PUBLISHED):
+            if stage not in original.outputs:
+                raise PermanentError(
+                    f"job {original.id} has no {stage.value} record to replay",
+                    hint="cancel this job; the request is handled by its own job",
+                )
+            job = self._record(job, stage, original.outputs[stage])
+        return job
+
+    # -- bookkeeping ----------------------------------------------------------------------------------------
+
+    def _record(self, job: Job, stage: Stage, output: Any) -> Job:
+        job = self.store.record_stage(job.id, self.worker_id, stage, output)
+        hooks.reached(stage.value)
+        return job
+
+    def _finish(self, job: Job, result: Mapping[str, Any]) -> Job:
+        published = job.output(Stage.PUBLISHED) or {}
+        full = {
+            **result,
+            "metadata_cid": published.get("metadata_cid"),
+            "token_uri": published.get("token_uri"),
+            "image_cid": published.get("image_cid"),
+        }
+        done = self.store.confirm(job.id, self.worker_id, full)
+        self._held.drop(job.id)
+        JOB_OUTCOMES.labels(outcome="confirmed").inc()
+        EVENT_TO_FULFILMENT.observe(max(0.0, (done.updated_at - job.created_at).total_seconds()))
+        hooks.reached("confirmed")
+        return done
+
+    def _timed(self, stage: str, fn: Callable[[], Any]) -> Any:
+        started = time.monotonic()
+        out = fn()
+        STAGE_LATENCY.labels(stage=stage).observe(time.monotonic() - started)
+        return out
+
+    def _guard(self, live: dict[int, Job], job: Job, step: Callable[[Job], Job]) -> None:
+        """Run one step of one job, keeping ``live`` current; errors end the job's attempt."""
+        if job.id not in live:
+            return
+        try:
+            new = step(live[job.id])
+        except Exception as exc:  # noqa: BLE001 - routed to the job store, which decides retry or fail
+            self._fail(live, job, exc)
+            return
+        if new.state == JobState.RUNNING:
+            live[job.id] = new
+        else:
+            live.pop(job.id, None)
+
+    def _fail(self, live: dict[int, Job], job: Job, exc: BaseException) -> None:
+        live.pop(job.id, None)
+        self._held.drop(job.id)
+        if isinstance(exc, LeaseLostError):
+            log.warning("job %s: %s", job.id, exc.message)
+            return
+        message = f"job {job.id} ({job.key}): {type(exc).__name__}: {exc}".replace("\n", " ")
+        self._on_error(message)
+        log.warning("%s", message, exc_info=not isinstance(exc, ChrysalisError))
+        try:
+            after = self.store.report_error(job.id, self.worker_id, exc)
+        except LeaseLostError:
+            return
+        if after.state == JobState.FAILED:
+            JOB_OUTCOMES.labels(outcome="failed").inc()
+
+    def _cancel(self, live: dict[int, Job], job: Job, reason: str) -> None:
+        live.pop(job.id, None)
+        self._held.drop(job.id)
+        self.store.cancel(job.id, reason)
+        JOB_OUTCOMES.labels(outcome="cancelled").inc()
+
+    def _release(self, job_id: int) -> None:
+        self._held.drop(job_id)
+        try:
+            self.store.release(job_id, self.worker_id)
+        except LeaseLostError:
+            pass
+
+
+def _request(job: Job) -> EvolutionRequest:
+    return EvolutionRequest.from_payload(job.payload)
+
+
+def _ready(job: Job) -> Ready:
+    published = job.output(Stage.PUBLISHED)
+    generated = job.output(Stage.GENERATED)
+    return Ready(
+        job_id=job.id,
+        request=_request(job),
+        digest=bytes.fromhex(published["digest"][2:]),
+        provenance=bytes.fromhex(generated["provenance"][2:]),
+    )
+
+
+def in_flight(jobs: Iterable[Job]) -> list[Submission]:
+    """The recorded submissions of unfinished jobs (their nonces must not be handed out again)."""
+    subs: dict[str, Submission] = {}
+    for job in jobs:
+        record = job.output(Stage.SUBMITTED)
+        if record is not None and not job.state.terminal:
+            sub = Submission.from_json(record["submission"])
+            subs[sub.tx_hash] = sub
+    return list(subs.values())
+
+
+__all__: Sequence[str] = ["Worker", "in_flight"]

@@ -297,6 +297,48 @@ class AgentSettings(Section):
     )
 
 
+class StudioSettings(Section):
+    """The web app (``chrysalis studio``): where it listens, human review, and who may change anything.
+
+    Secrets (the admin password, the API token, the session secret) come from env vars or files only.
+    """
+
+    host: str = Field(default="127.0.0.1", description="Address the studio listens on; keep it local.")
+    port: int = Field(default=8090, ge=0, le=65535, description="TCP port of the studio (0: any free port).")
+    review: bool = Field(
+        default=False,
+        description="Review mode: generated results wait (awaiting_review) until a curator approves them; "
+        "nothing is pinned remotely or sent on-chain before.",
+    )
+    admin_user: str = Field(default="admin", description="Login name that the admin password belongs to.")
+    password_env: str = Field(
+        default="CHRYSALIS_STUDIO_PASSWORD", description="Env var holding the admin password."
+    )
+    password_file: Path | None = Field(default=None, description="File holding the admin password.")
+    curators_file: Path | None = Field(
+        default=None,
+        description="More logins: lines `name:scrypt$...` written by `chrysalis review curator NAME`.",
+    )
+    token_env: str = Field(
+        default="CHRYSALIS_STUDIO_TOKEN", description="Env var holding the API bearer token (scripts, CI)."
+    )
+    token_file: Path | None = Field(default=None, description="File holding the API bearer token.")
+    token_user: str = Field(default="api", description="Name recorded for actions taken with the bearer token.")
+    session_secret_env: str = Field(
+        default="CHRYSALIS_STUDIO_SESSION_SECRET",
+        description="Env var holding the key that signs session cookies (None set: a random key per start, "
+        "so logins end when the studio restarts).",
+    )
+    session_secret_file: Path | None = Field(default=None, description="File holding the session key.")
+    secure_cookies: bool = Field(
+        default=False, description="Send the session cookie over HTTPS only (set it behind a TLS proxy)."
+    )
+    session_max_age_s: int = Field(default=12 * 3600, ge=60, description="How long a login lasts.")
+    poll_interval_s: float = Field(
+        default=1.0, gt=0, description="Seconds between the studio's chain / review polls (live updates)."
+    )
+
+
 class Settings(BaseSettings):
     """Everything Chrysalis can be told. Sections mirror the TOML tables."""
 
@@ -319,6 +361,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
+    studio: StudioSettings = Field(default_factory=StudioSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -17,7 +17,19 @@ from rich.table import Table
 
 from agent.errors import ConfigError
 
-out = Console(highlight=False, soft_wrap=True)
+
+
+class _Out:
+    """stdout through rich, made when first used: a terminal's width, or 160 columns when piped to a file."""
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        console = Console(highlight=False)
+        if not console.is_terminal:
+            console = Console(highlight=False, width=160)
+        console.print(*args, **kwargs)
+
+
+out = _Out()
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 FromOption = Annotated[

@@ -19,7 +19,7 @@ from eth_abi import decode as abi_decode
 from web3 import Web3
 
 from agent.deployment import Deployment
-from agent.errors import ConfigError, NotFoundError, PermanentError, RetryableError
+from agent.errors import BackendUnavailableError, ConfigError, NotFoundError, PermanentError, RetryableError
 from agent.settings import Settings, SubmitSettings
 from agent.submit.errors import DecodedError, ErrorDecoder, RevertError, TransactionRevertedError
 from agent.submit.rpc import ChainRpc
@@ -336,7 +336,7 @@ class Collection:
         for raw in receipt.logs if receipt is not None else ():
             if Web3.to_checksum_address(raw["address"]) != self.address:
                 continue
-            event = decoder.decode(raw)
+            event = decoder.decode({**raw, "logIndex": _int(raw["logIndex"]), "blockNumber": _int(raw["blockNumber"])})
             if event is not None:
                 a = event.args
                 return OpenedRequest(
@@ -387,7 +387,14 @@ def check_deployment(rpc: ChainRpc, deployment: Deployment, url: str, record: st
 
     A fresh local chain (anvil restarted) with an old deployment record is the usual cause of a mismatch.
     """
-    chain_id = rpc.chain_id()
+    try:
+        chain_id = rpc.chain_id()
+    except BackendUnavailableError as exc:
+        raise BackendUnavailableError(
+            f"cannot reach the node at {url}: {_cause(exc.message)}",
+            hint="start it (a local chain: `anvil`), or point chain.rpc_url (CHRYSALIS_CHAIN__RPC_URL) at a "
+            "running node",
+        ) from None
     if chain_id != deployment.chain_id:
         raise ConfigError(
             f"the node at {url} serves chain {chain_id}, but deployment record {record} is for chain "
@@ -406,12 +413,22 @@ def check_deployment(rpc: ChainRpc, deployment: Deployment, url: str, record: st
     return chain_id
 
 
+def _cause(message: str) -> str:
+    lowered = message.lower()
+    for needle, short in (("connection refused", "connection refused"), ("timed out", "timed out"),
+                          ("name or service not known", "unknown host"), ("nodename nor servname", "unknown host")):
+        if needle in lowered:
+            return short
+    return message if len(message) <= 160 else message[:157] + "..."
+
+
+def _int(value: int | str) -> int:
+    return value if isinstance(value, int) else int(value, 16)
+
+
 def format_eth(wei: int) -> str:
     """``0.0005 ETH`` (up to 18 decimals, trailing zeros dropped)."""
     whole, frac = divmod(int(wei), _ETH)
     text = f"{whole}.{frac:018d}".rstrip("0").rstrip(".")
     return f"{text} ETH"
 
-
-def jsonable(mapping: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: (str(v) if isinstance(v, int) and abs(v) >= 2**53 else v) for k, v in mapping.items()}

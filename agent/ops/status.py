@@ -155,12 +155,13 @@ def gas_spent(store: JobStore) -> tuple[int, int]:
 
 
 def _confirmation(result: Any) -> tuple[str | None, int]:
-    """``(tx hash, gas used)`` from a confirmed job's result: a Confirmation's JSON, at the top or under a key."""
-    if not isinstance(result, dict):
+    """``(tx hash, gas used)`` of the fulfilment a confirmed job's result records (the pipeline's
+    ``confirmation_result``), or ``(None, 0)`` when the agent sent nothing for it (``how`` is not ``sent``:
+    e.g. the request was found already fulfilled)."""
+    if not isinstance(result, dict) or result.get("how", "sent") != "sent":
         return None, 0
-    for candidate in (result, result.get("confirmation"), result.get("receipt")):
-        if isinstance(candidate, dict) and "gas_used" in candidate and "tx_hash" in candidate:
-            return str(candidate["tx_hash"]).lower(), int(candidate["gas_used"])
+    if "gas_used" in result and result.get("tx_hash"):
+        return str(result["tx_hash"]).lower(), int(result["gas_used"])
     return None, 0
 
 

@@ -1,0 +1,150 @@
+"""``chrysalis init`` writes every setting, commented, and what it writes loads back as the defaults; a wrong
+config file is a clear error naming the key or line."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from agent.errors import ConfigError
+from agent.ops.config_template import render_config, toml_value
+from agent.settings import Section, Settings, load_settings
+
+
+def _leaf_fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str]]:
+    """(table, key) of every scalar setting; nested models become tables."""
+    out = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            out.extend(_leaf_fields(annotation, f"{prefix}{name}."))
+        else:
+            out.append((prefix.rstrip("."), name))
+    return out
+
+
+def test_init_writes_a_config_that_loads_back_as_the_defaults(workdir: Path, chrysalis) -> None:
+    result = chrysalis("init")
+    assert result.code == 0, result.err
+    path = workdir / "chrysalis.toml"
+    assert "wrote chrysalis.toml" in result.text
+    loaded = load_settings(path)
+    assert loaded.model_dump() == Settings.model_validate({}).model_dump()
+
+
+def test_every_setting_appears_with_its_description_and_env_var() -> None:
+    text = render_config()
+    tables = dict.fromkeys(re.findall(r"^\[(\w+)\]$", text, flags=re.M))
+    for table, key in _leaf_fields(Settings):
+        if table:
+            assert table in tables, f"[{table}] missing"
+            section = text.split(f"\n[{table}]\n", 1)[1].split("\n[", 1)[0]
+        else:
+            section = text.split("\n[", 1)[0]
+        assert re.search(rf"^(# )?{key} = ", section, flags=re.M) or f"[[{table}.{key}]]" in section, (
+            f"{table}.{key} is not in the generated config"
+        )
+        env = "CHRYSALIS_" + (f"{table}__{key}" if table else key).upper()
+        if key != "pinning_services":
+            assert env in " ".join(section.split()), f"{table}.{key}: env var {env} not documented"
+
+
+def test_every_setting_has_a_description() -> None:
+    # init turns descriptions into the file's comments: a setting without one would be written bare.
+    missing = []
+    for table, key in _leaf_fields(Settings):
+        model = Settings if not table else Settings.model_fields[table].annotation
+        if not model.model_fields[key].description:
+            missing.append(f"{table}.{key}".lstrip("."))
+    assert missing == [], f"settings without a description: {missing}"
+
+
+def test_every_section_rejects_unknown_keys() -> None:
+    for name, field in Settings.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            assert issubclass(annotation, Section), f"[{name}] ({annotation.__name__}) does not derive from Section"
+            assert annotation.model_config.get("extra") == "forbid"
+
+
+def test_an_edited_value_round_trips(workdir: Path, chrysalis) -> None:
+    assert chrysalis("init").code == 0
+    path = workdir / "chrysalis.toml"
+    text = path.read_text()
+    text = text.replace('rpc_url = "http://127.0.0.1:8545"', 'rpc_url = "http://node.example:8545"')
+    text = text.replace("# ws_url = ", 'ws_url = "ws://node.example:8546" # ', 1)
+    text = text.replace('format = "text"', 'format = "json"')
+    path.write_text(text)
+    loaded = load_settings(path)
+    assert loaded.chain.rpc_url == "http://node.example:8545"
+    assert loaded.chain.ws_url == "ws://node.example:8546"
+    assert loaded.log.format == "json"
+
+
+def test_init_refuses_to_overwrite_without_force(workdir: Path, chrysalis) -> None:
+    path = workdir / "chrysalis.toml"
+    path.write_text("# mine\n")
+    result = chrysalis("init")
+    assert result.code == 1
+    assert "chrysalis.toml already exists; not overwriting it" in result.text
+    assert "hint: pass --force" in result.text
+    assert path.read_text() == "# mine\n"
+    assert chrysalis("init", "--force").code == 0
+    assert "[chain]" in path.read_text()
+
+
+def test_init_into_a_directory_and_a_missing_directory(workdir: Path, chrysalis) -> None:
+    (workdir / "conf").mkdir()
+    assert chrysalis("init", "conf").code == 0
+    assert (workdir / "conf" / "chrysalis.toml").is_file()
+    result = chrysalis("init", "nowhere/chrysalis.toml")
+    assert result.code == 1
+    assert "directory nowhere does not exist" in result.text
+
+
+def test_toml_values_parse_back() -> None:
+    for value in ["plain", 'quote " and \\ backslash', "tab\tnewline\n", "ünïcode ✓", 0, -3, 2.5, 1e-9, True, False,
+                  ["a", "b"], [1, 2]]:  # fmt: skip
+        assert tomllib.loads(f"v = {toml_value(value)}")["v"] == value
+    with pytest.raises(TypeError):
+        toml_value(object())
+
+
+# -- wrong configuration: clear errors ------------------------------------------------------------------------
+
+
+def test_a_misspelt_key_is_named(workdir: Path, chrysalis) -> None:
+    (workdir / "chrysalis.toml").write_text('[chain]\nrpc_ulr = "http://x"\nconfirmations = -1\n')
+    result = chrysalis("status")
+    assert result.code == 1
+    assert "invalid configuration in chrysalis.toml" in result.text
+    assert "chain.rpc_ulr: Extra inputs are not permitted" in result.text
+    assert "chain.confirmations: Input should be greater than or equal to 0 (got -1)" in result.text
+    assert "hint: fix the keys above" in result.text
+    assert "Traceback" not in result.err
+
+
+def test_malformed_toml_names_the_line(workdir: Path, chrysalis) -> None:
+    (workdir / "broken.toml").write_text('[chain]\nrpc_url = "http://x\n')
+    result = chrysalis("--config", "broken.toml", "status")
+    assert result.code == 1
+    assert "config file broken.toml is not valid TOML" in result.text
+    assert "line 2" in result.text
+    assert "Traceback" not in result.err
+
+
+def test_a_missing_config_file(workdir: Path, chrysalis) -> None:
+    result = chrysalis("--config", "nope.toml", "status")
+    assert result.code == 1
+    assert "config file nope.toml does not exist" in result.text
+    assert "chrysalis init" in result.text
+
+
+def test_load_settings_error_is_a_config_error(workdir: Path) -> None:
+    (workdir / "chrysalis.toml").write_text("[metrics]\nport = 70000\n")
+    with pytest.raises(ConfigError, match="metrics.port"):
+        load_settings(workdir / "chrysalis.toml")

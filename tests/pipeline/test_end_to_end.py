@@ -44,3 +44,63 @@ def test_a_request_is_fulfilled_and_its_token_uri_resolves_to_verified_metadata(
 
     result = verify(dict(metadata.receipt))
     assert result.match, result.mismatches
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+def test_the_whole_pipeline_on_postgresql(chain: Chain, settings: Settings) -> None:
+    assert settings.database.url.startswith("postgresql")
+    rids = [chain.request(1), chain.fuse(2, 3)]
+    with Agent.from_settings(settings) as agent:
+        status = agent.run_until_idle(timeout_s=90)
+    assert status.jobs["confirmed"] == 2 and status.pending == 0
+    assert sorted(int(e["args"]["requestId"]) for e in chain.evolved()) == sorted(rids)
+
+
+def test_a_second_evolution_starts_from_the_previous_image_and_links_its_parent(
+    chain: Chain, settings: Settings
+) -> None:
+    with Agent.from_settings(settings) as agent:
+        chain.request(1)
+        agent.run_until_idle(timeout_s=90)
+        first_cid = cid_from_digest(chain.collection.functions.metadataDigestOf(1).call())
+        rid = chain.request(1)
+        agent.run_until_idle(timeout_s=90)
+        job = agent.store.get_by_key(f"evolve:{chain.w3.eth.chain_id}:{rid}")
+        repo = agent.repo
+        second_cid = cid_from_digest(chain.collection.functions.metadataDigestOf(1).call())
+        second = parse_metadata(repo.block_get(second_cid), cid=second_cid)
+        first = parse_metadata(repo.block_get(first_cid), cid=first_cid)
+
+    assert job is not None and job.state == JobState.CONFIRMED
+    assert chain.collection.functions.stageOf(1).call() == 2
+    assert second.stage == 2 and second.parent == first_cid
+    image = second.receipt["image"]["request"]
+    assert image["init_image_cid"] == first.image_cid and image["strength"] is not None
+    assert job.output("inputs")["token"]["previous"]["metadata_cid"] == first_cid
+
+    def load(sha256: str, cid: str | None) -> bytes:
+        assert cid == first.image_cid
+        return b"".join(repo.cat(cid))
+
+    result = verify(dict(second.receipt), init_image_loader=load)
+    assert result.match, result.mismatches
+
+
+def test_requests_are_fulfilled_together_in_one_transaction_and_fuse_is_marked(
+    chain: Chain, settings: Settings
+) -> None:
+    rids = [chain.request(1), chain.request(9, holder=1), chain.fuse(2, 3)]
+    with Agent.from_settings(settings) as agent:
+        agent.run_until_idle(timeout_s=90)
+        jobs = [agent.store.get_by_key(f"evolve:{chain.w3.eth.chain_id}:{rid}") for rid in rids]
+        status = agent.status()
+
+    assert all(j is not None and j.state == JobState.CONFIRMED for j in jobs)
+    assert len({j.result["tx_hash"] for j in jobs}) == 1 and jobs[0].result["batch_size"] == 3
+    assert chain.agent_nonce() == 1
+    assert status.gas_spent == jobs[0].result["gas_used"] > 0
+    fused = jobs[2]
+    assert fused.payload["fused_burn_id"] == 3
+    assert fused.output("inputs")["rules"]["facts"]["fusion"] == "fused with one of its kin"
+    assert jobs[0].output("inputs")["rules"]["facts"].get("fusion") is None

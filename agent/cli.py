@@ -60,6 +60,11 @@ def _register_subapps() -> None:
     from agent.ops.cli import register as register_ops
 
     register_ops(app)  # init, run, status, jobs, retry, evolve, fuse
+    from agent.studio.cli import review_app, studio_command, verify_command
+
+    app.command(name="studio")(studio_command)
+    app.command(name="verify")(verify_command)
+    app.add_typer(review_app, name="review")
 
 
 _register_subapps()

@@ -9,11 +9,13 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlmodel import SQLModel
 
+import agent.studio.review  # noqa: F401  (registers the review queue's tables)
 import agent.watch.cursor_sql  # noqa: F401  (registers the watcher's tables)
 from agent.jobs import JobKind, JobStore
 from agent.jobs.db import create_db_engine, current_revision, downgrade, open_database, upgrade
 
-OURS = {"jobs", "job_stages", "watch_cursors", "watch_blocks"}
+OURS = {"jobs", "job_stages", "watch_cursors", "watch_blocks", "review_items", "review_events"}
+HEAD = "0003_review_queue"
 
 
 def _tables(engine: sa.Engine) -> set[str]:
@@ -25,7 +27,7 @@ def test_upgrade_on_an_empty_database_creates_every_table(db_url: str) -> None:
     assert _tables(engine) == set() and current_revision(engine) is None
     upgrade(engine)
     assert _tables(engine) == OURS
-    assert current_revision(engine) == "0002_watch_cursor"
+    assert current_revision(engine) == HEAD
     engine.dispose()
 
 
@@ -71,7 +73,7 @@ def test_concurrent_opens_migrate_once(db_url: str) -> None:
         t.join()
     assert errors == []
     engine = create_db_engine(db_url)
-    assert current_revision(engine) == "0002_watch_cursor"
+    assert current_revision(engine) == HEAD
     engine.dispose()
 
 

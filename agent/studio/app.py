@@ -1,0 +1,627 @@
+"""The studio web app: server-rendered pages (Jinja2), a little JavaScript, live updates over SSE.
+
+Pages (public, read-only): ``/`` gallery (``?stage=N&trait=name:value``), ``/tokens/{id}`` timeline with the
+provenance panel, ``/ops`` operations, ``/ipfs/...`` the embedded IPFS gateway (GET/HEAD only; the node's RPC
+API is not exposed), ``/events`` live updates. The review queue ``/review`` needs a login (candidates are not
+public before approval).
+
+Actions (POST; a CSRF token from the page, or ``Authorization: Bearer <token>``): ``/tokens/{id}/verify`` (anyone),
+``/tokens/{id}/refresh``, ``/review/{id}/approve|reject|regenerate``, ``/review/approve`` (bulk) (curators).
+Browsers get redirects back with a message; clients that send the bearer token or ``Accept: application/json``
+get JSON. The same data is under ``/api/...`` as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+from starlette.types import Receive, Scope, Send
+
+from agent import __version__
+from agent.errors import BackendUnavailableError, ChrysalisError, ConfigError, NotFoundError
+from agent.ipfs.server import ServerThread, create_app as create_ipfs_app
+from agent.studio.auth import CSRF_FIELD, CSRF_HEADER, Curator, csrf_ok, csrf_token
+from agent.studio.catalog import filter_cards, trait_values
+from agent.studio.ops import gather, token_of
+from agent.studio.review import (
+    OPEN_STATES,
+    ReviewConflictError,
+    ReviewInputError,
+    ReviewItem,
+    ReviewState,
+)
+from agent.studio.service import Studio
+
+log = logging.getLogger("chrysalis.studio")
+
+HERE = Path(__file__).resolve().parent
+SESSION_COOKIE = "chrysalis_studio"
+
+
+class HttpProblem(Exception):
+    """An HTTP error page: 401 (log in), 403 (CSRF), 404, 409 ..."""
+
+    def __init__(self, status: int, title: str, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.title, self.message, self.hint = status, title, message, hint
+
+
+def _short(value: Any, head: int = 6, tail: int = 4) -> str:
+    text = str(value or "")
+    return text if len(text) <= head + tail + 1 else f"{text[:head]}…{text[-tail:]}"
+
+
+def _when(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    if isinstance(value, int | float) and value > 0:
+        return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return "—"
+
+
+def _eth(wei: Any) -> str:
+    return f"{int(wei or 0) / 10**18:.6f} ETH"
+
+
+def _pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, default=str)
+
+
+def _gateway(repo: Any) -> Callable[[Scope, Receive, Send], Any]:
+    """The embedded node's path gateway only (GET/HEAD ``/ipfs/...``); its RPC API stays unexposed."""
+    node = create_ipfs_app(repo)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
+            await Response("the studio's gateway is read-only", status_code=405)(scope, receive, send)
+            return
+        await node(scope, receive, send)
+
+    return app
+
+
+def create_app(studio: Studio) -> Starlette:
+    """The ASGI app over ``studio`` (which the caller starts and closes)."""
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    env = templates.env
+    env.filters.update(short=_short, when=_when, eth=_eth, pretty=_pretty)
+    env.globals.update(version=__version__)
+    creds = studio.credentials
+
+    # -- helpers --------------------------------------------------------------------------------------------
+
+    def curator(request: Request) -> Curator | None:
+        by_token = creds.bearer(request.headers.get("authorization"))
+        if by_token is not None:
+            return by_token
+        name = request.session.get("user")
+        return Curator(str(name), "session") if name else None
+
+    def wants_json(request: Request) -> bool:
+        return (
+            request.url.path.startswith("/api/")
+            or "authorization" in request.headers
+            or "application/json" in request.headers.get("accept", "")
+        )
+
+    def require_curator(request: Request) -> Curator:
+        who = curator(request)
+        if who is None:
+            if request.headers.get("authorization"):
+                raise HttpProblem(401, "Not authorised", "the bearer token is not the studio's API token",
+                                  f"send the token set in {studio.settings.studio.token_env}")  # fmt: skip
+            raise HttpProblem(
+                401,
+                "Log in first",
+                "this needs a curator: log in, or send Authorization: Bearer <token>",
+                "log in with the admin password (studio.password_env) or a curator account"
+                if creds.can_log_in
+                else f"no login is configured: set {studio.settings.studio.password_env} (or studio.password_file) "
+                "and restart the studio",
+            )
+        return who
+
+    async def form_of(request: Request) -> Mapping[str, Any]:
+        """The POSTed form, after the CSRF check (skipped for bearer-token requests)."""
+        form = await request.form()
+        if creds.bearer(request.headers.get("authorization")) is None:
+            sent = form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER)
+            if not csrf_ok(request.session, str(sent) if sent else None):
+                raise HttpProblem(
+                    403,
+                    "Forbidden: CSRF check failed",
+                    "this form's security token is missing or does not belong to your session",
+                    "reload the page and submit the form again (forms expire when the studio restarts or you log out)",
+                )
+        return form
+
+    def flash(request: Request, message: str, kind: str = "ok") -> None:
+        request.session.setdefault("flash", []).append({"kind": kind, "text": message})
+
+    def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+        review_open = 0
+        if studio.review_enabled:
+            try:
+                counts = studio.reviews.counts()
+                review_open = counts[ReviewState.AWAITING] + counts[ReviewState.REGENERATING]
+            except ChrysalisError:
+                review_open = 0
+        base = {
+            "request": request,
+            "user": curator(request),
+            "csrf": csrf_token(request.session),
+            "csrf_field": CSRF_FIELD,
+            "flashes": request.session.pop("flash", []),
+            "review_enabled": studio.review_enabled,
+            "review_open": review_open,
+            "poll_error": studio.poller.last_error,
+            "collection": studio.index.address,
+            "chain_id": studio.index.deployment.chain_id,
+        }
+        return templates.TemplateResponse(request, name, {**base, **context}, status_code=status)
+
+    def back(request: Request, default: str) -> RedirectResponse:
+        target = request.headers.get("referer") or default
+        return RedirectResponse(target, status_code=303)
+
+    def int_param(value: Any, what: str) -> int | None:
+        if value in (None, ""):
+            return None
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise HttpProblem(400, "Bad request", f"{what} {value!r} is not a whole number", f"pass {what} as digits")
+
+    # -- pages ----------------------------------------------------------------------------------------------
+
+    async def gallery(request: Request) -> Response:
+        cards = await run_in_threadpool(studio.catalog.cards)
+        stage = int_param(request.query_params.get("stage"), "stage")
+        wanted: dict[str, str] = {}
+        for raw in request.query_params.getlist("trait"):
+            name, sep, value = raw.partition(":")
+            if sep and value:
+                wanted[name] = value
+        shown = filter_cards(cards, stage=stage, traits=wanted)
+        if wants_json(request):
+            return JSONResponse({"tokens": [_card_json(c) for c in shown], "total": len(cards)})
+        return render(
+            request,
+            "gallery.html",
+            cards=shown,
+            total=len(cards),
+            stages=sorted({c.stage for c in cards}),
+            traits=trait_values(cards),
+            stage=stage,
+            wanted=wanted,
+        )
+
+    async def token_page(request: Request) -> Response:
+        token_id = int(request.path_params["token_id"])
+        detail = await run_in_threadpool(studio.catalog.token, token_id)
+        if wants_json(request):
+            return JSONResponse(_detail_json(detail))
+        models: dict[str, Any] = {}
+        for view in detail.timeline:
+            for role, ref in view.metadata.models.items():
+                if ref.weights_sha256 not in models:
+                    models[ref.weights_sha256] = await run_in_threadpool(_model_view, studio, ref)
+        tasks = studio.verifier.latest(token_id)
+        focus = request.query_params.get("verify")
+        task = studio.verifier.get(focus) if focus else None
+        reviews = []
+        if studio.review_enabled and curator(request) is not None:
+            reviews = await run_in_threadpool(
+                lambda: studio.reviews.list(states=OPEN_STATES, token_id=token_id, limit=20)
+            )
+        return render(request, "token.html", detail=detail, card=detail.card, timeline=list(reversed(detail.timeline)),
+                      models=models, tasks=tasks, focus_task=task, reviews=reviews)  # fmt: skip
+
+    async def ops_page(request: Request) -> Response:
+        def build() -> Any:
+            studio.index.ensure_synced()
+            review = {k.value: v for k, v in studio.reviews.counts().items()} if studio.review_enabled else {}
+            return gather(studio.jobs, studio.index, review=review)
+
+        view = await run_in_threadpool(build)
+        if wants_json(request):
+            return JSONResponse(view.to_json())
+        return render(request, "ops.html", ops=view, token_of=token_of, poll_error=studio.poller.last_error)
+
+    async def review_page(request: Request) -> Response:
+        who = require_curator(request)
+        if not studio.review_enabled:
+            raise HttpProblem(
+                404, "Review mode is off", "the review queue is used only in review mode",
+                "set studio.review = true (CHRYSALIS_STUDIO__REVIEW=true) for the agent and the studio",
+            )  # fmt: skip
+        tab = request.query_params.get("tab", "open")
+        states = {"open": OPEN_STATES, "approved": [ReviewState.APPROVED], "rejected": [ReviewState.REJECTED]}.get(tab)
+        if states is None:
+            raise HttpProblem(400, "Bad request", f"unknown tab {tab!r}", "use open, approved or rejected")
+        kind = request.query_params.get("kind") or None
+
+        def build() -> tuple[list[ReviewItem], dict[str, int], dict[int, Any]]:
+            items = studio.reviews.list(states=states, kind=kind, limit=200, newest_first=tab != "open")
+            counts = {k.value: v for k, v in studio.reviews.counts().items()}
+            published = {i.id: _published(studio, i) for i in items if i.state == ReviewState.APPROVED}
+            return items, counts, published
+
+        items, counts, published = await run_in_threadpool(build)
+        if wants_json(request):
+            return JSONResponse({"items": [_review_json(i, published.get(i.id)) for i in items], "counts": counts})
+        return render(request, "review.html", items=items, counts=counts, tab=tab, kind=kind, curator=who,
+                      published=published)  # fmt: skip
+
+    async def login_page(request: Request) -> Response:
+        return render(request, "login.html", next=request.query_params.get("next", "/"), can_log_in=creds.can_log_in,
+                      password_env=studio.settings.studio.password_env)  # fmt: skip
+
+    async def login(request: Request) -> Response:
+        form = await form_of(request)
+        target = str(form.get("next") or "/")
+        if not target.startswith("/") or target.startswith("//"):
+            target = "/"
+        who = creds.login(str(form.get("username") or ""), str(form.get("password") or ""))
+        if who is None:
+            log.warning("failed studio login for %r from %s", form.get("username"), request.client)
+            return render(request, "login.html", status=401, next=target, can_log_in=creds.can_log_in,
+                          password_env=studio.settings.studio.password_env,
+                          error="wrong name or password")  # fmt: skip
+        request.session.clear()
+        request.session["user"] = who.name
+        csrf_token(request.session)  # a fresh token for the new session
+        flash(request, f"logged in as {who.name}")
+        return RedirectResponse(target, status_code=303)
+
+    async def logout(request: Request) -> Response:
+        await form_of(request)
+        request.session.clear()
+        return RedirectResponse("/", status_code=303)
+
+    async def events(request: Request) -> Response:
+        return StreamingResponse(
+            studio.hub.stream(request.is_disconnected),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    # -- actions --------------------------------------------------------------------------------------------
+
+    async def verify(request: Request) -> Response:
+        form = await form_of(request)
+        token_id = int(request.path_params["token_id"])
+        stage = int_param(form.get("stage"), "stage")
+        detail = await run_in_threadpool(studio.catalog.token, token_id)
+        detail.stage_view(stage)  # NotFoundError now, not in the background
+        task = studio.verifier.submit(token_id, stage)
+        if wants_json(request):
+            return JSONResponse(task.to_json(), status_code=202)
+        anchor = f"#stage-{stage}" if stage is not None else ""
+        return RedirectResponse(f"/tokens/{token_id}?verify={task.id}{anchor}", status_code=303)
+
+    async def verify_status(request: Request) -> Response:
+        task = studio.verifier.get(request.path_params["task_id"])
+        if task is None:
+            raise HttpProblem(404, "Not found", "no such Verify run (runs are kept while the studio runs)",
+                              "start it again from the token page")  # fmt: skip
+        return JSONResponse(task.to_json())
+
+    async def refresh(request: Request) -> Response:
+        who = require_curator(request)
+        await form_of(request)
+        token_id = int(request.path_params["token_id"])
+        job_id, created = await run_in_threadpool(studio.request_refresh, token_id, who.name)
+        if wants_json(request):
+            return JSONResponse({"job_id": job_id, "created": created}, status_code=202)
+        flash(request, f"refresh of token {token_id} queued as job {job_id}" if created
+              else f"a refresh of token {token_id} is already queued (job {job_id})")  # fmt: skip
+        return RedirectResponse(f"/tokens/{token_id}", status_code=303)
+
+    def review_action(action: str) -> Callable[[Request], Any]:
+        async def handle(request: Request) -> Response:
+            who = require_curator(request)
+            form = await form_of(request)
+            if not studio.review_enabled:
+                raise HttpProblem(409, "Review mode is off", "there is nothing to review",
+                                  "set studio.review = true")  # fmt: skip
+            review_id = int(request.path_params["review_id"])
+            revision = int_param(form.get("revision"), "revision")
+            if action == "approve":
+                item = await run_in_threadpool(studio.reviews.approve, review_id, who.name, revision=revision)
+                message = f"approved {item.label} (review #{item.id}, revision {item.revision})"
+            elif action == "reject":
+                reason = str(form.get("reason") or "")
+                item = await run_in_threadpool(studio.reviews.reject, review_id, who.name, reason, revision=revision)
+                message = f"rejected {item.label} (review #{item.id}): {item.reason}"
+            else:
+                strength_raw = form.get("strength")
+                try:
+                    strength = float(strength_raw) if strength_raw not in (None, "") else None
+                except ValueError:
+                    raise ReviewInputError(
+                        f"strength {strength_raw!r} is not a number", hint="enter a number in (0, 1], e.g. 0.5"
+                    ) from None
+                new_seed = str(form.get("new_seed") or "").lower() in ("1", "on", "true", "yes")
+                item = await run_in_threadpool(
+                    lambda: studio.reviews.request_regeneration(
+                        review_id, who.name, new_seed=new_seed, strength=strength, revision=revision
+                    )
+                )
+                studio.regenerator.kick()
+                message = f"regenerating {item.label} (review #{item.id})"
+            if wants_json(request):
+                return JSONResponse(_review_json(item, None))
+            flash(request, message)
+            return back(request, "/review")
+
+        return handle
+
+    async def bulk_approve(request: Request) -> Response:
+        who = require_curator(request)
+        form = await form_of(request)
+        if str(form.get("all_kind") or ""):
+            kind = str(form.get("all_kind"))
+            done = await run_in_threadpool(studio.reviews.approve_all, who.name, kind=kind)
+            conflicts: list[ReviewConflictError] = []
+        else:
+            ids = [int_param(v, "id") for v in form.getlist("ids")]  # type: ignore[attr-defined]
+            if not ids:
+                raise ReviewInputError("no items were selected", hint="tick the items to approve (x selects one)")
+            done, conflicts = await run_in_threadpool(
+                studio.reviews.approve_many, [i for i in ids if i is not None], who.name
+            )
+        if wants_json(request):
+            return JSONResponse({"approved": [i.id for i in done], "conflicts": [c.message for c in conflicts]})
+        flash(request, f"approved {len(done)} item(s)" + (f"; {len(conflicts)} were already decided" if conflicts else ""))
+        return back(request, "/review")
+
+    # -- errors ---------------------------------------------------------------------------------------------
+
+    def problem(request: Request, status: int, title: str, message: str, hint: str | None) -> Response:
+        headers = {"WWW-Authenticate": 'Bearer realm="chrysalis-studio"'} if status == 401 else None
+        if wants_json(request):
+            return JSONResponse({"error": message, "hint": hint, "status": status}, status_code=status, headers=headers)
+        response = render(request, "error.html", status=status, title=title, message=message, hint=hint,
+                          login_link=status == 401, code=status)  # fmt: skip
+        if headers:
+            response.headers.update(headers)
+        return response
+
+    async def on_problem(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HttpProblem)
+        return problem(request, exc.status, exc.title, exc.message, exc.hint)
+
+    async def on_chrysalis(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ChrysalisError)
+        if isinstance(exc, NotFoundError):
+            status, title = 404, "Not found"
+        elif isinstance(exc, ReviewConflictError):
+            status, title = 409, "Already decided"
+        elif isinstance(exc, ReviewInputError | ConfigError):
+            status, title = 400, "Bad request"
+        elif isinstance(exc, BackendUnavailableError) or exc.retryable:
+            status, title = 503, "Unavailable"
+        else:
+            status, title = 500, "Error"
+        return problem(request, status, title, exc.message, exc.hint)
+
+    async def api_tokens(request: Request) -> Response:
+        cards = await run_in_threadpool(studio.catalog.cards)
+        return JSONResponse({"tokens": [_card_json(c) for c in cards]})
+
+    async def api_token(request: Request) -> Response:
+        detail = await run_in_threadpool(studio.catalog.token, int(request.path_params["token_id"]))
+        return JSONResponse(_detail_json(detail))
+
+    routes = [
+        Route("/", gallery),
+        Route("/tokens/{token_id:int}", token_page),
+        Route("/tokens/{token_id:int}/verify", verify, methods=["POST"]),
+        Route("/tokens/{token_id:int}/refresh", refresh, methods=["POST"]),
+        Route("/ops", ops_page),
+        Route("/review", review_page),
+        Route("/review/approve", bulk_approve, methods=["POST"]),
+        Route("/review/{review_id:int}/approve", review_action("approve"), methods=["POST"]),
+        Route("/review/{review_id:int}/reject", review_action("reject"), methods=["POST"]),
+        Route("/review/{review_id:int}/regenerate", review_action("regenerate"), methods=["POST"]),
+        Route("/login", login_page),
+        Route("/login", login, methods=["POST"]),
+        Route("/logout", logout, methods=["POST"]),
+        Route("/events", events),
+        Route("/api/tokens", api_tokens),
+        Route("/api/tokens/{token_id:int}", api_token),
+        Route("/api/ops", ops_page),
+        Route("/api/review", review_page),
+        Route("/api/verify/{task_id}", verify_status),
+        Route("/ipfs/{path:path}", _gateway(studio.repo), methods=["GET", "HEAD"]),
+        Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
+    ]
+    s = studio.settings.studio
+    app = Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(
+                SessionMiddleware,
+                secret_key=creds.session_secret,
+                session_cookie=SESSION_COOKIE,
+                max_age=s.session_max_age_s,
+                same_site="lax",
+                https_only=s.secure_cookies,
+            )
+        ],
+        exception_handlers={HttpProblem: on_problem, ChrysalisError: on_chrysalis},
+    )
+    app.state.studio = studio
+    return app
+
+
+# -- JSON and view helpers ------------------------------------------------------------------------------------
+
+
+def _card_json(card: Any) -> dict[str, Any]:
+    s = card.state
+    return {
+        "token_id": card.token_id,
+        "name": card.name,
+        "stage": card.stage,
+        "owner": s.owner,
+        "traits": dict(card.traits),
+        "image": f"ipfs://{card.image_cid}" if card.image_cid else None,
+        "metadata_cid": card.metadata_cid,
+        "token_uri": s.token_uri,
+        "pending_request": hex(s.pending_request) if s.pending_request is not None else None,
+        "problem": card.problem,
+    }
+
+
+def _detail_json(detail: Any) -> dict[str, Any]:
+    return {
+        **_card_json(detail.card),
+        "timeline": [
+            {
+                "stage": v.stage,
+                "cid": v.cid,
+                "kind": v.kind,
+                "image": v.metadata.image,
+                "lore": v.metadata.description,
+                "traits": dict(v.metadata.traits),
+                "changed": sorted(v.changed),
+                "tx_hash": v.tx_hash,
+                "block_number": v.block_number,
+                "request_id": hex(v.request_id) if v.request_id is not None else None,
+                "provenance": v.onchain_provenance,
+                "provenance_matches": v.provenance_matches,
+                "approved_by": v.metadata.approved_by,
+                "inputs": dict(v.metadata.inputs),
+            }
+            for v in detail.timeline
+        ],
+    }
+
+
+def _review_json(item: ReviewItem, published: Any) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        "key": item.key,
+        "job_id": item.job_id,
+        "token_id": item.token_id,
+        "stage": item.stage,
+        "kind": item.kind,
+        "state": item.state.value,
+        "revision": item.revision,
+        "image": f"ipfs://{item.candidate.image_cid}",
+        "lore": item.candidate.lore,
+        "traits": dict(item.candidate.traits),
+        "provenance": item.candidate.provenance,
+        "reroll": item.candidate.reroll,
+        "strength": item.candidate.strength,
+        "decided_by": item.decided_by,
+        "reason": item.reason,
+        "error": item.error,
+        "published": published,
+    }
+
+
+def _published(studio: Studio, item: ReviewItem) -> dict[str, Any] | None:
+    """Where an approved candidate was written on-chain: the version of its token carrying its provenance."""
+    if item.token_id is None:
+        return None
+    try:
+        detail = studio.catalog.token(item.token_id)
+    except ChrysalisError:
+        return None
+    for view in detail.timeline:
+        if view.onchain_provenance == item.candidate.provenance:
+            return {"tx_hash": view.tx_hash, "block_number": view.block_number, "cid": view.cid, "stage": view.stage}
+    return None
+
+
+def _model_view(studio: Studio, ref: Any) -> dict[str, Any]:
+    """A model as the provenance panel shows it: its on-chain registry entry and its model card, if known."""
+    out: dict[str, Any] = {"model_id": ref.model_id, "weights_sha256": ref.weights_sha256}
+    try:
+        record = studio.index.model_record(ref.weights_sha256)
+    except ChrysalisError as exc:
+        record, out["registry_error"] = None, exc.message
+    out["registry"] = record
+    card = _model_card(ref.weights_sha256)
+    if card is not None:
+        out.update(card)
+    return out
+
+
+def _model_card(weights_sha256: str) -> dict[str, Any] | None:
+    """The shipped model's manifest (and MODEL_CARD.md when present) when its weights digest matches."""
+    try:
+        from agent.generate import shipped
+
+        root = Path(shipped.__file__).resolve().parent
+    except ImportError:  # pragma: no cover
+        return None
+    for manifest_path in sorted(root.glob("*/manifest.json")):
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, ValueError):
+            continue
+        if manifest.get("weights_sha256") == weights_sha256:
+            card_path = manifest_path.with_name("MODEL_CARD.md")
+            facts = {k: manifest[k] for k in ("model_id", "parameters", "native_size", "output_size", "classes",
+                                                "training_steps", "dataset_generator_version") if k in manifest}  # fmt: skip
+            return {
+                "card_facts": facts,
+                "card_text": card_path.read_text() if card_path.is_file() else None,
+                "card_source": f"shipped with Chrysalis ({manifest_path.parent.name})",
+            }
+    return None
+
+
+class StudioServer(ServerThread):
+    """The studio on a background thread (tests, ``make demo``): starts the studio's threads too.
+
+    Example::
+
+        with StudioServer(Studio.from_settings(settings), port=0) as server:
+            print(server.url)
+    """
+
+    def __init__(self, studio: Studio, *, host: str | None = None, port: int | None = None) -> None:
+        self.studio = studio
+        s = studio.settings.studio
+        super().__init__(create_app(studio), host=host or s.host, port=s.port if port is None else port, name="studio")
+
+    def start(self, *, timeout: float = 10.0) -> StudioServer:
+        self.studio.start()
+        super().start(timeout=timeout)
+        return self
+
+    def __enter__(self) -> StudioServer:
+        return self.start()
+
+
+def serve(studio: Studio, *, host: str, port: int) -> None:
+    """Serve in the foreground until interrupted (``chrysalis studio``)."""
+    import uvicorn
+
+    studio.start()
+    uvicorn.run(create_app(studio), host=host, port=port, log_level="info", lifespan="off")
+
+
+def query(**params: Any) -> str:
+    """A query string without empty values (templates build filter links with it)."""
+    return urlencode({k: v for k, v in params.items() if v not in (None, "")}, doseq=True)

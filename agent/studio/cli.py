@@ -1,0 +1,220 @@
+"""``chrysalis studio``, ``chrysalis verify TOKEN`` and ``chrysalis review list|approve|reject|curator``."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from agent.errors import ConfigError
+
+console = Console()
+
+review_app = typer.Typer(
+    help="The review queue from the terminal: list, approve, reject; add curator logins.", no_args_is_help=True
+)
+
+AsOption = Annotated[
+    str | None,
+    typer.Option("--as", help="Curator name recorded with the decision (default: $USER).", show_default=False),
+]
+
+
+def _settings() -> Any:
+    from agent.settings import load_settings
+
+    return load_settings()
+
+
+def _curator_name(name: str | None) -> str:
+    name = name or os.environ.get("USER") or os.environ.get("USERNAME")
+    if not name:
+        raise ConfigError("no curator name", hint="pass --as NAME")
+    return name
+
+
+def studio_command(
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default: studio.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: studio.port).")] = None,
+) -> None:
+    """Serve the studio: gallery, token timelines, provenance and Verify, review queue, operations."""
+    from agent.studio.app import serve
+    from agent.studio.service import Studio
+
+    settings = _settings()
+    studio = Studio.from_settings(settings)
+    host = host or settings.studio.host
+    port = settings.studio.port if port is None else port
+    console.print(f"Chrysalis Studio on [cyan]http://{host}:{port}[/] (review mode {'on' if studio.review_enabled else 'off'})")
+    if not studio.credentials.can_log_in and not studio.credentials.has_token:
+        console.print(
+            f"[yellow]no login is configured: read-only until {settings.studio.password_env} is set[/]", highlight=False
+        )
+    try:
+        serve(studio, host=host, port=port)
+    finally:
+        studio.close()
+
+
+def verify_command(
+    token: Annotated[int, typer.Argument(help="Token id.")],
+    stage: Annotated[int | None, typer.Option("--stage", "-s", help="Stage to verify (default: the current one).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    image_model: Annotated[
+        str | None, typer.Option(help="Where this machine keeps the receipt's image model, if not where recorded.")
+    ] = None,
+    lore_model: Annotated[
+        str | None, typer.Option(help="Where this machine keeps the receipt's lore model, if not where recorded.")
+    ] = None,
+) -> None:
+    """Re-run a token's inference in the canonical configuration and check it against the chain.
+
+    Exit 0 on a match, 1 on a mismatch (or an error), 2 when the receipt's outputs cannot be reproduced here.
+    """
+    from agent.ipfs.repo import IpfsRepo
+    from agent.studio.catalog import Catalog
+    from agent.studio.chain import CollectionIndex
+    from agent.studio.service import repo_path
+    from agent.studio.verification import check_stage
+
+    settings = _settings()
+    index = CollectionIndex.from_settings(settings)
+    catalog = Catalog(index, IpfsRepo(repo_path(settings)))
+    index.sync()
+    result = check_stage(
+        catalog, token, stage, cache_dir=settings.models.cache_dir, image_model=image_model, lore_model=lore_model
+    )
+    if as_json:
+        typer.echo(json.dumps(result.to_json(), indent=2, default=str))
+    else:
+        typer.echo(result.report())
+    raise typer.Exit(result.exit_code)
+
+
+def _store() -> Any:
+    from agent.studio.review import ReviewStore
+
+    settings = _settings()
+    return ReviewStore.open(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
+
+
+@review_app.command("list")
+def review_list(
+    state: Annotated[str, typer.Option("--state", "-s", help="open, approved, rejected or all.")] = "open",
+    kind: Annotated[str | None, typer.Option(help="Only this kind (evolve, refresh, genesis).")] = None,
+    limit: Annotated[int, typer.Option(help="Most items shown.")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+) -> None:
+    """List review items (by default the open ones: awaiting review or regenerating)."""
+    from agent.studio.review import OPEN_STATES, ReviewState
+
+    choices = {"open": OPEN_STATES, "approved": [ReviewState.APPROVED], "rejected": [ReviewState.REJECTED], "all": None}
+    if state not in choices:
+        raise ConfigError(f"unknown state {state!r}", hint="use open, approved, rejected or all")
+    with _store() as store:
+        items = store.list(states=choices[state], kind=kind, limit=limit)
+    if as_json:
+        for item in items:
+            typer.echo(json.dumps(_item_json(item), default=str))
+        return
+    table = Table(title=f"review items ({state})")
+    for column in ("id", "token", "stage", "kind", "state", "rev", "seed", "lore", "decided"):
+        table.add_column(column, overflow="fold")
+    for item in items:
+        c = item.candidate
+        lore = c.lore if len(c.lore) <= 60 else c.lore[:57] + "..."
+        decided = f"{item.decided_by}" + (f": {item.reason}" if item.reason else "") if item.decided_by else ""
+        table.add_row(
+            str(item.id), str(item.token_id if item.token_id is not None else item.key), str(item.stage), item.kind,
+            item.state.value, str(item.revision), f"reroll {c.reroll}" if c.reroll else "request", lore, decided,
+        )  # fmt: skip
+    console.print(table)
+    if not items:
+        console.print("[dim]nothing to review[/]")
+
+
+def _item_json(item: Any) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        "key": item.key,
+        "job_id": item.job_id,
+        "token_id": item.token_id,
+        "stage": item.stage,
+        "kind": item.kind,
+        "state": item.state.value,
+        "revision": item.revision,
+        "image_cid": item.candidate.image_cid,
+        "lore": item.candidate.lore,
+        "provenance": item.candidate.provenance,
+        "decided_by": item.decided_by,
+        "reason": item.reason,
+    }
+
+
+@review_app.command("approve")
+def review_approve(
+    ids: Annotated[list[int] | None, typer.Argument(help="Review ids (see `chrysalis review list`).")] = None,
+    all_genesis: Annotated[bool, typer.Option("--all-genesis", help="Approve every genesis item awaiting review.")] = False,
+    as_: AsOption = None,
+) -> None:
+    """Approve candidates; the agent then publishes them, recording who approved in the metadata."""
+    by = _curator_name(as_)
+    with _store() as store:
+        if all_genesis:
+            done = store.approve_all(by, kind="genesis")
+            conflicts = []
+        elif ids:
+            done, conflicts = store.approve_many(ids, by)
+        else:
+            raise ConfigError("nothing to approve", hint="pass review ids, or --all-genesis")
+    for item in done:
+        console.print(f"approved #{item.id} {item.label} stage {item.stage} as {by}", highlight=False)
+    for exc in conflicts:
+        console.print(f"[red]not approved:[/] {exc.message}", highlight=False)
+    if not done and all_genesis:
+        console.print("[dim]no genesis item awaits review[/]")
+    if conflicts:
+        raise typer.Exit(1)
+
+
+@review_app.command("reject")
+def review_reject(
+    review_id: Annotated[int, typer.Argument(help="Review id.")],
+    reason: Annotated[str, typer.Option("--reason", "-r", help="Why (required; it becomes the job's reason).")],
+    as_: AsOption = None,
+) -> None:
+    """Reject a candidate with a reason; the agent ends its job."""
+    with _store() as store:
+        item = store.reject(review_id, _curator_name(as_), reason)
+    console.print(f"rejected #{item.id} {item.label}: {item.reason}", highlight=False)
+
+
+@review_app.command("curator")
+def review_curator(
+    name: Annotated[str, typer.Argument(help="Login name.")],
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
+) -> None:
+    """Add (or replace) a curator login in studio.curators_file (its password is stored as an scrypt hash)."""
+    from agent.studio.auth import add_curator
+
+    settings = _settings()
+    path = settings.studio.curators_file
+    if path is None:
+        raise ConfigError(
+            "studio.curators_file is not set", hint="set it in chrysalis.toml ([studio] curators_file = \"...\")"
+        )
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass(f"password for {name}: ")
+        if getpass.getpass("again: ") != password:
+            raise ConfigError("the passwords differ", hint="type the same password twice")
+    add_curator(Path(path), name, password)
+    console.print(f"curator {name} written to {path}; restart the studio to use it", highlight=False)

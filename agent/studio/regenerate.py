@@ -1,0 +1,176 @@
+"""Regenerating a candidate in review with a new seed or strength, so that the result still verifies.
+
+The new candidate is made from the old one's receipt alone: the same traits, prompt, lore request, previous
+image (read back from the embedded repo by CID and checked against its sha256) and input snapshot hash; only the
+seed and/or the strength change. A new seed is the next *reroll* of the request's on-chain seed
+(:func:`agent.studio.review.reroll_seed`): the receipt records it as its ``seed.onchain_seed`` and derives every
+request seed from it as usual, so :func:`agent.generate.verify.verify` replays the new receipt like any other,
+and anyone with the request's seed can recompute which reroll it was. The models are the studio's
+``models`` settings, which must load the very models the receipt names (their weight digests are compared).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+
+from agent.errors import ChrysalisError, ConfigError, IntegrityError
+from agent.generate.base import ImageRequest, LoreRequest
+from agent.generate.receipt import InferenceReceipt, build_receipt, image_record, lore_record
+from agent.generate.seed import derive_seed, onchain_seed_bytes
+from agent.ipfs.repo import IpfsRepo
+from agent.settings import ModelSettings
+from agent.studio.review import Candidate, RegenerateRequest, ReviewItem, ReviewStore, reroll_seed
+
+log = logging.getLogger("chrysalis.studio")
+
+
+def regenerate(candidate: Candidate, request: RegenerateRequest, repo: IpfsRepo, models: ModelSettings) -> Candidate:
+    """The next revision of ``candidate``: generated with ``request``'s reroll and strength.
+
+    Raises:
+        ConfigError: the configured models are not the receipt's, or the candidate has no request seed.
+        IntegrityError: the previous image in the repo does not match the receipt's sha256.
+        NotFoundError: the previous image is not in the repo.
+    """
+    from agent.generate import factory
+
+    receipt = InferenceReceipt.from_json(dict(candidate.receipt))
+    if not candidate.request_seed:
+        raise ConfigError("the candidate has no request seed to reroll", hint="reject it and let the job run again")
+    onchain = reroll_seed(candidate.request_seed, request.reroll)
+    token_id = receipt.seed.token_id
+    seed = derive_seed(onchain_seed_bytes(onchain), token_id)
+
+    image_part = lore_part = None
+    image_req = lore_req = None
+    init_cid: str | None = None
+    if receipt.image is not None:
+        generator = factory.load_image_generator(models)
+        _same_model("image", receipt.image.model.weights_sha256, generator.info.weights_sha256, generator.info.model_id)
+        recorded = receipt.image.request
+        init = None
+        init_cid = recorded.get("init_image_cid")
+        if recorded.get("init_image_sha256"):
+            if not init_cid:
+                raise ConfigError(
+                    "the receipt's previous image has no CID", hint="this candidate cannot be regenerated here"
+                )
+            init = b"".join(repo.cat(init_cid))
+            actual = hashlib.sha256(init).hexdigest()
+            if actual != recorded["init_image_sha256"]:
+                raise IntegrityError(
+                    f"previous image {init_cid} hashes to {actual}, the receipt says {recorded['init_image_sha256']}",
+                    hint="the IPFS repo is damaged: restore it from a backup or a pinning service",
+                )
+        strength = request.strength if request.strength is not None else recorded.get("strength")
+        image_req = ImageRequest(
+            traits=dict(recorded["traits"]),
+            seed=seed,
+            init_image=init,
+            strength=float(strength) if strength is not None else 0.6,
+            prompt=recorded.get("prompt"),
+        )
+        image = generator.generate([image_req])[0]
+        image_part = image_record(generator, image_req, image, init_image_cid=init_cid)
+        image_cid = str(repo.add(image.png).cid)  # pinned in the embedded node only: for display
+        png_sha256 = hashlib.sha256(image.png).hexdigest()
+    else:
+        image_cid, png_sha256 = candidate.image_cid, candidate.png_sha256
+    lore_text = candidate.lore
+    if receipt.lore is not None:
+        writer = factory.load_lore_writer(models)
+        _same_model("lore", receipt.lore.model.weights_sha256, writer.info.weights_sha256, writer.info.model_id)
+        recorded = receipt.lore.request
+        lore_req = LoreRequest(
+            name=recorded["name"],
+            stage=int(recorded["stage"]),
+            traits=dict(recorded["traits"]),
+            facts=dict(recorded["facts"]),
+            seed=seed,
+        )
+        lore = writer.write([lore_req])[0]
+        lore_part = lore_record(writer, lore_req, lore)
+        lore_text = lore.text
+    new_receipt = build_receipt(
+        onchain_seed=onchain,
+        token_id=token_id,
+        snapshot_sha256=receipt.input_snapshot_sha256,
+        image=image_part,
+        lore=lore_part,
+    )
+    return Candidate(
+        image_cid=image_cid,
+        png_sha256=png_sha256,
+        lore=lore_text,
+        receipt=new_receipt.to_json(),
+        traits=dict(candidate.traits),
+        name=candidate.name,
+        request_seed=candidate.request_seed,
+        reroll=request.reroll,
+    )
+
+
+def _same_model(role: str, recorded: str, loaded: str, loaded_id: str) -> None:
+    if recorded != loaded:
+        raise ConfigError(
+            f"the studio's {role} model {loaded_id} (weights {loaded[:12]}...) is not the one that made this "
+            f"candidate (weights {recorded[:12]}...)",
+            hint=f"point the studio's models.{role}_* settings at the agent's {role} model",
+        )
+
+
+class Regenerator:
+    """Works through items waiting to be regenerated, one at a time, on a background thread."""
+
+    def __init__(self, store: ReviewStore, repo: IpfsRepo, models: ModelSettings, *, poll_s: float = 1.0) -> None:
+        self.store = store
+        self.repo = repo
+        self.models = models
+        self.poll_s = poll_s
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self) -> ReviewItem | None:
+        """Regenerate the oldest waiting item; returns it as stored afterwards (None when none waits)."""
+        item = self.store.next_regeneration()
+        if item is None or item.regenerate is None:
+            return None
+        try:
+            candidate = regenerate(item.candidate, item.regenerate, self.repo, self.models)
+        except ChrysalisError as exc:
+            log.warning("regenerating review #%d failed: %s", item.id, exc)
+            message = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
+            return self.store.fail_regeneration(item.id, item.revision, message)
+        except Exception as exc:  # noqa: BLE001 - recorded on the item, never lost in a thread
+            log.exception("regenerating review #%d failed", item.id)
+            return self.store.fail_regeneration(item.id, item.revision, f"{type(exc).__name__}: {exc}")
+        return self.store.finish_regeneration(item.id, item.revision, candidate)
+
+    def kick(self) -> None:
+        """Look for work now (after a curator asked)."""
+        self._wake.set()
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="chrysalis-regenerate", daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                while not self._stop.is_set() and self.run_once() is not None:
+                    pass
+            except ChrysalisError as exc:  # the database blinked: try again on the next round
+                log.warning("regenerator: %s", exc)
+            self._wake.wait(self.poll_s)
+            self._wake.clear()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None

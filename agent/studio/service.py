@@ -1,0 +1,145 @@
+"""The studio's parts, wired from settings: chain index, IPFS repo, catalog, job store, review store, Verify
+runner, regenerator and the live-update poller. The web app (:mod:`agent.studio.app`) and the CLI use it."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any, Self
+
+from agent.ipfs.repo import IpfsRepo
+from agent.jobs import JobKind, JobStore
+from agent.settings import Settings
+from agent.studio.auth import Credentials
+from agent.studio.catalog import Catalog
+from agent.studio.chain import CollectionIndex, event_json
+from agent.studio.events import FORWARDED, EventHub, Poller
+from agent.studio.regenerate import Regenerator
+from agent.studio.review import ReviewStore
+from agent.studio.verification import VerifyRunner
+
+log = logging.getLogger("chrysalis.studio")
+
+
+def repo_path(settings: Settings) -> Path:
+    """The embedded IPFS repo the agent writes to: ``ipfs.repo`` when set, else ``<data_dir>/ipfs`` (the
+    rule :meth:`agent.pipeline.Agent.from_settings` follows)."""
+    if "repo" in settings.ipfs.model_fields_set:
+        return Path(settings.ipfs.repo)
+    return Path(settings.data_dir) / "ipfs"
+
+
+class Studio:
+    """Everything the studio reads and does. Build it with :meth:`from_settings`; :meth:`start` the background
+    threads (poller, regenerator) when serving; :meth:`close` at the end.
+
+    Attributes:
+        settings, index, repo, jobs, reviews, catalog, verifier, regenerator, hub, poller, credentials.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        index: CollectionIndex,
+        repo: IpfsRepo,
+        jobs: JobStore,
+        credentials: Credentials | None = None,
+    ) -> None:
+        self.settings = settings
+        self.index = index
+        self.repo = repo
+        self.jobs = jobs
+        self.reviews = ReviewStore(jobs.engine)  # type: ignore[attr-defined]
+        self.catalog = Catalog(index, repo)
+        self.verifier = VerifyRunner(self.catalog, cache_dir=settings.models.cache_dir)
+        self.regenerator = Regenerator(
+            self.reviews, repo, settings.models, poll_s=max(settings.studio.poll_interval_s, 0.2)
+        )
+        self.hub = EventHub()
+        self.poller = Poller(self.tick, self.hub, interval_s=settings.studio.poll_interval_s)
+        self.credentials = credentials or Credentials(settings.studio)
+        self._review_version: tuple[int, int] | None = None
+        self._started = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Studio:
+        """Open the deployment record, the node, the IPFS repo and the database named by ``settings``.
+
+        Raises:
+            NotFoundError: no deployment record. ConfigError: a bad setting or secret file.
+            BackendUnavailableError: the database cannot be reached.
+        """
+        with contextlib.ExitStack() as stack:
+            credentials = Credentials(settings.studio)
+            index = CollectionIndex.from_settings(settings)
+            jobs = JobStore.open(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
+            stack.callback(jobs.close)
+            repo = IpfsRepo(repo_path(settings))
+            studio = cls(settings, index=index, repo=repo, jobs=jobs, credentials=credentials)
+            stack.pop_all()
+        return studio
+
+    @property
+    def review_enabled(self) -> bool:
+        return bool(self.settings.studio.review)
+
+    # -- live updates ---------------------------------------------------------------------------------------
+
+    def tick(self) -> list[tuple[str, Any]]:
+        """One poll: sync the chain index and compare the review queue; returns the events to publish."""
+        out: list[tuple[str, Any]] = []
+        for event in self.index.sync():
+            name = FORWARDED.get(event.name)
+            if name is not None:
+                out.append((name, event_json(event)))
+        version = self.reviews.version()
+        if self._review_version is not None and version != self._review_version:
+            out.append(("review", {k.value: v for k, v in self.reviews.counts().items()}))
+        self._review_version = version
+        return out
+
+    def start(self) -> None:
+        """Start the poller (and the regenerator in review mode)."""
+        if self._started:
+            return
+        self._started = True
+        self.poller.run_once()
+        self.poller.start()
+        if self.review_enabled:
+            self.regenerator.start()
+
+    # -- actions --------------------------------------------------------------------------------------------
+
+    def request_refresh(self, token_id: int, by: str) -> tuple[int, bool]:
+        """Queue a metadata refresh of ``token_id`` (a ``refresh`` job); returns ``(job id, created)``.
+
+        One refresh per token and current stage is queued at a time: asking again returns the queued job.
+        """
+        detail = self.catalog.token(token_id)  # NotFoundError for a token that does not exist
+        key = f"refresh:{self.index.deployment.chain_id}:{token_id}:{detail.card.stage}:studio"
+        job, created = self.jobs.enqueue(
+            JobKind.REFRESH,
+            key,
+            payload={"token_id": token_id, "stage": detail.card.stage, "source": "studio", "requested_by": by},
+        )
+        if not created and job.state.terminal:  # the last one finished: queue the next under a fresh key
+            job, created = self.jobs.enqueue(
+                JobKind.REFRESH,
+                f"{key}:{job.id}",
+                payload={"token_id": token_id, "stage": detail.card.stage, "source": "studio", "requested_by": by},
+            )
+        return job.id, created
+
+    def close(self) -> None:
+        self.poller.stop()
+        self.regenerator.stop()
+        self.verifier.close()
+        self.jobs.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from agent import __version__
 from agent.errors import ChrysalisError, ConfigError
@@ -57,6 +58,9 @@ def _register_subapps() -> None:
     from agent.ipfs.cli import ipfs_app
 
     app.add_typer(ipfs_app, name="ipfs")
+    from agent.genesis.cli import genesis_command
+
+    app.command(name="genesis")(genesis_command)
     from agent.ops.cli import register as register_ops
 
     register_ops(app)  # init, run, status, jobs, retry, evolve, fuse
@@ -75,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv)
     except ChrysalisError as exc:
-        err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
         if exc.hint:
-            err_console.print(f"[yellow]hint:[/] {exc.hint}", highlight=False)
+            err_console.print(f"[yellow]hint:[/] {escape(exc.hint)}", highlight=False)
         sys.exit(1)

@@ -1,0 +1,223 @@
+"""Reveal and publish a small genesis: tokens resolve through the embedded gateway, and the base URI is set on anvil."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from eth_account import Account
+from web3 import Web3
+
+from agent.deployment import ContractRecord, Deployment, write_abi
+from agent.errors import ConfigError, IntegrityError, NotFoundError
+from agent.genesis.generate import run_genesis
+from agent.genesis.provenance import Reveal, item_to_token, reveal_offset, token_to_item
+from agent.genesis.publish import RevealNotReadyError, publish_genesis, reveal_genesis, set_base_uri
+from agent.ipfs.backends.embedded import EmbeddedBackend
+from agent.ipfs.backends.replicated import Replicator
+from agent.ipfs.repo import IpfsRepo
+from agent.ipfs.server import NodeServer
+from agent.publish.metadata import metadata_cid, parse_metadata
+from agent.submit.signer import KeystoreSigner
+from tests.oracles.conftest import Chain
+
+SIZE = 12
+HASH = "0x" + "ab" * 32
+ANVIL_KEYS = (
+    "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",  # anvil's account 0 (the admin)
+    "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",  # account 1
+)
+
+
+@pytest.fixture(scope="module")
+def genesis_dir(tmp_path_factory, models) -> Path:
+    from tests.genesis.conftest import small_table
+
+    out = tmp_path_factory.mktemp("publish") / "g"
+    run_genesis(
+        small_table(), SIZE, "publish-me", out, models=models, batch_size=6, sheet_size=0, progress=False
+    )
+    return out
+
+
+@pytest.fixture
+def revealed(genesis_dir: Path, tmp_path: Path) -> Path:
+    """A copy of the generated genesis, revealed with :data:`HASH` at block 100."""
+    import shutil
+
+    out = tmp_path / "g"
+    shutil.copytree(genesis_dir, out)
+    reveal_genesis(out, block_number=100, block_hash=HASH)
+    return out
+
+
+def test_offset_and_mapping_follow_the_documented_rule() -> None:
+    assert reveal_offset(HASH, SIZE) == int(HASH, 16) % SIZE
+    offset = reveal_offset(HASH, SIZE)
+    items = [token_to_item(t, offset, SIZE) for t in range(1, SIZE + 1)]
+    assert sorted(items) == list(range(SIZE)) and items[0] == offset
+    assert all(item_to_token(token_to_item(t, offset, SIZE), offset, SIZE) == t for t in range(1, SIZE + 1))
+    with pytest.raises(ConfigError, match="token id 13 is outside 1..12"):
+        token_to_item(13, offset, SIZE)
+
+
+def test_published_tokens_resolve_through_the_gateway(revealed: Path, tmp_path: Path) -> None:
+    repo = IpfsRepo(tmp_path / "repo", sync=False)
+    reveal = Reveal.from_json(json.loads((revealed / "reveal.json").read_text()))
+    published = publish_genesis(revealed, repo, reveal=reveal)
+    assert published.base_uri == f"ipfs://{published.dir_cid}/" and not published.sharded
+    assert repo.is_pinned(published.dir_cid)
+    assignment = json.loads((revealed / "assignment.json").read_text())["items"]
+    with NodeServer(repo) as node, httpx.Client(base_url=node.url, timeout=30) as http:
+        for token in range(1, SIZE + 1):
+            reply = http.get(f"/ipfs/{published.dir_cid}/{token}")
+            assert reply.status_code == 200, reply.text
+            metadata = parse_metadata(reply.content, cid=str(repo.resolve(f"{published.dir_cid}/{token}")))
+            item = token_to_item(token, reveal.offset, SIZE)
+            assert metadata.name == f"Testling #{token}" and metadata.stage == 0 and metadata.parent is None
+            assert dict(metadata.traits) == assignment[item]["traits"]
+            assert metadata.receipt["seed"]["token_id"] == item
+            assert {r["name"]: r["value"] for r in metadata.inputs["readings"]}["genesis.item"] == item
+            assert metadata.description == metadata.receipt["lore"]["output"]["text"]
+            assert str(repo.resolve(f"{published.dir_cid}/{token}")) == metadata_cid(reply.content)
+            image = http.get(f"/ipfs/{metadata.image_cid}")
+            assert (
+                image.status_code == 200
+                and image.content == (revealed / "images" / f"{item}.png").read_bytes()
+            )
+            assert http.get(f"/ipfs/{published.dir_cid}/images/{token}.png").content == image.content
+        provenance = http.get(f"/ipfs/{published.dir_cid}/provenance.json").json()
+    assert provenance["reveal"]["offset"] == reveal.offset and provenance["reveal"]["block_hash"] == HASH
+    assert (
+        provenance["provenance_sha256"]
+        == json.loads((revealed / "provenance.json").read_text())["provenance_sha256"]
+    )
+    assert json.loads((revealed / "published.json").read_text())["dir_cid"] == published.dir_cid
+
+
+def test_a_sharded_directory_resolves_too_and_cids_are_deterministic(revealed: Path, tmp_path: Path) -> None:
+    reveal = Reveal.from_json(json.loads((revealed / "reveal.json").read_text()))
+    plain = publish_genesis(revealed, IpfsRepo(None), reveal=reveal)
+    again = publish_genesis(revealed, IpfsRepo(None), reveal=reveal)
+    assert again.dir_cid == plain.dir_cid
+    repo = IpfsRepo(tmp_path / "hamt", sync=False)
+    hamt = publish_genesis(revealed, repo, reveal=reveal, shard_threshold=1)  # Kubo's "always shard"
+    assert hamt.sharded and hamt.dir_cid != plain.dir_cid
+    with NodeServer(repo) as node:
+        reply = httpx.get(f"{node.url}/ipfs/{hamt.dir_cid}/{SIZE}", timeout=30)
+    assert reply.status_code == 200 and parse_metadata(reply.content).name == f"Testling #{SIZE}"
+
+
+def test_publishing_replicates_to_every_backend(revealed: Path, tmp_path: Path) -> None:
+    source, mirror = IpfsRepo(tmp_path / "a", sync=False), IpfsRepo(tmp_path / "b", sync=False)
+    reveal = Reveal.from_json(json.loads((revealed / "reveal.json").read_text()))
+    replicator = Replicator(
+        [EmbeddedBackend(source), EmbeddedBackend(mirror, name="mirror")], required=2, source=source
+    )
+    published = publish_genesis(revealed, source, reveal=reveal, replicator=replicator)
+    assert mirror.is_pinned(published.dir_cid)
+    assert b"".join(mirror.cat(mirror.resolve(f"{published.dir_cid}/1"))).startswith(b"{")
+
+
+def test_a_changed_file_is_never_published(revealed: Path) -> None:
+    reveal = Reveal.from_json(json.loads((revealed / "reveal.json").read_text()))
+    item = token_to_item(3, reveal.offset, SIZE)
+    (revealed / "receipts" / f"{item}.json").write_text("{}")
+    with pytest.raises(
+        IntegrityError, match=f"receipts/{item}.json does not match the sha256 the ledger recorded"
+    ):
+        publish_genesis(revealed, IpfsRepo(None), reveal=reveal)
+
+
+def test_the_offset_cannot_be_rerolled(revealed: Path) -> None:
+    assert reveal_genesis(revealed, block_number=100, block_hash=HASH).offset == reveal_offset(HASH, SIZE)
+    with pytest.raises(
+        ConfigError, match="already revealed with block 100 .* cannot be revealed again with block 101"
+    ):
+        reveal_genesis(revealed, block_number=101, block_hash="0x" + "cd" * 32)
+    with pytest.raises(IntegrityError, match="now has hash"):
+        reveal_genesis(revealed, block_number=100, block_hash="0x" + "cd" * 32)
+    record = json.loads((revealed / "reveal.json").read_text())
+    record["offset"] = (record["offset"] + 1) % SIZE
+    with pytest.raises(ConfigError, match="was edited"):
+        Reveal.from_json(record)
+
+
+def test_reveal_needs_a_finished_genesis_and_a_hash(tmp_path: Path, genesis_dir: Path) -> None:
+    with pytest.raises(NotFoundError, match="generation is not finished"):
+        reveal_genesis(tmp_path, block_number=1, block_hash=HASH)
+    import shutil
+
+    shutil.copytree(genesis_dir, tmp_path / "g")
+    with pytest.raises(ConfigError, match="the hash of reveal block 5 is needed") as e:
+        reveal_genesis(tmp_path / "g", block_number=5)
+    assert "--rpc-url" in (e.value.hint or "")
+
+
+# -- on anvil ------------------------------------------------------------------------------------------------
+
+
+def _deployment(chain: Chain, tmp_path: Path) -> tuple[Deployment, object]:
+    collection = chain.deploy_collection()
+    block = chain.w3.eth.get_block("latest")
+    record = Deployment(
+        chain_id=chain.w3.eth.chain_id,
+        network="ethereum:local:foundry",
+        contracts={
+            "LivingCollection": ContractRecord(
+                address=collection.address, abi=write_abi("LivingCollection", collection.abi, tmp_path)
+            )
+        },
+        deploy_block=block["number"],
+        deploy_block_hash="0x" + bytes(block["hash"]).hex(),
+        deployer=chain.admin,
+        agent=chain.admin,
+    )
+    return Deployment.load(record.save(tmp_path / "local.json")), collection
+
+
+@pytest.mark.anvil
+def test_reveal_from_the_chain_then_set_the_base_uri(chain: Chain, genesis_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    assert Account.from_key(ANVIL_KEYS[0]).address == chain.admin
+    out = tmp_path / "g"
+    shutil.copytree(genesis_dir, out)
+    url = chain.w3.provider.endpoint_uri  # type: ignore[attr-defined]
+    head = chain.w3.eth.block_number
+    with pytest.raises(RevealNotReadyError, match=f"reveal block {head + 3} is not mined yet") as e:
+        reveal_genesis(out, block_number=head + 3, rpc_url=url)
+    assert e.value.retryable and "wait 3 more blocks" in (e.value.hint or "")
+    for _ in range(3):
+        chain.mine()
+    reveal = reveal_genesis(out, block_number=head + 3, rpc_url=url)
+    expected = "0x" + bytes(chain.w3.eth.get_block(head + 3)["hash"]).hex()
+    assert reveal.block_hash == expected and reveal.chain_id == chain.w3.eth.chain_id
+    assert reveal.offset == int(expected, 16) % SIZE
+
+    published = publish_genesis(out, IpfsRepo(None), reveal=reveal)
+    deployment, collection = _deployment(chain, tmp_path)
+    chain.send(collection.functions.airdrop(chain.admin, 2))
+    assert collection.functions.tokenURI(1).call() == ""
+
+    admin = KeystoreSigner.from_private_key(ANVIL_KEYS[0])
+    confirmation = set_base_uri(deployment, published.base_uri, admin, rpc_url=url)
+    assert confirmation.status == 1
+    assert collection.functions.baseURI().call() == published.base_uri
+    assert collection.functions.tokenURI(2).call() == f"ipfs://{published.dir_cid}/2"
+    logs = collection.events.BaseURIChanged().get_logs(from_block=confirmation.block_number)
+    assert [log["args"]["baseURI"] for log in logs] == [published.base_uri]
+
+    stranger = KeystoreSigner.from_private_key(ANVIL_KEYS[1])
+    with pytest.raises(ConfigError, match="may not set the base URI .* needs DEFAULT_ADMIN_ROLE") as e:
+        set_base_uri(deployment, "ipfs://evil/", stranger, rpc_url=url)
+    assert "admin" in (e.value.hint or "")
+    assert collection.functions.baseURI().call() == published.base_uri
+
+    wrong_chain = deployment.model_copy(update={"chain_id": 999})
+    wrong_chain._source_dir = deployment._source_dir
+    with pytest.raises(ConfigError, match="but the deployment is on chain 999"):
+        set_base_uri(wrong_chain, published.base_uri, admin, rpc_url=url)
+    assert Web3.is_address(deployment.address())

@@ -82,17 +82,17 @@ def _pretty(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str)
 
 
-def _gateway(repo: Any) -> Callable[[Scope, Receive, Send], Any]:
+class _Gateway:
     """The embedded node's path gateway only (GET/HEAD ``/ipfs/...``); its RPC API stays unexposed."""
-    node = create_ipfs_app(repo)
 
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    def __init__(self, repo: Any) -> None:
+        self.node = create_ipfs_app(repo)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
             await Response("the studio's gateway is read-only", status_code=405)(scope, receive, send)
             return
-        await node(scope, receive, send)
-
-    return app
+        await self.node(scope, receive, send)
 
 
 def create_app(studio: Studio) -> Starlette:
@@ -449,7 +449,7 @@ def create_app(studio: Studio) -> Starlette:
         Route("/api/ops", ops_page),
         Route("/api/review", review_page),
         Route("/api/verify/{task_id}", verify_status),
-        Route("/ipfs/{path:path}", _gateway(studio.repo), methods=["GET", "HEAD"]),
+        Route("/ipfs/{path:path}", _Gateway(studio.repo)),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
     s = studio.settings.studio

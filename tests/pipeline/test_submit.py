@@ -1,0 +1,93 @@
+"""Submitting on anvil: a stuck fulfilment is replaced with a fee bump; requests cancelled on-chain or fulfilled
+by someone else are never paid for; a job whose transaction reverted is settled from the chain."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from agent.jobs import JobState, Stage
+from agent.metrics import REGISTRY
+from agent.pipeline import Agent
+from agent.settings import Settings
+from tests.pipeline.conftest import TIMEOUT, Chain
+
+
+def _key(chain: Chain, rid: int) -> str:
+    return f"evolve:{chain.w3.eth.chain_id}:{rid}"
+
+
+def _replaced() -> float:
+    return REGISTRY.get_sample_value("chrysalis_tx_replaced_total", {"label": "fulfillEvolutions"}) or 0.0
+
+
+def test_a_stuck_fulfilment_is_replaced_with_a_fee_bump_and_confirmed_once(chain: Chain, settings: Settings) -> None:
+    settings.submit.stuck_after_s = 0.3
+    rid = chain.request(1)
+    with Agent.from_settings(settings) as agent:
+        agent.poll_once()
+        agent.work_once(until=Stage.PUBLISHED)
+        chain.automine(False)  # nothing is mined until the test mines: the first broadcast goes stale
+        before = _replaced()
+        worker = threading.Thread(target=agent.work_once, daemon=True)
+        worker.start()
+        deadline = time.monotonic() + 30
+        while _replaced() == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _replaced() > before, "no replacement was sent"
+        pool = {sender.lower(): txs for sender, txs in chain.rpc("txpool_content")["pending"].items()}
+        assert len(pool[chain.agent.lower()]) == 1  # the replacement took the original's nonce
+        chain.mine()
+        worker.join(30)
+        assert not worker.is_alive()
+        job = agent.store.get_by_key(_key(chain, rid))
+
+    assert job is not None and job.state == JobState.CONFIRMED
+    recorded = job.output(Stage.SUBMITTED)["tx_hash"]
+    assert recorded in job.result["replaced"] and job.result["tx_hash"] != recorded
+    assert [int(e["args"]["requestId"]) for e in chain.evolved()] == [rid]
+    assert chain.agent_nonce() == 1
+
+
+def test_a_request_cancelled_on_chain_is_dropped_before_sending(chain: Chain, settings: Settings) -> None:
+    rid = chain.request(1)
+    with Agent.from_settings(settings) as agent:
+        agent.poll_once()
+        agent.work_once(until=Stage.PUBLISHED)
+        chain.rpc("evm_increaseTime", TIMEOUT + 1)
+        chain.mine()
+        chain.transact(chain.collection.functions.cancelEvolution(rid), chain.holders[0])
+        agent.work_once()  # before the watcher sees the cancellation: the pre-send check catches it
+        job = agent.store.get_by_key(_key(chain, rid))
+
+    assert job is not None and job.state == JobState.CANCELLED
+    assert "cancelled on-chain" in (job.reason or "")
+    assert chain.agent_nonce() == 0 and chain.evolved() == []
+
+
+def test_the_watcher_cancels_the_job_of_a_request_cancelled_on_chain(chain: Chain, settings: Settings) -> None:
+    rid = chain.request(1)
+    with Agent.from_settings(settings) as agent:
+        agent.poll_once()
+        chain.rpc("evm_increaseTime", TIMEOUT + 1)
+        chain.mine()
+        chain.transact(chain.collection.functions.cancelEvolution(rid), chain.holders[0])
+        status = agent.run_until_idle(timeout_s=30)
+        job = agent.store.get_by_key(_key(chain, rid))
+    assert job is not None and job.state == JobState.CANCELLED and job.stage is None
+    assert status.jobs["cancelled"] == 1 and chain.agent_nonce() == 0
+
+
+def test_a_request_fulfilled_by_someone_else_is_cancelled_not_paid_for(chain: Chain, settings: Settings) -> None:
+    rid = chain.request(1)
+    with Agent.from_settings(settings) as agent:
+        agent.poll_once()
+        agent.work_once(until=Stage.PUBLISHED)
+        f = chain.collection.functions
+        chain.transact(f.grantRole(f.AGENT_ROLE().call(), chain.admin), chain.admin)
+        chain.transact(f.fulfillEvolution(rid, b"\x42" * 32, bytes(32)), chain.admin)
+        agent.run_until_idle(timeout_s=30)
+        job = agent.store.get_by_key(_key(chain, rid))
+    assert job is not None and job.state == JobState.CANCELLED
+    assert f"fulfilled by {chain.admin}" in (job.reason or "")
+    assert chain.agent_nonce() == 0

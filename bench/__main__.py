@@ -8,7 +8,7 @@ import importlib
 import runpy
 import sys
 
-ALL = ["gas", "ipfs_import", "ipfs_gateway", "image_quality", "inference", "submit", "latency"]
+ALL = ["gas", "ipfs_import", "ipfs_gateway", "image_quality", "inference", "submit", "latency", "genesis"]
 
 
 def main(argv: list[str]) -> int:

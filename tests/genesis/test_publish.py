@@ -221,3 +221,30 @@ def test_reveal_from_the_chain_then_set_the_base_uri(chain: Chain, genesis_dir: 
     with pytest.raises(ConfigError, match="but the deployment is on chain 999"):
         set_base_uri(wrong_chain, published.base_uri, admin, rpc_url=url)
     assert Web3.is_address(deployment.address())
+
+
+@pytest.mark.slow
+def test_a_200_token_genesis_end_to_end(tmp_path: Path, models) -> None:
+    """The shipped example table (unique over six traits), 200 tokens: generate, reveal, publish, resolve all."""
+    from agent.genesis.traits import load_table
+
+    table = load_table()
+    fast = models.model_copy(update={"image_steps": 2})
+    result = run_genesis(
+        table, 200, "two-hundred", tmp_path / "g", models=fast, batch_size=50, sheet_size=16, progress=False
+    )
+    assert result.assignment is not None
+    assert result.assignment.value_counts() == table.counts(200)
+    reveal = reveal_genesis(tmp_path / "g", block_number=7, block_hash="0x" + "5e" * 32)
+    repo = IpfsRepo(tmp_path / "repo", sync=False)
+    published = publish_genesis(tmp_path / "g", repo, reveal=reveal)
+    seen_items, combos = set(), set()
+    with NodeServer(repo) as node, httpx.Client(base_url=node.url, timeout=30) as http:
+        for token in range(1, 201):
+            metadata = parse_metadata(http.get(f"/ipfs/{published.dir_cid}/{token}").content)
+            item = metadata.receipt["seed"]["token_id"]
+            assert item == token_to_item(token, reveal.offset, 200) and metadata.name == f"Chrysalis #{token}"
+            seen_items.add(item)
+            combos.add(tuple(metadata.traits[t] for t in table.unique))
+        assert http.get(f"/ipfs/{published.dir_cid}/201").status_code == 404
+    assert seen_items == set(range(200)) and len(combos) == 200

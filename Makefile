@@ -19,7 +19,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 CONTRACT_SOURCES := $(shell find contracts -name '*.sol' 2>/dev/null)
 
-.PHONY: help setup demo test test-contracts test-python bench clean
+.PHONY: help setup demo test test-contracts test-python bench clean chromium
 
 help:
 	@echo "make setup   create .venv, install npm packages and the solc wrapper, compile contracts (idempotent)"
@@ -27,7 +27,16 @@ help:
 	@echo "make test    run the whole test suite"
 	@echo "make bench   run the benchmarks and print their tables"
 
-setup: $(VENV)/.installed node_modules/.installed $(VENV)/bin/anvil .solcx/solc-v$(SOLC_VERSION) .build/.compiled
+setup: $(VENV)/.installed node_modules/.installed $(VENV)/bin/anvil .solcx/solc-v$(SOLC_VERSION) .build/.compiled chromium
+
+# The studio's browser tests drive Debian's chromium with playwright (no browser download). Installed only when
+# missing and when running as root; otherwise say what to do (those tests then fail with the same message).
+CHROMIUM ?= /usr/bin/chromium
+chromium:
+	@if [ -x "$(CHROMIUM)" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -q && apt-get install -y -q chromium; \
+	else echo "note: no Chromium at $(CHROMIUM): run 'sudo apt-get install -y chromium' for the studio's browser tests"; fi
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

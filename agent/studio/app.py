@@ -610,6 +610,10 @@ class StudioServer(ServerThread):
         super().start(timeout=timeout)
         return self
 
+    def stop(self, *, grace: float = 5.0) -> None:
+        self.studio.hub.close()
+        super().stop(grace=grace)
+
     def __enter__(self) -> StudioServer:
         return self.start()
 

@@ -40,6 +40,16 @@ class EventHub:
         self.max_queue = max_queue
         self.published = 0
 
+    def close(self) -> None:
+        """End every open stream (before the server stops, so that it need not wait for them)."""
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for loop, queue in subscribers:
+            try:
+                loop.call_soon_threadsafe(_offer, queue, _CLOSE)
+            except RuntimeError:
+                pass
+
     def publish(self, name: str, data: Any) -> None:
         """Send ``data`` (JSON) as event ``name`` to every subscriber; a subscriber that lags drops events."""
         message = (name, json.dumps(data, default=str))
@@ -70,6 +80,8 @@ class EventHub:
                         return
                     yield ": keep-alive\n\n"
                     continue
+                if (name, data) == _CLOSE:
+                    return
                 yield f"event: {name}\ndata: {data}\n\n"
         finally:
             with self._lock:
@@ -79,6 +91,9 @@ class EventHub:
     def subscribers(self) -> int:
         with self._lock:
             return len(self._subscribers)
+
+
+_CLOSE = ("", "")
 
 
 def _offer(queue: asyncio.Queue[tuple[str, str]], message: tuple[str, str]) -> None:

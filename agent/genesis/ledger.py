@@ -13,7 +13,9 @@ outputs (and the collection's provenance hash) are bit-identical.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from typing import Any, Self
 from agent.errors import ConfigError, NotFoundError
 
 LEDGER_NAME = "genesis.db"
+LOCK_NAME = "genesis.lock"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS run (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -57,9 +60,10 @@ class ItemOutput:
 class Ledger:
     """Open with :meth:`open`; one writer at a time (the genesis run)."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+    def __init__(self, path: Path, conn: sqlite3.Connection, lock: int | None = None) -> None:
         self.path = path
         self._conn = conn
+        self._lock = lock
 
     @classmethod
     def open(
@@ -82,20 +86,22 @@ class Ledger:
             ConfigError: the directory holds a different run (names the first differing parameter).
         """
         out_dir.mkdir(parents=True, exist_ok=True)
+        lock = _lock(out_dir)
         path = out_dir / LEDGER_NAME
         conn = sqlite3.connect(path, isolation_level=None, timeout=30)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.executescript(_SCHEMA)
-        ledger = cls(path, conn)
+        ledger = cls(path, conn, lock)
         stored = ledger.params()
         if stored:
             for key in params:  # in the caller's order: the most telling difference is named first
                 if stored.get(key) != params[key]:
-                    conn.close()
+                    ledger.close()
+                    how = _RESUME_HINTS.get(key, "rerun with the same options to resume it")
                     raise ConfigError(
                         f"{out_dir} holds a genesis run with {key} = {stored.get(key)!r}, not {params.get(key)!r}",
-                        hint="rerun with the same options to resume it, or pass another --out for a new genesis",
+                        hint=f"{how}, or pass another --out for a new genesis",
                     )
             return ledger
         with ledger._tx():
@@ -125,6 +131,9 @@ class Ledger:
 
     def close(self) -> None:
         self._conn.close()
+        if self._lock is not None:
+            os.close(self._lock)  # releases the flock
+            self._lock = None
 
     def __enter__(self) -> Self:
         return self
@@ -193,6 +202,26 @@ class Ledger:
 
     def _tx(self) -> _Transaction:
         return _Transaction(self._conn)
+
+
+_RESUME_HINTS = {
+    "torch_threads": "set models.threads (CHRYSALIS_MODELS__THREADS) to the run's thread count: outputs depend on it",
+    "models": "use the run's model settings ([models], CHRYSALIS_MODELS__*)",
+}
+
+
+def _lock(out_dir: Path) -> int:
+    """An exclusive lock on ``out_dir`` for the run (released when the process ends, even by SIGKILL)."""
+    fd = os.open(out_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ConfigError(
+            f"another genesis is running in {out_dir}",
+            hint="wait for it to finish (or stop it); a second run in the same directory would race it",
+        ) from None
+    return fd
 
 
 class _Transaction:

@@ -180,3 +180,36 @@ def test_ledger_records_the_run(generated) -> None:
 def test_bad_batch_size_is_refused(tmp_path, models, table) -> None:
     with pytest.raises(ConfigError, match="batch size 0"):
         run_genesis(table, 4, "x", tmp_path / "z", models=models, batch_size=0, progress=False)
+
+
+def test_two_runs_in_one_directory_do_not_race(generated, models, table) -> None:
+    src, _ = generated
+    with Ledger.read(src) as ledger:
+        params = ledger.params()
+    params.pop("weights")
+    with Ledger.open(src, params, [], batch_size=BATCH):  # the first run holds the directory
+        with pytest.raises(ConfigError, match="another genesis is running in") as e:
+            run_genesis(
+                table, SIZE, "seed-a", src, models=models, batch_size=BATCH, sheet_size=0, progress=False
+            )
+        assert "wait for it" in (e.value.hint or "")
+    resumed = run_genesis(
+        table, SIZE, "seed-a", src, models=models, batch_size=BATCH, sheet_size=0, progress=False
+    )
+    assert resumed.generated == 0  # released: the directory is usable again
+
+
+def test_a_different_thread_count_names_the_setting(generated, models, table) -> None:
+    src, _ = generated
+    with pytest.raises(ConfigError, match="torch_threads = 1, not 2") as e:
+        run_genesis(
+            table,
+            SIZE,
+            "seed-a",
+            src,
+            models=models.model_copy(update={"threads": 2}),
+            batch_size=BATCH,
+            sheet_size=0,
+            progress=False,
+        )
+    assert "CHRYSALIS_MODELS__THREADS" in (e.value.hint or "")

@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--layers-per-block", type=int, default=d.layers_per_block)
     p.add_argument("--n-per-class", type=int, default=d.n_per_class)
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--prediction-type", default=d.prediction_type, choices=["v_prediction", "epsilon", "sample"])
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     p.add_argument("--max-minutes", type=float, default=None, help="stop (and checkpoint) after this long")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             layers_per_block=a.layers_per_block,
             n_per_class=a.n_per_class,
             seed=a.seed,
+            prediction_type=a.prediction_type,
             checkpoint_every=a.checkpoint_every,
         )
         train(a.out, config, device=a.device, max_seconds=a.max_minutes * 60 if a.max_minutes else None,

@@ -64,7 +64,7 @@ schedule, sampled with 50 DDIM steps, guidance {guidance_scale:g}._
 | dataset generator version | {manifest["dataset_generator_version"]} (`agent/generate/sprites/dataset.py`) |
 | parameters | {manifest["parameters"]:,} |
 | training steps | {training["step"]:,} of {cfg["steps"]:,} planned |
-| final training loss (epsilon MSE, mean of the last {cfg["log_every"]} steps) | {loss:.4f} |
+| final training loss ({cfg.get("prediction_type", "epsilon")} MSE, mean of the last {cfg["log_every"]} steps) | {loss:.4f} |
 | training time | {minutes:.1f} min ({"GPU" if training.get("device", "cpu").startswith("cuda") else "CPU"}) |
 | weights | EMA (decay {cfg["ema_decay"]}) |
 | licence | same as the Chrysalis repository |

@@ -174,9 +174,10 @@ def _stage_means() -> dict[str, float]:
     return out
 
 
-def measure(devnet: Devnet, name: str, n: int, first_token: int, **models: Any) -> tuple[list[float], dict[str, float]]:
+def measure(devnet: Devnet, n: int, **models: Any) -> tuple[list[float], dict[str, float]]:
     """Latencies (s) of ``n`` requests, one at a time, and the mean per stage call (ms)."""
-    settings = devnet.settings(name)
+    settings = devnet.settings("agent")
+    first_token = 1
     before = _stage_means()
     with Agent.from_settings(settings, **models) as agent:
         stop = threading.Event()
@@ -219,14 +220,14 @@ def main() -> None:
     args = parser.parse_args()
     rows, stage_rows = [], []
     with tempfile.TemporaryDirectory(prefix="chrysalis-bench-latency-") as tmp, start_anvil() as node:
-        devnet = Devnet(node, Path(tmp), args.n + args.n_models + 2)
         runs = [("null generator", args.n, {"image": NullImageGenerator(), "lore": NullLoreWriter()})]
         if args.n_models:
             runs.append(("embedded models", args.n_models, {}))
-        token = 1
         for label, n, models in runs:
-            latencies, means = measure(devnet, label.replace(" ", "-"), n, token, **models)
-            token += n + 1
+            root = Path(tmp) / label.replace(" ", "-")
+            root.mkdir()
+            devnet = Devnet(node, root, n + 1)  # its own collection: the agent sees only its own requests
+            latencies, means = measure(devnet, n, **models)
             ms = [1000 * x for x in latencies]
             rows.append([label, n, f"{_pct(ms, 0.5):.0f}", f"{_pct(ms, 0.95):.0f}", f"{max(ms):.0f}",
                          f"{statistics.mean(ms):.0f}"])  # fmt: skip

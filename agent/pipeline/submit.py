@@ -159,10 +159,10 @@ class Settler:
             assert outcome.sender is not None
             if outcome.sender.lower() == self.agent_address:
                 ours = "0x" + ready.digest.hex()
-                if outcome.digest != ours:
+                if ready.digest != bytes(32) and outcome.digest != ours:
                     log.warning(
-                        "request %s was fulfilled by this agent with digest %s, not this attempt's %s "
-                        "(an earlier attempt's metadata, also pinned)",
+                        "request %s was fulfilled by this agent's key with digest %s, not this attempt's %s "
+                        "(written by an earlier attempt, or another agent run with the same key)",
                         request.request_id, outcome.digest, ours,
                     )  # fmt: skip
                 return Settlement(

@@ -26,6 +26,7 @@ from agent.pipeline.inputs import InputsStage
 from agent.pipeline.publish import PublishStage
 from agent.pipeline.request import EvolutionRequest
 from agent.pipeline.submit import Ready, Settler, Submitter, confirmation_result
+from agent.publish.metadata import cid_from_digest
 
 log = logging.getLogger("chrysalis.pipeline")
 
@@ -167,7 +168,7 @@ class Worker:
                 "inputs", lambda: self.inputs.run(_request(j)))))  # fmt: skip
         if self._stop_at(live, until, Stage.INPUTS):
             return
-        generating = [j for j in live.values() if j.next_stage == Stage.GENERATED]
+        generating = self._still_open(live, [j for j in live.values() if j.next_stage == Stage.GENERATED])
         if generating:
             self._generate(live, generating)
         if self._stop_at(live, until, Stage.GENERATED):
@@ -196,6 +197,28 @@ class Worker:
         return True
 
     # -- stages ---------------------------------------------------------------------------------------------
+
+    def _still_open(self, live: dict[int, Job], jobs: list[Job]) -> list[Job]:
+        """Jobs whose request is still pending; the others are settled from the chain before any inference
+        is spent on them (fulfilled by an earlier run or another agent, cancelled, orphaned)."""
+        if not jobs:
+            return []
+        try:
+            pending = self.submitter.batcher.check_pending([_request(j).request_id for j in jobs])
+        except Exception as exc:  # noqa: BLE001
+            for job in jobs:
+                self._fail(live, job, exc)
+            return []
+        open_ = []
+        for job in jobs:
+            request = _request(job)
+            if pending.get(request.request_id, False):
+                open_.append(job)
+                continue
+            log.info("job %s: request %s is no longer pending; settling it from the chain", job.id,
+                     request.request_id)  # fmt: skip
+            self._settle(live, job, Ready(job.id, request, bytes(32), bytes(32)), "not pending", pending_ok=True)
+        return [j for j in open_ if j.id in live]
 
     def _generate(self, live: dict[int, Job], jobs: list[Job]) -> None:
         batch = [(_request(j), j.output(Stage.INPUTS)) for j in jobs]
@@ -352,6 +375,10 @@ class Worker:
             "token_uri": published.get("token_uri"),
             "image_cid": published.get("image_cid"),
         }
+        onchain = result.get("digest")
+        if onchain and onchain != published.get("digest"):  # an earlier attempt's metadata is what was written
+            cid = cid_from_digest(bytes.fromhex(str(onchain)[2:]))
+            full.update(metadata_cid=cid, token_uri=f"ipfs://{cid}", image_cid=None)
         done = self.store.confirm(job.id, self.worker_id, full)
         self._held.drop(job.id)
         JOB_OUTCOMES.labels(outcome="confirmed").inc()

@@ -1,0 +1,131 @@
+"""The agent's loops and bookkeeping: run() until stopped, status, leases of dead workers, failures that end
+visibly, retries, and settling without inference what is no longer pending."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import threading
+import time
+
+import pytest
+from PIL import Image
+
+from agent.jobs import JobKind, JobState, Stage
+from agent.pipeline import Agent, AgentStatus
+from agent.publish.metadata import ModelRef, build_metadata, cid_from_digest
+from agent.settings import Settings
+from tests.pipeline.conftest import Chain
+from tests.pipeline.test_stages import _snapshot
+
+
+def _key(chain: Chain, rid: int) -> str:
+    return f"evolve:{chain.w3.eth.chain_id}:{rid}"
+
+
+def test_run_fulfils_reports_status_and_returns_promptly_when_stopped(chain: Chain, settings: Settings) -> None:
+    statuses: list[AgentStatus] = []
+    stop = threading.Event()
+    with Agent.from_settings(settings) as agent:
+        runner = threading.Thread(target=agent.run, args=(stop,), kwargs={"on_status": statuses.append})
+        runner.start()
+        rid = chain.request(1)
+        deadline = time.monotonic() + 60
+        while chain.is_pending(rid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not chain.is_pending(rid), "not fulfilled while running"
+        stopped = time.monotonic()
+        stop.set()
+        runner.join(15)
+        assert not runner.is_alive(), "run() did not return after stop was set"
+        took = time.monotonic() - stopped
+        status = agent.status()
+
+    assert took < 15
+    assert statuses and all(isinstance(s, AgentStatus) for s in statuses)
+    assert status.jobs["confirmed"] == 1 and status.pending == 0 and status.events_seen >= 1
+    assert status.chain_head is not None and status.cursor_block is not None and status.lag == 0
+    assert status.gas_spent > 0 and status.last_error is None
+
+
+def test_jobs_held_by_a_dead_worker_are_reaped_and_finished(chain: Chain, settings: Settings) -> None:
+    rid = chain.request(1)
+    with Agent.from_settings(settings) as agent:
+        agent.poll_once()
+        ghost = agent.store.claim("ghost:1", lease_s=0.3)  # a worker that then dies without a word
+        assert ghost is not None and ghost.state == JobState.RUNNING
+        agent.run_until_idle(timeout_s=60)
+        job = agent.store.get(ghost.id)
+    assert job.state == JobState.CONFIRMED and job.attempts == 2
+    assert "lease expired" in (job.last_error or "")
+    assert [int(e["args"]["requestId"]) for e in chain.evolved()] == [rid]
+
+
+def test_a_permanent_error_fails_the_job_visibly_and_retry_finishes_it_once_fixed(
+    chain: Chain, settings: Settings
+) -> None:
+    """Token 1's current metadata (written by someone else) is not in the agent's repo: the job fails with the
+    CID and the fix; once the block is imported, `retry` finishes it with that metadata as its parent."""
+    f = chain.collection.functions
+    with Agent.from_settings(settings) as agent:
+        png = io.BytesIO()
+        Image.new("RGB", (32, 32), (200, 40, 90)).save(png, format="PNG")
+        image_cid = str(agent.repo.add(png.getvalue()).cid)
+        elsewhere = build_metadata(
+            name="Chrysalis #1", lore="Made elsewhere.", image_cid=image_cid, traits={"mood": "serene"}, stage=1,
+            parent=None, receipt={}, models={"image": ModelRef("x", "0" * 64)}, snapshot=_snapshot(),
+        ).encode()  # fmt: skip
+        first = chain.request(1)
+        chain.transact(f.grantRole(f.AGENT_ROLE().call(), chain.admin), chain.admin)
+        chain.transact(f.fulfillEvolution(first, hashlib.sha256(elsewhere).digest(), bytes(32)), chain.admin)
+        agent.run_until_idle(timeout_s=60)  # the first request's job settles: fulfilled by someone else
+        rid = chain.request(1)
+        status = agent.run_until_idle(timeout_s=60)
+        job = agent.store.get_by_key(_key(chain, rid))
+        assert job is not None and job.state == JobState.FAILED and job.attempts == 1
+        parent = cid_from_digest(hashlib.sha256(elsewhere).digest())
+        assert parent in (job.reason or "") and "PreviousMetadataMissingError" in (job.reason or "")
+        assert status.last_error is not None and parent in status.last_error
+
+        agent.repo.add_raw_block(elsewhere)  # the operator imports the missing block ...
+        agent.store.retry(job.id)  # ... and re-queues the job (`chrysalis retry JOB`)
+        agent.run_until_idle(timeout_s=60)
+        job = agent.store.get(job.id)
+    assert job.state == JobState.CONFIRMED
+    assert job.output(Stage.INPUTS)["token"]["previous"]["metadata_cid"] == parent
+    assert chain.collection.functions.stageOf(1).call() == 2
+
+
+@pytest.mark.slow
+def test_retryable_errors_back_off_then_end_visibly_failed_when_attempts_run_out(
+    chain: Chain, settings: Settings
+) -> None:
+    """Replication needs two backends; the second (a Kubo node) is down: every publish is retried, then the
+    job fails with the replication error as its reason. Nothing is sent."""
+    settings.ipfs.kubo_api = "/ip4/127.0.0.1/tcp/1/http"
+    settings.ipfs.replication = 2
+    settings.agent.max_attempts = 2
+    rid = chain.request(1)
+    with Agent.from_settings(settings) as agent:
+        status = agent.run_until_idle(timeout_s=90)
+        job = agent.store.get_by_key(_key(chain, rid))
+    assert job is not None and job.state == JobState.FAILED and job.attempts == 2
+    assert job.stage == Stage.GENERATED  # resumed at publish on the second attempt, not regenerated
+    assert "gave up after 2 attempts" in (job.reason or "") and "ReplicationError" in (job.reason or "")
+    assert status.jobs["failed"] == 1 and chain.agent_nonce() == 0 and chain.is_pending(rid)
+
+
+def test_a_request_no_longer_pending_is_settled_without_inference(chain: Chain, settings: Settings) -> None:
+    """A second agent database (or a wiped one) meets requests the agent's key already fulfilled."""
+    rid = chain.request(1)
+    with Agent.from_settings(settings) as agent:
+        agent.run_until_idle(timeout_s=60)
+    other = settings.model_copy(update={"data_dir": settings.data_dir.parent / "other"})
+    other.database.url = f"sqlite:///{other.data_dir / 'jobs.db'}"
+    with Agent.from_settings(other) as second:
+        second.run_until_idle(timeout_s=60)
+        job = second.store.get_by_key(_key(chain, rid))
+        kinds = {j.kind for j in second.store.list_jobs()}
+    assert job is not None and job.state == JobState.CONFIRMED and job.result["how"] == "found on-chain"
+    assert job.stage == Stage.INPUTS  # settled before generating
+    assert kinds == {JobKind.EVOLVE} and chain.agent_nonce() == 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from datetime import UTC, datetime
 from typing import IO, Any, Literal
@@ -20,7 +21,7 @@ from rich.logging import RichHandler
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
 
 #: Loggers of libraries that are chatty at INFO and say nothing an operator acts on.
-_QUIET = ("httpx", "httpcore", "urllib3", "web3", "uvicorn.access", "filelock", "PIL")
+_QUIET = ("httpx", "httpcore", "urllib3", "web3", "uvicorn.access", "filelock", "PIL", "alembic")
 
 
 class JsonLineFormatter(logging.Formatter):
@@ -42,6 +43,30 @@ class JsonLineFormatter(logging.Formatter):
         elif record.exc_text:
             entry["exc"] = record.exc_text
         return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def disable_progress_bars() -> None:
+    """Turn off the tqdm bars model loading draws on stderr: they would break JSON lines and flood log files."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # plain tqdm bars (GGUF conversion); read when tqdm is imported
+    if "huggingface_hub" in sys.modules:
+        sys.modules["huggingface_hub"].utils.disable_progress_bars()
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
+
+
+def route_library_logs() -> None:
+    """Send transformers' and diffusers' log records through our handler (they print to stderr themselves by
+    default, which breaks JSON lines and a live status line)."""
+    import importlib
+
+    for name in ("transformers.utils.logging", "diffusers.utils.logging"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:  # pragma: no cover - both are dependencies
+            continue
+        module.disable_default_handler()
+        module.enable_propagation()
 
 
 def configure_logging(

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from agent.ops.logs import configure_logging
+from agent.ops.logs import configure_logging, disable_progress_bars, route_library_logs
 from agent.ops.metrics import MetricsEndpoint, publish_job_counts, serve_metrics
 from agent.settings import Settings
 
@@ -131,6 +131,9 @@ def run_agent(
     configure_logging(settings.log.level, settings.log.format, console=console)
     if live is None:
         live = console.is_terminal and settings.log.format == "text"
+    if settings.log.format == "json" or not console.is_terminal:
+        disable_progress_bars()
+    route_library_logs()
     stop = stop or threading.Event()
     endpoint: MetricsEndpoint | None = None
     if settings.metrics.enabled:

@@ -24,7 +24,7 @@ import pytest
 from web3 import Web3
 from web3.contract import Contract
 
-from agent.deployment import COLLECTION, ContractRecord, Deployment, write_abi
+from agent.deployment import COLLECTION, PRICE_FEED, ContractRecord, Deployment, write_abi
 from agent.ops.accounts import dev_address
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +32,11 @@ MANIFEST = ROOT / ".build" / "__local__.json"
 ANVIL = shutil.which("anvil", path=str(ROOT / ".venv" / "bin")) or shutil.which("anvil")
 FEE = 5 * 10**14
 MINT_PRICE = 10**15
+FEED_START = 3_000 * 10**8
 ADMIN, HOLDER, OTHER, AGENT = 0, 1, 2, 9
+
+#: The anvil process behind each URL this module started (tests pause it to make the node stall).
+ANVIL_PROCESSES: dict[str, subprocess.Popen[bytes]] = {}
 
 
 def _free_port() -> int:
@@ -50,6 +54,7 @@ class Devchain:
     collection: Contract
     deployment: Deployment
     record: Path
+    feed: Contract
 
     def transact(self, fn: Any, sender: str, value: int = 0) -> Any:
         receipt = self.w3.eth.wait_for_transaction_receipt(fn.transact({"from": sender, "value": value}), timeout=10)
@@ -76,6 +81,7 @@ def anvil_url() -> Iterator[str]:
         env={**os.environ, "HOME": home},
     )
     url = f"http://127.0.0.1:{port}"
+    ANVIL_PROCESSES[url] = proc
     try:
         w3 = Web3(Web3.HTTPProvider(url))
         deadline = time.monotonic() + 15
@@ -89,6 +95,7 @@ def anvil_url() -> Iterator[str]:
                 time.sleep(0.05)
         yield url
     finally:
+        ANVIL_PROCESSES.pop(url, None)
         proc.terminate()
         try:
             proc.wait(timeout=10)
@@ -102,32 +109,42 @@ def deploy(url: str, out_dir: Path, *, model_digest: bytes = b"\x11" * 32) -> De
     """Deploy LivingCollection (admin: dev 0, agent: dev 9, an active model) and mint; write the record."""
     if not MANIFEST.is_file():
         pytest.skip(f"{MANIFEST} is missing: run `make setup` to compile the contracts")
-    art = json.loads(MANIFEST.read_text())["contractTypes"][COLLECTION]
+    types = json.loads(MANIFEST.read_text())["contractTypes"]
     w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 30}))
     admin, holder, other, agent = (dev_address(i) for i in (ADMIN, HOLDER, OTHER, AGENT))
-    factory = w3.eth.contract(abi=art["abi"], bytecode=art["deploymentBytecode"]["bytecode"])
-    tx = factory.constructor("Chrysalis", "CHRYS", admin, admin, 1_000, MINT_PRICE, 0, FEE, 3_600, "", 500)
-    receipt = w3.eth.wait_for_transaction_receipt(tx.transact({"from": admin}))
-    collection = w3.eth.contract(address=receipt["contractAddress"], abi=art["abi"])
-    block = w3.eth.get_block(receipt["blockNumber"])
+
+    def deploy_one(name: str, *args: Any) -> tuple[Contract, Any]:
+        art = types[name]
+        factory = w3.eth.contract(abi=art["abi"], bytecode=art["deploymentBytecode"]["bytecode"])
+        receipt = w3.eth.wait_for_transaction_receipt(factory.constructor(*args).transact({"from": admin}))
+        return w3.eth.contract(address=receipt["contractAddress"], abi=art["abi"]), receipt
+
+    feed, first = deploy_one(PRICE_FEED, 8, "ETH / USD (dev)", FEED_START)
+    collection, _ = deploy_one(COLLECTION, "Chrysalis", "CHRYS", admin, admin, 1_000, MINT_PRICE, 0, FEE, 3_600, "", 500)
+    block = w3.eth.get_block(first["blockNumber"])
     deployment = Deployment(
         chain_id=w3.eth.chain_id,
         network="ethereum:local:foundry",
-        contracts={COLLECTION: ContractRecord(address=collection.address, abi=write_abi(COLLECTION, art["abi"], out_dir))},
-        deploy_block=receipt["blockNumber"],
+        contracts={
+            name: ContractRecord(address=c.address, abi=write_abi(name, c.abi, out_dir))
+            for name, c in ((PRICE_FEED, feed), (COLLECTION, collection))
+        },
+        deploy_block=first["blockNumber"],
         deploy_block_hash="0x" + bytes(block["hash"]).hex(),
         deployer=admin,
         agent=agent,
     )
     record = out_dir / "local.json"
     deployment.save(record)
-    chain = Devchain(url, w3, collection, deployment, record)
+    chain = Devchain(url, w3, collection, deployment, record, feed)
     f = collection.functions
     chain.transact(f.registerModel(model_digest, "ipfs://model"), admin)
     chain.transact(f.setActiveModel(1), admin)
     chain.transact(f.grantRole(f.AGENT_ROLE().call(), agent), admin)
     chain.transact(f.mint(4), holder, 4 * MINT_PRICE)
     chain.transact(f.mint(2), other, 2 * MINT_PRICE)
+    chain.rpc("evm_increaseTime", 4_000)  # an hour of price history: +5 % since the feed was deployed
+    chain.transact(feed.functions.updateAnswer(FEED_START * 105 // 100), admin)
     return chain
 
 
@@ -143,6 +160,8 @@ def devchain(module_devchain: Devchain) -> Iterator[Devchain]:
     try:
         yield module_devchain
     finally:
+        module_devchain.rpc("evm_setAutomine", True)
+        module_devchain.rpc("anvil_dropAllTransactions")
         module_devchain.rpc("evm_revert", snapshot)
 
 

@@ -1,0 +1,543 @@
+"""The Chrysalis demo (``make demo``): a living collection evolving on a throwaway local chain.
+
+It runs inside ``ape run demo --network ethereum:local:foundry`` (Ape starts anvil and deploys with
+:func:`agent.deployment.deploy_collection`), and everything after the deployment goes the way an operator and
+holders would do it:
+
+1. deploy LivingCollection and a DevPriceFeed, register the shipped image model, grant the agent its role;
+2. mint tokens to three holders; give the price feed a day of history (+5 %);
+3. write the agent's encrypted keystore and a ``chrysalis.toml``, and start ``chrysalis run`` as a subprocess
+   (it serves the embedded IPFS gateway and /metrics, and logs JSON lines to ``agent.log``);
+4. round 1: holders request evolutions and fuse two tokens (the same code as ``chrysalis evolve`` / ``fuse``);
+5. the price drops 14 % a day later; round 2: more evolutions, one token for the second time (img2img from
+   its previous image);
+6. wait until every request is fulfilled, read each token's metadata history through the gateway from its
+   on-chain tokenURI (every block checked against its CID), and save the images;
+7. stop the agent with SIGTERM (it exits 0), print each token and write ``index.html`` (relative paths).
+
+Everything runs offline with the shipped models; the output directory is recreated on each run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from agent.errors import BackendUnavailableError, ChrysalisError, ConfigError, RetryableError
+
+MARKER = ".chrysalis-demo"
+#: What the demo writes in its output directory (an older demo wrote only deployments/).
+_OURS = {MARKER, "deployments", "data", "keys", "images", "index.html", "agent.log", "chrysalis.toml"}
+PASSWORD_FILE = "keys/agent.password"
+DAY = 86_400
+
+
+@dataclass(frozen=True)
+class Holder:
+    name: str
+    address: str
+    signer: Any
+
+
+@dataclass
+class Version:
+    """One stage of a token, as its metadata (read through the gateway) describes it."""
+
+    stage: int
+    cid: str
+    description: str
+    traits: dict[str, str]
+    image_cid: str
+    image_path: str  # relative to the output directory
+
+    @property
+    def lore(self) -> str:
+        """The lore: the description's last paragraph (the first one names the token, stage and traits)."""
+        return self.description.rsplit("\n\n", 1)[-1].strip()
+
+
+@dataclass
+class TokenResult:
+    token_id: int
+    owner: str
+    stage: int
+    token_uri: str
+    versions: list[Version] = field(default_factory=list)  # newest first
+    burnt: bool = False
+
+
+@dataclass
+class DemoResult:
+    tokens: list[TokenResult]
+    requests: int
+    page: Path
+    seconds: float
+    agent_exit: int
+    metrics: dict[str, float]
+
+
+# -- small helpers ----------------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _fresh_dir(out: Path) -> None:
+    """Recreate ``out``, refusing to delete a non-empty directory the demo did not make."""
+    if out.exists():
+        foreign = {p.name for p in out.iterdir()} - _OURS
+        if foreign and not (out / MARKER).exists():
+            raise ConfigError(
+                f"{out} exists and was not made by the demo; not deleting it",
+                hint="move it away, or pass another --out directory",
+            )
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    (out / MARKER).write_text("made by `make demo`; deleted and recreated on the next run\n")
+
+
+def _toml(tables: dict[str, Any]) -> str:
+    """Settings as TOML: top-level keys first, then one table per section (empty ones and None values left out)."""
+    from agent.ops.config_template import toml_value
+
+    lines = ["# written by `make demo`: the settings its agent (`chrysalis run`) ran with"]
+    lines += [f"{key} = {toml_value(value)}" for key, value in tables.items() if not isinstance(value, dict)]
+    for key, value in tables.items():
+        items = {k: v for k, v in value.items() if v is not None} if isinstance(value, dict) else {}
+        if items:
+            lines += ["", f"[{key}]", *(f"{k} = {toml_value(v)}" for k, v in items.items())]
+    return "\n".join(lines) + "\n"
+
+
+# -- the agent process ------------------------------------------------------------------------------------------
+
+
+class AgentProcess:
+    """``chrysalis --config FILE run`` as a subprocess, logging JSON lines to ``log_path``."""
+
+    def __init__(self, config: Path, log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("ab")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CHRYSALIS_")}
+        env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from agent.cli import main; main()", "--config", str(config), "run", "--no-live"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=self._log,
+        )
+
+    def messages(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                out.append({"message": line, "level": "raw"})
+        return out
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise BackendUnavailableError(
+                f"the agent exited with code {self.proc.returncode}:\n{self.tail()}",
+                hint=f"its whole log is in {self.log_path}",
+            )
+
+    def tail(self, n: int = 15) -> str:
+        lines = []
+        for record in self.messages()[-n:]:
+            text = record.get("message", "")
+            if record.get("exc"):
+                text += "\n" + str(record["exc"]).splitlines()[-1]
+            lines.append(f"  {record.get('level', '')}: {text}")
+        return "\n".join(lines)
+
+    def wait_until_running(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not any("running: chain head" in m.get("message", "") for m in self.messages()):
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise RetryableError(
+                    f"the agent did not start within {timeout_s:g} s:\n{self.tail()}", hint=f"see {self.log_path}"
+                )
+            time.sleep(0.25)
+
+    def stop(self, timeout_s: float = 120) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+        return int(self.proc.returncode)
+
+
+# -- the demo ---------------------------------------------------------------------------------------------------
+
+
+class Demo:
+    """One run of the demo; :meth:`run` does everything (see the module docstring)."""
+
+    def __init__(
+        self,
+        out: Path,
+        *,
+        console: Console | None = None,
+        timeout_s: float = 900.0,
+        models: dict[str, Any] | None = None,
+    ) -> None:
+        self.out = out.resolve()
+        self.console = console or Console()
+        self.timeout_s = timeout_s
+        self.models = dict(models or {})
+        self.started = time.monotonic()
+        self.agent: AgentProcess | None = None
+        self.request_count = 0
+        self.gateway_port = 0
+        self.metrics_port = 0
+        self.agent_cpu_s = 0.0
+
+    def say(self, text: str) -> None:
+        self.console.print(f"[dim]{time.monotonic() - self.started:6.1f}s[/]  {text}", highlight=False)
+
+    def run(self) -> DemoResult:
+        from ape import accounts, chain, networks, project
+
+        from agent.deployment import PRICE_FEED, DeployParams, deploy_collection
+        from agent.ops.holder import Collection
+        from agent.settings import Settings
+        from agent.submit.signer import KeystoreSigner
+
+        provider = networks.provider
+        if provider.network.name != "local":
+            raise ConfigError("the demo runs on a local network only", hint="ape run demo --network ethereum:local:foundry")
+        url = provider.http_uri
+        _fresh_dir(self.out)
+        self.console.rule("[bold]Chrysalis demo: a living collection on a local chain")
+
+        admin, agent_account, *test_holders = accounts.test_accounts[:5]
+        holders = [
+            Holder(name, a.address, KeystoreSigner.from_private_key(a.private_key, source=name))
+            for name, a in zip(("alice", "bob", "carol"), test_holders, strict=True)
+        ]
+        names = {admin.address: "admin", agent_account.address: "agent", **{h.address: h.name for h in holders}}
+
+        digest, model_id = self._image_model()
+        params = DeployParams(agent=agent_account.address, model_digest=digest, model_manifest=f"chrysalis:{model_id}")
+        deployment = deploy_collection(params, admin, out_dir=self.out / "deployments")
+        record = self.out / "deployments" / "local.json"
+        lc = project.LivingCollection.at(deployment.address())
+        feed = project.DevPriceFeed.at(deployment.address(PRICE_FEED))
+        self.say(
+            f"deployed LivingCollection [cyan]{lc.address}[/] and DevPriceFeed on chain {deployment.chain_id} "
+            f"(anvil at {url}); model {model_id} sha256 {digest[:12]}... registered and active"
+        )
+
+        price = lc.mintPrice()
+        minted: dict[str, list[int]] = {}
+        for holder, quantity in zip(holders, (3, 3, 2), strict=True):
+            first = lc.totalMinted() + 1
+            lc.mint(quantity, value=price * quantity, sender=_ape(test_holders, holder))
+            minted[holder.name] = list(range(first, first + quantity))
+        self.say("minted " + ", ".join(f"{n}: tokens {ids[0]}-{ids[-1]}" for n, ids in minted.items()))
+
+        rpc = provider.web3.provider
+        self._advance_time(rpc, DAY)
+        feed.updateAnswer(3_150 * 10**8, sender=admin)
+        self.say("ETH/USD moved from 3,000 to 3,150 over a day (+5 %): the market is bright")
+
+        config = self._write_config(url, record, agent_account.private_key)
+        self.agent = AgentProcess(config, self.out / "agent.log")
+        try:
+            shown = config.relative_to(Path.cwd()) if config.is_relative_to(Path.cwd()) else config
+            self.say(f"starting the agent: chrysalis --config {shown} run  (loading the shipped models)")
+            self.agent.wait_until_running(timeout_s=600)
+            self.say(
+                f"agent running (pid {self.agent.proc.pid}); gateway {self.gateway}/ipfs/..., metrics "
+                f"{self.metrics_url}, log {self.agent.log_path.name}"
+            )
+            collection = Collection.connect(
+                Settings(chain={"rpc_url": url, "deployment": record}, submit={"poll_interval_s": 0.1})
+            )
+            a, b, c = holders
+            round1 = [
+                self._evolve(collection, a, 1),
+                self._evolve(collection, b, 4),
+                self._evolve(collection, c, 7),
+                self._fuse(collection, b, 5, 6),
+            ]
+            self._wait(collection, round1, "round 1")
+
+            self._advance_time(rpc, DAY)
+            feed.updateAnswer(2_700 * 10**8, sender=admin)
+            self.say("a day later ETH/USD fell from 3,150 to 2,700 (-14 %): the mood darkens")
+            round2 = [
+                self._evolve(collection, a, 1),
+                self._evolve(collection, c, 8),
+                self._evolve(collection, b, 5),
+            ]
+            self._wait(collection, round2, "round 2")
+
+            tokens = self._collect(lc, names)
+            metrics = self._metrics()
+        finally:
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            exit_code = self.agent.stop()
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            self.agent_cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        self.say(f"agent stopped with SIGTERM: exit code {exit_code}" + ("" if exit_code == 0 else " [red](expected 0)[/]"))
+        page = self._write_page(tokens, deployment)
+        result = DemoResult(tokens, self.request_count, page, time.monotonic() - self.started, exit_code, metrics)
+        self._print(result)
+        return result
+
+    # -- steps ----------------------------------------------------------------------------------------------------
+
+    def _image_model(self) -> tuple[str, str]:
+        """The shipped image model's weights digest (registered on-chain) and id."""
+        from agent.generate.factory import load_image_generator
+        from agent.settings import ModelSettings
+
+        info = load_image_generator(ModelSettings()).info
+        return info.weights_sha256, info.model_id
+
+    @staticmethod
+    def _advance_time(rpc: Any, seconds: int) -> None:
+        for method, params in (("evm_increaseTime", [seconds]), ("evm_mine", [])):
+            reply = rpc.make_request(method, params)
+            if "error" in reply:
+                raise BackendUnavailableError(f"anvil refused {method}: {reply['error']}")
+
+    def _write_config(self, url: str, record: Path, agent_key: str) -> Path:
+        from eth_account import Account
+
+        keys = self.out / "keys"
+        keys.mkdir()
+        password = secrets.token_urlsafe(18)
+        password_file = self.out / PASSWORD_FILE
+        password_file.write_text(password)
+        password_file.chmod(0o600)
+        keystore = keys / "agent.json"
+        keystore.write_text(json.dumps(Account.encrypt(agent_key, password, iterations=2**14)))
+        self.gateway_port, self.metrics_port = _free_port(), _free_port()
+        data = self.out / "data"
+        config = self.out / "chrysalis.toml"
+        config.write_text(
+            _toml(
+                {
+                    "data_dir": str(data),
+                    "chain": {"rpc_url": url, "deployment": str(record), "poll_interval_s": 0.5},
+                    "database": {"url": f"sqlite:///{data / 'chrysalis.db'}"},
+                    "ipfs": {"repo": str(data / "ipfs"), "gateway_port": self.gateway_port},
+                    "models": self.models,
+                    "signer": {"keystore": str(keystore), "password_file": str(password_file)},
+                    "submit": {"poll_interval_s": 0.2},
+                    "agent": {"serve_gateway": True, "batch_wait_s": 1.0},
+                    "metrics": {"port": self.metrics_port},
+                    "log": {"format": "json"},
+                }
+            )
+        )
+        return config
+
+    @property
+    def gateway(self) -> str:
+        return f"http://127.0.0.1:{self.gateway_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def _evolve(self, collection: Any, holder: Holder, token_id: int) -> int:
+        opened = collection.request_evolution(holder.signer, token_id)
+        self.request_count += 1
+        self.say(
+            f"{holder.name} requested an evolution of token {token_id} (stage {opened.stage} -> "
+            f"{opened.stage + 1}): request {opened.request_id:#x}"
+        )
+        return opened.request_id
+
+    def _fuse(self, collection: Any, holder: Holder, keep: int, burn: int) -> int:
+        opened = collection.fuse(holder.signer, keep, burn)
+        self.request_count += 1
+        self.say(f"{holder.name} fused token {burn} into token {keep}: request {opened.request_id:#x}")
+        return opened.request_id
+
+    def _wait(self, collection: Any, request_ids: Sequence[int], label: str) -> None:
+        assert self.agent is not None
+        deadline = time.monotonic() + self.timeout_s
+        pending = set(request_ids)
+        last_note = 0.0
+        with self.console.status(f"{label}: waiting for the agent") as status:
+            while pending:
+                self.agent.check_alive()
+                pending = {r for r in pending if collection.view("isPending", r)}
+                done = len(request_ids) - len(pending)
+                note = f"{label}: {done}/{len(request_ids)} fulfilled; {self._jobs_line()}"
+                status.update(note)
+                if not self.console.is_terminal and time.monotonic() - last_note > 15:
+                    self.say(note)
+                    last_note = time.monotonic()
+                if not pending:
+                    break
+                if time.monotonic() > deadline:
+                    raise RetryableError(
+                        f"{label}: {len(pending)} request(s) still pending after {self.timeout_s:g} s "
+                        f"({', '.join(hex(r) for r in sorted(pending))}); agent log tail:\n{self.agent.tail()}",
+                        hint=f"see {self.agent.log_path}; raise --timeout on a slow machine",
+                    )
+                time.sleep(0.5)
+        self.say(f"{label}: all {len(request_ids)} requests fulfilled; {self._jobs_line()}")
+
+    def _jobs_line(self) -> str:
+        try:
+            samples = _scrape(self.metrics_url)
+        except httpx.HTTPError:
+            return "agent metrics not available yet"
+        jobs = {labels.get("state"): int(v) for (name, labels), v in samples if name == "chrysalis_jobs"}
+        order = ("queued", "running", "confirmed", "failed")
+        return "jobs " + " ".join(f"{s} {jobs.get(s, 0)}" for s in order)
+
+    def _collect(self, lc: Any, names: dict[str, str]) -> list[TokenResult]:
+        """Every token's on-chain state and, through the gateway, its whole metadata history and images."""
+        from agent.publish.metadata import history
+
+        images = self.out / "images"
+        images.mkdir()
+        client = httpx.Client(base_url=self.gateway, timeout=30)
+
+        def fetch(cid: str) -> bytes:
+            reply = client.get(f"/ipfs/{cid}")
+            reply.raise_for_status()
+            return reply.content
+
+        tokens = []
+        for token_id in range(1, lc.totalMinted() + 1):
+            if not lc.exists(token_id):
+                tokens.append(TokenResult(token_id, "", 0, "", burnt=True))
+                continue
+            uri = lc.tokenURI(token_id)
+            result = TokenResult(token_id, names.get(lc.ownerOf(token_id), lc.ownerOf(token_id)), lc.stageOf(token_id), uri)
+            if uri.startswith("ipfs://"):
+                for entry in history(fetch, uri.removeprefix("ipfs://")):
+                    md = entry.metadata
+                    png = fetch(md.image_cid)
+                    if not png.startswith(b"\x89PNG\r\n\x1a\n"):
+                        raise ChrysalisError(f"token {token_id} stage {md.stage}: image {md.image_cid} is not a PNG")
+                    path = images / f"token-{token_id}-stage-{md.stage}.png"
+                    path.write_bytes(png)
+                    result.versions.append(
+                        Version(md.stage, entry.cid, md.description, dict(md.traits), md.image_cid,
+                                str(path.relative_to(self.out)))
+                    )  # fmt: skip
+            tokens.append(result)
+        client.close()
+        return tokens
+
+    def _metrics(self) -> dict[str, float]:
+        samples = _scrape(self.metrics_url)
+
+        def total(name: str, **labels: str) -> float:
+            return sum(v for (n, ls), v in samples if n == name and all(ls.get(k) == x for k, x in labels.items()))
+
+        generate_n = total("chrysalis_stage_latency_seconds_count", stage="generate")
+        return {
+            "events_seen": total("chrysalis_events_seen_total"),
+            "gas_spent": total("chrysalis_gas_spent_total"),
+            "fulfilment_txs": total("chrysalis_tx_confirmed_total"),
+            "generate_batches": generate_n,
+            "generate_mean_s": total("chrysalis_stage_latency_seconds_sum", stage="generate") / generate_n
+            if generate_n
+            else 0.0,
+            "rpc_errors": total("chrysalis_rpc_errors_total"),
+        }
+
+    # -- output ---------------------------------------------------------------------------------------------------
+
+    def _write_page(self, tokens: list[TokenResult], deployment: Any) -> Path:
+        from agent.ops.gallery import render_gallery
+
+        page = self.out / "index.html"
+        page.write_text(render_gallery(tokens, deployment=deployment, title="Chrysalis demo"))
+        return page
+
+    def _print(self, result: DemoResult) -> None:
+        table = Table(title="The collection after the demo")
+        for column in ("token", "owner", "stage", "tokenURI", "image"):
+            table.add_column(column, overflow="fold")
+        for token in result.tokens:
+            if token.burnt:
+                table.add_row(str(token.token_id), "[red]burnt (fused)[/]", "", "", "")
+                continue
+            latest = token.versions[0] if token.versions else None
+            table.add_row(
+                str(token.token_id),
+                token.owner,
+                str(token.stage),
+                token.token_uri or "(genesis: no base URI)",
+                latest.image_path if latest else "",
+            )
+        self.console.print(table)
+        for token in result.tokens:
+            for version in token.versions[:1]:
+                traits = ", ".join(f"{k} {v}" for k, v in sorted(version.traits.items()))
+                self.console.print(f"[bold]token {token.token_id}[/], stage {version.stage} ({traits})", highlight=False)
+                self.console.print(f"  {version.lore}", highlight=False, style="italic")
+        m = result.metrics
+        self.console.print(
+            f"agent: {int(m['events_seen'])} events seen, {result.requests} requests fulfilled in "
+            f"{int(m['fulfilment_txs'])} transaction(s), {int(m['gas_spent']):,} gas; "
+            f"{int(m['generate_batches'])} generation batch(es) of {m['generate_mean_s']:.1f} s on average; "
+            f"{int(m['rpc_errors'])} RPC errors; {self.agent_cpu_s:.0f} CPU-seconds in all",
+            highlight=False,
+        )
+        self.console.print(
+            f"[bold green]done in {result.seconds:.0f} s.[/] Browse the results: {result.page}\n"
+            f"(images in {self.out / 'images'}, the agent's log in {self.out / 'agent.log'})",
+            highlight=False,
+        )
+
+
+def _ape(test_accounts: Sequence[Any], holder: Holder) -> Any:
+    return next(a for a in test_accounts if a.address == holder.address)
+
+
+def _scrape(url: str) -> list[tuple[tuple[str, dict[str, str]], float]]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(url, timeout=5).text
+    return [
+        ((s.name, dict(s.labels)), s.value) for family in text_string_to_metric_families(text) for s in family.samples
+    ]
+
+
+def run_demo(
+    out: Path, *, timeout_s: float = 900.0, console: Console | None = None, models: dict[str, Any] | None = None
+) -> DemoResult:
+    """Run the demo inside an Ape network context (see ``scripts/demo.py``). ``models`` overrides the agent's
+    ``[models]`` settings (default: the shipped models)."""
+    return Demo(out, console=console, timeout_s=timeout_s, models=models).run()
+

@@ -21,7 +21,14 @@ from agent.generate.receipt import InferenceReceipt, build_receipt, image_record
 from agent.generate.seed import derive_seed, onchain_seed_bytes
 from agent.ipfs.repo import IpfsRepo
 from agent.settings import ModelSettings
-from agent.studio.review import Candidate, RegenerateRequest, ReviewItem, ReviewStore, reroll_seed
+from agent.studio.review import (
+    Candidate,
+    RegenerateRequest,
+    ReviewConflictError,
+    ReviewItem,
+    ReviewStore,
+    reroll_seed,
+)
 
 log = logging.getLogger("chrysalis.studio")
 
@@ -143,11 +150,18 @@ class Regenerator:
         except ChrysalisError as exc:
             log.warning("regenerating review #%d failed: %s", item.id, exc)
             message = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
-            return self.store.fail_regeneration(item.id, item.revision, message)
+            try:
+                return self.store.fail_regeneration(item.id, item.revision, message)
+            except ReviewConflictError as conflict:
+                return conflict.item
         except Exception as exc:  # noqa: BLE001 - recorded on the item, never lost in a thread
             log.exception("regenerating review #%d failed", item.id)
             return self.store.fail_regeneration(item.id, item.revision, f"{type(exc).__name__}: {exc}")
-        return self.store.finish_regeneration(item.id, item.revision, candidate)
+        try:
+            return self.store.finish_regeneration(item.id, item.revision, candidate)
+        except ReviewConflictError as exc:  # another studio process finished it first: keep theirs
+            log.info("review #%d was regenerated elsewhere: %s", item.id, exc.message)
+            return exc.item
 
     def kick(self) -> None:
         """Look for work now (after a curator asked)."""

@@ -48,12 +48,12 @@ def test_the_gallery_shows_every_token_with_its_image_name_stage_and_traits(clie
     page = client.get("/")
     assert page.status_code == 200
     html = page.text
-    for token_id in (1, 2, 3, 6):
+    for token_id in (1, 2, 6, 8):
         assert f'href="/tokens/{token_id}"' in html
     assert 'href="/tokens/7"' not in html  # burnt by the fusion
     assert "Chrysalis #1" in html and "not evolved yet" in html
     tokens = {t["token_id"]: t for t in client.get("/", headers={"Accept": "application/json"}).json()["tokens"]}
-    assert tokens[1]["stage"] == world.stage(1) == 2 and tokens[2]["stage"] == 1 and tokens[3]["stage"] == 0
+    assert tokens[1]["stage"] == world.stage(1) == 2 and tokens[2]["stage"] == 1 and tokens[8]["stage"] == 0
     assert set(tokens[1]["traits"]) >= {"mood", "element"}
     image = tokens[1]["image"].removeprefix("ipfs://")
     assert f'src="/ipfs/{image}"' in html
@@ -294,7 +294,11 @@ def test_regenerate_with_a_new_seed_and_strength_makes_a_revision_that_verifies(
                      data={"csrf_token": curator.csrf, "new_seed": "1", "strength": "0.9", "revision": "1"})  # fmt: skip
     assert r.status_code == 303
     assert studio.reviews.get(review_id).state == ReviewState.REGENERATING
-    studio.regenerator.run_once()
+    deadline = time.monotonic() + 120
+    while studio.reviews.get(review_id).state == ReviewState.REGENERATING and time.monotonic() < deadline:
+        if studio.regenerator._thread is None:  # the studio's own thread runs once a server has started it
+            studio.regenerator.run_once()
+        time.sleep(0.1)
     after = studio.reviews.get(review_id)
     assert after.state == ReviewState.AWAITING and after.revision == 2 and after.error is None
     c = after.candidate

@@ -34,7 +34,8 @@ from starlette.types import Receive, Scope, Send
 
 from agent import __version__
 from agent.errors import BackendUnavailableError, ChrysalisError, ConfigError, NotFoundError
-from agent.ipfs.server import ServerThread, create_app as create_ipfs_app
+from agent.ipfs.server import ServerThread
+from agent.ipfs.server import create_app as create_ipfs_app
 from agent.studio.auth import CSRF_FIELD, CSRF_HEADER, Curator, csrf_ok, csrf_token
 from agent.studio.catalog import filter_cards, trait_values
 from agent.studio.ops import gather, token_of
@@ -218,7 +219,7 @@ def create_app(studio: Studio) -> Starlette:
             return JSONResponse(_detail_json(detail))
         models: dict[str, Any] = {}
         for view in detail.timeline:
-            for role, ref in view.metadata.models.items():
+            for ref in view.metadata.models.values():
                 if ref.weights_sha256 not in models:
                     models[ref.weights_sha256] = await run_in_threadpool(_model_view, studio, ref)
         tasks = studio.verifier.latest(token_id)
@@ -614,7 +615,7 @@ class StudioServer(ServerThread):
         self.studio.hub.close()
         super().stop(grace=grace)
 
-    def __enter__(self) -> StudioServer:
+    def __enter__(self) -> StudioServer:  # noqa: PYI034 - ServerThread's own signature
         return self.start()
 
 

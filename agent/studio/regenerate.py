@@ -154,7 +154,7 @@ class Regenerator:
                 return self.store.fail_regeneration(item.id, item.revision, message)
             except ReviewConflictError as conflict:
                 return conflict.item
-        except Exception as exc:  # noqa: BLE001 - recorded on the item, never lost in a thread
+        except Exception as exc:
             log.exception("regenerating review #%d failed", item.id)
             return self.store.fail_regeneration(item.id, item.revision, f"{type(exc).__name__}: {exc}")
         try:

@@ -24,7 +24,13 @@ from typing import Any
 
 from agent.errors import ChrysalisError
 from agent.generate.receipt import InferenceReceipt
-from agent.generate.verify import EXIT_MATCH, EXIT_MISMATCH, EXIT_NOT_REPRODUCIBLE, FieldMismatch, VerifyResult
+from agent.generate.verify import (
+    EXIT_MATCH,
+    EXIT_MISMATCH,
+    EXIT_NOT_REPRODUCIBLE,
+    FieldMismatch,
+    VerifyResult,
+)
 from agent.studio.catalog import Catalog, StageView
 
 

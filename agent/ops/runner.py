@@ -128,7 +128,7 @@ def run_agent(
         stop: An event that stops the agent like a signal does (for embedding).
     """
     console = console or Console(stderr=True)
-    configure_logging(settings.log.level, settings.log.format, console=console)
+    handler = configure_logging(settings.log.level, settings.log.format, console=console)
     if live is None:
         live = console.is_terminal and settings.log.format == "text"
     if settings.log.format == "json" or not console.is_terminal:
@@ -165,4 +165,5 @@ def run_agent(
     finally:
         if endpoint is not None:
             endpoint.close()
+        logging.getLogger().removeHandler(handler)
         sys.stderr.flush()

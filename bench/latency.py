@@ -97,11 +97,11 @@ class NullLoreWriter(LoreWriter):
 class Devnet:
     """The contracts, a holder with tokens, the agent's keystore and a deployment record in ``root``."""
 
-    def __init__(self, node: AnvilNode, root: Path, tokens: int) -> None:
+    def __init__(self, node: AnvilNode, root: Path, tokens: int, threads: int | None = None) -> None:
         if not MANIFEST.is_file():
             raise SystemExit(f"{MANIFEST} is missing: run `make setup` to compile the contracts")
         types = json.loads(MANIFEST.read_text())["contractTypes"]
-        self.node, self.root = node, root
+        self.node, self.root, self.threads = node, root, threads
         self.w3 = w3 = Web3(Web3.HTTPProvider(node.url, request_kwargs={"timeout": 60}))
         self.admin, self.holder = w3.eth.accounts[:2]
 
@@ -155,6 +155,7 @@ class Devnet:
             database={"url": f"sqlite:///{data / 'chrysalis.db'}"},
             signer={"keystore": self.keystore, "password_file": self.root / "password"},
             submit={"poll_interval_s": 0.01},
+            models={"threads": self.threads},
             agent={"price_window_s": 3600, "batch_size": 1},
         )  # fmt: skip
 
@@ -217,6 +218,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=30, help="requests with the null generator")
     parser.add_argument("--n-models", type=int, default=5, help="requests with the embedded models")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
     rows, stage_rows = [], []
     with tempfile.TemporaryDirectory(prefix="chrysalis-bench-latency-") as tmp, start_anvil() as node:
@@ -226,7 +228,7 @@ def main() -> None:
         for label, n, models in runs:
             root = Path(tmp) / label.replace(" ", "-")
             root.mkdir()
-            devnet = Devnet(node, root, n + 1)  # its own collection: the agent sees only its own requests
+            devnet = Devnet(node, root, n + 1, args.threads)  # its own collection: sees only its own requests
             latencies, means = measure(devnet, n, **models)
             ms = [1000 * x for x in latencies]
             rows.append([label, n, f"{_pct(ms, 0.5):.0f}", f"{_pct(ms, 0.95):.0f}", f"{max(ms):.0f}",

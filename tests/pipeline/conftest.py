@@ -239,6 +239,7 @@ def make_settings(
             "lore_model": str(lm),
             "lore_max_new_tokens": 12,
             "device": "cpu",
+            "threads": 1,  # canonical receipts; and 2 torch threads on a busy 2-core machine are 10x slower
             "cache_dir": data_dir / "models",
         },
         signer={"keystore": keystore[0], "password_file": keystore[1]},

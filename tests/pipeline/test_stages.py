@@ -161,7 +161,7 @@ def test_a_token_whose_current_metadata_is_not_in_the_repo_is_a_clear_error(
 @pytest.fixture
 def models(tiny_lm: Path, tmp_path: Path) -> tuple:
     settings = ModelSettings(
-        lore_backend="transformers", lore_model=str(tiny_lm), lore_max_new_tokens=12, device="cpu",
+        lore_backend="transformers", lore_model=str(tiny_lm), lore_max_new_tokens=12, device="cpu", threads=1,
         cache_dir=tmp_path / "models",
     )  # fmt: skip
     return load_image_generator(settings), load_lore_writer(settings)

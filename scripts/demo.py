@@ -48,8 +48,12 @@ def cli(cli_ctx, network, out, timeout, lore_model, lore_max_new_tokens):
 
     cli_ctx.logger.set_level("WARNING")  # the demo narrates; Ape's per-transaction lines would drown it
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=max(console.width, 120))  # piped to a file: room for CIDs on one line
     try:
-        models = {"lore_max_new_tokens": lore_max_new_tokens}
+        # Greedy lore is the same for tokens with the same traits; seeded sampling (the token's seed, recorded in
+        # the receipt, so still reproducible) gives each token its own.
+        models = {"lore_do_sample": True, "lore_max_new_tokens": lore_max_new_tokens}
         if lore_model is not None:
             models.update(lore_backend="transformers", lore_model=str(lore_model.resolve()))
         result = run_demo(out, timeout_s=timeout, console=console, models=models)

@@ -15,7 +15,9 @@ steps (``$.data.prices[0].usd``). Values must be JSON numbers or numeric strings
 timestamps are unix seconds or ISO 8601 text.
 
 An HTTP source has no notion of the block: the oracle reads *now*, and a reading is stamped with the context's
-block and carries ``fetched_at`` (unix seconds of the fetch) in its ``meta``. Fetches are cached for
+block and carries ``fetched_at`` (unix seconds of the fetch) in its ``meta``. Replaying an old block therefore reads
+today's document; with ``timestamp_path`` set, the guard's ``max_age_s`` check on ``<name>.updated_at`` rejects it
+(its timestamp is after the block). Fetches are cached for
 ``cache_ttl_s`` (a refresh reading 10,000 tokens at one block asks the source once), time out after
 ``timeout_s``, and are retried ``retries`` times with exponential backoff on connection errors, timeouts, 5xx
 and 429 (honouring ``Retry-After`` up to ``max_backoff_s``).

@@ -50,6 +50,16 @@ from agent.watch.rpc import RpcClient
 log = logging.getLogger("chrysalis.pipeline")
 
 
+def _review_gate(settings: Settings, store: JobStore) -> Any:
+    """The studio's review gate on the job store's database when review mode is on (``studio.review``)."""
+    studio = getattr(settings, "studio", None)
+    if studio is None or not getattr(studio, "review", False):
+        return None
+    from agent.studio.review import ReviewGate
+
+    return ReviewGate.for_store(store)
+
+
 @dataclass(frozen=True)
 class AgentStatus:
     """A snapshot of the agent for status lines, ``chrysalis status`` and metrics.
@@ -248,6 +258,8 @@ class Agent:
                 lease_s=cfg.lease_s,
                 batch_size=cfg.batch_size,
                 batch_wait_s=cfg.batch_wait_s,
+                review=_review_gate(s, store),
+                review_poll_s=max(1.0, s.chain.poll_interval_s),
             )
             router = EventRouter(store, reader, deployment.chain_id, max_attempts=cfg.max_attempts)
             agent = cls(

@@ -4,7 +4,8 @@ The job goes on only once ``ipfs.replication`` backends confirmed both pins (:cl
 otherwise, retryable; confirmed pins are kept, so a retry does no new work). Output (the ``published`` record)::
 
     {"metadata_cid": "bafkrei...", "digest": "0x<sha256 of the metadata>", "image_cid": "bafkrei...",
-     "token_uri": "ipfs://bafkrei...", "pins": [{"backend", "cid", "detail"}, ...]}
+     "token_uri": "ipfs://bafkrei...", "provenance": "0x<receipt sha256>", "approved_by": null | "curator",
+     "pins": [{"backend", "cid", "detail"}, ...]}
 
 The digest is what ``fulfillEvolutions`` writes; the contract's ``tokenURI`` rebuilds the same CID from it.
 """
@@ -44,7 +45,12 @@ class PublishStage:
         self.models = {role: ModelRef.of(info) for role, info in models.items()}
 
     def metadata(
-        self, request: EvolutionRequest, inputs: Mapping[str, Any], generated: Mapping[str, Any]
+        self,
+        request: EvolutionRequest,
+        inputs: Mapping[str, Any],
+        generated: Mapping[str, Any],
+        *,
+        approved_by: str | None = None,
     ) -> bytes:
         """The canonical metadata bytes of one evolution (deterministic from the recorded stages)."""
         token, rules = inputs["token"], inputs["rules"]
@@ -59,13 +65,22 @@ class PublishStage:
             receipt=generated["receipt"],
             models=self.models,
             snapshot=snapshot_from_json(inputs["snapshot"]),
+            approved_by=approved_by,
         )
         return doc.encode()
 
     def run(
-        self, request: EvolutionRequest, inputs: Mapping[str, Any], generated: Mapping[str, Any]
+        self,
+        request: EvolutionRequest,
+        inputs: Mapping[str, Any],
+        generated: Mapping[str, Any],
+        *,
+        approved_by: str | None = None,
     ) -> dict[str, Any]:
         """The ``published`` record of one job.
+
+        ``generated`` is the job's ``generated`` record, or in review mode the approved candidate's (which may
+        be a regenerated revision); ``approved_by`` then names the curator in the metadata.
 
         Raises:
             AssetIntegrityError: the stored image no longer matches what the generate stage recorded.
@@ -76,7 +91,7 @@ class PublishStage:
         actual = hashlib.sha256(png).hexdigest()
         if actual != generated["png_sha256"]:
             raise AssetIntegrityError(f"image {image_cid}", generated["png_sha256"], actual)
-        data = self.metadata(request, inputs, generated)
+        data = self.metadata(request, inputs, generated, approved_by=approved_by)
         cid = self.repo.add_raw_block(data)
         assert str(cid) == metadata_cid(data)
         name = f"token {request.token_id} stage {request.stage}"
@@ -88,5 +103,7 @@ class PublishStage:
             "digest": "0x" + hashlib.sha256(data).hexdigest(),
             "image_cid": str(image_cid),
             "token_uri": f"ipfs://{cid}",
+            "provenance": generated["provenance"],
+            "approved_by": approved_by,
             "pins": [{"backend": p.backend, "cid": str(p.cid), "detail": p.detail} for p in pins],
         }

@@ -89,6 +89,9 @@ class Worker:
         stop: Set to make waits return early (the jobs are released, not failed).
         on_error: Called with every error a job meets (for the agent's ``last_error``).
         on_gas: Called with the gas of every confirmed fulfilment transaction.
+        review: A :class:`~agent.studio.review.ReviewGate` (review mode): a generated result is published only
+            once a curator approves it (a rejection cancels the job); until then the job waits, released with
+            a delay of ``review_poll_s``.
     """
 
     def __init__(
@@ -107,6 +110,8 @@ class Worker:
         stop: threading.Event | None = None,
         on_error: Callable[[str], None] | None = None,
         on_gas: Callable[[int], None] | None = None,
+        review: Any = None,
+        review_poll_s: float = 5.0,
     ) -> None:
         self.store = store
         self.worker_id = worker_id
@@ -121,6 +126,8 @@ class Worker:
         self.stop = stop or threading.Event()
         self._on_error = on_error or (lambda _msg: None)
         self._on_gas = on_gas or (lambda _gas: None)
+        self.review = review
+        self.review_poll_s = review_poll_s
         self._held = _Held()
 
     # -- the loop body --------------------------------------------------------------------------------------
@@ -174,9 +181,7 @@ class Worker:
         if self._stop_at(live, until, Stage.GENERATED):
             return
         for job in [j for j in live.values() if j.next_stage == Stage.PUBLISHED]:
-            self._guard(live, job, lambda j: self._record(j, Stage.PUBLISHED, self._timed(
-                "publish", lambda: self.publish.run(
-                    _request(j), j.output(Stage.INPUTS), j.output(Stage.GENERATED)))))  # fmt: skip
+            self._guard(live, job, self._publish)
         if self._stop_at(live, until, Stage.PUBLISHED):
             return
         submitting = [j for j in live.values() if j.next_stage == Stage.SUBMITTED]
@@ -232,6 +237,29 @@ class Worker:
         STAGE_LATENCY.labels(stage="generate").observe(time.monotonic() - started)
         for job, output in zip(jobs, outputs, strict=True):
             self._guard(live, job, lambda j, out=output: self._record(j, Stage.GENERATED, out))
+
+    def _publish(self, job: Job) -> Job:
+        """Publish the job's generated record; in review mode only once a curator approved a candidate."""
+        request, inputs, generated = _request(job), job.output(Stage.INPUTS), job.output(Stage.GENERATED)
+        approved_by = None
+        if self.review is not None:
+            from agent.studio.review import Approved, Candidate, Rejected
+
+            candidate = Candidate.from_generated(
+                generated, traits=inputs["rules"]["traits"], name=inputs["token"]["name"]
+            )
+            self.review.submit(job.id, request.token_id, request.stage, candidate)  # idempotent
+            decision = self.review.decision(job.id)
+            if isinstance(decision, Rejected):
+                self._held.drop(job.id)
+                JOB_OUTCOMES.labels(outcome="cancelled").inc()
+                return self.store.cancel(job.id, decision.describe())
+            if not isinstance(decision, Approved):  # awaiting a curator: ask again later
+                self._held.drop(job.id)
+                return self.store.release(job.id, self.worker_id, delay_s=self.review_poll_s)
+            generated, approved_by = decision.generated, decision.approved_by
+        record = self._timed("publish", lambda: self.publish.run(request, inputs, generated, approved_by=approved_by))
+        return self._record(job, Stage.PUBLISHED, record)
 
     def _submit(self, live: dict[int, Job], jobs: list[Job]) -> None:
         ready = {job.id: _ready(job) for job in jobs}
@@ -442,12 +470,12 @@ def _request(job: Job) -> EvolutionRequest:
 
 def _ready(job: Job) -> Ready:
     published = job.output(Stage.PUBLISHED)
-    generated = job.output(Stage.GENERATED)
+    provenance = published.get("provenance") or job.output(Stage.GENERATED)["provenance"]
     return Ready(
         job_id=job.id,
         request=_request(job),
         digest=bytes.fromhex(published["digest"][2:]),
-        provenance=bytes.fromhex(generated["provenance"][2:]),
+        provenance=bytes.fromhex(provenance[2:]),
     )
 
 

@@ -49,7 +49,7 @@ def _write_config(workdir: Path, chain: Devchain, lm: Path, metrics_port: int) -
                   "rpc_timeout_s": 0.5, "rpc_retries": 0},
         "database": {"url": f"sqlite:///{data / 'agent.db'}"},
         "models": {"lore_backend": "transformers", "lore_model": str(lm), "lore_max_new_tokens": 12,
-                   "device": "cpu", "cache_dir": str(data / "models")},
+                   "device": "cpu", "threads": 1, "cache_dir": str(data / "models")},
         "signer": {"keystore": str(keystore), "password_file": str(workdir / "agent-key.password")},
         "submit": {"poll_interval_s": 0.05, "receipt_timeout_s": 120, "rpc_retries": 0},
         "agent": {"lease_s": 5.0, "retry_base_s": 0.2, "retry_cap_s": 1.0, "price_window_s": 3_600},

@@ -18,7 +18,6 @@ from rich.table import Table
 from agent.errors import ConfigError
 
 
-
 class _Out:
     """stdout through rich, made when first used: a terminal's width, or 160 columns when piped to a file."""
 
@@ -76,9 +75,9 @@ def _print_json(value: Any) -> None:
 
 
 def init(
-    path: Annotated[
-        Path, typer.Argument(help="File (or directory) to write.", show_default=True)
-    ] = Path("chrysalis.toml"),
+    path: Annotated[Path, typer.Argument(help="File (or directory) to write.", show_default=True)] = Path(
+        "chrysalis.toml"
+    ),
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
     """Write a commented chrysalis.toml with every setting at its default."""
@@ -94,7 +93,8 @@ def init(
 
 def run(
     worker_id: Annotated[
-        str | None, typer.Option("--worker-id", help="This worker's id (default: agent.worker_id or host:pid).")
+        str | None,
+        typer.Option("--worker-id", help="This worker's id (default: agent.worker_id or host:pid)."),
     ] = None,
     json_logs: Annotated[
         bool | None,
@@ -105,7 +105,9 @@ def run(
     ] = None,
     metrics_port: Annotated[
         int | None,
-        typer.Option("--metrics-port", help="Serve /metrics on this port (0: any free one; default metrics.port)."),
+        typer.Option(
+            "--metrics-port", help="Serve /metrics on this port (0: any free one; default metrics.port)."
+        ),
     ] = None,
     no_metrics: Annotated[bool, typer.Option("--no-metrics", help="Do not serve /metrics.")] = False,
     live: Annotated[
@@ -169,9 +171,13 @@ def _or_unknown(value: int | None, missing: str = "unknown") -> str:
 def jobs(
     state: Annotated[
         list[str] | None,
-        typer.Option("--state", "-s", help="Only jobs in this state (repeat, or comma-separate, for several)."),
+        typer.Option(
+            "--state", "-s", help="Only jobs in this state (repeat, or comma-separate, for several)."
+        ),
     ] = None,
-    kind: Annotated[str | None, typer.Option("--kind", help="Only jobs of this kind (evolve, refresh, ...).")] = None,
+    kind: Annotated[
+        str | None, typer.Option("--kind", help="Only jobs of this kind (evolve, refresh, ...).")
+    ] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Most jobs shown (newest first).")] = 50,
     as_json: JsonOption = False,
 ) -> None:
@@ -181,10 +187,14 @@ def jobs(
 
     states = parse_states(state)
     if kind is not None and kind not in {k.value for k in JobKind}:
-        raise ConfigError(f"unknown job kind {kind!r}", hint="use one of: " + ", ".join(k.value for k in JobKind))
+        raise ConfigError(
+            f"unknown job kind {kind!r}", hint="use one of: " + ", ".join(k.value for k in JobKind)
+        )
     settings = _settings()
     with open_store(settings) as store:
-        rows = [job_summary(j) for j in iter_jobs(store, states=states, kind=kind, limit=limit, newest_first=True)]
+        rows = [
+            job_summary(j) for j in iter_jobs(store, states=states, kind=kind, limit=limit, newest_first=True)
+        ]
     if as_json:
         _print_json(rows)
         return
@@ -195,7 +205,13 @@ def jobs(
     table = Table()
     for column in ("id", "kind", "state", "stage", "token", "request", "attempts", "updated", "error / tx"):
         table.add_column(column, overflow="fold")
-    colours = {"failed": "red", "running": "cyan", "queued": "yellow", "confirmed": "green", "cancelled": "dim"}
+    colours = {
+        "failed": "red",
+        "running": "cyan",
+        "queued": "yellow",
+        "confirmed": "green",
+        "cancelled": "dim",
+    }
     for row in rows:
         detail = row["reason"] or row["last_error"] or row["tx_hash"] or ""
         table.add_row(
@@ -212,7 +228,9 @@ def jobs(
     out.print(table)
 
 
-def retry(job_id: Annotated[int, typer.Argument(help="The failed job's id (see `chrysalis jobs -s failed`).")]) -> None:
+def retry(
+    job_id: Annotated[int, typer.Argument(help="The failed job's id (see `chrysalis jobs -s failed`).")],
+) -> None:
     """Re-queue a failed job; it resumes after its last recorded stage."""
     from agent.ops.status import open_store
 
@@ -236,12 +254,16 @@ def evolve(
     timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds --wait waits.")] = 300.0,
     precheck: Annotated[
         bool,
-        typer.Option("--precheck/--no-precheck", help="Check ownership, pending request and pause before sending."),
+        typer.Option(
+            "--precheck/--no-precheck", help="Check ownership, pending request and pause before sending."
+        ),
     ] = True,
     dry_run: Annotated[
         bool, typer.Option("--dry-run/--no-dry-run", help="eth_call the transaction before sending it.")
     ] = True,
-    gas: Annotated[int | None, typer.Option("--gas", min=21_000, help="Gas limit (default: estimated).")] = None,
+    gas: Annotated[
+        int | None, typer.Option("--gas", min=21_000, help="Gas limit (default: estimated).")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Open an evolution request for TOKEN, paying the collection's fee from a local account."""
@@ -295,7 +317,11 @@ def _holder_action(
         opened = collection.fuse(signer, token, burn)
     result: dict[str, Any] = {"request": opened.to_json()}
     if not as_json:
-        what = f"fused token {burn} into token {token}" if burn is not None else f"requested evolution of token {token}"
+        what = (
+            f"fused token {burn} into token {token}"
+            if burn is not None
+            else f"requested evolution of token {token}"
+        )
         out.print(f"{what} from {signer.address} ({signer.source})")
         out.print(f"  request  {opened.request_id:#x}  (stage {opened.stage} -> {opened.stage + 1})")
         out.print(f"  tx       {opened.tx_hash}  (block {opened.block_number}, gas {opened.gas_used:,})")
@@ -310,4 +336,6 @@ def _holder_action(
     if as_json:
         _print_json(result)
     elif action == "evolve" and not wait:
-        out.print("[dim]the running agent (`chrysalis run`) fulfils it; `chrysalis jobs` shows its progress[/]")
+        out.print(
+            "[dim]the running agent (`chrysalis run`) fulfils it; `chrysalis jobs` shows its progress[/]"
+        )

@@ -108,7 +108,9 @@ def _render_field(key: str, field: FieldInfo, *, env: str) -> str:
 
 def _render_array_example(dotted: str, field: FieldInfo, item: type[BaseModel]) -> str:
     """A commented ``[[a.b]]`` example: lists of tables default to empty, so every line is a comment."""
-    intro = f"{field.description or _doc(item)} Repeat the [[{dotted}]] table once per entry (none by default)."
+    intro = (
+        f"{field.description or _doc(item)} Repeat the [[{dotted}]] table once per entry (none by default)."
+    )
     lines = [_comment(intro), f"# [[{dotted}]]"]
     for key, sub in item.model_fields.items():
         about = _sentence(sub.description or "")

@@ -141,7 +141,15 @@ class AgentProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHRYSALIS_")}
         env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from agent.cli import main; main()", "--config", str(config), "run", "--no-live"],
+            [
+                sys.executable,
+                "-c",
+                "from agent.cli import main; main()",
+                "--config",
+                str(config),
+                "run",
+                "--no-live",
+            ],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
@@ -179,7 +187,8 @@ class AgentProcess:
             self.check_alive()
             if time.monotonic() > deadline:
                 raise RetryableError(
-                    f"the agent did not start within {timeout_s:g} s:\n{self.tail()}", hint=f"see {self.log_path}"
+                    f"the agent did not start within {timeout_s:g} s:\n{self.tail()}",
+                    hint=f"see {self.log_path}",
                 )
             time.sleep(0.25)
 
@@ -224,7 +233,7 @@ class Demo:
         self.console.print(f"[dim]{time.monotonic() - self.started:6.1f}s[/]  {text}", highlight=False)
 
     def run(self) -> DemoResult:
-        from ape import accounts, chain, networks, project
+        from ape import accounts, networks, project
 
         from agent.deployment import PRICE_FEED, DeployParams, deploy_collection
         from agent.ops.holder import Collection
@@ -233,7 +242,9 @@ class Demo:
 
         provider = networks.provider
         if provider.network.name != "local":
-            raise ConfigError("the demo runs on a local network only", hint="ape run demo --network ethereum:local:foundry")
+            raise ConfigError(
+                "the demo runs on a local network only", hint="ape run demo --network ethereum:local:foundry"
+            )
         url = provider.http_uri
         _fresh_dir(self.out)
         self.console.rule("[bold]Chrysalis demo: a living collection on a local chain")
@@ -243,10 +254,16 @@ class Demo:
             Holder(name, a.address, KeystoreSigner.from_private_key(a.private_key, source=name))
             for name, a in zip(("alice", "bob", "carol"), test_holders, strict=True)
         ]
-        names = {admin.address: "admin", agent_account.address: "agent", **{h.address: h.name for h in holders}}
+        names = {
+            admin.address: "admin",
+            agent_account.address: "agent",
+            **{h.address: h.name for h in holders},
+        }
 
         digest, model_id = self._image_model()
-        params = DeployParams(agent=agent_account.address, model_digest=digest, model_manifest=f"chrysalis:{model_id}")
+        params = DeployParams(
+            agent=agent_account.address, model_digest=digest, model_manifest=f"chrysalis:{model_id}"
+        )
         deployment = deploy_collection(params, admin, out_dir=self.out / "deployments")
         record = self.out / "deployments" / "local.json"
         lc = project.LivingCollection.at(deployment.address())
@@ -308,9 +325,14 @@ class Demo:
             exit_code = self.agent.stop()
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             self.agent_cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        self.say(f"agent stopped with SIGTERM: exit code {exit_code}" + ("" if exit_code == 0 else " [red](expected 0)[/]"))
+        self.say(
+            f"agent stopped with SIGTERM: exit code {exit_code}"
+            + ("" if exit_code == 0 else " [red](expected 0)[/]")
+        )
         page = self._write_page(tokens, deployment)
-        result = DemoResult(tokens, self.request_count, page, time.monotonic() - self.started, exit_code, metrics)
+        result = DemoResult(
+            tokens, self.request_count, page, time.monotonic() - self.started, exit_code, metrics
+        )
         self._print(result)
         return result
 
@@ -440,13 +462,17 @@ class Demo:
                 tokens.append(TokenResult(token_id, "", 0, "", burnt=True))
                 continue
             uri = lc.tokenURI(token_id)
-            result = TokenResult(token_id, names.get(lc.ownerOf(token_id), lc.ownerOf(token_id)), lc.stageOf(token_id), uri)
+            result = TokenResult(
+                token_id, names.get(lc.ownerOf(token_id), lc.ownerOf(token_id)), lc.stageOf(token_id), uri
+            )
             if uri.startswith("ipfs://"):
                 for entry in history(fetch, uri.removeprefix("ipfs://")):
                     md = entry.metadata
                     png = fetch(md.image_cid)
                     if not png.startswith(b"\x89PNG\r\n\x1a\n"):
-                        raise ChrysalisError(f"token {token_id} stage {md.stage}: image {md.image_cid} is not a PNG")
+                        raise ChrysalisError(
+                            f"token {token_id} stage {md.stage}: image {md.image_cid} is not a PNG"
+                        )
                     path = images / f"token-{token_id}-stage-{md.stage}.png"
                     path.write_bytes(png)
                     result.versions.append(
@@ -461,7 +487,9 @@ class Demo:
         samples = _scrape(self.metrics_url)
 
         def total(name: str, **labels: str) -> float:
-            return sum(v for (n, ls), v in samples if n == name and all(ls.get(k) == x for k, x in labels.items()))
+            return sum(
+                v for (n, ls), v in samples if n == name and all(ls.get(k) == x for k, x in labels.items())
+            )
 
         generate_n = total("chrysalis_stage_latency_seconds_count", stage="generate")
         return {
@@ -504,7 +532,9 @@ class Demo:
         for token in result.tokens:
             for version in token.versions[:1]:
                 traits = ", ".join(f"{k} {v}" for k, v in sorted(version.traits.items()))
-                self.console.print(f"[bold]token {token.token_id}[/], stage {version.stage} ({traits})", highlight=False)
+                self.console.print(
+                    f"[bold]token {token.token_id}[/], stage {version.stage} ({traits})", highlight=False
+                )
                 self.console.print(f"  {version.lore}", highlight=False, style="italic")
         m = result.metrics
         self.console.print(
@@ -530,14 +560,19 @@ def _scrape(url: str) -> list[tuple[tuple[str, dict[str, str]], float]]:
 
     text = httpx.get(url, timeout=5).text
     return [
-        ((s.name, dict(s.labels)), s.value) for family in text_string_to_metric_families(text) for s in family.samples
+        ((s.name, dict(s.labels)), s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
     ]
 
 
 def run_demo(
-    out: Path, *, timeout_s: float = 900.0, console: Console | None = None, models: dict[str, Any] | None = None
+    out: Path,
+    *,
+    timeout_s: float = 900.0,
+    console: Console | None = None,
+    models: dict[str, Any] | None = None,
 ) -> DemoResult:
     """Run the demo inside an Ape network context (see ``scripts/demo.py``). ``models`` overrides the agent's
     ``[models]`` settings (default: the shipped models)."""
     return Demo(out, console=console, timeout_s=timeout_s, models=models).run()
-

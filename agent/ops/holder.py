@@ -10,7 +10,7 @@ the contract's decoded custom error. Transactions go through :class:`~agent.subm
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -96,7 +96,11 @@ class UnknownTokenError(NotFoundError):
         if 1 <= token_id <= total_minted:
             why = "it was burnt (fused into another token)"
         else:
-            why = f"it was never minted (ids 1..{total_minted} exist)" if total_minted else "nothing is minted yet"
+            why = (
+                f"it was never minted (ids 1..{total_minted} exist)"
+                if total_minted
+                else "nothing is minted yet"
+            )
         super().__init__(f"token {token_id} does not exist: {why}", hint="check the token id")
 
 
@@ -160,7 +164,9 @@ class HolderActionRevertedError(PermanentError):
         self.tx_hash = tx_hash
         explain, hint = _explain(error)
         where = f"transaction {tx_hash} reverted" if tx_hash else "would revert (nothing was sent)"
-        super().__init__(f"{action} {where}: {error}" + (f": {explain}" if explain else ""), hint=hint or detail)
+        super().__init__(
+            f"{action} {where}: {error}" + (f": {explain}" if explain else ""), hint=hint or detail
+        )
 
 
 def _explain(error: DecodedError) -> tuple[str, str | None]:
@@ -189,7 +195,10 @@ def _explain(error: DecodedError) -> tuple[str, str | None]:
         case "EnforcedPause":
             return "the collection is paused", "ask the collection's admin to unpause it"
         case "":
-            return "", "the revert data matches no error in the collection's ABI; is the deployment record current?"
+            return (
+                "",
+                "the revert data matches no error in the collection's ABI; is the deployment record current?",
+            )
     return "", None
 
 
@@ -270,7 +279,10 @@ class Collection:
             raise CollectionPausedError(self.address)
         if burn_id is not None and burn_id == token_id:
             raise HolderActionRevertedError(
-                "fuse", DecodedError("LivingCollectionSelfFuse", {"tokenId": token_id}), tx_hash=None, detail=""
+                "fuse",
+                DecodedError("LivingCollectionSelfFuse", {"tokenId": token_id}),
+                tx_hash=None,
+                detail="",
             )
         for tid in (token_id,) if burn_id is None else (token_id, burn_id):
             self.require_exists(tid)
@@ -289,7 +301,13 @@ class Collection:
     # -- holder transactions ----------------------------------------------------------------------------------
 
     def request_evolution(
-        self, signer: Signer, token_id: int, *, precheck: bool = True, dry_run: bool = True, gas: int | None = None
+        self,
+        signer: Signer,
+        token_id: int,
+        *,
+        precheck: bool = True,
+        dry_run: bool = True,
+        gas: int | None = None,
     ) -> OpenedRequest:
         """Send ``requestEvolution(token_id)`` with the configured fee from ``signer``; wait until it is mined.
 
@@ -320,7 +338,9 @@ class Collection:
         self, action: str, signer: Signer, args: Sequence[int], *, dry_run: bool, gas: int | None
     ) -> OpenedRequest:
         if not dry_run and gas is None:
-            raise ConfigError("sending without a dry run needs a gas limit", hint="pass --gas N with --no-dry-run")
+            raise ConfigError(
+                "sending without a dry run needs a gas limit", hint="pass --gas N with --no-dry-run"
+            )
         fee = self.evolution_fee()
         sender = Web3TxSender(self.rpc, signer, self.submit, decoder=self.rpc.decoder)
         data = bytes.fromhex(self.contract.encode_abi(action, args=list(args))[2:])
@@ -328,7 +348,9 @@ class Collection:
         try:
             confirmation = sender.wait(sender.send(tx, dry_run=dry_run))
         except TransactionRevertedError as exc:
-            raise HolderActionRevertedError(action, exc.error, tx_hash=exc.tx_hash, detail=exc.hint or "") from None
+            raise HolderActionRevertedError(
+                action, exc.error, tx_hash=exc.tx_hash, detail=exc.hint or ""
+            ) from None
         except RevertError as exc:
             raise HolderActionRevertedError(action, exc.error, tx_hash=None, detail=exc.hint or "") from None
         receipt = self.rpc.receipt(confirmation.tx_hash)
@@ -336,7 +358,9 @@ class Collection:
         for raw in receipt.logs if receipt is not None else ():
             if Web3.to_checksum_address(raw["address"]) != self.address:
                 continue
-            event = decoder.decode({**raw, "logIndex": _int(raw["logIndex"]), "blockNumber": _int(raw["blockNumber"])})
+            event = decoder.decode(
+                {**raw, "logIndex": _int(raw["logIndex"]), "blockNumber": _int(raw["blockNumber"])}
+            )
             if event is not None:
                 a = event.args
                 return OpenedRequest(
@@ -415,8 +439,12 @@ def check_deployment(rpc: ChainRpc, deployment: Deployment, url: str, record: st
 
 def _cause(message: str) -> str:
     lowered = message.lower()
-    for needle, short in (("connection refused", "connection refused"), ("timed out", "timed out"),
-                          ("name or service not known", "unknown host"), ("nodename nor servname", "unknown host")):
+    for needle, short in (
+        ("connection refused", "connection refused"),
+        ("timed out", "timed out"),
+        ("name or service not known", "unknown host"),
+        ("nodename nor servname", "unknown host"),
+    ):
         if needle in lowered:
             return short
     return message if len(message) <= 160 else message[:157] + "..."
@@ -431,4 +459,3 @@ def format_eth(wei: int) -> str:
     whole, frac = divmod(int(wei), _ETH)
     text = f"{whole}.{frac:018d}".rstrip("0").rstrip(".")
     return f"{text} ETH"
-

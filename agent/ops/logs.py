@@ -18,7 +18,11 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 #: Attributes every LogRecord has; anything else on a record came from ``extra=`` and is a structured field.
-_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
 
 #: Loggers of libraries that are chatty at INFO and say nothing an operator acts on.
 _QUIET = ("httpx", "httpcore", "urllib3", "web3", "uvicorn.access", "filelock", "PIL", "alembic")
@@ -48,7 +52,9 @@ class JsonLineFormatter(logging.Formatter):
 def disable_progress_bars() -> None:
     """Turn off the tqdm bars model loading draws on stderr: they would break JSON lines and flood log files."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TQDM_DISABLE", "1")  # plain tqdm bars (GGUF conversion); read when tqdm is imported
+    os.environ.setdefault(
+        "TQDM_DISABLE", "1"
+    )  # plain tqdm bars (GGUF conversion); read when tqdm is imported
     if "huggingface_hub" in sys.modules:
         sys.modules["huggingface_hub"].utils.disable_progress_bars()
     if "transformers" in sys.modules:

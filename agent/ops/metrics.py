@@ -50,7 +50,9 @@ class MergedCollector:
                         family.name, have.type, family.type,
                     )  # fmt: skip
                 else:
-                    have.samples = _merge_samples(have.samples, family.samples, additive=have.type in _ADDITIVE)
+                    have.samples = _merge_samples(
+                        have.samples, family.samples, additive=have.type in _ADDITIVE
+                    )
         return list(merged.values())
 
 

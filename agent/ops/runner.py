@@ -48,7 +48,9 @@ def status_line(status: AgentStatus) -> Text:
     text.append("  jobs", style="dim")
     for state in _STATES:
         n = status.jobs.get(state, 0)
-        style = {"failed": "bold red", "running": "cyan", "queued": "yellow", "confirmed": "green"}.get(state, "")
+        style = {"failed": "bold red", "running": "cyan", "queued": "yellow", "confirmed": "green"}.get(
+            state, ""
+        )
         text.append(f" {state} ", style="dim")
         text.append(str(n), style=style if n else "")
     text.append("  gas ", style="dim")
@@ -95,7 +97,9 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
     def handle(signum: int, _frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         if stop.is_set() and signum == signal.SIGINT:
-            log.warning("second %s: aborting now; leased jobs return to the queue when their leases expire", name)
+            log.warning(
+                "second %s: aborting now; leased jobs return to the queue when their leases expire", name
+            )
             raise KeyboardInterrupt
         log.info("%s received: finishing the current step, then stopping (Ctrl-C again aborts)", name)
         stop.set()

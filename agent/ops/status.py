@@ -79,7 +79,11 @@ def open_store(settings: Settings) -> JobStore:
         parsed = make_url(url)
     except Exception:  # noqa: BLE001 - JobStore.open gives the proper ConfigError for a malformed URL
         parsed = None
-    if parsed is not None and parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+    if (
+        parsed is not None
+        and parsed.get_backend_name() == "sqlite"
+        and parsed.database not in (None, "", ":memory:")
+    ):
         path = Path(parsed.database).expanduser()
         if not path.is_file():
             raise NotFoundError(
@@ -169,7 +173,9 @@ def last_error(store: JobStore) -> str | None:
     failed = store.list_jobs(state=JobState.FAILED, limit=1, newest_first=True)
     if failed:
         return f"job {failed[0].id}: {failed[0].reason}"
-    retrying = [j for j in store.list_jobs(state=JobState.QUEUED, limit=_PAGE, newest_first=True) if j.last_error]
+    retrying = [
+        j for j in store.list_jobs(state=JobState.QUEUED, limit=_PAGE, newest_first=True) if j.last_error
+    ]
     if retrying:
         newest = max(retrying, key=lambda j: j.updated_at)
         return f"job {newest.id} (retrying): {newest.last_error}"
@@ -189,7 +195,9 @@ def iter_jobs(
     for state in states or [None]:
         offset = 0
         while True:
-            page = store.list_jobs(state=state, kind=kind, limit=_PAGE, offset=offset, newest_first=newest_first)
+            page = store.list_jobs(
+                state=state, kind=kind, limit=_PAGE, offset=offset, newest_first=newest_first
+            )
             found.update((job.id, job) for job in page)
             offset += len(page)
             if len(page) < _PAGE or (limit is not None and offset >= limit):

@@ -57,7 +57,9 @@ class Devchain:
     feed: Contract
 
     def transact(self, fn: Any, sender: str, value: int = 0) -> Any:
-        receipt = self.w3.eth.wait_for_transaction_receipt(fn.transact({"from": sender, "value": value}), timeout=10)
+        receipt = self.w3.eth.wait_for_transaction_receipt(
+            fn.transact({"from": sender, "value": value}), timeout=10
+        )
         assert receipt["status"] == 1, receipt
         return receipt
 
@@ -89,7 +91,7 @@ def anvil_url() -> Iterator[str]:
             try:
                 _ = w3.eth.block_number
                 break
-            except Exception:
+            except Exception:  # noqa: BLE001 - not up yet (connection refused) until the deadline
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"anvil did not start on port {port}") from None
                 time.sleep(0.05)
@@ -120,7 +122,9 @@ def deploy(url: str, out_dir: Path, *, model_digest: bytes = b"\x11" * 32) -> De
         return w3.eth.contract(address=receipt["contractAddress"], abi=art["abi"]), receipt
 
     feed, first = deploy_one(PRICE_FEED, 8, "ETH / USD (dev)", FEED_START)
-    collection, _ = deploy_one(COLLECTION, "Chrysalis", "CHRYS", admin, admin, 1_000, MINT_PRICE, 0, FEE, 3_600, "", 500)
+    collection, _ = deploy_one(
+        COLLECTION, "Chrysalis", "CHRYS", admin, admin, 1_000, MINT_PRICE, 0, FEE, 3_600, "", 500
+    )
     block = w3.eth.get_block(first["blockNumber"])
     deployment = Deployment(
         chain_id=w3.eth.chain_id,

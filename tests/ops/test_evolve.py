@@ -13,7 +13,6 @@ from eth_account import Account
 from agent.deployment import Deployment
 from agent.errors import ConfigError
 from agent.ops.accounts import dev_address, dev_key, load_account
-
 from tests.ops.conftest import FEE, HOLDER, OTHER, Devchain
 
 
@@ -70,7 +69,10 @@ def test_unknown_token(configured: Devchain, chrysalis) -> None:
 def test_not_the_holder(configured: Devchain, chrysalis) -> None:
     result = chrysalis("evolve", "5", "--from", str(HOLDER))
     assert result.code == 1
-    assert f"account {dev_address(HOLDER)} does not hold token 5 (its owner is {dev_address(OTHER)})" in result.text
+    assert (
+        f"account {dev_address(HOLDER)} does not hold token 5 (its owner is {dev_address(OTHER)})"
+        in result.text
+    )
     assert "hint: send from the owner's account (--from)" in result.text
     assert _pending(configured, 5) is None
 
@@ -105,7 +107,9 @@ def test_without_the_precheck_the_dry_run_decodes_the_contract_error(configured:
 def test_a_mined_revert_is_decoded(configured: Devchain, chrysalis) -> None:
     assert chrysalis("evolve", "4", "--from", str(HOLDER)).code == 0
     request_id = _pending(configured, 4)
-    result = chrysalis("evolve", "4", "--from", str(HOLDER), "--no-precheck", "--no-dry-run", "--gas", "300000")
+    result = chrysalis(
+        "evolve", "4", "--from", str(HOLDER), "--no-precheck", "--no-dry-run", "--gas", "300000"
+    )
     assert result.code == 1
     assert "requestEvolution transaction 0x" in result.text
     assert f"reverted: LivingCollectionRequestPending(tokenId=4, requestId={request_id:#x})" in result.text
@@ -175,7 +179,9 @@ def test_a_missing_deployment_record(workdir: Path, chrysalis, monkeypatch) -> N
     assert "hint: run `ape run deploy" in result.text
 
 
-def test_a_record_from_another_chain_or_an_old_anvil(configured: Devchain, chrysalis, workdir: Path, monkeypatch) -> None:
+def test_a_record_from_another_chain_or_an_old_anvil(
+    configured: Devchain, chrysalis, workdir: Path, monkeypatch
+) -> None:
     data = json.loads(configured.record.read_text())
     other_chain = configured.record.parent / "other-chain.json"
     other_chain.write_text(json.dumps({**data, "chain_id": 5}))

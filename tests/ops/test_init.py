@@ -38,16 +38,16 @@ def test_init_writes_a_config_that_loads_back_as_the_defaults(workdir: Path, chr
 
 def test_every_setting_appears_with_its_description_and_env_var() -> None:
     text = render_config()
-    tables = dict.fromkeys(re.findall(r"^\[(\w+)\]$", text, flags=re.M))
+    tables = dict.fromkeys(re.findall(r"^\[(\w+)\]$", text, flags=re.MULTILINE))
     for table, key in _leaf_fields(Settings):
         if table:
             assert table in tables, f"[{table}] missing"
             section = text.split(f"\n[{table}]\n", 1)[1].split("\n[", 1)[0]
         else:
             section = text.split("\n[", 1)[0]
-        assert re.search(rf"^(# )?{key} = ", section, flags=re.M) or f"[[{table}.{key}]]" in section, (
-            f"{table}.{key} is not in the generated config"
-        )
+        assert (
+            re.search(rf"^(# )?{key} = ", section, flags=re.MULTILINE) or f"[[{table}.{key}]]" in section
+        ), f"{table}.{key} is not in the generated config"
         env = "CHRYSALIS_" + (f"{table}__{key}" if table else key).upper()
         if key != "pinning_services":
             assert env in " ".join(section.split()), f"{table}.{key}: env var {env} not documented"
@@ -67,7 +67,9 @@ def test_every_section_rejects_unknown_keys() -> None:
     for name, field in Settings.model_fields.items():
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            assert issubclass(annotation, Section), f"[{name}] ({annotation.__name__}) does not derive from Section"
+            assert issubclass(annotation, Section), (
+                f"[{name}] ({annotation.__name__}) does not derive from Section"
+            )
             assert annotation.model_config.get("extra") == "forbid"
 
 

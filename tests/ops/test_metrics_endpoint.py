@@ -43,7 +43,9 @@ def test_both_registries_are_served_and_same_named_families_merge(endpoint) -> N
 
     assert prometheus_client.REGISTRY._names_to_collectors.get("chrysalis_rpc_errors_total") is other
     key = (("kind", "transport"), ("method", "eth_test_merge"))
-    before = _scrape(endpoint.url).get("chrysalis_rpc_errors", {}).get(("chrysalis_rpc_errors_total", key), 0.0)
+    before = (
+        _scrape(endpoint.url).get("chrysalis_rpc_errors", {}).get(("chrysalis_rpc_errors_total", key), 0.0)
+    )
     metrics.RPC_ERRORS.labels(method="eth_test_merge", kind="transport").inc(2)
     other.labels(method="eth_test_merge", kind="transport").inc(3)
     metrics.GAS_SPENT.labels(label="fulfillEvolutions").inc(21_000)
@@ -51,7 +53,10 @@ def test_both_registries_are_served_and_same_named_families_merge(endpoint) -> N
 
     scraped = _scrape(endpoint.url)
     assert scraped["chrysalis_rpc_errors"][("chrysalis_rpc_errors_total", key)] == before + 5
-    assert scraped["chrysalis_gas_spent"][("chrysalis_gas_spent_total", (("label", "fulfillEvolutions"),))] >= 21_000
+    assert (
+        scraped["chrysalis_gas_spent"][("chrysalis_gas_spent_total", (("label", "fulfillEvolutions"),))]
+        >= 21_000
+    )
     jobs = scraped["chrysalis_jobs"]
     assert jobs[("chrysalis_jobs", (("state", "confirmed"),))] == 7
     assert jobs[("chrysalis_jobs", (("state", "running"),))] == 1
@@ -63,7 +68,9 @@ def test_a_busy_port_is_a_clear_error() -> None:
         sock.bind(("127.0.0.1", 0))
         sock.listen(1)
         port = sock.getsockname()[1]
-        with pytest.raises(BackendUnavailableError, match=f"cannot serve /metrics on 127.0.0.1:{port}") as info:
+        with pytest.raises(
+            BackendUnavailableError, match=f"cannot serve /metrics on 127.0.0.1:{port}"
+        ) as info:
             serve_metrics("127.0.0.1", port)
     assert "metrics.port" in (info.value.hint or "")
 

@@ -142,7 +142,9 @@ def _sum(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: st
 
 def _job(url: str, request_id: int) -> Any:
     with JobStore.open(url) as store:
-        return next((j for j in store.list_jobs(limit=100) if j.payload.get("request_id") == request_id), None)
+        return next(
+            (j for j in store.list_jobs(limit=100) if j.payload.get("request_id") == request_id), None
+        )
 
 
 @pytest.fixture
@@ -187,7 +189,9 @@ def test_run_fulfils_serves_metrics_and_stops_gracefully_mid_job(
 
     # 1. A request is fulfilled end to end.
     first = chain.transact(f.requestEvolution(1), holder, FEE)
-    first_id = int(chain.collection.events.EvolutionRequested().process_receipt(first)[0]["args"]["requestId"])
+    first_id = int(
+        chain.collection.events.EvolutionRequested().process_receipt(first)[0]["args"]["requestId"]
+    )
     _until(lambda: not f.isPending(first_id).call(), 120, "the first request to be fulfilled", agent)
     assert f.stageOf(1).call() == 1
     assert f.tokenURI(1).call().startswith("ipfs://bafkrei")
@@ -208,7 +212,9 @@ def test_run_fulfils_serves_metrics_and_stops_gracefully_mid_job(
     tx = f.requestEvolution(2).transact({"from": holder, "value": FEE})
     chain.rpc("evm_mine")
     second = chain.w3.eth.wait_for_transaction_receipt(tx, timeout=10)
-    second_id = int(chain.collection.events.EvolutionRequested().process_receipt(second)[0]["args"]["requestId"])
+    second_id = int(
+        chain.collection.events.EvolutionRequested().process_receipt(second)[0]["args"]["requestId"]
+    )
 
     def submitted_job() -> Any:
         job = _job(db, second_id)

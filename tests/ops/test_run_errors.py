@@ -19,7 +19,9 @@ def test_run_without_a_deployment_record(workdir: Path, chrysalis) -> None:
     assert "Traceback" not in result.err
 
 
-def test_run_with_an_unreachable_node(workdir: Path, module_devchain: Devchain, chrysalis, monkeypatch) -> None:
+def test_run_with_an_unreachable_node(
+    workdir: Path, module_devchain: Devchain, chrysalis, monkeypatch
+) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

@@ -30,12 +30,16 @@ def _source(chain_id: int, n: int) -> LogKey:
 
 
 def _confirm(store: JobStore, key: str, token_id: int, tx_hash: str, gas: int, chain_id: int, n: int) -> int:
-    job, _ = store.enqueue(JobKind.EVOLVE, key, payload=_payload(token_id), source=_source(chain_id, n), block_number=n)
+    job, _ = store.enqueue(
+        JobKind.EVOLVE, key, payload=_payload(token_id), source=_source(chain_id, n), block_number=n
+    )
     claimed = store.claim(WORKER)
     assert claimed is not None and claimed.id == job.id
     for stage in (Stage.INPUTS, Stage.GENERATED, Stage.PUBLISHED, Stage.SUBMITTED):
         store.record_stage(job.id, WORKER, stage, {"stage": stage.value})
-    store.confirm(job.id, WORKER, {"how": "sent", "tx_hash": tx_hash, "gas_used": gas, "token_uri": "ipfs://x"})
+    store.confirm(
+        job.id, WORKER, {"how": "sent", "tx_hash": tx_hash, "gas_used": gas, "token_uri": "ipfs://x"}
+    )
     return job.id
 
 
@@ -51,26 +55,38 @@ def populated(request, configured: Devchain, workdir: Path, monkeypatch) -> Iter
             ids["batched_a"] = _confirm(store, "evolve:a", 1, "0x" + "aa" * 32, 90_000, chain_id, 1)
             ids["batched_b"] = _confirm(store, "evolve:b", 2, "0x" + "aa" * 32, 90_000, chain_id, 2)
             ids["single"] = _confirm(store, "evolve:c", 3, "0x" + "bb" * 32, 60_000, chain_id, 3)
-            failed, _ = store.enqueue(JobKind.EVOLVE, "evolve:d", payload=_payload(4), source=_source(chain_id, 4))
+            failed, _ = store.enqueue(
+                JobKind.EVOLVE, "evolve:d", payload=_payload(4), source=_source(chain_id, 4)
+            )
             assert store.claim(WORKER).id == failed.id
             store.record_stage(failed.id, WORKER, Stage.INPUTS, {"snapshot": 1})
-            store.report_error(failed.id, WORKER, PermanentError("rules rejected the inputs", hint="fix the rules"))
+            store.report_error(
+                failed.id, WORKER, PermanentError("rules rejected the inputs", hint="fix the rules")
+            )
             ids["failed"] = failed.id
-            retrying, _ = store.enqueue(JobKind.EVOLVE, "evolve:e", payload=_payload(5), source=_source(chain_id, 5))
+            retrying, _ = store.enqueue(
+                JobKind.EVOLVE, "evolve:e", payload=_payload(5), source=_source(chain_id, 5)
+            )
             assert store.claim(WORKER).id == retrying.id
             store.report_error(retrying.id, WORKER, RetryableError("pinning service answered 503"))
             ids["retrying"] = retrying.id
-            running, _ = store.enqueue(JobKind.EVOLVE, "evolve:f", payload=_payload(6), source=_source(chain_id, 6))
+            running, _ = store.enqueue(
+                JobKind.EVOLVE, "evolve:f", payload=_payload(6), source=_source(chain_id, 6)
+            )
             assert store.claim(WORKER).id == running.id
             ids["running"] = running.id
-            cancelled, _ = store.enqueue(JobKind.EVOLVE, "evolve:g", payload=_payload(1, 2), source=_source(chain_id, 7))
+            cancelled, _ = store.enqueue(
+                JobKind.EVOLVE, "evolve:g", payload=_payload(1, 2), source=_source(chain_id, 7)
+            )
             store.cancel(cancelled.id, "source log orphaned by a reorg")
             ids["cancelled"] = cancelled.id
             head = configured.w3.eth.block_number
             address = configured.deployment.address().lower()
             block = configured.w3.eth.get_block(head - 2)
             tip = BlockRef(head - 2, "0x" + bytes(block["hash"]).hex())
-            SqlCursorStore(store.engine).save(f"{chain_id}:{address}", CursorState(chain_id, tip, None, (tip,)))
+            SqlCursorStore(store.engine).save(
+                f"{chain_id}:{address}", CursorState(chain_id, tip, None, (tip,))
+            )
         yield {"url": url, "ids": ids, "head": head}
 
 
@@ -90,7 +106,7 @@ def test_status_shows_head_cursor_lag_jobs_gas_and_the_last_error(populated, chr
 
     table = chrysalis("status")
     assert table.code == 0
-    assert f"lag 2" in table.text
+    assert "lag 2" in table.text
     assert "gas spent 150,000 in 2 fulfilment tx(s)" in table.text
     assert "queued 1 running 1 confirmed 3 failed 1 cancelled 1" in table.text
 
@@ -108,7 +124,10 @@ def test_jobs_lists_and_filters(populated, chrysalis) -> None:
 
     two = json.loads(chrysalis("jobs", "-s", "queued,running", "--json").out)
     assert {row["id"] for row in two} == {ids["retrying"], ids["running"]}
-    assert json.loads(chrysalis("jobs", "-s", "queued", "-s", "cancelled", "--json").out)[0]["id"] == ids["cancelled"]
+    assert (
+        json.loads(chrysalis("jobs", "-s", "queued", "-s", "cancelled", "--json").out)[0]["id"]
+        == ids["cancelled"]
+    )
 
     confirmed = json.loads(chrysalis("jobs", "-s", "confirmed", "--json").out)
     assert {row["tx_hash"] for row in confirmed} == {"0x" + "aa" * 32, "0x" + "bb" * 32}

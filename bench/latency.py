@@ -22,6 +22,7 @@ A second table splits the time by stage (``chrysalis_stage_latency_seconds``: me
 from __future__ import annotations
 
 import argparse
+import os
 import hashlib
 import io
 import json
@@ -221,6 +222,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
     rows, stage_rows = [], []
+    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="chrysalis-bench-latency-") as tmp, start_anvil() as node:
         runs = [("null generator", args.n, {"image": NullImageGenerator(), "lore": NullLoreWriter()})]
         if args.n_models:
@@ -240,7 +242,9 @@ def main() -> None:
         ["configuration", "requests", "p50 ms", "p95 ms", "max ms", "mean ms"],
         rows,
         notes="From the requestEvolution receipt to the request no longer pending, observed from outside the agent. "
-        "Target for the null generator (the pipeline's own overhead): p95 <= 300 ms.",
+        "Target for the null generator (the pipeline's own overhead): p95 <= 300 ms. One agent, batch size 1, "
+        f"WebSocket wake-ups, SQLite; torch threads: {args.threads or 'default'}; "
+        f"load average when it started: {load:.1f} (shared machine).",
     )
     emit(
         "latency_stages",

@@ -167,7 +167,7 @@ def agent_run(configured: Devchain, workdir: Path, tiny_lm: Path) -> Iterator[Ca
 
 
 def test_run_fulfils_serves_metrics_and_stops_gracefully_mid_job(
-    configured: Devchain, workdir: Path, agent_run: Callable[[], AgentProcess]
+    configured: Devchain, workdir: Path, agent_run: Callable[[], AgentProcess], chrysalis, monkeypatch
 ) -> None:
     chain = configured
     db = f"sqlite:///{workdir / 'data' / 'agent.db'}"
@@ -245,3 +245,11 @@ def test_run_fulfils_serves_metrics_and_stops_gracefully_mid_job(
     assert again.stop(signal.SIGTERM) == 0
     evolved = chain.collection.events.Evolved().get_logs(from_block=0)
     assert sorted(int(e["args"]["requestId"]) for e in evolved) == [first_id, second_id]
+
+    # 4. `chrysalis status` reads what the agent recorded: its cursor, its jobs, the gas of its two transactions.
+    monkeypatch.setenv("CHRYSALIS_DATABASE__URL", db)
+    report = json.loads(chrysalis("--config", str(workdir / "chrysalis.toml"), "status", "--json").out)
+    gas = sum(chain.w3.eth.get_transaction_receipt(e["transactionHash"])["gasUsed"] for e in evolved)
+    assert report["jobs"]["confirmed"] == 2 and report["jobs"]["running"] == 0
+    assert report["gas_spent"] == gas and report["fulfilment_txs"] == 2
+    assert report["cursor_block"] == chain.w3.eth.block_number and report["lag"] == 0

@@ -119,7 +119,8 @@ class Devnet:
         agent = Account.from_key(key).address
         w3.provider.make_request("anvil_setBalance", [agent, hex(10**22)])  # type: ignore[arg-type]
         f = self.lc.functions
-        for fn in (f.registerModel(b"\x11" * 32, "ipfs://m"), f.setActiveModel(1), f.grantRole(f.AGENT_ROLE().call(), agent)):
+        setup = (f.registerModel(b"\x11" * 32, "ipfs://m"), f.setActiveModel(1), f.grantRole(f.AGENT_ROLE().call(), agent))
+        for fn in setup:
             self._wait(fn.transact({"from": self.admin}))
         self._wait(f.mint(tokens).transact({"from": self.holder, "value": tokens * 10**15}))
         w3.provider.make_request("evm_increaseTime", [4000])  # type: ignore[arg-type]
@@ -134,7 +135,9 @@ class Devnet:
             chain_id=w3.eth.chain_id,
             network="ethereum:local:foundry",
             contracts={
-                "LivingCollection": ContractRecord(address=self.lc.address, abi=write_abi("LivingCollection", self.lc.abi, out)),
+                "LivingCollection": ContractRecord(
+                    address=self.lc.address, abi=write_abi("LivingCollection", self.lc.abi, out)
+                ),
                 "DevPriceFeed": ContractRecord(address=feed.address, abi=write_abi("DevPriceFeed", feed.abi, out)),
             },
             deploy_block=first["blockNumber"],
@@ -152,7 +155,9 @@ class Devnet:
         data = self.root / name
         return Settings(
             data_dir=data,
-            chain={"rpc_url": self.node.url, "ws_url": self.node.ws_url, "deployment": self.record, "poll_interval_s": 0.5},
+            chain={
+                "rpc_url": self.node.url, "ws_url": self.node.ws_url, "deployment": self.record, "poll_interval_s": 0.5
+            },
             database={"url": f"sqlite:///{data / 'chrysalis.db'}"},
             signer={"keystore": self.keystore, "password_file": self.root / "password"},
             submit={"poll_interval_s": 0.01},

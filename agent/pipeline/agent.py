@@ -368,12 +368,14 @@ class Agent:
                     log.warning("work failed: %s", exc)
                     worked = 0
                     stop.wait(1.0)
-                if on_status is not None and time.monotonic() - last_status >= 1.0:
+                if time.monotonic() - last_status >= 1.0:  # also refreshes the jobs / head / lag gauges
                     last_status = time.monotonic()
                     try:
-                        on_status(self.status())
+                        status = self.status()
+                        if on_status is not None:
+                            on_status(status)
                     except Exception:  # noqa: BLE001 - a status line must never stop the agent
-                        log.exception("status callback failed")
+                        log.exception("status update failed")
                 if not worked and not stop.is_set():
                     self._wake.wait(min(1.0, self.settings.chain.poll_interval_s))
                     self._wake.clear()

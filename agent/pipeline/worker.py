@@ -30,6 +30,8 @@ from agent.publish.metadata import cid_from_digest
 
 log = logging.getLogger("chrysalis.pipeline")
 
+_REPLAYED = (Stage.INPUTS, Stage.GENERATED, Stage.PUBLISHED)
+
 
 @dataclass
 class _Held:
@@ -168,7 +170,7 @@ class Worker:
     def _advance(self, jobs: list[Job], until: Stage | None) -> None:
         live = {job.id: job for job in jobs}
         for job in list(live.values()):
-            if job.payload.get("replay_of") is not None and job.stage != Stage.PUBLISHED:
+            if job.payload.get("replay_of") is not None and job.next_stage in _REPLAYED:
                 self._guard(live, job, lambda j: self._replay(j))
         for job in [j for j in live.values() if j.next_stage == Stage.INPUTS]:
             self._guard(live, job, lambda j: self._record(j, Stage.INPUTS, self._timed(
@@ -314,8 +316,9 @@ class Worker:
                     self._guard(live, job, lambda j: self._finish(j, result))
                 continue
             log.warning("fulfilment %s for %d job(s) did not confirm: %s", tx_hash, len(members), outcome)
-            if isinstance(outcome, Confirmation):  # mined but reverted (status 0)
-                self._on_gas(outcome.gas_used)
+            reverted = getattr(outcome, "confirmation", None)
+            if isinstance(reverted, Confirmation):  # mined but reverted: its gas was spent all the same
+                self._on_gas(reverted.gas_used)
             for job in members:
                 if self._settle(live, job, _ready(job), str(outcome), pending_ok=True) == "pending":
                     resend.append(job)
@@ -379,7 +382,7 @@ class Worker:
     def _replay(self, job: Job) -> Job:
         """A replay job re-sends the recorded outputs of the job whose fulfilment a reorg orphaned."""
         original = self.store.get(int(job.payload["replay_of"]))
-        for stage in (Stage.INPUTS, Stage.GENERATED, Stage.PUBLISHED):
+        for stage in _REPLAYED:
             if stage not in original.outputs:
                 raise PermanentError(
                     f"job {original.id} has no {stage.value} record to replay",

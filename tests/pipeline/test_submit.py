@@ -91,3 +91,46 @@ def test_a_request_fulfilled_by_someone_else_is_cancelled_not_paid_for(chain: Ch
     assert job is not None and job.state == JobState.CANCELLED
     assert f"fulfilled by {chain.admin}" in (job.reason or "")
     assert chain.agent_nonce() == 0
+
+
+def test_a_reverted_batch_is_settled_per_request_and_the_still_pending_ones_sent_again(
+    chain: Chain, settings: Settings
+) -> None:
+    """The admin fulfils one request of the agent's batch in the same block, ahead of it (higher tip): the
+    batch reverts; that request is cancelled (fulfilled by someone else), the other one is re-sent."""
+    f = chain.collection.functions
+    chain.transact(f.grantRole(f.AGENT_ROLE().call(), chain.admin), chain.admin)
+    taken, other = chain.request(1), chain.request(2)
+    with Agent.from_settings(settings) as agent:
+        agent.poll_once()
+        agent.work_once(until=Stage.PUBLISHED)
+        chain.automine(False)
+        worker = threading.Thread(target=agent.work_once, daemon=True)
+        worker.start()
+        deadline = time.monotonic() + 30
+        while not chain.rpc("txpool_content")["pending"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        f.fulfillEvolution(taken, b"\x42" * 32, bytes(32)).transact(
+            {"from": chain.admin, "gas": 300_000, "maxFeePerGas": 200 * 10**9, "maxPriorityFeePerGas": 100 * 10**9}
+        )
+        stop_mining = threading.Event()
+
+        def mine() -> None:
+            while not stop_mining.wait(0.1):
+                chain.mine()
+
+        miner = threading.Thread(target=mine, daemon=True)
+        miner.start()
+        worker.join(60)
+        stop_mining.set()
+        miner.join(5)
+        assert not worker.is_alive()
+        jobs = {j.payload["request_id"]: j for j in agent.store.list_jobs()}
+        status = agent.status()
+
+    first_tx = jobs[taken].output(Stage.SUBMITTED)["tx_hash"]
+    assert chain.w3.eth.get_transaction_receipt(first_tx)["status"] == 0  # the batch reverted on-chain
+    assert jobs[taken].state == JobState.CANCELLED and f"fulfilled by {chain.admin}" in jobs[taken].reason
+    assert jobs[other].state == JobState.CONFIRMED and jobs[other].result["tx_hash"] != first_tx
+    assert sorted(int(e["args"]["requestId"]) for e in chain.evolved()) == sorted([taken, other])
+    assert chain.agent_nonce() == 2 and status.gas_spent > jobs[other].result["gas_used"]

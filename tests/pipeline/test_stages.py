@@ -204,6 +204,7 @@ def test_generate_batches_evolutions_starts_from_the_previous_image_and_writes_v
     assert result.match, result.mismatches
 
 
+@pytest.mark.slow  # the unreachable Kubo backend's own retries take a few seconds
 def test_publish_stores_the_metadata_as_one_raw_block_only_once_replicated(
     models: tuple, repo: IpfsRepo, tmp_path: Path
 ) -> None:

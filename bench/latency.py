@@ -22,10 +22,10 @@ A second table splits the time by stage (``chrysalis_stage_latency_seconds``: me
 from __future__ import annotations
 
 import argparse
-import os
 import hashlib
 import io
 import json
+import os
 import secrets
 import statistics
 import tempfile
@@ -119,7 +119,11 @@ class Devnet:
         agent = Account.from_key(key).address
         w3.provider.make_request("anvil_setBalance", [agent, hex(10**22)])  # type: ignore[arg-type]
         f = self.lc.functions
-        setup = (f.registerModel(b"\x11" * 32, "ipfs://m"), f.setActiveModel(1), f.grantRole(f.AGENT_ROLE().call(), agent))
+        setup = (
+            f.registerModel(b"\x11" * 32, "ipfs://m"),
+            f.setActiveModel(1),
+            f.grantRole(f.AGENT_ROLE().call(), agent),
+        )
         for fn in setup:
             self._wait(fn.transact({"from": self.admin}))
         self._wait(f.mint(tokens).transact({"from": self.holder, "value": tokens * 10**15}))
@@ -166,7 +170,9 @@ class Devnet:
         )  # fmt: skip
 
     def request(self, token_id: int) -> tuple[int, float]:
-        receipt = self._wait(self.lc.functions.requestEvolution(token_id).transact({"from": self.holder, "value": FEE}))
+        receipt = self._wait(
+            self.lc.functions.requestEvolution(token_id).transact({"from": self.holder, "value": FEE})
+        )
         mined = time.perf_counter()
         (log,) = self.lc.events.EvolutionRequested().process_receipt(receipt, errors=DISCARD)
         return int(log["args"]["requestId"]), mined

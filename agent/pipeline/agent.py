@@ -44,7 +44,7 @@ from agent.pipeline.publish import PublishStage
 from agent.pipeline.submit import Settler, Submitter
 from agent.pipeline.worker import Worker, in_flight
 from agent.settings import Settings
-from agent.watch import DeepReorgError, SqlCursorStore, Watcher, WatchConfig
+from agent.watch import DeepReorgError, SqlCursorStore, WatchConfig, Watcher
 from agent.watch.rpc import RpcClient
 
 log = logging.getLogger("chrysalis.pipeline")
@@ -182,7 +182,9 @@ class Agent:
         data_dir.mkdir(parents=True, exist_ok=True)
 
         with contextlib.ExitStack() as stack:
-            policy = RetryPolicy(max_attempts=cfg.max_attempts, base_s=cfg.retry_base_s, cap_s=cfg.retry_cap_s)
+            policy = RetryPolicy(
+                max_attempts=cfg.max_attempts, base_s=cfg.retry_base_s, cap_s=cfg.retry_cap_s
+            )
             store = JobStore.open(s.database.url, policy=policy, busy_timeout_ms=s.database.busy_timeout_ms)
             stack.callback(store.close)
             rpc = RpcClient.from_settings(s.chain)
@@ -199,7 +201,9 @@ class Agent:
                 ),
             )
             _ = watcher.chain_id  # checks the node serves the deployment's chain
-            reader = CollectionReader(RpcClient.from_settings(s.chain), address, max_range=s.chain.max_block_range)
+            reader = CollectionReader(
+                RpcClient.from_settings(s.chain), address, max_range=s.chain.max_block_range
+            )
 
             repo_path = s.ipfs.repo if "repo" in s.ipfs.model_fields_set else data_dir / "ipfs"
             repo = IpfsRepo(repo_path)
@@ -219,7 +223,9 @@ class Agent:
                 stack.callback(gateway.stop)
 
             oracles: list[Any] = [WalletOracle(from_block=deployment.deploy_block)]
-            feed = cfg.price_feed or (deployment.address(PRICE_FEED) if PRICE_FEED in deployment.contracts else None)
+            feed = cfg.price_feed or (
+                deployment.address(PRICE_FEED) if PRICE_FEED in deployment.contracts else None
+            )
             if feed:
                 oracles.append(
                     ChainlinkOracle(feed, max_age_s=cfg.price_max_age_s, window_s=cfg.price_window_s)
@@ -252,7 +258,10 @@ class Agent:
                 generate=GenerateStage(image, lore, repo, assets),
                 publish=PublishStage(repo, replicator, assets, {"image": image.info, "lore": lore.info}),
                 submitter=Submitter(
-                    batcher, sender, wait_chunk_s=cfg.wait_chunk_s, receipt_timeout_s=s.submit.receipt_timeout_s
+                    batcher,
+                    sender,
+                    wait_chunk_s=cfg.wait_chunk_s,
+                    receipt_timeout_s=s.submit.receipt_timeout_s,
                 ),
                 settler=Settler(reader, signer.address),
                 lease_s=cfg.lease_s,
@@ -356,7 +365,9 @@ class Agent:
         """
         self.worker.stop = stop
         fatal: list[BaseException] = []
-        watch = threading.Thread(target=self._watch_loop, args=(stop, fatal), name="chrysalis-watch", daemon=True)
+        watch = threading.Thread(
+            target=self._watch_loop, args=(stop, fatal), name="chrysalis-watch", daemon=True
+        )
         watch.start()
         last_status = 0.0
         try:
@@ -374,7 +385,7 @@ class Agent:
                         status = self.status()
                         if on_status is not None:
                             on_status(status)
-                    except Exception:  # noqa: BLE001 - a status line must never stop the agent
+                    except Exception:
                         log.exception("status update failed")
                 if not worked and not stop.is_set():
                     self._wake.wait(min(1.0, self.settings.chain.poll_interval_s))
@@ -475,7 +486,9 @@ class Agent:
             seen: dict[str, int] = {}
             offset = 0
             while True:
-                page = self.store.list_jobs(state=JobState.CONFIRMED, kind=JobKind.EVOLVE, limit=1000, offset=offset)
+                page = self.store.list_jobs(
+                    state=JobState.CONFIRMED, kind=JobKind.EVOLVE, limit=1000, offset=offset
+                )
                 for job in page:
                     result = job.result or {}
                     if result.get("how") == "sent" and result.get("tx_hash"):
@@ -496,7 +509,7 @@ class Agent:
         for close in self._closers:
             try:
                 close()
-            except Exception:  # noqa: BLE001 - close everything we can
+            except Exception:
                 log.exception("closing %r failed", close)
 
     def __enter__(self) -> Self:

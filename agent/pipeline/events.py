@@ -65,9 +65,7 @@ class EventRouter:
             self._reorg(event)
 
     def _block(self, block: NewBlock) -> None:
-        fused = {
-            int(e.args["requestId"]): int(e.args["burnId"]) for e in block.events if e.name == "Fused"
-        }
+        fused = {int(e.args["requestId"]): int(e.args["burnId"]) for e in block.events if e.name == "Fused"}
         for event in block.events:
             EVENTS_SEEN.labels(event=event.name).inc()
             self.events_seen += 1

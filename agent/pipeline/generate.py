@@ -70,7 +70,9 @@ class GenerateStage:
         images = self.image.generate([p[0] for p in pairs])
         lores = self.lore.write([p[1] for p in pairs])
         out = []
-        for (request, inputs), (image_req, lore_req), image, lore in zip(batch, pairs, images, lores, strict=True):
+        for (request, inputs), (image_req, lore_req), image, lore in zip(
+            batch, pairs, images, lores, strict=True
+        ):
             previous = inputs["token"].get("previous")
             receipt = build_receipt(
                 onchain_seed=request.seed,

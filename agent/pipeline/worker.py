@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from agent.domain import Confirmation, Submission
 from agent.errors import ChrysalisError, PermanentError, RetryableError
@@ -61,7 +61,7 @@ class _Heartbeat:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="chrysalis-heartbeat", daemon=True)
 
-    def __enter__(self) -> _Heartbeat:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -224,7 +224,9 @@ class Worker:
                 continue
             log.info("job %s: request %s is no longer pending; settling it from the chain", job.id,
                      request.request_id)  # fmt: skip
-            self._settle(live, job, Ready(job.id, request, bytes(32), bytes(32)), "not pending", pending_ok=True)
+            self._settle(
+                live, job, Ready(job.id, request, bytes(32), bytes(32)), "not pending", pending_ok=True
+            )
         return [j for j in open_ if j.id in live]
 
     def _generate(self, live: dict[int, Job], jobs: list[Job]) -> None:
@@ -260,7 +262,9 @@ class Worker:
                 self._held.drop(job.id)
                 return self.store.release(job.id, self.worker_id, delay_s=self.review_poll_s)
             generated, approved_by = decision.generated, decision.approved_by
-        record = self._timed("publish", lambda: self.publish.run(request, inputs, generated, approved_by=approved_by))
+        record = self._timed(
+            "publish", lambda: self.publish.run(request, inputs, generated, approved_by=approved_by)
+        )
         return self._record(job, Stage.PUBLISHED, record)
 
     def _submit(self, live: dict[int, Job], jobs: list[Job]) -> None:
@@ -273,7 +277,9 @@ class Worker:
                 self._fail(live, job, exc)
             return
         for item, reason in planned.dropped:
-            log.info("job %s: request %s dropped before sending: %s", item.job_id, item.request.request_id, reason)
+            log.info(
+                "job %s: request %s dropped before sending: %s", item.job_id, item.request.request_id, reason
+            )
             self._settle(live, live[item.job_id], item, reason)
         for batch, items in planned.batches:
             try:
@@ -290,7 +296,7 @@ class Worker:
                 "submission": submission.to_json(),
             }
             for item in items:
-                self._guard(live, live[item.job_id], lambda j: self._record(j, Stage.SUBMITTED, record))
+                self._guard(live, live[item.job_id], lambda j, r=record: self._record(j, Stage.SUBMITTED, r))
         STAGE_LATENCY.labels(stage="submit").observe(time.monotonic() - started)
 
     def _confirm(self, live: dict[int, Job], jobs: list[Job]) -> None:
@@ -313,7 +319,7 @@ class Worker:
                 self._on_gas(outcome.gas_used)
                 result = confirmation_result(outcome, len(members))
                 for job in members:
-                    self._guard(live, job, lambda j: self._finish(j, result))
+                    self._guard(live, job, lambda j, r=result: self._finish(j, r))
                 continue
             log.warning("fulfilment %s for %d job(s) did not confirm: %s", tx_hash, len(members), outcome)
             reverted = getattr(outcome, "confirmation", None)
@@ -350,8 +356,16 @@ class Worker:
                         self._release(job.id)
                         live.pop(job.id, None)
                     else:
-                        self._fail(live, job, outcome if isinstance(outcome, Exception) else RetryableError(
-                            f"fulfilment {submission.tx_hash} reverted", hint="the next attempt re-checks it"))
+                        self._fail(
+                            live,
+                            job,
+                            outcome
+                            if isinstance(outcome, Exception)
+                            else RetryableError(
+                                f"fulfilment {submission.tx_hash} reverted",
+                                hint="the next attempt re-checks it",
+                            ),
+                        )
         except Exception as exc:  # noqa: BLE001
             for job in jobs:
                 if job.id in live:
@@ -407,7 +421,9 @@ class Worker:
             "image_cid": published.get("image_cid"),
         }
         onchain = result.get("digest")
-        if onchain and onchain != published.get("digest"):  # an earlier attempt's metadata is what was written
+        if onchain and onchain != published.get(
+            "digest"
+        ):  # an earlier attempt's metadata is what was written
             cid = cid_from_digest(bytes.fromhex(str(onchain)[2:]))
             full.update(metadata_cid=cid, token_uri=f"ipfs://{cid}", image_cid=None)
         done = self.store.confirm(job.id, self.worker_id, full)

@@ -9,13 +9,7 @@ shipped sprite model; lore from a tiny random-weight causal LM (tests/generate/c
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,24 +22,18 @@ from web3.contract import Contract
 from web3.logs import DISCARD
 
 from agent.deployment import ContractRecord, Deployment, write_abi
+from agent.devnet import start_anvil
 from agent.settings import Settings
 from tests.generate.conftest import build_tiny_lm
 from tests.jobs.dbs import database_url
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = ROOT / ".build" / "__local__.json"
-ANVIL = shutil.which("anvil", path=str(ROOT / ".venv" / "bin")) or shutil.which("anvil")
 FEE = 5 * 10**14
 TIMEOUT = 3_600
 PASSWORD = "chrysalis-test-password"
 FEED_START = 3_000 * 10**8
 FEED_NOW = 3_150 * 10**8  # +5 % over the hour: mood "radiant"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def artifacts() -> dict[str, Any]:
@@ -78,13 +66,17 @@ class Chain:
         return reply.get("result")
 
     def transact(self, fn: Any, sender: str, value: int = 0) -> Any:
-        receipt = self.w3.eth.wait_for_transaction_receipt(fn.transact({"from": sender, "value": value}), timeout=20)
+        receipt = self.w3.eth.wait_for_transaction_receipt(
+            fn.transact({"from": sender, "value": value}), timeout=20
+        )
         assert receipt["status"] == 1, receipt
         return receipt
 
     def request(self, token_id: int, holder: int = 0) -> int:
         """``holders[holder]`` opens an evolution request for ``token_id``; returns its id."""
-        receipt = self.transact(self.collection.functions.requestEvolution(token_id), self.holders[holder], FEE)
+        receipt = self.transact(
+            self.collection.functions.requestEvolution(token_id), self.holders[holder], FEE
+        )
         (log,) = self.collection.events.EvolutionRequested().process_receipt(receipt, errors=DISCARD)
         return int(log["args"]["requestId"])
 
@@ -116,37 +108,8 @@ class Chain:
 @pytest.fixture(scope="module")
 def anvil_url() -> Iterator[str]:
     """A fresh anvil on a free port with a throwaway HOME (anvil never writes under ~/.foundry)."""
-    if ANVIL is None:
-        pytest.fail("anvil is not installed: run `make setup`", pytrace=False)
-    port = free_port()
-    home = tempfile.mkdtemp(prefix="chrysalis-pipeline-anvil-")
-    proc = subprocess.Popen(
-        [ANVIL, "--port", str(port), "--host", "127.0.0.1", "--silent", "--accounts", "5"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "HOME": home},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        w3 = Web3(Web3.HTTPProvider(url))
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                _ = w3.eth.block_number
-                break
-            except Exception:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"anvil did not start on port {port}") from None
-                time.sleep(0.05)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(home, ignore_errors=True)
+    with start_anvil("--accounts", "5") as node:
+        yield node.url
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +151,9 @@ def module_chain(anvil_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ch
             "LivingCollection": ContractRecord(
                 address=collection.address, abi=write_abi("LivingCollection", collection.abi, out)
             ),
-            "DevPriceFeed": ContractRecord(address=feed.address, abi=write_abi("DevPriceFeed", feed.abi, out)),
+            "DevPriceFeed": ContractRecord(
+                address=feed.address, abi=write_abi("DevPriceFeed", feed.abi, out)
+            ),
         },
         deploy_block=feed_receipt["blockNumber"],
         deploy_block_hash="0x" + bytes(block["hash"]).hex(),
@@ -243,7 +208,12 @@ def make_settings(
             "cache_dir": data_dir / "models",
         },
         signer={"keystore": keystore[0], "password_file": keystore[1]},
-        submit={"poll_interval_s": 0.02, "receipt_timeout_s": 60, "rpc_retries": 1, "stuck_after_blocks": None},
+        submit={
+            "poll_interval_s": 0.02,
+            "receipt_timeout_s": 60,
+            "rpc_retries": 1,
+            "stuck_after_blocks": None,
+        },
         agent={"lease_s": 5.0, "retry_base_s": 0.2, "retry_cap_s": 1.0, "price_window_s": 3_600, **agent},
     )
 

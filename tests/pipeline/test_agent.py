@@ -23,7 +23,9 @@ def _key(chain: Chain, rid: int) -> str:
     return f"evolve:{chain.w3.eth.chain_id}:{rid}"
 
 
-def test_run_fulfils_reports_status_and_returns_promptly_when_stopped(chain: Chain, settings: Settings) -> None:
+def test_run_fulfils_reports_status_and_returns_promptly_when_stopped(
+    chain: Chain, settings: Settings
+) -> None:
     statuses: list[AgentStatus] = []
     stop = threading.Event()
     with Agent.from_settings(settings) as agent:

@@ -69,7 +69,9 @@ def test_a_fulfilment_mined_in_an_orphaned_block_is_rechecked_and_sent_again(
         assert first is not None and first.state == JobState.CONFIRMED
         mined_in = first.result["block_number"]
         depth = chain.w3.eth.block_number - mined_in + 1
-        chain.rpc("anvil_reorg", depth, [])  # replace the fulfilment's block (and later ones) with empty blocks
+        chain.rpc(
+            "anvil_reorg", depth, []
+        )  # replace the fulfilment's block (and later ones) with empty blocks
         assert chain.is_pending(rid) and chain.evolved() == []
 
         status = agent.run_until_idle(timeout_s=60)

@@ -48,7 +48,9 @@ def _snapshot(**values: object) -> InputSnapshot:
 
 
 def _request(chain: Chain, token_id: int, holder: int = 0) -> EvolutionRequest:
-    receipt = chain.transact(chain.collection.functions.requestEvolution(token_id), chain.holders[holder], FEE)
+    receipt = chain.transact(
+        chain.collection.functions.requestEvolution(token_id), chain.holders[holder], FEE
+    )
     (log,) = chain.collection.events.EvolutionRequested().process_receipt(receipt, errors=DISCARD)
     args = log["args"]
     return EvolutionRequest(
@@ -69,7 +71,13 @@ def _request(chain: Chain, token_id: int, holder: int = 0) -> EvolutionRequest:
 
 def test_rules_step_is_deterministic_and_a_fusion_adds_its_fact_and_repaints_more() -> None:
     engine = load_rules()
-    previous = {"aura": "faint", "element": "earth", "form": "chrysalis", "mood": "radiant", "species": "chrysalid"}
+    previous = {
+        "aura": "faint",
+        "element": "earth",
+        "form": "chrysalis",
+        "mood": "radiant",
+        "species": "chrysalid",
+    }
     plain = evaluate_traits(engine, _snapshot(), stage=3, token_id=1, previous=previous)
     again = evaluate_traits(engine, _snapshot(), stage=3, token_id=1, previous=previous)
     fused = evaluate_traits(engine, _snapshot(), stage=3, token_id=1, previous=previous, fused=True)
@@ -173,10 +181,19 @@ def _inputs_record(token_id: int, previous: dict | None) -> dict:
     return {
         "snapshot": snapshot.to_json(),
         "snapshot_sha256": snapshot.sha256,
-        "token": {"name": f"Chrysalis #{token_id}", "stage": 2 if previous else 1, "fused_burn_id": None,
-                  "previous": previous},  # fmt: skip
-        "rules": evaluate_traits(engine, snapshot, stage=2 if previous else 1, token_id=token_id,
-                                 previous=previous["traits"] if previous else None),  # fmt: skip
+        "token": {
+            "name": f"Chrysalis #{token_id}",
+            "stage": 2 if previous else 1,
+            "fused_burn_id": None,
+            "previous": previous,
+        },
+        "rules": evaluate_traits(
+            engine,
+            snapshot,
+            stage=2 if previous else 1,
+            token_id=token_id,
+            previous=previous["traits"] if previous else None,
+        ),
     }
 
 
@@ -188,7 +205,12 @@ def test_generate_batches_evolutions_starts_from_the_previous_image_and_writes_v
     stage = GenerateStage(image, lore, repo, assets)
     fresh = EvolutionRequest(2**32 + 1, 1, "0x" + "11" * 20, 0, "0x" + "5a" * 32, 9, "0xa", "0xb", 0)
     (first,) = stage.run([(fresh, _inputs_record(1, None))])
-    previous = {"metadata_cid": None, "image_cid": first["image_cid"], "traits": {"mood": "serene"}, "stage": 1}
+    previous = {
+        "metadata_cid": None,
+        "image_cid": first["image_cid"],
+        "traits": {"mood": "serene"},
+        "stage": 1,
+    }
     evolving = EvolutionRequest(2**33 + 1, 2, "0x" + "11" * 20, 1, "0x" + "5b" * 32, 9, "0xa", "0xc", 1)
     outputs = stage.run([(fresh, _inputs_record(1, None)), (evolving, _inputs_record(2, previous))])
 
@@ -235,7 +257,9 @@ def test_publish_stores_the_metadata_as_one_raw_block_only_once_replicated(
 # -- settling from the chain ---------------------------------------------------------------------------------------
 
 
-def test_the_settler_reads_what_became_of_a_request_from_the_chain(chain: Chain, reader: CollectionReader) -> None:
+def test_the_settler_reads_what_became_of_a_request_from_the_chain(
+    chain: Chain, reader: CollectionReader
+) -> None:
     f = chain.collection.functions
     settler = Settler(reader, chain.agent)
     pending = _request(chain, 1)

@@ -21,7 +21,9 @@ def _replaced() -> float:
     return REGISTRY.get_sample_value("chrysalis_tx_replaced_total", {"label": "fulfillEvolutions"}) or 0.0
 
 
-def test_a_stuck_fulfilment_is_replaced_with_a_fee_bump_and_confirmed_once(chain: Chain, settings: Settings) -> None:
+def test_a_stuck_fulfilment_is_replaced_with_a_fee_bump_and_confirmed_once(
+    chain: Chain, settings: Settings
+) -> None:
     settings.submit.stuck_after_s = 0.3
     rid = chain.request(1)
     with Agent.from_settings(settings) as agent:
@@ -65,7 +67,9 @@ def test_a_request_cancelled_on_chain_is_dropped_before_sending(chain: Chain, se
     assert chain.agent_nonce() == 0 and chain.evolved() == []
 
 
-def test_the_watcher_cancels_the_job_of_a_request_cancelled_on_chain(chain: Chain, settings: Settings) -> None:
+def test_the_watcher_cancels_the_job_of_a_request_cancelled_on_chain(
+    chain: Chain, settings: Settings
+) -> None:
     rid = chain.request(1)
     with Agent.from_settings(settings) as agent:
         agent.poll_once()
@@ -78,7 +82,9 @@ def test_the_watcher_cancels_the_job_of_a_request_cancelled_on_chain(chain: Chai
     assert status.jobs["cancelled"] == 1 and chain.agent_nonce() == 0
 
 
-def test_a_request_fulfilled_by_someone_else_is_cancelled_not_paid_for(chain: Chain, settings: Settings) -> None:
+def test_a_request_fulfilled_by_someone_else_is_cancelled_not_paid_for(
+    chain: Chain, settings: Settings
+) -> None:
     rid = chain.request(1)
     with Agent.from_settings(settings) as agent:
         agent.poll_once()
@@ -111,7 +117,12 @@ def test_a_reverted_batch_is_settled_per_request_and_the_still_pending_ones_sent
         while not chain.rpc("txpool_content")["pending"] and time.monotonic() < deadline:
             time.sleep(0.02)
         f.fulfillEvolution(taken, b"\x42" * 32, bytes(32)).transact(
-            {"from": chain.admin, "gas": 300_000, "maxFeePerGas": 200 * 10**9, "maxPriorityFeePerGas": 100 * 10**9}
+            {
+                "from": chain.admin,
+                "gas": 300_000,
+                "maxFeePerGas": 200 * 10**9,
+                "maxPriorityFeePerGas": 100 * 10**9,
+            }
         )
         stop_mining = threading.Event()
 

@@ -88,7 +88,7 @@ EVENT_TO_FULFILMENT = Histogram(
 )
 CHAIN_HEAD = Gauge("chrysalis_chain_head", "Latest block number the node reported.", registry=REGISTRY)
 CURSOR_BLOCK = Gauge("chrysalis_cursor_block", "Last block the agent's watcher handled.", registry=REGISTRY)
-WATCH_LAG = Gauge("chrysalis_watch_lag_blocks", "chain head minus the watcher's cursor block.", registry=REGISTRY)
+WATCH_LAG = Gauge("chrysalis_watch_lag_blocks", "Chain head minus the cursor block.", registry=REGISTRY)
 
 
 def render() -> bytes:

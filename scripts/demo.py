@@ -2,8 +2,9 @@
 
 Ape starts a throwaway anvil (the ``.venv/bin/anvil`` shim adds ``--prune-history``) and stops it on exit.
 The demo deploys the collection, mints to three holders, runs the agent (``chrysalis run``), has the holders
-request evolutions and fuse while the price feed moves, waits until every request is fulfilled, and writes
-``demo-out/index.html``. The steps are in :mod:`agent.ops.demo`.
+request evolutions and fuse while the price feed moves, waits until every request is fulfilled, writes
+``demo-out/index.html``, and ends with the studio (gallery, timelines, provenance) serving the collection until
+Ctrl-C. The steps are in :mod:`agent.ops.demo`.
 """
 
 from __future__ import annotations
@@ -47,7 +48,15 @@ from ape.cli import ConnectedProviderCommand, ape_cli_context
     help="torch CPU threads of the agent's models. One thread gives the canonical (verifiable) receipts; on a busy "
     "2-core machine the whole demo took 56 s with one and 7 min with two.",
 )
-def cli(cli_ctx, network, out, timeout, lore_model, lore_max_new_tokens, threads):
+@click.option(
+    "--studio-port", type=click.IntRange(min=0, max=65535), default=8090, show_default=True,
+    help="Port of the studio the demo ends with (0: any free port).",
+)
+@click.option(
+    "--serve-seconds", type=click.FloatRange(min=0), default=None,
+    help="Serve the studio this long, then exit (default: until Ctrl-C; 0: don't serve).",
+)
+def cli(cli_ctx, network, out, timeout, lore_model, lore_max_new_tokens, threads, studio_port, serve_seconds):
     """Deploy, mint, run the agent, evolve and fuse tokens, and write a browsable page of the results."""
     from rich.console import Console
 
@@ -72,3 +81,7 @@ def cli(cli_ctx, network, out, timeout, lore_model, lore_max_new_tokens, threads
         raise SystemExit(1) from None
     if result.agent_exit != 0:
         raise SystemExit(1)
+    if serve_seconds != 0:
+        from agent.ops.demo import serve_studio
+
+        serve_studio(out, port=studio_port, seconds=serve_seconds, console=console)

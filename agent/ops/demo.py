@@ -45,6 +45,9 @@ MARKER = ".chrysalis-demo"
 _OURS = {MARKER, "deployments", "data", "keys", "images", "index.html", "agent.log", "chrysalis.toml"}
 PASSWORD_FILE = "keys/agent.password"
 DAY = 86_400
+WALLET_HISTORY = (1_500, 40, 150)
+"""Transactions alice, bob and carol have sent before the demo (their nonces): fire, water and air under the
+default rules."""
 
 
 @dataclass(frozen=True)
@@ -273,6 +276,16 @@ class Demo:
             f"(anvil at {url}); model {model_id} sha256 {digest[:12]}... registered and active"
         )
 
+        # Busier wallets grow other elements (default rules: fewer than 10 transactions is earth, 10-99 water,
+        # 100-999 air, 1,000 or more fire). A fresh anvil account has sent nothing, so give each holder a history.
+        rpc = provider.web3.provider
+        for holder, sent in zip(holders, WALLET_HISTORY, strict=True):
+            rpc.make_request("anvil_setNonce", [holder.address, hex(sent)])
+        self.say(
+            "holders' wallets: "
+            + ", ".join(f"{h.name} has sent {n:,} transactions" for h, n in zip(holders, WALLET_HISTORY, strict=True))
+        )
+
         price = lc.mintPrice()
         minted: dict[str, list[int]] = {}
         for holder, quantity in zip(holders, (3, 3, 2), strict=True):
@@ -281,7 +294,6 @@ class Demo:
             minted[holder.name] = list(range(first, first + quantity))
         self.say("minted " + ", ".join(f"{n}: tokens {ids[0]}-{ids[-1]}" for n, ids in minted.items()))
 
-        rpc = provider.web3.provider
         self._advance_time(rpc, DAY)
         feed.updateAnswer(3_150 * 10**8, sender=admin)
         self.say("ETH/USD moved from 3,000 to 3,150 over a day (+5 %): the market is bright")
@@ -576,3 +588,58 @@ def run_demo(
     """Run the demo inside an Ape network context (see ``scripts/demo.py``). ``models`` overrides the agent's
     ``[models]`` settings (default: the shipped models)."""
     return Demo(out, console=console, timeout_s=timeout_s, models=models).run()
+
+
+def serve_studio(out: Path, *, port: int = 8090, seconds: float | None = None, console: Console | None = None) -> None:
+    """Serve the studio over the demo's collection (its ``chrysalis.toml``) until Ctrl-C or ``seconds`` pass.
+
+    The demo's chain is Ape's anvil, alive while ``ape run demo`` runs, so the studio runs inside the demo. A random
+    admin password is set for this session so the review and refresh actions can be tried.
+    """
+    import threading
+
+    from agent.settings import load_settings
+    from agent.studio.app import StudioServer
+    from agent.studio.service import Studio
+
+    console = console or Console()
+    settings = load_settings(out / "chrysalis.toml")
+    password = secrets.token_urlsafe(9)
+    os.environ[settings.studio.password_env] = password
+    if port and not _port_free(port):
+        console.print(f"port {port} is busy; the studio takes a free one", highlight=False)
+        port = 0
+    studio = Studio.from_settings(settings)
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        with StudioServer(studio, host="127.0.0.1", port=port or _free_port()) as server:
+            console.rule("[bold]Chrysalis Studio")
+            console.print(
+                f"gallery      [cyan]{server.url}/[/]\n"
+                f"token 1      [cyan]{server.url}/tokens/1[/]\n"
+                f"log in as    {settings.studio.admin_user} / {password}  (review, regenerate, refresh)\n"
+                f"keep going   chrysalis --config {out / 'chrysalis.toml'} evolve 2 --from 2   (with the agent: "
+                f"chrysalis --config {out / 'chrysalis.toml'} run)\n"
+                + ("Ctrl-C stops the studio and the local chain." if seconds is None else f"serving for {seconds:g} s"),
+                highlight=False,
+            )
+            try:
+                stop.wait(seconds)
+            except KeyboardInterrupt:
+                pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        studio.close()
+    console.print("studio stopped", highlight=False)
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True

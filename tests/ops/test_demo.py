@@ -32,7 +32,8 @@ def test_the_demo_runs_end_to_end(tmp_path: Path) -> None:
     )
     run = subprocess.run(
         [str(ROOT / ".venv" / "bin" / "ape"), "run", "demo", "--network", "ethereum:local:foundry",
-         "--out", str(out), "--lore-model", str(lm), "--lore-max-new-tokens", "12", "--timeout", "600"],
+         "--out", str(out), "--lore-model", str(lm), "--lore-max-new-tokens", "12", "--timeout", "600", "--studio-port", "0",
+         "--serve-seconds", "1"],
         check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     printed = run.stdout + run.stderr
@@ -43,6 +44,9 @@ def test_the_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert "round 2: all 3 requests fulfilled" in printed
     assert "agent stopped with SIGTERM: exit code 0" in printed
     assert re.search(r"7 requests fulfilled in \d+ transaction\(s\)", printed)
+    # ... holders with different wallet histories grew different elements, and the demo ends with the studio.
+    assert {"element fire", "element water", "element air"} <= set(re.findall(r"element \w+", printed))
+    assert re.search(r"gallery +http://127\.0\.0\.1:\d+/", printed) and "studio stopped" in printed
 
     # The page links images by relative paths that exist, with each token's history.
     page = (out / "index.html").read_text()

@@ -139,7 +139,11 @@ class ModelSettings(Section):
         default="auto", description="auto: float16 on CUDA/MPS for production pipelines, float32 on CPU."
     )
     threads: int | None = Field(
-        default=None, ge=1, description="torch CPU threads (None: torch's default). Receipts record the value."
+        default=1,
+        ge=1,
+        description="torch CPU threads; receipts record the value. 1 (the default) gives canonical, verifiable "
+        "receipts and measured 10x faster than 2 on a busy 2-core machine; raise it on a dedicated many-core host, "
+        "None leaves torch's default.",
     )
     # images
     image_lora_scale: float = Field(default=1.0, description="Weight of image_lora when it is loaded.")

@@ -1,7 +1,10 @@
 """Chrysalis' Prometheus metrics: one registry, a few generic named metrics every stage reuses.
 
-Stages import the metric they need and add a label value; none defines its own. Labels stay low-cardinality
-(an event name, a job state, a stage name, a contract method), never a token id or a hash.
+Every Chrysalis metric is defined here, once, in :data:`REGISTRY` (never prometheus_client's default registry):
+stages, the watcher, both JSON-RPC clients and the oracles import the metric they need and add a label value;
+none defines its own. Labels stay low-cardinality (an event name, a job state, a stage name, a contract method, an
+RPC client), never a token id or a hash. The process collectors (CPU, memory, GC) are registered here too, so
+one registry is the whole ``/metrics`` exposition.
 
 Serve them with :func:`serve` (a background HTTP endpoint) or render the text format with :func:`render`, e.g.
 from a web route. Read one value in tests with ``REGISTRY.get_sample_value(...)``.
@@ -9,7 +12,17 @@ from a web route. Read one value in tests with ``REGISTRY.get_sample_value(...)`
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+    start_http_server,
+)
 
 #: The registry every Chrysalis metric lives in (kept apart from the client's global default registry, so that
 #: importing this module twice or alongside other libraries never collides).
@@ -40,10 +53,31 @@ FEES_PAID = Counter(
     ["label"],
     registry=REGISTRY,
 )
+
+# -- JSON-RPC (agent.jsonrpc: both clients, told apart by the ``client`` label: ``watch`` or ``submit``) --------
+RPC_REQUESTS = Counter(
+    "chrysalis_rpc_requests",
+    "JSON-RPC requests sent (retries included), by client and method.",
+    ["client", "method"],
+    registry=REGISTRY,
+)
 RPC_ERRORS = Counter(
     "chrysalis_rpc_errors",
-    "Failed JSON-RPC requests, by method and kind (transport, rpc, revert).",
-    ["method", "kind"],
+    "Failed JSON-RPC requests, by client, method and kind: timeout, connection, http_5xx, http_4xx, "
+    "rate_limited, limit_exceeded, range_refused, revert, rpc_error, bad_response.",
+    ["client", "method", "kind"],
+    registry=REGISTRY,
+)
+RPC_RETRIES = Counter(
+    "chrysalis_rpc_retries",
+    "JSON-RPC requests retried after a transient failure, by client and method.",
+    ["client", "method"],
+    registry=REGISTRY,
+)
+RPC_SECONDS = Histogram(
+    "chrysalis_rpc_request_seconds",
+    "JSON-RPC request latency, by client and method.",
+    ["client", "method"],
     registry=REGISTRY,
 )
 TX_SENT = Counter(
@@ -89,6 +123,46 @@ EVENT_TO_FULFILMENT = Histogram(
 CHAIN_HEAD = Gauge("chrysalis_chain_head", "Latest block number the node reported.", registry=REGISTRY)
 CURSOR_BLOCK = Gauge("chrysalis_cursor_block", "Last block the agent's watcher handled.", registry=REGISTRY)
 WATCH_LAG = Gauge("chrysalis_watch_lag_blocks", "Chain head minus the cursor block.", registry=REGISTRY)
+
+# -- the chain watcher (agent.watch), per stream (``<chain id>:<address>``) -----------------------------------
+WATCH_BLOCK = Gauge(
+    "chrysalis_watch_block", "Last block handled by the watcher.", ["stream"], registry=REGISTRY
+)
+WATCH_FINALIZED = Gauge(
+    "chrysalis_watch_finalized_block", "Last block the watcher reported final.", ["stream"], registry=REGISTRY
+)
+WATCH_LOGS = Counter("chrysalis_watch_logs", "Logs delivered by the watcher.", ["stream"], registry=REGISTRY)
+WATCH_REORGS = Counter(
+    "chrysalis_watch_reorgs", "Reorgs detected by the watcher.", ["stream"], registry=REGISTRY
+)
+WATCH_POLL_ERRORS = Counter(
+    "chrysalis_watch_poll_errors",
+    "Watcher polls that failed with a retryable error.",
+    ["stream"],
+    registry=REGISTRY,
+)
+RANGE_HALVINGS = Counter(
+    "chrysalis_watch_range_halvings", "eth_getLogs ranges halved after a refusal.", registry=REGISTRY
+)
+WS_CONNECTS = Counter(
+    "chrysalis_watch_ws_connects", "WebSocket subscriptions (re)established.", registry=REGISTRY
+)
+WS_NOTIFICATIONS = Counter(
+    "chrysalis_watch_ws_notifications", "eth_subscription notifications received.", registry=REGISTRY
+)
+
+# -- oracles (oracles.guard, oracles.chainlink) ----------------------------------------------------------------
+ORACLE_SKIPPED = Counter(
+    "chrysalis_oracle_skipped",
+    "Oracle reads left out of a snapshot because their data was stale, missing or absurd.",
+    ["oracle", "reason"],
+    registry=REGISTRY,
+)
+
+# -- the process itself (what prometheus_client's default registry would show; served from ours) ---------------
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+GCCollector(registry=REGISTRY)
 
 
 def render() -> bytes:

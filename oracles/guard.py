@@ -41,11 +41,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import Counter
-
 from agent.domain import InputSnapshot, OracleReading
 from agent.errors import ConfigError, RetryableError
-from agent.metrics import REGISTRY
+from agent.metrics import ORACLE_SKIPPED
 from oracles.base import Oracle, ReadContext
 from oracles.errors import (
     InvalidOracleDataError,
@@ -59,13 +57,6 @@ log = logging.getLogger(__name__)
 
 GUARD_READING = "guard.skipped"
 """The reading every guarded snapshot carries: the names of the readings left out (sorted)."""
-
-ORACLE_SKIPPED = Counter(
-    "chrysalis_oracle_skipped",
-    "Oracle reads left out of a snapshot because their data was stale, missing or absurd.",
-    ["oracle", "reason"],
-    registry=REGISTRY,
-)
 
 REASONS = ("stale", "missing", "absurd", "failed")
 """Why an oracle was skipped: ``stale`` (too old), ``missing`` (no value), ``absurd`` (impossible or out of

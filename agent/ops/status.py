@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 from agent.deployment import Deployment
 from agent.errors import ChrysalisError, ConfigError, NotFoundError
 from agent.jobs import Job, JobKind, JobState, JobStore
+from agent.pipeline.accounting import gas_spent, sent_transaction
 from agent.settings import Settings
 
 _PAGE = 500
@@ -33,7 +34,8 @@ class StatusReport:
         lag: ``chain_head - cursor_block``.
         jobs: Jobs in every state.
         last_error: The newest failed job's reason, or else the newest error a queued job is retrying after.
-        gas_spent: Gas used by the distinct transactions of confirmed jobs (a batch counts once).
+        gas_spent: Gas used by the distinct transactions of confirmed jobs (a batch counts once;
+            :func:`agent.pipeline.accounting.gas_spent`, the Agent's own count).
         fulfilment_txs: How many distinct transactions that is.
         chain_error: Why the chain could not be read, if it could not.
     """
@@ -99,7 +101,7 @@ def gather_status(settings: Settings, store: JobStore) -> StatusReport:
     the caller can still show the jobs before reporting it."""
     deployment = Deployment.load(settings.chain.deployment)
     counts = {state.value: n for state, n in store.counts().items()}
-    gas, txs = gas_spent(store)
+    spent = gas_spent(store)
     head: int | None = None
     cursor: int | None = None
     chain_error: ChrysalisError | None = None
@@ -116,8 +118,8 @@ def gather_status(settings: Settings, store: JobStore) -> StatusReport:
         cursor_block=cursor,
         jobs=counts,
         last_error=last_error(store),
-        gas_spent=gas,
-        fulfilment_txs=txs,
+        gas_spent=spent.gas,
+        fulfilment_txs=spent.transactions,
         chain_error=chain_error,
     )
 
@@ -146,27 +148,6 @@ def cursor_block(store: JobStore, deployment: Deployment) -> int | None:
         return None
     state = SqlCursorStore(engine).load(f"{deployment.chain_id}:{deployment.address().lower()}")
     return state.tip.number if state is not None else None
-
-
-def gas_spent(store: JobStore) -> tuple[int, int]:
-    """Gas of the distinct fulfilment transactions recorded by confirmed jobs, and how many there were."""
-    by_tx: dict[str, int] = {}
-    for job in iter_jobs(store, states=[JobState.CONFIRMED]):
-        tx_hash, gas = _confirmation(job.result)
-        if tx_hash is not None:
-            by_tx[tx_hash] = gas
-    return sum(by_tx.values()), len(by_tx)
-
-
-def _confirmation(result: Any) -> tuple[str | None, int]:
-    """``(tx hash, gas used)`` of the fulfilment a confirmed job's result records (the pipeline's
-    ``confirmation_result``), or ``(None, 0)`` when the agent sent nothing for it (``how`` is not ``sent``:
-    e.g. the request was found already fulfilled)."""
-    if not isinstance(result, dict) or result.get("how", "sent") != "sent":
-        return None, 0
-    if "gas_used" in result and result.get("tx_hash"):
-        return str(result["tx_hash"]).lower(), int(result["gas_used"])
-    return None, 0
 
 
 def last_error(store: JobStore) -> str | None:
@@ -236,7 +217,7 @@ def job_summary(job: Job) -> dict[str, Any]:
     payload = dict(job.payload)
     request_id = payload.get("requestId", payload.get("request_id"))
     token_id = payload.get("tokenId", payload.get("token_id"))
-    tx_hash, gas = _confirmation(job.result)
+    tx_hash, gas = sent_transaction(job.result)
     return {
         "id": job.id,
         "key": job.key,

@@ -9,6 +9,21 @@
 :class:`Agent` wires every stage from :class:`~agent.settings.Settings` and runs them; see :mod:`agent.pipeline.agent`.
 """
 
-from agent.pipeline.agent import Agent, AgentStatus
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agent.pipeline.agent import Agent, AgentStatus
 
 __all__ = ["Agent", "AgentStatus"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy (PEP 562): light modules of the package (agent.pipeline.accounting, used by `chrysalis status`) must
+    # not pull in the whole agent, torch included.
+    if name in __all__:
+        from agent.pipeline import agent
+
+        return getattr(agent, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -32,8 +32,9 @@ from agent.generate.base import ImageGenerator, LoreWriter
 from agent.ipfs.backends.replicated import Replicator
 from agent.ipfs.repo import IpfsRepo
 from agent.ipfs.server import NodeServer
-from agent.jobs import JobKind, JobState, JobStore, RetryPolicy, Stage
+from agent.jobs import JobState, JobStore, RetryPolicy, Stage
 from agent.metrics import CHAIN_HEAD, CURSOR_BLOCK, JOBS_BY_STATE, WATCH_LAG
+from agent.pipeline.accounting import gas_spent
 from agent.pipeline.assets import AssetStore
 from agent.pipeline.chain import CollectionReader
 from agent.pipeline.errors import AgentTimeoutError
@@ -482,21 +483,8 @@ class Agent:
             return self._gas_spent_locked()
 
     def _gas_spent_locked(self) -> int:
-        if self._gas is None:  # once: what earlier runs recorded, one count per transaction
-            seen: dict[str, int] = {}
-            offset = 0
-            while True:
-                page = self.store.list_jobs(
-                    state=JobState.CONFIRMED, kind=JobKind.EVOLVE, limit=1000, offset=offset
-                )
-                for job in page:
-                    result = job.result or {}
-                    if result.get("how") == "sent" and result.get("tx_hash"):
-                        seen[str(result["tx_hash"])] = int(result.get("gas_used", 0))
-                if len(page) < 1000:
-                    break
-                offset += 1000
-            self._gas = sum(seen.values())
+        if self._gas is None:  # once: what earlier runs recorded (the same count as `chrysalis status`)
+            self._gas = gas_spent(self.store).gas
         return self._gas
 
     # -- lifecycle ------------------------------------------------------------------------------------------

@@ -1,9 +1,12 @@
 """The one client wrapper through which the submit stage talks to the node.
 
-Cross-cutting RPC concerns live here and nowhere else: retries with backoff on transport failures (connection
-errors, timeouts, HTTP 429/5xx, JSON-RPC "limit exceeded"), the ``RPC_ERRORS`` metric, and turning raw
-JSON-RPC errors into Chrysalis errors (a revert becomes :class:`CallRevertedError` with its decoded data; a
-rejected ``eth_sendRawTransaction`` becomes :class:`TxPoolRejection` with a machine-readable ``kind``).
+Cross-cutting RPC concerns go through the retry core it shares with the watcher's client
+(:class:`agent.jsonrpc.RetryLoop`): retries with backoff on transport failures (connection errors, timeouts,
+HTTP 429/5xx, JSON-RPC "limit exceeded" and rate limits), one classification of failures, and the RPC metrics
+(``chrysalis_rpc_errors{client="submit", method, kind}`` and friends). What stays here is what only the submit
+stage needs: raw JSON-RPC calls and batches, and turning final failures into Chrysalis errors (a revert becomes
+:class:`CallRevertedError` with its decoded data; a rejected ``eth_sendRawTransaction`` becomes
+:class:`TxPoolRejection` with a machine-readable ``kind``).
 
 It speaks raw JSON-RPC through the web3 provider and parses the few hex fields it needs, which keeps the hot
 paths (receipts, nonces, raw sends) cheap.
@@ -22,15 +25,13 @@ import requests
 from web3 import Web3
 
 from agent.errors import PermanentError, RetryableError
+from agent.jsonrpc import RetryLoop, RpcFailed, RpcReplyError, classify_error, classify_exception
 from agent.metrics import RPC_ERRORS
 from agent.submit.errors import CallRevertedError, ErrorDecoder, RpcError
 
 log = logging.getLogger(__name__)
 
 BlockId = int | Literal["latest", "pending", "earliest", "safe", "finalized"]
-
-#: JSON-RPC error codes that mean "try again later" (EIP-1474 limit exceeded; some providers' rate limits).
-_TRANSIENT_CODES = {-32005, 429}
 
 
 @dataclass(frozen=True)
@@ -126,10 +127,11 @@ class ChainRpc:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.w3 = w3
-        self.retries = retries
-        self.backoff_s = backoff_s
         self.decoder = decoder or ErrorDecoder()
-        self._sleep = sleep
+        url = str(getattr(w3.provider, "endpoint_uri", "") or type(w3.provider).__name__)
+        self._loop = RetryLoop(
+            "submit", url, retries=retries, backoff_s=backoff_s, max_backoff_s=30.0, jitter=False, sleep=sleep
+        )
         self._chain_id: int | None = None
         self._lock = threading.Lock()
 
@@ -141,6 +143,33 @@ class ChainRpc:
         )
         return cls(Web3(provider), **kwargs)
 
+    # The retry settings live in the shared loop; these keep the attributes callers and tests set.
+    @property
+    def retries(self) -> int:
+        """Extra attempts after a transport failure (0: fail at once)."""
+        return self._loop.retries
+
+    @retries.setter
+    def retries(self, value: int) -> None:
+        self._loop.retries = value
+
+    @property
+    def backoff_s(self) -> float:
+        """First wait between attempts; doubles each time."""
+        return self._loop.backoff_s
+
+    @backoff_s.setter
+    def backoff_s(self, value: float) -> None:
+        self._loop.backoff_s = value
+
+    @property
+    def _sleep(self) -> Callable[[float], None]:
+        return self._loop.sleep
+
+    @_sleep.setter
+    def _sleep(self, value: Callable[[float], None]) -> None:
+        self._loop.sleep = value
+
     # -- core ---------------------------------------------------------------------------------------------
 
     def request(self, method: str, params: Sequence[Any] = ()) -> Any:
@@ -148,59 +177,40 @@ class ChainRpc:
 
         Raises:
             CallRevertedError: the call reverted (``eth_call``, ``eth_estimateGas``).
+            TxPoolRejection: the node refused an ``eth_sendRawTransaction``.
             RpcError: transport failures outlasted the retries.
-            PermanentError: any other JSON-RPC error (message kept; ``rpc_code`` attribute set).
+            PermanentError: any other JSON-RPC error or HTTP 4xx (message kept; ``rpc_code`` attribute set).
         """
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                reply = self.w3.provider.make_request(method, list(params))  # type: ignore[arg-type]
-            except (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError) as exc:
-                self._transient(method, attempt, f"{type(exc).__name__}: {exc}")
-                continue
-            except requests.HTTPError as exc:
-                status = exc.response.status_code if exc.response is not None else 0
-                if status == 429 or status >= 500:
-                    self._transient(method, attempt, f"HTTP {status}")
-                    continue
-                RPC_ERRORS.labels(method=method, kind="rpc").inc()
-                raise PermanentError(f"RPC {method} failed: HTTP {status}") from None
+
+        def send() -> Any:
+            reply = self.w3.provider.make_request(method, list(params))  # type: ignore[arg-type]
             error = reply.get("error") if isinstance(reply, dict) else None
-            if error is None:
-                return reply.get("result") if isinstance(reply, dict) else None
-            self._raise_rpc_error(method, error, attempt)
+            if error is not None:
+                raise RpcReplyError(error)
+            return reply.get("result") if isinstance(reply, dict) else None
 
-    def _raise_rpc_error(self, method: str, error: Any, attempt: int) -> None:
-        if not isinstance(error, dict):
-            error = {"message": str(error)}
-        code = error.get("code")
-        message = str(error.get("message", ""))
-        data = error.get("data")
-        if isinstance(data, dict):  # some nodes nest it: {"data": {"data": "0x..."}}
-            data = data.get("data")
-        if method in ("eth_call", "eth_estimateGas") and (code == 3 or "revert" in message.lower()):
-            RPC_ERRORS.labels(method=method, kind="revert").inc()
-            raise CallRevertedError(
-                self.decoder.decode(data if isinstance(data, str) else None), method=method
+        try:
+            return self._loop.run(method, send)
+        except RpcFailed as failed:
+            raise self._error(failed) from None
+
+    def _error(self, failed: RpcFailed) -> Exception:
+        """The Chrysalis error of a request that failed for good."""
+        method, f = failed.method, failed.failure
+        if failed.exhausted:
+            return RpcError(method, failed.attempts, f.message)
+        if f.kind == "revert":
+            return CallRevertedError(
+                self.decoder.decode(f.data if isinstance(f.data, str) else None), method=method
             )
-        if code in _TRANSIENT_CODES or "rate limit" in message.lower():
-            self._transient(method, attempt, f"{code}: {message}")
-            return
-        RPC_ERRORS.labels(method=method, kind="rpc").inc()
-        if method == "eth_sendRawTransaction":
-            raise TxPoolRejection(classify_rejection(message), message)
-        exc = PermanentError(f"RPC {method} failed: {message} (code {code})")
-        exc.rpc_code = code  # type: ignore[attr-defined]
-        raise exc
-
-    def _transient(self, method: str, attempt: int, cause: str) -> None:
-        RPC_ERRORS.labels(method=method, kind="transport").inc()
-        if attempt > self.retries:
-            raise RpcError(method, attempt, cause)
-        delay = self.backoff_s * 2 ** (attempt - 1)
-        log.warning("RPC %s failed (%s); retry %d/%d in %.2fs", method, cause, attempt, self.retries, delay)
-        self._sleep(delay)
+        if method == "eth_sendRawTransaction" and f.kind == "rpc_error":
+            return TxPoolRejection(classify_rejection(f.message), f.message)
+        if f.kind.startswith("http_"):
+            exc = PermanentError(f"RPC {method} failed: {f.message}")
+        else:
+            exc = PermanentError(f"RPC {method} failed: {f.message} (code {f.code})")
+        exc.rpc_code = f.code  # type: ignore[attr-defined]
+        return exc
 
     def batch(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
         """Send several requests in one JSON-RPC batch; each item is its ``result`` or an exception instance.
@@ -209,17 +219,22 @@ class ChainRpc:
         """
         if not calls:
             return []
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                replies = self.w3.provider.make_batch_request([(m, list(p)) for m, p in calls])  # type: ignore
-                break
-            except (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError) as exc:
-                self._transient("batch", attempt, f"{type(exc).__name__}: {exc}")
-            except (NotImplementedError, AttributeError, requests.HTTPError):
-                replies = None
-                break
+
+        def classify(method: str, exc: BaseException) -> Any:
+            if isinstance(exc, requests.HTTPError):
+                return None  # the node refuses batches: fall back below
+            return classify_exception(method, exc)
+
+        try:
+            replies = self._loop.run(
+                "batch",
+                lambda: self.w3.provider.make_batch_request([(m, list(p)) for m, p in calls]),  # type: ignore
+                classify,
+            )
+        except (NotImplementedError, AttributeError, requests.HTTPError):
+            replies = None
+        except RpcFailed as failed:
+            raise self._error(failed) from None
         if not isinstance(replies, list) or len(replies) != len(calls):
             out: list[Any] = []
             for method, params in calls:
@@ -231,10 +246,9 @@ class ChainRpc:
         results: list[Any] = []
         for (method, _), reply in zip(calls, replies, strict=True):
             if "error" in reply:
-                try:
-                    self._raise_rpc_error(method, reply["error"], attempt=self.retries + 1)
-                except Exception as exc:  # noqa: BLE001 - each item carries its own error
-                    results.append(exc)
+                failure = classify_error(method, reply["error"])
+                RPC_ERRORS.labels(client="submit", method=method, kind=failure.kind).inc()
+                results.append(self._error(RpcFailed(method, failure, 1)))
             else:
                 results.append(reply.get("result"))
         return results

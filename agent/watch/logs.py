@@ -15,15 +15,13 @@ from typing import Any
 from eth_abi import decode as abi_decode
 from eth_utils import event_abi_to_log_topic, to_checksum_address
 from eth_utils.abi import collapse_if_tuple
-from prometheus_client import Counter
 
 from agent.domain import ChainEvent, LogKey
+from agent.metrics import RANGE_HALVINGS
 from agent.watch.errors import LogDecodeError, RangeTooLargeError, UnsplittableRangeError
 from agent.watch.rpc import RpcClient, hex0x
 
 log = logging.getLogger("chrysalis.watch.logs")
-
-RANGE_HALVINGS = Counter("chrysalis_watch_range_halvings_total", "eth_getLogs ranges halved after a refusal")
 
 _DYNAMIC = ("string", "bytes")
 

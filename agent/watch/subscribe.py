@@ -13,16 +13,12 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from prometheus_client import Counter
 from websockets.exceptions import WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
-log = logging.getLogger("chrysalis.watch.subscribe")
+from agent.metrics import WS_CONNECTS, WS_NOTIFICATIONS
 
-WS_CONNECTS = Counter("chrysalis_watch_ws_connects_total", "WebSocket subscriptions (re)established")
-WS_NOTIFICATIONS = Counter(
-    "chrysalis_watch_ws_notifications_total", "eth_subscription notifications received"
-)
+log = logging.getLogger("chrysalis.watch.subscribe")
 
 
 class WakeUpSubscription:

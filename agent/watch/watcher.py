@@ -30,10 +30,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import Counter, Gauge
 from web3 import Web3
 
 from agent.errors import ConfigError, RetryableError
+from agent.metrics import WATCH_BLOCK, WATCH_FINALIZED, WATCH_LOGS, WATCH_POLL_ERRORS, WATCH_REORGS
 from agent.watch.cursor import CursorState, CursorStore
 from agent.watch.events import BlockRef, Finalize, NewBlock, WatchEvent
 from agent.watch.logs import AdaptiveRange, LogDecoder, fetch_logs
@@ -42,16 +42,6 @@ from agent.watch.rpc import RpcClient
 from agent.watch.subscribe import WakeUpSubscription
 
 log = logging.getLogger("chrysalis.watch")
-
-WATCH_BLOCK = Gauge("chrysalis_watch_block", "Last block handled by the watcher", ["stream"])
-WATCH_FINALIZED = Gauge(
-    "chrysalis_watch_finalized_block", "Last block the watcher reported final", ["stream"]
-)
-WATCH_LOGS = Counter("chrysalis_watch_logs_total", "Logs delivered by the watcher", ["stream"])
-WATCH_REORGS = Counter("chrysalis_watch_reorgs_total", "Reorgs detected by the watcher", ["stream"])
-WATCH_POLL_ERRORS = Counter(
-    "chrysalis_watch_poll_errors_total", "Polls that failed with a retryable error", ["stream"]
-)
 
 Handler = Callable[[WatchEvent], None]
 

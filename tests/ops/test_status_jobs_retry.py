@@ -185,3 +185,34 @@ def test_status_with_an_unreachable_node_still_shows_the_jobs(populated, chrysal
     assert "confirmed 3" in result.out
     assert "chain head unknown" in " ".join(result.out.split())
     assert f"cannot reach the node at http://127.0.0.1:{port}: connection refused" in result.text
+
+
+def test_status_and_the_agent_count_gas_with_one_rule(populated, chrysalis) -> None:
+    """`chrysalis status` and the running Agent's status line read gas from agent.pipeline.accounting: a batch
+    counts once (whatever the hash's case), a job settled without sending costs nothing, and every job kind the
+    agent paid for counts (a refresh's transaction too)."""
+    from types import SimpleNamespace
+
+    from agent.pipeline.accounting import GasSpent, gas_spent
+    from agent.pipeline.agent import Agent
+
+    with JobStore.open(populated["url"]) as store:
+        for key, kind, result in [
+            (
+                "evolve:h",
+                JobKind.EVOLVE,
+                {"how": "found on-chain", "tx_hash": "0x" + "cc" * 32, "gas_used": 1},
+            ),
+            ("refresh:i", JobKind.REFRESH, {"how": "sent", "tx_hash": "0x" + "dd" * 32, "gas_used": 40_000}),
+            ("evolve:j", JobKind.EVOLVE, {"how": "sent", "tx_hash": "0x" + "BB" * 32, "gas_used": 60_000}),
+        ]:
+            job, _ = store.enqueue(kind, key, payload=_payload(9))
+            assert store.claim(WORKER).id == job.id
+            store.confirm(job.id, WORKER, result)
+        expected = GasSpent(gas=190_000, transactions=3)  # 0xaa.. 90k + 0xbb.. 60k + the refresh's 40k
+        assert gas_spent(store) == expected
+        agent_view = SimpleNamespace(store=store, _gas=None)  # the Agent's own count, on the same store
+        assert Agent._gas_spent_locked(agent_view) == expected.gas  # type: ignore[arg-type]
+
+    report = json.loads(chrysalis("status", "--json").out)
+    assert (report["gas_spent"], report["fulfilment_txs"]) == (expected.gas, expected.transactions)

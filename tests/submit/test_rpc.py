@@ -22,7 +22,7 @@ def test_transport_failures_are_retried_then_raised_as_retryable() -> None:
     rpc = ChainRpc.connect(f"http://127.0.0.1:{_closed_port()}", timeout_s=2)
     rpc.retries, rpc.backoff_s, rpc._sleep = 2, 0.1, sleeps.append
     before = REGISTRY.get_sample_value(
-        "chrysalis_rpc_errors_total", {"method": "eth_blockNumber", "kind": "transport"}
+        "chrysalis_rpc_errors_total", {"client": "submit", "method": "eth_blockNumber", "kind": "connection"}
     )
 
     with pytest.raises(RpcError) as info:
@@ -32,7 +32,7 @@ def test_transport_failures_are_retried_then_raised_as_retryable() -> None:
     assert info.value.attempts == 3 and info.value.method == "eth_blockNumber"
     assert sleeps == [0.1, 0.2]  # exponential backoff
     after = REGISTRY.get_sample_value(
-        "chrysalis_rpc_errors_total", {"method": "eth_blockNumber", "kind": "transport"}
+        "chrysalis_rpc_errors_total", {"client": "submit", "method": "eth_blockNumber", "kind": "connection"}
     )
     assert after == (before or 0) + 3
     assert "chain.rpc_url" in str(info.value)

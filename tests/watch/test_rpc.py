@@ -6,13 +6,13 @@ import itertools
 from collections.abc import Callable
 
 import pytest
-from prometheus_client import REGISTRY
 
+from agent.devnet import free_port
 from agent.errors import BackendUnavailableError
+from agent.metrics import REGISTRY
 from agent.watch.errors import RateLimitedError, RpcError, RpcUnavailableError, UnsplittableRangeError
 from agent.watch.logs import AdaptiveRange
 from agent.watch.rpc import RpcClient
-from agent.devnet import free_port
 from tests.watch.conftest import Chain, Proxy, Recorder, WatcherFactory
 
 pytestmark = pytest.mark.anvil
@@ -75,13 +75,20 @@ def test_transient_5xx_and_garbage_are_retried_and_counted(
     chain: Chain, proxy_factory: Callable[..., Proxy]
 ) -> None:
     proxy = proxy_factory()
-    before_5xx = _metric("chrysalis_rpc_errors_total", method="eth_blockNumber", kind="http_5xx")
-    before_retries = _metric("chrysalis_rpc_retries_total", method="eth_blockNumber")
+    before_5xx = _metric(
+        "chrysalis_rpc_errors_total", client="watch", method="eth_blockNumber", kind="http_5xx"
+    )
+    before_retries = _metric("chrysalis_rpc_retries_total", client="watch", method="eth_blockNumber")
     proxy.fail_next = [(502, {}), (503, {})]
     rpc = RpcClient(proxy.url, retries=3, backoff_s=0.01)
     assert rpc.block_number() == chain.head
-    assert _metric("chrysalis_rpc_errors_total", method="eth_blockNumber", kind="http_5xx") == before_5xx + 2
-    assert _metric("chrysalis_rpc_retries_total", method="eth_blockNumber") == before_retries + 2
+    assert (
+        _metric("chrysalis_rpc_errors_total", client="watch", method="eth_blockNumber", kind="http_5xx")
+        == before_5xx + 2
+    )
+    assert (
+        _metric("chrysalis_rpc_retries_total", client="watch", method="eth_blockNumber") == before_retries + 2
+    )
     proxy.fail_next = [(500, {})] * 3
     with pytest.raises(RpcUnavailableError, match="HTTP 500"):
         RpcClient(proxy.url, retries=2, backoff_s=0.01).block_number()
@@ -122,10 +129,44 @@ def test_an_unreachable_rpc_is_a_backend_unavailable_error_naming_the_url(
     make_watcher: WatcherFactory,
 ) -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    before = _metric("chrysalis_rpc_errors_total", method="eth_chainId", kind="connection")
+    before = _metric("chrysalis_rpc_errors_total", client="watch", method="eth_chainId", kind="connection")
     with pytest.raises(BackendUnavailableError) as err:
         make_watcher(rpc_url=url, retries=1).poll(Recorder())
     assert isinstance(err.value, RpcUnavailableError) and err.value.url == url
     assert url in str(err.value) and "chain.rpc_url" in (err.value.hint or "")
     assert "Connection refused" in str(err.value) and err.value.attempts == 2
-    assert _metric("chrysalis_rpc_errors_total", method="eth_chainId", kind="connection") == before + 2
+    assert (
+        _metric("chrysalis_rpc_errors_total", client="watch", method="eth_chainId", kind="connection")
+        == before + 2
+    )
+
+
+@pytest.mark.parametrize("client", ["watch", "submit"])
+def test_both_rpc_clients_share_one_retry_policy_and_one_error_counter(
+    chain: Chain, proxy_factory: Callable[..., Proxy], client: str
+) -> None:
+    """The watcher's RpcClient and the submit stage's ChainRpc retry through agent.jsonrpc: the same failure is
+    classified, waited for (Retry-After) and counted the same way, under their own `client` label."""
+    from agent.submit.rpc import ChainRpc
+
+    proxy = proxy_factory()
+    slept: list[float] = []
+    if client == "watch":
+        rpc = RpcClient(proxy.url, retries=2, backoff_s=0.01, sleep=slept.append)
+    else:
+        rpc = ChainRpc.connect(proxy.url, retries=2, backoff_s=0.01, sleep=slept.append)
+    limited = _metric(
+        "chrysalis_rpc_errors_total", client=client, method="eth_blockNumber", kind="rate_limited"
+    )
+    failing = _metric("chrysalis_rpc_errors_total", client=client, method="eth_blockNumber", kind="http_5xx")
+    proxy.fail_next = [(429, {"Retry-After": "2"}), (503, {})]
+    assert rpc.block_number() == chain.head
+    assert slept[0] == 2.0 and slept[1] < 1  # the provider's Retry-After, then the short back-off
+    assert (
+        _metric("chrysalis_rpc_errors_total", client=client, method="eth_blockNumber", kind="rate_limited")
+        == limited + 1
+    )
+    assert (
+        _metric("chrysalis_rpc_errors_total", client=client, method="eth_blockNumber", kind="http_5xx")
+        == failing + 1
+    )

@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterator
 from urllib.parse import urlparse
 
 import pytest
-from prometheus_client import REGISTRY
 
+from agent.metrics import REGISTRY
 from agent.watch.watcher import Watcher
 from tests.watch.conftest import Chain, Recorder, TcpRelay, WatcherFactory
 

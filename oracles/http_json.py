@@ -10,9 +10,12 @@ when the document carries its own timestamp (``timestamp_path``)::
         timestamp_path="$.ethereum.last_updated_at",
     )
 
-Paths are a small JSONPath subset: an optional ``$``, then ``.key``, ``["key with . or spaces"]`` and ``[index]``
-steps (``$.data.prices[0].usd``). Values must be JSON numbers or numeric strings (``"3012.5"``: converted to float);
-timestamps are unix seconds or ISO 8601 text.
+Paths are JSONPath, read by jsonpath-ng's extended parser (``jsonpath_ng.ext``): ``$.data.prices[0].usd``,
+``$["key with . or spaces"]``, and filters that pick an element by content rather than position, which is what list
+answers need (``$.data[?(@.symbol == "ETH")].price``: an API that reorders its list cannot silently swap
+assets). A path must select exactly one value in the document: none is missing data, several are refused as
+ambiguous. Values must be JSON numbers or numeric strings (``"3012.5"``: converted to float); timestamps are unix
+seconds or ISO 8601 text.
 
 An HTTP source has no notion of the block: the oracle reads *now*, and a reading is stamped with the context's
 block and carries ``fetched_at`` (unix seconds of the fetch) in its ``meta``. Replaying an old block therefore reads
@@ -24,8 +27,8 @@ and 429 (honouring ``Retry-After`` up to ``max_backoff_s``).
 
 Failures: unreachable after the retries -> :class:`~oracles.errors.OracleUnavailableError` (retryable); other 4xx
 -> :class:`HttpOracleError` (permanent: fix the URL or credentials); a body that is not JSON, a value that is not a
-number -> :class:`~oracles.guard.AbsurdOracleDataError`; a path that is not in the document or is null ->
-:class:`~oracles.guard.MissingOracleDataError`. Bounds and staleness are the guard's job
+number, a path that selects several values -> :class:`~oracles.guard.AbsurdOracleDataError`; a path that is not in
+the document or is null -> :class:`~oracles.guard.MissingOracleDataError`. Bounds and staleness are the guard's job
 (:class:`oracles.guard.OracleGuard`, e.g. ``max_age_s`` on ``<name>.updated_at``).
 """
 
@@ -43,6 +46,10 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
+from jsonpath_ng import JSONPath
+from jsonpath_ng.exceptions import JSONPathError
+from jsonpath_ng.ext import parse as jsonpath_parse
+from jsonpath_ng.jsonpath import Child, Root, This
 
 from agent.domain import OracleReading
 from agent.errors import ConfigError
@@ -50,11 +57,6 @@ from oracles.base import Oracle, ReadContext
 from oracles.errors import OracleError, OracleUnavailableError
 from oracles.guard import AbsurdOracleDataError, MissingOracleDataError
 
-PathStep = str | int
-
-_STEP = re.compile(
-    r"""\.([A-Za-z_][A-Za-z0-9_\-]*)|\[(\d+)\]|\[\s*"((?:[^"\\]|\\.)*)"\s*\]|\[\s*'([^']*)'\s*\]"""
-)
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -76,57 +78,34 @@ class HttpOracleError(OracleError):
         )
 
 
-def parse_path(path: str) -> tuple[PathStep, ...]:
-    """``$.a["b c"][0]`` -> ``("a", "b c", 0)``.
+def parse_path(path: str) -> JSONPath:
+    """Compile a JSONPath (``$.a["b c"][0]``, ``$.list[?(@.id == "x")].v``) with jsonpath-ng.
 
     Raises:
-        ConfigError: the path is not in the supported subset (names where it stops).
+        ConfigError: the path does not parse, or selects the whole document.
     """
+    hint = 'write a JSONPath such as $.ethereum.usd, $.data[0]["usd"] or $.data[?(@.symbol == "ETH")].price'
     if not isinstance(path, str) or not path.strip():
-        raise ConfigError(f"JSON path {path!r} is empty", hint="write a path such as $.ethereum.usd")
-    text = path.strip()
-    if text.startswith("$"):
-        text = text[1:]
-    elif not text.startswith((".", "[")):
-        text = "." + text  # "a.b" is accepted as "$.a.b"
-    steps: list[PathStep] = []
-    pos = 0
-    while pos < len(text):
-        match = _STEP.match(text, pos)
-        if match is None:
-            raise ConfigError(
-                f"JSON path {path!r} cannot be read at {text[pos:]!r}",
-                hint='use .key, ["any key"] and [index] steps, e.g. $.data.prices[0]["usd"]',
-            )
-        key, index, dq, sq = match.groups()
-        if index is not None:
-            steps.append(int(index))
-        elif dq is not None:
-            steps.append(json.loads(f'"{dq}"'))
-        else:
-            steps.append(key if key is not None else sq)
-        pos = match.end()
-    if not steps:
+        raise ConfigError(f"JSON path {path!r} is empty", hint=hint)
+    try:
+        expr = jsonpath_parse(path.strip())
+    except (JSONPathError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        raise ConfigError(f"JSON path {path!r} cannot be read: {exc}", hint=hint) from None
+    if isinstance(expr, Root | This):
         raise ConfigError(f"JSON path {path!r} selects the whole document", hint="select a value inside it")
-    return tuple(steps)
+    return expr
 
 
-def extract(document: Any, steps: tuple[PathStep, ...]) -> tuple[bool, Any, str]:
-    """Follow ``steps``: ``(found, value, where it stopped)``."""
-    node = document
-    walked = "$"
-    for step in steps:
-        if isinstance(step, int):
-            if not isinstance(node, list) or step >= len(node):
-                return False, None, f"{walked}[{step}]"
-            node = node[step]
-            walked += f"[{step}]"
-        else:
-            if not isinstance(node, dict) or step not in node:
-                return False, None, f"{walked}.{step}"
-            node = node[step]
-            walked += f".{step}"
-    return True, node, walked
+def extract(document: Any, expr: JSONPath) -> tuple[list[Any], str]:
+    """Every value ``expr`` selects in ``document``; when there is none, also the shortest leading part of the
+    path that already selects nothing (where the document ends), else ``""``."""
+    values = [match.value for match in expr.find(document)]
+    if values:
+        return values, ""
+    stopped = expr
+    while isinstance(stopped, Child) and not stopped.left.find(document):
+        stopped = stopped.left
+    return [], str(stopped)
 
 
 class HttpJsonOracle(Oracle):
@@ -219,8 +198,8 @@ class HttpJsonOracle(Oracle):
         document, fetched_at = self._document(ctx)
         source = f"http:{self.url}"
         readings = []
-        for field, (path, steps) in self.fields.items():
-            value = self._number(ctx, f"{self._name}.{field}", document, path, steps)
+        for field, (path, expr) in self.fields.items():
+            value = self._number(ctx, f"{self._name}.{field}", document, path, expr)
             readings.append(
                 OracleReading(
                     f"{self._name}.{field}",
@@ -231,8 +210,8 @@ class HttpJsonOracle(Oracle):
                 )
             )
         if self.timestamp is not None:
-            path, steps = self.timestamp
-            when = self._time(ctx, document, path, steps)
+            path, expr = self.timestamp
+            when = self._time(ctx, document, path, expr)
             readings.append(
                 OracleReading(
                     f"{self._name}.updated_at",
@@ -308,11 +287,9 @@ class HttpJsonOracle(Oracle):
 
     # -- values -------------------------------------------------------------------------------------------
 
-    def _lookup(
-        self, ctx: ReadContext, reading: str, document: Any, path: str, steps: tuple[PathStep, ...]
-    ) -> Any:
-        found, value, where = extract(document, steps)
-        if not found:
+    def _lookup(self, ctx: ReadContext, reading: str, document: Any, path: str, expr: JSONPath) -> Any:
+        values, where = extract(document, expr)
+        if not values:
             raise MissingOracleDataError(
                 f"path {path} is not in the document (nothing at {where})",
                 oracle=self._name,
@@ -320,6 +297,17 @@ class HttpJsonOracle(Oracle):
                 reading=reading,
                 hint=f"check the path against what {self.url} returns now",
             )
+        if len(values) > 1:
+            raise AbsurdOracleDataError(
+                f"path {path} selects {len(values)} values, not one",
+                oracle=self._name,
+                block_number=ctx.block_number,
+                reading=reading,
+                value=[str(v) if isinstance(v, Decimal) else v for v in values[:5]],
+                hint="make the path select exactly one value: an index, or a filter on a unique key such as "
+                '[?(@.symbol == "ETH")]',
+            )
+        value = values[0]
         if value is None:
             raise MissingOracleDataError(
                 f"path {path} is null", oracle=self._name, block_number=ctx.block_number, reading=reading
@@ -327,9 +315,9 @@ class HttpJsonOracle(Oracle):
         return value
 
     def _number(
-        self, ctx: ReadContext, reading: str, document: Any, path: str, steps: tuple[PathStep, ...]
+        self, ctx: ReadContext, reading: str, document: Any, path: str, expr: JSONPath
     ) -> int | float:
-        value = self._lookup(ctx, reading, document, path, steps)
+        value = self._lookup(ctx, reading, document, path, expr)
         number: int | float | None = None
         if isinstance(value, bool):
             number = None
@@ -353,16 +341,16 @@ class HttpJsonOracle(Oracle):
             )
         return number
 
-    def _time(self, ctx: ReadContext, document: Any, path: str, steps: tuple[PathStep, ...]) -> int:
+    def _time(self, ctx: ReadContext, document: Any, path: str, expr: JSONPath) -> int:
         reading = f"{self._name}.updated_at"
-        value = self._lookup(ctx, reading, document, path, steps)
+        value = self._lookup(ctx, reading, document, path, expr)
         if isinstance(value, str):
             try:
                 return int(datetime.fromisoformat(value).timestamp())
             except ValueError:
                 pass
         try:
-            return int(self._number(ctx, reading, document, path, steps))
+            return int(self._number(ctx, reading, document, path, expr))
         except AbsurdOracleDataError:
             raise AbsurdOracleDataError(
                 f"path {path} is neither unix seconds nor an ISO 8601 time",

@@ -273,20 +273,41 @@ def test_a_timestamp_that_is_no_time(server: JsonServer) -> None:
 
 
 def test_path_syntax() -> None:
-    assert parse_path("$.a.b[2]") == ("a", "b", 2)
-    assert parse_path("a[\"x y\"][0]['z']") == ("a", "x y", 0, "z")
-    assert parse_path('$["quote \\" inside"]') == ('quote " inside',)
-    assert extract({"a": [{"b": 1}]}, parse_path("$.a[0].b")) == (True, 1, "$.a[0].b")
-    assert extract({"a": []}, parse_path("$.a[0].b")) == (False, None, "$.a[0]")
+    doc = {"a": {"b": [10, 11, 12]}, "x y": [{"z": 1}], 'quote " inside': 2, "list": [{"id": "p", "v": 5}]}
+    assert extract(doc, parse_path("$.a.b[2]")) == ([12], "")
+    assert extract(doc, parse_path("a.b[0]")) == ([10], "")  # the leading $ is optional
+    assert extract(doc, parse_path("$[\"x y\"][0]['z']")) == ([1], "")
+    assert extract(doc, parse_path('$["quote \\" inside"]')) == ([2], "")
+    assert extract(doc, parse_path('$.list[?(@.id == "p")].v')) == ([5], "")
+    assert extract(doc, parse_path("$.a.b[*]")) == ([10, 11, 12], "")
+    # Where the document ends: the shortest leading part of the path that selects nothing.
+    assert extract({"a": []}, parse_path("$.a[0].b")) == ([], "$.a.[0]")
+    assert extract({}, parse_path("$.a.b")) == ([], "$.a")
     for bad, problem in (
         ("", "is empty"),
         ("$", "whole document"),
-        ("$.a..b", "cannot be read at '..b'"),
-        ("$.a[x]", "cannot be read at '[x]'"),
+        ("$.a[", "cannot be read"),
+        ("$.a[?(@.b ==", "cannot be read"),
     ):
         with pytest.raises(ConfigError) as e:
             parse_path(bad)
         assert problem in e.value.message
+        assert "$.ethereum.usd" in (e.value.hint or "") or "inside it" in (e.value.hint or "")
+
+
+def test_a_filter_picks_a_list_element_by_content_and_ambiguity_is_refused(server: JsonServer) -> None:
+    server.default = Reply(
+        body={"data": [{"symbol": "BTC", "price": "97000"}, {"symbol": "ETH", "price": "3012.5"}]}
+    )
+    o = oracle(server, fields={"eth": '$.data[?(@.symbol == "ETH")].price'}, timestamp_path=None)
+    assert {r.name: r.value for r in o.read(ctx())} == {"cg.eth": 3012.5}
+    server.default = Reply(body={"data": [{"symbol": "ETH", "price": "9"}, {"symbol": "BTC", "price": "1"}]})
+    fresh = oracle(server, fields={"eth": '$.data[?(@.symbol == "ETH")].price'}, timestamp_path=None)
+    assert {r.name: r.value for r in fresh.read(ctx())} == {"cg.eth": 9.0}  # the list reordered: still ETH
+    every = oracle(server, fields={"p": "$.data[*].price"}, timestamp_path=None)
+    with pytest.raises(AbsurdOracleDataError, match=r"selects 2 values, not one") as e:
+        every.read(ctx())
+    assert "filter" in (e.value.hint or "")
 
 
 @pytest.mark.parametrize(

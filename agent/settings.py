@@ -301,6 +301,72 @@ class AgentSettings(Section):
     )
 
 
+class HttpOracleSettings(Section):
+    """An extra oracle: numbers from a JSON document over HTTP (oracles/http_json.py), read at each evolution."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Reading prefix: the rules read <name>.<field> (e.g. weather.temp_c).",
+    )
+    url: str = Field(description="The document's URL (GET, http:// or https://).")
+    fields: dict[str, str] = Field(
+        description='Reading field -> JSONPath selecting exactly one number, e.g. { usd = "$.ethereum.usd" }.'
+    )
+    timestamp_path: str | None = Field(
+        default=None, description="JSONPath of the document's own update time; adds <name>.updated_at."
+    )
+    headers_env: dict[str, str] | None = Field(
+        default=None,
+        description="Request header -> env var holding its value (API keys stay out of the TOML file).",
+    )
+    timeout_s: float = Field(default=5.0, gt=0, description="Timeout of one request.")
+    retries: int = Field(default=2, ge=0, description="Retries after a timeout, connection error, 5xx or 429.")
+    cache_ttl_s: float = Field(
+        default=30.0, ge=0, description="Seconds a fetched document is reused (one fetch per burst of evolutions)."
+    )
+
+
+class EthCallOracleSettings(Section):
+    """An extra oracle: a view function's return values, read with eth_call at the event's block."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Reading prefix: the rules read <name>.<output> (e.g. held.value).",
+    )
+    address: str = Field(description="The contract (0x address on the collection's chain).")
+    signature: str = Field(
+        description='"name(inputTypes)(outputTypes)", e.g. "balanceOf(address)(uint256)" (cast style).'
+    )
+    args: list[str | int | bool] = Field(
+        default_factory=list,
+        description="Arguments: literals or $holder, $token_id, $collection, $block_number, $block_timestamp.",
+    )
+    outputs: list[str] | None = Field(default=None, description="Names of the return values (reading fields).")
+    decimals: int | dict[str, int] | None = Field(
+        default=None, description="Scale integer outputs to floats: one int, or { output = decimals }."
+    )
+
+
+class OraclesSettings(Section):
+    """Extra oracles read into each evolution's input snapshot (next to the wallet and the price feed, whose
+    settings are agent.price_*), and the guard that screens every reading before the rules see it."""
+
+    http: list[HttpOracleSettings] = Field(
+        default_factory=list,
+        description="[[oracles.http]] tables: HTTP JSON sources (or CHRYSALIS_ORACLES__HTTP as a JSON list).",
+    )
+    eth_call: list[EthCallOracleSettings] = Field(
+        default_factory=list,
+        description="[[oracles.eth_call]] tables: view functions (or CHRYSALIS_ORACLES__ETH_CALL as a JSON list).",
+    )
+    guard: dict[str, dict[str, float | int | bool]] | None = Field(
+        default=None,
+        description='Limits per reading, e.g. [oracles.guard."price.answer"] min = 100, max = 1e6, '
+        "max_age_s = 3600, required = false. A reading out of bounds, stale or missing is left out (logged, "
+        "counted) and the rules use their defaults; a required one makes the evolution wait.",
+    )
+
+
 class StudioSettings(Section):
     """The web app (``chrysalis studio``): where it listens, human review, and who may change anything.
 
@@ -365,6 +431,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
+    oracles: OraclesSettings = Field(default_factory=OraclesSettings)
     studio: StudioSettings = Field(default_factory=StudioSettings)
 
     @classmethod

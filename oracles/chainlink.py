@@ -18,6 +18,17 @@ The change over the window compares the latest answer with the answer *in effect
 phase (the upper 16 bits of a Chainlink round id); a window reaching before the phase's first round raises
 :class:`~oracles.errors.OracleHistoryError`.
 
+A feed younger than the window (a fresh DevPriceFeed on a new local chain, a new aggregator phase) therefore has no
+change over the window. The oracle does not quietly compute one over a shorter span: that would be another
+measurement under the same name, judged by rules whose bands were set for ``window_s``. Instead the
+:class:`~oracles.errors.OracleHistoryError` carries the latest round's readings, all checked, in ``available``;
+the :class:`~oracles.guard.OracleGuard` the pipeline reads through keeps them and leaves only ``change_pct`` out,
+with a WARNING log line, a count in ``chrysalis_oracle_skipped{oracle="price", reason="missing"}`` and the skip
+recorded in the snapshot (``guard.skipped``, its reason in the reading's meta). The rules then fall back to their
+default (the default rules: a calm mood), and the evolution goes on. To make evolutions wait for the history
+instead, mark ``price.change_pct`` ``required`` in the guard; to measure over what the feed has, shorten
+``window_s``.
+
 Nothing questionable is ever returned. An answer older than ``max_age_s`` raises
 :class:`~oracles.errors.StaleOracleDataError`. A non-positive answer, an incomplete round
 (``updatedAt == 0``), an ``updatedAt`` after the block, a carried-over answer
@@ -181,7 +192,13 @@ class ChainlinkOracle(Oracle):
             self._reading(ctx, "round_id", latest.round_id, source),
         ]
         if self.window_s is not None:
-            base, walked = self._round_at(ctx, feed, latest, ctx.block_timestamp - self.window_s, decimals)
+            start = ctx.block_timestamp - self.window_s
+            try:
+                base, walked = self._round_at(ctx, feed, latest, start, decimals)
+            except OracleHistoryError as exc:
+                # The latest round passed every check: only the change over the window is missing.
+                exc.available = tuple(readings)
+                raise
             change = round(float(Fraction(latest.answer - base.answer, base.answer) * 100), 6)
             window_meta = {
                 "window_s": self.window_s,

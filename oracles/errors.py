@@ -6,7 +6,12 @@ feed data raises here instead of flowing into the rules as a garbage reading.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from agent.errors import BackendUnavailableError, ConfigError, PermanentError, RetryableError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from agent.domain import OracleReading
 
 
 class OracleError(PermanentError):
@@ -93,16 +98,30 @@ class RoundGapError(InvalidOracleDataError):
 class OracleHistoryError(OracleError, LookupError):
     """The feed's history does not reach back to the start of the change window.
 
+    The latest round itself may be fine: :attr:`available` then holds the readings that do not depend on the
+    window (the answer, its age, its round), already checked, so that a guard can keep them and leave only the
+    change out (:meth:`oracles.guard.OracleGuard.screen`).
+
     Attributes:
         round_id: The earliest round reached.
         target_timestamp: The time the window starts at (``block timestamp - window_s``).
+        available: The oracle's readings that the missing history does not affect (may be empty).
     """
 
     def __init__(
-        self, message: str, *, oracle: str, block_number: int, round_id: int, target_timestamp: int, hint: str
+        self,
+        message: str,
+        *,
+        oracle: str,
+        block_number: int,
+        round_id: int,
+        target_timestamp: int,
+        hint: str,
+        available: tuple[OracleReading, ...] = (),
     ) -> None:
         self.round_id = round_id
         self.target_timestamp = target_timestamp
+        self.available = tuple(available)
         super().__init__(message, oracle=oracle, block_number=block_number, hint=hint)
 
 

@@ -8,8 +8,11 @@
 - a reading is outside its configured ``[min, max]`` (absurd);
 - a timestamp reading is older than its ``max_age_s`` at the block (stale), or after the block.
 
-An oracle's readings come from one source, so one bad reading leaves *all* of that oracle's readings out. Each
-skip is logged at WARNING (``oracle 'price' at block 1234 skipped (stale): ...; left out: price.answer, ...``)
+An oracle's readings come from one source, so one bad reading leaves *all* of that oracle's readings out. The one
+exception is missing *history*: a price feed younger than its change window
+(:class:`~oracles.errors.OracleHistoryError`) has a trustworthy latest answer and only no change over the window,
+so the readings the error carries as ``available`` (checked here like any other) stay in and only the rest (e.g.
+``price.change_pct``) is skipped with reason ``missing``. Each skip is logged at WARNING (``oracle 'price' at block 1234 skipped (stale): ...; left out: price.answer, ...``)
 and counted in ``chrysalis_oracle_skipped{oracle, reason}`` (:data:`ORACLE_SKIPPED`, in
 :data:`agent.metrics.REGISTRY`). The snapshot then holds the readings that passed plus ``guard.skipped`` (the
 names left out, reasons in its ``meta``), so the receipt's snapshot hash records what was skipped and why.
@@ -242,7 +245,10 @@ class OracleGuard:
     # -- screening ----------------------------------------------------------------------------------------
 
     def screen(self, oracle: Oracle, ctx: ReadContext) -> tuple[list[OracleReading], SkippedOracle | None]:
-        """Read ``oracle`` at ``ctx``: its readings, or none and why they were skipped.
+        """Read ``oracle`` at ``ctx``: the readings that passed, and what was skipped and why (None: nothing).
+
+        Either everything passes, or nothing (and why), or, for missing history only, the readings the history
+        does not affect plus the skip of the rest (see the module docstring).
 
         Raises:
             OracleUnavailableError: the node or source could not be reached (retryable; nothing is skipped).
@@ -250,6 +256,15 @@ class OracleGuard:
         provides = tuple(oracle.provides)
         try:
             readings = oracle.read(ctx)
+        except OracleHistoryError as exc:
+            kept = [r for r in exc.available if r.name in provides]
+            problems = [(r.name, p) for r in kept if (p := self._problem(r, ctx)) is not None]
+            if problems:
+                name, (reason, detail) = problems[0]
+                return [], self._skip(oracle.name, reason, f"{name}: {detail}", provides, ctx)
+            names = {r.name for r in kept}
+            left_out = tuple(n for n in provides if n not in names)
+            return kept, self._skip(oracle.name, _reason(exc), exc.message, left_out, ctx)
         except OracleError as exc:
             return [], self._skip(oracle.name, _reason(exc), exc.message, provides, ctx)
         got = {r.name: r for r in readings}

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
-from agent.deployment import PRICE_FEED, Deployment
+from agent.deployment import Deployment
 from agent.errors import ChrysalisError, ConfigError
 from agent.generate.base import ImageGenerator, LoreWriter
 from agent.ipfs.backends.replicated import Replicator
@@ -40,7 +40,7 @@ from agent.pipeline.chain import CollectionReader
 from agent.pipeline.errors import AgentTimeoutError
 from agent.pipeline.events import WATCHED_EVENTS, EventRouter
 from agent.pipeline.generate import GenerateStage
-from agent.pipeline.inputs import InputsStage
+from agent.pipeline.inputs import InputsStage, build_oracles
 from agent.pipeline.publish import PublishStage
 from agent.pipeline.submit import Settler, Submitter
 from agent.pipeline.worker import Worker, in_flight
@@ -151,9 +151,10 @@ class Agent:
 
         The job store (``database.url``, migrated), the watcher (``chain``, the deployment record's address,
         ABI and deploy block), the embedded IPFS repo (``ipfs.repo`` if set, else ``<data_dir>/ipfs``) and its
-        replicating backends, the oracles (wallet; price feed: ``agent.price_feed`` or the deployment's
-        DevPriceFeed), the rules (``agent.rules``), the models (``models``, unless ``image``/``lore`` are
-        given) and the signer and sender (``signer``, ``submit``).
+        replicating backends, the oracles and their guard (wallet; price feed: ``agent.price_feed`` or the
+        deployment's DevPriceFeed; the ``[oracles]`` section: :func:`~agent.pipeline.inputs.build_oracles`),
+        the rules (``agent.rules``), the models (``models``, unless ``image``/``lore`` are given) and the signer
+        and sender (``signer``, ``submit``).
 
         Args:
             settings: The configuration.
@@ -170,8 +171,6 @@ class Agent:
         from agent.generate.factory import load_image_generator, load_lore_writer
         from agent.rules import DEFAULT_RULES, load_rules
         from agent.submit import FulfilmentBatcher, KeystoreSigner, Web3TxSender
-        from oracles.chainlink import ChainlinkOracle
-        from oracles.wallet import WalletOracle
 
         s = settings
         cfg = s.agent
@@ -223,14 +222,7 @@ class Agent:
                 ).start()
                 stack.callback(gateway.stop)
 
-            oracles: list[Any] = [WalletOracle(from_block=deployment.deploy_block)]
-            feed = cfg.price_feed or (
-                deployment.address(PRICE_FEED) if PRICE_FEED in deployment.contracts else None
-            )
-            if feed:
-                oracles.append(
-                    ChainlinkOracle(feed, max_age_s=cfg.price_max_age_s, window_s=cfg.price_window_s)
-                )
+            oracles, guard = build_oracles(s, deployment)
             rules = load_rules(cfg.rules or DEFAULT_RULES)
             image = image or load_image_generator(s.models)
             lore = lore or load_lore_writer(s.models)
@@ -254,7 +246,13 @@ class Agent:
                 store,
                 worker_id,
                 inputs=InputsStage(
-                    reader, oracles, rules, repo, token_name=cfg.token_name, collection_name=reader.name()
+                    reader,
+                    oracles,
+                    rules,
+                    repo,
+                    token_name=cfg.token_name,
+                    collection_name=reader.name(),
+                    guard=guard,
                 ),
                 generate=GenerateStage(image, lore, repo, assets),
                 publish=PublishStage(repo, replicator, assets, {"image": image.info, "lore": lore.info}),
@@ -494,7 +492,7 @@ class Agent:
         if self._closed:
             return
         self._closed = True
-        for close in self._closers:
+        for close in [*self._closers, self.worker.inputs.close]:
             try:
                 close()
             except Exception:

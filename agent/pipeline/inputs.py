@@ -3,7 +3,7 @@
 Output (stored as the job's ``inputs`` record)::
 
     {
-      "snapshot": InputSnapshot.to_json(),      # wallet + price feed + context, at the request's block
+      "snapshot": InputSnapshot.to_json(),      # wallet, price feed, [oracles], context, guard.skipped
       "snapshot_sha256": "...",
       "token": {"name": "Chrysalis #7", "stage": 2, "fused_burn_id": null,
                 "previous": {"metadata_cid": "bafkrei...", "image_cid": "bafkrei...", "traits": {...},
@@ -13,13 +13,22 @@ Output (stored as the job's ``inputs`` record)::
 
 ``previous`` comes from the token's on-chain metadata digest at the request's block: its CID is the parent of
 the new metadata (the hash-linked history), and its image is the init image of the image-to-image evolution.
+
+The oracles (:func:`build_oracles`): the holder's wallet, the price feed (``agent.price_*``), and the extra ones
+the ``[oracles]`` settings declare (HTTP JSON sources, ``eth_call`` view functions), whose readings become rule
+features by name (``<name>.<field>``). Every reading passes the :class:`~oracles.guard.OracleGuard`
+(``oracles.guard`` limits): stale, missing or absurd data is left out of the snapshot, logged and counted, the
+snapshot records what was skipped (``guard.skipped``), and the rules fall back to their defaults; a reading marked
+``required`` makes the evolution wait instead (retryable).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from agent.errors import ConfigError
 from agent.ipfs.errors import BlockNotFoundError
 from agent.ipfs.repo import IpfsRepo
 from agent.pipeline.chain import CollectionReader
@@ -29,9 +38,72 @@ from agent.pipeline.traits import evaluate_traits
 from agent.publish.metadata import cid_from_digest, parse_metadata
 from agent.rules import RuleEngine
 from oracles.base import Oracle, ReadContext
-from oracles.snapshot import take_snapshot
+from oracles.guard import OracleGuard
+
+if TYPE_CHECKING:  # pragma: no cover
+    from agent.deployment import Deployment
+    from agent.settings import Settings
 
 ZERO32 = bytes(32)
+RESERVED_NAMES = ("wallet", "price", "context", "guard")
+"""Reading prefixes the built-in oracles and the snapshot itself use; extra oracles must be named otherwise."""
+
+
+def build_oracles(settings: Settings, deployment: Deployment) -> tuple[list[Oracle], OracleGuard]:
+    """The oracles an evolution reads, and the guard that screens them, from ``settings``.
+
+    The wallet (from the deploy block), the price feed (``agent.price_feed``, else the deployment's
+    DevPriceFeed; ``agent.price_window_s`` / ``price_max_age_s``), then ``[[oracles.http]]`` and
+    ``[[oracles.eth_call]]`` in the order given; the guard from ``[oracles.guard]``.
+
+    Raises:
+        ConfigError: an extra oracle is misconfigured (bad URL, JSONPath, signature, address, arguments), two
+            oracles share a name, a header's env var is not set, or a guard limit is invalid.
+    """
+    from agent.deployment import PRICE_FEED
+    from oracles.chainlink import ChainlinkOracle
+    from oracles.eth_call import EthCallOracle
+    from oracles.http_json import HttpJsonOracle
+    from oracles.wallet import WalletOracle
+
+    cfg = settings.agent
+    oracles: list[Oracle] = [WalletOracle(from_block=deployment.deploy_block)]
+    feed = cfg.price_feed or (deployment.address(PRICE_FEED) if PRICE_FEED in deployment.contracts else None)
+    if feed:
+        oracles.append(ChainlinkOracle(feed, max_age_s=cfg.price_max_age_s, window_s=cfg.price_window_s))
+    extra = settings.oracles
+    names = [o.name for o in extra.http] + [o.name for o in extra.eth_call]
+    clashes = sorted({n for n in names if names.count(n) > 1 or n in RESERVED_NAMES})
+    if clashes:
+        raise ConfigError(
+            f"oracle name(s) {', '.join(clashes)} are taken (twice in [oracles], or reserved: "
+            f"{', '.join(RESERVED_NAMES)})",
+            hint="give every [[oracles.http]] / [[oracles.eth_call]] its own name; it prefixes its readings",
+        )
+    for http in extra.http:
+        headers = {}
+        for header, var in (http.headers_env or {}).items():
+            value = os.environ.get(var)
+            if not value:
+                raise ConfigError(
+                    f"oracle {http.name!r}: header {header} comes from the env var {var}, which is not set",
+                    hint=f"export {var}=... before starting the agent (secrets never go in the TOML file)",
+                )
+            headers[header] = value
+        oracles.append(
+            HttpJsonOracle(
+                http.url, http.fields, name=http.name, timestamp_path=http.timestamp_path, timeout_s=http.timeout_s,
+                retries=http.retries, cache_ttl_s=http.cache_ttl_s, headers=headers,
+            )
+        )  # fmt: skip
+    for call in extra.eth_call:
+        oracles.append(
+            EthCallOracle(
+                call.address, call.signature, call.args, name=call.name, outputs=call.outputs,
+                decimals=call.decimals,
+            )
+        )  # fmt: skip
+    return oracles, OracleGuard.from_mapping(extra.guard or {})
 
 
 class InputsStage:
@@ -39,11 +111,13 @@ class InputsStage:
 
     Args:
         reader: The collection (token digests, canonical checks).
-        oracles: Oracles read into the snapshot (wallet, price feed).
+        oracles: Oracles read into the snapshot (wallet, price feed, extra ones: :func:`build_oracles`).
         rules: The validated evolution rules.
         repo: The IPFS repo holding the tokens' current metadata and images.
         token_name: Template with ``{collection}`` and ``{token_id}``.
         collection_name: The contract's ``name()``.
+        guard: Screens every reading (default: the universal checks only: no value, NaN, an oracle that
+            refuses its own data).
     """
 
     def __init__(
@@ -55,9 +129,11 @@ class InputsStage:
         *,
         token_name: str = "{collection} #{token_id}",
         collection_name: str = "Chrysalis",
+        guard: OracleGuard | None = None,
     ) -> None:
         self.reader = reader
         self.oracles = list(oracles)
+        self.guard = guard if guard is not None else OracleGuard()
         self.rules = rules
         self.repo = repo
         self.token_name = token_name
@@ -69,14 +145,16 @@ class InputsStage:
         Raises:
             SourceOrphanedError: the request's block is no longer canonical (retryable).
             PreviousMetadataMissingError: the token's current metadata is not in the repo (permanent).
-            OracleError / OracleUnavailableError: from the oracles.
+            GuardRejectedError: a reading the guard marks required was skipped (retryable).
+            OracleUnavailableError / SnapshotReorgError: a source or the node could not be read (retryable).
+            SnapshotConfigError: the oracles conflict or misbehave.
             MissingFeatureError / FeatureValueError: the inputs do not fit the rules.
         """
         self.reader.check_canonical(request.block_number, request.block_hash)
         ctx = ReadContext.at(
             self.reader.rpc.w3, request.block_hash, token_id=request.token_id, collection=self.reader.address
         )
-        snapshot = take_snapshot(self.oracles, ctx)
+        snapshot = self.guard.snapshot(self.oracles, ctx).snapshot
         previous = self.previous(request)
         rules = evaluate_traits(
             self.rules,
@@ -115,3 +193,10 @@ class InputsStage:
             "traits": dict(metadata.traits),
             "stage": metadata.stage,
         }
+
+    def close(self) -> None:
+        """Release the oracles' connections (HTTP clients)."""
+        for oracle in self.oracles:
+            close = getattr(oracle, "close", None)
+            if callable(close):
+                close()

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent.devnet import start_anvil
 from web3 import Web3
 from web3.contract import Contract
+
+from agent.devnet import start_anvil
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = ROOT / ".build" / "__local__.json"
@@ -95,7 +96,6 @@ class Chain:
             "",
             500,
         )
-
 
 
 @pytest.fixture(scope="module")

@@ -143,6 +143,13 @@ def test_window_before_the_first_round_raises_history_error(chain: Chain, collec
         ChainlinkOracle(feed.address, max_age_s=None, window_s=3_000).read(ctx_at(chain, collection, block))
     assert info.value.target_timestamp == T0 + 500
     assert "window_s" in str(info.value)
+    # The latest round is fine: its readings travel with the error, so a guard can keep them.
+    assert {r.name: r.value for r in info.value.available} == {
+        "price.answer": 121.0,
+        "price.updated_at": T0 + 3_000,
+        "price.age_s": 500,
+        "price.round_id": 3,
+    }
 
 
 def test_window_walk_is_capped(chain: Chain, collection) -> None:

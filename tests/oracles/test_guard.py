@@ -100,6 +100,40 @@ def test_a_good_feed_drives_the_rules_but_an_absurd_one_never_does(chain: Chain,
     assert marker.meta["skipped"]["price"]["reason"] == "absurd"
 
 
+def test_a_feed_younger_than_its_window_keeps_its_answer_and_skips_only_the_change(
+    chain: Chain, collection, caplog
+) -> None:
+    feed = rising_feed(chain)  # first round at T0+10: a day's window reaches before it
+    ctx = ctx_at(chain, collection, T0 + 3_710)
+    oracles = [WalletOracle(), ChainlinkOracle(feed.address, max_age_s=7_200, window_s=86_400)]
+    before = skipped_count("price", "missing")
+    with caplog.at_level(logging.WARNING, logger="oracles.guard"):
+        guarded = OracleGuard([ReadingCheck("price.answer", min=100, max=100_000)]).snapshot(oracles, ctx)
+    values = guarded.snapshot.values()
+    assert (
+        values["price.answer"] == 3_400.0
+        and values["price.round_id"] == 2
+        and "price.change_pct" not in values
+    )
+    assert values[GUARD_READING] == ["price.change_pct"]
+    (skip,) = guarded.skipped
+    assert (skip.oracle, skip.reason, skip.readings) == ("price", "missing", ("price.change_pct",))
+    assert "history starts at round 1" in skip.detail
+    assert skipped_count("price", "missing") == before + 1
+    assert "left out of the snapshot: price.change_pct" in caplog.text
+    assert (
+        load_rules().evaluate(guarded.snapshot, stage=1, token_id=1).traits["mood"] == "serene"
+    )  # the default
+
+    # The kept readings are screened like any other: an absurd answer still leaves the whole feed out.
+    absurd = OracleGuard([ReadingCheck("price.answer", max=3_000)]).snapshot(oracles, ctx)
+    assert not any(n.startswith("price.") for n in absurd.snapshot.values())
+    assert absurd.skipped[0].reason == "absurd" and "price.change_pct" in absurd.skipped[0].readings
+    # And an operator who would rather wait for the history marks the change required.
+    with pytest.raises(GuardRejectedError, match="history starts at round 1"):
+        OracleGuard([ReadingCheck("price.change_pct", required=True)]).snapshot(oracles, ctx)
+
+
 def test_a_stale_feed_is_skipped(chain: Chain, collection) -> None:
     feed = chain.deploy_feed(3_000 * USD, at=T0 + 10)
     ctx = ctx_at(chain, collection, T0 + 10 + 7_200)

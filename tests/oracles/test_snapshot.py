@@ -55,7 +55,7 @@ def setup(chain: Chain):
 
 
 def test_snapshot_reads_every_oracle_at_one_block(chain: Chain, setup) -> None:
-    collection, feed, oracles, block = setup
+    collection, _feed, oracles, block = setup
     ctx = ReadContext.at(chain.w3, block, token_id=1, collection=collection.address)
     snap = take_snapshot(oracles, ctx)
 

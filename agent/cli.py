@@ -69,6 +69,9 @@ def _register_subapps() -> None:
     app.command(name="studio")(studio_command)
     app.command(name="verify")(verify_command)
     app.add_typer(review_app, name="review")
+    from agent.refresh.cli import refresh_app
+
+    app.add_typer(refresh_app, name="refresh")
 
 
 _register_subapps()

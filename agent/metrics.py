@@ -159,6 +159,34 @@ ORACLE_SKIPPED = Counter(
     registry=REGISTRY,
 )
 
+# -- refreshes (agent.refresh) -----------------------------------------------------------------------------------
+REFRESHES_QUEUED = Counter(
+    "chrysalis_refreshes_queued",
+    "Refresh jobs queued, by trigger (cron, price, manual).",
+    ["trigger"],
+    registry=REGISTRY,
+)
+REFRESH_RUNS = Counter(
+    "chrysalis_refresh_runs",
+    "Refreshes that took their snapshot block, by trigger.",
+    ["trigger"],
+    registry=REGISTRY,
+)
+REFRESH_TOKENS = Counter(
+    "chrysalis_refresh_tokens",
+    "Tokens a refresh settled, by outcome (unchanged, deferred, oracle_skipped, skipped, failed, superseded, "
+    "confirmed).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+REFRESH_GAS = Counter("chrysalis_refresh_gas", "Gas used by refreshMetadata transactions.", registry=REGISTRY)
+REFRESH_PAUSED = Counter(
+    "chrysalis_refresh_paused",
+    "Times a budget paused a refresh (max_tokens, gas_per_day, fee).",
+    ["budget"],
+    registry=REGISTRY,
+)
+
 # -- the process itself (what prometheus_client's default registry would show; served from ours) ---------------
 ProcessCollector(registry=REGISTRY)
 PlatformCollector(registry=REGISTRY)

@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -409,6 +409,128 @@ class StudioSettings(Section):
     )
 
 
+class RefreshPolicySettings(Section):
+    """One refresh policy of the collection: on a schedule (``cron``) or when the price moves (``price_change_pct``)."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="Unique name (letters, digits, - _ .): logs, job keys, `chrysalis refresh status`.",
+    )
+    cron: str | None = Field(
+        default=None,
+        description="Crontab 'minute hour day month weekday' in refresh.timezone, e.g. '0 0 * * *' (daily at 00:00); "
+        "weekday 0 or 7 is Sunday, as in cron.",
+    )
+    price_change_pct: float | None = Field(
+        default=None,
+        gt=0,
+        description="Refresh when a Chainlink AnswerUpdated moves the price more than this many percent since the "
+        "last refresh.",
+    )
+    feed: str | None = Field(
+        default=None,
+        description="Feed whose AnswerUpdated events are watched (None: agent.price_feed, else the deployment's "
+        "DevPriceFeed).",
+    )
+    tokens: str = Field(
+        default="all", description="Which tokens: 'all', or ids and ranges such as '1-100,250'."
+    )
+
+    @model_validator(mode="after")
+    def _one_trigger(self) -> RefreshPolicySettings:
+        if (self.cron is None) == (self.price_change_pct is None):
+            raise ValueError(
+                f"refresh policy {self.name!r} needs exactly one of cron = '...' or price_change_pct = ..."
+            )
+        if self.cron is not None:
+            from agent.refresh.schedule import crontab_trigger
+
+            try:
+                crontab_trigger(self.cron)
+            except ValueError as exc:
+                raise ValueError(
+                    f"refresh policy {self.name!r}: cron {self.cron!r} is not a crontab expression ({exc}); "
+                    "write 'minute hour day month weekday', e.g. '0 0 * * *'"
+                ) from None
+        from agent.refresh.tokens import parse_tokens
+
+        try:
+            parse_tokens(self.tokens)
+        except ConfigError as exc:
+            raise ValueError(f"refresh policy {self.name!r}: {exc.message}") from None
+        return self
+
+
+class RefreshSettings(Section):
+    """Scheduled and oracle-driven refreshes: policies, and the budgets that bound them."""
+
+    policies: list[RefreshPolicySettings] = Field(
+        default_factory=list,
+        description="[[refresh.policies]] tables; none: only manual and studio refreshes.",
+    )
+    timezone: str = Field(default="UTC", description="Time zone of the cron expressions (IANA name).")
+    max_tokens: int = Field(
+        default=10_000,
+        ge=1,
+        description="Budget: tokens one refresh regenerates before it pauses for pause_s (then it goes on).",
+    )
+    max_gas_per_day: int | None = Field(
+        default=200_000_000,
+        ge=100_000,
+        description="Budget: refreshMetadata gas per UTC day; a refresh that reaches it pauses until 00:00 UTC.",
+    )
+    max_fee_per_gas_gwei: float = Field(
+        default=50.0,
+        gt=0,
+        description="Budget: never pay more per gas for a refresh; above it the refresh pauses for pause_s.",
+    )
+    pause_s: float = Field(
+        default=3_600.0, gt=0, description="How long a refresh paused by max_tokens or the fee cap waits."
+    )
+    chunk_size: int = Field(
+        default=64,
+        ge=1,
+        description="Tokens read, generated and published per step; evolution requests are served between steps.",
+    )
+    send_batch: int = Field(
+        default=500,
+        ge=1,
+        description="Published tokens gathered before refreshMetadata is sent (fewer at the end of a refresh); "
+        "each transaction is then sized to submit.refresh_max_gas.",
+    )
+    first_render: bool = Field(
+        default=False,
+        description="Also render tokens without metadata yet (genesis art): a first image at their stage, no parent.",
+    )
+    guard: dict[str, dict[str, float | int | bool]] | None = Field(
+        default=None,
+        description='Extra oracle guard limits for refreshes, per reading, e.g. [refresh.guard."price.answer"] '
+        "min = 1, max = 1e6, max_age_s = 3600, required = false (see oracles/guard.py); they override the "
+        "pipeline's own limits for the same reading.",
+    )
+    scheduler_table: str = Field(
+        default="refresh_schedules",
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="APScheduler's job table (in database.url) holding the cron schedules.",
+    )
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> RefreshSettings:
+        names = [p.name for p in self.policies]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"refresh policy names must be unique; {', '.join(twice)} appear more than once")
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"timezone {self.timezone!r} is not an IANA time zone name (e.g. UTC, Europe/Paris)"
+            ) from None
+        return self
+
+
 class Settings(BaseSettings):
     """Everything Chrysalis can be told. Sections mirror the TOML tables."""
 
@@ -433,6 +555,7 @@ class Settings(BaseSettings):
     agent: AgentSettings = Field(default_factory=AgentSettings)
     oracles: OraclesSettings = Field(default_factory=OraclesSettings)
     studio: StudioSettings = Field(default_factory=StudioSettings)
+    refresh: RefreshSettings = Field(default_factory=RefreshSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Self
 
@@ -99,6 +100,8 @@ class Agent:
         settings, deployment, store, watcher, reader, repo, replicator, worker, router: The parts, for the CLI
             and tests (``store`` lists and retries jobs; ``repo`` serves the published assets).
         gateway: The embedded IPFS node's server when ``agent.serve_gateway`` asks for one.
+        refresh: The refreshes (:class:`~agent.refresh.service.RefreshService`): the worker runs refresh jobs
+            between evolutions, :meth:`poll_once` handles the price triggers, :meth:`run` runs the cron schedules.
     """
 
     def __init__(
@@ -115,6 +118,7 @@ class Agent:
         router: EventRouter,
         gateway: NodeServer | None = None,
         closers: list[Callable[[], None]] | None = None,
+        refresh: Any = None,
     ) -> None:
         self.settings = settings
         self.deployment = deployment
@@ -126,6 +130,7 @@ class Agent:
         self.worker = worker
         self.router = router
         self.gateway = gateway
+        self.refresh = refresh
         self._closers = closers or []
         self._last_error: str | None = None
         self._gas: int | None = None
@@ -135,6 +140,9 @@ class Agent:
         worker._on_error = self._error
         worker._on_gas = self._add_gas
         router.on_job = self._wake.set
+        if refresh is not None:
+            for trigger in refresh.triggers:
+                trigger.on_job = self._wake.set
 
     # -- construction ---------------------------------------------------------------------------------------
 
@@ -146,6 +154,7 @@ class Agent:
         worker_id: str | None = None,
         image: ImageGenerator | None = None,
         lore: LoreWriter | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> Agent:
         """Open everything the agent needs from ``settings``.
 
@@ -162,6 +171,7 @@ class Agent:
             image: An :class:`~agent.generate.base.ImageGenerator` to use instead of the configured one
                 (e.g. a null generator to measure the pipeline's own overhead).
             lore: A :class:`~agent.generate.base.LoreWriter` to use instead of the configured one.
+            clock: UTC now for the job store and the refresh budgets (tests move it; default: the system's).
 
         Raises:
             NotFoundError: no deployment record, rules file or model.
@@ -185,7 +195,9 @@ class Agent:
             policy = RetryPolicy(
                 max_attempts=cfg.max_attempts, base_s=cfg.retry_base_s, cap_s=cfg.retry_cap_s
             )
-            store = JobStore.open(s.database.url, policy=policy, busy_timeout_ms=s.database.busy_timeout_ms)
+            store = JobStore.open(
+                s.database.url, policy=policy, busy_timeout_ms=s.database.busy_timeout_ms, clock=clock
+            )
             stack.callback(store.close)
             rpc = RpcClient.from_settings(s.chain)
             watcher = Watcher(
@@ -270,6 +282,13 @@ class Agent:
                 review_poll_s=max(1.0, s.chain.poll_interval_s),
             )
             router = EventRouter(store, reader, deployment.chain_id, max_attempts=cfg.max_attempts)
+            from agent.refresh.service import RefreshService
+
+            refresh = RefreshService.build(
+                settings=s, deployment=deployment, jobs=store, reader=reader, repo=repo, inputs=worker.inputs,
+                generate=worker.generate, publish=worker.publish, sender=sender, clock=clock,
+            )  # fmt: skip
+            worker.refresher = refresh.runner
             agent = cls(
                 settings=s,
                 deployment=deployment,
@@ -281,7 +300,12 @@ class Agent:
                 worker=worker,
                 router=router,
                 gateway=gateway,
-                closers=[c for c in (gateway.stop if gateway else None, replicator.close, store.close) if c],
+                closers=[
+                    c
+                    for c in (refresh.stop, gateway.stop if gateway else None, replicator.close, store.close)
+                    if c
+                ],
+                refresh=refresh,
             )
             stack.pop_all()
         log.info(
@@ -308,6 +332,8 @@ class Agent:
         before = self.router.events_seen
         try:
             self.watcher.poll(self.router)
+            if self.refresh is not None:
+                self.refresh.poll()  # price triggers
         except ChrysalisError as exc:
             self._error(f"watching: {exc.message}")
             raise
@@ -363,6 +389,8 @@ class Agent:
             DeepReorgError: the chain reorganised deeper than ``chain.finality_depth`` (after stopping).
         """
         self.worker.stop = stop
+        if self.refresh is not None:
+            self.refresh.start()  # cron schedules
         fatal: list[BaseException] = []
         watch = threading.Thread(
             target=self._watch_loop, args=(stop, fatal), name="chrysalis-watch", daemon=True
@@ -393,6 +421,8 @@ class Agent:
             stop.set()
             self._wake.set()
             watch.join(30)
+            if self.refresh is not None:
+                self.refresh.stop()
         if fatal:
             raise fatal[0]
 

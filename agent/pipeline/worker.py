@@ -94,6 +94,8 @@ class Worker:
         review: A :class:`~agent.studio.review.ReviewGate` (review mode): a generated result is published only
             once a curator approves it (a rejection cancels the job); until then the job waits, released with
             a delay of ``review_poll_s``.
+        refresher: Advances ``refresh`` jobs (:class:`~agent.refresh.runner.RefreshRunner`), one bounded step
+            per :meth:`work_once`, and only when no evolution job is claimable: holders' requests go first.
     """
 
     def __init__(
@@ -114,6 +116,7 @@ class Worker:
         on_gas: Callable[[int], None] | None = None,
         review: Any = None,
         review_poll_s: float = 5.0,
+        refresher: Any = None,
     ) -> None:
         self.store = store
         self.worker_id = worker_id
@@ -130,6 +133,7 @@ class Worker:
         self._on_gas = on_gas or (lambda _gas: None)
         self.review = review
         self.review_poll_s = review_poll_s
+        self.refresher = refresher
         self._held = _Held()
 
     # -- the loop body --------------------------------------------------------------------------------------
@@ -144,7 +148,7 @@ class Worker:
         limit = max(1, min(max_jobs or self.batch_size, self.batch_size))
         jobs = self._claim(limit)
         if not jobs:
-            return 0
+            return self._refresh_once() if self.refresher is not None and until is None else 0
         with _Heartbeat(self.store, self.worker_id, self._held, self.lease_s):
             try:
                 self._advance(jobs, until)
@@ -202,6 +206,29 @@ class Worker:
             self._release(job_id)
             live.pop(job_id)
         return True
+
+    def _refresh_once(self) -> int:
+        """Claim one refresh job, advance it by one step, and give it back (or finish it); returns 0 or 1."""
+        job = self.store.claim(self.worker_id, lease_s=self.lease_s, kinds=[JobKind.REFRESH])
+        if job is None:
+            return 0
+        self._held.add(job.id)
+        with _Heartbeat(self.store, self.worker_id, self._held, self.lease_s):
+            try:
+                outcome = self.refresher.step(job, self.stop)
+            except Exception as exc:  # noqa: BLE001 - routed to the job store: retry with back-off, or fail
+                self._fail({job.id: job}, job, exc)
+                return 1
+        self._held.drop(job.id)
+        try:
+            if outcome.action == "finish":
+                self.store.confirm(job.id, self.worker_id, outcome.result or {})
+                JOB_OUTCOMES.labels(outcome="confirmed").inc()
+            else:
+                self.store.release(job.id, self.worker_id, delay_s=outcome.delay_s)
+        except LeaseLostError as exc:
+            log.warning("refresh job %s: %s", job.id, exc.message)
+        return 1
 
     # -- stages ---------------------------------------------------------------------------------------------
 

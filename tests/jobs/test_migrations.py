@@ -9,13 +9,17 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlmodel import SQLModel
 
+import agent.refresh.models  # noqa: F401  (registers the refresh tables)
 import agent.studio.review  # noqa: F401  (registers the review queue's tables)
 import agent.watch.cursor_sql  # noqa: F401  (registers the watcher's tables)
 from agent.jobs import JobKind, JobStore
 from agent.jobs.db import create_db_engine, current_revision, downgrade, open_database, upgrade
 
-OURS = {"jobs", "job_stages", "watch_cursors", "watch_blocks", "review_items", "review_events"}
-HEAD = "0003_review_queue"
+OURS = {
+    "jobs", "job_stages", "watch_cursors", "watch_blocks", "review_items", "review_events",
+    "refresh_runs", "refresh_items", "refresh_txs", "refresh_triggers",
+}  # fmt: skip
+HEAD = "0004_refresh"
 
 
 def _tables(engine: sa.Engine) -> set[str]:

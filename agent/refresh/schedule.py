@@ -1,0 +1,230 @@
+"""Cron refresh policies on APScheduler 3, whose persistent job store lives in the agent's own database.
+
+Each ``[[refresh.policies]]`` with ``cron`` becomes one APScheduler job (id ``refresh:<policy>``) in the table
+``refresh.scheduler_table`` of ``database.url`` (SQLite or PostgreSQL, beside the agent's jobs), so schedules
+survive restarts:
+
+* On start, a policy whose job is already stored with the same trigger is kept as it is, next run time included:
+  a fire that fell due while the agent was down runs once when it starts (``coalesce``, no misfire limit). A
+  policy whose cron changed is rescheduled; a stored schedule whose policy was removed from the config is deleted.
+* A fire does not refresh anything itself: it queues a ``refresh`` job (key
+  ``refresh:<chain>:cron:<policy>:<minute>``), which the worker runs between evolutions. The key makes two agent
+  processes sharing a database queue one refresh per fire (APScheduler 3 does not share a job store between
+  schedulers; the job store's idempotent keys do it).
+
+APScheduler pickles a job's function by reference and its arguments by value, so the stored job names
+:func:`fire` and the scheduler's id; the live :class:`RefreshScheduler` with that id is looked up when it fires.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from sqlalchemy.engine import Engine
+
+from agent.settings import RefreshPolicySettings
+
+log = logging.getLogger("chrysalis.refresh")
+
+JOB_PREFIX = "refresh:"
+_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+_LIVE: dict[str, RefreshScheduler] = {}
+_LIVE_LOCK = threading.Lock()
+
+
+def crontab_trigger(expr: str, timezone: Any = None) -> CronTrigger:
+    """A trigger for a standard crontab line (``minute hour day month weekday``).
+
+    APScheduler 3's own ``CronTrigger.from_crontab`` numbers weekdays from Monday = 0 (its documented historical
+    mistake, fixed only in 4.x); crontab numbers them from Sunday = 0 (and 7). Numeric weekdays are translated
+    here into names, so ``0 6 * * 1`` fires on Mondays as it does in cron.
+
+    Raises:
+        ValueError: not five fields, or a field APScheduler cannot read.
+    """
+    fields = expr.split()
+    if len(fields) != 5:
+        raise ValueError(f"Wrong number of fields; got {len(fields)}, expected 5")
+    minute, hour, day, month, weekday = fields
+    return CronTrigger(
+        minute=minute, hour=hour, day=day, month=month, day_of_week=_weekdays(weekday), timezone=timezone
+    )
+
+
+def _weekdays(field: str) -> str:
+    """A crontab weekday field with every number (Sunday = 0 or 7) written as a day name."""
+    out: list[str] = []
+    for part in field.split(","):
+        body, slash, step_text = part.partition("/")
+        step = int(step_text) if slash and step_text.isdigit() else None
+        if slash and step is None:
+            raise ValueError(f"weekday step {part!r} is not a number")
+        lo_text, dash, hi_text = body.partition("-")
+        numeric = (body == "*" and step is not None) or (
+            lo_text.isdigit() and (not dash or hi_text.isdigit())
+        )
+        if not numeric:
+            out.append(
+                part
+            )  # names (mon-fri), '*', or something APScheduler will reject with its own message
+            continue
+        lo, hi = (0, 6) if body == "*" else (int(lo_text), int(hi_text) if dash else int(lo_text))
+        if not (0 <= lo <= 7 and 0 <= hi <= 7) or hi < lo:
+            raise ValueError(f"weekday {part!r} is out of range (0-7, Sunday is 0 or 7)")
+        if not dash and body != "*" and step is not None:
+            hi = 6  # crontab: '1/2' means from Monday, every second day
+        days = range(lo, hi + 1, step or 1)
+        out.extend(_WEEKDAYS[d % 7] for d in days)
+    return ",".join(dict.fromkeys(out))
+
+
+def fire(scheduler_id: str, policy: str) -> None:
+    """What a stored cron job runs: queue the policy's refresh through the live scheduler with that id."""
+    with _LIVE_LOCK:
+        scheduler = _LIVE.get(scheduler_id)
+    if scheduler is None:
+        log.warning(
+            "cron refresh %r fired, but no refresh scheduler %r runs in this process", policy, scheduler_id
+        )
+        return
+    scheduler.fired(policy)
+
+
+class RefreshScheduler:
+    """Runs the cron policies; see the module docstring.
+
+    Args:
+        engine: The agent's database (the job store's engine).
+        policies: The cron policies (others are ignored).
+        on_fire: Queues the refresh: ``on_fire(policy, fired_at)``.
+        scheduler_id: Stable name of this collection's scheduler (``<chain id>:<collection>``).
+        timezone: Time zone of the cron expressions.
+        table: APScheduler's job table.
+        clock: UTC now, for the fire time recorded with the refresh.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        policies: Sequence[RefreshPolicySettings],
+        on_fire: Callable[[RefreshPolicySettings, datetime], Any],
+        *,
+        scheduler_id: str,
+        timezone: str = "UTC",
+        table: str = "refresh_schedules",
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.policies = {p.name: p for p in policies if p.cron}
+        self.on_fire = on_fire
+        self.scheduler_id = scheduler_id
+        self.timezone = ZoneInfo(timezone)
+        self.table = table
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self._scheduler: BackgroundScheduler | None = None
+
+    def trigger(self, policy: RefreshPolicySettings) -> CronTrigger:
+        assert policy.cron is not None
+        return crontab_trigger(policy.cron, timezone=self.timezone)
+
+    def start(self) -> RefreshScheduler:
+        """Start the scheduler thread, reconciling the stored schedules with the policies (see the module
+        docstring). Returns self."""
+        if self._scheduler is not None:
+            return self
+        scheduler = BackgroundScheduler(
+            jobstores={"default": SQLAlchemyJobStore(engine=self.engine, tablename=self.table)},
+            executors={"default": ThreadPoolExecutor(max_workers=1)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+            timezone=self.timezone,
+        )
+        with _LIVE_LOCK:
+            _LIVE[self.scheduler_id] = self
+        scheduler.start(paused=True)
+        self._scheduler = scheduler
+        stored = {job.id: job for job in scheduler.get_jobs() if job.id.startswith(JOB_PREFIX)}
+        for name, policy in sorted(self.policies.items()):
+            job_id = JOB_PREFIX + name
+            trigger = self.trigger(policy)
+            job = stored.pop(job_id, None)
+            if job is None:
+                job = scheduler.add_job(
+                    "agent.refresh.schedule:fire", trigger, id=job_id, name=f"refresh policy {name}",
+                    args=[self.scheduler_id, name],
+                )  # fmt: skip
+                log.info("refresh policy %r scheduled (%s): next at %s", name, policy.cron, job.next_run_time)
+            elif str(job.trigger) != str(trigger) or list(job.args) != [self.scheduler_id, name]:
+                job = scheduler.modify_job(job_id, args=[self.scheduler_id, name])
+                job = scheduler.reschedule_job(job_id, trigger=trigger)
+                log.info(
+                    "refresh policy %r rescheduled (%s): next at %s", name, policy.cron, job.next_run_time
+                )
+            else:
+                log.info("refresh policy %r (%s): next at %s (kept from the database)", name, policy.cron,
+                         job.next_run_time)  # fmt: skip
+        for job_id in stored:
+            scheduler.remove_job(job_id)
+            log.info("stored schedule %s removed: its policy is no longer configured", job_id)
+        scheduler.resume()
+        return self
+
+    def next_runs(self) -> dict[str, datetime | None]:
+        """Policy name -> its next fire time (None: paused or finished)."""
+        if self._scheduler is None:
+            return stored_schedules(self.engine, self.table)
+        return {
+            job.id[len(JOB_PREFIX) :]: job.next_run_time
+            for job in self._scheduler.get_jobs()
+            if job.id.startswith(JOB_PREFIX)
+        }
+
+    def wakeup(self) -> None:
+        """Look for due schedules now (after the clock moved)."""
+        if self._scheduler is not None:
+            self._scheduler.wakeup()
+
+    def fired(self, name: str) -> None:
+        policy = self.policies.get(name)
+        if policy is None:
+            log.warning("cron refresh %r fired but is no longer configured", name)
+            return
+        try:
+            self.on_fire(policy, self.clock())
+        except Exception:
+            log.exception("queueing the cron refresh %r failed", name)
+
+    def stop(self) -> None:
+        """Stop the scheduler thread (waits for a fire in progress). The schedules stay stored."""
+        scheduler, self._scheduler = self._scheduler, None
+        if scheduler is not None:
+            scheduler.shutdown(wait=True)
+        with _LIVE_LOCK:
+            if _LIVE.get(self.scheduler_id) is self:
+                del _LIVE[self.scheduler_id]
+
+
+def stored_schedules(engine: Engine, table: str = "refresh_schedules") -> dict[str, datetime | None]:
+    """The stored cron schedules' next fire times, read without running a scheduler (``chrysalis refresh
+    status``)."""
+    import sqlalchemy as sa
+
+    if not sa.inspect(engine).has_table(table):
+        return {}
+    meta = sa.MetaData()
+    t = sa.Table(table, meta, autoload_with=engine)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(t.c.id, t.c.next_run_time)).all()
+    return {
+        str(job_id)[len(JOB_PREFIX) :]: (datetime.fromtimestamp(ts, UTC) if ts is not None else None)
+        for job_id, ts in rows
+        if str(job_id).startswith(JOB_PREFIX)
+    }

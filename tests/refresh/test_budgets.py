@@ -1,0 +1,111 @@
+"""Budgets stop refreshes, the remaining work stays recorded, and the refresh resumes later where it stopped."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from agent.jobs import JobState
+from agent.metrics import REGISTRY
+from agent.pipeline import Agent
+from agent.settings import Settings
+from tests.pipeline.conftest import Chain
+from tests.refresh.conftest import Clock, drive, states
+
+
+def paused(budget: str) -> float:
+    return REGISTRY.get_sample_value("chrysalis_refresh_paused_total", {"budget": budget}) or 0.0
+
+
+def test_max_tokens_pauses_a_refresh_and_it_resumes_with_the_rest_after_the_pause(
+    chain: Chain, make: Callable[..., Settings], clock: Clock
+) -> None:
+    settings = make(max_tokens=2, pause_s=600)
+    before = paused("max_tokens")
+    with Agent.from_settings(settings, clock=clock) as agent:
+        job, _ = agent.refresh.queue_manual([1, 2, 3, 4, 5])
+        stopped = drive(agent, job.id)
+        run = agent.refresh.store.run(job.id)
+        assert stopped.state == JobState.QUEUED and run.pause_reason == "max_tokens"
+        assert (stopped.run_after - clock.now).total_seconds() == 600
+        # what was done and what is left are both recorded
+        assert states(agent, job.id) == {
+            1: "confirmed",
+            2: "confirmed",
+            3: "changed",
+            4: "changed",
+            5: "changed",
+        }
+        assert paused("max_tokens") == before + 1
+        assert agent.work_once() == 0  # not claimable before the pause ends
+
+    clock.advance(601)
+    with Agent.from_settings(settings, clock=clock) as agent:  # a restart in between changes nothing
+        resumed = drive(agent, job.id)
+        assert states(agent, job.id) == {
+            1: "confirmed",
+            2: "confirmed",
+            3: "confirmed",
+            4: "confirmed",
+            5: "changed",
+        }
+        assert resumed.state == JobState.QUEUED  # paused again after two more
+        clock.advance(601)
+        done = drive(agent, job.id)
+    assert done.state == JobState.CONFIRMED and done.result["counts"] == {"confirmed": 5}
+    assert len(done.result["transactions"]) == 3
+    assert agent.refresh.store.run(job.id).block_number == run.block_number  # still the one block
+
+
+def test_the_gas_per_day_budget_pauses_until_midnight_utc_and_the_refresh_finishes_the_next_day(
+    chain: Chain, make: Callable[..., Settings], clock: Clock
+) -> None:
+    settings = make(max_gas_per_day=160_000, send_batch=100)
+    with Agent.from_settings(settings, clock=clock) as agent:
+        job, _ = agent.refresh.queue_manual(list(range(1, 9)))
+        stopped = drive(agent, job.id)
+        run = agent.refresh.store.run(job.id)
+        assert stopped.state == JobState.QUEUED and run.pause_reason == "gas_per_day"
+        assert run.paused_until == datetime(2030, 1, 2, tzinfo=UTC)
+        sent = [s for s in states(agent, job.id).values() if s == "confirmed"]
+        left = [s for s in states(agent, job.id).values() if s == "published"]
+        assert sent and left and len(sent) + len(left) == 8  # the batch was cut to what fits today
+        spent = agent.refresh.store.gas_between(
+            datetime(2030, 1, 1, tzinfo=UTC), datetime(2030, 1, 2, tzinfo=UTC)
+        )
+        assert 0 < spent <= 160_000
+
+        clock.now = datetime(2030, 1, 2, 0, 0, 1, tzinfo=UTC)
+        done = drive(agent, job.id)
+        assert done.state == JobState.CONFIRMED, done.last_error
+        assert done.result["counts"] == {"confirmed": 8}
+        today = agent.refresh.store.gas_between(
+            datetime(2030, 1, 2, tzinfo=UTC), datetime(2030, 1, 3, tzinfo=UTC)
+        )
+        assert 0 < today <= 160_000
+
+
+def test_a_fee_spike_above_the_refresh_cap_sends_nothing_and_the_refresh_resumes_when_fees_fall(
+    chain: Chain, make: Callable[..., Settings], clock: Clock
+) -> None:
+    settings = make(max_fee_per_gas_gwei=20.0, pause_s=300)
+    with Agent.from_settings(settings, clock=clock) as agent:
+        job, _ = agent.refresh.queue_manual([1, 2, 3])
+        chain.rpc("anvil_setNextBlockBaseFeePerGas", hex(80 * 10**9))  # 80 gwei: above the 20 gwei cap
+        chain.mine()
+        nonce = chain.agent_nonce()
+        stopped = drive(agent, job.id)
+        run = agent.refresh.store.run(job.id)
+        assert stopped.state == JobState.QUEUED and run.pause_reason == "fee"
+        assert "above refresh.max_fee_per_gas_gwei (20.000 gwei)" in run.pause_detail
+        assert set(states(agent, job.id).values()) == {"published"}  # rendered and pinned, not paid for
+        assert chain.agent_nonce() == nonce
+
+        chain.rpc("anvil_setNextBlockBaseFeePerGas", hex(10**9))
+        chain.mine(3)
+        clock.advance(301)
+        done = drive(agent, job.id)
+    assert done.state == JobState.CONFIRMED, done.last_error
+    assert done.result["counts"] == {"confirmed": 3}
+    for tx_hash in done.result["transactions"]:
+        assert chain.w3.eth.get_transaction(tx_hash)["maxFeePerGas"] <= 20 * 10**9

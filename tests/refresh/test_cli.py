@@ -1,0 +1,97 @@
+"""``chrysalis refresh``: queue a refresh for the running agent, run one here with --now, and read its status."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.cli import main
+from agent.jobs import JobKind, JobStore
+from tests.pipeline.conftest import Chain
+
+
+@pytest.fixture
+def cli(
+    chain: Chain,
+    keystore: tuple[Path, Path],
+    tiny_lm: Path,
+    db_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> Any:
+    """Run ``chrysalis`` in-process with its settings in ``CHRYSALIS_*`` env vars; returns (code, out, err)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CHRYSALIS_CONFIG", raising=False)
+    env = {
+        "DATA_DIR": str(tmp_path / "data"),
+        "CHAIN__RPC_URL": chain.url,
+        "CHAIN__DEPLOYMENT": str(chain.deployment_path),
+        "CHAIN__POLL_INTERVAL_S": "0.1",
+        "DATABASE__URL": db_url,
+        "SIGNER__KEYSTORE": str(keystore[0]),
+        "SIGNER__PASSWORD_FILE": str(keystore[1]),
+        "MODELS__LORE_BACKEND": "transformers",
+        "MODELS__LORE_MODEL": str(tiny_lm),
+        "MODELS__LORE_MAX_NEW_TOKENS": "12",
+        "MODELS__DEVICE": "cpu",
+        "MODELS__THREADS": "1",
+        "SUBMIT__POLL_INTERVAL_S": "0.02",
+        "AGENT__PRICE_WINDOW_S": "3600",
+        "REFRESH__FIRST_RENDER": "true",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(f"CHRYSALIS_{key}", value)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
+
+
+def test_refresh_queues_a_job_for_the_agent_with_the_tokens_asked_for(cli: Any, db_url: str) -> None:
+    code, out, err = cli("refresh", "--tokens", "1,2,5-9")
+    assert code == 0, err
+    assert "queued refresh job" in out and "tokens 1-2,5-9" in out
+    with JobStore.open(db_url) as store:
+        (job,) = store.list_jobs(kind=JobKind.REFRESH)
+    assert job.payload["tokens"] == "1-2,5-9" and job.payload["trigger"] == "manual"
+    assert "@" in job.payload["requested_by"]
+
+    code, out, _ = cli("refresh", "status", "--json")
+    report = json.loads(out)
+    assert (
+        code == 0
+        and report["refreshes"][0]["job_id"] == job.id
+        and report["refreshes"][0]["state"] == "queued"
+    )
+    assert report["budget"]["gas_today"] == 0 and report["budget"]["max_gas_per_day"] == 200_000_000
+
+
+def test_a_bad_token_selection_is_an_error_that_says_how_to_write_one(cli: Any) -> None:
+    code, _out, err = cli("refresh", "--tokens", "3-x")
+    assert code == 1
+    assert "error: token selection '3-x': 'x' is not a token id" in err
+    assert "hint: write token ids and ranges separated by commas, e.g. 1,2,5-9" in err
+
+
+def test_refresh_now_runs_it_here_and_status_shows_what_it_did(cli: Any, chain: Chain) -> None:
+    code, out, err = cli("refresh", "--tokens", "4", "--now")
+    assert code == 0, err
+    assert "done" in out and "1 confirmed" in out
+    assert chain.collection.functions.metadataDigestOf(4).call() != bytes(32)
+
+    code, out, _ = cli("refresh", "status")
+    assert code == 0
+    assert "manual" in out and "confirmed" in out and "1 confirmed" in out
+    assert "gas today (UTC):" in out

@@ -1,0 +1,210 @@
+"""Cron refresh policies on APScheduler 3 with its SQLAlchemy job store in the agent's database (SQLite and
+PostgreSQL), driven by a controllable clock: fires at the right time, survives restarts, follows config changes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import apscheduler.executors.base
+import apscheduler.schedulers.base
+import pytest
+import sqlalchemy as sa
+
+from agent.jobs import Job, JobKind, JobState, JobStore
+from agent.pipeline import Agent
+from agent.refresh.schedule import RefreshScheduler, stored_schedules
+from agent.refresh.store import RefreshStore
+from agent.refresh.triggers import cron_fired
+from agent.settings import RefreshPolicySettings, Settings
+from tests.jobs.dbs import BACKENDS
+from tests.pipeline.conftest import Chain
+from tests.refresh.conftest import Clock, drive, states
+
+CHAIN = 31337
+
+
+@pytest.fixture
+def sched_clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """One clock for APScheduler (its ``datetime.now``), the job store and the refresh tables."""
+    clock = Clock(datetime(2030, 1, 1, 12, 0, tzinfo=UTC))
+
+    class ClockedDatetime(datetime):
+        @classmethod
+        def now(cls, tz=None):  # type: ignore[no-untyped-def,override]
+            now = clock()
+            return now.astimezone(tz) if tz is not None else now.replace(tzinfo=None)
+
+    monkeypatch.setattr(apscheduler.schedulers.base, "datetime", ClockedDatetime)
+    monkeypatch.setattr(apscheduler.executors.base, "datetime", ClockedDatetime)
+    return clock
+
+
+@pytest.fixture(params=BACKENDS)
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    from tests.jobs.dbs import database_url
+
+    with database_url(request.param, tmp_path) as u:
+        yield u
+
+
+def daily(name: str = "daily", cron: str = "0 0 * * *") -> RefreshPolicySettings:
+    return RefreshPolicySettings(name=name, cron=cron)
+
+
+def scheduler(jobs: JobStore, policies: list[RefreshPolicySettings], clock: Clock) -> RefreshScheduler:
+    store = RefreshStore(jobs.engine, clock=clock)  # type: ignore[attr-defined]
+    return RefreshScheduler(
+        jobs.engine,  # type: ignore[attr-defined]
+        policies,
+        lambda policy, at: cron_fired(jobs, store, CHAIN, policy, at),
+        scheduler_id=f"{CHAIN}:0xcollection",
+        clock=clock,
+    )
+
+
+def refresh_jobs(jobs: JobStore) -> list[Job]:
+    return jobs.list_jobs(kind=JobKind.REFRESH, limit=100)
+
+
+def wait_for_jobs(jobs: JobStore, n: int, timeout_s: float = 20) -> list[Job]:
+    """Wait for the scheduler thread to queue ``n`` refresh jobs (it runs on its own thread)."""
+    deadline = time.monotonic() + timeout_s
+    while len(found := refresh_jobs(jobs)) < n and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return found
+
+
+def test_a_cron_policy_fires_at_its_time_and_queues_one_refresh(url: str, sched_clock: Clock) -> None:
+    with JobStore.open(url, clock=sched_clock) as jobs:
+        s = scheduler(jobs, [daily()], sched_clock).start()
+        try:
+            assert s.next_runs() == {"daily": datetime(2030, 1, 2, tzinfo=UTC)}
+            sched_clock.now = datetime(2030, 1, 1, 23, 59, 59, tzinfo=UTC)
+            s.wakeup()
+            time.sleep(0.3)
+            assert refresh_jobs(jobs) == []  # not yet
+            sched_clock.now = datetime(2030, 1, 2, 0, 0, 2, tzinfo=UTC)
+            s.wakeup()
+            (job,) = wait_for_jobs(jobs, 1)
+        finally:
+            s.stop()
+        assert job.key == f"refresh:{CHAIN}:cron:daily:2030-01-02T00:00" and job.state == JobState.QUEUED
+        assert (
+            job.payload["trigger"] == "cron"
+            and job.payload["policy"] == "daily"
+            and job.payload["tokens"] == "all"
+        )
+        assert stored_schedules(jobs.engine) == {"daily": datetime(2030, 1, 3, tzinfo=UTC)}  # type: ignore[attr-defined]
+
+
+def test_schedules_survive_a_restart_and_a_fire_missed_while_down_runs_once_at_start(
+    url: str, sched_clock: Clock
+) -> None:
+    with JobStore.open(url, clock=sched_clock) as jobs:
+        first = scheduler(jobs, [daily()], sched_clock).start()
+        first.stop()  # the agent stops at 12:00 ...
+        engine = jobs.engine  # type: ignore[attr-defined]
+        assert sa.inspect(engine).has_table("refresh_schedules")
+        assert stored_schedules(engine) == {"daily": datetime(2030, 1, 2, tzinfo=UTC)}
+
+    sched_clock.now = datetime(2030, 1, 4, 0, 30, tzinfo=UTC)  # ... and is down over three midnights
+    with JobStore.open(url, clock=sched_clock) as jobs:  # a new process: nothing but the database is left
+        second = scheduler(jobs, [daily()], sched_clock).start()
+        try:
+            found = wait_for_jobs(jobs, 1)
+            time.sleep(0.3)
+            assert len(refresh_jobs(jobs)) == 1  # coalesced: one catch-up refresh, not three
+            assert second.next_runs() == {"daily": datetime(2030, 1, 5, tzinfo=UTC)}
+        finally:
+            second.stop()
+        assert found[0].payload["fired_at"] == "2030-01-04T00:30:00+00:00"
+
+
+def test_a_changed_cron_is_rescheduled_and_a_removed_policy_is_unscheduled(
+    url: str, sched_clock: Clock
+) -> None:
+    with JobStore.open(url, clock=sched_clock) as jobs:
+        engine = jobs.engine  # type: ignore[attr-defined]
+        s = scheduler(jobs, [daily(), daily("weekly", "0 6 * * 1")], sched_clock).start()
+        s.stop()
+        assert stored_schedules(engine) == {
+            "daily": datetime(2030, 1, 2, tzinfo=UTC),
+            "weekly": datetime(2030, 1, 7, 6, tzinfo=UTC),  # Monday 2030-01-07 (cron numbering)
+        }
+        s = scheduler(jobs, [daily(cron="30 12 * * *")], sched_clock).start()  # weekly removed, daily moved
+        s.stop()
+        assert stored_schedules(engine) == {"daily": datetime(2030, 1, 1, 12, 30, tzinfo=UTC)}
+        assert refresh_jobs(jobs) == []
+
+
+def test_a_cron_refresh_runs_on_the_chain(
+    chain: Chain, make: Callable[..., Settings], sched_clock: Clock
+) -> None:
+    settings = make(policies=[{"name": "nightly", "cron": "0 0 * * *", "tokens": "10-11"}])
+    with Agent.from_settings(settings, clock=sched_clock) as agent:
+        assert agent.refresh.scheduler is not None
+        agent.refresh.start()
+        try:
+            sched_clock.now = datetime(2030, 1, 2, 0, 0, 1, tzinfo=UTC)
+            agent.refresh.scheduler.wakeup()
+            (job,) = wait_for_jobs(agent.store, 1)
+        finally:
+            agent.refresh.stop()
+        done = drive(agent, job.id)
+        assert done.state == JobState.CONFIRMED, done.last_error
+        assert states(agent, job.id) == {10: "confirmed", 11: "confirmed"}
+        assert agent.refresh.store.run(job.id).trigger == "cron"
+
+
+@pytest.mark.parametrize(
+    ("expr", "first"),
+    [
+        (
+            "0 6 * * 1",
+            datetime(2030, 1, 7, 6, tzinfo=UTC),
+        ),  # Monday, as in cron (APScheduler 3 alone: Tuesday)
+        ("0 6 * * 0", datetime(2030, 1, 6, 6, tzinfo=UTC)),  # Sunday
+        ("0 6 * * 7", datetime(2030, 1, 6, 6, tzinfo=UTC)),  # Sunday again
+        ("0 6 * * 6-7", datetime(2030, 1, 5, 6, tzinfo=UTC)),  # the weekend starts on Saturday
+        ("0 6 * * mon-fri", datetime(2030, 1, 2, 6, tzinfo=UTC)),
+    ],
+)
+def test_crontab_weekdays_are_numbered_as_in_cron(expr: str, first: datetime) -> None:
+    from agent.refresh.schedule import crontab_trigger
+
+    assert (
+        crontab_trigger(expr, timezone=UTC).get_next_fire_time(None, datetime(2030, 1, 1, 12, tzinfo=UTC))
+        == first
+    )
+
+
+@pytest.mark.parametrize(
+    ("policy", "message"),
+    [
+        ({"name": "a", "cron": "0 0 * *"}, "Wrong number of fields"),
+        ({"name": "a", "cron": "0 0 * * 9"}, "weekday '9' is out of range"),
+        ({"name": "a"}, "needs exactly one of cron"),
+        ({"name": "a", "cron": "0 0 * * *", "price_change_pct": 5}, "needs exactly one of cron"),
+        ({"name": "a", "price_change_pct": 5, "tokens": "3-x"}, "'x' is not a token id"),
+        ({"name": "bad name!", "cron": "0 0 * * *"}, "refresh.policies.0.name"),
+    ],
+)
+def test_bad_policies_are_config_errors_naming_the_problem(policy: dict, message: str) -> None:
+    from agent.errors import ConfigError
+    from agent.settings import load_settings
+
+    with pytest.raises(ConfigError) as err:
+        load_settings(refresh={"policies": [policy]})
+    assert message in err.value.message and err.value.hint
+
+
+def test_two_policies_with_one_name_are_refused() -> None:
+    from agent.errors import ConfigError
+    from agent.settings import load_settings
+
+    with pytest.raises(ConfigError, match="refresh policy names must be unique; twice"):
+        load_settings(refresh={"policies": [{"name": "twice", "cron": "0 0 * * *"},
+                                            {"name": "twice", "price_change_pct": 3}]})  # fmt: skip

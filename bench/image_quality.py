@@ -28,6 +28,7 @@ from agent.generate.embedded_image import EmbeddedSpriteGenerator, decode_png
 from agent.generate.sprites import quality
 from agent.generate.sprites.conditioning import ELEMENTS, MOODS, NUM_CLASSES, class_traits
 from agent.generate.sprites.dataset import make_dataset
+from agent.generate.sprites.palette import transfer_palette
 from bench._table import emit
 
 NEXT_MOOD = {m: MOODS[(i + 1) % len(MOODS)] for i, m in enumerate(MOODS)}
@@ -106,40 +107,48 @@ def main(argv: list[str] | None = None) -> int:
     base = gen.generate(base_reqs)
     prev = _native(base)
     id_rows = []
-    for change, strengths in (("mood", (0.3, 0.5, 0.7, 0.9)), ("element", (0.5, 0.7))):
-        for strength in strengths:
-            new_traits = [
-                {**r.traits, change: (NEXT_MOOD if change == "mood" else NEXT_ELEMENT)[r.traits[change]]}
-                for r in base_reqs
+    raw = EmbeddedSpriteGenerator(a.model_dir, a.device, num_inference_steps=50, palette_transfer=False)
+    cases = [("mood", s, gen) for s in (0.3, 0.5, 0.7)] + [("mood", s, raw) for s in (0.5, 0.9)]
+    cases += [("element", s, gen) for s in (0.5, 0.7)]
+    for change, strength, g in cases:
+        new_traits = [
+            {**r.traits, change: (NEXT_MOOD if change == "mood" else NEXT_ELEMENT)[r.traits[change]]}
+            for r in base_reqs
+        ]
+        evo = g.generate(
+            [
+                ImageRequest(traits=t, seed=r.seed + 7, init_image=b.png, strength=strength)
+                for t, r, b in zip(new_traits, base_reqs, base)
             ]
-            evo = gen.generate(
-                [
-                    ImageRequest(traits=t, seed=r.seed + 7, init_image=b.png, strength=strength)
-                    for t, r, b in zip(new_traits, base_reqs, base)
-                ]
-            )
-            ev = _native(evo)
-            ident = quality.identity_retrieval(ev, prev)
-            iou_own = np.mean([quality.silhouette_iou(x, y) for x, y in zip(ev, prev)])
-            if change == "mood":
-                acc = np.mean([quality.predicted_mood(x) == t["mood"] for x, t in zip(ev, new_traits)])
-            else:
-                pred = clf.predict(ev)
-                acc = np.mean([p_ == t["element"] for p_, t in zip(pred, new_traits)])
-            id_rows.append(
-                [change, strength, _fmt(ident["own"]), _fmt(ident["others"]), _fmt(iou_own), _fmt(ident["rank1"]),
-                 _fmt(acc)]
-            )
+        )
+        ev = _native(evo)
+        # A new mood means new colours: judge identity against each previous stage recoloured to it.
+        ref = prev if change == "element" else np.stack(
+            [transfer_palette(p_, quality.predicted_mood(p_), t["mood"]) for p_, t in zip(prev, new_traits)]
+        )
+        ident = quality.identity_retrieval(ev, ref)
+        iou_own = np.mean([quality.silhouette_iou(x, y) for x, y in zip(ev, prev)])
+        if change == "mood":
+            acc = np.mean([quality.predicted_mood(x) == t["mood"] for x, t in zip(ev, new_traits)])
+        else:
+            pred = clf.predict(ev)
+            acc = np.mean([p_ == t["element"] for p_, t in zip(pred, new_traits)])
+        id_rows.append(
+            [change, "on" if g.palette_transfer else "off", strength, _fmt(ident["own"]), _fmt(ident["others"]),
+             _fmt(iou_own), _fmt(ident["rank1"]), _fmt(acc)]
+        )
     emit(
         "image_identity",
         f"Evolution keeps identity ({a.tokens} tokens, img2img to the next mood / element)",
-        ["trait changed", "strength", "sim to own previous", "sim to other tokens", "silhouette IoU own",
-         "rank-1 retrieval", "new trait acc"],
+        ["trait changed", "palette transfer", "strength", "sim to own previous", "sim to other tokens",
+         "silhouette IoU own", "rank-1 retrieval", "new trait acc"],
         id_rows,
         notes=(
             "sim = mean of silhouette IoU and pixel similarity (1 - mean|a-b|/255); rank-1 = the evolved image is more "
             "similar to its own previous stage than to any other token's; new trait acc = the evolved image shows the "
-            "new mood (palette family) or element (1-NN body plan)."
+            "new mood (palette family) or element (1-NN body plan). For a mood change the previous stages are "
+            "compared after recolouring them to the new mood (agent.generate.sprites.palette), so colour does not "
+            "count as identity; palette transfer on is the generator's default."
         ),
     )
 

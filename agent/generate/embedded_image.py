@@ -177,6 +177,8 @@ class _Prepared:
     init: np.ndarray | None
     init_png_sha256: str | None
     strength: float
+    palette_from: str | None = None  # the init image's mood, when it was recoloured to the requested one
+    init_pixels_sha256: str | None = None  # of the previous stage's pixels, before any recolouring
 
 
 class EmbeddedSpriteGenerator(ImageGenerator):
@@ -188,6 +190,9 @@ class EmbeddedSpriteGenerator(ImageGenerator):
         num_inference_steps: DDIM steps for a fresh image (an evolution runs ``round(steps * strength)`` of them).
         guidance_scale: Classifier-free guidance; 1.0 disables it (one UNet pass per step).
         max_batch_size: Most requests sent through the UNet at once.
+        palette_transfer: Evolving to another mood first recolours the previous image to the new mood's palette
+            family (:mod:`agent.generate.sprites.palette`), so a moderate strength keeps the token's identity and
+            still shows the new mood. The config records the mood it came from and the recoloured start's hash.
         dtype: Model dtype (float32: the model is tiny and float32 keeps CPU outputs reproducible).
     """
 
@@ -200,6 +205,7 @@ class EmbeddedSpriteGenerator(ImageGenerator):
         guidance_scale: float = 1.0,
         max_batch_size: int = 64,
         dtype: torch.dtype = torch.float32,
+        palette_transfer: bool = True,
     ) -> None:
         if num_inference_steps < 1:
             raise ConfigError(f"num_inference_steps={num_inference_steps}", hint="use at least 1 (50 is the default)")
@@ -213,6 +219,7 @@ class EmbeddedSpriteGenerator(ImageGenerator):
         self.num_inference_steps = num_inference_steps
         self.guidance_scale = float(guidance_scale)
         self.max_batch_size = max_batch_size
+        self.palette_transfer = palette_transfer
 
     @property
     def info(self) -> ModelInfo:
@@ -262,7 +269,15 @@ class EmbeddedSpriteGenerator(ImageGenerator):
             except ConfigError as e:
                 raise ConfigError(f"{where}: {e.message}", hint=e.hint) from None
             png_sha = hashlib.sha256(bytes(r.init_image)).hexdigest()
-            prepared.append(_Prepared(i, label, r.seed, init, png_sha, float(s)))
+            palette_from, init_sha = None, pixels_sha256(init)
+            if self.palette_transfer:
+                from agent.generate.sprites.palette import transfer_palette
+                from agent.generate.sprites.quality import predicted_mood
+
+                mood, seen = class_traits(label)["mood"], predicted_mood(init)
+                if seen != mood:
+                    init, palette_from = transfer_palette(init, seen, mood), seen
+            prepared.append(_Prepared(i, label, r.seed, init, png_sha, float(s), palette_from, init_sha))
         return prepared
 
     def generate(self, requests: Sequence[ImageRequest]) -> list[GeneratedImage]:
@@ -344,7 +359,12 @@ class EmbeddedSpriteGenerator(ImageGenerator):
             "class_label": p.label,
             "traits": class_traits(p.label),
             "init_image_sha256": p.init_png_sha256,
-            "init_pixels_sha256": None if p.init is None else pixels_sha256(p.init),
+            "init_pixels_sha256": p.init_pixels_sha256,
+            "palette_transfer": (
+                None
+                if p.init is None or not self.palette_transfer
+                else {"from": p.palette_from, "start_pixels_sha256": pixels_sha256(p.init)}
+            ),
             "seed": p.seed,
             "generator": "torch.Generator('cpu').manual_seed(seed); randn((1, 3, 32, 32))",
             "width": SIZE,

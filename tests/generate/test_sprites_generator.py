@@ -22,6 +22,7 @@ from agent.generate.embedded_image import (
     pixels_sha256,
 )
 from agent.generate.sprites import quality
+from agent.generate.sprites.palette import transfer_palette
 
 TOKENS = [
     ({"mood": "serene", "element": "fire"}, 11),
@@ -118,10 +119,16 @@ def test_evolution_keeps_identity_better_than_another_token(gen, fresh):
     for e, img in zip(evolved, fresh):
         assert e.config["mode"] == "img2img" and e.config["init_image_sha256"] is not None
         assert e.config["init_pixels_sha256"] == img.pixels_sha256
-    score = quality.identity_retrieval(np.stack([native(e) for e in evolved]), np.stack([native(i) for i in fresh]))
+        assert e.config["palette_transfer"]["from"] == quality.predicted_mood(native(img))
+    # Identity is judged against each previous stage recoloured to the new mood (what the token would look like
+    # in the new palette): the body, face and accessories must stay, the colours must change.
+    moods = [NEXT_MOOD[t["mood"]] for t, _ in TOKENS]
+    previous = np.stack(
+        [transfer_palette(native(i), quality.predicted_mood(native(i)), m) for i, m in zip(fresh, moods)]
+    )
+    score = quality.identity_retrieval(np.stack([native(e) for e in evolved]), previous)
     assert score["own"] > score["others"] + 0.05
     assert score["rank1"] >= 0.75
-    moods = [NEXT_MOOD[t["mood"]] for t, _ in TOKENS]
     assert np.mean([quality.predicted_mood(native(e)) == m for e, m in zip(evolved, moods)]) >= 0.75
 
 

@@ -466,7 +466,8 @@ class RefreshSettings(Section):
 
     policies: list[RefreshPolicySettings] = Field(
         default_factory=list,
-        description="[[refresh.policies]] tables; none: only manual and studio refreshes.",
+        description="[[refresh.policies]] tables; none: only manual and studio refreshes. In the environment: "
+        'CHRYSALIS_REFRESH__POLICIES=\'[{"name": "daily", "cron": "0 0 * * *"}]\' (a JSON list).',
     )
     timezone: str = Field(default="UTC", description="Time zone of the cron expressions (IANA name).")
     max_tokens: int = Field(

@@ -8,7 +8,17 @@ import importlib
 import runpy
 import sys
 
-ALL = ["gas", "ipfs_import", "ipfs_gateway", "image_quality", "inference", "submit", "latency", "genesis"]
+ALL = [
+    "gas",
+    "ipfs_import",
+    "ipfs_gateway",
+    "image_quality",
+    "inference",
+    "submit",
+    "latency",
+    "genesis",
+    "refresh",
+]
 
 
 def main(argv: list[str]) -> int:

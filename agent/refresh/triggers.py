@@ -24,8 +24,10 @@ from typing import Any
 
 from eth_utils import function_signature_to_4byte_selector
 from web3 import Web3
+from web3.exceptions import ContractLogicError
 
 from agent.domain import LogKey
+from agent.errors import ConfigError
 from agent.jobs import Job, JobKind, JobState, JobStore
 from agent.metrics import REFRESHES_QUEUED
 from agent.refresh.runner import payload_tokens
@@ -210,12 +212,30 @@ class PriceTrigger:
         self.watcher = Watcher(rpc, SqlCursorStore(jobs.engine), config)  # type: ignore[attr-defined]
 
     def answer_at(self, block: int) -> int:
-        """The feed's latest answer at ``block`` (``latestRoundData``)."""
-        raw = self.rpc.call(
-            "eth_call",
-            lambda: self.rpc.w3.eth.call({"to": self.feed, "data": "0x" + _LATEST_ROUND.hex()}, block),
-        )
-        return int.from_bytes(bytes(raw)[32:64], "big", signed=True)
+        """The feed's latest answer at ``block`` (``latestRoundData``).
+
+        Raises:
+            ConfigError: the address does not answer ``latestRoundData()`` like a Chainlink feed.
+        """
+        try:
+            raw = bytes(
+                self.rpc.call(
+                    "eth_call",
+                    lambda: self.rpc.w3.eth.call(
+                        {"to": self.feed, "data": "0x" + _LATEST_ROUND.hex()}, block
+                    ),
+                )
+            )
+        except ContractLogicError as exc:
+            raw, why = b"", f"it reverted ({exc})"
+        else:
+            why = "it returned no data (no contract there?)"
+        if len(raw) < 160:
+            raise ConfigError(
+                f"the price feed {self.feed} does not answer latestRoundData() at block {block}: {why}",
+                hint="point the price policy's feed (or agent.price_feed) at a Chainlink-compatible aggregator",
+            )
+        return int.from_bytes(raw[32:64], "big", signed=True)
 
     def poll(self) -> int:
         """Handle the feed's new logs; returns how many refreshes were queued."""

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pytest
 from eth_abi import decode as abi_decode
 
+from agent.errors import ConfigError
 from agent.generate.verify import verify
 from agent.jobs import JobState
 from agent.pipeline import Agent
@@ -15,7 +16,7 @@ from agent.publish.metadata import cid_from_digest, history, parse_metadata
 from agent.refresh.runner import batch_provenance
 from agent.settings import Settings
 from tests.pipeline.conftest import Chain
-from tests.refresh.conftest import drive, states
+from tests.refresh.conftest import Clock, drive, states
 
 
 def metadata_of(chain: Chain, agent: Agent, token_id: int):
@@ -145,3 +146,36 @@ def test_a_refresh_on_postgresql(chain: Chain, make: Callable[..., Settings]) ->
         job, _ = agent.refresh.queue_manual([4, 5])
         done = drive(agent, job.id)
     assert done.state == JobState.CONFIRMED and done.result["counts"] == {"confirmed": 2}
+
+
+def test_a_newer_refresh_supersedes_what_an_older_paused_one_had_not_sent(
+    chain: Chain, make: Callable[..., Settings], clock: Clock
+) -> None:
+    settings = make(max_tokens=1, pause_s=60)
+    with Agent.from_settings(settings, clock=clock) as agent:
+        old, _ = agent.refresh.queue_manual([1, 2, 3])
+        assert drive(agent, old.id).state == JobState.QUEUED  # paused after one token
+        assert states(agent, old.id) == {1: "confirmed", 2: "changed", 3: "changed"}
+
+        new, _ = agent.refresh.queue_manual([2, 3])
+        assert drive(agent, new.id).state == JobState.QUEUED  # planned at a newer block, paused after one
+        item = agent.refresh.store.item(old.id, 2)
+        assert item.state.value == "superseded" and f"superseded by refresh job {new.id}" in item.reason
+        assert states(agent, old.id) == {1: "confirmed", 2: "superseded", 3: "superseded"}
+
+        clock.advance(61)
+        finished = drive(agent, old.id)  # nothing left to do: it finishes without writing again
+        assert finished.state == JobState.CONFIRMED
+        assert finished.result["counts"] == {"confirmed": 1, "superseded": 2}
+        assert drive(agent, new.id).state == JobState.CONFIRMED
+        assert states(agent, new.id) == {2: "confirmed", 3: "confirmed"}
+
+
+def test_a_price_policy_on_an_address_that_is_no_feed_is_a_config_error(
+    chain: Chain, make: Callable[..., Settings]
+) -> None:
+    settings = make(policies=[{"name": "px", "price_change_pct": 5, "feed": chain.collection.address}])
+    with pytest.raises(ConfigError) as err:
+        Agent.from_settings(settings)
+    assert f"the price feed {chain.collection.address} does not answer latestRoundData()" in err.value.message
+    assert "Chainlink-compatible aggregator" in err.value.hint

@@ -51,7 +51,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -108,7 +108,7 @@ class _Pause:
 class _Step:
     gas_used: int = 0
     pause: _Pause | None = None
-    notes: list[str] = field(default_factory=list)
+    awaiting_review: int = 0
 
 
 def batch_provenance(block_hash: str, items: Sequence[tuple[int, str, str]]) -> bytes:
@@ -155,6 +155,10 @@ class RefreshRunner:
         price_feeds: Feeds whose price-trigger baseline a new refresh moves to its block's answer.
         wait_chunk_s: Longest single wait for a transaction before the stop flag is checked again.
         clock: UTC now (the job store's clock).
+        review: The studio's :class:`~agent.studio.review.ReviewGate` in review mode (``studio.review``): each
+            regenerated token waits as a review item (key ``refresh:<job>:<token>``) and is published and written
+            only once a curator approves it (with ``approved_by`` in its metadata); a rejection skips the token.
+        review_poll_s: How often a refresh waiting for curators looks again.
     """
 
     def __init__(
@@ -173,6 +177,8 @@ class RefreshRunner:
         wait_chunk_s: float = 2.0,
         receipt_timeout_s: float = 1800.0,
         clock: Callable[[], datetime] | None = None,
+        review: Any = None,
+        review_poll_s: float = 5.0,
     ) -> None:
         self.jobs = jobs
         self.store = store
@@ -187,6 +193,8 @@ class RefreshRunner:
         self.wait_chunk_s = wait_chunk_s
         self.receipt_timeout_s = receipt_timeout_s
         self.clock = clock or store.clock
+        self.review = review
+        self.review_poll_s = review_poll_s
 
     # -- the step ---------------------------------------------------------------------------------------------
 
@@ -222,11 +230,12 @@ class RefreshRunner:
             return StepOutcome("continue", gas_used=step.gas_used)  # read every token at B before spending
         if not paused and not stop.is_set():
             self.generate_chunk(run)
-            self.publish_chunk(run)
+            step.awaiting_review = self.publish_chunk(run)[1]
             counts = self.store.counts(job.id)
             if counts[ItemState.PUBLISHED] and (
                 counts[ItemState.PUBLISHED] >= self.settings.send_batch
                 or not self._more_to_publish(run, counts)
+                or step.awaiting_review  # curators decide at their pace: write what they approved so far
             ):
                 self.send(run, stop, step)
                 self.confirm(run, stop, step)
@@ -256,6 +265,8 @@ class RefreshRunner:
                 ", ".join(f"{n} {s.value}" for s, n in open_.items()),
             )  # fmt: skip
             run = self.store.run(job.id) or run
+        if step.awaiting_review and not self._workable(run, counts, ignore_generated=True):
+            return StepOutcome("continue", delay_s=self.review_poll_s, gas_used=step.gas_used)
         if run.paused_until is not None:
             if counts[ItemState.SUBMITTED]:
                 return StepOutcome("continue", delay_s=1.0, gas_used=step.gas_used)  # still waiting for those
@@ -273,9 +284,11 @@ class RefreshRunner:
             or (counts[ItemState.CHANGED] and self._room(run, counts) > 0)
         )
 
-    def _workable(self, run: RefreshRun, counts: Mapping[ItemState, int]) -> bool:
+    def _workable(
+        self, run: RefreshRun, counts: Mapping[ItemState, int], *, ignore_generated: bool = False
+    ) -> bool:
         return bool(
-            counts[ItemState.GENERATED]
+            (counts[ItemState.GENERATED] and not ignore_generated)
             or counts[ItemState.PUBLISHED]
             or counts[ItemState.SUBMITTED]
             or (counts[ItemState.CHANGED] and self._room(run, counts) > 0)
@@ -413,15 +426,28 @@ class RefreshRunner:
         )
         return len(todo)
 
-    def publish_chunk(self, run: RefreshRun) -> int:
-        """Pin (and replicate) a chunk of generated tokens' image and metadata."""
+    def publish_chunk(self, run: RefreshRun) -> tuple[int, int]:
+        """Pin (and replicate) a chunk of generated tokens' image and metadata; in review mode only approved
+        ones. Returns how many were published and how many wait for a curator."""
         todo = self.store.items(run.job_id, [ItemState.GENERATED], limit=self.settings.chunk_size)
         retry: ChrysalisError | None = None
-        done = 0
+        done = waiting = 0
         for item in todo:
+            generated, approved_by = dict(item.generated or {}), None
+            if self.review is not None:
+                verdict = self._review(run, item)
+                if verdict is None:
+                    waiting += 1
+                    continue
+                if isinstance(verdict, str):
+                    self.store.move(run.job_id, [(item.token_id, [ItemState.GENERATED], {
+                        "state": ItemState.SKIPPED, "reason": verdict})])  # fmt: skip
+                    REFRESH_TOKENS.labels(outcome="skipped").inc()
+                    continue
+                generated, approved_by = verdict
             try:
                 record = self.publish.run(
-                    self._request(run, item), dict(item.inputs or {}), dict(item.generated or {})
+                    self._request(run, item), dict(item.inputs or {}), generated, approved_by=approved_by
                 )
             except PermanentError as exc:
                 self._fail_items(run, [item], [ItemState.GENERATED], exc)
@@ -437,7 +463,24 @@ class RefreshRunner:
             done += 1
         if retry is not None and not done:
             raise retry
-        return done
+        return done, waiting
+
+    def _review(self, run: RefreshRun, item: RefreshItem) -> tuple[dict[str, Any], str] | str | None:
+        """Review mode: ``(generated, approved_by)`` once approved, the reason once rejected, None meanwhile."""
+        from agent.studio.review import Approved, Candidate, Rejected
+
+        inputs = dict(item.inputs or {})
+        key = f"refresh:{run.job_id}:{item.token_id}"
+        candidate = Candidate.from_generated(
+            dict(item.generated or {}), traits=inputs["rules"]["traits"], name=inputs["token"]["name"]
+        )
+        self.review.submit(key, item.token_id, int(item.stage or 0), candidate, kind="refresh")  # idempotent
+        decision = self.review.decision(key)
+        if isinstance(decision, Rejected):
+            return decision.describe()
+        if isinstance(decision, Approved):
+            return decision.generated, decision.approved_by
+        return None
 
     def _fail_items(
         self,

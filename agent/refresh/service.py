@@ -144,6 +144,8 @@ class RefreshService:
             wait_chunk_s=settings.agent.wait_chunk_s,
             receipt_timeout_s=s.receipt_timeout_s,
             clock=clock,
+            review=_review_gate(settings, jobs),
+            review_poll_s=max(1.0, settings.chain.poll_interval_s),
         )
         chain_id = deployment.chain_id
         triggers = [
@@ -202,3 +204,12 @@ def _guard(settings: Settings, inputs: InputsStage) -> OracleGuard:
         for reading, spec in (source or {}).items():
             limits[reading] = {**limits.get(reading, {}), **dict(spec)}
     return OracleGuard.from_mapping(limits)
+
+
+def _review_gate(settings: Settings, jobs: JobStore) -> Any:
+    """The studio's review gate when review mode is on (``studio.review``): refreshes wait for curators too."""
+    if not settings.studio.review:
+        return None
+    from agent.studio.review import ReviewGate
+
+    return ReviewGate.for_store(jobs)

@@ -2,8 +2,8 @@
 download): open the gallery, open a token's timeline, run Verify and see "match", approve an item in the
 review queue and see it published on-chain.
 
-Screenshots go to ``test-artifacts/studio/``. With ``CHRYSALIS_UPDATE_DOCS=1`` the gallery and timeline shots
-are also written to ``docs/`` for the README.
+Screenshots go to ``test-artifacts/studio/``. The README's screenshots come from the demo's studio
+(``scripts/screenshots.py``).
 """
 
 from __future__ import annotations
@@ -53,16 +53,8 @@ def server(studio: Studio) -> Iterator[StudioServer]:
         yield s
 
 
-def shot(page: object, name: str, *, docs: str | None = None) -> None:
-    path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=False)  # type: ignore[attr-defined]
-    if docs and os.environ.get("CHRYSALIS_UPDATE_DOCS") == "1":  # a small PNG for the README
-        from PIL import Image
-
-        (ROOT / "docs").mkdir(exist_ok=True)
-        image = Image.open(path).convert("RGB")
-        image = image.resize((image.width * 3 // 4, image.height * 3 // 4), Image.LANCZOS)
-        image.quantize(colors=128).save(ROOT / "docs" / docs, optimize=True)
+def shot(page: object, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=False)  # type: ignore[attr-defined]
 
 
 def test_gallery_timeline_and_verify_match(browser: object, server: StudioServer) -> None:
@@ -75,13 +67,13 @@ def test_gallery_timeline_and_verify_match(browser: object, server: StudioServer
     assert page.locator('.card[data-token="1"] .stage strong').inner_text() == "2"
     page.locator('.card[data-token="1"] img').evaluate("img => img.decode()")
     assert page.locator('.card[data-token="1"] img').evaluate("img => img.naturalWidth") > 0
-    shot(page, "gallery", docs="studio-gallery.png")
+    shot(page, "gallery")
 
     page.click('.card[data-token="1"] a')
     page.wait_for_url("**/tokens/1")
     assert page.locator(".stage-entry").count() == 2
     assert page.locator("#stage-2 .traits").count() == 1
-    shot(page, "token-timeline", docs="studio-token.png")
+    shot(page, "token-timeline")
 
     stage = page.locator("#stage-2")
     stage.locator("details.provenance > summary").click()

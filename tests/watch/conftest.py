@@ -28,7 +28,6 @@ ROOT = Path(__file__).resolve().parents[2]
 EMITTER = json.loads((Path(__file__).with_name("EventEmitter.json")).read_text())
 
 
-
 class Chain:
     """anvil, its emitter contract, and the moves the tests need."""
 

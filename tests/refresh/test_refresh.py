@@ -10,7 +10,7 @@ from eth_abi import decode as abi_decode
 
 from agent.errors import ConfigError
 from agent.generate.verify import verify
-from agent.jobs import JobState
+from agent.jobs import JobKind, JobState
 from agent.pipeline import Agent
 from agent.publish.metadata import cid_from_digest, history, parse_metadata
 from agent.refresh.runner import batch_provenance
@@ -179,3 +179,19 @@ def test_a_price_policy_on_an_address_that_is_no_feed_is_a_config_error(
         Agent.from_settings(settings)
     assert f"the price feed {chain.collection.address} does not answer latestRoundData()" in err.value.message
     assert "Chainlink-compatible aggregator" in err.value.hint
+
+
+def test_the_studio_button_queues_a_refresh_the_worker_runs(
+    chain: Chain, make: Callable[..., Settings]
+) -> None:
+    with Agent.from_settings(make()) as agent:
+        # what agent.studio.service.StudioService.request_refresh enqueues for "Request refresh" on token 7
+        job, created = agent.store.enqueue(
+            JobKind.REFRESH,
+            f"refresh:{chain.w3.eth.chain_id}:7:0:studio",
+            payload={"token_id": 7, "stage": 0, "source": "studio", "requested_by": "alice"},
+        )
+        assert created
+        done = drive(agent, job.id)
+        assert done.state == JobState.CONFIRMED and states(agent, job.id) == {7: "confirmed"}
+        assert agent.refresh.store.run(job.id).trigger == "studio"

@@ -46,7 +46,16 @@ def genesis_command(
     ] = None,
     batch_size: Annotated[
         int | None,
-        typer.Option("--batch-size", min=1, help="Items per batch and per resume step (default 32)."),
+        typer.Option("--batch-size", min=1, help="Items per batch and per resume step (default 64)."),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Processes making batches, each with models.threads torch threads (default 1) "
+            "(default: one per CPU core, up to 4; 1 on a GPU). Outputs do not depend on it.",
+        ),
     ] = None,
     sheet: Annotated[int, typer.Option("--sheet", min=0, help="Images on the contact sheet (0: none).")] = 64,
     publish: Annotated[
@@ -79,7 +88,7 @@ def genesis_command(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")] = True,
 ) -> None:
     """Genesis of N assets with exact rarity: assign traits, generate images and lore, commit, reveal, publish."""
-    from agent.genesis.generate import run_genesis
+    from agent.genesis.generate import DEFAULT_BATCH_SIZE, run_genesis
     from agent.genesis.ledger import LEDGER_NAME, Ledger
     from agent.genesis.traits import load_table
     from agent.settings import load_settings
@@ -89,7 +98,7 @@ def genesis_command(
     if (out_dir / LEDGER_NAME).is_file():  # resuming: what was not given is the run's own
         with Ledger.read(out_dir) as ledger:
             params = ledger.params()
-        batch_size = batch_size or int(params.get("batch_size", 32))
+        batch_size = batch_size or int(params.get("batch_size", DEFAULT_BATCH_SIZE))
         if seed is None:
             seed = str(params["seed"])
             console.print(f"resuming {out_dir} with its seed [bold]{escape(seed)}[/]")
@@ -111,14 +120,17 @@ def genesis_command(
         seed,
         out_dir,
         models=settings.models,
-        batch_size=batch_size or 32,
+        batch_size=batch_size or DEFAULT_BATCH_SIZE,
+        workers=workers,
         sheet_size=sheet,
         progress=progress,
         console=console,
     )
     _print_rarity(table, result.assignment)
+    how = f"{result.timings.workers} worker(s) x {result.timings.threads} torch thread(s)"
     console.print(
-        f"generated {result.generated}, already done {result.resumed}, in {result.elapsed_s:.1f} s -> {out_dir}\n"
+        f"generated {result.generated}, already done {result.resumed}, in {result.elapsed_s:.1f} s ({how}) "
+        f"-> {out_dir}\n"
         f"provenance hash [bold]{result.provenance_sha256}[/] (publish it before the reveal)"
     )
 

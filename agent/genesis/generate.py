@@ -6,15 +6,21 @@
 2. opens the ledger (:mod:`agent.genesis.ledger`) and checks the files of batches already finished (a batch whose
    PNG or receipt is missing or does not match its recorded sha256 is generated again);
 3. generates the remaining batches with the models :class:`~agent.settings.ModelSettings` names
-   (:mod:`agent.generate.factory`): images, then lore, then one inference receipt per item
-   (:func:`agent.generate.receipt.build_receipt`, seed chain ``derive_seed(genesis_seed, item)``), written as
-   ``images/<item>.png`` and ``receipts/<item>.json``, then the batch is marked done in the ledger;
+   (:mod:`agent.generate.factory`), in this process or in worker processes (:mod:`agent.genesis.worker`):
+   images, then lore, then one inference receipt per item (:func:`agent.generate.receipt.build_receipt`, seed
+   chain ``derive_seed(genesis_seed, item)``), written as ``images/<item>.png`` and ``receipts/<item>.json``,
+   then the batch is marked done in the ledger;
 4. computes the provenance hash over the item records (:mod:`agent.genesis.provenance`) and writes
    ``provenance.json`` and a contact sheet.
 
 A rich progress bar shows items done, speed and the time left. A killed run, run again with the same options,
 skips the finished batches and produces the same files and the same provenance hash as a run that was never
 interrupted (batches are fixed slices of the item order, so every image is made in the same batch as before).
+
+Speed (10,000 items on 2 CPU cores; bench/genesis.py measures it): a genesis batch is one model batch for both
+models (:func:`genesis_models`), lore batches share their prompt prefix and drop finished rows
+(:class:`agent.generate.lore.SharedPrefix`, :func:`agent.generate.lore.decode_phases`), and ``workers`` processes
+with one torch thread each keep every core busy (:func:`auto_workers`; ``chrysalis genesis`` uses it by default).
 
 Genesis images read no chain data: each receipt's input snapshot is :func:`genesis_snapshot` (chain id 0, block 0,
 readings ``genesis.item``, ``genesis.size``, ``genesis.table_sha256``).
@@ -41,16 +47,26 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from agent.domain import InputSnapshot, OracleReading
 from agent.errors import ConfigError
 from agent.genesis.assign import Assignment, assign
-from agent.genesis.ledger import ItemOutput, Ledger
-from agent.genesis.provenance import SCHEME, item_record, provenance_hash, record_sha256
+from agent.genesis.ledger import Ledger
+from agent.genesis.provenance import SCHEME, provenance_hash
 from agent.genesis.traits import TraitTable
+from agent.genesis.worker import (
+    ZERO_HASH,
+    BatchMaker,
+    BatchResult,
+    WorkerSpec,
+    atomic_write,
+    genesis_snapshot,
+    run_here,
+    run_in_pool,
+)
 from agent.settings import ModelSettings
 
 SCHEMA = "chrysalis.genesis/1"
-ZERO_HASH = "0x" + "00" * 32
+DEFAULT_BATCH_SIZE = 64
+MAX_AUTO_WORKERS = 4
 
 #: ModelSettings fields that decide what a genesis generates; a resumed run must use the same values.
 MODEL_KEYS = (
@@ -80,15 +96,33 @@ MODEL_KEYS = (
 
 @dataclass
 class Timings:
-    """Seconds spent per stage in this run (generation only; finished batches cost nothing)."""
+    """Where this run's generation time went (finished batches cost nothing).
+
+    ``images``, ``lore`` and ``receipts`` (receipts, hashes, CIDs and files) are wall seconds and the ``*_cpu``
+    fields CPU seconds, both summed over the workers, so with several workers they add up to more than the
+    elapsed time. ``load_models`` is the slowest worker's model loading; ``generate`` the wall time from the
+    first batch to the last; ``workers`` and ``threads`` say how the run was spread.
+    """
 
     images: float = 0.0
     lore: float = 0.0
     receipts: float = 0.0
     load_models: float = 0.0
+    images_cpu: float = 0.0
+    lore_cpu: float = 0.0
+    receipts_cpu: float = 0.0
+    generate: float = 0.0
+    workers: int = 1
+    threads: int = 0
+
+    def add(self, result: BatchResult) -> None:
+        for stage in ("images", "lore", "receipts"):
+            setattr(self, stage, getattr(self, stage) + result.seconds.get(stage, 0.0))
+            setattr(self, f"{stage}_cpu", getattr(self, f"{stage}_cpu") + result.cpu_seconds.get(stage, 0.0))
+        self.load_models = max(self.load_models, result.load_s)
 
     def to_json(self) -> dict[str, float]:
-        return {k: round(v, 3) for k, v in self.__dict__.items()}
+        return {k: round(v, 3) if isinstance(v, float) else v for k, v in self.__dict__.items()}
 
 
 @dataclass(frozen=True)
@@ -115,16 +149,6 @@ class GenesisResult:
     assignment: Assignment | None = field(default=None, repr=False, compare=False)
 
 
-def genesis_snapshot(table_sha256: str, size: int, item: int) -> InputSnapshot:
-    """The input snapshot of a genesis item: no chain data, only where the item sits in the genesis."""
-    readings = (
-        OracleReading("genesis.item", item, "genesis", 0),
-        OracleReading("genesis.size", size, "genesis", 0),
-        OracleReading("genesis.table_sha256", table_sha256, "genesis", 0),
-    )
-    return InputSnapshot(chain_id=0, block_number=0, block_hash=ZERO_HASH, readings=readings)
-
-
 def run_params(
     table: TraitTable, assignment: Assignment, models: ModelSettings, *, batch_size: int, threads: int
 ) -> dict[str, Any]:
@@ -142,6 +166,31 @@ def run_params(
     }
 
 
+def genesis_models(models: ModelSettings, batch_size: int) -> ModelSettings:
+    """The model settings a genesis runs with: a genesis batch goes through each model as one batch.
+
+    ``image_batch_size`` and ``lore_batch_size`` that the settings do not set explicitly become the genesis batch
+    size (the settings' defaults of 8 suit one token's evolution, not 10,000 items: SmolLM2 decodes 64 rows for
+    about 60% of the CPU time per text that 8 rows take). Explicit values are kept (a GPU's memory may need them).
+    """
+    update = {
+        key: batch_size
+        for key in ("image_batch_size", "lore_batch_size")
+        if key not in models.model_fields_set
+    }
+    return models.model_copy(update=update) if update else models
+
+
+def auto_workers(models: ModelSettings) -> int:
+    """Worker processes for ``workers=None``: one per CPU core (at most 4) on the CPU, one on a GPU."""
+    from agent.generate.runtime import resolve_device
+
+    if resolve_device(models.device).type != "cpu":
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(MAX_AUTO_WORKERS, cores // (models.threads or 1)))
+
+
 def run_genesis(
     table: TraitTable,
     size: int,
@@ -149,7 +198,8 @@ def run_genesis(
     out_dir: Path,
     *,
     models: ModelSettings | None = None,
-    batch_size: int = 32,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    workers: int | None = 1,
     sheet_size: int = 64,
     progress: bool = True,
     console: Console | None = None,
@@ -159,27 +209,39 @@ def run_genesis(
     Args:
         table: The trait table. size: Items. seed: The operator seed (any text).
         out_dir: State and output directory (created; reused to resume).
-        models: Which models run (default: the embedded ones).
+        models: Which models run (default: the embedded ones); see :func:`genesis_models` for batch sizes.
         batch_size: Items per batch (also the resume granularity).
+        workers: Processes making batches: 1 makes them in this process; more spawn worker processes with
+            ``models.threads`` torch threads each (default 1); None picks :func:`auto_workers`. The outputs do
+            not depend on it, so a run may be resumed with another worker count.
         sheet_size: Items on the contact sheet (0: none).
         progress: Show a progress bar. console: Where it goes.
 
     Raises:
-        ConfigError: a bad table, size or seed, or ``out_dir`` holds a different run.
+        ConfigError: a bad table, size, seed or worker count, or ``out_dir`` holds a different run.
         UniquenessError: the unique traits cannot be dealt.
     """
     from agent.generate.runtime import torch_threads
 
     if batch_size < 1:
         raise ConfigError(f"batch size {batch_size} is below 1", hint="pass --batch-size 1 or more")
-    models = models or ModelSettings()
+    models = genesis_models(models or ModelSettings(), batch_size)
+    if workers is None:
+        workers = auto_workers(models)
+    if workers < 1:
+        raise ConfigError(
+            f"{workers} workers", hint="pass --workers 1 or more (or leave it out: one per core)"
+        )
     started = time.perf_counter()
     assignment = assign(table, size, seed)
     out_dir = Path(out_dir)
-    with torch_threads(models.threads):
+    # one worker runs here with the settings' threads; worker processes get models.threads or 1 each
+    worker_threads = models.threads if workers == 1 else (models.threads or 1)
+    with torch_threads(worker_threads if workers == 1 else None):
         import torch
 
-        params = run_params(table, assignment, models, batch_size=batch_size, threads=torch.get_num_threads())
+        threads = torch.get_num_threads() if workers == 1 else int(worker_threads or 1)
+        params = run_params(table, assignment, models, batch_size=batch_size, threads=threads)
         with Ledger.open(
             out_dir,
             params,
@@ -192,10 +254,20 @@ def run_genesis(
             (out_dir / "rarity.md").write_text(rarity_markdown(table, assignment))
             _recheck(out_dir, ledger)
             resumed = ledger.done_count()
-            timings = Timings()
+            timings = Timings(workers=workers, threads=threads)
             pending = ledger.pending_batches()
             if pending:
-                _generate(table, assignment, models, ledger, out_dir, pending, timings, progress, console)
+                spec = WorkerSpec(
+                    name=table.name,
+                    lore_facts=dict(table.lore_facts),
+                    table_sha256=table.sha256,
+                    size=size,
+                    genesis_seed=assignment.genesis_seed,
+                    models=models,
+                    out_dir=out_dir,
+                    threads=None if workers == 1 else threads,
+                )
+                _generate(spec, ledger, pending, workers, timings, progress, console)
             digests = [o.record_sha256 for o in ledger.outputs()]
             if len(digests) != size:  # pragma: no cover - every batch was finished above
                 raise ConfigError(f"{size - len(digests)} items are unfinished", hint="run the genesis again")
@@ -231,38 +303,19 @@ def run_genesis(
 
 
 def _generate(
-    table: TraitTable,
-    assignment: Assignment,
-    models: ModelSettings,
+    spec: WorkerSpec,
     ledger: Ledger,
-    out_dir: Path,
     pending: list[int],
+    workers: int,
     timings: Timings,
     show: bool,
     console: Console | None,
 ) -> None:
-    from agent.generate.base import ImageRequest, LoreRequest
-    from agent.generate.factory import load_image_generator, load_lore_writer
-    from agent.generate.receipt import build_receipt, image_record, lore_record
-    from agent.ipfs.importer import import_file
-
-    t0 = time.perf_counter()
-    image_gen = load_image_generator(models)
-    lore_writer = load_lore_writer(models)
-    timings.load_models = time.perf_counter() - t0
-    weights = {"image": image_gen.info.weights_sha256, "lore": lore_writer.info.weights_sha256}
-    stored = ledger.params().get("weights")
-    if stored is None:
-        ledger.set_param("weights", weights)
-    elif stored != weights:
-        raise ConfigError(
-            f"{out_dir} was generated with model weights {stored}, but the loaded models have {weights}",
-            hint="restore the models the run started with, or start a new genesis with another --out",
-        )
-    (out_dir / "images").mkdir(exist_ok=True)
-    (out_dir / "receipts").mkdir(exist_ok=True)
-
-    size = assignment.size
+    batches = [(b, ledger.batch_items(b)) for b in pending]
+    if workers == 1:
+        results = run_here(lambda: BatchMaker(spec), batches)
+    else:
+        results = run_in_pool(spec, batches, min(workers, len(batches)))
     columns = [
         TextColumn("[bold]genesis"),
         BarColumn(),
@@ -273,55 +326,28 @@ def _generate(
         TimeRemainingColumn(),
     ]
     with Progress(*columns, console=console, disable=not show, transient=False) as bar:
-        task = bar.add_task("genesis", total=size, completed=ledger.done_count(), rate="")
+        task = bar.add_task("genesis", total=spec.size, completed=ledger.done_count(), rate="")
         done_here, run_start = 0, time.perf_counter()
-        for batch in pending:
-            rows = ledger.batch_items(batch)
-            image_requests = [ImageRequest(traits=traits, seed=seed) for _, traits, seed in rows]
-            lore_requests = [
-                LoreRequest(name=table.name, stage=0, traits=traits, facts=dict(table.lore_facts), seed=seed)
-                for _, traits, seed in rows
-            ]
-            t = time.perf_counter()
-            images = image_gen.generate(image_requests)
-            timings.images += time.perf_counter() - t
-            t = time.perf_counter()
-            lores = lore_writer.write(lore_requests)
-            timings.lore += time.perf_counter() - t
-            t = time.perf_counter()
-            outputs = []
-            for (item, traits, seed), ireq, img, lreq, lore in zip(
-                rows, image_requests, images, lore_requests, lores
-            ):
-                receipt = build_receipt(
-                    onchain_seed=assignment.genesis_seed,
-                    token_id=item,
-                    snapshot=genesis_snapshot(table.sha256, size, item),
-                    image=image_record(image_gen, ireq, img),
-                    lore=lore_record(lore_writer, lreq, lore),
-                )
-                receipt_bytes = receipt.canonical_json()
-                png_sha = hashlib.sha256(img.png).hexdigest()
-                cid = str(import_file(img.png).cid)
-                lore_sha = hashlib.sha256(lore.text.encode("utf-8")).hexdigest()
-                receipt_sha = hashlib.sha256(receipt_bytes).hexdigest()
-                record = item_record(
-                    item=item,
-                    traits=traits,
-                    seed=seed,
-                    image_cid=cid,
-                    png_sha256=png_sha,
-                    lore_sha256=lore_sha,
-                    receipt_sha256=receipt_sha,
-                )
-                _atomic_write(out_dir / "images" / f"{item}.png", img.png)
-                _atomic_write(out_dir / "receipts" / f"{item}.json", receipt_bytes)
-                outputs.append(ItemOutput(item, cid, png_sha, receipt_sha, lore_sha, record_sha256(record)))
-            ledger.finish_batch(outputs)
-            timings.receipts += time.perf_counter() - t
-            done_here += len(rows)
+        for result in results:
+            _check_weights(ledger, result.weights, spec.out_dir)
+            ledger.finish_batch(result.outputs)
+            timings.add(result)
+            done_here += len(result.outputs)
             rate = done_here / max(time.perf_counter() - run_start, 1e-9)
-            bar.update(task, advance=len(rows), rate=f"{rate:.2f} items/s")
+            bar.update(task, advance=len(result.outputs), rate=f"{rate:.2f} items/s")
+        timings.generate = time.perf_counter() - run_start
+
+
+def _check_weights(ledger: Ledger, weights: dict[str, str], out_dir: Path) -> None:
+    """The models that made a batch are the ones the run started with (recorded by its first batch)."""
+    stored = ledger.params().get("weights")
+    if stored is None:
+        ledger.set_param("weights", weights)
+    elif stored != weights:
+        raise ConfigError(
+            f"{out_dir} was generated with model weights {stored}, but the loaded models have {weights}",
+            hint="restore the models the run started with, or start a new genesis with another --out",
+        )
 
 
 def _recheck(out_dir: Path, ledger: Ledger) -> None:
@@ -357,18 +383,20 @@ def _assignment_json(table: TraitTable, assignment: Assignment) -> dict[str, Any
 
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    _atomic_write(path, json.dumps(data, indent=1, sort_keys=True).encode() + b"\n")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=1, sort_keys=True).encode() + b"\n")
 
 
 def _sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-__all__ = ["GenesisResult", "Timings", "genesis_snapshot", "run_genesis", "run_params"]
+__all__ = [
+    "ZERO_HASH",
+    "GenesisResult",
+    "Timings",
+    "auto_workers",
+    "genesis_models",
+    "genesis_snapshot",
+    "run_genesis",
+    "run_params",
+]

@@ -104,6 +104,43 @@ def test_same_seed_same_collection_hash(generated, tmp_path, models, table) -> N
     assert again.assignment_sha256 == first.assignment_sha256
 
 
+@pytest.mark.slow
+def test_two_worker_processes_make_the_same_collection(generated, tmp_path, models, table) -> None:
+    """Batches made in two spawned workers (one torch thread each) are bit-identical to batches made here."""
+    src, first = generated
+    out = tmp_path / "two"
+    two = run_genesis(
+        table, SIZE, "seed-a", out, models=models, batch_size=BATCH, workers=2, sheet_size=0, progress=False
+    )
+    assert two.provenance_sha256 == first.provenance_sha256 and two.generated == SIZE
+    assert two.timings.workers == 2 and two.timings.threads == 1
+    assert two.timings.images_cpu > 0 and two.timings.lore_cpu > 0 and two.timings.load_models > 0
+    for item in range(SIZE):
+        for name in (f"images/{item}.png", f"receipts/{item}.json"):
+            assert (out / name).read_bytes() == (src / name).read_bytes(), name
+    receipt = InferenceReceipt.load(out / "receipts" / "0.json")
+    assert receipt.image is not None and receipt.lore is not None
+    # the receipt describes how it was made: one thread, the genesis batch as the model batch
+    assert receipt.image.runtime["threads"] == 1 and receipt.image.runtime["batch_size"] == BATCH
+    assert receipt.lore.runtime["threads"] == 1 and receipt.lore.runtime["batch_size"] == BATCH
+    assert receipt.lore.runtime["prefix_tokens"] > 0
+    with Ledger.read(out) as ledger:
+        assert ledger.params()["models"]["lore_batch_size"] == str(BATCH)
+
+
+def test_explicit_model_batch_sizes_are_kept(models) -> None:
+    from agent.genesis.generate import genesis_models
+
+    assert (
+        genesis_models(models, 64).lore_batch_size == 64 and genesis_models(models, 64).image_batch_size == 64
+    )
+    explicit = models.model_copy(update={"lore_batch_size": 4})
+    assert (
+        genesis_models(explicit, 64).lore_batch_size == 4
+        and genesis_models(explicit, 64).image_batch_size == 64
+    )
+
+
 def test_other_seed_other_collection(generated, tmp_path, models, table) -> None:
     _, first = generated
     other = run_genesis(
@@ -177,9 +214,12 @@ def test_ledger_records_the_run(generated) -> None:
         assert ledger.done_count() == SIZE and ledger.pending_batches() == []
 
 
-def test_bad_batch_size_is_refused(tmp_path, models, table) -> None:
+def test_bad_batch_size_or_worker_count_is_refused(tmp_path, models, table) -> None:
     with pytest.raises(ConfigError, match="batch size 0"):
         run_genesis(table, 4, "x", tmp_path / "z", models=models, batch_size=0, progress=False)
+    with pytest.raises(ConfigError, match="0 workers") as e:
+        run_genesis(table, 4, "x", tmp_path / "z", models=models, workers=0, progress=False)
+    assert "--workers 1 or more" in (e.value.hint or "")
 
 
 def test_two_runs_in_one_directory_do_not_race(generated, models, table) -> None:

@@ -224,27 +224,56 @@ def test_reveal_from_the_chain_then_set_the_base_uri(chain: Chain, genesis_dir: 
 
 
 @pytest.mark.slow
-def test_a_200_token_genesis_end_to_end(tmp_path: Path, models) -> None:
-    """The shipped example table (unique over six traits), 200 tokens: generate, reveal, publish, resolve all."""
+def test_a_1000_token_genesis_end_to_end(tmp_path: Path, models) -> None:
+    """The shipped example table (unique over six traits), 1,000 tokens made by two worker processes: generate,
+    reveal, publish, resolve every token and its image through the gateway.
+
+    The shipped sprite model at one DDIM step and the tiny random Llama keep it to ~10 CPU-seconds of models."""
     from agent.genesis.traits import load_table
 
+    size, batch = 1000, 100
     table = load_table()
-    fast = models.model_copy(update={"image_steps": 2})
+    fast = models.model_copy(update={"image_steps": 1})
     result = run_genesis(
-        table, 200, "two-hundred", tmp_path / "g", models=fast, batch_size=50, sheet_size=16, progress=False
+        table,
+        size,
+        "one-thousand",
+        tmp_path / "g",
+        models=fast,
+        batch_size=batch,
+        workers=2,
+        sheet_size=16,
+        progress=False,
     )
-    assert result.assignment is not None
-    assert result.assignment.value_counts() == table.counts(200)
+    assert result.assignment is not None and result.generated == size
+    assert result.assignment.value_counts() == table.counts(size)
+    assert result.timings.workers == 2 and result.timings.threads == 1
+    provenance = json.loads((tmp_path / "g" / "provenance.json").read_text())
+    assert (
+        provenance["provenance_sha256"] == result.provenance_sha256
+        and len(provenance["record_sha256"]) == size
+    )
     reveal = reveal_genesis(tmp_path / "g", block_number=7, block_hash="0x" + "5e" * 32)
     repo = IpfsRepo(tmp_path / "repo", sync=False)
     published = publish_genesis(tmp_path / "g", repo, reveal=reveal)
-    seen_items, combos = set(), set()
+    assert published.size == size
+    seen_items, combos, pngs = set(), set(), set()
     with NodeServer(repo) as node, httpx.Client(base_url=node.url, timeout=30) as http:
-        for token in range(1, 201):
+        for token in range(1, size + 1):
             metadata = parse_metadata(http.get(f"/ipfs/{published.dir_cid}/{token}").content)
             item = metadata.receipt["seed"]["token_id"]
-            assert item == token_to_item(token, reveal.offset, 200) and metadata.name == f"Chrysalis #{token}"
+            assert (
+                item == token_to_item(token, reveal.offset, size) and metadata.name == f"Chrysalis #{token}"
+            )
+            # the receipt says how the item was made: one thread, the genesis batch as the model batch
+            runtime = metadata.receipt["lore"]["runtime"]
+            assert runtime["threads"] == 1 and runtime["batch_size"] == batch and runtime["prefix_tokens"] > 0
+            assert metadata.receipt["image"]["runtime"]["batch_size"] == batch
             seen_items.add(item)
             combos.add(tuple(metadata.traits[t] for t in table.unique))
-        assert http.get(f"/ipfs/{published.dir_cid}/201").status_code == 404
-    assert seen_items == set(range(200)) and len(combos) == 200
+            pngs.add(metadata.image_cid)
+        assert http.get(f"/ipfs/{published.dir_cid}/{size + 1}").status_code == 404
+        image = http.get(f"/ipfs/{published.dir_cid}/images/{size}.png")
+        item = token_to_item(size, reveal.offset, size)
+        assert image.content == (tmp_path / "g" / "images" / f"{item}.png").read_bytes()
+    assert seen_items == set(range(size)) and len(combos) == size and len(pngs) > 1

@@ -128,17 +128,16 @@ def test_two_worker_processes_make_the_same_collection(generated, tmp_path, mode
         assert ledger.params()["models"]["lore_batch_size"] == str(BATCH)
 
 
-def test_explicit_model_batch_sizes_are_kept(models) -> None:
-    from agent.genesis.generate import genesis_models
+def test_genesis_batches_and_steps_unless_the_settings_say_otherwise(models) -> None:
+    from agent.genesis.generate import GENESIS_IMAGE_STEPS, genesis_models
+    from agent.settings import ModelSettings
 
-    assert (
-        genesis_models(models, 64).lore_batch_size == 64 and genesis_models(models, 64).image_batch_size == 64
-    )
-    explicit = models.model_copy(update={"lore_batch_size": 4})
-    assert (
-        genesis_models(explicit, 64).lore_batch_size == 4
-        and genesis_models(explicit, 64).image_batch_size == 64
-    )
+    plain = genesis_models(ModelSettings(), 64)
+    assert plain.lore_batch_size == plain.image_batch_size == 64 and plain.image_steps == GENESIS_IMAGE_STEPS
+    explicit = genesis_models(models.model_copy(update={"lore_batch_size": 4}), 64)
+    assert explicit.lore_batch_size == 4 and explicit.image_batch_size == 64 and explicit.image_steps == 4
+    # a production pipeline keeps its own default number of steps
+    assert genesis_models(ModelSettings(image_backend="diffusers", image_model="x"), 8).image_steps is None
 
 
 def test_other_seed_other_collection(generated, tmp_path, models, table) -> None:

@@ -57,6 +57,7 @@ class Collection:
             raise SystemExit(f"{MANIFEST} is missing: run `make setup` to compile the contracts")
         types = json.loads(MANIFEST.read_text())["contractTypes"]
         self.node, self.root = node, root
+        root.mkdir(parents=True, exist_ok=True)
         self.w3 = w3 = Web3(Web3.HTTPProvider(node.url, request_kwargs={"timeout": 120}))
         self.admin, self.holder = w3.eth.accounts[:2]
 
@@ -127,6 +128,7 @@ class Collection:
         return receipt
 
     def settings(self, name: str, threads: int, **refresh: Any) -> Settings:
+        """Agent settings on this collection; ``refresh`` sets the [refresh] section (first render on)."""
         data = self.root / name
         return Settings(
             data_dir=data,
@@ -180,6 +182,79 @@ def run_refresh(agent: Agent, tokens: list[int] | None, *, force: bool = False) 
     return job, elapsed
 
 
+def full_passes(
+    node: AnvilNode, root: Path, args: argparse.Namespace
+) -> tuple[list[list[Any]], list[list[Any]]]:
+    """The three null-generator passes over a collection of ``args.tokens``: result rows and phase rows."""
+    rows: list[list[Any]] = []
+    phase_rows: list[list[Any]] = []
+    started = time.perf_counter()
+    col = Collection(node, root, args.tokens)
+    print(f"deployed and minted {args.tokens} tokens in {time.perf_counter() - started:.0f} s", flush=True)
+    settings = col.settings("agent", args.threads, chunk_size=args.chunk, send_batch=args.send_batch)
+    price_move = col.feed.functions.updateAnswer(3_400 * 10**8)
+    passes: list[tuple[str, Callable[[], Any]]] = [
+        ("first render (first write)", lambda: None),
+        (
+            "repaint after a +13 % price move (overwrite)",
+            lambda: col.wait(price_move.transact({"from": col.admin})),
+        ),
+        ("nothing changed", lambda: None),
+    ]
+    with Agent.from_settings(settings, image=NullImageGenerator(), lore=NullLoreWriter()) as agent:
+        timer = PhaseTimer(agent.refresh.runner)
+        for label, before in passes:
+            before()
+            timer.reset()
+            job, wall = run_refresh(agent, None)
+            result = dict(job.result or {})
+            counts = result.get("counts") or {}
+            written = counts.get("confirmed", 0)
+            gas = int(result.get("gas_used") or 0)
+            rows.append([
+                label, args.tokens, written, counts.get("unchanged", 0), len(result.get("transactions") or []),
+                f"{gas:,}", f"{gas / written:,.0f}" if written else "-", f"{wall:.0f}", f"{args.tokens / wall:.0f}",
+            ])  # fmt: skip
+            t = timer.totals
+            phase_rows.append([label, *(f"{t[p]:.1f}" for p in PHASES), f"{wall - sum(t.values()):.1f}"])
+            print(rows[-1], phase_rows[-1], flush=True)
+    return rows, phase_rows
+
+
+def sample_passes(node: AnvilNode, root: Path, args: argparse.Namespace) -> list[list[Any]]:
+    """A small collection of ``args.sample`` tokens with the shipped models: a first image, then a repaint.
+
+    Its own collection: a real repaint starts from a real image (the sprite model refuses the null generator's
+    1x1 PNG as an init image)."""
+    small = Collection(node, root, args.sample)
+    settings = small.settings("models", args.threads, chunk_size=args.sample, send_batch=args.sample)
+    price_move = small.feed.functions.updateAnswer(3_400 * 10**8)
+    passes: list[tuple[str, Callable[[], Any]]] = [
+        ("first image (no init image)", lambda: None),
+        (
+            "repaint after a price move (image-to-image)",
+            lambda: small.wait(price_move.transact({"from": small.admin})),
+        ),
+    ]
+    rows: list[list[Any]] = []
+    with Agent.from_settings(settings) as agent:
+        timer = PhaseTimer(agent.refresh.runner)
+        for label, before in passes:
+            before()
+            timer.reset()
+            job, wall = run_refresh(agent, None)
+            n = int(((job.result or {}).get("counts") or {}).get("confirmed", 0))
+            if n != args.sample:
+                raise SystemExit(f"the sample refresh wrote {n} of {args.sample} tokens: {job.result}")
+            t = timer.totals
+            rows.append([
+                label, n, f"{1000 * t['generate_chunk'] / n:,.0f}", f"{1000 * t['publish_chunk'] / n:.0f}",
+                f"{1000 * t['evaluate'] / n:.0f}", f"{wall:.1f}", f"{args.tokens * t['generate_chunk'] / n / 3600:.1f}",
+            ])  # fmt: skip
+            print(rows[-1], flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=10_000, help="collection size")
@@ -189,95 +264,56 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for the shipped models")
     parser.add_argument("--chunk", type=int, default=250, help="refresh.chunk_size")
     parser.add_argument("--send-batch", type=int, default=1000, help="refresh.send_batch")
+    parser.add_argument("--sample-only", action="store_true", help="only the shipped-models sample")
     args = parser.parse_args()
     load = os.getloadavg()[0]
-    rows: list[list[Any]] = []
-    phase_rows: list[list[Any]] = []
-    sample_row: list[Any] | None = None
     with tempfile.TemporaryDirectory(prefix="chrysalis-bench-refresh-") as tmp, start_anvil() as node:
-        setup_started = time.perf_counter()
-        col = Collection(node, Path(tmp), args.tokens)
-        print(f"deployed and minted {args.tokens} tokens in {time.perf_counter() - setup_started:.0f} s")
-        settings = col.settings("agent", args.threads, chunk_size=args.chunk, send_batch=args.send_batch)
-        with Agent.from_settings(settings, image=NullImageGenerator(), lore=NullLoreWriter()) as agent:
-            timer = PhaseTimer(agent.refresh.runner)
-            passes: list[tuple[str, Callable[[], None]]] = [
-                ("first render (first write)", lambda: None),
-                ("repaint after a +13 % price move (overwrite)",
-                 lambda: col.wait(col.feed.functions.updateAnswer(3_400 * 10**8).transact({"from": col.admin}))),
-                ("nothing changed", lambda: None),
-            ]  # fmt: skip
-            for label, before in passes:
-                before()
-                timer.reset()
-                job, wall = run_refresh(agent, None)
-                result = dict(job.result or {})
-                counts = result.get("counts") or {}
-                written = counts.get("confirmed", 0)
-                gas = int(result.get("gas_used") or 0)
-                txs = len(result.get("transactions") or [])
-                rows.append([
-                    label, args.tokens, written, counts.get("unchanged", 0), txs, f"{gas:,}",
-                    f"{gas / written:,.0f}" if written else "-", f"{wall:.0f}", f"{args.tokens / wall:.0f}",
-                ])  # fmt: skip
-                t = timer.totals
-                phase_rows.append([label, *(f"{t[p]:.1f}" for p in PHASES), f"{wall - sum(t.values()):.1f}"])
-                print(rows[-1], phase_rows[-1], flush=True)
+        if not args.sample_only:
+            rows, phase_rows = full_passes(node, Path(tmp) / "full", args)
+            emit(
+                "refresh",
+                f"A full refresh of {args.tokens:,} tokens (null generator)",
+                [
+                    "pass",
+                    "tokens",
+                    "written",
+                    "unchanged",
+                    "txs",
+                    "gas",
+                    "gas / token",
+                    "wall s",
+                    "tokens / s",
+                ],
+                rows,
+                notes="anvil automine, 30M block gas limit; refreshMetadata batches capped at half a block (15M gas, "
+                f"submit.refresh_max_gas); refresh.chunk_size {args.chunk}, send_batch {args.send_batch}; one holder; "
+                "SQLite, the embedded IPFS repo (replication 1). Null image generator and lore writer (a fixed PNG "
+                "and a template sentence): the refresh's own cost; the shipped models' per-token time is in the "
+                f"next table. Load average when it started: {load:.1f} (2-core machine shared with other work).",
+            )
+            emit(
+                "refresh_phases",
+                "Where a full refresh's time goes (seconds)",
+                ["pass", "read + rules", "generate", "publish (IPFS)", "send", "confirm", "other"],
+                phase_rows,
+                notes="read + rules: every token's state, wallet and rules at the refresh block (RefreshRunner."
+                "evaluate); generate: null generator, receipts, PNG into the repo; publish: metadata block, pins, "
+                "asset copies; send: pre-send check, gas estimates, signing, broadcast; confirm: receipts; other: "
+                "the job store's claims and bookkeeping between steps.",
+            )
         if args.sample:
-            sample = list(range(1, args.sample + 1))
-            # the same data directory: the tokens' current metadata and images are in its IPFS repo
-            real = col.settings("agent", args.threads, chunk_size=args.sample, send_batch=args.sample)
-            with Agent.from_settings(real) as agent:
-                timer = PhaseTimer(agent.refresh.runner)
-                run_refresh(agent, sample[:1], force=True)  # loads the models (not counted)
-                timer.reset()
-                job, wall = run_refresh(agent, sample, force=True)
-                t = timer.totals
-                sample_row = [
-                    len(sample), f"{1000 * t['generate_chunk'] / len(sample):.0f}",
-                    f"{1000 * t['publish_chunk'] / len(sample):.0f}", f"{1000 * t['evaluate'] / len(sample):.0f}",
-                    f"{wall:.1f}", f"{args.tokens * t['generate_chunk'] / len(sample) / 3600:.1f}",
-                ]  # fmt: skip
-    notes = (
-        f"anvil automine, 30M block gas limit; refreshMetadata batches capped at half the block (15M gas, "
-        f"submit.refresh_max_gas); refresh.chunk_size {args.chunk}, send_batch {args.send_batch}; one holder; "
-        "SQLite, the embedded IPFS repo (replication 1). Null image generator and lore writer (a fixed PNG and a "
-        "template sentence): the table is the refresh's own cost; add the shipped models' per-token time below "
-        f"for a real repaint. Load average when it started: {load:.1f} (2-core machine shared with other work)."
-    )
-    emit(
-        "refresh",
-        f"A full refresh of {args.tokens:,} tokens (null generator)",
-        ["pass", "tokens", "written", "unchanged", "txs", "gas", "gas / token", "wall s", "tokens / s"],
-        rows,
-        notes=notes,
-    )
-    emit(
-        "refresh_phases",
-        "Where a full refresh's time goes (seconds)",
-        ["pass", "read + rules", "generate", "publish (IPFS)", "send", "confirm", "other"],
-        phase_rows,
-        notes="read + rules: every token's state, wallet and rules at the refresh block (RefreshRunner.evaluate); "
-        "generate: null generator + receipts; publish: metadata block, pins, asset copies; send: pre-send check, "
-        "gas estimates, signing, broadcast; confirm: receipts. other: the job store's claims and bookkeeping.",
-    )
-    if sample_row is not None:
-        emit(
-            "refresh_models",
-            "Per-token cost of a real repaint (shipped models, CPU)",
-            [
-                "tokens",
-                "generate ms / token",
-                "publish ms / token",
-                "read ms / token",
-                "wall s",
-                "est. h for all",
-            ],
-            [sample_row],
-            notes=f"The 32x32 sprite diffusion model (50 DDIM steps, image-to-image) and SmolLM2-135M lore on "
-            f"{args.threads} torch thread(s), one batch of the sample; est. h for all = generate ms x "
-            f"{args.tokens:,} tokens. Model loading is not counted.",
-        )
+            sample_rows = sample_passes(node, Path(tmp) / "sample", args)
+            emit(
+                "refresh_models",
+                "Per-token cost with the shipped models (CPU)",
+                ["pass", "tokens", "generate ms / token", "publish ms / token", "read ms / token", "wall s",
+                 f"est. h for {args.tokens:,}"],
+                sample_rows,
+                notes=f"A collection of {args.sample} tokens refreshed in one batch with the 32x32 sprite diffusion "
+                f"model (50 DDIM steps) and SmolLM2-135M lore (embedded GGUF, greedy) on {args.threads} torch "
+                f"thread(s); models loaded before the first pass (not counted). The estimate multiplies generate ms by "
+                f"{args.tokens:,}: inference dominates a real full refresh. Load average when it started: {load:.1f}.",
+            )  # fmt: skip
 
 
 if __name__ == "__main__":

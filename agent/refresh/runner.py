@@ -657,21 +657,19 @@ class RefreshRunner:
                 current[original] = new
                 self.store.replace_submission(original, new)
 
-        deadline = time.monotonic() + self.receipt_timeout_s
-        open_ = list(current)
-        while open_ and not stop.is_set():
-            chunk = max(0.01, min(self.wait_chunk_s, deadline - time.monotonic()))
-            outcomes = self.sender.wait_all([current[h] for h in open_], timeout_s=chunk, on_replace=replaced)
-            still = []
-            for tx_hash, outcome in zip(open_, outcomes, strict=True):
-                if isinstance(outcome, StuckTransactionError) and time.monotonic() < deadline:
-                    still.append(tx_hash)
-                    continue
-                tx = next(t for t in sent if t.tx_hash == tx_hash)
-                step.gas_used += self._settle_tx(run, tx, outcome)
-            open_ = still
-            if open_ and time.monotonic() >= deadline:
-                break
+        if stop.is_set():
+            return
+        # One chunk per step: a transaction still in flight is waited for again in the next step, after any
+        # evolution that came in meanwhile (its submission, replacements included, is recorded).
+        outcomes = self.sender.wait_all(
+            list(current.values()), timeout_s=self.wait_chunk_s, on_replace=replaced
+        )
+        now = self.clock()
+        for tx, outcome in zip(sent, outcomes, strict=True):
+            waited = (now - tx.sent_at).total_seconds()
+            if isinstance(outcome, StuckTransactionError) and waited < self.receipt_timeout_s:
+                continue
+            step.gas_used += self._settle_tx(run, tx, outcome)
 
     def _settle_tx(self, run: RefreshRun, tx: RefreshTx, outcome: Confirmation | ChrysalisError) -> int:
         items = [i for i in self.store.items(run.job_id, [ItemState.SUBMITTED]) if i.tx_hash == tx.tx_hash]

@@ -220,8 +220,10 @@ class RefreshRunner:
         paused = run.paused_until is not None
         step = _Step()
 
-        if not self._canonical(run):
-            return self._orphaned(job, run)
+        if not self._canonical(run):  # B was orphaned: nothing more is read or sent for this run
+            self._orphaned(job, run)
+            self.confirm(run, stop, step)  # transactions already in flight still settle
+            return self._outcome(job, run, step)
         self.confirm(run, stop, step)
         if stop.is_set():
             return StepOutcome("continue", gas_used=step.gas_used)
@@ -341,7 +343,7 @@ class RefreshRunner:
         header = self.sender.rpc.block(run.block_number)
         return header is not None and header.hash.lower() == run.block_hash.lower()
 
-    def _orphaned(self, job: Job, run: RefreshRun) -> StepOutcome:
+    def _orphaned(self, job: Job, run: RefreshRun) -> None:
         """B was orphaned by a reorg: unsent items are superseded by a fresh refresh of the same tokens."""
         unsent = [ItemState.PENDING, ItemState.CHANGED, ItemState.GENERATED, ItemState.PUBLISHED]
         left = self.store.items(job.id, unsent)
@@ -359,7 +361,6 @@ class RefreshRunner:
                 JobKind.REFRESH, f"{job.key}@replan:{run.block_hash[:18]}", payload=payload
             )
             log.warning("refresh job %s: %s as job %s (%d token(s))", job.id, reason, new.id, len(left))
-        return StepOutcome("continue")
 
     # -- evaluate ---------------------------------------------------------------------------------------------
 

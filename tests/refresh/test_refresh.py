@@ -195,3 +195,31 @@ def test_the_studio_button_queues_a_refresh_the_worker_runs(
         done = drive(agent, job.id)
         assert done.state == JobState.CONFIRMED and states(agent, job.id) == {7: "confirmed"}
         assert agent.refresh.store.run(job.id).trigger == "studio"
+
+
+def test_a_refresh_whose_block_a_reorg_orphaned_is_planned_again_at_a_new_block(
+    chain: Chain, make: Callable[..., Settings]
+) -> None:
+    with Agent.from_settings(make(chunk_size=1)) as agent:
+        chain.mine(2)  # B is an empty block: the reorg takes nothing else away
+        job, _ = agent.refresh.queue_manual([1, 2])
+        assert agent.work_once() == 1  # block B fixed, token 1 read at B
+        old = agent.refresh.store.run(job.id)
+        chain.rpc("anvil_reorg", chain.w3.eth.block_number - old.block_number + 1, [])  # B replaced
+        assert chain.w3.eth.get_block(old.block_number)["hash"].hex() not in old.block_hash
+
+        assert agent.work_once() == 1  # the next step sees it
+        assert states(agent, job.id) == {1: "superseded", 2: "superseded"}
+        assert "orphaned by a reorg" in agent.refresh.store.item(job.id, 2).reason
+        replan = agent.store.get_by_key(f"{job.key}@replan:{old.block_hash[:18]}")
+        assert replan is not None and replan.payload["tokens"] == "1-2"
+
+        assert drive(agent, job.id).state == JobState.CONFIRMED  # nothing of its own left to do
+        done = drive(agent, replan.id)
+        assert done.state == JobState.CONFIRMED and states(agent, replan.id) == {
+            1: "confirmed",
+            2: "confirmed",
+        }
+        new = agent.refresh.store.run(replan.id)
+        assert new.block_hash != old.block_hash
+        assert chain.w3.eth.get_block(new.block_number)["hash"].hex() in new.block_hash  # canonical

@@ -176,7 +176,7 @@ def _sampled(args, table, work: Path) -> None:  # type: ignore[no-untyped-def]
     for workers in sorted({1, args.workers}):
         rows.append(
             [
-                f"**wall, {workers} worker(s) x {args.threads} thread on {workers} idle core(s)**",
+                f"**wall: {workers} worker(s) x {args.threads} thread, as many idle cores**",
                 "generation / workers + publishing",
                 "",
                 "",
@@ -189,9 +189,9 @@ def _sampled(args, table, work: Path) -> None:  # type: ignore[no-untyped-def]
         f"the last column. The wall rows divide the generation CPU among worker processes, one per core (the "
         f"stages are CPU-bound and the workers share nothing), and add the publishing, which runs once after. "
         f"{lore_note} Load average {load_start} (1/5/15 min) at the start, {_load()} at the end, on "
-        f"{os.cpu_count()} cores shared with other work: measured wall times are upper bounds. Before this "
-        "benchmark's changes: 50 DDIM steps at 0.12 CPU-s per image and lore at 0.8 CPU-s per text (batch 32), "
-        f"317 min in all. {TARGET}"
+        f"{os.cpu_count()} cores shared with other work: measured wall times are upper bounds. Before the "
+        "genesis speed-ups (50 DDIM steps at 0.12 CPU-s per image; lore at 0.8 CPU-s per text, batch 32, whole "
+        f"prompts, no row dropping) the same stages took about 155 CPU-minutes. {TARGET}"
     )
     emit(
         "genesis",

@@ -223,7 +223,8 @@ def run_genesis(
         batch_size: Items per batch (also the resume granularity).
         workers: Processes making batches: 1 makes them in this process; more spawn worker processes with
             ``models.threads`` torch threads each (default 1); None picks :func:`auto_workers`. The outputs do
-            not depend on it, so a run may be resumed with another worker count.
+            not depend on it, so a run may be resumed with another worker count. Workers are spawned, so a
+            script that calls this with ``workers > 1`` needs the usual ``if __name__ == "__main__":`` guard.
         sheet_size: Items on the contact sheet (0: none).
         progress: Show a progress bar. console: Where it goes.
 

@@ -50,7 +50,7 @@ node_modules/.installed: package.json
 	npm install --ignore-scripts --no-audit --no-fund --loglevel=error
 	@touch $@
 
-# anvil from npm, with history pruned so it never leaks disk under ~/.foundry (see ../shared/STACK.md).
+# anvil from npm, with history pruned so it never leaks disk under ~/.foundry.
 $(VENV)/bin/anvil: node_modules/.installed
 	@printf '#!/bin/sh\nexec "%s" --prune-history 4096 "$$@"\n' "$(CURDIR)/node_modules/@foundry-rs/$(ANVIL_PKG)/bin/anvil" > $@
 	@chmod +x $@

@@ -59,7 +59,7 @@ UINT96_MAX = 2**96 - 1
 CID_PREFIX = bytes([0x01, 0x55, 0x12, 0x20])
 """CID version 1, raw codec (0x55), sha2-256 multihash (0x12) of 32 bytes (0x20)."""
 
-# Kubo's CIDv1 (`ipfs add --cid-version=1`) for two literal inputs (shared/vectors/unixfs-cids.json).
+# Kubo's CIDv1 (`ipfs add --cid-version=1`) for two literal inputs (tests/ipfs/data/unixfs-cids.json).
 KUBO_VECTORS = {
     b"hello world\n": "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4",
     b"": "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku",

@@ -13,7 +13,7 @@ from agent.ipfs.repo import IpfsRepo
 from agent.ipfs.server import NodeServer
 from tests.ipfs.pinning_test_server import PinningTestServer
 
-# Kubo's CIDs for "hello world\n" (see ../shared/vectors/unixfs-cids.json).
+# Kubo's CIDs for "hello world\n" (see data/unixfs-cids.json).
 HELLO = b"hello world\n"
 HELLO_V0 = "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o"
 HELLO_V1 = "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4"

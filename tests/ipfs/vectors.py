@@ -1,4 +1,6 @@
-"""Reference CIDs for the IPFS tests: the shared Kubo vectors file and Kubo's own sharding test vectors."""
+"""Reference CIDs for the IPFS tests: Kubo's CIDs for reproducible inputs (``data/unixfs-cids.json``, made with
+``ipfs add`` at Kubo's defaults and cross-checked against an independent IPFS implementation) and Kubo's own
+sharding test vectors."""
 
 from __future__ import annotations
 
@@ -7,9 +9,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 
-VECTORS_FILE = Path(__file__).resolve().parents[2].parent / "shared" / "vectors" / "unixfs-cids.json"
+VECTORS_FILE = Path(__file__).resolve().parent / "data" / "unixfs-cids.json"
 
 
 @dataclass(frozen=True)
@@ -24,12 +25,7 @@ class Vector:
 
 
 def load_vectors() -> list[Vector]:
-    """The vectors in ``<repo>/../shared/vectors/unixfs-cids.json``; fails the test clearly if it is missing."""
-    if not VECTORS_FILE.is_file():
-        pytest.fail(
-            f"reference vectors not found at {VECTORS_FILE}: the IPFS tests need shared/ beside the clone "
-            "(as CI lays it out); copy shared/vectors/unixfs-cids.json there"
-        )
+    """The vectors in ``tests/ipfs/data/unixfs-cids.json`` (its ``about`` says how they were made)."""
     out = []
     for raw in json.loads(VECTORS_FILE.read_text())["vectors"]:
         if "literal" in raw:

@@ -2,6 +2,7 @@
 // solc-wrapper: makes solc-js (npm `solc`) behave like a native `solc` for py-solc-x,
 // ape-solidity and forge. No native solc can be downloaded on our machines.
 //
+// Imports resolve against --base-path, each --include-path, then the project root (for node_modules).
 // Supported:  --version | --standard-json [--base-path DIR] [--include-path DIR]... [--allow-paths ...]
 // Standard-JSON input comes on stdin; the JSON output (and nothing else) goes to stdout.
 'use strict';
@@ -35,6 +36,9 @@ for (let i = 0; i < args.length; i++) {
   else if (args[i].startsWith('--base-path=') || args[i].startsWith('--include-path=')) searchPaths.push(args[i].split('=')[1]);
 }
 if (searchPaths.length === 0) searchPaths.push(process.cwd());
+// Last, the project that installed this wrapper: ape-config.yaml remaps `@openzeppelin/contracts` to its
+// `node_modules/@openzeppelin/contracts`, which Ape's isolated build folder does not copy.
+searchPaths.push(path.resolve(__dirname, '..', '..'));
 
 function findImports(importPath) {
   const candidates = path.isAbsolute(importPath) ? [importPath] : searchPaths.map((p) => path.resolve(p, importPath));

@@ -17,7 +17,9 @@ from typing import Any
 
 def canonical_json(obj: Any) -> bytes:
     """Deterministic JSON (sorted keys, compact, UTF-8): what every hash in Chrysalis is taken over."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode()
 
 
 def sha256_hex(data: bytes) -> str:
@@ -74,7 +76,13 @@ class InputSnapshot:
             "block_number": self.block_number,
             "block_hash": self.block_hash,
             "readings": [
-                {"name": r.name, "value": r.value, "source": r.source, "block": r.block_number, "meta": dict(r.meta)}
+                {
+                    "name": r.name,
+                    "value": r.value,
+                    "source": r.source,
+                    "block": r.block_number,
+                    "meta": dict(r.meta),
+                }
                 for r in sorted(self.readings, key=lambda r: r.name)
             ],
         }

@@ -44,7 +44,9 @@ class ChainSettings(Section):
         default=Path("deployments/local.json"),
         description="Deployment record written by `ape run deploy` (chain id, addresses, deploy block, ABI).",
     )
-    confirmations: int = Field(default=0, ge=0, description="Blocks a log must be buried under before it counts.")
+    confirmations: int = Field(
+        default=0, ge=0, description="Blocks a log must be buried under before it counts."
+    )
     finality_depth: int = Field(
         default=64,
         ge=0,
@@ -60,7 +62,9 @@ class ChainSettings(Section):
         default=2000, ge=1, description="Largest eth_getLogs span; halved when the provider refuses a range."
     )
     rpc_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one JSON-RPC request.")
-    rpc_retries: int = Field(default=4, ge=0, description="Retries of a JSON-RPC request after a transient error.")
+    rpc_retries: int = Field(
+        default=4, ge=0, description="Retries of a JSON-RPC request after a transient error."
+    )
     rpc_max_rps: float | None = Field(
         default=None, gt=0, description="Client-side limit on JSON-RPC requests per second (none by default)."
     )
@@ -70,7 +74,9 @@ class PinningServiceSettings(Section):
     """An IPFS Pinning Service API endpoint (Pinata and others)."""
 
     name: str = Field(description="A short name for logs (and the default token env var).")
-    endpoint: str = Field(description="Base URL of the Pinning Service API, e.g. https://api.example.com/psa.")
+    endpoint: str = Field(
+        description="Base URL of the Pinning Service API, e.g. https://api.example.com/psa."
+    )
     token: SecretStr | None = Field(default=None, description="Bearer token; prefer the env var.")
     token_env: str | None = Field(
         default=None,
@@ -101,36 +107,49 @@ class IpfsSettings(Section):
     repo: Path = Field(default=Path(".chrysalis/ipfs"), description="Embedded node's blockstore directory.")
     gateway_host: str = Field(default="127.0.0.1", description="Address the embedded gateway listens on.")
     gateway_port: int = Field(default=8080, description="Port of the embedded gateway and Kubo RPC subset.")
-    kubo_api: str | None = Field(default=None, description="Kubo RPC multiaddr or URL, e.g. /ip4/127.0.0.1/tcp/5001")
+    kubo_api: str | None = Field(
+        default=None, description="Kubo RPC multiaddr or URL, e.g. /ip4/127.0.0.1/tcp/5001"
+    )
     pinning_services: list[PinningServiceSettings] = Field(
         default_factory=list, description="Remote pinning services (IPFS Pinning Service API) that also pin."
     )
-    replication: int = Field(default=1, ge=1, description="Backends that must confirm a pin before it counts.")
+    replication: int = Field(
+        default=1, ge=1, description="Backends that must confirm a pin before it counts."
+    )
     max_request_bytes: int = Field(
-        default=256 * 1024 * 1024, ge=1, description="Largest add / dag/import body the embedded node accepts (413)."
+        default=256 * 1024 * 1024,
+        ge=1,
+        description="Largest add / dag/import body the embedded node accepts (413).",
     )
     origins: list[str] = Field(
         default_factory=list,
         description="Addresses (multiaddr or URL) pinning services fetch our content from; "
         "default: the gateway's address.",
     )
-    pin_timeout_s: float = Field(default=300.0, gt=0, description="How long one backend may take to confirm a pin.")
+    pin_timeout_s: float = Field(
+        default=300.0, gt=0, description="How long one backend may take to confirm a pin."
+    )
 
 
 class ModelSettings(Section):
     """Which image and lore models run, and how."""
 
     image_backend: Literal["embedded", "diffusers"] = Field(
-        default="embedded", description="embedded: the shipped sprite model; diffusers: any diffusers pipeline."
+        default="embedded",
+        description="embedded: the shipped sprite model; diffusers: any diffusers pipeline.",
     )
-    image_model: str | None = Field(default=None, description="Local path or hub id for the diffusers backend.")
+    image_model: str | None = Field(
+        default=None, description="Local path or hub id for the diffusers backend."
+    )
     image_lora: str | None = Field(
         default=None, description="LoRA weights (path or hub id) for the diffusers backend."
     )
     lore_backend: Literal["embedded", "transformers"] = Field(
         default="embedded", description="embedded: the packaged SmolLM2 GGUF; transformers: any causal LM."
     )
-    lore_model: str | None = Field(default=None, description="Local path or hub id for the transformers backend.")
+    lore_model: str | None = Field(
+        default=None, description="Local path or hub id for the transformers backend."
+    )
     device: Literal["auto", "cpu", "cuda", "mps"] = Field(
         default="auto", description="Where models run (auto: CUDA, then MPS, then CPU)."
     )
@@ -148,7 +167,8 @@ class ModelSettings(Section):
     # images
     image_lora_scale: float = Field(default=1.0, description="Weight of image_lora when it is loaded.")
     image_scheduler: str | None = Field(
-        default=None, description="diffusers scheduler class name (e.g. DDIMScheduler); None keeps the model's."
+        default=None,
+        description="diffusers scheduler class name (e.g. DDIMScheduler); None keeps the model's.",
     )
     image_steps: int | None = Field(
         default=None, ge=1, description="Denoising steps (None: 50 embedded, 30 diffusers)."
@@ -156,19 +176,28 @@ class ModelSettings(Section):
     image_guidance: float | None = Field(
         default=None, ge=1.0, description="Classifier-free guidance (None: 1.0 embedded, 7.5 diffusers)."
     )
-    image_width: int | None = Field(default=None, ge=8, description="diffusers output width (None: the model's).")
-    image_height: int | None = Field(default=None, ge=8, description="diffusers output height (None: the model's).")
+    image_width: int | None = Field(
+        default=None, ge=8, description="diffusers output width (None: the model's)."
+    )
+    image_height: int | None = Field(
+        default=None, ge=8, description="diffusers output height (None: the model's)."
+    )
     image_negative_prompt: str | None = Field(default=None, description="diffusers negative prompt.")
     image_batch_size: int = Field(default=8, ge=1, description="Most images generated in one pipeline call.")
     attention_slicing: bool = Field(default=False, description="Trade speed for memory (diffusers backend).")
     cpu_offload: Literal["none", "model", "sequential"] = Field(
-        default="none", description="Keep diffusers submodels on the CPU until used (needs a GPU; saves memory)."
+        default="none",
+        description="Keep diffusers submodels on the CPU until used (needs a GPU; saves memory).",
     )
-    channels_last: bool = Field(default=False, description="channels_last UNet/VAE memory format (GPU speed).")
+    channels_last: bool = Field(
+        default=False, description="channels_last UNet/VAE memory format (GPU speed)."
+    )
     compile: bool = Field(default=False, description="torch.compile the UNet (GPU; slow first call).")
     # lore
     lore_max_new_tokens: int = Field(default=64, ge=8, description="Token budget for the two lore sentences.")
-    lore_do_sample: bool = Field(default=False, description="Greedy by default; True samples with the token seed.")
+    lore_do_sample: bool = Field(
+        default=False, description="Greedy by default; True samples with the token seed."
+    )
     lore_temperature: float = Field(default=0.7, gt=0, description="Sampling temperature (lore_do_sample).")
     lore_top_p: float = Field(default=0.9, gt=0, le=1, description="Nucleus sampling mass (lore_do_sample).")
     lore_repetition_penalty: float = Field(default=1.1, ge=1.0, description="Penalty on repeated tokens.")
@@ -178,9 +207,12 @@ class ModelSettings(Section):
 class SignerSettings(Section):
     """The agent's key: an encrypted keystore, never a raw key. The password comes from the env or a file."""
 
-    keystore: Path | None = Field(default=None, description="V3 keystore JSON (eth-account / geth / Ape format).")
+    keystore: Path | None = Field(
+        default=None, description="V3 keystore JSON (eth-account / geth / Ape format)."
+    )
     ape_account: str | None = Field(
-        default=None, description="Ape account alias: $APE_DATA_FOLDER/accounts/<alias>.json (default ~/.ape)."
+        default=None,
+        description="Ape account alias: $APE_DATA_FOLDER/accounts/<alias>.json (default ~/.ape).",
     )
     password_file: Path | None = Field(default=None, description="File holding the keystore password.")
     password_env: str = Field(
@@ -200,28 +232,42 @@ class SubmitSettings(Section):
     priority_fee_gwei: float | None = Field(
         default=None, ge=0, description="Fixed tip; None asks the node (eth_maxPriorityFeePerGas)."
     )
-    fallback_priority_fee_gwei: float = Field(default=1.0, ge=0, description="Tip when the node cannot suggest one.")
+    fallback_priority_fee_gwei: float = Field(
+        default=1.0, ge=0, description="Tip when the node cannot suggest one."
+    )
     base_fee_multiplier: float = Field(
         default=2.0, ge=1.0, description="maxFeePerGas = multiplier x next base fee + tip (capped)."
     )
     gas_multiplier: float = Field(default=1.2, ge=1.0, description="Gas limit = estimate x multiplier.")
-    dry_run: bool = Field(default=True, description="eth_call a transaction with a preset gas limit before sending.")
-    stuck_after_s: float = Field(default=90.0, gt=0, description="Replace a transaction not mined after this long.")
+    dry_run: bool = Field(
+        default=True, description="eth_call a transaction with a preset gas limit before sending."
+    )
+    stuck_after_s: float = Field(
+        default=90.0, gt=0, description="Replace a transaction not mined after this long."
+    )
     stuck_after_blocks: int | None = Field(
         default=6, ge=1, description="... or after this many new blocks without it (None: time only)."
     )
     fee_bump_percent: float = Field(
         default=12.5, ge=12.5, description="Raise both fee fields by at least this much when replacing."
     )
-    max_replacements: int = Field(default=5, ge=0, description="Most fee-bumped replacements of one transaction.")
+    max_replacements: int = Field(
+        default=5, ge=0, description="Most fee-bumped replacements of one transaction."
+    )
     receipt_timeout_s: float = Field(default=1800.0, gt=0, description="Give up waiting (retryable error).")
     poll_interval_s: float = Field(default=1.0, gt=0, description="Seconds between receipt polls.")
     rpc_retries: int = Field(default=3, ge=0, description="Extra attempts after an RPC transport failure.")
     rpc_backoff_s: float = Field(default=0.25, ge=0, description="First wait between RPC attempts (doubles).")
-    batch_max_count: int = Field(default=100, ge=1, description="Most fulfilments in one fulfillEvolutions tx.")
-    batch_max_gas: int = Field(default=10_000_000, ge=100_000, description="Gas cap of one batched transaction.")
+    batch_max_count: int = Field(
+        default=100, ge=1, description="Most fulfilments in one fulfillEvolutions tx."
+    )
+    batch_max_gas: int = Field(
+        default=10_000_000, ge=100_000, description="Gas cap of one batched transaction."
+    )
     refresh_max_gas: int | None = Field(
-        default=None, ge=100_000, description="Gas cap of one refreshMetadata tx (None: half the block gas limit)."
+        default=None,
+        ge=100_000,
+        description="Gas cap of one refreshMetadata tx (None: half the block gas limit).",
     )
     precheck_batch_size: int = Field(
         default=200, ge=1, description="isPending calls per JSON-RPC batch in the pre-send check."
@@ -236,7 +282,9 @@ class DatabaseSettings(Section):
         description="SQLAlchemy URL: sqlite:///path (default) or postgresql+psycopg2://user@host:5432/db. "
         "Migrated to the latest schema when opened.",
     )
-    busy_timeout_ms: int = Field(default=30_000, ge=0, description="SQLite: how long a writer waits for the lock.")
+    busy_timeout_ms: int = Field(
+        default=30_000, ge=0, description="SQLite: how long a writer waits for the lock."
+    )
 
 
 class MetricsSettings(Section):
@@ -246,7 +294,9 @@ class MetricsSettings(Section):
     host: str = Field(
         default="127.0.0.1", description="Address to listen on; keep it local unless a firewall guards it."
     )
-    port: int = Field(default=9464, ge=0, le=65535, description="TCP port (0: any free port, logged at start).")
+    port: int = Field(
+        default=9464, ge=0, le=65535, description="TCP port (0: any free port, logged at start)."
+    )
 
 
 class LogSettings(Section):
@@ -256,7 +306,8 @@ class LogSettings(Section):
         default="INFO", description="Least severe level logged."
     )
     format: Literal["text", "json"] = Field(
-        default="text", description="text: human-readable lines; json: one JSON object per line (log shippers)."
+        default="text",
+        description="text: human-readable lines; json: one JSON object per line (log shippers).",
     )
 
 
@@ -269,14 +320,20 @@ class AgentSettings(Section):
     lease_s: float = Field(
         default=60.0, gt=0, description="Seconds a claimed job stays ours without a heartbeat (then reaped)."
     )
-    max_attempts: int = Field(default=5, ge=1, description="Attempts before a job ends failed, with its error.")
-    retry_base_s: float = Field(default=5.0, ge=0, description="Back-off after a first failed attempt (doubles).")
+    max_attempts: int = Field(
+        default=5, ge=1, description="Attempts before a job ends failed, with its error."
+    )
+    retry_base_s: float = Field(
+        default=5.0, ge=0, description="Back-off after a first failed attempt (doubles)."
+    )
     retry_cap_s: float = Field(default=600.0, ge=0, description="Longest back-off between attempts.")
     batch_size: int = Field(
         default=8, ge=1, description="Most jobs advanced together (one inference batch, one fulfilment tx)."
     )
     batch_wait_s: float = Field(
-        default=0.0, ge=0, description="Wait this long for more claimable jobs to fill a batch (0: go at once)."
+        default=0.0,
+        ge=0,
+        description="Wait this long for more claimable jobs to fill a batch (0: go at once).",
     )
     rules: Path | None = Field(default=None, description="Evolution rules TOML (None: the shipped default).")
     price_feed: str | None = Field(
@@ -286,7 +343,9 @@ class AgentSettings(Section):
         default=86_400, gt=0, description="Window of price.change_pct in seconds (None: leave it out)."
     )
     price_max_age_s: int | None = Field(
-        default=3_600, ge=0, description="Refuse a price older than this at the event's block (None: no check)."
+        default=3_600,
+        ge=0,
+        description="Refuse a price older than this at the event's block (None: no check).",
     )
     token_name: str = Field(
         default="{collection} #{token_id}", description="Token name; {collection} is the contract's name()."
@@ -297,7 +356,9 @@ class AgentSettings(Section):
         "(None: only when a pinning service must fetch from it).",
     )
     wait_chunk_s: float = Field(
-        default=2.0, gt=0, description="Confirmation waits run in chunks this long, so a stop is seen quickly."
+        default=2.0,
+        gt=0,
+        description="Confirmation waits run in chunks this long, so a stop is seen quickly.",
     )
 
 
@@ -320,9 +381,13 @@ class HttpOracleSettings(Section):
         description="Request header -> env var holding its value (API keys stay out of the TOML file).",
     )
     timeout_s: float = Field(default=5.0, gt=0, description="Timeout of one request.")
-    retries: int = Field(default=2, ge=0, description="Retries after a timeout, connection error, 5xx or 429.")
+    retries: int = Field(
+        default=2, ge=0, description="Retries after a timeout, connection error, 5xx or 429."
+    )
     cache_ttl_s: float = Field(
-        default=30.0, ge=0, description="Seconds a fetched document is reused (one fetch per burst of evolutions)."
+        default=30.0,
+        ge=0,
+        description="Seconds a fetched document is reused (one fetch per burst of evolutions).",
     )
 
 
@@ -341,7 +406,9 @@ class EthCallOracleSettings(Section):
         default_factory=list,
         description="Arguments: literals or $holder, $token_id, $collection, $block_number, $block_timestamp.",
     )
-    outputs: list[str] | None = Field(default=None, description="Names of the return values (reading fields).")
+    outputs: list[str] | None = Field(
+        default=None, description="Names of the return values (reading fields)."
+    )
     decimals: int | dict[str, int] | None = Field(
         default=None, description="Scale integer outputs to floats: one int, or { output = decimals }."
     )
@@ -393,7 +460,9 @@ class StudioSettings(Section):
         default="CHRYSALIS_STUDIO_TOKEN", description="Env var holding the API bearer token (scripts, CI)."
     )
     token_file: Path | None = Field(default=None, description="File holding the API bearer token.")
-    token_user: str = Field(default="api", description="Name recorded for actions taken with the bearer token.")
+    token_user: str = Field(
+        default="api", description="Name recorded for actions taken with the bearer token."
+    )
     session_secret_env: str = Field(
         default="CHRYSALIS_STUDIO_SESSION_SECRET",
         description="Env var holding the key that signs session cookies (None set: a random key per start, "
@@ -585,7 +654,9 @@ def load_settings(config: Path | None = None, **overrides: object) -> Settings:
     """Load settings, turning validation errors into a :class:`ConfigError` that names the key and the fix."""
     if config is not None:
         if not config.is_file():
-            raise ConfigError(f"config file {config} does not exist", hint="run `chrysalis init` to write one")
+            raise ConfigError(
+                f"config file {config} does not exist", hint="run `chrysalis init` to write one"
+            )
         os.environ["CHRYSALIS_CONFIG"] = str(config)
     try:
         return Settings(**overrides)  # type: ignore[arg-type]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
@@ -20,7 +20,9 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} CPU threads, Python {platform.python_version()}"
 
 
-def emit(name: str, title: str, columns: Sequence[str], rows: Sequence[Sequence[object]], notes: str = "") -> str:
+def emit(
+    name: str, title: str, columns: Sequence[str], rows: Sequence[Sequence[object]], notes: str = ""
+) -> str:
     """Print ``rows`` as a table and write ``bench/results/<name>.md``. Returns the Markdown."""
     table = Table(title=title)
     for col in columns:
@@ -32,7 +34,7 @@ def emit(name: str, title: str, columns: Sequence[str], rows: Sequence[Sequence[
         Console().print(notes)
     md = [f"### {title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     md += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d")
     md += ["", f"_{machine()}; {stamp}._" + (f" {notes}" if notes else ""), ""]
     text = "\n".join(md)
     RESULTS.mkdir(exist_ok=True)

@@ -265,7 +265,7 @@ def _receipts(assignment, table, image_gen, requests, images, lore, work):  # ty
     (work / "images").mkdir()
     template = None
     cpu = time.process_time()
-    for i, (req, img) in enumerate(zip(requests, images)):
+    for i, (req, img) in enumerate(zip(requests, images, strict=False)):
         receipt = build_receipt(
             onchain_seed=assignment.genesis_seed,
             token_id=i,
@@ -360,8 +360,8 @@ def _sweep(args) -> None:  # type: ignore[no-untyped-def]
         imgs = np.stack([decode_png(o.png) for o in out])
         reference = imgs if reference is None else reference
         s = quality.summarize(imgs, moods, elements, clf)
-        same = np.mean([quality.pixel_similarity(a, b) for a, b in zip(imgs, reference)])
-        iou = np.mean([quality.silhouette_iou(a, b) for a, b in zip(imgs, reference)])
+        same = np.mean([quality.pixel_similarity(a, b) for a, b in zip(imgs, reference, strict=False)])
+        iou = np.mean([quality.silhouette_iou(a, b) for a, b in zip(imgs, reference, strict=False)])
         label = f"**{steps}** (genesis)" if steps == GENESIS_IMAGE_STEPS else str(steps)
         rows.append(
             [

@@ -84,8 +84,12 @@ def main(argv: list[str] | None = None) -> int:
         dt = (time.perf_counter() - t) / len(reqs)
         imgs = _native(out)
         first = first if first is not None else (gen, out, imgs)
-        s = quality.summarize(imgs, [r.traits["mood"] for r in reqs], [r.traits["element"] for r in reqs], clf)
-        rows.append([f"model, {steps} DDIM steps, guidance {g:g}", len(imgs), *map(_fmt, s.values()), f"{dt:.3f}"])
+        s = quality.summarize(
+            imgs, [r.traits["mood"] for r in reqs], [r.traits["element"] for r in reqs], clf
+        )
+        rows.append(
+            [f"model, {steps} DDIM steps, guidance {g:g}", len(imgs), *map(_fmt, s.values()), f"{dt:.3f}"]
+        )
     emit(
         "image_quality",
         "Embedded sprite model: samples vs training data vs noise",
@@ -118,30 +122,55 @@ def main(argv: list[str] | None = None) -> int:
         evo = g.generate(
             [
                 ImageRequest(traits=t, seed=r.seed + 7, init_image=b.png, strength=strength)
-                for t, r, b in zip(new_traits, base_reqs, base)
+                for t, r, b in zip(new_traits, base_reqs, base, strict=False)
             ]
         )
         ev = _native(evo)
         # A new mood means new colours: judge identity against each previous stage recoloured to it.
-        ref = prev if change == "element" else np.stack(
-            [transfer_palette(p_, quality.predicted_mood(p_), t["mood"]) for p_, t in zip(prev, new_traits)]
+        ref = (
+            prev
+            if change == "element"
+            else np.stack(
+                [
+                    transfer_palette(p_, quality.predicted_mood(p_), t["mood"])
+                    for p_, t in zip(prev, new_traits, strict=False)
+                ]
+            )
         )
         ident = quality.identity_retrieval(ev, ref)
-        iou_own = np.mean([quality.silhouette_iou(x, y) for x, y in zip(ev, prev)])
+        iou_own = np.mean([quality.silhouette_iou(x, y) for x, y in zip(ev, prev, strict=False)])
         if change == "mood":
-            acc = np.mean([quality.predicted_mood(x) == t["mood"] for x, t in zip(ev, new_traits)])
+            acc = np.mean(
+                [quality.predicted_mood(x) == t["mood"] for x, t in zip(ev, new_traits, strict=False)]
+            )
         else:
             pred = clf.predict(ev)
-            acc = np.mean([p_ == t["element"] for p_, t in zip(pred, new_traits)])
+            acc = np.mean([p_ == t["element"] for p_, t in zip(pred, new_traits, strict=False)])
         id_rows.append(
-            [change, "on" if g.palette_transfer else "off", strength, _fmt(ident["own"]), _fmt(ident["others"]),
-             _fmt(iou_own), _fmt(ident["rank1"]), _fmt(acc)]
+            [
+                change,
+                "on" if g.palette_transfer else "off",
+                strength,
+                _fmt(ident["own"]),
+                _fmt(ident["others"]),
+                _fmt(iou_own),
+                _fmt(ident["rank1"]),
+                _fmt(acc),
+            ]
         )
     emit(
         "image_identity",
         f"Evolution keeps identity ({a.tokens} tokens, img2img to the next mood / element)",
-        ["trait changed", "palette transfer", "strength", "sim to own previous", "sim to other tokens",
-         "silhouette IoU own", "rank-1 retrieval", "new trait acc"],
+        [
+            "trait changed",
+            "palette transfer",
+            "strength",
+            "sim to own previous",
+            "sim to other tokens",
+            "silhouette IoU own",
+            "rank-1 retrieval",
+            "new trait acc",
+        ],
         id_rows,
         notes=(
             "sim = mean of silhouette IoU and pixel similarity (1 - mean|a-b|/255); rank-1 = the evolved image is more "
@@ -158,12 +187,15 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     singles = [gen.generate([r])[0] for r in det_reqs]
     dt1 = (time.perf_counter() - t) / len(det_reqs)
-    same = sum(x.pixels_sha256 == y.pixels_sha256 for x, y in zip(batched, singles))
+    same = sum(x.pixels_sha256 == y.pixels_sha256 for x, y in zip(batched, singles, strict=False))
     nb, ns = _native(batched).astype(int), _native(singles).astype(int)
     diff, px_same = int(np.abs(nb - ns).max()), float((nb == ns).all(-1).mean())
-    evo_b = gen.generate([ImageRequest(r.traits, r.seed, b.png, 0.5) for r, b in zip(det_reqs, batched)])
-    evo_s = [gen.generate([ImageRequest(r.traits, r.seed, b.png, 0.5)])[0] for r, b in zip(det_reqs, batched)]
-    same_e = sum(x.pixels_sha256 == y.pixels_sha256 for x, y in zip(evo_b, evo_s))
+    evo_requests = [
+        ImageRequest(r.traits, r.seed, b.png, 0.5) for r, b in zip(det_reqs, batched, strict=True)
+    ]
+    evo_b = gen.generate(evo_requests)
+    evo_s = [gen.generate([request])[0] for request in evo_requests]
+    same_e = sum(x.pixels_sha256 == y.pixels_sha256 for x, y in zip(evo_b, evo_s, strict=False))
     eb, es = _native(evo_b).astype(int), _native(evo_s).astype(int)
     emit(
         "image_determinism",
@@ -171,8 +203,13 @@ def main(argv: list[str] | None = None) -> int:
         ["mode", "identical pixels_sha256", "identical pixels", "max |diff| (uint8)", "s/image batch-1"],
         [
             ["fresh, 50 steps", f"{same}/{len(det_reqs)}", f"{px_same:.4f}", diff, f"{dt1:.3f}"],
-            ["img2img, strength 0.5", f"{same_e}/{len(det_reqs)}", f"{float((eb == es).all(-1).mean()):.4f}",
-             int(np.abs(eb - es).max()), "-"],
+            [
+                "img2img, strength 0.5",
+                f"{same_e}/{len(det_reqs)}",
+                f"{float((eb == es).all(-1).mean()):.4f}",
+                int(np.abs(eb - es).max()),
+                "-",
+            ],
         ],
     )
     return 0

@@ -32,6 +32,7 @@ from typing import Any
 from eth_account import Account
 from web3 import Web3
 
+from agent.devnet import start_anvil
 from agent.settings import SubmitSettings
 from agent.submit import (
     ChainRpc,
@@ -42,7 +43,6 @@ from agent.submit import (
     TxRequest,
     Web3TxSender,
 )
-from agent.devnet import start_anvil
 from bench._table import emit
 
 ROOT = Path(__file__).resolve().parents[1]

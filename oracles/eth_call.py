@@ -183,7 +183,7 @@ class EthCallOracle(Oracle):
                 hint=f"pass args=[...] with one value per input; placeholders: {', '.join(PLACEHOLDERS)}",
             )
         self.args = list(args)
-        for value, typ in zip(self.args, self.input_types):
+        for value, typ in zip(self.args, self.input_types, strict=False):
             if isinstance(value, str) and value.startswith("$"):
                 if value not in PLACEHOLDERS:
                     raise ConfigError(
@@ -276,7 +276,7 @@ class EthCallOracle(Oracle):
             ) from None
         source = f"eth_call:{self.address}.{self.function}"
         readings = []
-        for field, typ, value in zip(self.fields, self.output_types, values):
+        for field, typ, value in zip(self.fields, self.output_types, values, strict=False):
             meta: dict[str, Any] = {"signature": self.signature}
             plain = _plain(typ, value)
             if field in self.decimals:
@@ -315,7 +315,7 @@ def _plain(typ: str, value: Any) -> Any:
             return [_plain(inner, v) for v in value]
         if typ.startswith("("):
             parts = split_params(typ[1:-1])
-            return [_plain(t, v) for t, v in zip(parts, value)]
+            return [_plain(t, v) for t, v in zip(parts, value, strict=False)]
         return [_plain(inner, v) for v in value]
     if typ == "address":
         return Web3.to_checksum_address(value)

@@ -12,10 +12,11 @@ An oracle's readings come from one source, so one bad reading leaves *all* of th
 exception is missing *history*: a price feed younger than its change window
 (:class:`~oracles.errors.OracleHistoryError`) has a trustworthy latest answer and only no change over the window,
 so the readings the error carries as ``available`` (checked here like any other) stay in and only the rest (e.g.
-``price.change_pct``) is skipped with reason ``missing``. Each skip is logged at WARNING (``oracle 'price' at block 1234 skipped (stale): ...; left out: price.answer, ...``)
-and counted in ``chrysalis_oracle_skipped{oracle, reason}`` (:data:`ORACLE_SKIPPED`, in
-:data:`agent.metrics.REGISTRY`). The snapshot then holds the readings that passed plus ``guard.skipped`` (the
-names left out, reasons in its ``meta``), so the receipt's snapshot hash records what was skipped and why.
+``price.change_pct``) is skipped with reason ``missing``. Each skip is logged at WARNING
+(``oracle 'price' at block 1234 skipped (stale): ...; left out: price.answer, ...``) and counted in
+``chrysalis_oracle_skipped{oracle, reason}`` (:data:`ORACLE_SKIPPED`, in :data:`agent.metrics.REGISTRY`).
+The snapshot then holds the readings that passed plus ``guard.skipped`` (the names left out, reasons in its
+``meta``), so the receipt's snapshot hash records what was skipped and why.
 
 What happens next is the rules' decision, and it is never a garbage evolution: a rule with a ``default`` uses it
 (the default rules keep a calm mood when there is no price), a rule without one raises

@@ -49,11 +49,16 @@ from ape.cli import ConnectedProviderCommand, ape_cli_context
     "2-core machine the whole demo took 56 s with one and 7 min with two.",
 )
 @click.option(
-    "--studio-port", type=click.IntRange(min=0, max=65535), default=8090, show_default=True,
+    "--studio-port",
+    type=click.IntRange(min=0, max=65535),
+    default=8090,
+    show_default=True,
     help="Port of the studio the demo ends with (0: any free port).",
 )
 @click.option(
-    "--serve-seconds", type=click.FloatRange(min=0), default=None,
+    "--serve-seconds",
+    type=click.FloatRange(min=0),
+    default=None,
     help="Serve the studio this long, then exit (default: until Ctrl-C; 0: don't serve).",
 )
 def cli(cli_ctx, network, out, timeout, lore_model, lore_max_new_tokens, threads, studio_port, serve_seconds):

@@ -45,7 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     old = a.readme.read_text()
     new, missing = render(old, a.results)
     for name in missing:
-        print(f"readme_tables: bench/results/{name}.md does not exist; run the benchmark that writes it (make bench)", file=sys.stderr)
+        print(
+            f"readme_tables: bench/results/{name}.md does not exist; run the benchmark that writes it (make bench)",
+            file=sys.stderr,
+        )
     if a.check:
         if new != old:
             print("readme_tables: README.md is out of date; run scripts/readme_tables.py", file=sys.stderr)

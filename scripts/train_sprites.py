@@ -31,14 +31,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--layers-per-block", type=int, default=d.layers_per_block)
     p.add_argument("--n-per-class", type=int, default=d.n_per_class)
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--prediction-type", default=d.prediction_type, choices=["v_prediction", "epsilon", "sample"])
+    p.add_argument(
+        "--prediction-type", default=d.prediction_type, choices=["v_prediction", "epsilon", "sample"]
+    )
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     p.add_argument("--max-minutes", type=float, default=None, help="stop (and checkpoint) after this long")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-train", action="store_true", help="only export")
-    p.add_argument("--export", type=Path, default=None, help="write the EMA model, manifest and model card here")
-    p.add_argument("--card-guidance", type=float, default=1.0, help="guidance of the model card's sample grid")
+    p.add_argument(
+        "--export", type=Path, default=None, help="write the EMA model, manifest and model card here"
+    )
+    p.add_argument(
+        "--card-guidance", type=float, default=1.0, help="guidance of the model card's sample grid"
+    )
     a = p.parse_args(argv)
 
     torch.set_num_threads(a.threads)
@@ -54,11 +60,15 @@ def main(argv: list[str] | None = None) -> int:
             prediction_type=a.prediction_type,
             checkpoint_every=a.checkpoint_every,
         )
-        train(a.out, config, device=a.device, max_seconds=a.max_minutes * 60 if a.max_minutes else None,
-              log=lambda m: print(m, flush=True))
+        train(
+            a.out,
+            config,
+            device=a.device,
+            max_seconds=a.max_minutes * 60 if a.max_minutes else None,
+            log=lambda m: print(m, flush=True),
+        )
     if a.export is not None:
         from agent.generate.embedded_image import write_shipped_model
-
         from agent.generate.sprites.card import write_model_card
 
         facts = write_shipped_model(a.out / CHECKPOINT_NAME, a.export)

@@ -408,7 +408,7 @@ class DiffusersImageGenerator(ImageGenerator):
                     chunk = group[start : start + self.batch_size]
                     pipe = self.pipe if mode == "fresh" else self.img2img
                     pixels = self._run(pipe, chunk, mode)
-                    for p, px in zip(chunk, pixels):
+                    for p, px in zip(chunk, pixels, strict=False):
                         out[p.index] = self._result(pipe, p, px, mode, len(chunk))
         return out  # type: ignore[return-value]
 

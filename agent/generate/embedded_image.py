@@ -116,7 +116,9 @@ def verify_model_dir(model_dir: Path) -> dict[str, Any]:
                 "which rewrites the manifest and needs a new model id in the registry)",
             )
     if manifest["files"].get(WEIGHTS_NAME) != manifest.get("weights_sha256"):
-        raise ModelDigestError(f"{manifest_path} is inconsistent: weights_sha256 differs from files[{WEIGHTS_NAME}]")
+        raise ModelDigestError(
+            f"{manifest_path} is inconsistent: weights_sha256 differs from files[{WEIGHTS_NAME}]"
+        )
     return manifest
 
 
@@ -208,7 +210,9 @@ class EmbeddedSpriteGenerator(ImageGenerator):
         palette_transfer: bool = True,
     ) -> None:
         if num_inference_steps < 1:
-            raise ConfigError(f"num_inference_steps={num_inference_steps}", hint="use at least 1 (50 is the default)")
+            raise ConfigError(
+                f"num_inference_steps={num_inference_steps}", hint="use at least 1 (50 is the default)"
+            )
         if not guidance_scale >= 1.0:
             raise ConfigError(f"guidance_scale={guidance_scale}", hint="use 1.0 (off) or more")
         if max_batch_size < 1:
@@ -290,7 +294,7 @@ class EmbeddedSpriteGenerator(ImageGenerator):
             for start in range(0, len(group), self.max_batch_size):
                 chunk = group[start : start + self.max_batch_size]
                 pixels = self._run(chunk, n_steps)
-                for p, px in zip(chunk, pixels):
+                for p, px in zip(chunk, pixels, strict=False):
                     out[p.index] = self._result(p, px, n_steps, len(chunk))
         return out  # type: ignore[return-value]
 
@@ -316,7 +320,11 @@ class EmbeddedSpriteGenerator(ImageGenerator):
         # Each request's noise comes from its own CPU generator, so it depends only on its seed.
         noise = torch.cat(
             [
-                torch.randn((1, 3, SIZE, SIZE), generator=torch.Generator("cpu").manual_seed(p.seed), dtype=torch.float32)
+                torch.randn(
+                    (1, 3, SIZE, SIZE),
+                    generator=torch.Generator("cpu").manual_seed(p.seed),
+                    dtype=torch.float32,
+                )
                 for p in chunk
             ]
         )

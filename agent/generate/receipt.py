@@ -213,7 +213,7 @@ class InferenceReceipt:
         except ValueError as e:
             raise ConfigError(
                 f"receipt {path} is not JSON: {e}", hint="pass a receipt.json written by Chrysalis"
-            )
+            ) from None
         return cls.from_json(data)
 
 

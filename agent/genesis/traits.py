@@ -92,10 +92,10 @@ class TraitSpec:
                     hint=f"make [traits.{self.name}].counts add up to {size}, run with --size {total}, or give "
                     "weights instead of counts",
                 )
-            return dict(zip(self.values, self.counts))
+            return dict(zip(self.values, self.counts, strict=False))
         assert self.weights is not None
         try:
-            return dict(zip(self.values, exact_counts(self.weights, size)))
+            return dict(zip(self.values, exact_counts(self.weights, size), strict=False))
         except ConfigError as exc:
             raise ConfigError(f"trait {self.name!r}: {exc.message}", hint=exc.hint) from None
 

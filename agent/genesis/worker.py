@@ -145,7 +145,7 @@ class BatchMaker:
             lores = self.lore_writer.write(lore_requests)
         with _stage(result, "receipts"):
             for (item, traits, seed), ireq, img, lreq, lore in zip(
-                rows, image_requests, images, lore_requests, lores
+                rows, image_requests, images, lore_requests, lores, strict=False
             ):
                 receipt = build_receipt(
                     onchain_seed=spec.genesis_seed,

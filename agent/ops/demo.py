@@ -283,7 +283,9 @@ class Demo:
             rpc.make_request("anvil_setNonce", [holder.address, hex(sent)])
         self.say(
             "holders' wallets: "
-            + ", ".join(f"{h.name} has sent {n:,} transactions" for h, n in zip(holders, WALLET_HISTORY, strict=True))
+            + ", ".join(
+                f"{h.name} has sent {n:,} transactions" for h, n in zip(holders, WALLET_HISTORY, strict=True)
+            )
         )
 
         price = lc.mintPrice()
@@ -590,7 +592,9 @@ def run_demo(
     return Demo(out, console=console, timeout_s=timeout_s, models=models).run()
 
 
-def serve_studio(out: Path, *, port: int = 8090, seconds: float | None = None, console: Console | None = None) -> None:
+def serve_studio(
+    out: Path, *, port: int = 8090, seconds: float | None = None, console: Console | None = None
+) -> None:
     """Serve the studio over the demo's collection (its ``chrysalis.toml``) until Ctrl-C or ``seconds`` pass.
 
     The demo's chain is Ape's anvil, alive while ``ape run demo`` runs, so the studio runs inside the demo. A random
@@ -621,7 +625,11 @@ def serve_studio(out: Path, *, port: int = 8090, seconds: float | None = None, c
                 f"log in as    {settings.studio.admin_user} / {password}  (review, regenerate, refresh)\n"
                 f"keep going   chrysalis --config {out / 'chrysalis.toml'} evolve 2 --from 2   (with the agent: "
                 f"chrysalis --config {out / 'chrysalis.toml'} run)\n"
-                + ("Ctrl-C stops the studio and the local chain." if seconds is None else f"serving for {seconds:g} s"),
+                + (
+                    "Ctrl-C stops the studio and the local chain."
+                    if seconds is None
+                    else f"serving for {seconds:g} s"
+                ),
                 highlight=False,
             )
             try:

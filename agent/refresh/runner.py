@@ -734,8 +734,10 @@ class RefreshRunner:
                     (item.token_id, [ItemState.SUBMITTED], {"state": ItemState.PUBLISHED, "tx_hash": None})
                 )
             else:
-                changes.append((item.token_id, [ItemState.SUBMITTED], {
-                    "state": ItemState.DEFERRED, "reason": "its metadata changed while the refresh was in flight"}))  # fmt: skip
+                reason = "its metadata changed while the refresh was in flight"
+                changes.append(
+                    (item.token_id, [ItemState.SUBMITTED], {"state": ItemState.DEFERRED, "reason": reason})
+                )
         self.store.move(run.job_id, changes)
 
     # -- reporting --------------------------------------------------------------------------------------------

@@ -186,7 +186,9 @@ def create_app(studio: Studio) -> Starlette:
         try:
             return int(value)
         except (TypeError, ValueError):
-            raise HttpProblem(400, "Bad request", f"{what} {value!r} is not a whole number", f"pass {what} as digits")
+            raise HttpProblem(
+                400, "Bad request", f"{what} {value!r} is not a whole number", f"pass {what} as digits"
+            ) from None
 
     # -- pages ----------------------------------------------------------------------------------------------
 
@@ -252,7 +254,11 @@ def create_app(studio: Studio) -> Starlette:
                 "set studio.review = true (CHRYSALIS_STUDIO__REVIEW=true) for the agent and the studio",
             )  # fmt: skip
         tab = request.query_params.get("tab", "open")
-        states = {"open": OPEN_STATES, "approved": [ReviewState.APPROVED], "rejected": [ReviewState.REJECTED]}.get(tab)
+        states = {
+            "open": OPEN_STATES,
+            "approved": [ReviewState.APPROVED],
+            "rejected": [ReviewState.REJECTED],
+        }.get(tab)
         if states is None:
             raise HttpProblem(400, "Bad request", f"unknown tab {tab!r}", "use open, approved or rejected")
         kind = request.query_params.get("kind") or None
@@ -265,7 +271,9 @@ def create_app(studio: Studio) -> Starlette:
 
         items, counts, published = await run_in_threadpool(build)
         if wants_json(request):
-            return JSONResponse({"items": [_review_json(i, published.get(i.id)) for i in items], "counts": counts})
+            return JSONResponse(
+                {"items": [_review_json(i, published.get(i.id)) for i in items], "counts": counts}
+            )
         return render(request, "review.html", items=items, counts=counts, tab=tab, kind=kind, curator=who,
                       published=published)  # fmt: skip
 
@@ -348,7 +356,9 @@ def create_app(studio: Studio) -> Starlette:
                 message = f"approved {item.label} (review #{item.id}, revision {item.revision})"
             elif action == "reject":
                 reason = str(form.get("reason") or "")
-                item = await run_in_threadpool(studio.reviews.reject, review_id, who.name, reason, revision=revision)
+                item = await run_in_threadpool(
+                    studio.reviews.reject, review_id, who.name, reason, revision=revision
+                )
                 message = f"rejected {item.label} (review #{item.id}): {item.reason}"
             else:
                 strength_raw = form.get("strength")
@@ -356,7 +366,8 @@ def create_app(studio: Studio) -> Starlette:
                     strength = float(strength_raw) if strength_raw not in (None, "") else None
                 except ValueError:
                     raise ReviewInputError(
-                        f"strength {strength_raw!r} is not a number", hint="enter a number in (0, 1], e.g. 0.5"
+                        f"strength {strength_raw!r} is not a number",
+                        hint="enter a number in (0, 1], e.g. 0.5",
                     ) from None
                 new_seed = str(form.get("new_seed") or "").lower() in ("1", "on", "true", "yes")
                 item = await run_in_threadpool(
@@ -383,13 +394,21 @@ def create_app(studio: Studio) -> Starlette:
         else:
             ids = [int_param(v, "id") for v in form.getlist("ids")]  # type: ignore[attr-defined]
             if not ids:
-                raise ReviewInputError("no items were selected", hint="tick the items to approve (x selects one)")
+                raise ReviewInputError(
+                    "no items were selected", hint="tick the items to approve (x selects one)"
+                )
             done, conflicts = await run_in_threadpool(
                 studio.reviews.approve_many, [i for i in ids if i is not None], who.name
             )
         if wants_json(request):
-            return JSONResponse({"approved": [i.id for i in done], "conflicts": [c.message for c in conflicts]})
-        flash(request, f"approved {len(done)} item(s)" + (f"; {len(conflicts)} were already decided" if conflicts else ""))
+            return JSONResponse(
+                {"approved": [i.id for i in done], "conflicts": [c.message for c in conflicts]}
+            )
+        flash(
+            request,
+            f"approved {len(done)} item(s)"
+            + (f"; {len(conflicts)} were already decided" if conflicts else ""),
+        )
         return back(request, "/review")
 
     # -- errors ---------------------------------------------------------------------------------------------
@@ -397,7 +416,9 @@ def create_app(studio: Studio) -> Starlette:
     def problem(request: Request, status: int, title: str, message: str, hint: str | None) -> Response:
         headers = {"WWW-Authenticate": 'Bearer realm="chrysalis-studio"'} if status == 401 else None
         if wants_json(request):
-            return JSONResponse({"error": message, "hint": hint, "status": status}, status_code=status, headers=headers)
+            return JSONResponse(
+                {"error": message, "hint": hint, "status": status}, status_code=status, headers=headers
+            )
         response = render(request, "error.html", status=status, title=title, message=message, hint=hint,
                           login_link=status == 401, code=status)  # fmt: skip
         if headers:
@@ -549,7 +570,12 @@ def _published(studio: Studio, item: ReviewItem) -> dict[str, Any] | None:
         return None
     for view in detail.timeline:
         if view.onchain_provenance == item.candidate.provenance:
-            return {"tx_hash": view.tx_hash, "block_number": view.block_number, "cid": view.cid, "stage": view.stage}
+            return {
+                "tx_hash": view.tx_hash,
+                "block_number": view.block_number,
+                "cid": view.cid,
+                "stage": view.stage,
+            }
     return None
 
 
@@ -582,8 +608,9 @@ def _model_card(weights_sha256: str) -> dict[str, Any] | None:
             continue
         if manifest.get("weights_sha256") == weights_sha256:
             card_path = manifest_path.with_name("MODEL_CARD.md")
-            facts = {k: manifest[k] for k in ("model_id", "parameters", "native_size", "output_size", "classes",
-                                                "training_steps", "dataset_generator_version") if k in manifest}  # fmt: skip
+            fields = ("model_id", "parameters", "native_size", "output_size", "classes", "training_steps",
+                      "dataset_generator_version")  # fmt: skip
+            facts = {k: manifest[k] for k in fields if k in manifest}
             return {
                 "card_facts": facts,
                 "card_text": card_path.read_text() if card_path.is_file() else None,
@@ -604,7 +631,9 @@ class StudioServer(ServerThread):
     def __init__(self, studio: Studio, *, host: str | None = None, port: int | None = None) -> None:
         self.studio = studio
         s = studio.settings.studio
-        super().__init__(create_app(studio), host=host or s.host, port=s.port if port is None else port, name="studio")
+        super().__init__(
+            create_app(studio), host=host or s.host, port=s.port if port is None else port, name="studio"
+        )
 
     def start(self, *, timeout: float = 10.0) -> StudioServer:
         self.studio.start()

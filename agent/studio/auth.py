@@ -55,7 +55,12 @@ def check_password(password: str, encoded: str) -> bool:
             return False
         want = base64.urlsafe_b64decode(digest)
         got = hashlib.scrypt(
-            password.encode(), salt=base64.urlsafe_b64decode(salt), n=int(n), r=int(r), p=int(p), dklen=len(want)
+            password.encode(),
+            salt=base64.urlsafe_b64decode(salt),
+            n=int(n),
+            r=int(r),
+            p=int(p),
+            dklen=len(want),
         )
     except (ValueError, TypeError):
         return False
@@ -108,7 +113,8 @@ class Credentials:
         name = name.strip()
         if name == self.admin_user and self._admin_password is not None:
             ok = hmac.compare_digest(
-                hashlib.sha256(password.encode()).digest(), hashlib.sha256(self._admin_password.encode()).digest()
+                hashlib.sha256(password.encode()).digest(),
+                hashlib.sha256(self._admin_password.encode()).digest(),
             )
             return Curator(name, "session") if ok else None
         encoded = self._curators.get(name)

@@ -233,7 +233,9 @@ class Catalog:
         return TokenDetail(card, self._timeline(token_id, list(reversed(entries))))
 
     def _timeline(self, token_id: int, entries: Sequence[HistoryEntry]) -> list[StageView]:
-        evolved = {str(e.args["metadataDigest"]).lower(): e for e in self.index.events_of(token_id, "Evolved")}
+        evolved = {
+            str(e.args["metadataDigest"]).lower(): e for e in self.index.events_of(token_id, "Evolved")
+        }
         refreshed = {r.digest.lower(): r for r in self.index.refreshes_of(token_id)}
         views: list[StageView] = []
         previous: Mapping[str, str] = {}

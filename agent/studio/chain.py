@@ -131,7 +131,9 @@ class CollectionIndex:
         self.contract = rpc.w3.eth.contract(address=self.address, abi=self.abi)
         self.decoder = LogDecoder(self.abi, deployment.chain_id)
         self._outputs = {
-            e["name"]: [o["type"] for o in e.get("outputs", [])] for e in self.abi if e.get("type") == "function"
+            e["name"]: [o["type"] for o in e.get("outputs", [])]
+            for e in self.abi
+            if e.get("type") == "function"
         }
         self._span = AdaptiveRange(max_size=max_range)
         self._lock = threading.RLock()
@@ -148,14 +150,19 @@ class CollectionIndex:
     def from_settings(cls, settings: Any) -> CollectionIndex:
         """From :class:`agent.settings.Settings` (``chain.rpc_url``, ``chain.deployment``)."""
         deployment = Deployment.load(settings.chain.deployment)
-        return cls(RpcClient.from_settings(settings.chain), deployment, max_range=settings.chain.max_block_range)
+        return cls(
+            RpcClient.from_settings(settings.chain), deployment, max_range=settings.chain.max_block_range
+        )
 
     # -- view calls -----------------------------------------------------------------------------------------
 
     def _batch_calls(self, calls: list[tuple[str, list[Any]]], block: int) -> list[Any]:
         """Several view calls in one JSON-RPC batch; each result decoded, or the exception of a revert."""
         requests = [
-            ("eth_call", [{"to": self.address, "data": self.contract.encode_abi(name, args=args)}, hex(block)])
+            (
+                "eth_call",
+                [{"to": self.address, "data": self.contract.encode_abi(name, args=args)}, hex(block)],
+            )
             for name, args in calls
         ]
         out: list[Any] = []
@@ -360,7 +367,10 @@ class CollectionIndex:
             chunk = missing[start : start + 100]
             for tx_hash, receipt in zip(chunk, self.calls.receipts(chunk), strict=True):
                 if receipt is not None:
-                    self._receipts[tx_hash] = (receipt.gas_used, receipt.gas_used * receipt.effective_gas_price)
+                    self._receipts[tx_hash] = (
+                        receipt.gas_used,
+                        receipt.gas_used * receipt.effective_gas_price,
+                    )
         known = [self._receipts[h] for h in hashes if h in self._receipts]
         return GasSpent(sum(g for g, _ in known), sum(f for _, f in known), len(known))
 

@@ -18,12 +18,15 @@ from agent.errors import ConfigError
 console = Console()
 
 review_app = typer.Typer(
-    help="The review queue from the terminal: list, approve, reject; add curator logins.", no_args_is_help=True
+    help="The review queue from the terminal: list, approve, reject; add curator logins.",
+    no_args_is_help=True,
 )
 
 AsOption = Annotated[
     str | None,
-    typer.Option("--as", help="Curator name recorded with the decision (default: $USER).", show_default=False),
+    typer.Option(
+        "--as", help="Curator name recorded with the decision (default: $USER).", show_default=False
+    ),
 ]
 
 
@@ -52,10 +55,13 @@ def studio_command(
     studio = Studio.from_settings(settings)
     host = host or settings.studio.host
     port = settings.studio.port if port is None else port
-    console.print(f"Chrysalis Studio on [cyan]http://{host}:{port}[/] (review mode {'on' if studio.review_enabled else 'off'})")
+    console.print(
+        f"Chrysalis Studio on [cyan]http://{host}:{port}[/] (review mode {'on' if studio.review_enabled else 'off'})"
+    )
     if not studio.credentials.can_log_in and not studio.credentials.has_token:
         console.print(
-            f"[yellow]no login is configured: read-only until {settings.studio.password_env} is set[/]", highlight=False
+            f"[yellow]no login is configured: read-only until {settings.studio.password_env} is set[/]",
+            highlight=False,
         )
     try:
         serve(studio, host=host, port=port)
@@ -65,13 +71,17 @@ def studio_command(
 
 def verify_command(
     token: Annotated[int, typer.Argument(help="Token id.")],
-    stage: Annotated[int | None, typer.Option("--stage", "-s", help="Stage to verify (default: the current one).")] = None,
+    stage: Annotated[
+        int | None, typer.Option("--stage", "-s", help="Stage to verify (default: the current one).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     image_model: Annotated[
-        str | None, typer.Option(help="Where this machine keeps the receipt's image model, if not where recorded.")
+        str | None,
+        typer.Option(help="Where this machine keeps the receipt's image model, if not where recorded."),
     ] = None,
     lore_model: Annotated[
-        str | None, typer.Option(help="Where this machine keeps the receipt's lore model, if not where recorded.")
+        str | None,
+        typer.Option(help="Where this machine keeps the receipt's lore model, if not where recorded."),
     ] = None,
 ) -> None:
     """Re-run a token's inference in the canonical configuration and check it against the chain.
@@ -89,7 +99,12 @@ def verify_command(
     catalog = Catalog(index, IpfsRepo(repo_path(settings)))
     index.sync()
     result = check_stage(
-        catalog, token, stage, cache_dir=settings.models.cache_dir, image_model=image_model, lore_model=lore_model
+        catalog,
+        token,
+        stage,
+        cache_dir=settings.models.cache_dir,
+        image_model=image_model,
+        lore_model=lore_model,
     )
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2, default=str))
@@ -115,7 +130,12 @@ def review_list(
     """List review items (by default the open ones: awaiting review or regenerating)."""
     from agent.studio.review import OPEN_STATES, ReviewState
 
-    choices = {"open": OPEN_STATES, "approved": [ReviewState.APPROVED], "rejected": [ReviewState.REJECTED], "all": None}
+    choices = {
+        "open": OPEN_STATES,
+        "approved": [ReviewState.APPROVED],
+        "rejected": [ReviewState.REJECTED],
+        "all": None,
+    }
     if state not in choices:
         raise ConfigError(f"unknown state {state!r}", hint="use open, approved, rejected or all")
     with _store() as store:
@@ -130,7 +150,9 @@ def review_list(
     for item in items:
         c = item.candidate
         lore = c.lore if len(c.lore) <= 60 else c.lore[:57] + "..."
-        decided = f"{item.decided_by}" + (f": {item.reason}" if item.reason else "") if item.decided_by else ""
+        decided = (
+            f"{item.decided_by}" + (f": {item.reason}" if item.reason else "") if item.decided_by else ""
+        )
         table.add_row(
             str(item.id), str(item.token_id if item.token_id is not None else item.key), str(item.stage), item.kind,
             item.state.value, str(item.revision), f"reroll {c.reroll}" if c.reroll else "request", lore, decided,
@@ -161,7 +183,9 @@ def _item_json(item: Any) -> dict[str, Any]:
 @review_app.command("approve")
 def review_approve(
     ids: Annotated[list[int] | None, typer.Argument(help="Review ids (see `chrysalis review list`).")] = None,
-    all_genesis: Annotated[bool, typer.Option("--all-genesis", help="Approve every genesis item awaiting review.")] = False,
+    all_genesis: Annotated[
+        bool, typer.Option("--all-genesis", help="Approve every genesis item awaiting review.")
+    ] = False,
     as_: AsOption = None,
 ) -> None:
     """Approve candidates; the agent then publishes them, recording who approved in the metadata."""
@@ -187,7 +211,9 @@ def review_approve(
 @review_app.command("reject")
 def review_reject(
     review_id: Annotated[int, typer.Argument(help="Review id.")],
-    reason: Annotated[str, typer.Option("--reason", "-r", help="Why (required; it becomes the job's reason).")],
+    reason: Annotated[
+        str, typer.Option("--reason", "-r", help="Why (required; it becomes the job's reason).")
+    ],
     as_: AsOption = None,
 ) -> None:
     """Reject a candidate with a reason; the agent ends its job."""
@@ -199,7 +225,9 @@ def review_reject(
 @review_app.command("curator")
 def review_curator(
     name: Annotated[str, typer.Argument(help="Login name.")],
-    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from stdin.")
+    ] = False,
 ) -> None:
     """Add (or replace) a curator login in studio.curators_file (its password is stored as an scrypt hash)."""
     from agent.studio.auth import add_curator
@@ -208,7 +236,8 @@ def review_curator(
     path = settings.studio.curators_file
     if path is None:
         raise ConfigError(
-            "studio.curators_file is not set", hint="set it in chrysalis.toml ([studio] curators_file = \"...\")"
+            "studio.curators_file is not set",
+            hint='set it in chrysalis.toml ([studio] curators_file = "...")',
         )
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")

@@ -111,7 +111,9 @@ class Poller:
         hub: Where they go.
     """
 
-    def __init__(self, tick: Callable[[], list[tuple[str, Any]]], hub: EventHub, *, interval_s: float) -> None:
+    def __init__(
+        self, tick: Callable[[], list[tuple[str, Any]]], hub: EventHub, *, interval_s: float
+    ) -> None:
         self.tick = tick
         self.hub = hub
         self.interval_s = interval_s

@@ -33,7 +33,9 @@ from agent.studio.review import (
 log = logging.getLogger("chrysalis.studio")
 
 
-def regenerate(candidate: Candidate, request: RegenerateRequest, repo: IpfsRepo, models: ModelSettings) -> Candidate:
+def regenerate(
+    candidate: Candidate, request: RegenerateRequest, repo: IpfsRepo, models: ModelSettings
+) -> Candidate:
     """The next revision of ``candidate``: generated with ``request``'s reroll and strength.
 
     Raises:
@@ -45,7 +47,9 @@ def regenerate(candidate: Candidate, request: RegenerateRequest, repo: IpfsRepo,
 
     receipt = InferenceReceipt.from_json(dict(candidate.receipt))
     if not candidate.request_seed:
-        raise ConfigError("the candidate has no request seed to reroll", hint="reject it and let the job run again")
+        raise ConfigError(
+            "the candidate has no request seed to reroll", hint="reject it and let the job run again"
+        )
     onchain = reroll_seed(candidate.request_seed, request.reroll)
     token_id = receipt.seed.token_id
     seed = derive_seed(onchain_seed_bytes(onchain), token_id)
@@ -55,14 +59,20 @@ def regenerate(candidate: Candidate, request: RegenerateRequest, repo: IpfsRepo,
     init_cid: str | None = None
     if receipt.image is not None:
         generator = factory.load_image_generator(models)
-        _same_model("image", receipt.image.model.weights_sha256, generator.info.weights_sha256, generator.info.model_id)
+        _same_model(
+            "image",
+            receipt.image.model.weights_sha256,
+            generator.info.weights_sha256,
+            generator.info.model_id,
+        )
         recorded = receipt.image.request
         init = None
         init_cid = recorded.get("init_image_cid")
         if recorded.get("init_image_sha256"):
             if not init_cid:
                 raise ConfigError(
-                    "the receipt's previous image has no CID", hint="this candidate cannot be regenerated here"
+                    "the receipt's previous image has no CID",
+                    hint="this candidate cannot be regenerated here",
                 )
             init = b"".join(repo.cat(init_cid))
             actual = hashlib.sha256(init).hexdigest()
@@ -88,7 +98,9 @@ def regenerate(candidate: Candidate, request: RegenerateRequest, repo: IpfsRepo,
     lore_text = candidate.lore
     if receipt.lore is not None:
         writer = factory.load_lore_writer(models)
-        _same_model("lore", receipt.lore.model.weights_sha256, writer.info.weights_sha256, writer.info.model_id)
+        _same_model(
+            "lore", receipt.lore.model.weights_sha256, writer.info.weights_sha256, writer.info.model_id
+        )
         recorded = receipt.lore.request
         lore_req = LoreRequest(
             name=recorded["name"],
@@ -131,7 +143,9 @@ def _same_model(role: str, recorded: str, loaded: str, loaded_id: str) -> None:
 class Regenerator:
     """Works through items waiting to be regenerated, one at a time, on a background thread."""
 
-    def __init__(self, store: ReviewStore, repo: IpfsRepo, models: ModelSettings, *, poll_s: float = 1.0) -> None:
+    def __init__(
+        self, store: ReviewStore, repo: IpfsRepo, models: ModelSettings, *, poll_s: float = 1.0
+    ) -> None:
         self.store = store
         self.repo = repo
         self.models = models

@@ -170,7 +170,11 @@ def reroll_seed(onchain_seed: str | bytes, n: int) -> str:
     Reroll 0 is the seed itself. A regenerated candidate's receipt records the rerolled value as its
     ``seed.onchain_seed``; anyone holding the request's seed can recompute it (:func:`find_reroll`).
     """
-    raw = bytes.fromhex(onchain_seed.removeprefix("0x")) if isinstance(onchain_seed, str) else bytes(onchain_seed)
+    raw = (
+        bytes.fromhex(onchain_seed.removeprefix("0x"))
+        if isinstance(onchain_seed, str)
+        else bytes(onchain_seed)
+    )
     if len(raw) != 32:
         raise ReviewInputError(
             f"an on-chain seed is 32 bytes, got {len(raw)}", hint="pass the request's bytes32 seed"
@@ -433,7 +437,9 @@ class Approved:
 
     @property
     def approval(self) -> Approval:
-        return Approval(self.review_id, self.revision, self.approved_by, self.approved_at, self.candidate.provenance)
+        return Approval(
+            self.review_id, self.revision, self.approved_by, self.approved_at, self.candidate.provenance
+        )
 
 
 @dataclass(frozen=True)
@@ -682,7 +688,9 @@ class ReviewStore:
         )  # fmt: skip
         return item
 
-    def approve_many(self, review_ids: Iterable[int], by: str) -> tuple[list[ReviewItem], list[ReviewConflictError]]:
+    def approve_many(
+        self, review_ids: Iterable[int], by: str
+    ) -> tuple[list[ReviewItem], list[ReviewConflictError]]:
         """Approve several items; returns those approved and the conflicts (items someone else decided)."""
         by = _curator(by)
         done: list[ReviewItem] = []
@@ -811,7 +819,8 @@ class ReviewGate:
         engine = getattr(job_store, "engine", None)
         if engine is None:
             raise ReviewInputError(
-                f"{type(job_store).__name__} has no SQL engine", hint="open the job store with JobStore.open(url)"
+                f"{type(job_store).__name__} has no SQL engine",
+                hint="open the job store with JobStore.open(url)",
             )
         return cls(ReviewStore(engine))
 
@@ -846,4 +855,3 @@ class ReviewGate:
         """Who approved the job's candidate (None while it is not approved)."""
         decision = self.decision(job_id)
         return decision.approval if isinstance(decision, Approved) else None
-

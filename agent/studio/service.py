@@ -122,13 +122,23 @@ class Studio:
         job, created = self.jobs.enqueue(
             JobKind.REFRESH,
             key,
-            payload={"token_id": token_id, "stage": detail.card.stage, "source": "studio", "requested_by": by},
+            payload={
+                "token_id": token_id,
+                "stage": detail.card.stage,
+                "source": "studio",
+                "requested_by": by,
+            },
         )
         if not created and job.state.terminal:  # the last one finished: queue the next under a fresh key
             job, created = self.jobs.enqueue(
                 JobKind.REFRESH,
                 f"{key}:{job.id}",
-                payload={"token_id": token_id, "stage": detail.card.stage, "source": "studio", "requested_by": by},
+                payload={
+                    "token_id": token_id,
+                    "stage": detail.card.stage,
+                    "source": "studio",
+                    "requested_by": by,
+                },
             )
         return job.id, created
 

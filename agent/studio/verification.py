@@ -79,7 +79,9 @@ class StageCheck:
             "verdict": self.verdict,
             "match": self.match,
             "reproducible": self.reproducible,
-            "mismatches": [{"field": m.field, "expected": m.expected, "actual": m.actual} for m in self.mismatches],
+            "mismatches": [
+                {"field": m.field, "expected": m.expected, "actual": m.actual} for m in self.mismatches
+            ],
             "note": self.note,
             "checked": self.checked,
             "seconds": round(self.seconds, 3),
@@ -152,7 +154,9 @@ def check_stage(
     )
 
 
-def _links(catalog: Catalog, view: StageView, receipt: InferenceReceipt, checked: list[str]) -> list[FieldMismatch]:
+def _links(
+    catalog: Catalog, view: StageView, receipt: InferenceReceipt, checked: list[str]
+) -> list[FieldMismatch]:
     out: list[FieldMismatch] = []
 
     def eq(name: str, expected: Any, actual: Any) -> None:

@@ -104,7 +104,7 @@ def _abi_type(param: Mapping[str, Any]) -> str:
     typ = str(param["type"])
     if typ.startswith("tuple"):
         inner = ",".join(_abi_type(c) for c in param.get("components", []))
-        return f"({inner}){typ[len('tuple'):]}"
+        return f"({inner}){typ[len('tuple') :]}"
     return typ
 
 

@@ -17,8 +17,8 @@ from typing import Any
 import ape
 from ape.exceptions import CustomError
 from eth_abi import decode as abi_decode
-from hexbytes import HexBytes
 from eth_utils import is_address, keccak, to_checksum_address
+from hexbytes import HexBytes
 
 # ---------------------------------------------------------------------------------------------------------------
 # Deployment parameters of the shared collection (see conftest.py)
@@ -88,9 +88,10 @@ def digest_of(data: bytes) -> bytes:
 
 def metadata(token_id: int, stage: int, note: str = "") -> bytes:
     """Some metadata JSON bytes, as the agent would pin them."""
-    return (
-        b'{"name":"Chrysalis #%d","stage":%d,"description":"%s","image":"ipfs://bafkreiimage"}'
-        % (token_id, stage, note.encode())
+    return b'{"name":"Chrysalis #%d","stage":%d,"description":"%s","image":"ipfs://bafkreiimage"}' % (
+        token_id,
+        stage,
+        note.encode(),
     )
 
 
@@ -142,7 +143,9 @@ def reverts(error: Any, **inputs: Any) -> Iterator[Any]:
         name, actual = type(err).__name__, dict(err.inputs)
     else:
         data = _revert_data(err)
-        assert data is not None and len(data) >= 4, f"expected {abi.name}{inputs}, got a plain revert: {err!r}"
+        assert data is not None and len(data) >= 4, (
+            f"expected {abi.name}{inputs}, got a plain revert: {err!r}"
+        )
         assert data[:4] == selector, f"expected {abi.name}{inputs}, got {_error_name(error, data)}: {err!r}"
         values = abi_decode([i.canonical_type for i in abi.inputs], data[4:])
         name, actual = abi.name, {i.name: v for i, v in zip(abi.inputs, values, strict=True)}

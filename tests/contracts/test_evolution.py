@@ -95,7 +95,9 @@ def test_request_by_approved_and_operator(collection: Any, alice: Any, bob: Any,
     assert norm(collection.pendingRequestOf(2)[1]) == norm(carol)
 
 
-def test_request_rejections(collection: Any, alice: Any, bob: Any, agent: Any, request_evolution: Any) -> None:
+def test_request_rejections(
+    collection: Any, alice: Any, bob: Any, agent: Any, request_evolution: Any
+) -> None:
     with reverts(collection.LivingCollectionNotHolder, tokenId=4, caller=alice):
         collection.requestEvolution(4, sender=alice, value=EVOLUTION_FEE)
     with reverts(collection.LivingCollectionNotHolder, tokenId=1, caller=agent):
@@ -141,7 +143,9 @@ def test_fulfil(collection: Any, agent: Any, alice: Any, request_evolution: Any)
     doc = _doc(1, 1)
     receipt = collection.fulfillEvolution(rid, digest_of(doc), PROVENANCE, sender=agent)
     assert events(receipt, collection) == [
-        ev("Evolved", tokenId=1, requestId=rid, stage=1, metadataDigest=digest_of(doc), provenance=PROVENANCE),
+        ev(
+            "Evolved", tokenId=1, requestId=rid, stage=1, metadataDigest=digest_of(doc), provenance=PROVENANCE
+        ),
         ev("MetadataUpdate", _tokenId=1),
     ]
     assert collection.stageOf(1) == 1
@@ -236,7 +240,9 @@ def test_fulfil_records_model_active_at_fulfilment(
     assert collection.modelOf(1) == 1
 
 
-def test_fulfil_works_while_paused(collection: Any, admin: Any, agent: Any, alice: Any, request_evolution: Any) -> None:
+def test_fulfil_works_while_paused(
+    collection: Any, admin: Any, agent: Any, alice: Any, request_evolution: Any
+) -> None:
     rid, _ = request_evolution(1, alice)
     collection.pause(sender=admin)
     collection.fulfillEvolution(rid, digest_of(b"paused"), PROVENANCE, sender=agent)
@@ -292,7 +298,14 @@ def test_batch_fulfil(collection: Any, agent: Any, alice: Any, bob: Any, request
     expected = []
     for token_id, rid, digest, provenance in zip((1, 3, 4), ids, digests, provenances, strict=True):
         expected += [
-            ev("Evolved", tokenId=token_id, requestId=rid, stage=1, metadataDigest=digest, provenance=provenance),
+            ev(
+                "Evolved",
+                tokenId=token_id,
+                requestId=rid,
+                stage=1,
+                metadataDigest=digest,
+                provenance=provenance,
+            ),
             ev("MetadataUpdate", _tokenId=token_id),
         ]
     assert events(receipt, collection) == expected
@@ -303,7 +316,9 @@ def test_batch_fulfil(collection: Any, agent: Any, alice: Any, bob: Any, request
         assert collection.tokenURI(token_id) == "ipfs://" + cid_of_digest(digest)
 
 
-def test_batch_is_all_or_nothing(collection: Any, agent: Any, alice: Any, bob: Any, request_evolution: Any) -> None:
+def test_batch_is_all_or_nothing(
+    collection: Any, agent: Any, alice: Any, bob: Any, request_evolution: Any
+) -> None:
     a, _ = request_evolution(1, alice)
     b, _ = request_evolution(4, bob)
     d = [digest_of(b"a"), digest_of(b"b"), digest_of(b"c")]
@@ -347,7 +362,9 @@ def test_cancel_after_timeout_refunds_requester(
     opened = receipt.timestamp
     # Before the timeout: refused, with the time it becomes possible.
     chain.pending_timestamp = opened + REQUEST_TIMEOUT - 1
-    with reverts(collection.LivingCollectionRequestNotExpired, requestId=rid, cancellableAt=opened + REQUEST_TIMEOUT):
+    with reverts(
+        collection.LivingCollectionRequestNotExpired, requestId=rid, cancellableAt=opened + REQUEST_TIMEOUT
+    ):
         collection.cancelEvolution(rid, sender=alice)
     # From cancellableAt on (inclusive).
     chain.pending_timestamp = opened + REQUEST_TIMEOUT
@@ -401,7 +418,9 @@ def test_cancel_not_pending(collection: Any, alice: Any) -> None:
             collection.cancelEvolution(rid, sender=alice)
 
 
-def test_cancel_works_while_paused(collection: Any, chain: Any, admin: Any, alice: Any, request_evolution: Any) -> None:
+def test_cancel_works_while_paused(
+    collection: Any, chain: Any, admin: Any, alice: Any, request_evolution: Any
+) -> None:
     rid, receipt = request_evolution(1, alice)
     collection.pause(sender=admin)
     chain.pending_timestamp = receipt.timestamp + REQUEST_TIMEOUT
@@ -435,12 +454,16 @@ def test_timeout_change_keeps_pending_timeout(
     rid, receipt = request_evolution(1, alice)
     opened = receipt.timestamp
     change = collection.setRequestTimeout(60, sender=admin)
-    assert events(change, collection) == [ev("RequestTimeoutChanged", previousTimeout=REQUEST_TIMEOUT, timeout=60)]
+    assert events(change, collection) == [
+        ev("RequestTimeoutChanged", previousTimeout=REQUEST_TIMEOUT, timeout=60)
+    ]
     assert collection.cancellableAt(rid) == opened + REQUEST_TIMEOUT
     rid2, receipt2 = request_evolution(2, alice)
     assert collection.cancellableAt(rid2) == receipt2.timestamp + 60
     chain.pending_timestamp = max(receipt2.timestamp + 60, chain.pending_timestamp)
-    with reverts(collection.LivingCollectionRequestNotExpired, requestId=rid, cancellableAt=opened + REQUEST_TIMEOUT):
+    with reverts(
+        collection.LivingCollectionRequestNotExpired, requestId=rid, cancellableAt=opened + REQUEST_TIMEOUT
+    ):
         collection.cancelEvolution(rid, sender=alice)
     collection.cancelEvolution(rid2, sender=alice)
     # Limits.
@@ -451,7 +474,9 @@ def test_timeout_change_keeps_pending_timeout(
         collection.setRequestTimeout(0, sender=stranger)
 
 
-def test_zero_timeout_cancels_at_once(collection: Any, admin: Any, alice: Any, request_evolution: Any) -> None:
+def test_zero_timeout_cancels_at_once(
+    collection: Any, admin: Any, alice: Any, request_evolution: Any
+) -> None:
     collection.setRequestTimeout(0, sender=admin)
     rid, _ = request_evolution(1, alice)
     collection.cancelEvolution(rid, sender=alice)

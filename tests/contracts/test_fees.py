@@ -82,7 +82,9 @@ def test_cancelled_fee_never_becomes_withdrawable(
     _accounted(collection)
 
 
-def test_set_treasury(collection: Any, admin: Any, treasury: Any, carol: Any, stranger: Any, agent: Any) -> None:
+def test_set_treasury(
+    collection: Any, admin: Any, treasury: Any, carol: Any, stranger: Any, agent: Any
+) -> None:
     receipt = collection.setTreasury(carol, sender=admin)
     assert events(receipt, collection) == [ev("TreasuryChanged", previousTreasury=treasury, treasury=carol)]
     assert norm(collection.treasury()) == norm(carol)

@@ -60,7 +60,9 @@ def test_fuse_evolved_tokens(collection: Any, agent: Any, alice: Any, request_ev
         rid, _ = request_evolution(token_id, alice)
         collection.fulfillEvolution(rid, digest_of(bytes([token_id])), PROVENANCE, sender=agent)
     receipt = collection.fuse(1, 2, sender=alice, value=EVOLUTION_FEE)
-    assert only_event(receipt, "Fused", collection) == norm({"keepId": 1, "burnId": 2, "requestId": request_id(1, 2)})
+    assert only_event(receipt, "Fused", collection) == norm(
+        {"keepId": 1, "burnId": 2, "requestId": request_id(1, 2)}
+    )
     assert only_event(receipt, "EvolutionRequested", collection)["stage"] == 1
     # The burnt token's metadata is gone with it.
     with reverts(collection.LivingCollectionUnknownToken, tokenId=2):

@@ -47,7 +47,12 @@ def test_supports_interface(collection: Any, interface_id: str) -> None:
 
 @pytest.mark.parametrize(
     "interface_id",
-    ["0xdeadbeef", "0xffffffff", "0x00000000", "0x780e9d63"],  # random, ERC-165's invalid id, zero, Enumerable
+    [
+        "0xdeadbeef",
+        "0xffffffff",
+        "0x00000000",
+        "0x780e9d63",
+    ],  # random, ERC-165's invalid id, zero, Enumerable
 )
 def test_does_not_support_other_interfaces(collection: Any, interface_id: str) -> None:
     assert collection.supportsInterface(interface_id) is False
@@ -119,7 +124,10 @@ def test_constructor_rejects_royalty_over_100_percent(deploy: Any, project: Any)
 
 def test_constructor_accepts_limits(deploy: Any, treasury: Any) -> None:
     c = deploy(
-        mintPrice_=UINT96_MAX, evolutionFee_=UINT96_MAX, requestTimeout_=MAX_REQUEST_TIMEOUT, royaltyBps=10_000
+        mintPrice_=UINT96_MAX,
+        evolutionFee_=UINT96_MAX,
+        requestTimeout_=MAX_REQUEST_TIMEOUT,
+        royaltyBps=10_000,
     )
     assert c.mintPrice() == c.evolutionFee() == UINT96_MAX
     assert c.requestTimeout() == MAX_REQUEST_TIMEOUT

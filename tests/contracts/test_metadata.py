@@ -147,7 +147,10 @@ def _digests(ids: list[int], note: str = "refresh") -> list[bytes]:
     [
         ([1, 2, 3, 4, 5], [("BatchMetadataUpdate", 1, 5)]),
         ([3], [("MetadataUpdate", 3)]),
-        ([1, 2, 4, 5, 3], [("BatchMetadataUpdate", 1, 2), ("BatchMetadataUpdate", 4, 5), ("MetadataUpdate", 3)]),
+        (
+            [1, 2, 4, 5, 3],
+            [("BatchMetadataUpdate", 1, 2), ("BatchMetadataUpdate", 4, 5), ("MetadataUpdate", 3)],
+        ),
         ([5, 1, 3], [("MetadataUpdate", 5), ("MetadataUpdate", 1), ("MetadataUpdate", 3)]),
         ([3, 2, 1], [("MetadataUpdate", 3), ("MetadataUpdate", 2), ("MetadataUpdate", 1)]),
         ([2, 3, 3, 4], [("BatchMetadataUpdate", 2, 3), ("BatchMetadataUpdate", 3, 4)]),
@@ -165,7 +168,10 @@ def test_refresh_events(collection: Any, agent: Any, ids: list[int], expected: l
         else:
             erc4906.append(ev(name, _fromTokenId=args[0], _toTokenId=args[1]))
     # The ERC-4906 events, then one MetadataRefreshed.
-    assert events(receipt, collection) == [*erc4906, ev("MetadataRefreshed", count=len(ids), provenance=PROVENANCE)]
+    assert events(receipt, collection) == [
+        *erc4906,
+        ev("MetadataRefreshed", count=len(ids), provenance=PROVENANCE),
+    ]
     final = dict(zip(ids, digests, strict=True))  # the last digest written for a duplicated id wins
     for token_id, digest in final.items():
         assert collection.metadataDigestOf(token_id) == digest
@@ -194,7 +200,9 @@ def test_refresh_needs_no_active_model(bare: Any, admin: Any, agent: Any, alice:
     assert bare.tokenURI(2) == "ipfs://" + cid_of_digest(_digests([2])[0])
 
 
-def test_refresh_with_pending_request(collection: Any, agent: Any, alice: Any, request_evolution: Any) -> None:
+def test_refresh_with_pending_request(
+    collection: Any, agent: Any, alice: Any, request_evolution: Any
+) -> None:
     rid, _ = request_evolution(1, alice)
     collection.refreshMetadata([1], [digest_of(b"refreshed")], PROVENANCE, sender=agent)
     assert collection.isPending(rid) is True

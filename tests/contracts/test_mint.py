@@ -112,7 +112,9 @@ def test_burnt_ids_are_not_reused(collection: Any, alice: Any, carol: Any, reque
     assert collection.totalSupply() == 4
     assert collection.totalMinted() == 5
     receipt = collection.mint(1, sender=carol, value=MINT_PRICE)
-    assert events(receipt, collection) == [ev("Transfer", **{"from": ZERO_ADDRESS, "to": carol, "tokenId": 6})]
+    assert events(receipt, collection) == [
+        ev("Transfer", **{"from": ZERO_ADDRESS, "to": carol, "tokenId": 6})
+    ]
     assert collection.totalSupply() == 5
 
 

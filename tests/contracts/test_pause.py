@@ -47,7 +47,14 @@ def test_paused_stops_holder_actions(collection: Any, admin: Any, alice: Any, ca
 
 
 def test_paused_keeps_settlement_working(
-    collection: Any, chain: Any, admin: Any, agent: Any, alice: Any, bob: Any, carol: Any, request_evolution: Any
+    collection: Any,
+    chain: Any,
+    admin: Any,
+    agent: Any,
+    alice: Any,
+    bob: Any,
+    carol: Any,
+    request_evolution: Any,
 ) -> None:
     fulfil, _ = request_evolution(1, alice)
     cancel, opened = request_evolution(4, bob)

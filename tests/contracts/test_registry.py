@@ -36,7 +36,9 @@ def test_register_model(bare: Any, admin: Any) -> None:
     # Registering does not activate.
     assert bare.activeModel() == 0
     receipt = bare.registerModel(WEIGHTS_V2, "", sender=admin)
-    assert events(receipt, bare) == [ev("ModelRegistered", modelId=2, weightsDigest=WEIGHTS_V2, manifestURI="")]
+    assert events(receipt, bare) == [
+        ev("ModelRegistered", modelId=2, weightsDigest=WEIGHTS_V2, manifestURI="")
+    ]
     assert bare.modelCount() == 2
     assert bare.modelRecord(2)[:2] == (WEIGHTS_V2, "")
 

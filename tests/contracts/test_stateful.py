@@ -29,7 +29,13 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from tests.contracts.support import (
     AGENT_ROLE,
@@ -78,7 +84,11 @@ class Token:
 @pytest.fixture(scope="module")
 def machine_collection(deploy: Any, admin: Any, agent: Any, alice: Any, bob: Any) -> Any:
     c = deploy(
-        maxSupply_=SUPPLY, maxPerWallet_=PER_WALLET, mintPrice_=PRICE, evolutionFee_=FEES[0], requestTimeout_=TIMEOUTS[0]
+        maxSupply_=SUPPLY,
+        maxPerWallet_=PER_WALLET,
+        mintPrice_=PRICE,
+        evolutionFee_=FEES[0],
+        requestTimeout_=TIMEOUTS[0],
     )
     c.grantRole(AGENT_ROLE, agent, sender=admin)
     c.registerModel(WEIGHTS_V1, MANIFEST_V1, sender=admin)
@@ -170,9 +180,13 @@ def test_random_sequences_keep_invariants(
             rid = token_id << 32 | m.nonce
             (requested,) = [args for name, args in events(receipt, c) if name == "EvolutionRequested"]
             seed = requested.pop("seed")
-            assert requested == norm({"requestId": rid, "tokenId": token_id, "requester": sender, "stage": m.stage})
+            assert requested == norm(
+                {"requestId": rid, "tokenId": token_id, "requester": sender, "stage": m.stage}
+            )
             assert len(seed) == 32
-            m.pending = Pending(rid, norm(sender), self.fee, receipt.timestamp, receipt.timestamp + self.timeout)
+            m.pending = Pending(
+                rid, norm(sender), self.fee, receipt.timestamp, receipt.timestamp + self.timeout
+            )
             self.escrowed += self.fee
 
         def fulfilled(self, token_id: int, digest: bytes) -> None:
@@ -209,7 +223,9 @@ def test_random_sequences_keep_invariants(
                 assert c.balance == before
                 return
             first = self.minted + 1
-            assert [args["tokenId"] for name, args in events(receipt, c)] == list(range(first, first + quantity))
+            assert [args["tokenId"] for name, args in events(receipt, c)] == list(
+                range(first, first + quantity)
+            )
             for token_id in range(first, first + quantity):
                 self.tokens[token_id] = Token(wallet)
             self.minted_by[wallet] += quantity
@@ -225,7 +241,9 @@ def test_random_sequences_keep_invariants(
             m.owner = norm(to)  # a pending request stays with the token and its requester
 
         @precondition(lambda self: self.minted)
-        @rule(data=st.data(), caller=st.sampled_from(["owner", "owner", "owner", "other"]), exact=st.booleans())
+        @rule(
+            data=st.data(), caller=st.sampled_from(["owner", "owner", "owner", "other"]), exact=st.booleans()
+        )
         def request(self, data: Any, caller: str, exact: bool) -> None:
             token_id = data.draw(st.integers(1, self.minted), label="token")
             m = self.tokens[token_id]
@@ -242,7 +260,10 @@ def test_random_sequences_keep_invariants(
             elif value != self.fee:
                 error = ("LivingCollectionWrongPayment", {"sent": value, "required": self.fee})
             elif m.pending is not None:
-                error = ("LivingCollectionRequestPending", {"tokenId": token_id, "requestId": m.pending.request_id})
+                error = (
+                    "LivingCollectionRequestPending",
+                    {"tokenId": token_id, "requestId": m.pending.request_id},
+                )
             before = c.balance
             receipt = self.transact(error, c.requestEvolution, token_id, sender=sender, value=value)
             if receipt is None:
@@ -259,7 +280,8 @@ def test_random_sequences_keep_invariants(
             if sensible and owners:
                 owner = data.draw(st.sampled_from(sorted(owners)), label="owner")
                 keep, burn = data.draw(
-                    st.lists(st.sampled_from(self._owned(owner)), min_size=2, max_size=2, unique=True), label="pair"
+                    st.lists(st.sampled_from(self._owned(owner)), min_size=2, max_size=2, unique=True),
+                    label="pair",
                 )
                 sender = by_address[owner]
             else:
@@ -290,7 +312,9 @@ def test_random_sequences_keep_invariants(
             names = [name for name, _ in events(receipt, c)]
             assert names == ["Transfer", "EvolutionRequested", "Fused"]
             fused = events(receipt, c)[2][1]
-            assert fused == norm({"keepId": keep, "burnId": burn, "requestId": self.tokens[keep].pending.request_id})
+            assert fused == norm(
+                {"keepId": keep, "burnId": burn, "requestId": self.tokens[keep].pending.request_id}
+            )
             assert c.exists(burn) is False
             assert c.balance == before + self.fee
 
@@ -299,12 +323,20 @@ def test_random_sequences_keep_invariants(
             return len(owned) >= at_least if at_least else owned
 
         @precondition(lambda self: self.pending())
-        @rule(data=st.data(), offset=st.sampled_from([-1, 0, 0, 1, 10_000]), who=st.sampled_from(["requester", "owner", "stranger"]))
+        @rule(
+            data=st.data(),
+            offset=st.sampled_from([-1, 0, 0, 1, 10_000]),
+            who=st.sampled_from(["requester", "owner", "stranger"]),
+        )
         def cancel(self, data: Any, offset: int, who: str) -> None:
             token_id = data.draw(st.sampled_from(self.pending()), label="token")
             m = self.tokens[token_id]
             p = m.pending
-            sender = {"requester": by_address[p.requester], "owner": by_address[m.owner], "stranger": stranger}[who]
+            sender = {
+                "requester": by_address[p.requester],
+                "owner": by_address[m.owner],
+                "stranger": stranger,
+            }[who]
             assert c.cancellableAt(p.request_id) == p.cancellable_at
             when = max(p.cancellable_at + offset, chain.blocks.head.timestamp + 1)
             chain.pending_timestamp = when
@@ -326,7 +358,14 @@ def test_random_sequences_keep_invariants(
             assert events(receipt, c) == [
                 (
                     "EvolutionCancelled",
-                    norm({"requestId": p.request_id, "tokenId": token_id, "requester": p.requester, "refund": p.fee}),
+                    norm(
+                        {
+                            "requestId": p.request_id,
+                            "tokenId": token_id,
+                            "requester": p.requester,
+                            "refund": p.fee,
+                        }
+                    ),
                 )
             ]
             paid = gas_paid(receipt) if sender is requester else 0
@@ -340,7 +379,9 @@ def test_random_sequences_keep_invariants(
         def withdraw(self, caller: Any) -> None:
             before = treasury.balance
             receipt = c.withdrawFees(sender=caller)
-            assert events(receipt, c) == [("FeesWithdrawn", norm({"treasury": treasury, "amount": self.withdrawable}))]
+            assert events(receipt, c) == [
+                ("FeesWithdrawn", norm({"treasury": treasury, "amount": self.withdrawable}))
+            ]
             assert treasury.balance == before + self.withdrawable
             self.withdrawable = 0
 
@@ -393,7 +434,9 @@ def test_random_sequences_keep_invariants(
         @precondition(lambda self: self.pending())
         @rule(data=st.data(), spoil=st.sampled_from([None, None, "stale", "duplicate"]))
         def fulfil_batch(self, data: Any, spoil: str | None) -> None:
-            tokens = data.draw(st.lists(st.sampled_from(self.pending()), min_size=1, unique=True), label="tokens")
+            tokens = data.draw(
+                st.lists(st.sampled_from(self.pending()), min_size=1, unique=True), label="tokens"
+            )
             ids = [self.tokens[t].pending.request_id for t in tokens]
             digests = [self.digest() for _ in ids]
             if spoil is not None:
@@ -474,7 +517,9 @@ def test_random_sequences_keep_invariants(
                     assert request == norm((0, ZERO_ADDRESS, 0, 0)), f"burnt token {token_id} has a request"
                     continue
                 p = m.pending
-                expected = (p.request_id, p.requester, p.fee, p.requested_at) if p else (0, ZERO_ADDRESS, 0, 0)
+                expected = (
+                    (p.request_id, p.requester, p.fee, p.requested_at) if p else (0, ZERO_ADDRESS, 0, 0)
+                )
                 assert request == norm(expected), f"token {token_id}"
                 if p is not None:
                     assert p.request_id >> 32 == token_id and p.request_id & 0xFFFFFFFF == m.nonce

@@ -60,7 +60,8 @@ def test_clean_output_is_kept_as_two_sentences():
         ),
         # quotes and a label / intro line go away
         (
-            'Here are two sentences:\n"Its flames curl against the frost." \u201cIt waits for the thaw with quiet fury.\u201d',
+            'Here are two sentences:\n"Its flames curl against the frost." '
+            "\u201cIt waits for the thaw with quiet fury.\u201d",
             ["Its flames curl against the frost.", "It waits for the thaw with quiet fury."],
         ),
         (

@@ -35,7 +35,7 @@ def writer(tiny_lm_dir):
 def test_batched_generation_keeps_order_and_records_config(writer, tiny_lm_dir):
     out = writer.write(REQS)
     assert len(out) == 3
-    for req, lore in zip(REQS, out):
+    for req, lore in zip(REQS, out, strict=False):
         assert lore.text.startswith(f"{req.name} · stage {req.stage} · ")
         assert lore.prompt.endswith("<|im_start|>assistant\n") and req.traits["mood"] in lore.prompt
         assert lore.generation_config["do_sample"] is False and lore.generation_config["max_new_tokens"] == 12

@@ -68,7 +68,7 @@ def test_batched_equals_per_item_within_one_level(sd):
     ]
     batched = sd.generate(reqs)
     assert [i.config["batch_size"] for i in batched] == [3, 3, 3]
-    for req, b in zip(reqs, batched):
+    for req, b in zip(reqs, batched, strict=False):
         [alone] = sd.generate([req])
         assert np.abs(pixels(alone).astype(int) - pixels(b)).max() <= 1
 

@@ -37,7 +37,7 @@ def test_different_seeds_give_different_sprites():
 
 def test_sprites_are_mirror_symmetric_and_on_palette():
     images, labels = make_dataset(4, seed=3)
-    for img, label in zip(images, labels):
+    for img, label in zip(images, labels, strict=False):
         assert np.array_equal(img, img[:, ::-1])
         mood = class_traits(int(label))["mood"]
         assert quality.palette_adherence(img, mood) == 1.0

@@ -62,7 +62,7 @@ def test_shipped_model_loads_offline_and_matches_its_manifest(gen):
 
 
 def test_generates_512_pngs_whose_native_pixels_match_the_hash(fresh):
-    for img, (traits, seed) in zip(fresh, TOKENS):
+    for img, (traits, seed) in zip(fresh, TOKENS, strict=False):
         with Image.open(io.BytesIO(img.png)) as im:
             assert im.format == "PNG" and im.size == (512, 512) and im.mode == "RGB"
         assert (img.width, img.height) == (32, 32)
@@ -70,8 +70,20 @@ def test_generates_512_pngs_whose_native_pixels_match_the_hash(fresh):
         assert encode_png(native(img)) == img.png
         c = img.config
         assert c["seed"] == seed and c["traits"] == traits and c["mode"] == "fresh"
-        for key in ("model_id", "weights_sha256", "scheduler", "num_inference_steps", "strength", "class_label",
-                    "init_image_sha256", "dtype", "device", "batch_size", "guidance_scale", "torch_threads"):
+        for key in (
+            "model_id",
+            "weights_sha256",
+            "scheduler",
+            "num_inference_steps",
+            "strength",
+            "class_label",
+            "init_image_sha256",
+            "dtype",
+            "device",
+            "batch_size",
+            "guidance_scale",
+            "torch_threads",
+        ):
             assert key in c
         assert c["scheduler"]["class"] == "DDIMScheduler" and c["batch_size"] == len(TOKENS)
         json.dumps(c)  # storable with the job
@@ -112,11 +124,13 @@ def test_samples_are_far_more_symmetric_and_on_palette_than_noise(fresh):
 def test_evolution_keeps_identity_better_than_another_token(gen, fresh):
     evolved = gen.generate(
         [
-            ImageRequest(traits={**t, "mood": NEXT_MOOD[t["mood"]]}, seed=s + 1000, init_image=img.png, strength=0.5)
-            for (t, s), img in zip(TOKENS, fresh)
+            ImageRequest(
+                traits={**t, "mood": NEXT_MOOD[t["mood"]]}, seed=s + 1000, init_image=img.png, strength=0.5
+            )
+            for (t, s), img in zip(TOKENS, fresh, strict=False)
         ]
     )
-    for e, img in zip(evolved, fresh):
+    for e, img in zip(evolved, fresh, strict=False):
         assert e.config["mode"] == "img2img" and e.config["init_image_sha256"] is not None
         assert e.config["init_pixels_sha256"] == img.pixels_sha256
         assert e.config["palette_transfer"]["from"] == quality.predicted_mood(native(img))
@@ -124,12 +138,18 @@ def test_evolution_keeps_identity_better_than_another_token(gen, fresh):
     # in the new palette): the body, face and accessories must stay, the colours must change.
     moods = [NEXT_MOOD[t["mood"]] for t, _ in TOKENS]
     previous = np.stack(
-        [transfer_palette(native(i), quality.predicted_mood(native(i)), m) for i, m in zip(fresh, moods)]
+        [
+            transfer_palette(native(i), quality.predicted_mood(native(i)), m)
+            for i, m in zip(fresh, moods, strict=False)
+        ]
     )
     score = quality.identity_retrieval(np.stack([native(e) for e in evolved]), previous)
     assert score["own"] > score["others"] + 0.05
     assert score["rank1"] >= 0.75
-    assert np.mean([quality.predicted_mood(native(e)) == m for e, m in zip(evolved, moods)]) >= 0.75
+    assert (
+        np.mean([quality.predicted_mood(native(e)) == m for e, m in zip(evolved, moods, strict=False)])
+        >= 0.75
+    )
 
 
 def test_strength_zero_returns_the_init_image(gen, fresh):

@@ -59,7 +59,9 @@ def test_resumed_run_equals_uninterrupted_run(tiny_run, tmp_path):
     sa, sb = a.optimizer.state_dict()["state"], b.optimizer.state_dict()["state"]
     assert sa.keys() == sb.keys()
     for i in sa:
-        assert torch.equal(sa[i]["exp_avg"], sb[i]["exp_avg"]) and torch.equal(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"])
+        assert torch.equal(sa[i]["exp_avg"], sb[i]["exp_avg"]) and torch.equal(
+            sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"]
+        )
     assert [s for s, _ in a.losses] == [s for s, _ in b.losses] == [1, 2, 3, 4]
     assert [x for _, x in a.losses] == [x for _, x in b.losses]
 

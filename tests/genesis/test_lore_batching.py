@@ -112,7 +112,7 @@ def test_finished_rows_leave_the_batch_and_the_rest_go_on(writer, requests) -> N
     assert shared >= MIN_SHARED_PREFIX
     alone = [
         decode_batch(model, tok, [p], gc, allowed=[a], device=writer.device)[0][0]
-        for p, a in zip(prompts, allowed)
+        for p, a in zip(prompts, allowed, strict=False)
     ]
     assert batched == alone
     assert all(row[-1] == gc.eos_token_id[0] or len(row) == BUDGET for row in batched)

@@ -85,23 +85,24 @@ def test_counts_are_exact_and_respect_the_floor(weights, size) -> None:
         return
     counts = exact_counts(weights, size)
     assert sum(counts) == size
-    for w, c in zip(weights, counts):
+    for w, c in zip(weights, counts, strict=False):
         assert (c == 0) if w == 0 else (c >= 1)
     exact = [Fraction(repr(w)) if isinstance(w, float) else Fraction(w) for w in weights]
     quotas = [w * size / sum(exact) for w in exact]
-    if all(q >= 1 or w == 0 for q, w in zip(quotas, exact)):
+    if all(q >= 1 or w == 0 for q, w in zip(quotas, exact, strict=False)):
         # nothing was raised to the floor: pure largest remainder, every count is its quota rounded down or up
-        for q, c in zip(quotas, counts):
+        for q, c in zip(quotas, counts, strict=False):
             assert math.floor(q) <= c <= math.ceil(q)
         # and the extra tokens went to the largest remainders
-        extra = [i for i, (q, c) in enumerate(zip(quotas, counts)) if c > math.floor(q)]
+        extra = [i for i, (q, c) in enumerate(zip(quotas, counts, strict=False)) if c > math.floor(q)]
         rest = [i for i in range(len(quotas)) if i not in extra]
         if extra and rest:
             assert min(quotas[i] - math.floor(quotas[i]) for i in extra) >= max(
                 quotas[i] - math.floor(quotas[i]) for i in rest
             )
     else:
-        for q, c in zip(quotas, counts):  # raising rare values to 1 only ever takes tokens from the others
+        # raising rare values to 1 only ever takes tokens from the others
+        for q, c in zip(quotas, counts, strict=True):
             assert c <= math.ceil(q)
 
 

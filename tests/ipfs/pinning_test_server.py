@@ -22,15 +22,15 @@ from io import BytesIO
 from typing import Any
 
 import httpx
-from agent.ipfs.cid import CID
-from agent.ipfs.errors import InvalidCIDError
-from agent.ipfs.repo import IpfsRepo
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from agent.errors import ChrysalisError
+from agent.ipfs.cid import CID
+from agent.ipfs.errors import InvalidCIDError
+from agent.ipfs.repo import IpfsRepo
 from agent.ipfs.server import ServerThread
 
 STATUSES = ("queued", "pinning", "pinned", "failed")

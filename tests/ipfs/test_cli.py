@@ -10,10 +10,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from agent.ipfs.repo import IpfsRepo
 from typer.testing import CliRunner
 
 from agent.cli import app
+from agent.ipfs.repo import IpfsRepo
 from tests.ipfs.conftest import HELLO, HELLO_V0, HELLO_V1
 
 CHRYSALIS = str(Path(sys.executable).parent / "chrysalis")

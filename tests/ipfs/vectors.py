@@ -9,7 +9,6 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-
 VECTORS_FILE = Path(__file__).resolve().parent / "data" / "unixfs-cids.json"
 
 

@@ -32,8 +32,8 @@ def test_the_demo_runs_end_to_end(tmp_path: Path) -> None:
     )
     run = subprocess.run(
         [str(ROOT / ".venv" / "bin" / "ape"), "run", "demo", "--network", "ethereum:local:foundry",
-         "--out", str(out), "--lore-model", str(lm), "--lore-max-new-tokens", "12", "--timeout", "600", "--studio-port", "0",
-         "--serve-seconds", "1"],
+         "--out", str(out), "--lore-model", str(lm), "--lore-max-new-tokens", "12", "--timeout", "600",
+         "--studio-port", "0", "--serve-seconds", "1"],
         check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     printed = run.stdout + run.stderr

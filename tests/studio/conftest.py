@@ -51,7 +51,9 @@ def curator(studio: Studio) -> Iterator[TestClient]:
     """A browser logged in as the admin curator; ``curator.csrf`` holds its session's CSRF token."""
     with TestClient(create_app(studio), follow_redirects=False) as c:
         token = csrf_of(c.get("/login").text)
-        r = c.post("/login", data={"username": CURATOR, "password": PASSWORD, "csrf_token": token, "next": "/"})
+        r = c.post(
+            "/login", data={"username": CURATOR, "password": PASSWORD, "csrf_token": token, "next": "/"}
+        )
         assert r.status_code == 303, r.text
         c.csrf = csrf_of(c.get("/").text)  # type: ignore[attr-defined]
         yield c

@@ -31,7 +31,9 @@ def browser() -> Iterator[object]:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.fail("playwright is not installed: run `make setup` (it is pinned in requirements.lock)", pytrace=False)
+        pytest.fail(
+            "playwright is not installed: run `make setup` (it is pinned in requirements.lock)", pytrace=False
+        )
     if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
         pytest.fail(
             f"no Chromium at {CHROMIUM}: install Debian's package (`apt-get install -y chromium`, which `make setup` "
@@ -140,7 +142,9 @@ def test_approve_in_the_review_queue_and_see_it_published_on_chain(
         page.wait_for_url("**/review")
 
         page.goto(server.url + "/review?tab=approved")
-        published = page.locator(".review-item", has=page.locator('a[href="/tokens/4"]')).locator(".published")
+        published = page.locator(".review-item", has=page.locator('a[href="/tokens/4"]')).locator(
+            ".published"
+        )
         for _ in range(60):
             if published.count():
                 break

@@ -97,7 +97,7 @@ def test_nothing_leaves_the_node_or_goes_on_chain_before_approval(
             assert any(e["event"] == "review" for e in events)
 
             page = httpx.get(f"{server.url}/tokens/3").text
-            assert f"Approved by</dt><dd class=\"approved\">{CURATOR}" in page
+            assert f'Approved by</dt><dd class="approved">{CURATOR}' in page
             approved = curator.get("/review?tab=approved").text
             assert "Published on-chain" in approved
         finally:

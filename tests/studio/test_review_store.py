@@ -34,7 +34,11 @@ SEED = "0x" + "ab" * 32
 def candidate(n: int = 0, *, strength: float | None = 0.6) -> Candidate:
     receipt = {
         "schema": "chrysalis.inference-receipt/1",
-        "seed": {"onchain_seed": SEED, "token_id": 5, "derived_seed": derive_seed(bytes.fromhex("ab" * 32), 5)},
+        "seed": {
+            "onchain_seed": SEED,
+            "token_id": 5,
+            "derived_seed": derive_seed(bytes.fromhex("ab" * 32), 5),
+        },
         "image": {"request": {"strength": strength, "traits": {"mood": "serene"}}},
         "n": n,
     }
@@ -90,7 +94,11 @@ def test_approved_gives_the_record_to_publish_and_who_approved(jobs: JobStore, g
         "provenance": "0x" + candidate(1).receipt_sha256,
     }
     approval = gate.approval(jid)
-    assert approval is not None and approval.approved_by == "ada" and approval.provenance == candidate(1).provenance
+    assert (
+        approval is not None
+        and approval.approved_by == "ada"
+        and approval.provenance == candidate(1).provenance
+    )
 
 
 def test_rejected_carries_the_reason_for_the_job(jobs: JobStore, gate: ReviewGate) -> None:
@@ -155,7 +163,11 @@ def test_regeneration_requests_are_validated_and_bump_the_revision(jobs: JobStor
     assert done.state == ReviewState.AWAITING and done.revision == 2 and done.candidate.lore == "lore 7"
     failed = gate.store.request_regeneration(item.id, "ada", new_seed=True)
     back = gate.store.fail_regeneration(failed.id, failed.revision, "model missing")
-    assert back.state == ReviewState.AWAITING and back.error == "model missing" and back.candidate.lore == "lore 7"
+    assert (
+        back.state == ReviewState.AWAITING
+        and back.error == "model missing"
+        and back.candidate.lore == "lore 7"
+    )
 
 
 def test_counts_list_and_bulk_genesis(jobs: JobStore, gate: ReviewGate) -> None:
@@ -175,7 +187,13 @@ def test_counts_list_and_bulk_genesis(jobs: JobStore, gate: ReviewGate) -> None:
 def test_reroll_seeds_are_public_and_recoverable() -> None:
     assert reroll_seed(SEED, 0) == SEED
     first, second = reroll_seed(SEED, 1), reroll_seed(SEED, 2)
-    assert first == "0x" + hashlib.sha256(b"chrysalis.reroll.v1" + bytes.fromhex("ab" * 32) + (1).to_bytes(4, "big")).hexdigest()
+    assert (
+        first
+        == "0x"
+        + hashlib.sha256(
+            b"chrysalis.reroll.v1" + bytes.fromhex("ab" * 32) + (1).to_bytes(4, "big")
+        ).hexdigest()
+    )
     assert len({SEED, first, second}) == 3
     assert find_reroll(SEED, second) == 2 and find_reroll(SEED, "0x" + "00" * 32) is None
     with pytest.raises(ReviewInputError, match="32 bytes"):

@@ -44,7 +44,9 @@ def submit(studio: Studio, token_id: int = 2, kind: str = "evolve") -> int:
 # -- pages ------------------------------------------------------------------------------------------------------
 
 
-def test_the_gallery_shows_every_token_with_its_image_name_stage_and_traits(client: TestClient, world: World) -> None:
+def test_the_gallery_shows_every_token_with_its_image_name_stage_and_traits(
+    client: TestClient, world: World
+) -> None:
     page = client.get("/")
     assert page.status_code == 200
     html = page.text
@@ -52,7 +54,9 @@ def test_the_gallery_shows_every_token_with_its_image_name_stage_and_traits(clie
         assert f'href="/tokens/{token_id}"' in html
     assert 'href="/tokens/7"' not in html  # burnt by the fusion
     assert "Chrysalis #1" in html and "not evolved yet" in html
-    tokens = {t["token_id"]: t for t in client.get("/", headers={"Accept": "application/json"}).json()["tokens"]}
+    tokens = {
+        t["token_id"]: t for t in client.get("/", headers={"Accept": "application/json"}).json()["tokens"]
+    }
     assert tokens[1]["stage"] == world.stage(1) == 2 and tokens[2]["stage"] == 1 and tokens[8]["stage"] == 0
     assert set(tokens[1]["traits"]) >= {"mood", "element"}
     image = tokens[1]["image"].removeprefix("ipfs://")
@@ -64,7 +68,10 @@ def test_the_gallery_shows_every_token_with_its_image_name_stage_and_traits(clie
 
 def test_gallery_filters_by_stage_and_trait(client: TestClient) -> None:
     every = client.get("/api/tokens").json()["tokens"]
-    two = [t["token_id"] for t in client.get("/?stage=2", headers={"Accept": "application/json"}).json()["tokens"]]
+    two = [
+        t["token_id"]
+        for t in client.get("/?stage=2", headers={"Accept": "application/json"}).json()["tokens"]
+    ]
     assert two == [t["token_id"] for t in every if t["stage"] == 2] == [1]
     element = next(t for t in every if t["token_id"] == 2)["traits"]["element"]
     shown = client.get(f"/?trait=element:{element}", headers={"Accept": "application/json"}).json()["tokens"]
@@ -90,7 +97,9 @@ def test_the_token_page_shows_the_timeline_with_inputs_and_the_transaction_of_ea
         assert view["cid"] == cid_from_digest(bytes(event["args"]["metadataDigest"]))
         names = {r["name"] for r in view["inputs"]["readings"]}
         assert {"wallet.held_seconds", "price.answer"} <= names
-    assert detail["timeline"][0]["changed"] == sorted(detail["timeline"][0]["traits"])  # the first sets them all
+    assert detail["timeline"][0]["changed"] == sorted(
+        detail["timeline"][0]["traits"]
+    )  # the first sets them all
 
     html = client.get("/tokens/1").text
     assert html.count('class="stage-entry"') == 2
@@ -110,7 +119,9 @@ def test_unknown_and_burnt_tokens_get_a_clear_404(client: TestClient) -> None:
     assert client.get("/api/tokens/999").json()["error"] == "token 999 does not exist"
 
 
-def test_the_operations_view_shows_jobs_cursor_lag_and_gas_from_the_receipts(client: TestClient, world: World) -> None:
+def test_the_operations_view_shows_jobs_cursor_lag_and_gas_from_the_receipts(
+    client: TestClient, world: World
+) -> None:
     ops = client.get("/api/ops").json()
     assert ops["jobs"]["confirmed"] >= 4 and ops["jobs"]["failed"] == 0
     assert ops["cursor_block"] is not None and ops["lag"] is not None and ops["lag"] >= 0
@@ -149,9 +160,12 @@ def test_verify_replays_a_stage_and_reports_match(client: TestClient) -> None:
     assert task["state"] == "done", task
     result = task["result"]
     assert result["verdict"] == "match" and result["mismatches"] == []
-    assert {"chain.provenance", "metadata.image", "image.output.pixels_sha256", "input_snapshot_sha256"} <= set(
-        result["checked"]
-    )
+    assert {
+        "chain.provenance",
+        "metadata.image",
+        "image.output.pixels_sha256",
+        "input_snapshot_sha256",
+    } <= set(result["checked"])
     shown = client.get(r.headers["location"]).text  # the page without JavaScript shows the outcome too
     assert 'class="verdict ok"' in shown and ">match<" in shown
 
@@ -206,12 +220,16 @@ def test_changing_anything_needs_a_login_or_the_token(client: TestClient, studio
     page = client.get("/review")
     assert page.status_code == 401 and "Log in first" in page.text  # candidates are not public
     wrong = client.get("/api/review", headers={"Authorization": "Bearer wrong"})
-    assert wrong.status_code == 401 and wrong.json()["error"] == "the bearer token is not the studio's API token"
+    assert (
+        wrong.status_code == 401 and wrong.json()["error"] == "the bearer token is not the studio's API token"
+    )
     assert wrong.headers["www-authenticate"].startswith("Bearer")
     assert client.get("/api/review", headers=BEARER).status_code == 200
 
 
-def test_the_bearer_token_acts_without_csrf_and_is_recorded_as_its_user(client: TestClient, studio: Studio) -> None:
+def test_the_bearer_token_acts_without_csrf_and_is_recorded_as_its_user(
+    client: TestClient, studio: Studio
+) -> None:
     review_id = submit(studio)
     r = client.post(f"/review/{review_id}/approve", headers=BEARER)
     assert r.status_code == 200 and r.json()["state"] == "approved" and r.json()["decided_by"] == "api"
@@ -223,8 +241,12 @@ def test_the_bearer_token_acts_without_csrf_and_is_recorded_as_its_user(client: 
 def test_request_refresh_queues_one_refresh_job(curator: TestClient, studio: Studio) -> None:
     assert "Request refresh" in curator.get("/tokens/2").text
     r = curator.post("/tokens/2/refresh", data={"csrf_token": curator.csrf})
-    assert r.status_code == 303 and "refresh of token 2 queued as job" in curator.get(r.headers["location"]).text
-    again = curator.post("/tokens/2/refresh", data={"csrf_token": curator.csrf}, headers={"Accept": "application/json"})
+    assert (
+        r.status_code == 303 and "refresh of token 2 queued as job" in curator.get(r.headers["location"]).text
+    )
+    again = curator.post(
+        "/tokens/2/refresh", data={"csrf_token": curator.csrf}, headers={"Accept": "application/json"}
+    )
     assert again.status_code == 202 and again.json()["created"] is False
     job = studio.jobs.get(again.json()["job_id"])
     assert job.kind == JobKind.REFRESH and job.state == JobState.QUEUED
@@ -262,7 +284,9 @@ def test_reject_needs_a_reason_and_ends_with_it(curator: TestClient, studio: Stu
     r = curator.post(f"/review/{review_id}/reject", data={"csrf_token": curator.csrf, "reason": "too dark"})
     assert r.status_code == 303
     decision = ReviewGate(studio.reviews).decision(studio.reviews.get(review_id).key)
-    assert isinstance(decision, Rejected) and decision.reason == "too dark" and decision.rejected_by == CURATOR
+    assert (
+        isinstance(decision, Rejected) and decision.reason == "too dark" and decision.rejected_by == CURATOR
+    )
     assert "too dark" in curator.get("/review?tab=rejected").text
 
 
@@ -288,10 +312,12 @@ def test_regenerate_with_a_new_seed_and_strength_makes_a_revision_that_verifies(
 
     review_id = submit(studio, token_id=1)  # stage 2 of token 1: an image-to-image evolution
     before = studio.reviews.get(review_id)
-    bad = curator.post(f"/review/{review_id}/regenerate", data={"csrf_token": curator.csrf, "strength": "1.5"})
+    bad = curator.post(
+        f"/review/{review_id}/regenerate", data={"csrf_token": curator.csrf, "strength": "1.5"}
+    )
     assert bad.status_code == 400 and "strength 1.5 is outside (0, 1]" in bad.text
-    r = curator.post(f"/review/{review_id}/regenerate",
-                     data={"csrf_token": curator.csrf, "new_seed": "1", "strength": "0.9", "revision": "1"})  # fmt: skip
+    form = {"csrf_token": curator.csrf, "new_seed": "1", "strength": "0.9", "revision": "1"}
+    r = curator.post(f"/review/{review_id}/regenerate", data=form)
     assert r.status_code == 303
     assert studio.reviews.get(review_id).state == ReviewState.REGENERATING
     deadline = time.monotonic() + 120

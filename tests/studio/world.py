@@ -68,12 +68,16 @@ class World:
         return reply.get("result")
 
     def transact(self, fn: Any, sender: str, value: int = 0) -> Any:
-        receipt = self.w3.eth.wait_for_transaction_receipt(fn.transact({"from": sender, "value": value}), timeout=20)
+        receipt = self.w3.eth.wait_for_transaction_receipt(
+            fn.transact({"from": sender, "value": value}), timeout=20
+        )
         assert receipt["status"] == 1, receipt
         return receipt
 
     def request(self, token_id: int, holder: int = 0) -> int:
-        receipt = self.transact(self.collection.functions.requestEvolution(token_id), self.holders[holder], FEE)
+        receipt = self.transact(
+            self.collection.functions.requestEvolution(token_id), self.holders[holder], FEE
+        )
         (log,) = self.collection.events.EvolutionRequested().process_receipt(receipt, errors=DISCARD)
         return int(log["args"]["requestId"])
 
@@ -122,7 +126,9 @@ def make_world(root: Path, lm_dir: Path) -> Iterator[World]:
         def deploy(name: str, *args: Any) -> tuple[Contract, Any]:
             art = types[name]
             factory = w3.eth.contract(abi=art["abi"], bytecode=art["deploymentBytecode"]["bytecode"])
-            receipt = w3.eth.wait_for_transaction_receipt(factory.constructor(*args).transact({"from": admin}))
+            receipt = w3.eth.wait_for_transaction_receipt(
+                factory.constructor(*args).transact({"from": admin})
+            )
             return w3.eth.contract(address=receipt["contractAddress"], abi=art["abi"]), receipt
 
         feed, feed_receipt = deploy("DevPriceFeed", 8, "ETH / USD (dev)", 3_000 * 10**8)
@@ -136,7 +142,9 @@ def make_world(root: Path, lm_dir: Path) -> Iterator[World]:
         world.rpc("anvil_setBalance", world.agent_address, hex(10**21))
         f = collection.functions
         sprites = json.loads(SPRITES.read_text())
-        world.transact(f.registerModel(bytes.fromhex(sprites["weights_sha256"]), "chrysalis/sprites-32@1"), admin)
+        world.transact(
+            f.registerModel(bytes.fromhex(sprites["weights_sha256"]), "chrysalis/sprites-32@1"), admin
+        )
         world.transact(f.setActiveModel(1), admin)
         world.transact(f.grantRole(f.AGENT_ROLE().call(), world.agent_address), admin)
         for holder in holders:
@@ -153,7 +161,9 @@ def make_world(root: Path, lm_dir: Path) -> Iterator[World]:
                 "LivingCollection": ContractRecord(
                     address=collection.address, abi=write_abi("LivingCollection", collection.abi, deployments)
                 ),
-                "DevPriceFeed": ContractRecord(address=feed.address, abi=write_abi("DevPriceFeed", feed.abi, deployments)),
+                "DevPriceFeed": ContractRecord(
+                    address=feed.address, abi=write_abi("DevPriceFeed", feed.abi, deployments)
+                ),
             },
             deploy_block=feed_receipt["blockNumber"],
             deploy_block_hash="0x" + bytes(block["hash"]).hex(),
@@ -180,7 +190,12 @@ def make_world(root: Path, lm_dir: Path) -> Iterator[World]:
                 "cache_dir": data / "models",
             },
             signer={"keystore": secrets_dir / "agent.json", "password_file": secrets_dir / "agent.pw"},
-            submit={"poll_interval_s": 0.02, "receipt_timeout_s": 60, "rpc_retries": 1, "stuck_after_blocks": None},
+            submit={
+                "poll_interval_s": 0.02,
+                "receipt_timeout_s": 60,
+                "rpc_retries": 1,
+                "stuck_after_blocks": None,
+            },
             agent={"lease_s": 5.0, "retry_base_s": 0.2, "retry_cap_s": 1.0, "price_window_s": 3_600},
             studio={
                 "review": True,

@@ -41,7 +41,6 @@ def artifact() -> dict[str, Any]:
     return types["LivingCollection"]
 
 
-
 def digest(i: int) -> bytes:
     """A recognisable non-zero 32-byte digest."""
     return (0xD1 << 248 | i).to_bytes(32, "big")

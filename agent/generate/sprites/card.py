@@ -28,10 +28,18 @@ def sample_grid(model_dir: Path, *, per_class: int = 8, scale: int = 2, guidance
     from agent.generate.embedded_image import EmbeddedSpriteGenerator, decode_png
 
     gen = EmbeddedSpriteGenerator(model_dir, "cpu", guidance_scale=guidance_scale)
-    reqs = [ImageRequest(traits=class_traits(c), seed=c * 100 + i) for c in range(NUM_CLASSES) for i in range(per_class)]
+    reqs = [
+        ImageRequest(traits=class_traits(c), seed=c * 100 + i)
+        for c in range(NUM_CLASSES)
+        for i in range(per_class)
+    ]
     imgs = np.stack([decode_png(g.png) for g in gen.generate(reqs)])
     h, w = imgs.shape[1:3]
-    grid = imgs.reshape(NUM_CLASSES, per_class, h, w, 3).transpose(0, 2, 1, 3, 4).reshape(NUM_CLASSES * h, per_class * w, 3)
+    grid = (
+        imgs.reshape(NUM_CLASSES, per_class, h, w, 3)
+        .transpose(0, 2, 1, 3, 4)
+        .reshape(NUM_CLASSES * h, per_class * w, 3)
+    )
     grid = np.repeat(np.repeat(grid, scale, 0), scale, 1)
     buf = io.BytesIO()
     Image.fromarray(grid).save(buf, format="PNG", optimize=True)

@@ -61,7 +61,9 @@ def palette_colors(mood: str) -> np.ndarray:
 
 def sprite_rng(label: int, index: int, seed: int = 0) -> np.random.Generator:
     """The generator behind sprite ``index`` of class ``label`` in the data set drawn with ``seed``."""
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(GENERATOR_VERSION), seed, label, index])))
+    return np.random.Generator(
+        np.random.PCG64(np.random.SeedSequence([int(GENERATOR_VERSION), seed, label, index]))
+    )
 
 
 def make_sprite(mood: str, element: str, rng: np.random.Generator) -> np.ndarray:
@@ -185,7 +187,9 @@ _ELEMENT_DRAW = {"fire": _fire, "water": _water, "earth": _earth, "air": _air}
 assert set(_ELEMENT_DRAW) == set(ELEMENTS)
 
 
-def _draw_face(img: np.ndarray, mood: str, face: tuple[int, int, int], rng, outline: Color, shade: Color) -> None:
+def _draw_face(
+    img: np.ndarray, mood: str, face: tuple[int, int, int], rng, outline: Color, shade: Color
+) -> None:
     ey, ex, my = face
     eye = (_DX > ex) & (_DX < ex + 2) & (_Y >= ey) & (_Y < ey + 2)
     inner = (_DX > ex) & (_DX < ex + 1)

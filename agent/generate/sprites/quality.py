@@ -73,7 +73,9 @@ class ElementClassifier:
     """1-nearest-neighbour body-plan classifier on silhouettes, fitted on reference sprites (the training data)."""
 
     def __init__(self, images: np.ndarray, elements: Sequence[str]) -> None:
-        self._masks = np.stack([foreground_mask(im) for im in images]).reshape(len(images), -1).astype(np.float32)
+        self._masks = (
+            np.stack([foreground_mask(im) for im in images]).reshape(len(images), -1).astype(np.float32)
+        )
         self._elements = list(elements)
 
     def predict(self, images: np.ndarray) -> list[str]:
@@ -85,17 +87,20 @@ class ElementClassifier:
 
 
 def summarize(
-    images: np.ndarray, moods: Sequence[str], elements: Sequence[str], classifier: ElementClassifier | None = None
+    images: np.ndarray,
+    moods: Sequence[str],
+    elements: Sequence[str],
+    classifier: ElementClassifier | None = None,
 ) -> dict[str, float]:
     """Mean symmetry, palette adherence, mood accuracy and (with a classifier) element accuracy of a set."""
     out = {
         "symmetry": float(np.mean([symmetry(im) for im in images])),
-        "palette": float(np.mean([palette_adherence(im, m) for im, m in zip(images, moods)])),
-        "mood_acc": float(np.mean([predicted_mood(im) == m for im, m in zip(images, moods)])),
+        "palette": float(np.mean([palette_adherence(im, m) for im, m in zip(images, moods, strict=False)])),
+        "mood_acc": float(np.mean([predicted_mood(im) == m for im, m in zip(images, moods, strict=False)])),
     }
     if classifier is not None:
         pred = classifier.predict(images)
-        out["element_acc"] = float(np.mean([p == e for p, e in zip(pred, elements)]))
+        out["element_acc"] = float(np.mean([p == e for p, e in zip(pred, elements, strict=False)]))
     return out
 
 

@@ -58,7 +58,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_json(cls, d: dict) -> "TrainConfig":
+    def from_json(cls, d: dict) -> TrainConfig:
         d = dict(d)
         d["block_out_channels"] = tuple(d["block_out_channels"])
         d.setdefault("prediction_type", "epsilon")  # checkpoints from before the field existed
@@ -129,7 +129,9 @@ def new_state(config: TrainConfig, device: torch.device) -> TrainState:
     return TrainState(unet=unet, ema=ema, optimizer=opt)
 
 
-def load_checkpoint(path: Path, device: torch.device, *, restore_rng: bool = True) -> tuple[TrainConfig, TrainState]:
+def load_checkpoint(
+    path: Path, device: torch.device, *, restore_rng: bool = True
+) -> tuple[TrainConfig, TrainState]:
     """Restore a run from ``checkpoint.pt`` (and, unless told otherwise, the global RNG states)."""
     ck = torch.load(path, map_location=device, weights_only=False)
     config = TrainConfig.from_json(ck["config"])
@@ -222,7 +224,12 @@ def train(
             state.losses.append((state.step, avg))
             running = []
             with open(out_dir / "loss.jsonl", "a") as f:
-                f.write(json.dumps({"step": state.step, "loss": avg, "train_seconds": round(state.train_seconds, 1)}) + "\n")
+                f.write(
+                    json.dumps(
+                        {"step": state.step, "loss": avg, "train_seconds": round(state.train_seconds, 1)}
+                    )
+                    + "\n"
+                )
             log(f"step {state.step} loss {avg:.4f} ({state.train_seconds / 60:.1f} min)")
         out_of_time = max_seconds is not None and time.monotonic() - started >= max_seconds
         if state.step - last_save >= config.checkpoint_every or state.step == end or out_of_time:

@@ -87,7 +87,7 @@ class PinningBackend(ABC):
             hint="add the content to the embedded repo and publish its CID with pin()",
         )
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional hook: most backends hold nothing to release)
         """Release connections; the backend is unusable afterwards."""
 
     def __enter__(self) -> PinningBackend:

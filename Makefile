@@ -19,12 +19,13 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 CONTRACT_SOURCES := $(shell find contracts -name '*.sol' 2>/dev/null)
 
-.PHONY: help setup demo test test-contracts test-python bench clean chromium
+.PHONY: help setup demo test lint bench clean chromium
 
 help:
 	@echo "make setup   create .venv, install npm packages and the solc wrapper, compile contracts (idempotent)"
 	@echo "make demo    run the demo on a local chain with the embedded IPFS node and shipped models"
-	@echo "make test    run the whole test suite"
+	@echo "make test    run the lint, then the whole test suite"
+	@echo "make lint    ruff (lint and format check) and mypy over agent/ and oracles/"
 	@echo "make bench   run the benchmarks and print their tables"
 
 setup: $(VENV)/.installed node_modules/.installed $(VENV)/bin/anvil .solcx/solc-v$(SOLC_VERSION) .build/.compiled chromium
@@ -70,6 +71,11 @@ demo: setup
 
 test: setup
 	./scripts/test.sh
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 bench: setup
 	$(PY) -m bench

@@ -66,8 +66,12 @@ $(VENV)/bin/anvil: node_modules/.installed
 	$(VENV)/bin/ape compile
 	@touch $@
 
+# At a terminal the demo ends with the studio serving until Ctrl-C; otherwise (or with SERVE=0) it prints its results
+# and exits. SERVE=1 serves even without a terminal. agent.ops.supervise stops anything it started, whatever happens.
+SERVE ?=
 demo: setup
-	$(VENV)/bin/ape run demo --network ethereum:local:foundry
+	$(PY) -m agent.ops.supervise -- $(VENV)/bin/ape run demo --network ethereum:local:foundry \
+		$(if $(filter 0 no false,$(SERVE)),--no-serve,$(if $(filter 1 yes true,$(SERVE)),--serve,))
 
 test: setup
 	./scripts/test.sh

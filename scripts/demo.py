@@ -3,12 +3,17 @@
 Ape starts a throwaway anvil (the ``.venv/bin/anvil`` shim adds ``--prune-history``) and stops it on exit.
 The demo deploys the collection, mints to three holders, runs the agent (``chrysalis run``), has the holders
 request evolutions and fuse while the price feed moves, waits until every request is fulfilled, writes
-``demo-out/index.html``, and ends with the studio (gallery, timelines, provenance) serving the collection until
-Ctrl-C. The steps are in :mod:`agent.ops.demo`.
+``demo-out/index.html``, and, at a terminal, ends with the studio (gallery, timelines, provenance) serving the
+collection until Ctrl-C; with no terminal on standard input (or ``--no-serve``) it prints its results and exits 0.
+``make demo`` runs it under :mod:`agent.ops.supervise`, so no process it started outlives it. The steps are in
+:mod:`agent.ops.demo`.
 """
 
 from __future__ import annotations
 
+import functools
+import signal
+import sys
 from pathlib import Path
 
 import click
@@ -56,12 +61,29 @@ from ape.cli import ConnectedProviderCommand, ape_cli_context
     help="Port of the studio the demo ends with (0: any free port).",
 )
 @click.option(
+    "--serve/--no-serve",
+    default=None,
+    help="End with the studio serving the collection until Ctrl-C (default: only when standard input is a "
+    "terminal; otherwise the demo prints its results and exits).",
+)
+@click.option(
     "--serve-seconds",
     type=click.FloatRange(min=0),
     default=None,
-    help="Serve the studio this long, then exit (default: until Ctrl-C; 0: don't serve).",
+    help="Serve the studio this long, then exit (0: don't serve).",
 )
-def cli(cli_ctx, network, out, timeout, lore_model, lore_max_new_tokens, threads, studio_port, serve_seconds):
+def cli(
+    cli_ctx,
+    network,
+    out,
+    timeout,
+    lore_model,
+    lore_max_new_tokens,
+    threads,
+    studio_port,
+    serve,
+    serve_seconds,
+):
     """Deploy, mint, run the agent, evolve and fuse tokens, and write a browsable page of the results."""
     from rich.console import Console
 
@@ -72,6 +94,17 @@ def cli(cli_ctx, network, out, timeout, lore_model, lore_max_new_tokens, threads
     console = Console()
     if not console.is_terminal:
         console = Console(width=max(console.width, 120))  # piped to a file: room for CIDs on one line
+    serve_by_default = serve is None and serve_seconds is None
+    if serve is None:
+        serve = serve_seconds != 0 and (serve_seconds is not None or sys.stdin.isatty())
+    elif serve_seconds == 0:
+        serve = False
+    # Ape's own handlers stop anvil and call sys.exit() wherever the signal lands (even inside a __del__, where
+    # the exit is ignored and the demo then fails against a dead chain). Ours unwind the demo instead: the agent
+    # is stopped by Demo.run's `finally`, the studio by serve_studio's, and anvil by Ape as the process exits.
+    received: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, functools.partial(_interrupt, received))
     try:
         # Greedy lore is the same for tokens with the same traits; seeded sampling (the token's seed, recorded in
         # the receipt, so still reproducible) gives each token its own.
@@ -79,14 +112,32 @@ def cli(cli_ctx, network, out, timeout, lore_model, lore_max_new_tokens, threads
         if lore_model is not None:
             models.update(lore_backend="transformers", lore_model=str(lore_model.resolve()))
         result = run_demo(out, timeout_s=timeout, console=console, models=models)
+        if result.agent_exit != 0:
+            raise SystemExit(1)
+        if serve:
+            from agent.ops.demo import serve_studio
+
+            serve_studio(out, port=studio_port, seconds=serve_seconds, console=console)
+        elif serve_by_default:
+            console.print(
+                "standard input is not a terminal, so the studio is not served (`make demo SERVE=1` serves it)",
+                highlight=False,
+            )
     except ChrysalisError as exc:
         console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
         if exc.hint:
             console.print(f"[yellow]hint:[/] {exc.hint}", highlight=False)
         raise SystemExit(1) from None
-    if result.agent_exit != 0:
-        raise SystemExit(1)
-    if serve_seconds != 0:
-        from agent.ops.demo import serve_studio
+    except KeyboardInterrupt:
+        name = signal.Signals(received[0]).name if received else "SIGINT"
+        console.print(
+            f"[yellow]interrupted ({name}):[/] the agent is stopped; the local chain stops as the demo exits"
+        )
+        raise SystemExit(128 + (received[0] if received else signal.SIGINT)) from None
 
-        serve_studio(out, port=studio_port, seconds=serve_seconds, console=console)
+
+def _interrupt(received: list[int], signum: int, _frame: object) -> None:
+    """The first SIGINT or SIGTERM unwinds the demo; later ones are ignored while it stops what it started."""
+    received.append(signum)
+    if len(received) == 1:
+        raise KeyboardInterrupt

@@ -1,15 +1,23 @@
-"""The demo end to end (``ape run demo``, as ``make demo`` runs it): deploy, mint, agent, evolutions, fuse,
-price moves, every request fulfilled, a browsable page. Lore comes from a tiny random-weight LM so it runs in
-about a minute and a half on 2 busy cores; ``make demo`` itself uses the shipped SmolLM2."""
+"""The demo end to end (``make demo``: ``ape run demo`` under :mod:`agent.ops.supervise`): deploy, mint, agent,
+evolutions, fuse, price moves, every request fulfilled, a browsable page; and how it ends: with no terminal it exits
+by itself, and SIGINT, SIGTERM or a failure at any point leave no process behind. Lore comes from a tiny
+random-weight LM so a run takes well under a minute and a half on 2 busy cores; ``make demo`` itself uses the shipped
+SmolLM2."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import signal
 import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
+import httpx
+import psutil
 import pytest
 
 from tests.generate.conftest import build_tiny_lm
@@ -18,35 +26,139 @@ from tests.ops.conftest import ANVIL, ROOT
 pytestmark = [pytest.mark.slow, pytest.mark.anvil]
 
 
-def test_the_demo_runs_end_to_end(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if ANVIL is None:
         pytest.skip("anvil is not installed: run `make setup`")
-    lm = build_tiny_lm(tmp_path / "lm")
+    return build_tiny_lm(tmp_path_factory.mktemp("lm") / "lm")
+
+
+class DemoRun:
+    """``python -m agent.ops.supervise -- ape run demo ...`` with standard input closed, as CI runs ``make demo``.
+
+    A thread reads its output and keeps the set of every process the run started (the supervisor's descendants),
+    so a test can check that none is left once it has ended.
+    """
+
+    def __init__(self, out: Path, lm: Path, *args: str) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CHRYSALIS_")}
+        env.update(
+            PATH=f"{ROOT / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}",  # the anvil shim, as make sets it
+            HF_HUB_OFFLINE="1",
+            SOLCX_BINARY_PATH=str(ROOT / ".solcx"),
+            COLUMNS="200",
+        )
+        cmd = [sys.executable, "-m", "agent.ops.supervise", "--", str(ROOT / ".venv" / "bin" / "ape"), "run", "demo",
+               "--network", "ethereum:local:foundry", "--out", str(out), "--lore-model", str(lm),
+               "--lore-max-new-tokens", "12", "--timeout", "600", "--studio-port", "0", *args]  # fmt: skip
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        self.lines: list[str] = []
+        self.started: dict[int, tuple[psutil.Process, str]] = {}  # pid: (process, its command line)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            self._note_children()
+
+    def _note_children(self) -> None:
+        try:
+            children = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.Error:
+            return
+        for child in children:
+            if child.pid not in self.started:
+                try:
+                    self.started[child.pid] = (child, " ".join(child.cmdline()))
+                except psutil.Error:
+                    pass
+
+    @property
+    def printed(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, text: str, timeout_s: float = 600) -> None:
+        deadline = time.monotonic() + timeout_s
+        while text not in self.printed:
+            assert self.proc.poll() is None, (
+                f"the demo exited before printing {text!r}:\n{self.printed[-5000:]}"
+            )
+            assert time.monotonic() < deadline, f"no {text!r} within {timeout_s:g} s:\n{self.printed[-5000:]}"
+            self._note_children()
+            time.sleep(0.1)
+        self._note_children()
+
+    def wait(self, timeout_s: float = 900) -> int:
+        code = self.proc.wait(timeout_s)
+        self._reader.join(30)
+        return code
+
+    def left_running(self) -> list[str]:
+        """What the run started that is still alive (zombies reaped by nobody count as gone)."""
+        alive = []
+        for pid, (process, cmdline) in self.started.items():
+            try:
+                if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(f"{pid}: {cmdline[:120]}")
+            except psutil.NoSuchProcess:
+                pass
+        return alive
+
+    def kill(self) -> None:
+        for process, _ in self.started.values():
+            try:
+                process.kill()
+            except psutil.Error:
+                pass
+        if self.proc.poll() is None:
+            self.proc.kill()
+
+
+@pytest.fixture
+def demo(tmp_path: Path, tiny_lm: Path):
+    runs: list[DemoRun] = []
+
+    def start(*args: str, lm: Path = tiny_lm) -> DemoRun:
+        runs.append(DemoRun(tmp_path / "demo-out", lm, *args))
+        return runs[-1]
+
+    yield start
+    for run in runs:
+        run.kill()
+
+
+def assert_nothing_left(run: DemoRun) -> None:
+    cmdlines = [cmdline for _, cmdline in run.started.values()]
+    assert any("anvil" in c for c in cmdlines), f"the run's anvil was not seen among {cmdlines}"
+    deadline = (
+        time.monotonic() + 10
+    )  # the supervisor waits for its group before it exits; allow a little slack
+    while run.left_running() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not run.left_running(), f"still running after the demo ended: {run.left_running()}"
+
+
+def test_the_demo_runs_end_to_end_and_exits_when_no_terminal_is_attached(tmp_path: Path, demo) -> None:
+    run = demo()
+    code = run.wait()
+    printed = run.printed
     out = tmp_path / "demo-out"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHRYSALIS_")}
-    env.update(
-        PATH=f"{ROOT / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}",  # the anvil shim, as make sets it
-        HF_HUB_OFFLINE="1",
-        SOLCX_BINARY_PATH=str(ROOT / ".solcx"),
-        COLUMNS="200",
-    )
-    run = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "ape"), "run", "demo", "--network", "ethereum:local:foundry",
-         "--out", str(out), "--lore-model", str(lm), "--lore-max-new-tokens", "12", "--timeout", "600",
-         "--studio-port", "0", "--serve-seconds", "1"],
-        check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
-    printed = run.stdout + run.stderr
-    assert run.returncode == 0, printed[-5000:]
+    assert code == 0, printed[-5000:]
+    assert_nothing_left(run)
 
     # Every request was fulfilled, the agent stopped gracefully, and the narrative says so.
     assert "round 1: all 4 requests fulfilled" in printed
     assert "round 2: all 3 requests fulfilled" in printed
     assert "agent stopped with SIGTERM: exit code 0" in printed
     assert re.search(r"7 requests fulfilled in \d+ transaction\(s\)", printed)
-    # ... holders with different wallet histories grew different elements, and the demo ends with the studio.
+    # ... holders with different wallet histories grew different elements; with no terminal, no studio is served.
     assert {"element fire", "element water", "element air"} <= set(re.findall(r"element \w+", printed))
-    assert re.search(r"gallery +http://127\.0\.0\.1:\d+/", printed) and "studio stopped" in printed
+    assert "the studio is not served" in printed and "gallery" not in printed
 
     # The page links images by relative paths that exist, with each token's history.
     page = (out / "index.html").read_text()
@@ -68,3 +180,39 @@ def test_the_demo_runs_end_to_end(tmp_path: Path) -> None:
     ]
     assert any(r["message"].startswith("agent stopped after") for r in records)
     assert not [r for r in records if r["level"] in ("error", "critical")]
+
+
+def test_sigint_while_the_agent_runs_stops_the_agent_and_the_chain(demo) -> None:
+    run = demo()
+    run.wait_for("agent running")
+    run.proc.send_signal(signal.SIGINT)
+    code = run.wait(timeout_s=120)
+    assert code == 128 + signal.SIGINT, run.printed[-3000:]
+    assert "interrupted (SIGINT)" in run.printed
+    assert "Traceback" not in run.printed
+    assert_nothing_left(run)
+
+
+def test_sigterm_while_the_studio_serves_stops_the_studio_and_the_chain(demo) -> None:
+    run = demo("--serve")
+    run.wait_for("gallery")
+    url = re.search(r"gallery +(http://127\.0\.0\.1:\d+)/", run.printed)
+    assert url is not None
+    assert httpx.get(url.group(1) + "/", timeout=30).status_code == 200
+    run.proc.send_signal(signal.SIGTERM)
+    code = run.wait(timeout_s=120)
+    assert code == 0, run.printed[-3000:]
+    assert "studio stopped" in run.printed
+    assert_nothing_left(run)
+
+
+def test_a_failed_demo_stops_what_it_started(tmp_path: Path, demo) -> None:
+    """The agent cannot load its lore model: the demo says so, exits 1, and leaves neither anvil nor the agent."""
+    broken = tmp_path / "broken-lm"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    run = demo(lm=broken)
+    code = run.wait(timeout_s=600)
+    assert code == 1, run.printed[-3000:]
+    assert "error:" in run.printed and "the agent exited" in run.printed
+    assert_nothing_left(run)

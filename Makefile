@@ -19,13 +19,14 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 CONTRACT_SOURCES := $(shell find contracts -name '*.sol' 2>/dev/null)
 
-.PHONY: help setup demo test lint bench clean chromium
+.PHONY: help setup demo test lint check-fresh bench clean chromium
 
 help:
 	@echo "make setup   create .venv, install npm packages and the solc wrapper, compile contracts (idempotent)"
 	@echo "make demo    run the demo on a local chain with the embedded IPFS node and shipped models"
 	@echo "make test    run the lint, then the whole test suite"
 	@echo "make lint    ruff (lint and format check) and mypy over agent/ and oracles/"
+	@echo "make check-fresh  clone HEAD into a temporary folder with empty caches: setup, demo, a contract test"
 	@echo "make bench   run the benchmarks and print their tables"
 
 setup: $(VENV)/.installed node_modules/.installed $(VENV)/bin/anvil .solcx/solc-v$(SOLC_VERSION) .build/.compiled chromium
@@ -74,12 +75,17 @@ demo: setup
 		$(if $(filter 0 no false,$(SERVE)),--no-serve,$(if $(filter 1 yes true,$(SERVE)),--serve,))
 
 test: setup
+	@$(MAKE) --no-print-directory lint
 	./scripts/test.sh
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+# What a new user gets: a clone of HEAD in a new folder, with empty home-level caches (scripts/check_fresh.sh).
+check-fresh:
+	./scripts/check_fresh.sh
 
 bench: setup
 	$(PY) -m bench

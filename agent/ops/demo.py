@@ -240,7 +240,7 @@ class Demo:
 
         from agent.deployment import PRICE_FEED, DeployParams, deploy_collection
         from agent.ops.holder import Collection
-        from agent.settings import Settings
+        from agent.settings import ChainSettings, Settings, SubmitSettings
         from agent.submit.signer import KeystoreSigner
 
         provider = networks.provider
@@ -311,7 +311,10 @@ class Demo:
                 f"{self.metrics_url}, log {self.agent.log_path.name}"
             )
             collection = Collection.connect(
-                Settings(chain={"rpc_url": url, "deployment": record}, submit={"poll_interval_s": 0.1})
+                Settings(
+                    chain=ChainSettings(rpc_url=url, deployment=record),
+                    submit=SubmitSettings(poll_interval_s=0.1),
+                )
             )
             a, b, c = holders
             round1 = [
@@ -369,6 +372,7 @@ class Demo:
 
     def _write_config(self, url: str, record: Path, agent_key: str) -> Path:
         from eth_account import Account
+        from eth_typing import HexStr
 
         keys = self.out / "keys"
         keys.mkdir()
@@ -377,7 +381,7 @@ class Demo:
         password_file.write_text(password)
         password_file.chmod(0o600)
         keystore = keys / "agent.json"
-        keystore.write_text(json.dumps(Account.encrypt(agent_key, password, iterations=2**14)))
+        keystore.write_text(json.dumps(Account.encrypt(HexStr(agent_key), password, iterations=2**14)))
         self.gateway_port, self.metrics_port = _free_port(), _free_port()
         data = self.out / "data"
         config = self.out / "chrysalis.toml"

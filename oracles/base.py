@@ -16,9 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from eth_typing import ChecksumAddress, Hash32, HexStr
 from hexbytes import HexBytes
 from web3 import Web3
 from web3.exceptions import BadFunctionCallOutput, BlockNotFound, ContractLogicError, Web3Exception
+from web3.types import BlockIdentifier
 
 from agent.domain import OracleReading
 from oracles.errors import OracleCallError, OracleUnavailableError
@@ -59,8 +61,8 @@ class ReadContext:
     block_hash: str
     block_timestamp: int
     token_id: int
-    holder: str
-    collection: str
+    holder: ChecksumAddress
+    collection: ChecksumAddress
 
     @property
     def block_identifier(self) -> HexBytes:
@@ -96,8 +98,11 @@ class ReadContext:
                 f"block must be a number or a 0x block hash, not {block!r}; pin the event's block"
             )
         label = block if isinstance(block, int) else "0x" + bytes(HexBytes(block)).hex()
+        ident: BlockIdentifier = (
+            block if isinstance(block, int) else HexStr(block) if isinstance(block, str) else Hash32(block)
+        )
         try:
-            header = web3.eth.get_block(block)
+            header = web3.eth.get_block(ident)
             chain_id = web3.eth.chain_id
         except BlockNotFound as exc:  # a node behind its peers may not have it yet
             raise OracleUnavailableError(

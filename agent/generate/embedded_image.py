@@ -28,7 +28,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from diffusers import DDIMScheduler, UNet2DModel
+
+# From their modules: under TYPE_CHECKING the package root re-exports diffusers' torch-less dummy classes.
+from diffusers.models.unets.unet_2d import UNet2DModel
+from diffusers.schedulers.scheduling_ddim import DDIMScheduler, DDIMSchedulerOutput
 from PIL import Image
 
 from agent.errors import ConfigError, IntegrityError, NotFoundError
@@ -287,10 +290,11 @@ class EmbeddedSpriteGenerator(ImageGenerator):
     def generate(self, requests: Sequence[ImageRequest]) -> list[GeneratedImage]:
         prepared = self.check_inputs(requests)
         out: list[GeneratedImage | None] = [None] * len(prepared)
-        groups: dict[int, list[_Prepared]] = {}
-        for p in prepared:  # requests that share a timestep schedule run together
-            groups.setdefault(self._denoise_steps(p), []).append(p)
-        for n_steps, group in groups.items():
+        groups: dict[tuple[int, bool], list[_Prepared]] = {}
+        # requests that share a timestep schedule and a start (noise, or an init image) run together
+        for p in prepared:
+            groups.setdefault((self._denoise_steps(p), p.init is not None), []).append(p)
+        for (n_steps, _), group in groups.items():
             for start in range(0, len(group), self.max_batch_size):
                 chunk = group[start : start + self.max_batch_size]
                 pixels = self._run(chunk, n_steps)
@@ -328,14 +332,17 @@ class EmbeddedSpriteGenerator(ImageGenerator):
                 for p in chunk
             ]
         )
-        if chunk[0].init is None:
+        inits = [p.init for p in chunk if p.init is not None]
+        if not inits:
             x = noise * sched.init_noise_sigma
         else:
-            x0 = torch.from_numpy(np.stack([p.init for p in chunk])).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+            assert len(inits) == len(chunk), "a batch is all image-to-image or all text-to-image"
+            x0 = torch.from_numpy(np.stack(inits)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
             if n_steps == 0:
                 x = x0
             else:
-                x = sched.add_noise(x0, noise, timesteps[:1].repeat(len(chunk)))
+                # diffusers annotates timesteps as torch.IntTensor; any integer tensor (these are int64) works
+                x = sched.add_noise(x0, noise, timesteps[:1].repeat(len(chunk)))  # type: ignore[arg-type]
         x = x.to(device=self.device, dtype=self.dtype)
         labels = torch.tensor([p.label for p in chunk], device=self.device)
         cfg = self.guidance_scale != 1.0
@@ -347,7 +354,9 @@ class EmbeddedSpriteGenerator(ImageGenerator):
             if cfg:
                 cond, uncond = eps.chunk(2)
                 eps = uncond + self.guidance_scale * (cond - uncond)
-            x = sched.step(eps, t, x, eta=0.0).prev_sample
+            stepped = sched.step(eps, t, x, eta=0.0)
+            assert isinstance(stepped, DDIMSchedulerOutput)  # return_dict=True (the default)
+            x = stepped.prev_sample
         x = ((x.float().cpu().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
         return x.permute(0, 2, 3, 1).contiguous().numpy()
 

@@ -36,7 +36,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -338,7 +338,8 @@ class StopAfterSentences:
             if len(clean_sentences(text, allowed_words=self.allowed[i], limit=self.n).sentences) >= self.n:
                 self.lengths[i] = gen.shape[1]
                 done[i] = True
-        return done
+        # ``done`` is a bool tensor; torch's factory functions do not carry the dtype in their return type
+        return cast(torch.BoolTensor, done)
 
 
 MIN_SHARED_PREFIX = 16
@@ -802,7 +803,8 @@ def convert_gguf(gguf_path: Path, dest: Path) -> None:
         gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32, local_files_only=True
     )
     # The weights are de-quantized float32 now; drop the GGUF quantizer so save_pretrained writes safetensors.
-    model.hf_quantizer = None
+    # PreTrainedModel does not declare hf_quantizer, so mypy sees nn.Module.__setattr__ (Tensor | Module values)
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     if tokenizer.eos_token_id is not None:
@@ -921,7 +923,8 @@ def load_embedded_lm(
             directory, status = ensure_converted(gguf, Path(cache_dir))
             tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
             model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, local_files_only=True)
-            model = model.to(device).eval().requires_grad_(False)
+            # PreTrainedModel.to is wrapped with functools.wraps, which typeshed types as the unbound nn.Module.to
+            model = model.to(device).eval().requires_grad_(False)  # type: ignore[arg-type]
             _LOADED[key] = _LoadedLM(model, tokenizer, directory, status, gguf, file_sha256(gguf))
         return _LOADED[key]
 

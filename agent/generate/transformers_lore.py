@@ -70,7 +70,8 @@ class TransformersLoreWriter(CausalLMLoreWriter):
                 f"could not load a causal LM ({arch}) from {path}: {e}",
                 hint="check that the directory holds the model *and* its tokenizer files",
             ) from e
-        lm = lm.to(dev).eval().requires_grad_(False)
+        # PreTrainedModel.to is wrapped with functools.wraps, which typeshed types as the unbound nn.Module.to
+        lm = lm.to(dev).eval().requires_grad_(False)  # type: ignore[arg-type]
         self.source = model
         self.path = path
         self.files = weight_files(path)

@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 from agent.errors import ChrysalisError, ConfigError
 from agent.generate.base import ImageRequest, LoreRequest
@@ -121,10 +121,16 @@ def _reproducible(runtime: Mapping[str, Any]) -> bool:
     return runtime.get("device") == "cpu" and runtime.get("dtype") == "float32"
 
 
+class _CanonicalImageRuntime(TypedDict):
+    device: Literal["cpu"]
+    dtype: Literal["float32"]
+    image_batch_size: int
+
+
 def image_settings(part: ImageRecord, *, model: str | None = None, lora: str | None = None) -> ModelSettings:
     """Settings that rebuild the receipt's image generator in the canonical configuration."""
     cfg = part.config
-    common = {"device": "cpu", "dtype": "float32", "image_batch_size": 1}
+    common: _CanonicalImageRuntime = {"device": "cpu", "dtype": "float32", "image_batch_size": 1}
     if part.model.backend == "embedded":
         return ModelSettings(
             image_backend="embedded",
@@ -160,9 +166,15 @@ def lore_settings(
     """Settings that rebuild the receipt's lore writer in the canonical configuration."""
     gc = part.generation_config
     extra: dict[str, Any] = {} if cache_dir is None else {"cache_dir": cache_dir}
-    backend = part.model.backend
-    if backend not in ("embedded", "transformers"):
-        raise ConfigError(f"receipt names an unknown lore backend {backend!r}", hint="upgrade Chrysalis")
+    backend: Literal["embedded", "transformers"]
+    if part.model.backend == "embedded":
+        backend = "embedded"
+    elif part.model.backend == "transformers":
+        backend = "transformers"
+    else:
+        raise ConfigError(
+            f"receipt names an unknown lore backend {part.model.backend!r}", hint="upgrade Chrysalis"
+        )
     return ModelSettings(
         lore_backend=backend,
         lore_model=(model or part.model.model_id) if backend == "transformers" else None,
@@ -281,7 +293,7 @@ def verify(
             check.mapping("lore.model.extra", part.model.extra, _plain_extra(info.extra), MACHINE_KEYS)
             if part.model.backend == "embedded":
                 check.eq("lore.model.model_id", part.model.model_id, info.model_id)
-            request = LoreRequest(
+            lore_request = LoreRequest(
                 name=part.request["name"],
                 stage=part.request["stage"],
                 traits=dict(part.request["traits"]),
@@ -290,7 +302,7 @@ def verify(
             )
             prompt_for = getattr(writer, "prompt_for", None)
             if prompt_for is not None:
-                check.eq("lore.prompt", part.prompt, prompt_for(request))
+                check.eq("lore.prompt", part.prompt, prompt_for(lore_request))
             gen_cfg = getattr(writer, "generation_config", None)
             if gen_cfg is not None:
                 check.mapping(
@@ -300,11 +312,11 @@ def verify(
                     frozenset({"transformers_version"}),
                 )
             if _reproducible(part.runtime):
-                out = writer.write([request])[0]
+                lore = writer.write([lore_request])[0]
                 check.eq(
-                    "lore.output.token_ids_sha256", part.output.get("token_ids_sha256"), out.token_ids_sha256
+                    "lore.output.token_ids_sha256", part.output.get("token_ids_sha256"), lore.token_ids_sha256
                 )
-                check.eq("lore.output.text", part.output.get("text"), out.text)
+                check.eq("lore.output.text", part.output.get("text"), lore.text)
 
     match = not check.mismatches and reproducible
     if check.mismatches:

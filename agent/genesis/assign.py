@@ -276,7 +276,7 @@ def _repair(
                 queue.append(item)
 
 
-def _clean_swap(i, keys, cols, k, size, scan, stream, occupied, moved, swap) -> bool:  # type: ignore[no-untyped-def]
+def _clean_swap(i, keys, cols, k, size, scan, stream, occupied, moved, swap) -> bool:
     """Find j and a trait such that swapping their values leaves both items on free combinations."""
     first = stream.below(k)
     start = stream.below(size)

@@ -182,7 +182,7 @@ def genesis_command(
         )
 
 
-def _print_rarity(table, assignment) -> None:  # type: ignore[no-untyped-def]
+def _print_rarity(table, assignment) -> None:
     from agent.genesis.report import rarity_rows
 
     view = Table(title=f"rarity: {table.name}, {assignment.size} tokens (rarity.md)")

@@ -119,7 +119,7 @@ def add(
             if not path.exists():
                 raise NotFoundError(f"{path} does not exist", hint="check the path")
             result = _add_path(store, path, cid_version=cid_version, raw_leaves=raw_leaves)
-        cid = result if not hasattr(result, "cid") else result.cid  # type: ignore[union-attr]
+        cid = result if not hasattr(result, "cid") else result.cid
         if pin and not only_hash:
             store.pin_add(cid)
         typer.echo(str(cid))

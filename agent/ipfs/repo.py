@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from tempfile import SpooledTemporaryFile
-from typing import BinaryIO, Final, Literal
+from typing import IO, BinaryIO, Final, Literal
 
 from agent.errors import ConfigError
 from agent.ipfs.blockstore import Blockstore, FsBlockstore, MemoryBlockstore, atomic_write
@@ -127,7 +127,7 @@ class IpfsRepo:
 
     def add(
         self,
-        data: bytes | bytearray | memoryview | BinaryIO,
+        data: bytes | bytearray | memoryview | IO[bytes],
         *,
         cid_version: int = 1,
         raw_leaves: bool | None = None,

@@ -28,7 +28,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from tempfile import SpooledTemporaryFile
-from typing import IO, Any
+from typing import IO, Any, Self
 from urllib.parse import quote, unquote
 
 import uvicorn
@@ -642,7 +642,7 @@ class _Rpc:
 
         parser = MultipartParser(
             boundary,
-            {  # type: ignore[arg-type]
+            {
                 "on_part_begin": on_part_begin,
                 "on_header_field": on_header_field,
                 "on_header_value": on_header_value,
@@ -970,7 +970,7 @@ class ServerThread:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
-    def start(self, *, timeout: float = 10.0) -> ServerThread:
+    def start(self, *, timeout: float = 10.0) -> Self:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         # IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on sockets that say so (else +40 ms a reply)
         sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -1023,7 +1023,7 @@ class ServerThread:
         self._server = None
         self._thread = None
 
-    def __enter__(self) -> ServerThread:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -37,9 +37,10 @@ def create_db_engine(url: str = DEFAULT_URL, *, busy_timeout_ms: int = 30_000, e
         ) from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        memory = parsed.database in (None, "", ":memory:")
+        database = parsed.database or ""
+        memory = database in ("", ":memory:")
         if not memory:
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         kwargs: dict[str, Any] = {
             "connect_args": {"check_same_thread": False, "timeout": busy_timeout_ms / 1000}
         }

@@ -51,12 +51,13 @@ class Stage(StrEnum):
     """The fulfilment transaction was sent (its hash and nonce recorded)."""
 
     @property
-    def index(self) -> int:
+    def position(self) -> int:
+        """Where the stage comes in :data:`STAGES` (0 for the first)."""
         return STAGES.index(self)
 
     @property
     def previous(self) -> Stage | None:
-        return STAGES[self.index - 1] if self.index else None
+        return STAGES[self.position - 1] if self.position else None
 
 
 STAGES: tuple[Stage, ...] = tuple(Stage)
@@ -206,7 +207,7 @@ class Job:
         """The stage to run next (``None`` once ``submitted`` is recorded: only the outcome is left)."""
         if self.stage is None:
             return STAGES[0]
-        index = Stage(self.stage).index + 1
+        index = Stage(self.stage).position + 1
         return STAGES[index] if index < len(STAGES) else None
 
     def output(self, stage: Stage) -> Any:
@@ -218,7 +219,7 @@ class Job:
         source = None
         if row.tx_hash is not None and row.block_hash is not None and row.chain_id is not None:
             source = LogKey(row.chain_id, row.tx_hash, int(row.log_index or 0), row.block_hash)
-        outputs = {Stage(s.stage): s.output for s in sorted(stages, key=lambda s: Stage(s.stage).index)}
+        outputs = {Stage(s.stage): s.output for s in sorted(stages, key=lambda s: Stage(s.stage).position)}
         assert row.id is not None
         return cls(
             id=row.id,

@@ -76,7 +76,7 @@ class SqlJobStore(JobStore):
         self._pg = engine.dialect.name == "postgresql"
 
     @classmethod
-    def open(  # type: ignore[override]
+    def open(
         cls,
         url: str = "sqlite:///.chrysalis/chrysalis.db",
         *,
@@ -255,11 +255,11 @@ class SqlJobStore(JobStore):
         now = self._now()
         with self._tx() as session:
             row = self._held(session, job_id, worker_id)
-            done = Stage(row.stage).index if row.stage else -1
-            if stage.index <= done:
+            done = Stage(row.stage).position if row.stage else -1
+            if stage.position <= done:
                 log.info("job %s: stage %s already recorded; keeping the first output", job_id, stage.value)
                 return self._view(session, row)
-            if stage.index != done + 1:
+            if stage.position != done + 1:
                 raise StageOrderError(job_id, stage.value, STAGES[done + 1].value)
             session.add(JobStageRow(job_id=job_id, stage=stage.value, output=output, recorded_at=now))
             row.stage = stage.value

@@ -18,7 +18,7 @@ A worker's loop, in short::
 
     job = store.claim(worker)                         # None: nothing to do
     try:
-        for stage in STAGES[job.next_stage.index:]:   # resume after the last recorded stage
+        for stage in STAGES[job.next_stage.position:]:   # resume after the last recorded stage
             job = store.record_stage(job.id, worker, stage, run(stage, job))
         store.confirm(job.id, worker, result)
     except LeaseLostError:

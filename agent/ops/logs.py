@@ -24,6 +24,9 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
     "taskName",
 }
 
+#: The name of the handler :func:`configure_logging` installs (so a second call finds and replaces it).
+_HANDLER_NAME = "chrysalis"
+
 #: Loggers of libraries that are chatty at INFO and say nothing an operator acts on.
 _QUIET = ("httpx", "httpcore", "urllib3", "web3", "uvicorn.access", "filelock", "PIL", "alembic")
 
@@ -88,7 +91,7 @@ def configure_logging(
     plain text, one object per line. Replaces handlers an earlier call installed, so it is safe to call twice.
     """
     root = logging.getLogger()
-    for old in [h for h in root.handlers if getattr(h, "_chrysalis", False)]:
+    for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
         root.removeHandler(old)
     handler: logging.Handler
     if fmt == "json":
@@ -98,7 +101,7 @@ def configure_logging(
         console = console or Console(file=stream or sys.stderr)
         handler = RichHandler(console=console, show_path=False, rich_tracebacks=False, markup=False)
         handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
-    handler._chrysalis = True  # type: ignore[attr-defined]
+    handler.set_name(_HANDLER_NAME)
     root.addHandler(handler)
     root.setLevel(level.upper())
     for name in _QUIET:

@@ -173,7 +173,8 @@ def iter_jobs(
 ) -> list[Job]:
     """Jobs in ``states`` (every state when None) of ``kind``, by id (newest first if asked), at most ``limit``."""
     found: dict[int, Job] = {}
-    for state in states or [None]:
+    wanted: Sequence[JobState | str | None] = states or [None]
+    for state in wanted:
         offset = 0
         while True:
             page = store.list_jobs(

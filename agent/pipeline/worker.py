@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Self
 
 from agent.domain import Confirmation, Submission
@@ -267,7 +268,7 @@ class Worker:
             return
         STAGE_LATENCY.labels(stage="generate").observe(time.monotonic() - started)
         for job, output in zip(jobs, outputs, strict=True):
-            self._guard(live, job, lambda j, out=output: self._record(j, Stage.GENERATED, out))
+            self._guard(live, job, partial(self._record, stage=Stage.GENERATED, output=output))
 
     def _publish(self, job: Job) -> Job:
         """Publish the job's generated record; in review mode only once a curator approved a candidate."""
@@ -323,7 +324,9 @@ class Worker:
                 "submission": submission.to_json(),
             }
             for item in items:
-                self._guard(live, live[item.job_id], lambda j, r=record: self._record(j, Stage.SUBMITTED, r))
+                self._guard(
+                    live, live[item.job_id], partial(self._record, stage=Stage.SUBMITTED, output=record)
+                )
         STAGE_LATENCY.labels(stage="submit").observe(time.monotonic() - started)
 
     def _confirm(self, live: dict[int, Job], jobs: list[Job]) -> None:
@@ -346,7 +349,7 @@ class Worker:
                 self._on_gas(outcome.gas_used)
                 result = confirmation_result(outcome, len(members))
                 for job in members:
-                    self._guard(live, job, lambda j, r=result: self._finish(j, r))
+                    self._guard(live, job, partial(self._finish, result=result))
                 continue
             log.warning("fulfilment %s for %d job(s) did not confirm: %s", tx_hash, len(members), outcome)
             reverted = getattr(outcome, "confirmation", None)
@@ -378,7 +381,7 @@ class Worker:
                     if isinstance(outcome, Confirmation) and outcome.status == 1:
                         self._on_gas(outcome.gas_used)
                         result = confirmation_result(outcome, len(items))
-                        self._guard(live, job, lambda j, r=result: self._finish(j, r))
+                        self._guard(live, job, partial(self._finish, result=result))
                     elif outcome is None:
                         self._release(job.id)
                         live.pop(job.id, None)

@@ -21,10 +21,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
+from eth_typing import ChecksumAddress
 from eth_utils import function_signature_to_4byte_selector
 from web3 import Web3
 
@@ -101,6 +102,13 @@ class Evaluation:
             "inputs": self.inputs,
             "reason": self.reason,
         }
+
+
+class _TokenFields(TypedDict):
+    """What every verdict on an existing token stores: its stage and current digest (the refresh's parent)."""
+
+    stage: int
+    parent_digest: str
 
 
 def _call(address: str, name: str, *args: int) -> dict[str, Any]:
@@ -251,7 +259,7 @@ class RefreshInputs:
         self.features = rule_features(rules)
 
     @property
-    def collection(self) -> str:
+    def collection(self) -> ChecksumAddress:
         return self.reader.address
 
     def block(self, confirmations: int = 0) -> Block:
@@ -275,7 +283,7 @@ class RefreshInputs:
             block_hash=block.hash,
             block_timestamp=block.timestamp,
             token_id=token_id,
-            holder=holder,
+            holder=Web3.to_checksum_address(holder),
             collection=self.collection,
         )
 
@@ -323,7 +331,7 @@ class RefreshInputs:
             return Evaluation(
                 t, ItemState.SKIPPED, reason=f"token {t} does not exist at block {block.number}"
             )
-        base = {"stage": token.stage, "parent_digest": token.digest}
+        base: _TokenFields = {"stage": token.stage, "parent_digest": token.digest}
         if token.pending_request:
             return Evaluation(
                 t, ItemState.DEFERRED, **base,

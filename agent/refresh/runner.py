@@ -522,10 +522,10 @@ class RefreshRunner:
             REFRESH_TOKENS.labels(outcome=state.value).inc()
             log.warning("refresh job %s: token %s not written: %s", run.job_id, dropped.key, dropped.reason)
         sent = 0
-        for batch in plan.batches:
+        for planned in plan.batches:
             if stop.is_set():
                 break
-            batch, pause = self._fit_gas_budget(batch)
+            batch, pause = self._fit_gas_budget(planned)
             if batch is not None:
                 batch = self._with_provenance(run, batch, by_token)
                 try:
@@ -719,7 +719,7 @@ class RefreshRunner:
             [i.token_id for i in items],
             Block(head.number, head.hash, head.timestamp),
         )
-        changes = []
+        changes: list[tuple[int, list[ItemState], dict[str, Any]]] = []
         for item, now in zip(items, states, strict=True):
             if now.digest.lower() == str(item.digest).lower():
                 changes.append(
@@ -749,7 +749,7 @@ class RefreshRunner:
         txs = self.store.txs(job_id)
         gas = sum(t.gas_used or 0 for t in txs)
         confirmed = counts.get("confirmed", 0)
-        result = {
+        result: dict[str, Any] = {
             "block_number": run.block_number if run else None,
             "block_hash": run.block_hash if run else None,
             "tokens": sum(counts.values()),

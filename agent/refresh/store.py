@@ -408,7 +408,7 @@ class _Tx:
     def __enter__(self) -> sa.Connection:
         try:
             self._cm = self.engine.begin()
-            return self._cm.__enter__()  # type: ignore[no-any-return]
+            return self._cm.__enter__()
         except OperationalError as exc:
             raise _unavailable(self.engine, exc) from exc
 

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+from eth_typing import HexStr
 from eth_utils import function_signature_to_4byte_selector
 from web3 import Web3
 from web3.exceptions import ContractLogicError
@@ -89,12 +90,12 @@ def queue_refresh(
     """
     wanted = None if tokens is None else set(tokens)
     if coalesce:
-        for job_id, state, payload in store.open_refresh_jobs():
+        for job_id, state, queued in store.open_refresh_jobs():
             if state != JobState.QUEUED.value or store.run(job_id) is not None:
                 continue
-            covers = payload_tokens(payload)
+            covers = payload_tokens(queued)
             if (covers is None or (wanted is not None and wanted <= set(covers))) and (
-                bool(payload.get("force")) or not force
+                bool(queued.get("force")) or not force
             ):
                 log.info("%s refresh%s not queued: job %s, queued and not started, covers it", trigger,
                          f" {policy!r}" if policy else "", job_id)  # fmt: skip
@@ -222,7 +223,7 @@ class PriceTrigger:
                 self.rpc.call(
                     "eth_call",
                     lambda: self.rpc.w3.eth.call(
-                        {"to": self.feed, "data": "0x" + _LATEST_ROUND.hex()}, block
+                        {"to": self.feed, "data": HexStr("0x" + _LATEST_ROUND.hex())}, block
                     ),
                 )
             )

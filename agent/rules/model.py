@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -66,7 +67,7 @@ class Band(_Strict):
     min_inclusive: bool = True
     max_inclusive: bool = False
 
-    def contains(self, x: float) -> bool:
+    def contains(self, x: float | Decimal) -> bool:
         """Whether ``x`` lies in this band."""
         above = self.min is None or x > self.min or (x == self.min and self.min_inclusive)
         below = self.max is None or x < self.max or (x == self.max and self.max_inclusive)

@@ -230,7 +230,7 @@ def create_app(studio: Studio) -> Starlette:
         reviews = []
         if studio.review_enabled and curator(request) is not None:
             reviews = await run_in_threadpool(
-                lambda: studio.reviews.list(states=OPEN_STATES, token_id=token_id, limit=20)
+                lambda: studio.reviews.list_items(states=OPEN_STATES, token_id=token_id, limit=20)
             )
         return render(request, "token.html", detail=detail, card=detail.card, timeline=list(reversed(detail.timeline)),
                       models=models, tasks=tasks, focus_task=task, reviews=reviews)  # fmt: skip
@@ -264,7 +264,7 @@ def create_app(studio: Studio) -> Starlette:
         kind = request.query_params.get("kind") or None
 
         def build() -> tuple[list[ReviewItem], dict[str, int], dict[int, Any]]:
-            items = studio.reviews.list(states=states, kind=kind, limit=200, newest_first=tab != "open")
+            items = studio.reviews.list_items(states=states, kind=kind, limit=200, newest_first=tab != "open")
             counts = {k.value: v for k, v in studio.reviews.counts().items()}
             published = {i.id: _published(studio, i) for i in items if i.state == ReviewState.APPROVED}
             return items, counts, published

@@ -139,7 +139,7 @@ def review_list(
     if state not in choices:
         raise ConfigError(f"unknown state {state!r}", hint="use open, approved, rejected or all")
     with _store() as store:
-        items = store.list(states=choices[state], kind=kind, limit=limit)
+        items = store.list_items(states=choices[state], kind=kind, limit=limit)
     if as_json:
         for item in items:
             typer.echo(json.dumps(_item_json(item), default=str))

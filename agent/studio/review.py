@@ -45,7 +45,7 @@ from typing import Any, Self
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, RowMapping
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Field, SQLModel
 
@@ -361,7 +361,7 @@ class ReviewItem:
         return f"token {self.token_id}" if self.token_id is not None else self.key
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> ReviewItem:
+    def from_row(cls, row: RowMapping | Mapping[str, Any]) -> ReviewItem:
         regen = row["regenerate"]
         return cls(
             id=int(row["id"]),
@@ -552,7 +552,7 @@ class ReviewStore:
         with self.engine.connect() as conn:
             return self._row(conn, _items.c.key == subject_key(subject))
 
-    def list(
+    def list_items(
         self,
         *,
         states: Iterable[ReviewState | str] | None = None,
@@ -704,7 +704,7 @@ class ReviewStore:
 
     def approve_all(self, by: str, *, kind: str | None = "genesis") -> list[ReviewItem]:
         """Approve every item of ``kind`` awaiting review (bulk approval of a genesis collection)."""
-        waiting = self.list(states=[ReviewState.AWAITING], kind=kind, limit=1_000_000)
+        waiting = self.list_items(states=[ReviewState.AWAITING], kind=kind, limit=1_000_000)
         done, _ = self.approve_many([i.id for i in waiting], by)
         return done
 
@@ -770,7 +770,7 @@ class ReviewStore:
 
     def next_regeneration(self) -> ReviewItem | None:
         """The oldest item waiting to be regenerated."""
-        items = self.list(states=[ReviewState.REGENERATING], limit=1)
+        items = self.list_items(states=[ReviewState.REGENERATING], limit=1)
         return items[0] if items else None
 
     def finish_regeneration(self, review_id: int, revision: int, candidate: Candidate) -> ReviewItem:

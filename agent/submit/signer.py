@@ -66,6 +66,9 @@ class KeystoreSigner(Signer):
     """A :class:`Signer` holding a key decrypted from a keystore; see the module docstring."""
 
     __slots__ = ("_address", "_sign", "_source")
+    _address: str
+    _sign: Callable[[Mapping[str, Any]], Any]
+    _source: str
 
     def __init__(self, *_: Any, **__: Any) -> None:
         raise TypeError("use KeystoreSigner.from_keystore(), .from_ape_account() or .from_settings()")
@@ -181,12 +184,12 @@ class KeystoreSigner(Signer):
 
     @property
     def address(self) -> str:
-        return self._address  # type: ignore[no-any-return]
+        return self._address
 
     @property
     def source(self) -> str:
         """Where the key came from (a path, or ``memory``)."""
-        return self._source  # type: ignore[no-any-return]
+        return self._source
 
     def sign_transaction(self, tx: Mapping[str, Any]) -> SignedTx:
         try:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eth_abi import decode as abi_decode
+from eth_typing import ABIEvent
 from eth_utils import event_abi_to_log_topic, to_checksum_address
 from eth_utils.abi import collapse_if_tuple
 
@@ -129,7 +130,8 @@ class LogDecoder:
                 indexed=tuple((i["name"], collapse_if_tuple(dict(i))) for i in inputs if i.get("indexed")),
                 plain=tuple((i["name"], collapse_if_tuple(dict(i))) for i in inputs if not i.get("indexed")),
             )
-            self._by_topic[hex0x(event_abi_to_log_topic(dict(entry)))] = event
+            topic = event_abi_to_log_topic(ABIEvent(type="event", name=entry["name"], inputs=inputs))
+            self._by_topic[hex0x(topic)] = event
         if wanted is not None:
             missing = wanted - {e.name for e in self._by_topic.values()}
             if missing:

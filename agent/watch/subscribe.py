@@ -14,7 +14,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from websockets.exceptions import WebSocketException
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import connect
+from websockets.sync.connection import Connection
 
 from agent.metrics import WS_CONNECTS, WS_NOTIFICATIONS
 
@@ -49,7 +50,7 @@ class WakeUpSubscription:
         self._reconnect_s = reconnect_s
         self._max_reconnect_s = max_reconnect_s
         self._stop = threading.Event()
-        self._ws: ClientConnection | None = None
+        self._ws: Connection | None = None
         self._thread: threading.Thread | None = None
         self.connected = threading.Event()
         """Set while the subscriptions are open."""
@@ -94,7 +95,7 @@ class WakeUpSubscription:
                 return
             delay = min(self._max_reconnect_s, delay * 2)
 
-    def _subscribe(self, ws: ClientConnection) -> None:
+    def _subscribe(self, ws: Connection) -> None:
         for request_id, params in enumerate(self._subscriptions, start=1):
             ws.send(
                 json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "eth_subscribe", "params": params})
@@ -107,7 +108,7 @@ class WakeUpSubscription:
                     raise ValueError(f"eth_subscribe refused: {reply['error']}")
                 pending.discard(reply["id"])
 
-    def _listen(self, ws: ClientConnection) -> None:
+    def _listen(self, ws: Connection) -> None:
         while not self._stop.is_set():
             try:
                 message = ws.recv(timeout=1.0)

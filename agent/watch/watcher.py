@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,7 +137,7 @@ class Watcher:
         self.span = AdaptiveRange(max_size=config.max_range)
         addresses = [config.address] if isinstance(config.address, str) else list(config.address)
         try:
-            checksummed = [Web3.to_checksum_address(a) for a in addresses]
+            checksummed: list[str] = [Web3.to_checksum_address(a) for a in addresses]
         except ValueError as exc:
             raise ConfigError(
                 f"invalid contract address in {addresses}: {exc}", hint="use 0x + 40 hex digits"
@@ -276,8 +276,11 @@ class Watcher:
                 raise _lagging(self.rpc.url, to)
             yield self._new_block(header, ())
 
-    def _follow(self, start: int, target: int) -> Iterator[tuple[WatchEvent, CursorState | None]]:
-        """Unfinalized blocks: logs for the range plus every header, checked to link to the cursor."""
+    def _follow(
+        self, start: int, target: int
+    ) -> Generator[tuple[WatchEvent, CursorState | None], None, bool]:
+        """Unfinalized blocks: logs for the range plus every header, checked to link to the cursor; returns
+        whether every block up to ``target`` was followed (False: a reorg is under way, or the node lags)."""
         to, raws = fetch_logs(self.rpc, self._addresses, self.decoder.topics, start, target, self.span)
         headers: list[BlockRef] = []
         for number in range(start, to + 1):

@@ -24,7 +24,7 @@ def test_a_candidate_is_published_only_once_approved_and_a_rejection_cancels(
         assert chain.agent_nonce() == 0
 
         reviews = ReviewGate.for_store(agent.store).store
-        items = {i.job_id: i for i in reviews.list(states=[ReviewState.AWAITING])}
+        items = {i.job_id: i for i in reviews.list_items(states=[ReviewState.AWAITING])}
         assert set(items) == {j.id for j in jobs.values()}
         reviews.approve(items[jobs[approved_rid].id].id, "alice")
         reviews.reject(items[jobs[rejected_rid].id].id, "bob", "the colours clash")

@@ -27,7 +27,7 @@ def test_a_refreshed_token_is_written_only_once_a_curator_approves_it(
         assert agent.store.get(job.id).state == JobState.QUEUED and chain.agent_nonce() == 0
 
         reviews = ReviewGate.for_store(agent.store).store
-        items = {i.token_id: i for i in reviews.list(states=[ReviewState.AWAITING], kind="refresh")}
+        items = {i.token_id: i for i in reviews.list_items(states=[ReviewState.AWAITING], kind="refresh")}
         assert set(items) == {5, 6}
         reviews.approve(items[5].id, "alice")
         reviews.reject(items[6].id, "bob", "too dark")

@@ -180,8 +180,8 @@ def test_counts_list_and_bulk_genesis(jobs: JobStore, gate: ReviewGate) -> None:
     assert len(approved) == 3 and all(i.kind == "genesis" and i.decided_by == "ada" for i in approved)
     counts = store.counts()
     assert counts[ReviewState.APPROVED] == 3 and counts[ReviewState.AWAITING] == 1
-    assert [i.key for i in store.list(states=[ReviewState.AWAITING])] == [f"job:{jid}"]
-    assert store.list(kind="genesis")[0].label == "Chrysalis #5"
+    assert [i.key for i in store.list_items(states=[ReviewState.AWAITING])] == [f"job:{jid}"]
+    assert store.list_items(kind="genesis")[0].label == "Chrysalis #5"
 
 
 def test_reroll_seeds_are_public_and_recoverable() -> None:

@@ -19,7 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+
+# From their modules: under TYPE_CHECKING the package root re-exports diffusers' torch-less dummy classes.
+from diffusers.models.unets.unet_2d import UNet2DModel
+from diffusers.schedulers.scheduling_ddim import DDIMScheduler
+from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
 
 from agent.generate.sprites.conditioning import NULL_CLASS, NUM_CLASSES
 from agent.generate.sprites.dataset import GENERATOR_VERSION, SIZE, make_dataset
@@ -123,7 +127,8 @@ def make_sample_scheduler(config: TrainConfig) -> DDIMScheduler:
 
 def new_state(config: TrainConfig, device: torch.device) -> TrainState:
     torch.manual_seed(config.seed)
-    unet = make_unet(config).to(device)
+    # ModelMixin.to is wrapped with functools.wraps, which typeshed types as the unbound nn.Module.to
+    unet = make_unet(config).to(device)  # type: ignore[arg-type]
     ema = {k: v.detach().clone() for k, v in unet.state_dict().items()}
     opt = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     return TrainState(unet=unet, ema=ema, optimizer=opt)
@@ -260,14 +265,15 @@ def _train_step(state: TrainState, config: TrainConfig, data, labels, sched: DDP
     y[drop.to(dev)] = NULL_CLASS
     noise = torch.randn(x0.shape, generator=g).to(dev)
     t = torch.randint(0, config.num_train_timesteps, (config.batch_size,), generator=g).to(dev)
-    xt = sched.add_noise(x0, noise, t)
+    # diffusers annotates timesteps as torch.IntTensor; any integer tensor (randint's int64) works
+    xt = sched.add_noise(x0, noise, t)  # type: ignore[arg-type]
 
     lr = lr_at(config, state.step)
     for group in state.optimizer.param_groups:
         group["lr"] = lr
     pred = state.unet(xt, t, class_labels=y).sample
     if config.prediction_type == "v_prediction":
-        target = sched.get_velocity(x0, noise, t)
+        target = sched.get_velocity(x0, noise, t)  # type: ignore[arg-type]  # timesteps: as for add_noise
     elif config.prediction_type == "sample":
         target = x0
     else:

@@ -201,3 +201,19 @@ def test_empty_batch_and_bad_settings(gen):
     assert gen.generate([]) == []
     with pytest.raises(ConfigError, match="guidance_scale"):
         EmbeddedSpriteGenerator(device="cpu", guidance_scale=0.5)
+
+
+@pytest.mark.parametrize("evolution_first", [False, True])
+def test_a_batch_mixing_evolutions_and_new_sprites_keeps_each_request_apart(gen, fresh, evolution_first):
+    """Regression: at strength 1 an evolution has as many steps as a new sprite, and the two once shared a UNet
+    batch: the init image was ignored (new sprite first) or the batch crashed (evolution first)."""
+    traits, seed = TOKENS[1]
+    new = ImageRequest(traits=traits, seed=seed)
+    evolution = ImageRequest(traits=TOKENS[0][0], seed=21, init_image=fresh[0].png, strength=1.0)
+    batch = [evolution, new] if evolution_first else [new, evolution]
+    out = dict(zip((id(r) for r in batch), gen.generate(batch), strict=True))
+    [evolved_alone] = gen.generate([evolution])
+    [new_alone] = gen.generate([new])
+    assert out[id(evolution)].pixels_sha256 == evolved_alone.pixels_sha256
+    assert out[id(evolution)].config["init_image_sha256"] == evolved_alone.config["init_image_sha256"]
+    assert out[id(new)].pixels_sha256 == new_alone.pixels_sha256

@@ -16,6 +16,7 @@ The treasury account never sends a transaction, so its balance changes are exact
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,6 +35,18 @@ from tests.contracts.support import (
     SYMBOL,
     WEIGHTS_V1,
 )
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On ``--network ethereum:local:foundry`` Ape starts anvil for the session: every contract test is ``anvil``."""
+    if "foundry" not in (config.getoption("network", default=None) or ""):
+        return
+    for item in items:
+        if HERE in item.path.resolve().parents:
+            item.add_marker(pytest.mark.anvil)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -51,6 +51,7 @@ def cli(tmp_path: Path, monkeypatch, models, capsys):
     return run
 
 
+@pytest.mark.slow
 @pytest.mark.anvil
 def test_generate_reveal_publish_and_set_base_uri(cli, chain: Chain, tmp_path: Path, monkeypatch) -> None:
     url = chain.w3.provider.endpoint_uri  # type: ignore[attr-defined]
@@ -147,6 +148,7 @@ def test_errors_are_one_clear_message(cli, tmp_path: Path) -> None:
     assert code == 1 and "error: --set-base-uri needs a published genesis" in text
 
 
+@pytest.mark.slow
 def test_a_random_seed_is_printed_and_reused(cli, tmp_path: Path) -> None:
     code, text = cli(
         "genesis",

@@ -22,7 +22,8 @@ SIZE = 32
 BATCH = 4
 STEPS = 10  # slow enough per batch (about a tenth of a second or more) that the kill lands mid-run
 
-pytestmark = pytest.mark.slow
+# ~60 s on 2 busy cores; its own deadlines (300 s for progress, 600 s for the rerun) outlast the suite's default.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def chrysalis(out: Path, env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:

@@ -23,7 +23,8 @@ import pytest
 from tests.generate.conftest import build_tiny_lm
 from tests.ops.conftest import ANVIL, ROOT
 
-pytestmark = [pytest.mark.slow, pytest.mark.anvil]
+# Each test runs the whole demo (~1 min); its own waits go up to 900 s, so the suite's 300 s default would cut them.
+pytestmark = [pytest.mark.slow, pytest.mark.anvil, pytest.mark.timeout(1200)]
 
 
 @pytest.fixture(scope="module")

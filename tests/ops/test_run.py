@@ -28,7 +28,8 @@ from agent.ops.config_template import toml_value
 from tests.generate.conftest import build_tiny_lm
 from tests.ops.conftest import ANVIL_PROCESSES, FEE, HOLDER, Devchain, _free_port
 
-pytestmark = [pytest.mark.slow, pytest.mark.anvil]
+# ~35 s on 2 busy cores, but its own waits (180 s for the agent to start, 120 s per fulfilment) add up past 300 s.
+pytestmark = [pytest.mark.slow, pytest.mark.anvil, pytest.mark.timeout(600)]
 
 PASSWORD = "ops-run-test"
 AGENT = 9

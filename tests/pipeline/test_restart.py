@@ -17,7 +17,8 @@ from agent.pipeline.hooks import ENV
 from agent.settings import Settings
 from tests.pipeline.conftest import ROOT, Chain
 
-pytestmark = pytest.mark.slow
+# ~95 s on 2 busy cores (one agent process per kill point, each allowed 300 s): over the suite's 300 s default.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def _run(settings_file: Path, kill_after: str | None, log: Path) -> subprocess.CompletedProcess[str]:

@@ -4,13 +4,13 @@ by someone else are never paid for; a job whose transaction reverted is settled 
 from __future__ import annotations
 
 import threading
-import time
 
 from agent.jobs import JobState, Stage
 from agent.metrics import REGISTRY
 from agent.pipeline import Agent
 from agent.settings import Settings
 from tests.pipeline.conftest import TIMEOUT, Chain
+from tests.support.wait import wait_until
 
 
 def _key(chain: Chain, rid: int) -> str:
@@ -33,10 +33,7 @@ def test_a_stuck_fulfilment_is_replaced_with_a_fee_bump_and_confirmed_once(
         before = _replaced()
         worker = threading.Thread(target=agent.work_once, daemon=True)
         worker.start()
-        deadline = time.monotonic() + 30
-        while _replaced() == before and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert _replaced() > before, "no replacement was sent"
+        wait_until(lambda: _replaced() > before, timeout=30, message="a replacement to be sent")
         pool = {sender.lower(): txs for sender, txs in chain.rpc("txpool_content")["pending"].items()}
         assert len(pool[chain.agent.lower()]) == 1  # the replacement took the original's nonce
         chain.mine()
@@ -113,9 +110,9 @@ def test_a_reverted_batch_is_settled_per_request_and_the_still_pending_ones_sent
         chain.automine(False)
         worker = threading.Thread(target=agent.work_once, daemon=True)
         worker.start()
-        deadline = time.monotonic() + 30
-        while not chain.rpc("txpool_content")["pending"] and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(
+            lambda: chain.rpc("txpool_content")["pending"], timeout=30, message="the batch in the pool"
+        )
         f.fulfillEvolution(taken, b"\x42" * 32, bytes(32)).transact(
             {
                 "from": chain.admin,

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import pytest
+
 from agent.jobs import JobState
 from agent.metrics import REGISTRY
 from agent.pipeline import Agent
@@ -17,6 +19,7 @@ def paused(budget: str) -> float:
     return REGISTRY.get_sample_value("chrysalis_refresh_paused_total", {"budget": budget}) or 0.0
 
 
+@pytest.mark.slow
 def test_max_tokens_pauses_a_refresh_and_it_resumes_with_the_rest_after_the_pause(
     chain: Chain, make: Callable[..., Settings], clock: Clock
 ) -> None:

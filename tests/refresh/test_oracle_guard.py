@@ -27,6 +27,7 @@ def digests(chain: Chain, tokens: list[int]) -> list[bytes]:
     return [chain.collection.functions.metadataDigestOf(t).call() for t in tokens]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bad", ["stale", "absurd"])
 def test_garbage_price_data_is_skipped_and_the_tokens_keep_their_metadata(
     chain: Chain, make: Callable[..., Settings], caplog: pytest.LogCaptureFixture, bad: str

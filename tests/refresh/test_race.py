@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
+
 from agent.jobs import JobState
 from agent.pipeline import Agent
 from agent.publish.metadata import cid_from_digest, parse_metadata
@@ -19,6 +21,7 @@ def work_refresh_only(agent: Agent, job_id: int) -> None:
         assert agent.work_once() == 1
 
 
+@pytest.mark.slow
 def test_a_token_with_a_pending_request_is_deferred_and_the_next_refresh_starts_from_its_evolution(
     chain: Chain, make: Callable[..., Settings]
 ) -> None:
@@ -47,6 +50,7 @@ def test_a_token_with_a_pending_request_is_deferred_and_the_next_refresh_starts_
         assert chain.collection.functions.stageOf(2).call() == 1
 
 
+@pytest.mark.slow
 def test_requests_and_evolutions_after_the_refresh_block_defer_their_tokens_at_the_pre_send_check(
     chain: Chain, make: Callable[..., Settings]
 ) -> None:

@@ -58,6 +58,7 @@ def test_a_refresh_renders_every_token_at_one_block_then_skips_what_did_not_chan
         assert second.result["transactions"] == [] and chain.agent_nonce() == nonce
 
 
+@pytest.mark.slow
 def test_a_price_move_past_the_threshold_triggers_a_refresh_that_repaints_from_the_previous_image(
     chain: Chain, make: Callable[..., Settings]
 ) -> None:
@@ -101,6 +102,7 @@ def test_a_price_move_past_the_threshold_triggers_a_refresh_that_repaints_from_t
         assert verify(dict(md.receipt), init_image_loader=lambda sha, cid: old_png).match
 
 
+@pytest.mark.slow
 def test_refreshmetadata_batches_stay_under_the_gas_cap_and_carry_a_recomputable_provenance(
     chain: Chain, make: Callable[..., Settings]
 ) -> None:

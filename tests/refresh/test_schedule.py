@@ -3,7 +3,7 @@ PostgreSQL), driven by a controllable clock: fires at the right time, survives r
 
 from __future__ import annotations
 
-import time
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +22,7 @@ from agent.settings import RefreshPolicySettings, Settings
 from tests.jobs.dbs import BACKENDS
 from tests.pipeline.conftest import Chain
 from tests.refresh.conftest import Clock, drive, states
+from tests.support.wait import wait_until
 
 CHAIN = 31337
 
@@ -40,6 +41,45 @@ def sched_clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     monkeypatch.setattr(apscheduler.schedulers.base, "datetime", ClockedDatetime)
     monkeypatch.setattr(apscheduler.executors.base, "datetime", ClockedDatetime)
     return clock
+
+
+class Looks:
+    """Counts the scheduler threads' looks for due jobs (APScheduler's ``_process_jobs``)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.started = 0
+        self.finished = 0
+
+    def wakeup(self, s: RefreshScheduler, timeout_s: float = 20) -> None:
+        """``s.wakeup()``, then wait until the scheduler has looked for due jobs, all of it after the call.
+
+        Whatever that look found due is submitted and rescheduled by then (``next_runs`` has moved on).
+        """
+        with self.lock:
+            begun = self.started  # a look that starts after this reads the clock the test just set
+        s.wakeup()
+        wait_until(
+            lambda: self.finished > begun, timeout=timeout_s, message="the scheduler to look for due jobs"
+        )
+
+
+@pytest.fixture
+def looks(monkeypatch: pytest.MonkeyPatch) -> Looks:
+    counter = Looks()
+    process_jobs = apscheduler.schedulers.base.BaseScheduler._process_jobs
+
+    def counted(self: apscheduler.schedulers.base.BaseScheduler) -> float | None:
+        with counter.lock:
+            counter.started += 1
+        try:
+            return process_jobs(self)  # type: ignore[no-any-return]
+        finally:
+            with counter.lock:
+                counter.finished += 1
+
+    monkeypatch.setattr(apscheduler.schedulers.base.BaseScheduler, "_process_jobs", counted)
+    return counter
 
 
 @pytest.fixture(params=BACKENDS)
@@ -70,22 +110,25 @@ def refresh_jobs(jobs: JobStore) -> list[Job]:
 
 
 def wait_for_jobs(jobs: JobStore, n: int, timeout_s: float = 20) -> list[Job]:
-    """Wait for the scheduler thread to queue ``n`` refresh jobs (it runs on its own thread)."""
-    deadline = time.monotonic() + timeout_s
-    while len(found := refresh_jobs(jobs)) < n and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return found
+    """Wait for the scheduler thread to queue ``n`` refresh jobs (it runs on its own thread); returns them all."""
+    wait_until(
+        lambda: len(refresh_jobs(jobs)) >= n, timeout=timeout_s, message=f"{n} refresh job(s) to be queued"
+    )
+    return refresh_jobs(jobs)
 
 
-def test_a_cron_policy_fires_at_its_time_and_queues_one_refresh(url: str, sched_clock: Clock) -> None:
+def test_a_cron_policy_fires_at_its_time_and_queues_one_refresh(
+    url: str, sched_clock: Clock, looks: Looks
+) -> None:
     with JobStore.open(url, clock=sched_clock) as jobs:
         s = scheduler(jobs, [daily()], sched_clock).start()
         try:
             assert s.next_runs() == {"daily": datetime(2030, 1, 2, tzinfo=UTC)}
             sched_clock.now = datetime(2030, 1, 1, 23, 59, 59, tzinfo=UTC)
-            s.wakeup()
-            time.sleep(0.3)
-            assert refresh_jobs(jobs) == []  # not yet
+            looks.wakeup(s)
+            # not yet: a fire would have moved the next run on (and queued a refresh, on the executor's thread)
+            assert s.next_runs() == {"daily": datetime(2030, 1, 2, tzinfo=UTC)}
+            assert refresh_jobs(jobs) == []
             sched_clock.now = datetime(2030, 1, 2, 0, 0, 2, tzinfo=UTC)
             s.wakeup()
             (job,) = wait_for_jobs(jobs, 1)
@@ -115,11 +158,13 @@ def test_schedules_survive_a_restart_and_a_fire_missed_while_down_runs_once_at_s
         second = scheduler(jobs, [daily()], sched_clock).start()
         try:
             found = wait_for_jobs(jobs, 1)
-            time.sleep(0.3)
-            assert len(refresh_jobs(jobs)) == 1  # coalesced: one catch-up refresh, not three
-            assert second.next_runs() == {"daily": datetime(2030, 1, 5, tzinfo=UTC)}
+            wait_until(
+                lambda: second.next_runs() == {"daily": datetime(2030, 1, 5, tzinfo=UTC)},
+                message="the next run to move on to 2030-01-05",
+            )
         finally:
-            second.stop()
+            second.stop()  # waits for the fire in progress
+        assert len(refresh_jobs(jobs)) == 1  # coalesced: one catch-up refresh, not three
         assert found[0].payload["fired_at"] == "2030-01-04T00:30:00+00:00"
 
 

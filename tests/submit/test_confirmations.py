@@ -10,9 +10,10 @@ import pytest
 
 from agent.domain import Confirmation, Submission
 from agent.metrics import REGISTRY
-from agent.submit import StuckTransactionError, TxRequest
+from agent.submit import StuckTransactionError, TxRequest, TxStatus, Web3TxSender
 from agent.submit.errors import GWEI
 from tests.submit.conftest import Chain, digest
+from tests.support.wait import wait_until
 
 
 def _fulfil(chain: Chain, request_id: int) -> TxRequest:
@@ -47,6 +48,13 @@ def _tx(chain: Chain, tx_hash: str) -> Any:
     return chain.w3.eth.get_transaction(tx_hash)
 
 
+def _mined(sender: Web3TxSender, sub: Submission) -> TxStatus:
+    """``sender.poll(sub)`` once it says mined. Automine mines a transaction as it arrives, but anvil answers
+    ``eth_sendRawTransaction`` first: on a busy machine the first look can still find it pending."""
+    wait_until(lambda: sender.poll(sub).state == "mined", message=f"{sub.tx_hash} to be mined")
+    return sender.poll(sub)
+
+
 def test_stuck_transaction_is_replaced_with_a_fee_bump(chain: Chain) -> None:
     """Automine off: nothing is mined until the test mines, so the first broadcast goes stale."""
     rid = chain.request(1)
@@ -57,17 +65,21 @@ def test_stuck_transaction_is_replaced_with_a_fee_bump(chain: Chain) -> None:
     chain.automine(False)
     first = sender.send(_fulfil(chain, rid))
     replacements: list[Submission] = []
-    replaced = threading.Event()
+    mined = threading.Event()
 
     def on_replace(sub: Submission) -> None:
         replacements.append(sub)
-        replaced.set()
+        # Hold the waiter until the test has looked at the pool and mined: left running, it would replace
+        # the replacement too once another 0.3 s went by (as on a busy machine, between two lines of this test).
+        mined.wait(30)
 
     waiting = Background(lambda: sender.wait(first, on_replace=on_replace))
-    assert replaced.wait(10), "no replacement was sent"
-    second = replacements[0]
-    assert chain.pool_hashes() == [second.tx_hash]  # the pool holds the replacement only
-    chain.mine()
+    try:
+        (second,) = wait_until(lambda: list(replacements), timeout=10, message="a replacement to be sent")
+        assert chain.pool_hashes() == [second.tx_hash]  # the pool holds the replacement only
+        chain.mine()
+    finally:
+        mined.set()
     conf: Confirmation = waiting.result()
 
     assert conf.status == 1
@@ -118,11 +130,11 @@ def test_stuck_transaction_that_cannot_be_replaced_under_the_cap_times_out(chain
     assert info.value.retryable
 
 
-def test_confirmations_are_counted_block_by_block(chain: Chain) -> None:
+def test_confirmations_are_counted_block_by_block(chain: Chain, monkeypatch: pytest.MonkeyPatch) -> None:
     rid = chain.request(4)
     sender = chain.sender(confirmations=2)
-    sub = sender.send(_fulfil(chain, rid))  # automine: mined at once
-    first = sender.poll(sub)
+    sub = sender.send(_fulfil(chain, rid))  # automine: mined as it arrives
+    first = _mined(sender, sub)
     assert first.state == "mined" and first.depth == 0
     chain.mine()
     assert sender.poll(sub).state == "mined"
@@ -130,11 +142,23 @@ def test_confirmations_are_counted_block_by_block(chain: Chain) -> None:
     done = sender.poll(sub)
     assert done.state == "confirmed" and done.depth == 2
 
-    # wait() blocks until the blocks exist.
+    # wait() blocks until the blocks exist: it sees the transaction mined, poll after poll, and keeps waiting.
     sub2 = sender.send(_fulfil(chain, chain.request(5)))
+    seen: list[str] = []
+    poll = sender.tracker.poll
+
+    def counting_poll(sub: Submission) -> TxStatus:
+        status = poll(sub)
+        seen.append(status.state)
+        return status
+
+    monkeypatch.setattr(sender.tracker, "poll", counting_poll)
     waiting = Background(lambda: sender.wait(sub2))
-    waiting.thread.join(0.3)
-    assert waiting.thread.is_alive(), "confirmed before two blocks were built on it"
+    wait_until(
+        lambda: seen.count("mined") >= 3 or not waiting.thread.is_alive(),
+        message="wait() to find the transaction mined in three polls",
+    )
+    assert waiting.thread.is_alive(), f"confirmed before two blocks were built on it (polls saw {seen})"
     chain.mine(2)
     conf = waiting.result()
     assert conf.confirmations == 2
@@ -146,7 +170,7 @@ def test_receipt_in_an_orphaned_block_is_re_waited(chain: Chain) -> None:
     rid = chain.request(6)
     sender = chain.sender(confirmations=2)
     sub = sender.send(_fulfil(chain, rid))
-    seen = sender.poll(sub)
+    seen = _mined(sender, sub)
     assert seen.state == "mined" and seen.receipt is not None
     old_block, old_hash = seen.receipt.block_number, seen.receipt.block_hash
     reorged_before = (
@@ -175,7 +199,7 @@ def test_transaction_dropped_by_a_reorg_is_rebroadcast(chain: Chain) -> None:
     rid = chain.request(7)
     sender = chain.sender(confirmations=1)
     sub = sender.send(_fulfil(chain, rid))
-    seen = sender.poll(sub)
+    seen = _mined(sender, sub)
     assert seen.state == "mined" and seen.receipt is not None
 
     chain.rpc("anvil_reorg", 1, [])  # the block is replaced by an empty one; the node forgets the tx

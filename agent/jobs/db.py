@@ -8,6 +8,8 @@ serialised between processes (``BEGIN IMMEDIATE`` on SQLite, an advisory lock on
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +64,8 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # pysqlite's own BEGIN handling is off; _on_begin emits ours
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        _journal_mode_wal(cur, busy_timeout_ms)
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
@@ -71,6 +73,26 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _journal_mode_wal(cur: Any, busy_timeout_ms: int) -> None:
+    """``PRAGMA journal_mode=WAL``, retried while another connection holds the lock.
+
+    Switching a new database file to WAL needs an exclusive lock, and SQLite answers a concurrent switch with
+    "database is locked" at once, without its busy handler (seen with a few processes or threads opening a new
+    database together). Once the file is in WAL mode (persistent) the pragma is a no-op.
+    """
+    deadline = time.monotonic() + busy_timeout_ms / 1000
+    delay = 0.005
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
 
 def _alembic_config(connection: sa.Connection) -> Config:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import uuid
 
 import pytest
@@ -46,7 +45,7 @@ def test_verify_prints_match_and_exits_zero(env: World) -> None:
     code, out = run("verify", "1", "--stage", "1")
     assert code == 0, out
     # (the first model load in a process may print transformers' "Loading weights" bar on stderr before it)
-    assert re.search(r"^token 1 stage 1 \(bafkrei", out, re.MULTILINE) and "MATCH" in out
+    assert "token 1 stage 1 (bafkrei" in out and "MATCH" in out
     code, out = run("verify", "1", "--json")
     assert code == 0 and json.loads(out)["verdict"] == "match" and json.loads(out)["stage"] == 2
 

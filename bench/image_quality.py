@@ -197,9 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     evo_s = [gen.generate([request])[0] for request in evo_requests]
     same_e = sum(x.pixels_sha256 == y.pixels_sha256 for x, y in zip(evo_b, evo_s, strict=False))
     eb, es = _native(evo_b).astype(int), _native(evo_s).astype(int)
+    threads = gen.threads or torch.get_num_threads()  # the generator pins its own count (default 1)
     emit(
         "image_determinism",
-        f"Batch-{len(det_reqs)} vs batch-1 outputs ({gen.device}, {torch.get_num_threads()} torch threads)",
+        f"Batch-{len(det_reqs)} vs batch-1 outputs ({gen.device}, {threads} torch threads)",
         ["mode", "identical pixels_sha256", "identical pixels", "max |diff| (uint8)", "s/image batch-1"],
         [
             ["fresh, 50 steps", f"{same}/{len(det_reqs)}", f"{px_same:.4f}", diff, f"{dt1:.3f}"],

@@ -6,10 +6,14 @@ evolutions reuse the same components through ``AutoPipelineForImage2Image.from_p
 
 - Optional LoRA (``load_lora_weights``, needs ``peft``) with a scale; scheduler and steps from settings.
 - Device ``auto`` (CUDA, MPS, CPU); float16 on GPUs by default, float32 on the CPU.
-- Requests are batched: those that share a mode and strength go through one pipeline call (up to
-  ``batch_size``), each with its own CPU ``torch.Generator``, so a request's noise depends only on its seed.
-  Batching changes float rounding slightly (about 1e-6), so a batched image can differ from the same image made
-  alone by 1/255 in a few pixels; the batch size is recorded, and verification replays at batch size 1.
+- Each request has its own CPU ``torch.Generator``, so its noise depends only on its seed. On the CPU every image
+  is computed alone (one pipeline call each, the canonical batch size 1): CPU kernels give a row different float
+  bits depending on the batch size and on the row's place in the batch (vectorised loops, GEMM/convolution
+  blocking), so a batched image could not be replayed from its receipt, and two equal requests in one batch could
+  differ. On a GPU, requests that share a mode and strength go through one call (up to ``batch_size``); such
+  receipts are not reproducible on the CPU anyway, and they record the batch size.
+- A generate call runs with the generator's own torch thread count (``threads``, default 1, the canonical
+  configuration; restored afterwards), never with whatever count the process happens to have; it is recorded.
 - Memory savers from settings: attention slicing, model or sequential CPU offload (GPU only).
 """
 
@@ -33,11 +37,13 @@ from PIL import Image
 from agent.errors import ConfigError
 from agent.generate.base import GeneratedImage, ImageGenerator, ImageRequest, ModelInfo
 from agent.generate.runtime import (
+    CANONICAL_THREADS,
     dtype_name,
     file_sha256,
     resolve_device,
     resolve_dtype,
     resolve_model_source,
+    torch_threads,
     weight_files,
     weights_digest,
 )
@@ -177,7 +183,9 @@ class DiffusersImageGenerator(ImageGenerator):
         num_inference_steps: Steps for a fresh image (default 30). guidance_scale: CFG scale (default 7.5).
         width, height: Output size (None: the model's default). negative_prompt: Optional.
         device: ``auto``/``cpu``/``cuda``/``mps``. dtype: ``auto`` (fp16 on GPU, fp32 on CPU) or explicit.
-        batch_size: Most images per pipeline call.
+        batch_size: Most images per pipeline call on a GPU (on the CPU each image is computed alone).
+        threads: torch CPU threads for each generate call (pinned for the call, then restored); None uses the
+            calling thread's count at the time. Receipts record it; 1 is the canonical configuration.
         attention_slicing, cpu_offload, channels_last, compile: Memory and speed options (see settings).
     """
 
@@ -202,6 +210,7 @@ class DiffusersImageGenerator(ImageGenerator):
         cpu_offload: str = "none",
         channels_last: bool = False,
         compile: bool = False,
+        threads: int | None = CANONICAL_THREADS,
     ) -> None:
         from diffusers import AutoPipelineForText2Image
 
@@ -213,6 +222,9 @@ class DiffusersImageGenerator(ImageGenerator):
             )
         if batch_size < 1:
             raise ConfigError(f"image batch_size={batch_size}", hint="use at least 1")
+        if threads is not None and threads < 1:
+            raise ConfigError(f"threads={threads}", hint="use 1 or more (1 is the canonical configuration)")
+        self.threads = threads
         for name, v in (("width", width), ("height", height)):
             if v is not None and (v < 8 or v % 8):
                 raise ConfigError(
@@ -402,10 +414,12 @@ class DiffusersImageGenerator(ImageGenerator):
         groups: dict[tuple[str, float], list[_Prepared]] = {}
         for p in prepared:
             groups.setdefault(("fresh", 1.0) if p.init is None else ("img2img", p.strength), []).append(p)
-        with self._lock:
+        step = self.model_batch_size
+        # the thread count first, then the pipeline: the same lock order as verify's (threads, then generate)
+        with torch_threads(self.threads), self._lock:
             for (mode, _), group in groups.items():
-                for start in range(0, len(group), self.batch_size):
-                    chunk = group[start : start + self.batch_size]
+                for start in range(0, len(group), step):
+                    chunk = group[start : start + step]
                     pipe = self.pipe if mode == "fresh" else self.img2img
                     pixels = self._run(pipe, chunk, mode)
                     for p, px in zip(chunk, pixels, strict=False):
@@ -413,6 +427,11 @@ class DiffusersImageGenerator(ImageGenerator):
         return out  # type: ignore[return-value]
 
     __call__ = generate
+
+    @property
+    def model_batch_size(self) -> int:
+        """Images per pipeline call: 1 on the CPU (each image independent of its neighbours), else ``batch_size``."""
+        return 1 if self.device.type == "cpu" else self.batch_size
 
     def _call_kwargs(self, pipe: Any, chunk: list[_Prepared], mode: str) -> dict[str, Any]:
         accepted = set(inspect.signature(pipe.__call__).parameters)

@@ -9,9 +9,13 @@ No diffusers-loadable image model can be installed from a package registry, so C
 - Output: the native 32x32 image upscaled with nearest-neighbour to 512x512 PNG; ``pixels_sha256`` is the sha256
   of the native uint8 (32, 32, 3) array.
 
-Requests are batched: requests that share a timestep schedule (all fresh ones; img2img ones with the same
-strength) go through the UNet together, one call per step. Each request draws its noise from its own CPU
-``torch.Generator`` seeded with its seed, so its output depends only on its own seed and inputs.
+Each request draws its noise from its own CPU ``torch.Generator`` seeded with its seed, and on the CPU each image
+goes through the UNet alone (the canonical batch size 1), so its output depends only on its own seed and inputs:
+CPU kernels give a row different float bits depending on the batch size and on the row's place in the batch
+(oneDNN picks convolution kernels by batch size; vectorised loops and GEMM blocking treat rows by position), so a
+batched image could not be replayed from its receipt. On a GPU, requests that share a timestep schedule go
+through the UNet together (up to ``max_batch_size``), one call per step; the receipt records the batch size.
+A generate call runs with the generator's own torch thread count (``threads``, default 1), restored afterwards.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from PIL import Image
 
 from agent.errors import ConfigError, IntegrityError, NotFoundError
 from agent.generate.base import GeneratedImage, ImageGenerator, ImageRequest, ModelInfo
+from agent.generate.runtime import CANONICAL_THREADS, torch_threads
 from agent.generate.sprites.conditioning import NULL_CLASS, class_label, class_traits
 from agent.generate.sprites.dataset import SIZE
 
@@ -194,11 +199,13 @@ class EmbeddedSpriteGenerator(ImageGenerator):
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or ``"cuda"``.
         num_inference_steps: DDIM steps for a fresh image (an evolution runs ``round(steps * strength)`` of them).
         guidance_scale: Classifier-free guidance; 1.0 disables it (one UNet pass per step).
-        max_batch_size: Most requests sent through the UNet at once.
+        max_batch_size: Most requests sent through the UNet at once on a GPU (on the CPU each image goes alone).
         palette_transfer: Evolving to another mood first recolours the previous image to the new mood's palette
             family (:mod:`agent.generate.sprites.palette`), so a moderate strength keeps the token's identity and
             still shows the new mood. The config records the mood it came from and the recoloured start's hash.
         dtype: Model dtype (float32: the model is tiny and float32 keeps CPU outputs reproducible).
+        threads: torch CPU threads for each generate call (pinned for the call, then restored); None uses the
+            calling thread's count at the time. Receipts record it; 1 is the canonical configuration.
     """
 
     def __init__(
@@ -211,6 +218,7 @@ class EmbeddedSpriteGenerator(ImageGenerator):
         max_batch_size: int = 64,
         dtype: torch.dtype = torch.float32,
         palette_transfer: bool = True,
+        threads: int | None = CANONICAL_THREADS,
     ) -> None:
         if num_inference_steps < 1:
             raise ConfigError(
@@ -220,6 +228,8 @@ class EmbeddedSpriteGenerator(ImageGenerator):
             raise ConfigError(f"guidance_scale={guidance_scale}", hint="use 1.0 (off) or more")
         if max_batch_size < 1:
             raise ConfigError(f"max_batch_size={max_batch_size}", hint="use at least 1")
+        if threads is not None and threads < 1:
+            raise ConfigError(f"threads={threads}", hint="use 1 or more (1 is the canonical configuration)")
         self.model = load_sprite_model(model_dir, device, dtype)
         self.device = self.model.device
         self.dtype = dtype
@@ -227,6 +237,7 @@ class EmbeddedSpriteGenerator(ImageGenerator):
         self.guidance_scale = float(guidance_scale)
         self.max_batch_size = max_batch_size
         self.palette_transfer = palette_transfer
+        self.threads = threads
 
     @property
     def info(self) -> ModelInfo:
@@ -294,15 +305,22 @@ class EmbeddedSpriteGenerator(ImageGenerator):
         # requests that share a timestep schedule and a start (noise, or an init image) run together
         for p in prepared:
             groups.setdefault((self._denoise_steps(p), p.init is not None), []).append(p)
-        for (n_steps, _), group in groups.items():
-            for start in range(0, len(group), self.max_batch_size):
-                chunk = group[start : start + self.max_batch_size]
-                pixels = self._run(chunk, n_steps)
-                for p, px in zip(chunk, pixels, strict=False):
-                    out[p.index] = self._result(p, px, n_steps, len(chunk))
+        step = self.model_batch_size
+        with torch_threads(self.threads):
+            for (n_steps, _), group in groups.items():
+                for start in range(0, len(group), step):
+                    chunk = group[start : start + step]
+                    pixels = self._run(chunk, n_steps)
+                    for p, px in zip(chunk, pixels, strict=False):
+                        out[p.index] = self._result(p, px, n_steps, len(chunk))
         return out  # type: ignore[return-value]
 
     __call__ = generate
+
+    @property
+    def model_batch_size(self) -> int:
+        """Images per UNet call: 1 on the CPU (each image independent of its neighbours), else ``max_batch_size``."""
+        return 1 if self.device.type == "cpu" else self.max_batch_size
 
     # --- internals -------------------------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ IMAGE_KEYS = (
     "compile",
     "device",
     "dtype",
+    "threads",
 )
 LORE_KEYS = (
     "lore_backend",
@@ -108,6 +109,7 @@ def _build_image(s: ModelSettings) -> ImageGenerator:
             guidance_scale=1.0 if s.image_guidance is None else s.image_guidance,
             max_batch_size=s.image_batch_size,
             dtype=resolve_dtype(s.dtype, device, gpu_default="float32"),
+            threads=s.threads,
         )
     if s.image_backend == "diffusers":
         from agent.generate.diffusers_image import DiffusersImageGenerator
@@ -134,6 +136,7 @@ def _build_image(s: ModelSettings) -> ImageGenerator:
             cpu_offload=s.cpu_offload,
             channels_last=s.channels_last,
             compile=s.compile,
+            threads=s.threads,
         )
     raise ConfigError(f"unknown image_backend {s.image_backend!r}", hint="use embedded or diffusers")
 

@@ -136,15 +136,22 @@ def current_runtime(device: torch.device | str, dtype: torch.dtype | str, batch_
     return RuntimeConfig(dev, dt, torch.get_num_threads(), batch_size, library_versions())
 
 
-_THREADS_LOCK = threading.Lock()
+_THREADS_LOCK = threading.RLock()
 
 
 @contextlib.contextmanager
 def torch_threads(n: int | None) -> Iterator[None]:
-    """Run a block with ``n`` torch CPU threads (None: leave as is), restoring the previous count after."""
+    """Run a block with ``n`` torch CPU threads (None: leave as is), restoring the previous count after.
+
+    Blocks that pin a count run one at a time in a process (a reentrant lock, so they nest: ``verify`` pins the
+    receipt's count around a generator that pins its own). With torch's OpenMP backend the count belongs to the
+    calling OS thread: another Python thread keeps the count it had, so pin it where the work runs.
+    """
     if n is None:
         yield
         return
+    if n < 1:
+        raise ConfigError(f"{n} torch threads", hint="use 1 or more (1 is the canonical configuration)")
     with _THREADS_LOCK:
         before = torch.get_num_threads()
         torch.set_num_threads(n)

@@ -125,12 +125,22 @@ class _CanonicalImageRuntime(TypedDict):
     device: Literal["cpu"]
     dtype: Literal["float32"]
     image_batch_size: int
+    threads: int
 
 
 def image_settings(part: ImageRecord, *, model: str | None = None, lora: str | None = None) -> ModelSettings:
-    """Settings that rebuild the receipt's image generator in the canonical configuration."""
+    """Settings that rebuild the receipt's image generator: CPU, float32, batch 1, the receipt's thread count.
+
+    The generator pins its own thread count for each call, so the count must be in the settings (a count set
+    around the call would be overridden).
+    """
     cfg = part.config
-    common: _CanonicalImageRuntime = {"device": "cpu", "dtype": "float32", "image_batch_size": 1}
+    common: _CanonicalImageRuntime = {
+        "device": "cpu",
+        "dtype": "float32",
+        "image_batch_size": 1,
+        "threads": _threads_for(part.runtime),
+    }
     if part.model.backend == "embedded":
         return ModelSettings(
             image_backend="embedded",
@@ -163,7 +173,7 @@ def image_settings(part: ImageRecord, *, model: str | None = None, lora: str | N
 def lore_settings(
     part: LoreRecord, *, model: str | None = None, cache_dir: Path | None = None
 ) -> ModelSettings:
-    """Settings that rebuild the receipt's lore writer in the canonical configuration."""
+    """Settings that rebuild the receipt's lore writer: CPU, float32, batch 1, the receipt's thread count."""
     gc = part.generation_config
     extra: dict[str, Any] = {} if cache_dir is None else {"cache_dir": cache_dir}
     backend: Literal["embedded", "transformers"]
@@ -186,6 +196,7 @@ def lore_settings(
         lore_batch_size=1,
         device="cpu",
         dtype="float32",
+        threads=_threads_for(part.runtime),  # loading applies this count: it must be the receipt's
         **extra,
     )
 

@@ -176,7 +176,8 @@ def genesis_models(models: ModelSettings, batch_size: int) -> ModelSettings:
 
     - ``image_batch_size`` and ``lore_batch_size`` become the genesis batch size, so a genesis batch goes through
       each model as one batch (the settings' defaults of 8 suit one token's evolution; SmolLM2 decoding 64 rows
-      takes about 60% of the CPU time per text that 8 rows take).
+      takes about 60% of the CPU time per text that 8 rows take). On the CPU the image generators still compute
+      each image alone, so that its receipt replays bit for bit; the image batch applies on a GPU.
     - ``image_steps`` of the embedded sprite model becomes :data:`GENESIS_IMAGE_STEPS`.
 
     Explicit values are kept (a GPU's memory may need smaller batches). The effective settings are recorded in

@@ -59,18 +59,38 @@ def test_same_seed_same_bits_other_seed_other_image(sd):
     assert a.pixels_sha256 == b.pixels_sha256 != c.pixels_sha256
 
 
-def test_batched_equals_per_item_within_one_level(sd):
-    """Each request draws noise from its own CPU generator, so batching changes only float rounding."""
+def test_each_image_of_a_call_is_the_image_made_alone_bit_for_bit(sd):
+    """CPU kernels give a batch row other bits than a batch-1 call (and by its place in the batch), which a receipt
+    could not replay; so on the CPU each request of a call is computed alone, at the canonical batch size 1."""
     reqs = [
         ImageRequest(TRAITS, 1),
         ImageRequest({"mood": "fierce", "element": "air"}, 2),
         ImageRequest(TRAITS, 3),
     ]
     batched = sd.generate(reqs)
-    assert [i.config["batch_size"] for i in batched] == [3, 3, 3]
-    for req, b in zip(reqs, batched, strict=False):
+    assert [i.config["batch_size"] for i in batched] == [1, 1, 1]
+    for req, b in zip(reqs, batched, strict=True):
         [alone] = sd.generate([req])
-        assert np.abs(pixels(alone).astype(int) - pixels(b)).max() <= 1
+        assert alone.pixels_sha256 == b.pixels_sha256 and alone.png == b.png
+
+
+def test_a_call_runs_with_the_generators_thread_count_and_restores_the_callers(sd, tiny_sd_dir):
+    import torch
+
+    [canonical] = sd.generate([ImageRequest(TRAITS, 7)])
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)  # what an earlier caller (or test) left behind must not matter
+        [img] = sd.generate([ImageRequest(TRAITS, 7)])
+        assert torch.get_num_threads() == 2  # restored
+    finally:
+        torch.set_num_threads(before)
+    assert img.config["torch_threads"] == 1 and img.pixels_sha256 == canonical.pixels_sha256
+    two = DiffusersImageGenerator(str(tiny_sd_dir), num_inference_steps=4, device="cpu", threads=2)
+    [other] = two.generate([ImageRequest(TRAITS, 7)])
+    assert other.config["torch_threads"] == 2 and torch.get_num_threads() == before
+    with pytest.raises(ConfigError, match="threads"):
+        DiffusersImageGenerator(str(tiny_sd_dir), device="cpu", threads=0)
 
 
 def test_img2img_evolves_the_previous_image(sd):

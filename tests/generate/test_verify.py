@@ -186,6 +186,26 @@ def test_non_canonical_cpu_receipt_is_replayed_with_its_thread_count(tiny_lm_dir
     assert "not canonical (threads=2, batch_size=2)" in result.note
 
 
+def test_an_image_made_with_two_threads_among_other_requests_replays_with_two(tiny_sd_dir, fresh_factory):
+    """The generator pins its own thread count, so verify must rebuild it with the receipt's (not the canonical 1,
+    nor whatever count is set around the call); and an image made in a call with others is replayed alone."""
+    s = ModelSettings(
+        image_backend="diffusers", image_model=str(tiny_sd_dir), image_steps=4, device="cpu", threads=2
+    )
+    gen = fresh_factory.load_image_generator(s)
+    seed = derive_seed(bytes(32), 5)
+    req = ImageRequest({"mood": "gloomy", "element": "water"}, seed)
+    other = ImageRequest({"mood": "radiant", "element": "earth"}, derive_seed(bytes(32), 6))
+    with torch_threads(1):
+        _, img, _ = gen.generate([other, req, req])
+    r = build_receipt(onchain_seed=bytes(32), token_id=5, image=image_record(gen, req, img))
+    assert r.image.runtime["threads"] == 2 and r.image.runtime["batch_size"] == 1 and not r.canonical
+    with torch_threads(1):
+        result = verify(r)
+    assert result.match, result.note
+    assert "not canonical (threads=2, batch_size=1)" in result.note
+
+
 def test_models_kept_elsewhere_are_found_by_override_and_still_digest_checked(
     sampled, tmp_path, fresh_factory
 ):

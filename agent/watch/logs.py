@@ -19,7 +19,13 @@ from eth_utils.abi import collapse_if_tuple
 
 from agent.domain import ChainEvent, LogKey
 from agent.metrics import RANGE_HALVINGS
-from agent.watch.errors import LogDecodeError, RangeTooLargeError, UnsplittableRangeError
+from agent.watch.errors import (
+    LogDecodeError,
+    RangeTooLargeError,
+    RateLimitedError,
+    RpcError,
+    UnsplittableRangeError,
+)
 from agent.watch.rpc import RpcClient, hex0x
 
 log = logging.getLogger("chrysalis.watch.logs")
@@ -72,7 +78,11 @@ def fetch_logs(
 ) -> tuple[int, list[dict[str, Any]]]:
     """Logs from ``start`` up to at most ``end``, in one accepted request; returns ``(last block covered, logs)``.
 
-    The request covers ``span.size`` blocks, halved on each refusal until the provider accepts it.
+    The request covers ``span.size`` blocks, halved on each refusal until the provider accepts it. Any error the
+    provider answers for a range of more than one block counts as a refusal, whatever its wording (providers word
+    their range caps in ways no pattern keeps up with: "eth_getLogs is limited to a 10,000 blocks range"); the
+    wording only decides how fast the limit is found. A rate limit is not a refusal. For a single block, a range
+    refusal is :class:`UnsplittableRangeError` and any other error propagates: the watcher stops loudly.
     """
     if end < start:
         raise ValueError(f"empty range {start}..{end}")
@@ -80,13 +90,20 @@ def fetch_logs(
         to = min(end, start + span.size - 1)
         try:
             logs = rpc.get_logs(start, to, address, topics)
-        except RangeTooLargeError as exc:
+        except RateLimitedError:
+            raise
+        except RpcError as exc:
+            recognised = isinstance(exc, RangeTooLargeError)
             if not span.refused(to - start + 1):
-                raise UnsplittableRangeError(rpc.url, start, exc.rpc_message) from exc
+                if recognised:
+                    raise UnsplittableRangeError(rpc.url, start, exc.rpc_message) from exc
+                raise
             RANGE_HALVINGS.inc()
             log.info(
-                "eth_getLogs %d..%d refused (%s); trying %d blocks", start, to, exc.rpc_message, span.size
-            )
+                "eth_getLogs %d..%d refused (%s%s); trying %d blocks",
+                start, to, exc.rpc_message, "" if recognised else ", an unrecognised error: halving anyway",
+                span.size,
+            )  # fmt: skip
             continue
         span.succeeded()
         return to, logs

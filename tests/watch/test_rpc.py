@@ -22,7 +22,7 @@ def _metric(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-@pytest.mark.parametrize("style", ["-32005", "range", "413"])
+@pytest.mark.parametrize("style", ["-32005", "range", "413", "unknown"])
 def test_refused_ranges_are_halved_until_the_provider_accepts_them(
     chain: Chain, make_watcher: WatcherFactory, proxy_factory: Callable[..., Proxy], style: str
 ) -> None:

@@ -27,7 +27,7 @@ from agent.jobs.db import open_database
 from agent.jobs.errors import JobNotFoundError, JobStateError, LeaseLostError, StageOrderError
 from agent.jobs.models import STAGES, Job, JobKind, JobRow, JobStageRow, JobState, Stage
 from agent.jobs.policy import RetryPolicy
-from agent.jobs.store import DEFAULT_LEASE_S, JobStore
+from agent.jobs.store import DEFAULT_LEASE_S, ORPHANED_REASON, JobStore
 
 log = logging.getLogger("chrysalis.jobs")
 
@@ -352,9 +352,7 @@ class SqlJobStore(JobStore):
         row.updated_at = now
         log.warning("job %s (%s) cancelled: %s", row.id, row.key, reason)
 
-    def cancel_orphaned(
-        self, block_hashes: Iterable[str], reason: str = "source log orphaned by a reorg"
-    ) -> list[Job]:
+    def cancel_orphaned(self, block_hashes: Iterable[str], reason: str = ORPHANED_REASON) -> list[Job]:
         hashes = [h.lower() for h in block_hashes]
         if not hashes:
             return []
@@ -528,12 +526,12 @@ def _source_columns(source: LogKey | None, block_number: int | None) -> dict[str
 
 
 def _revivable(row: JobRow, source: LogKey | None) -> bool:
-    return (
-        row.state == JobState.CANCELLED
-        and source is not None
-        and row.block_hash is not None
-        and row.block_hash != source.block_hash.lower()
-    )
+    """A cancelled job comes back when its log arrives from another block (re-mined after a reorg), or from the
+    same block after it was cancelled as orphaned: the watcher delivers only logs of blocks it has linked to the
+    canonical chain, so that block is canonical after all (a reorg that flipped back, or a false alarm)."""
+    if row.state != JobState.CANCELLED or source is None or row.block_hash is None:
+        return False
+    return row.block_hash != source.block_hash.lower() or row.reason == ORPHANED_REASON
 
 
 def _check_json(value: Any, what: str) -> None:

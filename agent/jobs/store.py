@@ -41,6 +41,8 @@ from agent.jobs.models import Job, JobKind, JobState, Stage
 from agent.jobs.policy import RetryPolicy
 
 DEFAULT_LEASE_S = 60.0
+#: The reason a job is cancelled with when a reorg orphans its source log (such a job revives if the log returns).
+ORPHANED_REASON = "source log orphaned by a reorg"
 
 
 class JobStore(ABC):
@@ -148,9 +150,7 @@ class JobStore(ABC):
         lease. Cancelling a cancelled job does nothing; a confirmed job raises :class:`JobStateError`."""
 
     @abstractmethod
-    def cancel_orphaned(
-        self, block_hashes: Iterable[str], reason: str = "source log orphaned by a reorg"
-    ) -> list[Job]:
+    def cancel_orphaned(self, block_hashes: Iterable[str], reason: str = ORPHANED_REASON) -> list[Job]:
         """Cancel every unfinished job whose source log is in one of ``block_hashes``; return the jobs touched."""
 
     @abstractmethod

@@ -57,8 +57,12 @@ def detect_reorg(
 ) -> tuple[Reorg, CursorState | None] | None:
     """Check the window against the chain: ``None`` if the tip is canonical, else the reorg and the state
     rolled back to the common ancestor (``None``: back to before ``start_block``, when every reported block
-    was replaced). Raises :class:`DeepReorgError` when the reorg reaches a final block."""
-    if canonical(state.tip.number) == state.tip.hash:
+    was replaced). Raises :class:`DeepReorgError` when the reorg reaches a final block.
+
+    Only a block the node reports with another hash is evidence of a reorg: a tip the node does not have (it lags
+    behind a load balancer, or the new branch is still shorter) is no reorg yet, and the next poll looks again."""
+    tip_hash = canonical(state.tip.number)
+    if tip_hash is None or tip_hash == state.tip.hash:
         return None
     orphaned: list[BlockRef] = []
     ancestor: BlockRef | None = None

@@ -146,6 +146,9 @@ class Watcher:
         self._chain_id: int | None = None
         self._decoder: LogDecoder | None = None
         self._state: CursorState | None = None
+        self._lagging = (
+            False  # the last poll found the node's head below the cursor (logged once per episode)
+        )
         self._loaded = False
         self._wake = threading.Event()
         self._stopped = threading.Event()
@@ -226,6 +229,17 @@ class Watcher:
         self._load()
         cfg = self.config
         head = self.rpc.block_number()
+        if self._state is not None and head < self._state.tip.number:
+            # A head below the cursor is a node that lags (load-balanced providers answer from nodes a few blocks
+            # apart), not a reorg: nothing the cursor reported is known to be orphaned. Wait for the node.
+            if not self._lagging:
+                log.warning(
+                    "the node's head #%d is behind the cursor #%d: it lags (a load-balanced provider?); waiting",
+                    head, self._state.tip.number,
+                )  # fmt: skip
+            self._lagging = True
+            return
+        self._lagging = False
         if self._state is not None:
             found = detect_reorg(
                 self._state,

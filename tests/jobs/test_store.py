@@ -332,15 +332,30 @@ def test_reorg_cancels_orphaned_jobs_and_a_remined_log_revives_them(store: SqlJo
     assert cancelled.id == job.id and cancelled.state is JobState.CANCELLED
     assert store.get(other.id).state is JobState.QUEUED
 
-    # The same request, seen again from the orphaned block: still a no-op.
-    same, created = _enqueue(store, source=LogKey(31337, "0x" + "aa" * 32, 0, orphan_block))
-    assert not created and same.state is JobState.CANCELLED
     # Re-mined in the new branch: the job comes back, without the stages read at the orphaned block.
     new_source = LogKey(31337, "0x" + "aa" * 32, 1, "0x" + "1e" * 32)
     revived, created = _enqueue(store, source=new_source, block_number=21, payload={"requestId": 1, "v": 2})
     assert created and revived.id == job.id
     assert revived.state is JobState.QUEUED and revived.outputs == {} and revived.attempts == 0
     assert revived.source == new_source and revived.block_number == 21 and revived.payload["v"] == 2
+
+
+def test_a_log_delivered_again_from_the_same_block_revives_a_job_cancelled_as_orphaned(
+    store: SqlJobStore,
+) -> None:
+    """The watcher delivers only logs of blocks it linked to the canonical chain: a log from a block it had
+    reported orphaned means that block is canonical after all (a lagging node taken for a reorg, a flip back)."""
+    block = "0x" + "0f" * 32
+    source = LogKey(31337, "0x" + "aa" * 32, 0, block)
+    job, _ = _enqueue(store, source=source, block_number=20)
+    store.cancel_orphaned([block])
+    revived, created = _enqueue(store, source=source, block_number=20)
+    assert created and revived.id == job.id and revived.state is JobState.QUEUED and revived.reason is None
+    # a job an operator cancelled stays cancelled when its log is seen again
+    other, _ = _enqueue(store, key="evolve:31337:2", source=LogKey(31337, "0x" + "bb" * 32, 0, block))
+    store.cancel(other.id, "operator asked")
+    again, created = _enqueue(store, key="evolve:31337:2", source=LogKey(31337, "0x" + "bb" * 32, 0, block))
+    assert not created and again.state is JobState.CANCELLED and again.reason == "operator asked"
 
 
 # -- queries and errors -----------------------------------------------------------------------------------

@@ -158,12 +158,14 @@ def make_watcher(chain: Chain, sqlite_url: str) -> Iterator[WatcherFactory]:
 
 class Proxy:
     """A local JSON-RPC HTTP proxy in front of anvil that can refuse wide eth_getLogs ranges (like hosted
-    providers do) and fail the next requests with an HTTP status."""
+    providers do), fail the next requests with an HTTP status, and lag: with ``lag = n`` it answers like a node
+    ``n`` blocks behind (``eth_blockNumber`` minus n, no block above that), as load-balanced providers do."""
 
     def __init__(self, upstream: str, *, max_span: int | None = None, style: str = "-32005") -> None:
         self.upstream = upstream
         self.max_span = max_span
         self.style = style
+        self.lag = 0
         self.fail_next: list[tuple[int, dict[str, str]]] = []
         self.refused: list[tuple[int, int]] = []
         self.served: list[tuple[int, int]] = []
@@ -221,7 +223,20 @@ class Proxy:
         reply = requests.post(
             self.upstream, data=body, headers={"Content-Type": "application/json"}, timeout=30
         )
+        if self.lag and reply.status_code == 200:
+            return 200, self._lagged(request, reply.json()), {}
         return reply.status_code, reply.content, {}
+
+    def _lagged(self, request: dict[str, Any], reply: dict[str, Any]) -> dict[str, Any]:
+        method = request.get("method")
+        if method == "eth_blockNumber" and "result" in reply:
+            reply["result"] = hex(max(0, int(reply["result"], 16) - self.lag))
+        elif method == "eth_getBlockByNumber" and reply.get("result"):
+            head = int(requests.post(self.upstream, json={"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber",
+                                                          "params": []}, timeout=30).json()["result"], 16)  # fmt: skip
+            if int(reply["result"]["number"], 16) > head - self.lag:
+                reply["result"] = None
+        return reply
 
     def close(self) -> None:
         self.server.shutdown()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from agent.jobs import JobKind, JobState, JobStore
@@ -9,7 +11,7 @@ from agent.watch.cursor import CursorState
 from agent.watch.errors import DeepReorgError
 from agent.watch.events import BlockRef, NewBlock, Reorg
 from agent.watch.reorg import advance, detect_reorg, finalize
-from tests.watch.conftest import Chain, Recorder, WatcherFactory
+from tests.watch.conftest import Chain, Proxy, Recorder, WatcherFactory
 
 pytestmark = pytest.mark.anvil
 
@@ -179,3 +181,25 @@ def test_advance_links_blocks_and_restarts_the_window_on_a_jump() -> None:
     with pytest.raises(ValueError):
         advance(jumped, 1, BlockRef(9, "0xa-9"))
     assert isinstance(NewBlock(blocks[0]).events, tuple)
+
+
+def test_a_lagging_head_is_not_a_reorg_and_nothing_is_delivered_twice(
+    chain: Chain, make_watcher: WatcherFactory, proxy_factory: Callable[..., Proxy]
+) -> None:
+    """Issue 11, anomaly 1: a node behind the cursor (a load-balanced provider) once made the watcher orphan the
+    cursor's blocks, and their jobs were cancelled for good."""
+    proxy = proxy_factory()
+    seen = Recorder()
+    watcher = make_watcher(rpc_url=proxy.url, finality_depth=10)
+    chain.request(token_id=1)
+    watcher.poll(seen)
+    tip = watcher.state.tip  # type: ignore[union-attr]
+    proxy.lag = 3  # the next answers come from a node three blocks behind
+    assert watcher.poll(seen) == 0
+    assert seen.of("reorg") == [] and watcher.state.tip == tip  # type: ignore[union-attr]
+    chain.request(token_id=2)  # one block ahead of the cursor, still above the lagging node's head
+    assert watcher.poll(seen) == 0 and seen.of("reorg") == []
+    proxy.lag = 0
+    watcher.poll(seen)
+    assert seen.of("reorg") == []
+    assert [e.args["tokenId"] for e in seen.logs()] == [1, 2]

@@ -46,7 +46,7 @@ from agent.pipeline.publish import PublishStage
 from agent.pipeline.submit import Settler, Submitter
 from agent.pipeline.worker import Worker, in_flight
 from agent.settings import Settings
-from agent.watch import DeepReorgError, SqlCursorStore, WatchConfig, Watcher
+from agent.watch import ChainResetError, DeepReorgError, SqlCursorStore, WatchConfig, Watcher
 from agent.watch.rpc import RpcClient
 
 log = logging.getLogger("chrysalis.pipeline")
@@ -327,6 +327,7 @@ class Agent:
 
         Raises:
             DeepReorgError: a reorg deeper than ``chain.finality_depth`` (fatal: stop the agent).
+            ChainResetError: the chain was replaced under the agent (fatal: stop the agent).
             RetryableError: the node failed; poll again later.
         """
         before = self.router.events_seen
@@ -387,6 +388,7 @@ class Agent:
 
         Raises:
             DeepReorgError: the chain reorganised deeper than ``chain.finality_depth`` (after stopping).
+            ChainResetError: the chain was replaced under the agent: another genesis, or no contract (after stopping).
         """
         self.worker.stop = stop
         if self.refresh is not None:
@@ -442,7 +444,7 @@ class Agent:
                     if self.poll_once():
                         self._wake.set()
                     failures = 0
-                except DeepReorgError as exc:
+                except (DeepReorgError, ChainResetError) as exc:
                     log.critical("%s", exc)
                     fatal.append(exc)
                     stop.set()

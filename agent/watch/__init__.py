@@ -15,6 +15,7 @@ See :mod:`agent.watch.watcher` for the model and the delivery guarantees.
 from agent.watch.cursor import CursorState, CursorStore
 from agent.watch.cursor_sql import SqlCursorStore
 from agent.watch.errors import (
+    ChainResetError,
     DeepReorgError,
     LogDecodeError,
     RangeTooLargeError,
@@ -33,6 +34,7 @@ __all__ = [
     "BlockRef",
     "CursorState",
     "CursorStore",
+    "ChainResetError",
     "DeepReorgError",
     "Finalize",
     "LogDecodeError",

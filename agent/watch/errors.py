@@ -106,6 +106,28 @@ class LogDecodeError(PermanentError, ValueError):
         )
 
 
+class ChainResetError(PermanentError):
+    """The chain under the watcher is not the one its cursor followed: the genesis block changed, or the watched
+    contract has no code (a local dev chain restarted, or ``chain.rpc_url`` now points at another network).
+
+    Attributes:
+        stream: The watcher stream.
+        url: The endpoint.
+        reason: What was found.
+    """
+
+    def __init__(self, *, stream: str, url: str, reason: str) -> None:
+        self.stream = stream
+        self.url = url
+        self.reason = reason
+        super().__init__(
+            f"the chain at {url} is not the one stream {stream} was following: {reason}",
+            hint="if you restarted a local dev chain, redeploy and start with a fresh data directory (or reset the "
+            "cursor with SqlCursorStore.reset and the old chain's jobs); otherwise point chain.rpc_url back at "
+            "the right network",
+        )
+
+
 class DeepReorgError(PermanentError):
     """The chain reorganised below the finality depth: blocks the watcher reported as final were replaced.
 

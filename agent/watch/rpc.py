@@ -140,6 +140,12 @@ class RpcClient:
             return None
         return BlockRef(int(block["number"]), hex0x(block["hash"]), hex0x(block["parentHash"]))
 
+    def get_code(self, address: str) -> bytes:
+        """The contract code at ``address`` at the head (empty: no contract there)."""
+        return bytes(
+            self.call("eth_getCode", lambda: self.w3.eth.get_code(Web3.to_checksum_address(address)))
+        )
+
     def get_logs(
         self,
         from_block: int,

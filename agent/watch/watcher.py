@@ -35,6 +35,7 @@ from web3 import Web3
 from agent.errors import ConfigError, RetryableError
 from agent.metrics import WATCH_BLOCK, WATCH_FINALIZED, WATCH_LOGS, WATCH_POLL_ERRORS, WATCH_REORGS
 from agent.watch.cursor import CursorState, CursorStore
+from agent.watch.errors import ChainResetError
 from agent.watch.events import BlockRef, Finalize, NewBlock, WatchEvent
 from agent.watch.logs import AdaptiveRange, LogDecoder, fetch_logs
 from agent.watch.reorg import advance, detect_reorg, finalize
@@ -146,9 +147,9 @@ class Watcher:
         self._chain_id: int | None = None
         self._decoder: LogDecoder | None = None
         self._state: CursorState | None = None
-        self._lagging = (
-            False  # the last poll found the node's head below the cursor (logged once per episode)
-        )
+        self._genesis: str | None = None  # the chain's genesis hash, read at the first poll
+        # the last poll found the node's head below the cursor (logged once per episode)
+        self._behind = False
         self._loaded = False
         self._wake = threading.Event()
         self._stopped = threading.Event()
@@ -229,17 +230,21 @@ class Watcher:
         self._load()
         cfg = self.config
         head = self.rpc.block_number()
+        if self._genesis is None:
+            self._check_chain()
         if self._state is not None and head < self._state.tip.number:
             # A head below the cursor is a node that lags (load-balanced providers answer from nodes a few blocks
-            # apart), not a reorg: nothing the cursor reported is known to be orphaned. Wait for the node.
-            if not self._lagging:
+            # apart), not a reorg: nothing the cursor reported is known to be orphaned. Wait for the node, unless
+            # the chain itself was replaced (a restarted dev chain starts again below the cursor).
+            if not self._behind:
+                self._check_chain()
                 log.warning(
                     "the node's head #%d is behind the cursor #%d: it lags (a load-balanced provider?); waiting",
                     head, self._state.tip.number,
                 )  # fmt: skip
-            self._lagging = True
+            self._behind = True
             return
-        self._lagging = False
+        self._behind = False
         if self._state is not None:
             found = detect_reorg(
                 self._state,
@@ -341,6 +346,25 @@ class Watcher:
                 )
             events.setdefault(event.key.log_index, event)
         return {n: (h, tuple(e[i] for i in sorted(e))) for n, (h, e) in blocks.items()}
+
+    def _check_chain(self) -> None:
+        """Stop loudly when the chain is not the one being followed: its genesis block changed while this watcher
+        ran, or the watched contract has no code (:class:`ChainResetError`)."""
+        genesis = self.rpc.get_block(0)
+        if genesis is not None:
+            if self._genesis is not None and genesis.hash != self._genesis:
+                raise ChainResetError(
+                    stream=self.stream, url=self.rpc.url,
+                    reason=f"its genesis block is now {genesis.hash[:18]}..., not {self._genesis[:18]}...",
+                )  # fmt: skip
+            self._genesis = genesis.hash
+        if self._state is not None:
+            for address in [self._addresses] if isinstance(self._addresses, str) else self._addresses:
+                if not self.rpc.get_code(address):
+                    raise ChainResetError(
+                        stream=self.stream, url=self.rpc.url,
+                        reason=f"no contract at {address} (the cursor is at block #{self._state.tip.number})",
+                    )  # fmt: skip
 
     def _canonical_hash(self, head: int) -> Callable[[int], str | None]:
         def canonical(number: int) -> str | None:

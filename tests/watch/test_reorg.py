@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from web3 import Web3
 
+from agent.devnet import start_anvil
 from agent.jobs import JobKind, JobState, JobStore
 from agent.watch.cursor import CursorState
-from agent.watch.errors import DeepReorgError
+from agent.watch.errors import ChainResetError, DeepReorgError
 from agent.watch.events import BlockRef, NewBlock, Reorg
 from agent.watch.reorg import advance, detect_reorg, finalize
 from tests.watch.conftest import Chain, Proxy, Recorder, WatcherFactory
@@ -203,3 +205,29 @@ def test_a_lagging_head_is_not_a_reorg_and_nothing_is_delivered_twice(
     watcher.poll(seen)
     assert seen.of("reorg") == []
     assert [e.args["tokenId"] for e in seen.logs()] == [1, 2]
+
+
+def test_a_chain_reset_stops_the_watcher_loudly_instead_of_waiting_or_rolling_back(
+    chain: Chain, make_watcher: WatcherFactory, proxy_factory: Callable[..., Proxy]
+) -> None:
+    """Issue 11, anomaly 9: after anvil restarted under a running agent, the agent showed "lag -9", then
+    "cursor ?", and kept running. Another genesis, or no contract at the watched address, is fatal."""
+    proxy = proxy_factory()
+    chain.request(token_id=1)
+    chain.mine(3)
+    running = make_watcher(rpc_url=proxy.url)
+    running.poll(Recorder())
+    with start_anvil("--accounts", "2") as other:
+        proxy.upstream = other.url  # the node behind the same URL restarted: a new chain, below the cursor
+        # (anvil's genesis hash depends on the second it started: the missing contract may be what gives it away)
+        with pytest.raises(
+            ChainResetError, match=f"genesis block is now|no contract at {chain.emitter.address}"
+        ):
+            running.poll(Recorder())
+        # A new process with the old cursor (same database) against the new chain: the contract is not there.
+        new_chain = Web3(Web3.HTTPProvider(other.url))
+        for _ in range(12):  # the new chain grows past the old cursor: no lag to hide behind
+            new_chain.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+        assert new_chain.eth.block_number > running.state.tip.number  # type: ignore[union-attr]
+        with pytest.raises(ChainResetError, match=f"no contract at {chain.emitter.address}"):
+            make_watcher(rpc_url=other.url).poll(Recorder())

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make check-fresh`: what a new user gets from the committed tree.
 #
-# Clones HEAD into a new temporary folder (no ../shared beside it, no .venv, no build outputs), points every
+# Clones HEAD into a new temporary folder (nothing beside it, no .venv, no build outputs), points every
 # home-level cache the project touches at new empty folders (Ape's data folder, Hugging Face, ~/.cache, npm's cache),
 # then runs `make setup`, `make demo` with no terminal (it prints its results and exits) and the contract test that
 # checks every contract is reachable. Prints how long each step took. KEEP=1 keeps the folder for a post-mortem.

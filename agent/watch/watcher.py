@@ -148,6 +148,8 @@ class Watcher:
         self._decoder: LogDecoder | None = None
         self._state: CursorState | None = None
         self._genesis: str | None = None  # the chain's genesis hash, read at the first poll
+        # _check_chain ran at the first poll (once, even if the node does not serve block 0)
+        self._chain_checked = False
         # the last poll found the node's head below the cursor (logged once per episode)
         self._behind = False
         self._loaded = False
@@ -230,7 +232,7 @@ class Watcher:
         self._load()
         cfg = self.config
         head = self.rpc.block_number()
-        if self._genesis is None:
+        if not self._chain_checked:
             self._check_chain()
         if self._state is not None and head < self._state.tip.number:
             # A head below the cursor is a node that lags (load-balanced providers answer from nodes a few blocks
@@ -350,6 +352,7 @@ class Watcher:
     def _check_chain(self) -> None:
         """Stop loudly when the chain is not the one being followed: its genesis block changed while this watcher
         ran, or the watched contract has no code (:class:`ChainResetError`)."""
+        self._chain_checked = True
         genesis = self.rpc.get_block(0)
         if genesis is not None:
             if self._genesis is not None and genesis.hash != self._genesis:

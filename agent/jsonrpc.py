@@ -16,6 +16,12 @@ the retryable ones with exponential back-off (optional jitter, ``Retry-After`` h
 ``max_rps``, and counts requests, errors, retries and latency in :data:`agent.metrics.REGISTRY` under the
 client's label (``chrysalis_rpc_errors{client="watch"|"submit", method, kind}``). A call that fails for good
 raises :class:`RpcFailed`, which each wrapper turns into its own error types.
+
+Loops nest without doubling anything: while a :meth:`RetryLoop.run` request is in flight on a thread
+(:func:`in_retry_loop`), a retrying transport underneath it (:class:`agent.watch.rpc.RetryingHTTPProvider`) sends
+its request once and leaves classification, retries and metrics to the outer loop. So a call through
+``RpcClient.call`` (or ``ChainRpc`` over the same provider) is retried by exactly one loop, and a bare call on
+``RpcClient.w3`` (the oracles) by the provider's.
 """
 
 from __future__ import annotations
@@ -103,13 +109,16 @@ class RpcFailed(Exception):
 
     Attributes:
         method: The JSON-RPC method. failure: The last failure. attempts: Requests made.
+        url: The endpoint (None when not known).
     """
 
-    def __init__(self, method: str, failure: RpcFailure, attempts: int) -> None:
+    def __init__(self, method: str, failure: RpcFailure, attempts: int, *, url: str | None = None) -> None:
         self.method = method
         self.failure = failure
         self.attempts = attempts
-        super().__init__(f"{method} failed after {attempts} attempt(s): {failure.message}")
+        self.url = url
+        where = f"RPC {url}: " if url else ""
+        super().__init__(f"{where}{method} failed after {attempts} attempt(s): {failure.message}")
 
     @property
     def exhausted(self) -> bool:
@@ -178,6 +187,15 @@ def classify_exception(method: str, exc: BaseException) -> RpcFailure | None:
     if isinstance(exc, ValueError | requests.RequestException):
         return RpcFailure("bad_response", f"unreadable response: {exc}", True)  # e.g. an HTML error page
     return None
+
+
+_nesting = threading.local()
+
+
+def in_retry_loop() -> bool:
+    """Whether this thread is inside a :meth:`RetryLoop.run` request: the outer loop owns retries and metrics,
+    so a retrying transport underneath must send once and let failures propagate unchanged."""
+    return getattr(_nesting, "depth", 0) > 0
 
 
 class _Pacer:
@@ -252,10 +270,12 @@ class RetryLoop:
             self._pacer.wait()
             RPC_REQUESTS.labels(client=self.client, method=method).inc()
             started = time.monotonic()
+            _nesting.depth = getattr(_nesting, "depth", 0) + 1
             try:
                 try:
                     return fn()
                 finally:
+                    _nesting.depth -= 1
                     RPC_SECONDS.labels(client=self.client, method=method).observe(time.monotonic() - started)
             except Exception as exc:  # classified here, the one place that does
                 failure = classify(method, exc)
@@ -263,7 +283,7 @@ class RetryLoop:
                     raise
                 RPC_ERRORS.labels(client=self.client, method=method, kind=failure.kind).inc()
                 if not failure.retryable or attempt > self.retries:
-                    raise RpcFailed(method, failure, attempt) from exc
+                    raise RpcFailed(method, failure, attempt, url=self.url) from exc
             delay = self.delay(attempt, failure.retry_after)
             RPC_RETRIES.labels(client=self.client, method=method).inc()
             log.info("RPC %s %s failed (%s), retry %d/%d in %.2f s", self.url, method, failure.message, attempt,

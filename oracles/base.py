@@ -7,22 +7,37 @@ it in a reorg; log queries stop at the block's number, and :func:`oracles.snapsh
 afterwards that the hash is still canonical.
 
 Implementations live beside this file, one per module (:mod:`oracles.wallet`, :mod:`oracles.chainlink`).
+
+Oracles read through ``ctx.web3``; in the agent that is :attr:`agent.watch.rpc.RpcClient.w3`, whose provider
+retries every request (back-off, ``Retry-After``, the ``chrysalis_rpc_*`` metrics). What outlasts the retries is
+a reading that could not be taken, never bad data: :func:`call_at` and :meth:`ReadContext.at` raise
+:class:`~oracles.errors.OracleUnavailableError` (retryable) naming the endpoint, the method and the cause.
 """
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import requests
 from eth_typing import ChecksumAddress, Hash32, HexStr
 from hexbytes import HexBytes
 from web3 import Web3
-from web3.exceptions import BadFunctionCallOutput, BlockNotFound, ContractLogicError, Web3Exception
+from web3.exceptions import (
+    BadFunctionCallOutput,
+    BlockNotFound,
+    ContractLogicError,
+    Web3Exception,
+    Web3RPCError,
+)
 from web3.types import BlockIdentifier
 
 from agent.domain import OracleReading
+from agent.jsonrpc import RpcFailed, classify_exception
+from agent.watch.errors import RpcError, RpcUnavailableError, UnsplittableRangeError
 from oracles.errors import OracleCallError, OracleUnavailableError
 
 T = TypeVar("T")
@@ -108,8 +123,18 @@ class ReadContext:
             raise OracleUnavailableError(
                 f"block {label} is not known to the node", oracle="context", block_number=-1
             ) from exc
-        except (ConnectionError, TimeoutError, OSError) as exc:
-            raise OracleUnavailableError(str(exc), oracle="context", block_number=-1) from exc
+        except Exception as exc:
+            reason = unavailable(
+                exc, "eth_getBlockByNumber" if isinstance(block, int) else "eth_getBlockByHash"
+            )
+            if reason is None:
+                raise
+            url = endpoint(web3)
+            raise OracleUnavailableError(
+                f"cannot read block {label}{'' if url in reason else f' from {url}'}: {reason}",
+                oracle="context",
+                block_number=-1,
+            ) from exc
         number = int(header["number"])
         block_hash = "0x" + bytes(header["hash"]).hex()
         collection = Web3.to_checksum_address(collection)
@@ -165,11 +190,59 @@ class Oracle(ABC):
         """
 
 
+BLOCK_UNKNOWN = re.compile(
+    r"header (for hash )?not found|unknown block|block not found|block .*(does not exist|is not available)"
+    r"|resource not found",  # EIP-1474 -32001, what anvil answers
+    re.IGNORECASE,
+)
+"""Node messages for a block it does not know (yet): a backend behind its peers, behind a load balancer. Like
+``BlockNotFound`` in :meth:`ReadContext.at`, a reading that could not be taken, not the node's word about data."""
+
+
+def endpoint(web3: Web3) -> str:
+    """The node's URL (for messages), or the provider's type."""
+    provider = getattr(web3, "provider", None)
+    return str(getattr(provider, "endpoint_uri", None) or type(provider).__name__)
+
+
+def unavailable(exc: BaseException, method: str) -> str | None:
+    """Why ``exc`` means the node could not give an answer (a reading that could not be taken), or None.
+
+    True of what outlasted the retries of :attr:`agent.watch.rpc.RpcClient.w3` (:class:`RpcUnavailableError`,
+    a rate limit), of a refusal to serve at all (HTTP 4xx: a key or URL problem; a log range refused even for one
+    block), and of a retryable transport failure of any other provider (timeouts, dropped connections, HTTP 5xx,
+    429), or of a node that does not know the block yet (:data:`BLOCK_UNKNOWN`). Not of a revert or any other
+    final JSON-RPC answer (pruned state included): those are the node's word about the data.
+    """
+    if isinstance(exc, RpcUnavailableError | RpcError | UnsplittableRangeError):
+        return exc.message
+    if isinstance(exc, RpcFailed):
+        return str(exc)
+    if isinstance(exc, ContractLogicError | BadFunctionCallOutput):
+        return None
+    if isinstance(exc, requests.RequestException | Web3RPCError):
+        failure = classify_exception(method, exc)
+        if failure is not None and (failure.retryable or failure.kind == "http_4xx"):
+            return failure.message
+    if isinstance(exc, ConnectionError | TimeoutError | OSError):
+        return str(exc) or type(exc).__name__
+    if block_unknown(exc):
+        return f"the node does not know the block (yet): {_describe(exc)}"
+    return None
+
+
+def block_unknown(exc: BaseException) -> bool:
+    """Whether ``exc`` is the node saying it does not know the block (:data:`BLOCK_UNKNOWN`)."""
+    return isinstance(exc, Web3RPCError) and BLOCK_UNKNOWN.search(str(exc)) is not None
+
+
 def call_at(fn: Callable[[], T], *, oracle: str, block_number: int, address: str, function: str) -> T:
     """Run one RPC call, turning web3's failures into oracle errors.
 
     A revert or empty return becomes :class:`OracleCallError` (permanent: the same call at the same
-    block fails the same way); a transport failure becomes :class:`OracleUnavailableError` (retryable).
+    block fails the same way); a failure to get an answer at all (the node unreachable after the retries, rate
+    limits that outlast them, HTTP 5xx or 4xx) becomes :class:`OracleUnavailableError` (retryable), naming the
+    endpoint, the call and the cause.
     """
     try:
         return fn()
@@ -181,11 +254,17 @@ def call_at(fn: Callable[[], T], *, oracle: str, block_number: int, address: str
             function=function,
             reason=_describe(exc),
         ) from exc
-    except (ConnectionError, TimeoutError, OSError) as exc:
-        raise OracleUnavailableError(
-            f"{function} on {address}: {exc}", oracle=oracle, block_number=block_number
-        ) from exc
-    except Web3Exception as exc:
+    except Exception as exc:
+        reason = unavailable(exc, "eth_call")
+        if reason is not None:
+            raise OracleUnavailableError(
+                f"{function} on {address}: {reason}",
+                oracle=oracle,
+                block_number=block_number,
+                block_unknown=block_unknown(exc),
+            ) from exc
+        if not isinstance(exc, Web3Exception):
+            raise
         raise OracleCallError(
             oracle=oracle,
             block_number=block_number,
@@ -195,6 +274,6 @@ def call_at(fn: Callable[[], T], *, oracle: str, block_number: int, address: str
         ) from exc
 
 
-def _describe(exc: Exception) -> str:
+def _describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text if len(text) <= 300 else text[:297] + "..."

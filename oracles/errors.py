@@ -188,11 +188,14 @@ class OracleUnavailableError(BackendUnavailableError):
     Attributes:
         oracle: Name of the oracle.
         block_number: The block it was reading at.
+        block_unknown: The node said it does not know the block: a backend behind its peers, or a block a reorg
+            replaced (the snapshot then checks which, :class:`SnapshotReorgError` for a reorg).
     """
 
-    def __init__(self, message: str, *, oracle: str, block_number: int) -> None:
+    def __init__(self, message: str, *, oracle: str, block_number: int, block_unknown: bool = False) -> None:
         self.oracle = oracle
         self.block_number = block_number
+        self.block_unknown = block_unknown
         super().__init__(
             f"oracle {oracle!r} at block {block_number}: {message}",
             hint="check the RPC URL and that the node is up; the job may be retried",

@@ -53,9 +53,10 @@ from oracles.errors import (
     InvalidOracleDataError,
     OracleError,
     OracleHistoryError,
+    OracleUnavailableError,
     StaleOracleDataError,
 )
-from oracles.snapshot import take_snapshot
+from oracles.snapshot import check_canonical, take_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -291,7 +292,12 @@ class OracleGuard:
         passed: list[Oracle] = []
         skipped: list[SkippedOracle] = []
         for oracle in oracles:
-            readings, skip = self.screen(oracle, ctx)
+            try:
+                readings, skip = self.screen(oracle, ctx)
+            except OracleUnavailableError as exc:
+                if exc.block_unknown:  # the pinned block may have vanished: report a reorg as one
+                    check_canonical(ctx)
+                raise
             if skip is not None:
                 skipped.append(skip)
             if readings:

@@ -21,7 +21,7 @@ from web3.exceptions import BlockNotFound
 
 from agent.domain import InputSnapshot, OracleReading, canonical_json
 from oracles.base import Oracle, ReadContext, call_at
-from oracles.errors import OracleError, SnapshotConfigError, SnapshotReorgError
+from oracles.errors import OracleError, OracleUnavailableError, SnapshotConfigError, SnapshotReorgError
 
 CONTEXT_SOURCE = "context"
 CONTEXT_READINGS: tuple[str, ...] = (
@@ -52,6 +52,7 @@ def take_snapshot(
             JSON.
         SnapshotReorgError: the block stopped being canonical while reading (retryable).
         OracleError: from the oracles (stale or absurd data, ...).
+        OracleUnavailableError: an oracle's reading could not be taken (retryable).
     """
     names = [oracle.name for oracle in oracles]
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -69,7 +70,11 @@ def take_snapshot(
         try:
             got = oracle.read(ctx)
         except OracleError:
-            _check_canonical(ctx)  # a call pinned to a block that vanished fails: report the reorg instead
+            check_canonical(ctx)  # a call pinned to a block that vanished fails: report the reorg instead
+            raise
+        except OracleUnavailableError as exc:
+            if exc.block_unknown:  # "not found" for the pinned hash: a lagging node, or the block vanished
+                check_canonical(ctx)
             raise
         _check(oracle, got, ctx)
         for reading in got:
@@ -93,7 +98,7 @@ def take_snapshot(
             f"snapshot at block {ctx.block_number} is not plain JSON ({exc})",
             hint="oracles must return JSON values (str, int, finite float, bool, None, lists, dicts)",
         ) from exc
-    _check_canonical(ctx)
+    check_canonical(ctx)
     return snapshot
 
 
@@ -124,7 +129,9 @@ def _check(oracle: Oracle, readings: list[OracleReading], ctx: ReadContext) -> N
             )
 
 
-def _check_canonical(ctx: ReadContext) -> None:
+def check_canonical(ctx: ReadContext) -> None:
+    """Raise :class:`SnapshotReorgError` unless ``ctx.block_hash`` is still the block at its height."""
+
     def current_hash() -> str | None:
         try:
             return "0x" + bytes(HexBytes(ctx.web3.eth.get_block(ctx.block_number)["hash"])).hex()

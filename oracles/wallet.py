@@ -13,8 +13,12 @@ name                       type    meaning
 =========================  ======  ==========================================================================
 
 Holding time restarts when a token leaves and comes back: only the latest transfer into the current holder
-counts. It is found from the collection's ``Transfer`` logs, searched backwards in chunks of ``log_chunk``
-blocks from the block down to ``from_block`` (set it to the collection's deploy block).
+counts. It is found from the collection's ``Transfer`` logs, searched backwards from the block down to
+``from_block`` (set it to the collection's deploy block) in ranges of at most ``log_chunk`` blocks, negotiated
+with the provider like the watcher's (:func:`agent.watch.logs.search_backwards`): a range the provider refuses,
+in any wording, is halved until it is accepted, and the accepted size is kept for the next search. A search the
+node cannot answer (unreachable after the retries, a range refused even for one block) is
+:class:`~oracles.errors.OracleUnavailableError`: retryable, never a missing reading.
 """
 
 from __future__ import annotations
@@ -28,8 +32,15 @@ from web3 import Web3
 from web3.exceptions import ContractLogicError
 
 from agent.domain import OracleReading
-from oracles.base import ERC721_OWNER_ABI, Oracle, ReadContext, call_at
-from oracles.errors import HolderMismatchError, OracleCallError, OracleError, SnapshotReorgError
+from agent.watch.logs import AdaptiveRange, search_backwards
+from agent.watch.rpc import rpc_errors
+from oracles.base import ERC721_OWNER_ABI, Oracle, ReadContext, call_at, endpoint, unavailable
+from oracles.errors import (
+    HolderMismatchError,
+    OracleCallError,
+    OracleUnavailableError,
+    SnapshotReorgError,
+)
 
 TRANSFER_TOPIC = HexBytes(keccak(text="Transfer(address,address,uint256)"))
 """topic0 of ERC-721 ``Transfer(address indexed from, address indexed to, uint256 indexed tokenId)``."""
@@ -54,7 +65,8 @@ class WalletOracle(Oracle):
     Args:
         name: Reading prefix.
         from_block: First block to search for Transfer logs (the collection's deploy block).
-        log_chunk: Blocks per ``eth_getLogs`` query (providers cap ranges, often at 10,000).
+        log_chunk: Most blocks per ``eth_getLogs`` query; halved while the provider refuses (providers cap
+            ranges, at 10,000 blocks, 2,000, or a result count), the accepted size kept in :attr:`span`.
     """
 
     def __init__(self, *, name: str = "wallet", from_block: int = 0, log_chunk: int = 10_000) -> None:
@@ -63,6 +75,8 @@ class WalletOracle(Oracle):
         self._name = name
         self._from_block = from_block
         self._log_chunk = log_chunk
+        self.span = AdaptiveRange(max_size=log_chunk)
+        """The negotiated ``eth_getLogs`` span, kept between reads."""
 
     @property
     def name(self) -> str:
@@ -135,16 +149,25 @@ class WalletOracle(Oracle):
             HexBytes(bytes(12) + bytes(HexBytes(ctx.holder))),
             HexBytes(ctx.token_id.to_bytes(32, "big")),
         ]
-        hi = ctx.block_number
-        while hi >= self._from_block:
-            lo = max(self._from_block, hi - self._log_chunk + 1)
-            logs = self._call(
-                ctx,
-                "eth_getLogs(Transfer)",
-                lambda lo=lo, hi=hi: ctx.web3.eth.get_logs(
-                    {"address": ctx.collection, "fromBlock": lo, "toBlock": hi, "topics": topics}
-                ),
-            )
+        url = endpoint(ctx.web3)
+
+        def get_logs(lo: int, hi: int) -> list[Any]:
+            flt: Any = {"address": ctx.collection, "fromBlock": lo, "toBlock": hi, "topics": topics}
+            return list(rpc_errors(url, "eth_getLogs", lambda: ctx.web3.eth.get_logs(flt)))
+
+        if ctx.block_number >= self._from_block:
+            try:
+                _, logs = search_backwards(get_logs, self._from_block, ctx.block_number, self.span, url=url)
+            except Exception as exc:
+                reason = unavailable(exc, "eth_getLogs")
+                if reason is None:
+                    raise
+                raise OracleUnavailableError(
+                    f"the search for token {ctx.token_id}'s latest Transfer to {ctx.holder} (eth_getLogs, "
+                    f"blocks {self._from_block}..{ctx.block_number}) failed: {reason}",
+                    oracle=self._name,
+                    block_number=ctx.block_number,
+                ) from exc
             if logs:
                 latest = max(logs, key=lambda log: (int(log["blockNumber"]), int(log["logIndex"])))
                 if (
@@ -157,14 +180,15 @@ class WalletOracle(Oracle):
                         actual_hash=_hex(latest["blockHash"]),
                     )
                 return latest
-            hi = lo - 1
-        raise OracleError(
-            f"no Transfer of token {ctx.token_id} to {ctx.holder} in blocks "
-            f"{self._from_block}..{ctx.block_number}",
+        # ownerOf says the holder has the token, so a Transfer into them exists at or before the block (mints
+        # emit one too): not finding it means the provider's log answers are incomplete (an eth_getLogs answering
+        # [] for a range its backend has not indexed) -- retryable -- or from_block is later than the mint.
+        raise OracleUnavailableError(
+            f"{ctx.holder} holds token {ctx.token_id}, but eth_getLogs found no Transfer of it to them in blocks "
+            f"{self._from_block}..{ctx.block_number}: the provider's log answers are incomplete (retry), or "
+            "WalletOracle(from_block=...) is later than the mint (set it to the collection's deploy block)",
             oracle=self._name,
             block_number=ctx.block_number,
-            hint="set WalletOracle(from_block=...) to the collection's deploy block "
-            "(Deployment.deploy_block)",
         )
 
     def _owner(self, ctx: ReadContext, collection: Any) -> str | None:

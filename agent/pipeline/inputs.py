@@ -146,7 +146,11 @@ class InputsStage:
             SourceOrphanedError: the request's block is no longer canonical (retryable).
             PreviousMetadataMissingError: the token's current metadata is not in the repo (permanent).
             GuardRejectedError: a reading the guard marks required was skipped (retryable).
-            OracleUnavailableError / SnapshotReorgError: a source or the node could not be read (retryable).
+            OracleUnavailableError / SnapshotReorgError: a source or the node could not be read (retryable;
+                names the oracle and the cause). The oracles read through ``reader.rpc.w3``, whose provider
+                retries every request (:class:`agent.watch.rpc.RetryingHTTPProvider`): only what outlasts the
+                retries gets here, and never as a missing reading (a rule's MissingFeatureError).
+            RpcUnavailableError / RateLimitedError: the node could not be reached for the block checks (retryable).
             SnapshotConfigError: the oracles conflict or misbehave.
             MissingFeatureError / FeatureValueError: the inputs do not fit the rules.
         """

@@ -3,14 +3,19 @@
 Logs are fetched with ``eth_getLogs`` over block ranges. Providers cap ranges in different ways (a result
 count, a block span, a response size); :class:`AdaptiveRange` halves the span whenever the provider refuses
 one and grows it back slowly after successes, so the watcher settles on what the provider accepts.
+
+The negotiation itself is :func:`negotiate_range`, over any ``get_logs(lo, hi)`` callable, forwards (the watcher,
+the pipeline's and the studio's collection readers: :func:`fetch_logs`) or backwards from the newest block (the
+wallet oracle's search for the latest Transfer: :func:`search_backwards`). One implementation, one rule for what
+counts as a refusal.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from eth_abi import decode as abi_decode
 from eth_typing import ABIEvent
@@ -29,6 +34,8 @@ from agent.watch.errors import (
 from agent.watch.rpc import RpcClient, hex0x
 
 log = logging.getLogger("chrysalis.watch.logs")
+
+L = TypeVar("L")
 
 _DYNAMIC = ("string", "bytes")
 
@@ -68,6 +75,64 @@ class AdaptiveRange:
             self._streak = 0
 
 
+def negotiate_range(
+    get_logs: Callable[[int, int], L],
+    start: int,
+    end: int,
+    span: AdaptiveRange,
+    *,
+    backwards: bool = False,
+    url: str = "",
+) -> tuple[int, int, L]:
+    """One request the provider accepts, within ``[start, end]``; returns ``(lo, hi, get_logs(lo, hi))``.
+
+    The request covers ``span.size`` blocks from ``start`` (from ``end`` down when ``backwards``), halved on each
+    refusal until the provider accepts it; the accepted size stays in ``span`` for the next request. Any
+    :class:`~agent.watch.errors.RpcError` the provider answers for a range of more than one block counts as a
+    refusal, whatever its wording (providers word their range caps in ways no pattern keeps up with: "eth_getLogs
+    is limited to a 10,000 blocks range"); the wording only decides how fast the limit is found. A rate limit is
+    not a refusal, nor is an unreachable node (:class:`~agent.watch.errors.RpcUnavailableError`): both propagate.
+    For a single block, a range refusal is :class:`UnsplittableRangeError` (naming ``url``) and any other error
+    propagates.
+
+    Args:
+        get_logs: One ``eth_getLogs`` over ``[lo, hi]``, raising the watcher's RPC errors (:class:`RpcClient`
+            does; wrap a bare web3 call in :func:`agent.watch.rpc.rpc_errors`).
+        start, end: The blocks to cover (inclusive).
+        span: The negotiated size, kept between calls.
+        backwards: Cover the newest blocks first (``hi == end``) instead of the oldest (``lo == start``).
+        url: The endpoint, for error messages.
+    """
+    if end < start:
+        raise ValueError(f"empty range {start}..{end}")
+    while True:
+        if backwards:
+            lo, hi = max(start, end - span.size + 1), end
+        else:
+            lo, hi = start, min(end, start + span.size - 1)
+        try:
+            logs = get_logs(lo, hi)
+        except RateLimitedError:
+            raise
+        except RpcError as exc:
+            recognised = isinstance(exc, RangeTooLargeError)
+            if not span.refused(hi - lo + 1):
+                if recognised:
+                    raise UnsplittableRangeError(
+                        url or exc.url, hi if backwards else lo, exc.rpc_message
+                    ) from exc
+                raise
+            RANGE_HALVINGS.inc()
+            log.info(
+                "eth_getLogs %d..%d refused (%s%s); trying %d blocks",
+                lo, hi, exc.rpc_message, "" if recognised else ", an unrecognised error: halving anyway",
+                span.size,
+            )  # fmt: skip
+            continue
+        span.succeeded()
+        return lo, hi, logs
+
+
 def fetch_logs(
     rpc: RpcClient,
     address: str | Sequence[str],
@@ -78,35 +143,37 @@ def fetch_logs(
 ) -> tuple[int, list[dict[str, Any]]]:
     """Logs from ``start`` up to at most ``end``, in one accepted request; returns ``(last block covered, logs)``.
 
-    The request covers ``span.size`` blocks, halved on each refusal until the provider accepts it. Any error the
-    provider answers for a range of more than one block counts as a refusal, whatever its wording (providers word
-    their range caps in ways no pattern keeps up with: "eth_getLogs is limited to a 10,000 blocks range"); the
-    wording only decides how fast the limit is found. A rate limit is not a refusal. For a single block, a range
-    refusal is :class:`UnsplittableRangeError` and any other error propagates: the watcher stops loudly.
+    :func:`negotiate_range` over :meth:`RpcClient.get_logs`: the span halves on each refusal, in any wording, until
+    the provider accepts it; a rate limit is not a refusal; for a single block, a range refusal is
+    :class:`UnsplittableRangeError` and any other error propagates: the watcher stops loudly.
     """
-    if end < start:
-        raise ValueError(f"empty range {start}..{end}")
-    while True:
-        to = min(end, start + span.size - 1)
-        try:
-            logs = rpc.get_logs(start, to, address, topics)
-        except RateLimitedError:
-            raise
-        except RpcError as exc:
-            recognised = isinstance(exc, RangeTooLargeError)
-            if not span.refused(to - start + 1):
-                if recognised:
-                    raise UnsplittableRangeError(rpc.url, start, exc.rpc_message) from exc
-                raise
-            RANGE_HALVINGS.inc()
-            log.info(
-                "eth_getLogs %d..%d refused (%s%s); trying %d blocks",
-                start, to, exc.rpc_message, "" if recognised else ", an unrecognised error: halving anyway",
-                span.size,
-            )  # fmt: skip
-            continue
-        span.succeeded()
-        return to, logs
+    _, to, logs = negotiate_range(
+        lambda lo, hi: rpc.get_logs(lo, hi, address, topics), start, end, span, url=rpc.url
+    )
+    return to, logs
+
+
+def search_backwards(
+    get_logs: Callable[[int, int], Sequence[L]],
+    start: int,
+    end: int,
+    span: AdaptiveRange,
+    *,
+    url: str = "",
+) -> tuple[int, list[L]]:
+    """The newest non-empty batch of logs in ``[start, end]``, searched from ``end`` down in accepted requests.
+
+    Returns ``(lo, logs)``: the logs of the first request (newest range first) that found any, and the lowest
+    block that request covered; ``(start, [])`` when there are none. Refused ranges are halved as in
+    :func:`negotiate_range`, and ``span`` keeps the accepted size for the next search.
+    """
+    hi = end
+    while hi >= start:
+        lo, _, logs = negotiate_range(get_logs, start, hi, span, backwards=True, url=url)
+        if logs:
+            return lo, list(logs)
+        hi = lo - 1
+    return start, []
 
 
 @dataclass(frozen=True)

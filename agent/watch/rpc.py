@@ -17,25 +17,45 @@ one retry policy). Every call goes through :meth:`RpcClient.call`, which runs it
 What stays here is the web3.py call style (the pipeline's collection reader and the studio run contract views
 through :attr:`RpcClient.w3`) and the watcher's own error types; see :mod:`agent.jsonrpc` for why the two
 clients share only that core.
+
+:attr:`RpcClient.w3` itself retries: its provider (:class:`RetryingHTTPProvider`) runs every request made outside
+:meth:`RpcClient.call` (the oracles read through ``rpc.w3`` directly) through the same :class:`RetryLoop`, so a
+502, a 429 or a dropped connection is retried there too, with the same back-off, ``Retry-After`` and metrics.
+A JSON-RPC error that is final (a revert, an unknown block, a refused log range) is handed back to web3, which
+raises its usual exceptions (``ContractLogicError``, ``Web3RPCError``); a failure that outlasts the retries raises
+the errors :meth:`RpcClient.call` raises (:class:`RpcUnavailableError`, :class:`RateLimitedError`,
+:class:`RpcError`). Inside :meth:`RpcClient.call` the provider sends each request once: the call's loop retries,
+never both (:func:`agent.jsonrpc.in_retry_loop`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from web3 import Web3
+from web3 import HTTPProvider, Web3
 from web3.exceptions import BlockNotFound
+from web3.types import RPCEndpoint, RPCResponse
 
-from agent.jsonrpc import RetryLoop, RpcFailed
+from agent.jsonrpc import RetryLoop, RpcFailed, RpcReplyError, classify_exception, in_retry_loop
 from agent.metrics import RPC_ERRORS, RPC_REQUESTS, RPC_RETRIES, RPC_SECONDS
 from agent.watch.errors import RangeTooLargeError, RateLimitedError, RpcError, RpcUnavailableError
 from agent.watch.events import BlockRef
 
 T = TypeVar("T")
 
-__all__ = ["RPC_ERRORS", "RPC_REQUESTS", "RPC_RETRIES", "RPC_SECONDS", "RpcClient", "hex0x"]
+__all__ = [
+    "RPC_ERRORS",
+    "RPC_REQUESTS",
+    "RPC_RETRIES",
+    "RPC_SECONDS",
+    "RetryingHTTPProvider",
+    "RpcClient",
+    "as_rpc_error",
+    "hex0x",
+    "rpc_errors",
+]
 
 
 def hex0x(value: bytes | str) -> str:
@@ -43,6 +63,91 @@ def hex0x(value: bytes | str) -> str:
     if isinstance(value, str):
         return value.lower() if value.startswith("0x") else "0x" + value.lower()
     return "0x" + bytes(value).hex()
+
+
+def as_rpc_error(url: str, failed: RpcFailed) -> Exception:
+    """The watcher's error for a request that failed for good (what :meth:`RpcClient.call` raises)."""
+    f, method = failed.failure, failed.method
+    if failed.exhausted:
+        if f.kind == "rate_limited":
+            return RateLimitedError(url, method, f.code, f.message, f.retry_after)
+        return RpcUnavailableError(url, method, f.message, attempts=failed.attempts)
+    if f.kind == "range_refused":
+        return RangeTooLargeError(url, method, f.code, f.message)
+    if f.kind == "http_4xx":
+        return RpcError(url, method, f.code, f.message, hint="check the URL and any API key in chain.rpc_url")
+    return RpcError(url, method, f.code, f.message)
+
+
+def rpc_errors(url: str, method: str, fn: Callable[[], T]) -> T:
+    """``fn()`` (web3 calls), with its RPC failures as the watcher's errors, once, without retrying.
+
+    For callers that hold a bare ``Web3`` (the oracles' :class:`~oracles.base.ReadContext`): over
+    :attr:`RpcClient.w3` the provider has retried already and raises these errors itself; web3's exception for a
+    final JSON-RPC error (a refused ``eth_getLogs`` range: :class:`RangeTooLargeError`), or a transport failure of
+    another provider (:class:`RpcUnavailableError`), is classified here like :meth:`RpcClient.call` would.
+    Anything that is not an RPC failure (a revert's ``ContractLogicError``, ``BlockNotFound``) propagates unchanged.
+    """
+    try:
+        return fn()
+    except Exception as exc:
+        failure = classify_exception(method, exc)
+        if failure is None or failure.kind == "revert":
+            raise
+        raise as_rpc_error(url, RpcFailed(method, failure, 1, url=url)) from exc
+
+
+class _FinalReply(RpcReplyError):
+    """A JSON-RPC error reply, carried through the retry loop so that it is classified and counted once."""
+
+    def __init__(self, reply: RPCResponse) -> None:
+        self.reply = reply
+        super().__init__(reply.get("error"))
+
+
+class RetryingHTTPProvider(HTTPProvider):
+    """web3's HTTP provider, with every request run through a :class:`~agent.jsonrpc.RetryLoop`.
+
+    Retryable failures (timeouts, dropped connections, HTTP 5xx, HTTP 429 and rate-limit errors, -32005 outside
+    ``eth_getLogs``, garbage replies) are retried with the loop's back-off, honouring ``Retry-After``, and counted
+    once in the loop's metrics. A JSON-RPC error reply that is final is returned to web3 unchanged (web3 raises
+    ``ContractLogicError`` for a revert, ``Web3RPCError`` for the rest, as without this provider). Failures that
+    outlast the retries, and final HTTP refusals, raise :func:`as_rpc_error`'s errors.
+
+    Inside another loop's request (:func:`~agent.jsonrpc.in_retry_loop`: :meth:`RpcClient.call`, or a
+    ``ChainRpc`` over this provider) it sends once and lets everything propagate as a plain ``HTTPProvider``
+    would: the outer loop classifies, retries and counts, so nothing is retried or counted twice.
+
+    Args:
+        endpoint_uri: The node's HTTP URL.
+        loop: The retry loop (the client's, so that pacing and metrics are shared).
+        timeout_s: Per-request timeout.
+    """
+
+    def __init__(self, endpoint_uri: str, loop: RetryLoop, *, timeout_s: float = 10.0) -> None:
+        super().__init__(
+            endpoint_uri, request_kwargs={"timeout": timeout_s}, exception_retry_configuration=None
+        )
+        self.loop = loop
+
+    def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
+        send_once = super().make_request
+        if in_retry_loop():
+            return send_once(method, params)
+
+        def send() -> RPCResponse:
+            reply = send_once(method, params)
+            if isinstance(reply, Mapping) and reply.get("error") is not None:
+                raise _FinalReply(reply)  # retried if the loop finds it retryable (a rate-limit message)
+            return reply
+
+        try:
+            return self.loop.run(str(method), send)
+        except RpcFailed as failed:
+            cause = failed.__cause__
+            if isinstance(cause, _FinalReply) and not failed.exhausted:
+                return cause.reply  # web3 raises its own exception for it (ContractLogicError, Web3RPCError)
+            raise as_rpc_error(self.loop.url, failed) from cause
 
 
 class RpcClient:
@@ -75,10 +180,8 @@ class RpcClient:
             client, url, retries=retries, backoff_s=backoff_s, max_backoff_s=max_backoff_s, max_rps=max_rps,
             sleep=sleep,
         )  # fmt: skip
-        provider = Web3.HTTPProvider(
-            url, request_kwargs={"timeout": timeout_s}, exception_retry_configuration=None
-        )
-        self.w3 = Web3(provider)
+        self.w3 = Web3(RetryingHTTPProvider(url, self._loop, timeout_s=timeout_s))
+        """web3 over this client's endpoint; every request made through it is retried (see the module doc)."""
 
     @property
     def retries(self) -> int:
@@ -99,24 +202,18 @@ class RpcClient:
     # -- the one call path ----------------------------------------------------------------------------------
 
     def call(self, method: str, fn: Callable[[], T]) -> T:
-        """Run ``fn`` (one request named ``method``) with pacing, retries, classification and metrics."""
+        """Run ``fn`` (one request named ``method``) with pacing, retries, classification and metrics.
+
+        The requests ``fn`` makes through :attr:`w3` are sent once each by the provider (this loop retries
+        ``fn``), so nothing is retried or counted twice.
+        """
         try:
             return self._loop.run(method, fn)
         except RpcFailed as failed:
             raise self._error(failed) from failed.__cause__
 
     def _error(self, failed: RpcFailed) -> Exception:
-        f, method = failed.failure, failed.method
-        if failed.exhausted:
-            if f.kind == "rate_limited":
-                return RateLimitedError(self.url, method, f.code, f.message, f.retry_after)
-            return RpcUnavailableError(self.url, method, f.message, attempts=failed.attempts)
-        if f.kind == "range_refused":
-            return RangeTooLargeError(self.url, method, f.code, f.message)
-        if f.kind == "http_4xx":
-            return RpcError(self.url, method, f.code, f.message,
-                            hint="check the URL and any API key in chain.rpc_url")  # fmt: skip
-        return RpcError(self.url, method, f.code, f.message)
+        return as_rpc_error(self.url, failed)
 
     # -- typed helpers --------------------------------------------------------------------------------------
 
@@ -138,7 +235,11 @@ class RpcClient:
         block = self.call("eth_getBlockByNumber", fetch)
         if block is None:
             return None
-        return BlockRef(int(block["number"]), hex0x(block["hash"]), hex0x(block["parentHash"]))
+        bloom = block.get("logsBloom")
+        return BlockRef(
+            int(block["number"]), hex0x(block["hash"]), hex0x(block["parentHash"]),
+            logs_bloom=bytes(bloom) if bloom is not None else None,
+        )  # fmt: skip
 
     def get_code(self, address: str) -> bytes:
         """The contract code at ``address`` at the head (empty: no contract there)."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pytest
 
 from oracles.base import ReadContext
-from oracles.errors import HolderMismatchError, OracleError, OracleUnavailableError
+from oracles.errors import HolderMismatchError, OracleUnavailableError
 from oracles.wallet import WalletOracle
 from tests.oracles.conftest import T0, Chain
 
@@ -128,7 +128,7 @@ def test_small_log_chunks_search_backwards(chain: Chain, story: Story) -> None:
 
 
 def test_from_block_after_the_transfer_names_the_fix(chain: Chain, story: Story) -> None:
-    with pytest.raises(OracleError, match="from_block"):
+    with pytest.raises(OracleUnavailableError, match="from_block"):
         read(chain, story, story.a_holds, story.a, token_id=2, from_block=story.minted + 1)
 
 

@@ -7,12 +7,10 @@ import json
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 from web3 import Web3
 from web3.contract import Contract
 
@@ -23,6 +21,7 @@ from agent.watch.events import WatchEvent
 from agent.watch.rpc import RpcClient
 from agent.watch.watcher import WatchConfig, Watcher
 from tests.jobs.dbs import BACKENDS, database_url
+from tests.support.rpc_proxy import FaultProxy
 
 ROOT = Path(__file__).resolve().parents[2]
 EMITTER = json.loads((Path(__file__).with_name("EventEmitter.json")).read_text())
@@ -156,91 +155,7 @@ def make_watcher(chain: Chain, sqlite_url: str) -> Iterator[WatcherFactory]:
         engine.dispose()
 
 
-class Proxy:
-    """A local JSON-RPC HTTP proxy in front of anvil that can refuse wide eth_getLogs ranges (like hosted
-    providers do), fail the next requests with an HTTP status, and lag: with ``lag = n`` it answers like a node
-    ``n`` blocks behind (``eth_blockNumber`` minus n, no block above that), as load-balanced providers do."""
-
-    def __init__(self, upstream: str, *, max_span: int | None = None, style: str = "-32005") -> None:
-        self.upstream = upstream
-        self.max_span = max_span
-        self.style = style
-        self.lag = 0
-        self.fail_next: list[tuple[int, dict[str, str]]] = []
-        self.refused: list[tuple[int, int]] = []
-        self.served: list[tuple[int, int]] = []
-        self.methods: list[str] = []
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                request = json.loads(body)
-                status, payload, headers = proxy.handle(request, body)
-                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def handle(self, request: dict[str, Any], body: bytes) -> tuple[int, Any, dict[str, str]]:
-        self.methods.append(request.get("method", "?"))
-        if self.fail_next:
-            status, headers = self.fail_next.pop(0)
-            return status, b"<html>upstream trouble</html>", headers
-        if request.get("method") == "eth_getLogs" and self.max_span is not None:
-            flt = request["params"][0]
-            lo, hi = int(flt["fromBlock"], 16), int(flt["toBlock"], 16)
-            if hi - lo + 1 > self.max_span:
-                self.refused.append((lo, hi))
-                if self.style == "413":
-                    return 413, b"Request Entity Too Large", {}
-                message = {
-                    "-32005": "query returned more than 10000 results",
-                    "range": f"block range too large: max {self.max_span}",
-                    # a wording no pattern of ours knows (issue 11's anomaly 8): any error halves the range
-                    "unknown": f"eth_getLogs is limited to a {self.max_span:,} blocks span",
-                }[self.style]
-                code = {"-32005": -32005, "range": -32602}.get(self.style, -32000)
-                return (
-                    200,
-                    {"jsonrpc": "2.0", "id": request["id"], "error": {"code": code, "message": message}},
-                    {},
-                )
-            self.served.append((lo, hi))
-        reply = requests.post(
-            self.upstream, data=body, headers={"Content-Type": "application/json"}, timeout=30
-        )
-        if self.lag and reply.status_code == 200:
-            return 200, self._lagged(request, reply.json()), {}
-        return reply.status_code, reply.content, {}
-
-    def _lagged(self, request: dict[str, Any], reply: dict[str, Any]) -> dict[str, Any]:
-        method = request.get("method")
-        if method == "eth_blockNumber" and "result" in reply:
-            reply["result"] = hex(max(0, int(reply["result"], 16) - self.lag))
-        elif method == "eth_getBlockByNumber" and reply.get("result"):
-            head = int(requests.post(self.upstream, json={"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber",
-                                                          "params": []}, timeout=30).json()["result"], 16)  # fmt: skip
-            if int(reply["result"]["number"], 16) > head - self.lag:
-                reply["result"] = None
-        return reply
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+Proxy = FaultProxy
 
 
 @pytest.fixture

@@ -170,3 +170,61 @@ def test_both_rpc_clients_share_one_retry_policy_and_one_error_counter(
         _metric("chrysalis_rpc_errors_total", client=client, method="eth_blockNumber", kind="http_5xx")
         == failing + 1
     )
+
+
+def test_bare_web3_calls_on_the_client_are_retried_once_by_one_loop(
+    chain: Chain, proxy_factory: Callable[..., Proxy]
+) -> None:
+    """`rpc.w3` retries by itself (the oracles call it directly); inside `rpc.call`, and under a ChainRpc over the
+    same web3, the provider sends once and the outer loop retries: never both, never counted twice."""
+    from agent.submit.rpc import ChainRpc
+
+    proxy = proxy_factory()
+    slept: list[float] = []
+    rpc = RpcClient(proxy.url, retries=3, backoff_s=0.01, sleep=slept.append)
+    retries = _metric("chrysalis_rpc_retries_total", client="watch", method="eth_blockNumber")
+    errors = _metric("chrysalis_rpc_errors_total", client="watch", method="eth_blockNumber", kind="http_5xx")
+
+    proxy.fail_next = [(502, {}), (429, {"Retry-After": "3"})]
+    assert rpc.w3.eth.block_number == chain.head  # a bare web3 call
+    assert proxy.methods == ["eth_blockNumber"] * 3 and slept[1] == 3.0
+
+    proxy.fail_next = [(503, {}), (503, {})]
+    assert rpc.block_number() == chain.head  # through RpcClient.call: one loop, not two
+    assert proxy.methods == ["eth_blockNumber"] * 6
+    assert _metric("chrysalis_rpc_retries_total", client="watch", method="eth_blockNumber") == retries + 4
+    assert (
+        _metric("chrysalis_rpc_errors_total", client="watch", method="eth_blockNumber", kind="http_5xx")
+        == errors + 3
+    )
+
+    calls = ChainRpc(rpc.w3, retries=2, backoff_s=0.01, sleep=slept.append)
+    proxy.fail_next = [(502, {})] * 3
+    with pytest.raises(Exception, match="HTTP 502"):
+        calls.block_number()
+    assert proxy.methods.count("eth_blockNumber") == 9  # 3 by ChainRpc's loop, none added underneath
+
+
+def test_what_outlasts_the_retries_of_bare_web3_calls_is_the_clients_error(
+    chain: Chain, proxy_factory: Callable[..., Proxy]
+) -> None:
+    from web3.exceptions import Web3RPCError
+
+    proxy = proxy_factory()
+    rpc = RpcClient(proxy.url, retries=1, backoff_s=0.01)
+    proxy.fail_next = [(500, {})] * 2
+    with pytest.raises(RpcUnavailableError, match="HTTP 500") as err:
+        rpc.w3.eth.get_block(1)
+    assert (
+        err.value.url == proxy.url and err.value.method == "eth_getBlockByNumber" and err.value.attempts == 2
+    )
+    proxy.fail_next = [(429, {"Retry-After": "0"})] * 2
+    with pytest.raises(RateLimitedError):
+        _ = rpc.w3.eth.chain_id
+    # A final JSON-RPC error goes back to web3, which raises its own exception for it, after one request.
+    before = len(proxy.methods)
+    reply = rpc.w3.provider.make_request("eth_noSuchMethod", [])  # type: ignore[arg-type]
+    assert "error" in reply
+    with pytest.raises(Web3RPCError):
+        rpc.w3.manager.request_blocking("eth_noSuchMethod", [])  # type: ignore[arg-type]
+    assert len(proxy.methods) == before + 2

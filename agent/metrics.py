@@ -34,6 +34,13 @@ EVENTS_SEEN = Counter(
     "chrysalis_events_seen", "Contract events decoded by the watcher.", ["event"], registry=REGISTRY
 )
 JOBS_BY_STATE = Gauge("chrysalis_jobs", "Jobs currently in each state.", ["state"], registry=REGISTRY)
+JOBS_WAITING = Gauge(
+    "chrysalis_jobs_waiting",
+    "Jobs waiting rather than failing: 'unsettled' (confirmed, the watcher has not passed the fulfilment's "
+    "block yet) and 'stalled' (the fulfilment is not mined yet).",
+    ["why"],
+    registry=REGISTRY,
+)
 STAGE_LATENCY = Histogram(
     "chrysalis_stage_latency_seconds",
     "Wall time of one pipeline stage (inputs, generate, publish, submit, confirm, ...).",
@@ -132,6 +139,14 @@ WATCH_FINALIZED = Gauge(
     "chrysalis_watch_finalized_block", "Last block the watcher reported final.", ["stream"], registry=REGISTRY
 )
 WATCH_LOGS = Counter("chrysalis_watch_logs", "Logs delivered by the watcher.", ["stream"], registry=REGISTRY)
+WATCH_LOGS_RECOVERED = Counter(
+    "chrysalis_watch_logs_recovered",
+    "Logs an eth_getLogs answer left out and the watcher found again: how=bloom (a header's logsBloom said the "
+    "block may hold one, and asking again found it), rescan (found when the block was finalized), reconcile "
+    "(a pending request found on-chain with no job).",
+    ["stream", "how"],
+    registry=REGISTRY,
+)
 WATCH_REORGS = Counter(
     "chrysalis_watch_reorgs", "Reorgs detected by the watcher.", ["stream"], registry=REGISTRY
 )
@@ -149,6 +164,44 @@ WS_CONNECTS = Counter(
 )
 WS_NOTIFICATIONS = Counter(
     "chrysalis_watch_ws_notifications", "eth_subscription notifications received.", registry=REGISTRY
+)
+
+# -- the RPC doctor (agent.ops.doctor: `chrysalis doctor`, and once when `chrysalis run` starts) ---------------
+RPC_DOCTOR_OK = Gauge(
+    "chrysalis_rpc_doctor_ok",
+    "1 if the RPC doctor's last run found this check OK, 0 if WARN or FAIL (absent: skipped). Checks: primary, "
+    "secondary, chain_id, head_moving, head_lag, log_range, pending.",
+    ["check"],
+    registry=REGISTRY,
+)
+RPC_DOCTOR_LEVEL = Gauge(
+    "chrysalis_rpc_doctor_level",
+    "The RPC doctor's last verdict per check: 0 OK, 1 WARN, 2 FAIL (absent: skipped).",
+    ["check"],
+    registry=REGISTRY,
+)
+RPC_DOCTOR_TIMESTAMP = Gauge(
+    "chrysalis_rpc_doctor_timestamp_seconds",
+    "Unix time at which the RPC doctor last finished.",
+    registry=REGISTRY,
+)
+RPC_HEAD_LAG = Gauge(
+    "chrysalis_rpc_head_lag_blocks",
+    "Blocks chain.rpc_url is behind chain.rpc_url_secondary (negative: the secondary is behind), as the RPC "
+    "doctor last measured.",
+    registry=REGISTRY,
+)
+RPC_MAX_LOG_RANGE = Gauge(
+    "chrysalis_rpc_max_log_range_blocks",
+    "Largest eth_getLogs block span the primary RPC accepted when the RPC doctor probed it (a lower bound when "
+    "the chain is shorter than the probe).",
+    registry=REGISTRY,
+)
+RPC_PENDING_SUPPORTED = Gauge(
+    "chrysalis_rpc_pending_supported",
+    'Whether the primary RPC really evaluates the "pending" block tag: 1 yes, 0 it answers "latest" instead, '
+    "-1 unknown (the probe failed).",
+    registry=REGISTRY,
 )
 
 # -- oracles (oracles.guard, oracles.chainlink) ----------------------------------------------------------------

@@ -15,7 +15,15 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -68,6 +76,39 @@ class ChainSettings(Section):
     rpc_max_rps: float | None = Field(
         default=None, gt=0, description="Client-side limit on JSON-RPC requests per second (none by default)."
     )
+    rpc_url_secondary: str | None = Field(
+        default=None,
+        description="Optional second JSON-RPC endpoint (another provider, or another node behind your load "
+        "balancer) that `chrysalis doctor` cross-checks rpc_url against: chain id, genesis and head lag. The "
+        "agent never sends through it.",
+    )
+
+    @field_validator("rpc_url_secondary", mode="before")
+    @classmethod
+    def _blank_secondary_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("rpc_url_secondary")
+    @classmethod
+    def _secondary_is_http(cls, value: str | None) -> str | None:
+        if value is not None and not value.lower().startswith(("http://", "https://")):
+            raise ValueError(
+                f"chain.rpc_url_secondary must be an http:// or https:// JSON-RPC URL, not {value!r}: set it to "
+                "a second provider's HTTP endpoint (e.g. https://eth.example.org), or leave it unset "
+                "(CHRYSALIS_CHAIN__RPC_URL_SECONDARY='') to skip the cross-checks"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _secondary_differs(self) -> ChainSettings:
+        if self.rpc_url_secondary is not None and (
+            self.rpc_url_secondary.rstrip("/").lower() == self.rpc_url.rstrip("/").lower()
+        ):
+            raise ValueError(
+                "chain.rpc_url_secondary is the same URL as chain.rpc_url, so it cannot cross-check it: set it "
+                "to another provider's (or another node's) URL, or leave it unset"
+            )
+        return self
 
 
 class PinningServiceSettings(Section):
@@ -254,7 +295,12 @@ class SubmitSettings(Section):
     max_replacements: int = Field(
         default=5, ge=0, description="Most fee-bumped replacements of one transaction."
     )
-    receipt_timeout_s: float = Field(default=1800.0, gt=0, description="Give up waiting (retryable error).")
+    receipt_timeout_s: float = Field(
+        default=1800.0,
+        gt=0,
+        description="Longest single wait for a fulfilment before its job is given back to wait again (a stall "
+        "never fails a job).",
+    )
     poll_interval_s: float = Field(default=1.0, gt=0, description="Seconds between receipt polls.")
     rpc_retries: int = Field(default=3, ge=0, description="Extra attempts after an RPC transport failure.")
     rpc_backoff_s: float = Field(default=0.25, ge=0, description="First wait between RPC attempts (doubles).")
@@ -270,7 +316,7 @@ class SubmitSettings(Section):
         description="Gas cap of one refreshMetadata tx (None: half the block gas limit).",
     )
     precheck_batch_size: int = Field(
-        default=200, ge=1, description="isPending calls per JSON-RPC batch in the pre-send check."
+        default=200, ge=1, description="isPendingWith calls per JSON-RPC batch in the pre-send check."
     )
 
 
@@ -334,6 +380,12 @@ class AgentSettings(Section):
         default=0.0,
         ge=0,
         description="Wait this long for more claimable jobs to fill a batch (0: go at once).",
+    )
+    reconcile_interval_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="Seconds between sweeps that find requests pending on-chain with no job (a missed log): one "
+        "eth_call per minted token per sweep (0: never).",
     )
     rules: Path | None = Field(default=None, description="Evolution rules TOML (None: the shipped default).")
     price_feed: str | None = Field(

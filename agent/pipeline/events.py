@@ -16,12 +16,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from agent.domain import LogKey
 from agent.jobs import JobKind, JobState, JobStore
 from agent.metrics import EVENTS_SEEN
 from agent.pipeline.chain import CollectionReader
 from agent.pipeline.request import EvolutionRequest, job_key
+
+if TYPE_CHECKING:  # pragma: no cover
+    from agent.pipeline.reconcile import Reconciler
 from agent.watch import NewBlock, Reorg, WatchEvent
 
 log = logging.getLogger("chrysalis.pipeline")
@@ -40,6 +44,7 @@ class EventRouter:
         store: The job store. reader: The collection. chain_id: The chain.
         max_attempts: Attempts of each new job.
         on_job: Called whenever a job was created or revived (wakes the worker).
+        reconciler: Finds pending requests whose log was missed (:meth:`reconcile`); None: never.
     """
 
     def __init__(
@@ -50,12 +55,14 @@ class EventRouter:
         *,
         max_attempts: int | None = None,
         on_job: Callable[[], None] | None = None,
+        reconciler: Reconciler | None = None,
     ) -> None:
         self.store = store
         self.reader = reader
         self.chain_id = chain_id
         self.max_attempts = max_attempts
         self.on_job = on_job or (lambda: None)
+        self.reconciler = reconciler
         self.events_seen = 0
 
     def __call__(self, event: WatchEvent) -> None:
@@ -63,6 +70,13 @@ class EventRouter:
             self._block(event)
         elif isinstance(event, Reorg):
             self._reorg(event)
+
+    def reconcile(self, passed: int | None) -> int:
+        """If a sweep is due, recover pending requests opened at or before block ``passed`` (the watcher's
+        cursor) that have no job (see :mod:`agent.pipeline.reconcile`); returns how many."""
+        if self.reconciler is None or passed is None or not self.reconciler.due():
+            return 0
+        return self.reconciler.sweep(passed)
 
     def _block(self, block: NewBlock) -> None:
         fused = {int(e.args["requestId"]): int(e.args["burnId"]) for e in block.events if e.name == "Fused"}

@@ -12,7 +12,7 @@ Events arrive in chain order. A caller reacts to each:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from agent.domain import ChainEvent
@@ -20,11 +20,16 @@ from agent.domain import ChainEvent
 
 @dataclass(frozen=True)
 class BlockRef:
-    """A block's position: number, hash and (when known) its parent's hash. Hashes are lower-case 0x hex."""
+    """A block's position: number, hash and (when known) its parent's hash. Hashes are lower-case 0x hex.
+
+    ``logs_bloom`` (the header's 256-byte bloom of its logs' addresses and topics, when it was fetched) is not part
+    of the block's identity: it is never stored, compared or printed.
+    """
 
     number: int
     hash: str
     parent_hash: str | None = None
+    logs_bloom: bytes | None = field(default=None, compare=False, repr=False)
 
     def __str__(self) -> str:
         return f"#{self.number} ({self.hash[:10]})"
@@ -41,6 +46,9 @@ class NewBlock:
     block: BlockRef
     events: tuple[ChainEvent, ...] = ()
     kind: Literal["block"] = "block"
+    recovered: bool = False
+    """True for logs of a block handled earlier that the first answer missed (found again when the block was
+    finalized); the cursor does not move. Handlers keyed by ``ChainEvent.key`` need not tell the difference."""
 
 
 @dataclass(frozen=True)

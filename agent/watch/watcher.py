@@ -9,6 +9,13 @@ behind it, linked by parent hash. Each poll
    emitting one :class:`NewBlock` per block (per block with logs, through finalized history);
 3. emits :class:`Finalize` as blocks sink ``finality_depth`` below the head.
 
+An ``eth_getLogs`` answer is not taken on trust: providers answer ``[]`` for a range their backend has not indexed
+yet, or when a load-balanced backend lags. Each followed block's header carries ``logsBloom``; a block whose bloom
+says it may hold one of the contract's logs while the answer had none is asked for again (:data:`BLOOM_RECHECKS`).
+When blocks are finalized their logs are fetched once more, and any log not delivered yet is delivered then
+(``NewBlock(recovered=True)``). What neither catches (a provider that lies consistently, in the header too) the
+agent's on-chain reconciliation does: see :mod:`agent.pipeline.reconcile`.
+
 Delivery: the cursor is saved after the caller has handled each event, so a restart resumes after the last
 handled block, losing nothing and repeating nothing that was handled. An event whose handler did not return
 (crash, exception) is delivered again: handle events idempotently, keyed by ``ChainEvent.key`` (the job store's
@@ -33,7 +40,15 @@ from typing import Any
 from web3 import Web3
 
 from agent.errors import ConfigError, RetryableError
-from agent.metrics import WATCH_BLOCK, WATCH_FINALIZED, WATCH_LOGS, WATCH_POLL_ERRORS, WATCH_REORGS
+from agent.metrics import (
+    WATCH_BLOCK,
+    WATCH_FINALIZED,
+    WATCH_LOGS,
+    WATCH_LOGS_RECOVERED,
+    WATCH_POLL_ERRORS,
+    WATCH_REORGS,
+)
+from agent.watch.bloom import may_hold
 from agent.watch.cursor import CursorState, CursorStore
 from agent.watch.errors import ChainResetError
 from agent.watch.events import BlockRef, Finalize, NewBlock, WatchEvent
@@ -45,6 +60,10 @@ from agent.watch.subscribe import WakeUpSubscription
 log = logging.getLogger("chrysalis.watch")
 
 Handler = Callable[[WatchEvent], None]
+
+BLOOM_RECHECKS = 2
+"""How many more times the logs of a block are asked for when its header's bloom says it may hold one of ours and
+the answer had none (a bloom's false positive costs this many requests; a real miss is found)."""
 
 
 @dataclass(frozen=True)
@@ -152,6 +171,11 @@ class Watcher:
         self._chain_checked = False
         # the last poll found the node's head below the cursor (logged once per episode)
         self._behind = False
+        # (block number, block hash, tx hash, log index) of the logs delivered and not final yet: a finalize
+        # re-scan delivers what is not in it. It covers the blocks this watcher followed since it started
+        # (from _rescan_from): blocks handled before a restart are not re-scanned.
+        self._delivered: set[tuple[int, str, str, int]] = set()
+        self._rescan_from: int | None = None
         self._loaded = False
         self._wake = threading.Event()
         self._stopped = threading.Event()
@@ -281,7 +305,9 @@ class Watcher:
                 done = finalize(state, final_target)
                 if done is not None:
                     finalized_state, block = done
+                    yield from self._rescan(state, block)
                     yield Finalize(block), finalized_state
+                    self._delivered = {d for d in self._delivered if d[0] > block.number}
 
     def _catch_up(self, start: int, end: int) -> Iterator[tuple[WatchEvent, CursorState | None]]:
         """Finalized history: one range request, blocks with logs, then the range's last block."""
@@ -309,6 +335,7 @@ class Watcher:
             if header is None:
                 break
             headers.append(header)
+        raws += self._recheck_blooms(headers, raws)
         by_block = self._group(raws)
         parent = self._state.tip.hash if self._state is not None else None
         for header in headers:
@@ -322,12 +349,83 @@ class Watcher:
                 log.info("logs of block #%d came from another branch; re-checking", header.number)
                 return False
             parent = header.hash
+        if headers and self._rescan_from is None:
+            self._rescan_from = headers[0].number
         for header in headers:
             yield self._new_block(header, by_block.get(header.number, ("", ()))[1])
         return len(headers) == to - start + 1
 
+    def _recheck_blooms(
+        self, headers: Sequence[BlockRef], raws: Sequence[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Logs the answer left out: asked for again, block by block, where a header's bloom says the block may
+        hold one of ours and the answer had none."""
+        answered = {int(r["blockNumber"]) for r in raws}
+        addresses = [self._addresses] if isinstance(self._addresses, str) else self._addresses
+        topics0 = self.decoder.topics[0]
+        found: list[dict[str, Any]] = []
+        for header in headers:
+            bloom = header.logs_bloom
+            if header.number in answered or bloom is None or not may_hold(bloom, addresses, topics0):
+                continue
+            for _ in range(BLOOM_RECHECKS):
+                again = [
+                    r
+                    for r in self.rpc.get_logs(
+                        header.number, header.number, self._addresses, self.decoder.topics
+                    )
+                    if int(r["blockNumber"]) == header.number
+                ]
+                if again:
+                    WATCH_LOGS_RECOVERED.labels(self.stream, "bloom").inc(len(again))
+                    log.warning(
+                        "eth_getLogs left out %d log(s) of block %s that its logsBloom announces; found on asking "
+                        "again (a lagging or lying provider?)",
+                        len(again), header,
+                    )  # fmt: skip
+                    found += again
+                    break
+            else:
+                log.debug("block %s: its bloom matched, no log of ours (a bloom false positive)", header)
+        return found
+
+    def _rescan(self, state: CursorState, final: BlockRef) -> Iterator[tuple[WatchEvent, CursorState | None]]:
+        """Blocks about to be finalized, fetched once more: logs not delivered yet are delivered now
+        (``NewBlock(recovered=True)``; the cursor stays where it is)."""
+        if self._rescan_from is None:
+            return
+        window = {b.number: b for b in state.window}
+        start = max(state.window[0].number, self._rescan_from)
+        if state.finalized is not None:
+            start = max(start, state.finalized.number + 1)
+        while start <= final.number:
+            to, raws = fetch_logs(
+                self.rpc, self._addresses, self.decoder.topics, start, final.number, self.span
+            )
+            for number, (block_hash, events) in sorted(self._group(raws).items()):
+                block = window.get(number)
+                if block is None:
+                    continue
+                if block_hash != block.hash:
+                    raise RetryableError(
+                        f"re-scanning block #{number} before finalizing it found logs of block {block_hash[:10]}, "
+                        f"not of {block}: the chain is reorganising",
+                        hint="transient: the next poll checks the window again",
+                    )
+                missed = tuple(e for e in events if _delivery(e) not in self._delivered)
+                if missed:
+                    WATCH_LOGS_RECOVERED.labels(self.stream, "rescan").inc(len(missed))
+                    log.warning(
+                        "%d log(s) of block %s were missing from the first eth_getLogs answer; delivering them now",
+                        len(missed), block,
+                    )  # fmt: skip
+                    yield NewBlock(block, missed, recovered=True), self._state
+                    self._delivered.update(_delivery(e) for e in missed)  # handled (the caller came back)
+            start = to + 1
+
     def _new_block(self, block: BlockRef, events: tuple[Any, ...]) -> tuple[NewBlock, CursorState]:
         WATCH_LOGS.labels(self.stream).inc(len(events))
+        self._delivered.update(_delivery(e) for e in events)
         return NewBlock(block, events), advance(self._state, self.chain_id, block)
 
     def _group(self, raws: list[dict[str, Any]]) -> dict[int, tuple[str, tuple[Any, ...]]]:
@@ -431,6 +529,11 @@ class Watcher:
         assert self.config.ws_url
         logs_filter = {"address": self._addresses, "topics": self.decoder.topics}
         return WakeUpSubscription(self.config.ws_url, self.wake, logs_filter=logs_filter).start()
+
+
+def _delivery(event: Any) -> tuple[int, str, str, int]:
+    key = event.key
+    return int(event.block_number), key.block_hash, key.tx_hash, int(key.log_index)
 
 
 def _lagging(url: str, number: int) -> RetryableError:

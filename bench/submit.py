@@ -10,11 +10,11 @@ holder), so every mode writes first digests (the same storage costs). Only the a
   chain-reconciled nonce, sign, send, receipt);
 - *presigned*: one fee quote and one nonce reservation, ``n`` signed ``fulfillEvolution`` broadcast back to
   back, then ``wait_all``;
-- *batched*: ``FulfilmentBatcher.submit`` (``isPending`` pre-check, grouping, gas estimate per batch, send,
+- *batched*: ``FulfilmentBatcher.submit`` (``isPendingWith`` pre-check, grouping, gas estimate per batch, send,
   ``wait_all``) with a count cap of 100, and with a cap of ``n`` where the 10M gas cap does the splitting.
 
-A second table times the pre-send ``isPending`` check of ``n`` ids: one JSON-RPC batch request per 200 ids vs
-one HTTP request per id.
+A second table times the pre-send ``isPendingWith(requestId, seed)`` check of ``n`` ids: one JSON-RPC batch
+request per 200 ids vs one HTTP request per id.
 """
 
 from __future__ import annotations
@@ -136,10 +136,15 @@ class Setup:
         )
 
     def fulfilments(self, ids: list[int]) -> list[Fulfilment]:
-        return [Fulfilment(r, (r % 2**255 + 1).to_bytes(32, "big"), b"\x01" * 32) for r in ids]
+        """Fulfilments of ``ids``, each bound to its request's seed (from the EvolutionRequested logs)."""
+        seeds = {
+            int(log["args"]["requestId"]): bytes(log["args"]["seed"])
+            for log in self.lc.events.EvolutionRequested().get_logs(from_block=0)
+        }
+        return [Fulfilment(r, seeds[r], (r % 2**255 + 1).to_bytes(32, "big"), b"\x01" * 32) for r in ids]
 
     def calldata(self, f: Fulfilment) -> bytes:
-        data = self.lc.encode_abi("fulfillEvolution", [f.request_id, f.metadata_digest, f.provenance])
+        data = self.lc.encode_abi("fulfillEvolution", [f.request_id, f.seed, f.metadata_digest, f.provenance])
         return bytes.fromhex(data[2:])
 
 
@@ -207,12 +212,12 @@ def measure(n: int) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]
             )
 
         # the pre-check alone, on pending ids
-        ids = s.open_requests()
+        items = s.fulfilments(s.open_requests())
         sender = s.sender()
         for mode in ("batch", "sequential"):
             b = FulfilmentBatcher(sender, sender.rpc, s.lc.address, sender.settings, precheck=mode)
             t0 = time.perf_counter()
-            pending = b.check_pending(ids)
+            pending = b.check_pending_with(items)
             wall = time.perf_counter() - t0
             assert all(pending.values())
             http = -(-n // sender.settings.precheck_batch_size) if mode == "batch" else n
@@ -233,12 +238,12 @@ def main() -> None:
         ["mode", "fulfilments", "txs", "wall s", "fulfilments/s", "gas per fulfilment", "gas total"],
         rows,
         "Agent side only (requests opened beforehand). Gas is receipts' gasUsed, 21,000 base and calldata "
-        "included. Batched rows include the isPending pre-check and one gas estimate per batch. anvil mines "
+        "included. Batched rows include the isPendingWith pre-check and one gas estimate per batch. anvil mines "
         f"one block per transaction, bounding the per-request rows (load average {load:.1f} at the start).",
     )
     emit(
         "submit_precheck",
-        f"isPending pre-check of {args.n} request ids",
+        f"isPendingWith pre-check of {args.n} request ids",
         ["method", "ids", "HTTP requests", "wall ms", "us per id"],
         checks,
         "Same node, same ids, all pending.",

@@ -24,6 +24,7 @@ import {EvolutionState, TokenState, PendingRequest} from "./libraries/EvolutionS
  *   base URI and royalty. The constructor also gives the admin `MINTER_ROLE` and `PAUSER_ROLE`.
  * - `AGENT_ROLE`: writes metadata only ({fulfillEvolution}, {fulfillEvolutions}, {refreshMetadata}). It can never
  *   move funds or tokens: fees go to the treasury ({withdrawFees}) and refunds to the requester ({cancelEvolution}).
+ *   A fulfilment names the request's seed, and is rejected unless it is the seed of the request pending now.
  * - `MINTER_ROLE`: {airdrop}.
  * - `PAUSER_ROLE`: {pause} and {unpause}. Pausing stops {mint}, {requestEvolution} and {fuse}; fulfilments,
  *   refreshes, cancellations, withdrawals and transfers keep working, so no fee is ever stuck behind a pause.
@@ -85,21 +86,25 @@ contract LivingCollection is
     // Per-token storage, three slots (the gas of the hot paths is in which of them each path touches):
     //
     //   slot A  _digests[tokenId]     bytes32         metadata digest; 0 = none yet; all ones = burnt
-    //   slot B  _tokenState[tokenId]  TokenState      nonce, stage, model (see EvolutionState.sol for the bits)
+    //   slot B  _tokenState[tokenId]  TokenState      nonce, stage, model, seed tag (see EvolutionState.sol)
     //   slot C  _requests[tokenId]    PendingRequest  the pending request; 0 = none (see EvolutionState.sol)
     //
-    //   requestEvolution  writes B and C (+ the requester)  the holder pays for the bookkeeping
-    //   fulfil            reads C, zeroes C, writes A       zeroing C earns a refund; B is written only if the
-    //                                                       active model changed since the request opened
+    //   requestEvolution  writes B and C (+ the requester)  the holder pays for the bookkeeping (B carries the
+    //                                                       request's seed tag at no extra write)
+    //   fulfil            reads B and C, zeroes C, writes A zeroing C earns a refund; B is read for the seed tag
+    //                                                       and written only if the active model changed since
+    //                                                       the request opened
     //   refreshMetadata   reads and writes A                A's burnt marker spares a cold `_ownerOf` read
     //   cancelEvolution   zeroes C, rolls B back
     //
-    // A request is pending iff C is not zero, and C's nonce names it. Burning reverts while C is not zero, so a
-    // pending request implies a live token and the fulfilment path never reads `_ownerOf`.
+    // A request is pending iff C is not zero, and C's nonce names it; B's seed tag binds it to the seed its
+    // EvolutionRequested event announced (a request id re-mined after a reorg has the same id but a new seed).
+    // Burning reverts while C is not zero, so a pending request implies a live token and the fulfilment path never
+    // reads `_ownerOf`.
 
     /// @dev Slot A: sha256 of the token's metadata JSON (0 = none yet, {_BURNT} = burnt).
     mapping(uint256 tokenId => bytes32 digest) private _digests;
-    /// @dev Slot B: requests opened, stage and model. See {TokenState}.
+    /// @dev Slot B: requests opened, stage, model and the latest request's seed tag. See {TokenState}.
     mapping(uint256 tokenId => TokenState state) private _tokenState;
     /// @dev Slot C: the pending request (zero when none). See {PendingRequest}.
     mapping(uint256 tokenId => PendingRequest request) private _requests;
@@ -305,8 +310,10 @@ contract LivingCollection is
         _requests[tokenId] = PendingRequest.wrap(0);
         TokenState state = _tokenState[tokenId];
         // Roll back what opening the request predicted: the stage it would reach and the model credited for it.
-        _tokenState[tokenId] =
-            EvolutionState.toTokenState(state.nonce(), state.stage() - 1, state.previousModel(), state.previousModel());
+        // The seed tag goes too: no request is pending.
+        _tokenState[tokenId] = EvolutionState.toTokenState(
+            state.nonce(), state.stage() - 1, state.previousModel(), state.previousModel(), bytes12(0)
+        );
         _escrowed -= uint128(fee);
         emit EvolutionCancelled(requestId, tokenId, requester, fee);
         _sendValue(requester, fee);
@@ -326,16 +333,20 @@ contract LivingCollection is
      * - The caller has `AGENT_ROLE`.
      * - A model is active.
      * - `requestId` is pending (so a request is fulfilled at most once).
+     * - `seed` is the seed of that pending request, as its {EvolutionRequested} event announced it (its top 96
+     *   bits are compared). A request re-mined after a reorg keeps its id but gets a new seed: metadata generated
+     *   from the orphaned request's seed reverts with {LivingCollectionSeedMismatch}. {isPendingWith} checks it
+     *   without sending.
      * - `metadataDigest` is a real digest (not zero).
      *
      * Emits an {Evolved} event, then a {MetadataUpdate} event.
      */
-    function fulfillEvolution(uint256 requestId, bytes32 metadataDigest, bytes32 provenance)
+    function fulfillEvolution(uint256 requestId, bytes32 seed, bytes32 metadataDigest, bytes32 provenance)
         external
         virtual
         onlyRole(AGENT_ROLE)
     {
-        uint256 fee = _fulfil(requestId, metadataDigest, provenance, _requireActiveModel());
+        uint256 fee = _fulfil(requestId, seed, metadataDigest, provenance, _requireActiveModel());
         _settle(fee);
     }
 
@@ -343,28 +354,31 @@ contract LivingCollection is
      * @inheritdoc ILivingCollection
      * @dev Same as {fulfillEvolution} for each request in order; the fees are settled with one storage write.
      * The batch is all or nothing: one request that is not pending (unknown, already fulfilled, cancelled, or
-     * listed twice) reverts the whole transaction, so the agent should drop it and resubmit the rest.
+     * listed twice) or whose seed does not match reverts the whole transaction, so the agent should drop it and
+     * resubmit the rest ({isPendingWith} finds them before sending).
      *
      * Requirements:
      *
      * - The caller has `AGENT_ROLE`; a model is active.
-     * - The three arrays have the same length.
-     * - Every request is pending and every digest is not zero.
+     * - The four arrays have the same length.
+     * - Every request is pending with the given seed, and every digest is not zero.
      *
      * Emits an {Evolved} and a {MetadataUpdate} event per request.
      */
     function fulfillEvolutions(
         uint256[] calldata requestIds,
+        bytes32[] calldata seeds,
         bytes32[] calldata metadataDigests,
         bytes32[] calldata provenances
     ) external virtual onlyRole(AGENT_ROLE) {
         uint256 n = requestIds.length;
+        if (seeds.length != n) revert LivingCollectionLengthMismatch(n, seeds.length);
         if (metadataDigests.length != n) revert LivingCollectionLengthMismatch(n, metadataDigests.length);
         if (provenances.length != n) revert LivingCollectionLengthMismatch(n, provenances.length);
         uint16 modelId = _requireActiveModel();
         uint256 fees;
         for (uint256 i = 0; i < n; ++i) {
-            fees += _fulfil(requestIds[i], metadataDigests[i], provenances[i], modelId);
+            fees += _fulfil(requestIds[i], seeds[i], metadataDigests[i], provenances[i], modelId);
         }
         _settle(fees);
     }
@@ -660,6 +674,17 @@ contract LivingCollection is
         return _requests[requestId >> 32].isRequest(requestId);
     }
 
+    /**
+     * @inheritdoc ILivingCollection
+     * @dev Exactly when {fulfillEvolution} would accept `requestId` with `seed` (role, model and digest aside):
+     * false when the request is not pending, and false when it is pending with another seed (it was re-mined
+     * after a reorg; its current seed is in the canonical {EvolutionRequested} event).
+     */
+    function isPendingWith(uint256 requestId, bytes32 seed) external view virtual returns (bool) {
+        uint256 tokenId = requestId >> 32;
+        return _requests[tokenId].isRequest(requestId) && _tokenState[tokenId].matchesSeed(seed);
+    }
+
     /// @dev Timestamp from which pending request `requestId` may be cancelled; reverts if it is not pending.
     function cancellableAt(uint256 requestId) external view virtual returns (uint256) {
         PendingRequest request = _requests[requestId >> 32];
@@ -786,17 +811,17 @@ contract LivingCollection is
     // ----------------------------------------------------------------------------------------------------
 
     /**
-     * @dev Fulfils one request and returns its fee (the caller settles fees). Touches the token's slots A and C
-     * only (B too if the active model changed since the request opened); no `_ownerOf` read, since a pending
-     * request implies a live token.
+     * @dev Fulfils one request and returns its fee (the caller settles fees). Reads the token's slots B (the
+     * seed tag) and C, zeroes C and writes A (B too if the active model changed since the request opened); no
+     * `_ownerOf` read, since a pending request implies a live token.
      *
      * Requirements:
      *
-     * - `requestId` is pending; `digest` is neither zero nor the burnt marker.
+     * - `requestId` is pending; `seed` matches its seed tag; `digest` is neither zero nor the burnt marker.
      *
      * Emits an {Evolved} event, then a {MetadataUpdate} event.
      */
-    function _fulfil(uint256 requestId, bytes32 digest, bytes32 provenance, uint16 modelId)
+    function _fulfil(uint256 requestId, bytes32 seed, bytes32 digest, bytes32 provenance, uint16 modelId)
         internal
         virtual
         returns (uint256 fee)
@@ -804,8 +829,10 @@ contract LivingCollection is
         uint256 tokenId = requestId >> 32;
         PendingRequest request = _requests[tokenId];
         if (!request.isRequest(requestId)) revert LivingCollectionRequestNotPending(requestId);
+        TokenState state = _tokenState[tokenId];
+        if (!state.matchesSeed(seed)) revert LivingCollectionSeedMismatch(requestId, seed);
         _requests[tokenId] = PendingRequest.wrap(0);
-        if (request.model() != modelId) _tokenState[tokenId] = _tokenState[tokenId].withModel(modelId);
+        if (request.model() != modelId) _tokenState[tokenId] = state.withModel(modelId);
         _writeDigest(tokenId, digest);
         emit Evolved(tokenId, requestId, request.stage(), digest, provenance);
         _metadataUpdated(tokenId, tokenId);
@@ -821,7 +848,8 @@ contract LivingCollection is
     }
 
     /**
-     * @dev Opens a request for `tokenId` paid with `msg.value` (already checked) and returns its id.
+     * @dev Opens a request for `tokenId` paid with `msg.value` (already checked) and returns its id. The seed's
+     * tag goes into the token's {TokenState} (written here anyway), binding the request's fulfilment to it.
      *
      * Emits an {EvolutionRequested} event.
      */
@@ -833,13 +861,14 @@ contract LivingCollection is
         uint32 stage = state.stage(); // the current stage: no request is pending
         uint16 model = _activeModel;
         requestId = tokenId << 32 | nonce;
-        _tokenState[tokenId] = EvolutionState.toTokenState(nonce, stage + 1, model, state.model());
+        bytes32 seed = keccak256(abi.encode(block.prevrandao, blockhash(block.number - 1), tokenId, requestId));
+        _tokenState[tokenId] =
+            EvolutionState.toTokenState(nonce, stage + 1, model, state.model(), EvolutionState.toSeedTag(seed));
         _requests[tokenId] = EvolutionState.toPendingRequest(
             nonce, uint40(block.timestamp), _requestTimeout, uint96(msg.value), model, stage + 1
         );
         _requesters[tokenId] = requester;
         _escrowed += uint128(msg.value);
-        bytes32 seed = keccak256(abi.encode(block.prevrandao, blockhash(block.number - 1), tokenId, requestId));
         emit EvolutionRequested(requestId, tokenId, requester, stage, seed);
     }
 

@@ -21,7 +21,9 @@ class EvolutionRequest:
     Attributes:
         request_id: ``tokenId << 32 | nonce``. token_id: The token.
         requester: Who opened it. stage_before: The token's stage when it was opened (it evolves into the next).
-        seed: The on-chain seed (``0x`` + 64 hex digits).
+        seed: The on-chain seed (``0x`` + 64 hex digits). A request re-mined after a reorg keeps its id but
+            gets a new block and seed; the contract accepts only fulfilments that name the seed of the request
+            pending now (see :attr:`seed_bytes`).
         block_number, block_hash, tx_hash, log_index: Where the request was logged.
         fused_burn_id: The token burnt to open it through ``fuse``, if it was.
         replay_of: The id of a confirmed job whose fulfilment a reorg orphaned; this job re-sends its outputs.
@@ -43,6 +45,15 @@ class EvolutionRequest:
     def stage(self) -> int:
         """The stage the token evolves into."""
         return self.stage_before + 1
+
+    @property
+    def seed_bytes(self) -> bytes:
+        """The on-chain seed as 32 bytes: what the fulfilment names, and the contract checks, so that metadata
+        made from this log is never written for a copy of the request re-mined (after a reorg) with another seed."""
+        raw = bytes.fromhex(self.seed.removeprefix("0x").removeprefix("0X"))
+        if len(raw) != 32:
+            raise ValueError(f"request {self.request_id}: seed {self.seed!r} is not 32 bytes")
+        return raw
 
     @classmethod
     def from_event(cls, event: ChainEvent, fused_burn_id: int | None = None) -> EvolutionRequest:

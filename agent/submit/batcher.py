@@ -1,12 +1,15 @@
 """Batching the agent's writes: fulfilments into ``fulfillEvolutions``, refreshes into ``refreshMetadata``.
 
 ``fulfillEvolutions`` is all or nothing: one request that is no longer pending (fulfilled, cancelled after its
-timeout, unknown, listed twice) reverts the whole transaction. So before sending, :class:`FulfilmentBatcher`
+timeout, unknown, listed twice), or named with another seed than its own, reverts the whole transaction. So
+before sending, :class:`FulfilmentBatcher`
 
-1. drops duplicates and zero digests;
-2. asks the chain whether each request is still pending (``isPending``: one ``eth_call`` per id, sent as
-   JSON-RPC batches of ``precheck_batch_size``; no multicall contract needed) and drops, and reports, those
-   that are not;
+1. drops duplicates, zero digests and malformed seeds;
+2. asks the chain whether each request is still pending *with the seed the fulfilment was generated from*
+   (``isPendingWith(requestId, seed)``: one ``eth_call`` per id, sent as JSON-RPC batches of
+   ``precheck_batch_size``; no multicall contract needed) and drops, and reports, those that are not. A request
+   that is pending with another seed was re-mined after a reorg (same id, new block and seed): its metadata was
+   made from an orphaned log, and the contract would reject it (``LivingCollectionSeedMismatch``);
 3. groups the rest into transactions of at most ``batch_max_count`` fulfilments and ``batch_max_gas`` gas.
    Each group's gas estimate is its dry run: a revert there (a request cancelled a moment ago) names the
    culprit through the decoded custom error, which is dropped, and the group re-estimated; a group above the
@@ -44,19 +47,32 @@ from agent.submit.sender import TxRequest, TxSender
 log = logging.getLogger(__name__)
 
 _IS_PENDING = function_signature_to_4byte_selector("isPending(uint256)")
+_IS_PENDING_WITH = function_signature_to_4byte_selector("isPendingWith(uint256,bytes32)")
 _EXISTS = function_signature_to_4byte_selector("exists(uint256)")
-_FULFILL_MANY = function_signature_to_4byte_selector("fulfillEvolutions(uint256[],bytes32[],bytes32[])")
+_FULFILL_MANY = function_signature_to_4byte_selector(
+    "fulfillEvolutions(uint256[],bytes32[],bytes32[],bytes32[])"
+)
 _REFRESH = function_signature_to_4byte_selector("refreshMetadata(uint256[],bytes32[],bytes32)")
 ZERO32 = bytes(32)
 
 Item = TypeVar("Item", bound=Hashable)
 
 
+#: Why a fulfilment is dropped when its request is pending with another seed than the one it was generated from.
+REMINED_REASON = (
+    "pending with another seed: the request was re-mined after a reorg (same id, new block and seed); "
+    "this metadata was made from the orphaned log"
+)
+
+
 @dataclass(frozen=True)
 class Fulfilment:
-    """One request to fulfil: the sha256 digest of its metadata block and the provenance commitment."""
+    """One request to fulfil: the seed it was generated from (its ``EvolutionRequested`` seed, 32 bytes), the
+    sha256 digest of its metadata block and the provenance commitment. The contract accepts it only while the
+    request is pending with that seed."""
 
     request_id: int
+    seed: bytes
     metadata_digest: bytes
     provenance: bytes = ZERO32
 
@@ -204,19 +220,31 @@ def _uint_call(selector: bytes, value: int) -> str:
 def _bool_results(
     rpc: ChainRpc, to: str, selector: bytes, ids: Sequence[int], mode: str, chunk: int
 ) -> dict[int, bool]:
+    return _bool_calls(rpc, to, [(i, _uint_call(selector, i)) for i in ids], mode, chunk)
+
+
+def _bool_calls(
+    rpc: ChainRpc, to: str, calls: Sequence[tuple[int, str]], mode: str, chunk: int
+) -> dict[int, bool]:
+    """``{key: result}`` of view calls returning ``bool``, given as ``(key, calldata hex)``."""
     out: dict[int, bool] = {}
     if mode == "sequential":
-        for i in ids:
-            out[i] = rpc.call({"to": to, "data": _uint_call(selector, i)})[-1:] == b"\x01"
+        for key, data in calls:
+            out[key] = rpc.call({"to": to, "data": data})[-1:] == b"\x01"
         return out
-    for start in range(0, len(ids), chunk):
-        part = ids[start : start + chunk]
-        calls = [("eth_call", [{"to": to, "data": _uint_call(selector, i)}, "latest"]) for i in part]
-        for i, result in zip(part, rpc.batch(calls), strict=True):
+    for start in range(0, len(calls), chunk):
+        part = calls[start : start + chunk]
+        requests = [("eth_call", [{"to": to, "data": data}, "latest"]) for _, data in part]
+        for (key, _), result in zip(part, rpc.batch(requests), strict=True):
             if isinstance(result, Exception):
                 raise result
-            out[i] = isinstance(result, str) and result.endswith("1") and int(result, 16) == 1
+            out[key] = isinstance(result, str) and result.endswith("1") and int(result, 16) == 1
     return out
+
+
+def is_pending_with_call(request_id: int, seed: bytes) -> str:
+    """Calldata (hex) of ``isPendingWith(requestId, seed)``."""
+    return "0x" + (_IS_PENDING_WITH + request_id.to_bytes(32, "big") + bytes(seed)).hex()
 
 
 class FulfilmentBatcher:
@@ -224,7 +252,7 @@ class FulfilmentBatcher:
 
     Args:
         sender: Sends and waits (its account must hold ``AGENT_ROLE``).
-        rpc: Reads (``isPending``).
+        rpc: Reads (``isPendingWith``, ``isPending``).
         collection: The LivingCollection address.
         settings: ``batch_max_count``, ``batch_max_gas``, ``precheck_batch_size``.
         precheck: ``batch`` (JSON-RPC batches of ``eth_call``) or ``sequential`` (one request per id).
@@ -248,7 +276,7 @@ class FulfilmentBatcher:
         self.precheck = precheck
 
     def check_pending(self, request_ids: Sequence[int]) -> dict[int, bool]:
-        """Whether each request is still pending, read from the chain."""
+        """Whether each request is still pending (with whatever seed), read from the chain."""
         return _bool_results(
             self.rpc,
             self.collection,
@@ -258,20 +286,33 @@ class FulfilmentBatcher:
             self.settings.precheck_batch_size,
         )
 
+    def check_pending_with(self, fulfilments: Sequence[Fulfilment]) -> dict[int, bool]:
+        """Whether each fulfilment's request is still pending with the fulfilment's seed (``isPendingWith``):
+        exactly what ``fulfillEvolutions`` requires of it, read from the chain."""
+        return _bool_calls(
+            self.rpc,
+            self.collection,
+            [(f.request_id, is_pending_with_call(f.request_id, f.seed)) for f in fulfilments],
+            self.precheck,
+            self.settings.precheck_batch_size,
+        )
+
     @staticmethod
     def encode(items: Sequence[Fulfilment]) -> bytes:
         """Calldata of ``fulfillEvolutions`` for ``items``."""
         return _FULFILL_MANY + abi_encode(
-            ["uint256[]", "bytes32[]", "bytes32[]"],
+            ["uint256[]", "bytes32[]", "bytes32[]", "bytes32[]"],
             [
                 [f.request_id for f in items],
+                [f.seed for f in items],
                 [f.metadata_digest for f in items],
                 [f.provenance for f in items],
             ],
         )
 
     def plan(self, fulfilments: Sequence[Fulfilment]) -> Plan[Fulfilment]:
-        """Drop what would revert (duplicates, zero digests, requests not pending) and group the rest."""
+        """Drop what would revert (duplicates, zero digests, requests not pending with their seed) and group
+        the rest. Nothing is sent, so a dropped fulfilment costs no gas."""
         dropped: list[Dropped] = []
         unique: list[Fulfilment] = []
         seen: set[int] = set()
@@ -280,14 +321,21 @@ class FulfilmentBatcher:
                 dropped.append(Dropped(f.request_id, "listed twice (the first is kept)"))
             elif len(f.metadata_digest) != 32 or f.metadata_digest == ZERO32:
                 dropped.append(Dropped(f.request_id, "metadata digest is not 32 non-zero bytes"))
+            elif len(f.seed) != 32:
+                dropped.append(Dropped(f.request_id, "seed is not 32 bytes"))
             else:
                 seen.add(f.request_id)
                 unique.append(f)
-        pending = self.check_pending([f.request_id for f in unique])
+        bound = self.check_pending_with(unique)
+        # Only for those that failed: not pending at all, or pending with another seed (re-mined)?
+        pending = self.check_pending([f.request_id for f in unique if not bound[f.request_id]])
         live = []
         for f in unique:
-            if pending[f.request_id]:
+            if bound[f.request_id]:
                 live.append(f)
+            elif pending[f.request_id]:
+                log.warning("request %s: %s; not sending it", f.request_id, REMINED_REASON)
+                dropped.append(Dropped(f.request_id, REMINED_REASON))
             else:
                 dropped.append(
                     Dropped(f.request_id, "not pending (already fulfilled, cancelled, or unknown)")
@@ -313,7 +361,7 @@ class FulfilmentBatcher:
 
 
 def _fulfilment_culprit(error: DecodedError, chunk: Sequence[Fulfilment]) -> Fulfilment | None:
-    if error.name in ("LivingCollectionRequestNotPending",):
+    if error.name in ("LivingCollectionRequestNotPending", "LivingCollectionSeedMismatch"):
         rid = error.args.get("requestId")
         return next((f for f in chunk if f.request_id == rid), None)
     if error.name == "LivingCollectionInvalidDigest":

@@ -11,7 +11,9 @@ pragma solidity ^0.8.24;
  * that digest on-chain. Scheduled and oracle-driven refreshes rewrite digests without a request.
  *
  * Request ids encode their token: `requestId = tokenId << 32 | nonce`, where `nonce` counts the requests
- * ever opened for that token (starting at 1). A request id is never reused.
+ * ever opened for that token (starting at 1). A request id is never reused on one chain, but a reorg can re-mine
+ * the transaction that opened it in another block: same id, new `seed`. Fulfilments therefore name the seed they
+ * were generated from, and only the seed of the request pending now is accepted.
  */
 interface ILivingCollection {
     // ----------------------------------------------------------------------------------------------------
@@ -78,6 +80,9 @@ interface ILivingCollection {
     error LivingCollectionRequestPending(uint256 tokenId, uint256 requestId);
     /// @param requestId A request that is not (or no longer) pending: unknown, fulfilled or cancelled.
     error LivingCollectionRequestNotPending(uint256 requestId);
+    /// @param requestId A pending request. @param seed The seed given for it, which is not its seed (it was
+    /// generated for an orphaned copy of the request, before a reorg re-mined it with a new seed).
+    error LivingCollectionSeedMismatch(uint256 requestId, bytes32 seed);
     /// @param requestId The request. @param cancellableAt Timestamp from which it may be cancelled.
     error LivingCollectionRequestNotExpired(uint256 requestId, uint256 cancellableAt);
     /// @param requestId The request. @param caller Neither the requester nor the token's holder.
@@ -126,12 +131,18 @@ interface ILivingCollection {
     // Agent actions (AGENT_ROLE)
     // ----------------------------------------------------------------------------------------------------
 
-    /// @notice Fulfils one pending request exactly once.
-    function fulfillEvolution(uint256 requestId, bytes32 metadataDigest, bytes32 provenance) external;
+    /// @notice Fulfils one pending request exactly once. `seed` is the request's seed (from its
+    /// {EvolutionRequested} event): metadata made from another seed is rejected.
+    function fulfillEvolution(uint256 requestId, bytes32 seed, bytes32 metadataDigest, bytes32 provenance) external;
 
-    /// @notice Fulfils many pending requests in one transaction. Reverts whole if any one is not pending.
-    function fulfillEvolutions(uint256[] calldata requestIds, bytes32[] calldata metadataDigests, bytes32[] calldata provenances)
-        external;
+    /// @notice Fulfils many pending requests in one transaction. Reverts whole if any one is not pending, or not
+    /// pending with its given seed.
+    function fulfillEvolutions(
+        uint256[] calldata requestIds,
+        bytes32[] calldata seeds,
+        bytes32[] calldata metadataDigests,
+        bytes32[] calldata provenances
+    ) external;
 
     /// @notice Rewrites metadata digests without a request (scheduled and oracle-driven refreshes).
     function refreshMetadata(uint256[] calldata tokenIds, bytes32[] calldata digests, bytes32 provenance) external;
@@ -156,4 +167,7 @@ interface ILivingCollection {
 
     /// @notice True while `requestId` is pending.
     function isPending(uint256 requestId) external view returns (bool);
+
+    /// @notice True while `requestId` is pending and `seed` is its seed: what a fulfilment of it requires.
+    function isPendingWith(uint256 requestId, bytes32 seed) external view returns (bool);
 }

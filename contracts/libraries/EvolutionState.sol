@@ -8,15 +8,23 @@ pragma solidity ^0.8.24;
  * request already records the stage and model the token will have once it is fulfilled, so that fulfilment only
  * clears the {PendingRequest} slot (a storage refund) and writes the digest.
  *
+ * It also binds the latest request to its seed: `seedTag` is the top 96 bits of the `seed` that the request's
+ * `EvolutionRequested` event announced. Opening a request writes this slot anyway, so the tag costs no storage
+ * write; fulfilments compare it with the seed the agent generated from ({matchesSeed}), so that metadata made for a
+ * request that a reorg orphaned (and the same transaction re-mined with a new seed) can never be written.
+ *
  * Bit layout:
  *
- *   bits      field          type    meaning
- *   [0..31]   nonce          uint32  requests ever opened for the token; request ids are `tokenId << 32 | nonce`
- *   [32..63]  stage          uint32  stage once the latest request is fulfilled (one more than {stageOf} while
- *                                    a request is pending)
- *   [64..79]  model          uint16  model credited for that stage (0 = none)
- *   [80..95]  previousModel  uint16  model of the stage before it: what {modelOf} returns while a request is pending
- *   [96..255] (spare, zero)
+ *   bits        field          type     meaning
+ *   [0..31]     nonce          uint32   requests ever opened for the token; request ids are `tokenId << 32 | nonce`
+ *   [32..63]    stage          uint32   stage once the latest request is fulfilled (one more than {stageOf} while
+ *                                       a request is pending)
+ *   [64..79]    model          uint16   model credited for that stage (0 = none)
+ *   [80..95]    previousModel  uint16   model of the stage before it: what {modelOf} returns while a request is
+ *                                       pending
+ *   [96..191]   seedTag        bytes12  top 96 bits of the latest request's seed (zero after a cancellation; only
+ *                                       meaningful while that request is pending)
+ *   [192..255]  (spare, zero)
  */
 type TokenState is uint256;
 
@@ -47,14 +55,20 @@ library EvolutionState {
     // TokenState
     // ----------------------------------------------------------------------------------------------------
 
-    function toTokenState(uint32 nonce_, uint32 stage_, uint16 model_, uint16 previousModel_)
+    function toTokenState(uint32 nonce_, uint32 stage_, uint16 model_, uint16 previousModel_, bytes12 seedTag_)
         internal
         pure
         returns (TokenState)
     {
         return TokenState.wrap(
             uint256(nonce_) | (uint256(stage_) << 32) | (uint256(model_) << 64) | (uint256(previousModel_) << 80)
+                | (uint256(uint96(seedTag_)) << 96)
         );
+    }
+
+    /// @dev The tag {TokenState} keeps of a request's seed: its top 96 bits.
+    function toSeedTag(bytes32 seed) internal pure returns (bytes12) {
+        return bytes12(seed);
     }
 
     function nonce(TokenState self) internal pure returns (uint32) {
@@ -71,6 +85,15 @@ library EvolutionState {
 
     function previousModel(TokenState self) internal pure returns (uint16) {
         return uint16(TokenState.unwrap(self) >> 80);
+    }
+
+    function seedTag(TokenState self) internal pure returns (bytes12) {
+        return bytes12(uint96(TokenState.unwrap(self) >> 96));
+    }
+
+    /// @dev True when `seed`'s tag is the one recorded for the token's latest request.
+    function matchesSeed(TokenState self, bytes32 seed) internal pure returns (bool) {
+        return uint96(TokenState.unwrap(self) >> 96) == uint96(bytes12(seed));
     }
 
     /// @dev `self` with `model` replaced.

@@ -99,6 +99,33 @@ def request_id(token_id: int, nonce: int) -> int:
     return token_id << 32 | nonce
 
 
+EVOLUTION_REQUESTED_TOPIC = keccak(text="EvolutionRequested(uint256,uint256,address,uint32,bytes32)")
+
+
+def seed_of(contract: Any, rid: int) -> bytes:
+    """The seed of request ``rid``, read from its ``EvolutionRequested`` log on the current chain (as the agent
+    reads it): what ``fulfillEvolution`` must name. Read independently of the contract's storage."""
+    from ape import chain
+
+    logs = chain.provider.web3.eth.get_logs(
+        {
+            "address": to_checksum_address(contract.address),
+            "fromBlock": 0,
+            "toBlock": "latest",
+            "topics": [
+                HexBytes(EVOLUTION_REQUESTED_TOPIC).to_0x_hex(),
+                HexBytes(rid.to_bytes(32, "big")).to_0x_hex(),
+            ],
+        }
+    )
+    assert logs, f"no EvolutionRequested log for request {rid}"
+    return bytes(logs[-1]["data"])[32:64]
+
+
+def seeds_of(contract: Any, rids: Any) -> list[bytes]:
+    return [seed_of(contract, rid) for rid in rids]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Normalising values for comparison
 # ---------------------------------------------------------------------------------------------------------------

@@ -33,6 +33,8 @@ from tests.contracts.support import (
     only_event,
     request_id,
     reverts,
+    seed_of,
+    seeds_of,
     unauthorized,
 )
 
@@ -125,7 +127,9 @@ def test_transfer_with_pending_request(
     collection.transferFrom(alice, carol, 1, sender=alice)  # allowed: only burning is blocked
     with reverts(collection.LivingCollectionRequestPending, tokenId=1, requestId=rid):
         collection.requestEvolution(1, sender=carol, value=EVOLUTION_FEE)
-    collection.fulfillEvolution(rid, digest_of(_doc(1, 1)), PROVENANCE, sender=agent)
+    collection.fulfillEvolution(
+        rid, seed_of(collection, rid), digest_of(_doc(1, 1)), PROVENANCE, sender=agent
+    )
     assert collection.stageOf(1) == 1
     rid2, receipt = request_evolution(1, carol)
     assert rid2 == request_id(1, 2)
@@ -141,7 +145,9 @@ def test_fulfil(collection: Any, agent: Any, alice: Any, request_evolution: Any)
     rid, _ = request_evolution(1, alice)
     withdrawable, contract_balance = collection.withdrawableFees(), collection.balance
     doc = _doc(1, 1)
-    receipt = collection.fulfillEvolution(rid, digest_of(doc), PROVENANCE, sender=agent)
+    receipt = collection.fulfillEvolution(
+        rid, seed_of(collection, rid), digest_of(doc), PROVENANCE, sender=agent
+    )
     assert events(receipt, collection) == [
         ev(
             "Evolved", tokenId=1, requestId=rid, stage=1, metadataDigest=digest_of(doc), provenance=PROVENANCE
@@ -164,9 +170,11 @@ def test_fulfil(collection: Any, agent: Any, alice: Any, request_evolution: Any)
 
 def test_fulfil_exactly_once(collection: Any, agent: Any, alice: Any, request_evolution: Any) -> None:
     rid, _ = request_evolution(1, alice)
-    collection.fulfillEvolution(rid, digest_of(b"one"), PROVENANCE, sender=agent)
+    collection.fulfillEvolution(rid, seed_of(collection, rid), digest_of(b"one"), PROVENANCE, sender=agent)
     with reverts(collection.LivingCollectionRequestNotPending, requestId=rid):
-        collection.fulfillEvolution(rid, digest_of(b"two"), PROVENANCE, sender=agent)
+        collection.fulfillEvolution(
+            rid, seed_of(collection, rid), digest_of(b"two"), PROVENANCE, sender=agent
+        )
     assert collection.stageOf(1) == 1
     assert collection.metadataDigestOf(1) == digest_of(b"one")
     assert collection.withdrawableFees() == 5 * 10**16 + EVOLUTION_FEE
@@ -174,12 +182,16 @@ def test_fulfil_exactly_once(collection: Any, agent: Any, alice: Any, request_ev
 
 def test_second_evolution(collection: Any, agent: Any, alice: Any, request_evolution: Any) -> None:
     rid1, _ = request_evolution(1, alice)
-    collection.fulfillEvolution(rid1, digest_of(_doc(1, 1)), PROVENANCE, sender=agent)
+    collection.fulfillEvolution(
+        rid1, seed_of(collection, rid1), digest_of(_doc(1, 1)), PROVENANCE, sender=agent
+    )
     rid2, receipt = request_evolution(1, alice)
     assert rid2 == request_id(1, 2)
     assert only_event(receipt, "EvolutionRequested", collection)["stage"] == 1
     assert collection.stageOf(1) == 1
-    receipt = collection.fulfillEvolution(rid2, digest_of(_doc(1, 2)), PROVENANCE, sender=agent)
+    receipt = collection.fulfillEvolution(
+        rid2, seed_of(collection, rid2), digest_of(_doc(1, 2)), PROVENANCE, sender=agent
+    )
     assert only_event(receipt, "Evolved", collection)["stage"] == 2
     assert collection.stageOf(1) == 2
     assert collection.requestCount(1) == 2
@@ -194,14 +206,14 @@ def test_fulfil_rejections(
     good = digest_of(b"ok")
     for bad in (request_id(1, 2), request_id(1, 0), request_id(2, 1), request_id(99, 1), 0, rid + (1 << 32)):
         with reverts(collection.LivingCollectionRequestNotPending, requestId=bad):
-            collection.fulfillEvolution(bad, good, PROVENANCE, sender=agent)
+            collection.fulfillEvolution(bad, ZERO32, good, PROVENANCE, sender=agent)
     with reverts(collection.LivingCollectionInvalidDigest, digest=ZERO32):
-        collection.fulfillEvolution(rid, ZERO32, PROVENANCE, sender=agent)
+        collection.fulfillEvolution(rid, seed_of(collection, rid), ZERO32, PROVENANCE, sender=agent)
     with reverts(collection.LivingCollectionInvalidDigest, digest=BURNT_MARKER):
-        collection.fulfillEvolution(rid, BURNT_MARKER, PROVENANCE, sender=agent)
+        collection.fulfillEvolution(rid, seed_of(collection, rid), BURNT_MARKER, PROVENANCE, sender=agent)
     for account in (admin, alice, bob):
         with unauthorized(collection, account, AGENT_ROLE):
-            collection.fulfillEvolution(rid, good, PROVENANCE, sender=account)
+            collection.fulfillEvolution(rid, seed_of(collection, rid), good, PROVENANCE, sender=account)
     assert collection.isPending(rid) is True
     assert collection.escrowedFees() == EVOLUTION_FEE
 
@@ -212,14 +224,14 @@ def test_fulfil_needs_active_model(bare: Any, admin: Any, agent: Any, alice: Any
     receipt = bare.requestEvolution(1, sender=alice, value=EVOLUTION_FEE)
     rid = only_event(receipt, "EvolutionRequested", bare)["requestId"]
     with reverts(bare.LivingCollectionNoActiveModel):
-        bare.fulfillEvolution(rid, digest_of(b"x"), PROVENANCE, sender=agent)
+        bare.fulfillEvolution(rid, seed_of(bare, rid), digest_of(b"x"), PROVENANCE, sender=agent)
     with reverts(bare.LivingCollectionNoActiveModel):
-        bare.fulfillEvolutions([rid], [digest_of(b"x")], [PROVENANCE], sender=agent)
+        bare.fulfillEvolutions([rid], seeds_of(bare, [rid]), [digest_of(b"x")], [PROVENANCE], sender=agent)
     bare.registerModel(WEIGHTS_V1, MANIFEST_V1, sender=admin)
     with reverts(bare.LivingCollectionNoActiveModel):  # registered is not active
-        bare.fulfillEvolution(rid, digest_of(b"x"), PROVENANCE, sender=agent)
+        bare.fulfillEvolution(rid, seed_of(bare, rid), digest_of(b"x"), PROVENANCE, sender=agent)
     bare.setActiveModel(1, sender=admin)
-    bare.fulfillEvolution(rid, digest_of(b"x"), PROVENANCE, sender=agent)
+    bare.fulfillEvolution(rid, seed_of(bare, rid), digest_of(b"x"), PROVENANCE, sender=agent)
     assert bare.modelOf(1) == 1
 
 
@@ -230,13 +242,15 @@ def test_fulfil_records_model_active_at_fulfilment(
     collection.registerModel(WEIGHTS_V2, MANIFEST_V2, sender=admin)
     collection.setActiveModel(2, sender=admin)
     assert collection.modelOf(1) == 0  # unchanged while pending
-    collection.fulfillEvolution(rid, digest_of(b"v2"), PROVENANCE, sender=agent)
+    collection.fulfillEvolution(rid, seed_of(collection, rid), digest_of(b"v2"), PROVENANCE, sender=agent)
     assert collection.modelOf(1) == 2
     # Back to model 1 for the next evolution: modelOf follows; a pending request shows the previous one.
     collection.setActiveModel(1, sender=admin)
     rid2, _ = request_evolution(1, alice)
     assert collection.modelOf(1) == 2
-    collection.fulfillEvolution(rid2, digest_of(b"v1 again"), PROVENANCE, sender=agent)
+    collection.fulfillEvolution(
+        rid2, seed_of(collection, rid2), digest_of(b"v1 again"), PROVENANCE, sender=agent
+    )
     assert collection.modelOf(1) == 1
 
 
@@ -245,7 +259,7 @@ def test_fulfil_works_while_paused(
 ) -> None:
     rid, _ = request_evolution(1, alice)
     collection.pause(sender=admin)
-    collection.fulfillEvolution(rid, digest_of(b"paused"), PROVENANCE, sender=agent)
+    collection.fulfillEvolution(rid, seed_of(collection, rid), digest_of(b"paused"), PROVENANCE, sender=agent)
     assert collection.stageOf(1) == 1
 
 
@@ -263,7 +277,7 @@ def test_fee_change_keeps_pending_fee(
     assert collection.pendingRequestOf(1)[2] == EVOLUTION_FEE
     assert collection.pendingRequestOf(2)[2] == new_fee
     withdrawable = collection.withdrawableFees()
-    collection.fulfillEvolution(rid, digest_of(b"a"), PROVENANCE, sender=agent)
+    collection.fulfillEvolution(rid, seed_of(collection, rid), digest_of(b"a"), PROVENANCE, sender=agent)
     assert collection.withdrawableFees() == withdrawable + EVOLUTION_FEE
     assert collection.escrowedFees() == new_fee
     with reverts(collection.LivingCollectionInvalidFee, fee=UINT96_MAX + 1):
@@ -280,7 +294,7 @@ def test_free_evolution(collection: Any, admin: Any, agent: Any, alice: Any) -> 
     rid = only_event(receipt, "EvolutionRequested", collection)["requestId"]
     assert collection.isPending(rid) is True
     assert collection.escrowedFees() == 0
-    collection.fulfillEvolution(rid, digest_of(b"free"), PROVENANCE, sender=agent)
+    collection.fulfillEvolution(rid, seed_of(collection, rid), digest_of(b"free"), PROVENANCE, sender=agent)
     assert collection.stageOf(1) == 1
 
 
@@ -294,7 +308,7 @@ def test_batch_fulfil(collection: Any, agent: Any, alice: Any, bob: Any, request
     withdrawable = collection.withdrawableFees()
     digests = [digest_of(_doc(t, 1)) for t in (1, 3, 4)]
     provenances = [hashlib.sha256(bytes([t])).digest() for t in (1, 3, 4)]
-    receipt = collection.fulfillEvolutions(ids, digests, provenances, sender=agent)
+    receipt = collection.fulfillEvolutions(ids, seeds_of(collection, ids), digests, provenances, sender=agent)
     expected = []
     for token_id, rid, digest, provenance in zip((1, 3, 4), ids, digests, provenances, strict=True):
         expected += [
@@ -325,29 +339,145 @@ def test_batch_is_all_or_nothing(
     p = [PROVENANCE] * 3
     stale = request_id(2, 1)
     with reverts(collection.LivingCollectionRequestNotPending, requestId=stale):
-        collection.fulfillEvolutions([a, stale, b], d, p, sender=agent)
+        collection.fulfillEvolutions(
+            [a, stale, b], [seed_of(collection, a), ZERO32, seed_of(collection, b)], d, p, sender=agent
+        )
     with reverts(collection.LivingCollectionRequestNotPending, requestId=a):  # listed twice
-        collection.fulfillEvolutions([a, b, a], d, p, sender=agent)
+        collection.fulfillEvolutions([a, b, a], seeds_of(collection, [a, b, a]), d, p, sender=agent)
     with reverts(collection.LivingCollectionInvalidDigest, digest=ZERO32):
-        collection.fulfillEvolutions([a, b], [d[0], ZERO32], p[:2], sender=agent)
+        collection.fulfillEvolutions(
+            [a, b], seeds_of(collection, [a, b]), [d[0], ZERO32], p[:2], sender=agent
+        )
     with reverts(collection.LivingCollectionLengthMismatch, a=2, b=3):
-        collection.fulfillEvolutions([a, b], d, p[:2], sender=agent)
+        collection.fulfillEvolutions([a, b], seeds_of(collection, [a, b]), d, p[:2], sender=agent)
     with reverts(collection.LivingCollectionLengthMismatch, a=2, b=1):
-        collection.fulfillEvolutions([a, b], d[:2], p[:1], sender=agent)
+        collection.fulfillEvolutions([a, b], seeds_of(collection, [a, b]), d[:2], p[:1], sender=agent)
     with unauthorized(collection, alice, AGENT_ROLE):
-        collection.fulfillEvolutions([a, b], d[:2], p[:2], sender=alice)
+        collection.fulfillEvolutions([a, b], seeds_of(collection, [a, b]), d[:2], p[:2], sender=alice)
     # Nothing happened to the good requests.
     assert collection.isPending(a) and collection.isPending(b)
     assert collection.escrowedFees() == 2 * EVOLUTION_FEE
     assert collection.stageOf(1) == collection.stageOf(4) == 0
     # Dropping the bad entry and resubmitting works.
-    collection.fulfillEvolutions([a, b], d[:2], p[:2], sender=agent)
+    collection.fulfillEvolutions([a, b], seeds_of(collection, [a, b]), d[:2], p[:2], sender=agent)
     assert collection.escrowedFees() == 0
 
 
 def test_empty_batch(collection: Any, agent: Any) -> None:
-    receipt = collection.fulfillEvolutions([], [], [], sender=agent)
+    receipt = collection.fulfillEvolutions([], seeds_of(collection, []), [], [], sender=agent)
     assert events(receipt, collection) == []
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Seed binding: a fulfilment names the seed of the request it was generated for
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _flip(seed: bytes, index: int) -> bytes:
+    return seed[:index] + bytes([seed[index] ^ 0x01]) + seed[index + 1 :]
+
+
+def test_fulfil_with_the_request_seed(
+    collection: Any, agent: Any, alice: Any, request_evolution: Any
+) -> None:
+    rid, receipt = request_evolution(1, alice)
+    seed = only_event(receipt, "EvolutionRequested", collection)["seed"]
+    assert seed_of(collection, rid) == seed
+    assert collection.isPendingWith(rid, seed) is True
+    receipt = collection.fulfillEvolution(rid, seed, digest_of(b"bound"), PROVENANCE, sender=agent)
+    assert only_event(receipt, "Evolved", collection)["requestId"] == rid
+    assert collection.isPendingWith(rid, seed) is False  # fulfilled: no longer pending with any seed
+    assert collection.metadataDigestOf(1) == digest_of(b"bound")
+
+
+def test_fulfil_with_another_seed_reverts(
+    collection: Any, agent: Any, alice: Any, bob: Any, request_evolution: Any
+) -> None:
+    rid, _ = request_evolution(1, alice)
+    other, _ = request_evolution(4, bob)
+    seed = seed_of(collection, rid)
+    # Any byte of the tag (the seed's top 96 bits), no seed, or another request's seed.
+    for wrong in (_flip(seed, 0), _flip(seed, 11), ZERO32, seed_of(collection, other)):
+        assert collection.isPendingWith(rid, wrong) is False
+        with reverts(collection.LivingCollectionSeedMismatch, requestId=rid, seed=wrong):
+            collection.fulfillEvolution(rid, wrong, digest_of(b"stale"), PROVENANCE, sender=agent)
+    # Nothing changed: still pending with its own seed, fee still escrowed.
+    assert collection.isPending(rid) is True and collection.isPendingWith(rid, seed) is True
+    assert collection.escrowedFees() == 2 * EVOLUTION_FEE
+    assert collection.stageOf(1) == 0 and collection.metadataDigestOf(1) == ZERO32
+    # Not pending is reported first, whatever the seed.
+    with reverts(collection.LivingCollectionRequestNotPending, requestId=request_id(2, 1)):
+        collection.fulfillEvolution(request_id(2, 1), seed, digest_of(b"x"), PROVENANCE, sender=agent)
+    collection.fulfillEvolution(rid, seed, digest_of(b"right"), PROVENANCE, sender=agent)
+    assert collection.stageOf(1) == 1
+
+
+def test_batch_with_a_wrong_seed_reverts_whole(
+    collection: Any, agent: Any, alice: Any, bob: Any, request_evolution: Any
+) -> None:
+    a, _ = request_evolution(1, alice)
+    b, _ = request_evolution(4, bob)
+    seeds = seeds_of(collection, [a, b])
+    d, p = [digest_of(b"a"), digest_of(b"b")], [PROVENANCE] * 2
+    wrong = _flip(seeds[1], 3)
+    with reverts(collection.LivingCollectionSeedMismatch, requestId=b, seed=wrong):
+        collection.fulfillEvolutions([a, b], [seeds[0], wrong], d, p, sender=agent)
+    with reverts(collection.LivingCollectionSeedMismatch, requestId=a, seed=seeds[1]):  # swapped
+        collection.fulfillEvolutions([a, b], seeds[::-1], d, p, sender=agent)
+    with reverts(collection.LivingCollectionLengthMismatch, a=2, b=1):
+        collection.fulfillEvolutions([a, b], seeds[:1], d, p, sender=agent)
+    assert collection.isPending(a) and collection.isPending(b)
+    assert collection.escrowedFees() == 2 * EVOLUTION_FEE
+    # The agent drops the one whose seed is stale (isPendingWith tells it before sending) and sends the rest.
+    assert [collection.isPendingWith(r, s) for r, s in ((a, seeds[0]), (b, wrong))] == [True, False]
+    receipt = collection.fulfillEvolutions([a], seeds[:1], d[:1], p[:1], sender=agent)
+    assert event_names(receipt, collection) == ["Evolved", "MetadataUpdate"]
+    assert collection.isPendingWith(b, seeds[1]) is True
+    assert collection.escrowedFees() == EVOLUTION_FEE
+
+
+def test_is_pending_with_follows_the_latest_request(
+    collection: Any, chain: Any, agent: Any, alice: Any, request_evolution: Any
+) -> None:
+    assert collection.isPendingWith(request_id(1, 1), ZERO32) is False  # never opened
+    rid1, _ = request_evolution(1, alice)
+    seed1 = seed_of(collection, rid1)
+    collection.fulfillEvolution(rid1, seed1, digest_of(b"one"), PROVENANCE, sender=agent)
+    rid2, receipt = request_evolution(1, alice)
+    seed2 = seed_of(collection, rid2)
+    assert seed2 != seed1
+    assert collection.isPendingWith(rid2, seed2) is True
+    assert collection.isPendingWith(rid2, seed1) is False  # the token's previous request's seed
+    assert collection.isPendingWith(rid1, seed1) is False  # that request is fulfilled
+    chain.pending_timestamp = receipt.timestamp + REQUEST_TIMEOUT
+    collection.cancelEvolution(rid2, sender=alice)
+    assert collection.isPendingWith(rid2, seed2) is False
+    rid3, _ = request_evolution(1, alice)
+    assert collection.isPendingWith(rid3, seed_of(collection, rid3)) is True
+    assert collection.isPendingWith(rid3, seed2) is False
+
+
+def test_a_request_re_mined_after_a_reorg_needs_its_new_seed(
+    collection: Any, chain: Any, agent: Any, alice: Any, request_evolution: Any
+) -> None:
+    """The same request (same id) mined again in another block has a new seed: metadata made for the orphaned
+    copy is rejected, the re-mined request's own seed is accepted."""
+    # The provider's own snapshot, below Ape's isolation bookkeeping (which restores the test's start afterwards).
+    snapshot = chain.provider.snapshot()
+    rid, _ = request_evolution(1, alice)
+    orphaned = seed_of(collection, rid)
+    chain.provider.restore(snapshot)  # the request's block is gone ...
+    chain.mine(2)  # ... and the chain goes on differently
+    again, _ = request_evolution(1, alice)
+    assert again == rid
+    seed = seed_of(collection, rid)
+    assert seed != orphaned
+    assert collection.isPending(rid) is True  # what the old pre-send check asked: not enough
+    assert collection.isPendingWith(rid, orphaned) is False
+    with reverts(collection.LivingCollectionSeedMismatch, requestId=rid, seed=orphaned):
+        collection.fulfillEvolution(rid, orphaned, digest_of(b"orphaned"), PROVENANCE, sender=agent)
+    collection.fulfillEvolution(rid, seed, digest_of(b"canonical"), PROVENANCE, sender=agent)
+    assert collection.metadataDigestOf(1) == digest_of(b"canonical")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -386,7 +516,9 @@ def test_cancel_after_timeout_refunds_requester(
     with reverts(collection.LivingCollectionRequestNotPending, requestId=rid):
         collection.cancelEvolution(rid, sender=alice)
     with reverts(collection.LivingCollectionRequestNotPending, requestId=rid):
-        collection.fulfillEvolution(rid, digest_of(b"late"), PROVENANCE, sender=agent)
+        collection.fulfillEvolution(
+            rid, seed_of(collection, rid), digest_of(b"late"), PROVENANCE, sender=agent
+        )
     rid2, _ = request_evolution(1, alice)
     assert rid2 == request_id(1, 2)
 
@@ -432,7 +564,9 @@ def test_cancel_rolls_back_model_prediction(
     collection: Any, chain: Any, admin: Any, agent: Any, alice: Any, request_evolution: Any
 ) -> None:
     rid, _ = request_evolution(1, alice)
-    collection.fulfillEvolution(rid, digest_of(b"stage 1"), PROVENANCE, sender=agent)
+    collection.fulfillEvolution(
+        rid, seed_of(collection, rid), digest_of(b"stage 1"), PROVENANCE, sender=agent
+    )
     collection.registerModel(WEIGHTS_V2, MANIFEST_V2, sender=admin)
     collection.setActiveModel(2, sender=admin)
     rid2, receipt = request_evolution(1, alice)  # predicts model 2 for stage 2
@@ -443,7 +577,9 @@ def test_cancel_rolls_back_model_prediction(
     collection.setActiveModel(1, sender=admin)
     rid3, receipt = request_evolution(1, alice)
     assert only_event(receipt, "EvolutionRequested", collection)["stage"] == 1
-    receipt = collection.fulfillEvolution(rid3, digest_of(b"stage 2"), PROVENANCE, sender=agent)
+    receipt = collection.fulfillEvolution(
+        rid3, seed_of(collection, rid3), digest_of(b"stage 2"), PROVENANCE, sender=agent
+    )
     assert only_event(receipt, "Evolved", collection)["stage"] == 2
     assert (collection.stageOf(1), collection.modelOf(1)) == (2, 1)
 

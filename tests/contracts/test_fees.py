@@ -21,6 +21,8 @@ from tests.contracts.support import (
     gas_paid,
     norm,
     reverts,
+    seed_of,
+    seeds_of,
     unauthorized,
 )
 
@@ -36,7 +38,7 @@ def test_withdraw_pays_treasury_exactly(
 ) -> None:
     done, _ = request_evolution(1, alice)
     request_evolution(4, bob)  # stays pending
-    collection.fulfillEvolution(done, digest_of(b"done"), PROVENANCE, sender=agent)
+    collection.fulfillEvolution(done, seed_of(collection, done), digest_of(b"done"), PROVENANCE, sender=agent)
     expected = 5 * MINT_PRICE + EVOLUTION_FEE
     assert collection.withdrawableFees() == expected
     assert collection.escrowedFees() == EVOLUTION_FEE
@@ -134,7 +136,9 @@ def test_accounting_through_a_lifecycle(
     _accounted(collection)
     assert collection.escrowedFees() == 3 * EVOLUTION_FEE
     ids = [next(x for x in r.events if x.event_name == "EvolutionRequested").requestId for r in (r1, r4)]
-    collection.fulfillEvolutions(ids, [digest_of(b"1"), digest_of(b"4")], [PROVENANCE] * 2, sender=agent)
+    collection.fulfillEvolutions(
+        ids, seeds_of(collection, ids), [digest_of(b"1"), digest_of(b"4")], [PROVENANCE] * 2, sender=agent
+    )
     _accounted(collection)
     chain.pending_timestamp = chain.pending_timestamp + REQUEST_TIMEOUT
     collection.cancelEvolution((6 << 32) | 1, sender=carol)

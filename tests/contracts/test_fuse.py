@@ -18,6 +18,7 @@ from tests.contracts.support import (
     only_event,
     request_id,
     reverts,
+    seed_of,
     unauthorized,
 )
 
@@ -49,7 +50,7 @@ def test_fuse(collection: Any, agent: Any, alice: Any) -> None:
     assert alice.balance == before_alice - EVOLUTION_FEE - gas_paid(receipt)
     assert collection.balance == before_contract + EVOLUTION_FEE
     # The agent fulfils it like any request.
-    collection.fulfillEvolution(rid, digest_of(b"fused"), PROVENANCE, sender=agent)
+    collection.fulfillEvolution(rid, seed_of(collection, rid), digest_of(b"fused"), PROVENANCE, sender=agent)
     assert collection.stageOf(1) == 1
     assert collection.escrowedFees() == 0
 
@@ -58,7 +59,9 @@ def test_fuse_evolved_tokens(collection: Any, agent: Any, alice: Any, request_ev
     # Burning an evolved token is fine; the kept token's next request has the next nonce and its stage.
     for token_id in (1, 2):
         rid, _ = request_evolution(token_id, alice)
-        collection.fulfillEvolution(rid, digest_of(bytes([token_id])), PROVENANCE, sender=agent)
+        collection.fulfillEvolution(
+            rid, seed_of(collection, rid), digest_of(bytes([token_id])), PROVENANCE, sender=agent
+        )
     receipt = collection.fuse(1, 2, sender=alice, value=EVOLUTION_FEE)
     assert only_event(receipt, "Fused", collection) == norm(
         {"keepId": 1, "burnId": 2, "requestId": request_id(1, 2)}
@@ -123,7 +126,7 @@ def test_fuse_pending_tokens(collection: Any, agent: Any, alice: Any, request_ev
         collection.fuse(2, 3, sender=alice, value=EVOLUTION_FEE)
     assert collection.exists(3) is True
     # Once fulfilled, it may be burnt.
-    collection.fulfillEvolution(rid2, digest_of(b"2"), PROVENANCE, sender=agent)
+    collection.fulfillEvolution(rid2, seed_of(collection, rid2), digest_of(b"2"), PROVENANCE, sender=agent)
     collection.fuse(1, 2, sender=alice, value=EVOLUTION_FEE)
     assert collection.exists(2) is False
     assert collection.escrowedFees() == EVOLUTION_FEE

@@ -30,6 +30,7 @@ from tests.contracts.support import (
     events,
     metadata,
     reverts,
+    seed_of,
     unauthorized,
 )
 
@@ -58,7 +59,7 @@ def test_token_uri_after_fulfilment_is_python_cid(
 ) -> None:
     rid, _ = request_evolution(2, alice)
     doc = metadata(2, 1, "first evolution")
-    collection.fulfillEvolution(rid, digest_of(doc), PROVENANCE, sender=agent)
+    collection.fulfillEvolution(rid, seed_of(collection, rid), digest_of(doc), PROVENANCE, sender=agent)
     uri = collection.tokenURI(2)
     assert uri == "ipfs://" + cid_of(doc)
     assert len(uri) == 66 and uri.startswith("ipfs://bafkrei")
@@ -184,7 +185,9 @@ def test_refresh_keeps_stage_and_model(
     from tests.contracts.support import MANIFEST_V2, WEIGHTS_V2
 
     rid, _ = request_evolution(1, alice)
-    collection.fulfillEvolution(rid, digest_of(b"stage 1"), PROVENANCE, sender=agent)
+    collection.fulfillEvolution(
+        rid, seed_of(collection, rid), digest_of(b"stage 1"), PROVENANCE, sender=agent
+    )
     collection.registerModel(WEIGHTS_V2, MANIFEST_V2, sender=admin)
     collection.setActiveModel(2, sender=admin)
     collection.refreshMetadata([1, 2], _digests([1, 2]), PROVENANCE, sender=agent)
@@ -207,7 +210,9 @@ def test_refresh_with_pending_request(
     collection.refreshMetadata([1], [digest_of(b"refreshed")], PROVENANCE, sender=agent)
     assert collection.isPending(rid) is True
     assert collection.tokenURI(1) == "ipfs://" + cid_of(b"refreshed")
-    collection.fulfillEvolution(rid, digest_of(b"evolved"), PROVENANCE, sender=agent)
+    collection.fulfillEvolution(
+        rid, seed_of(collection, rid), digest_of(b"evolved"), PROVENANCE, sender=agent
+    )
     assert collection.tokenURI(1) == "ipfs://" + cid_of(b"evolved")
     assert collection.stageOf(1) == 1
 

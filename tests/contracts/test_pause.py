@@ -14,6 +14,7 @@ from tests.contracts.support import (
     ev,
     events,
     reverts,
+    seed_of,
     unauthorized,
 )
 
@@ -59,7 +60,9 @@ def test_paused_keeps_settlement_working(
     fulfil, _ = request_evolution(1, alice)
     cancel, opened = request_evolution(4, bob)
     collection.pause(sender=admin)
-    collection.fulfillEvolution(fulfil, digest_of(b"f"), PROVENANCE, sender=agent)
+    collection.fulfillEvolution(
+        fulfil, seed_of(collection, fulfil), digest_of(b"f"), PROVENANCE, sender=agent
+    )
     collection.refreshMetadata([2, 3], [digest_of(b"2"), digest_of(b"3")], PROVENANCE, sender=agent)
     chain.pending_timestamp = opened.timestamp + REQUEST_TIMEOUT
     collection.cancelEvolution(cancel, sender=bob)

@@ -18,6 +18,7 @@ from tests.contracts.support import (
     digest_of,
     gas_paid,
     reverts,
+    seed_of,
     unauthorized,
 )
 
@@ -40,8 +41,8 @@ GUARDED = [
     *[(fn, args, DEFAULT_ADMIN_ROLE) for fn, args in ADMIN_ONLY],
     ("airdrop", ("self", 1), MINTER_ROLE),
     ("pause", (), PAUSER_ROLE),
-    ("fulfillEvolution", (1 << 32 | 1, DIGEST, DIGEST), AGENT_ROLE),
-    ("fulfillEvolutions", ([], [], []), AGENT_ROLE),
+    ("fulfillEvolution", (1 << 32 | 1, DIGEST, DIGEST, DIGEST), AGENT_ROLE),
+    ("fulfillEvolutions", ([], [], [], []), AGENT_ROLE),
     ("refreshMetadata", ([1], [DIGEST], DIGEST), AGENT_ROLE),
 ]
 
@@ -86,7 +87,7 @@ def test_agent_cannot_cancel_or_redirect_refunds(
         collection.cancelEvolution(rid, sender=agent)
     # Fulfilling pays the agent nothing: the fee becomes withdrawable for the treasury.
     before = agent.balance
-    r = collection.fulfillEvolution(rid, digest_of(b"x"), DIGEST, sender=agent)
+    r = collection.fulfillEvolution(rid, seed_of(collection, rid), digest_of(b"x"), DIGEST, sender=agent)
     assert agent.balance == before - gas_paid(r)
 
 

@@ -69,6 +69,7 @@ class Pending:
     fee: int
     requested_at: int
     cancellable_at: int
+    seed: bytes = ZERO32  # the EvolutionRequested seed: fulfilments must name it
 
 
 @dataclass
@@ -185,7 +186,7 @@ def test_random_sequences_keep_invariants(
             )
             assert len(seed) == 32
             m.pending = Pending(
-                rid, norm(sender), self.fee, receipt.timestamp, receipt.timestamp + self.timeout
+                rid, norm(sender), self.fee, receipt.timestamp, receipt.timestamp + self.timeout, bytes(seed)
             )
             self.escrowed += self.fee
 
@@ -390,8 +391,8 @@ def test_random_sequences_keep_invariants(
         # ----------------------------------------------------------------------------------------------------
 
         @precondition(lambda self: self.minted)
-        @rule(data=st.data())
-        def fulfil(self, data: Any) -> None:
+        @rule(data=st.data(), wrong_seed=st.sampled_from([False, False, True]))
+        def fulfil(self, data: Any, wrong_seed: bool) -> None:
             token_id = data.draw(st.integers(1, self.minted), label="token")
             m = self.tokens[token_id]
             digest = self.digest()
@@ -403,14 +404,27 @@ def test_random_sequences_keep_invariants(
                     ("LivingCollectionRequestNotPending", {"requestId": stale}),
                     c.fulfillEvolution,
                     stale,
+                    self.digest(),
                     digest,
                     provenance,
                     sender=agent,
                 )
                 return
             rid = m.pending.request_id
+            if wrong_seed:  # e.g. generated for a copy of the request that a reorg orphaned
+                other = self.digest()
+                self.transact(
+                    ("LivingCollectionSeedMismatch", {"requestId": rid, "seed": other}),
+                    c.fulfillEvolution,
+                    rid,
+                    other,
+                    digest,
+                    provenance,
+                    sender=agent,
+                )
+                return  # nothing changed: the invariants check it
             before = c.balance
-            receipt = c.fulfillEvolution(rid, digest, provenance, sender=agent)
+            receipt = c.fulfillEvolution(rid, m.pending.seed, digest, provenance, sender=agent)
             assert events(receipt, c) == [
                 (
                     "Evolved",
@@ -432,27 +446,42 @@ def test_random_sequences_keep_invariants(
             assert c.modelOf(token_id) == self.active_model
 
         @precondition(lambda self: self.pending())
-        @rule(data=st.data(), spoil=st.sampled_from([None, None, "stale", "duplicate"]))
+        @rule(data=st.data(), spoil=st.sampled_from([None, None, "stale", "duplicate", "seed"]))
         def fulfil_batch(self, data: Any, spoil: str | None) -> None:
             tokens = data.draw(
                 st.lists(st.sampled_from(self.pending()), min_size=1, unique=True), label="tokens"
             )
             ids = [self.tokens[t].pending.request_id for t in tokens]
+            seeds = [self.tokens[t].pending.seed for t in tokens]
             digests = [self.digest() for _ in ids]
+            if spoil == "seed":  # the last request named with another seed: the whole batch reverts
+                seeds[-1] = self.digest()
+                self.transact(
+                    ("LivingCollectionSeedMismatch", {"requestId": ids[-1], "seed": seeds[-1]}),
+                    c.fulfillEvolutions,
+                    ids,
+                    seeds,
+                    digests,
+                    [ZERO32] * len(ids),
+                    sender=agent,
+                )
+                return
             if spoil is not None:
                 bad = ids[0] if spoil == "duplicate" else (tokens[0] << 32 | self.tokens[tokens[0]].nonce + 1)
                 ids.append(bad)
+                seeds.append(seeds[0] if spoil == "duplicate" else self.digest())
                 digests.append(self.digest())
                 self.transact(
                     ("LivingCollectionRequestNotPending", {"requestId": bad}),
                     c.fulfillEvolutions,
                     ids,
+                    seeds,
                     digests,
                     [ZERO32] * len(ids),
                     sender=agent,
                 )
                 return  # all or nothing: the invariants check that nothing changed
-            receipt = c.fulfillEvolutions(ids, digests, [ZERO32] * len(ids), sender=agent)
+            receipt = c.fulfillEvolutions(ids, seeds, digests, [ZERO32] * len(ids), sender=agent)
             assert [name for name, _ in events(receipt, c)] == ["Evolved", "MetadataUpdate"] * len(ids)
             for token_id, digest in zip(tokens, digests, strict=True):
                 self.fulfilled(token_id, digest)
@@ -525,6 +554,10 @@ def test_random_sequences_keep_invariants(
                     assert p.request_id >> 32 == token_id and p.request_id & 0xFFFFFFFF == m.nonce
                 if m.nonce:
                     assert c.isPending(token_id << 32 | m.nonce) is (p is not None)
+                if p is not None:
+                    assert c.isPendingWith(p.request_id, p.seed) is True
+                    flipped = bytes([p.seed[0] ^ 1]) + p.seed[1:]
+                    assert c.isPendingWith(p.request_id, flipped) is False
                 stage = c.stageOf(token_id)
                 assert stage >= self.seen_stage.get(token_id, 0), f"token {token_id}'s stage went down"
                 assert stage == m.stage

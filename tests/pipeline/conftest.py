@@ -80,6 +80,15 @@ class Chain:
         (log,) = self.collection.events.EvolutionRequested().process_receipt(receipt, errors=DISCARD)
         return int(log["args"]["requestId"])
 
+    def seed(self, request_id: int) -> bytes:
+        """The seed of ``request_id`` on the canonical chain (its latest ``EvolutionRequested`` log): what a
+        fulfilment of it must name."""
+        logs = self.collection.events.EvolutionRequested().get_logs(
+            from_block=0, argument_filters={"requestId": request_id}
+        )
+        assert logs, f"no EvolutionRequested log for request {request_id}"
+        return bytes(logs[-1]["args"]["seed"])
+
     def fuse(self, keep: int, burn: int, holder: int = 0) -> int:
         receipt = self.transact(self.collection.functions.fuse(keep, burn), self.holders[holder], FEE)
         (log,) = self.collection.events.Fused().process_receipt(receipt, errors=DISCARD)

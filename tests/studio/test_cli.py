@@ -65,7 +65,11 @@ def test_verify_names_the_field_and_exits_one_when_the_metadata_lies(env: World,
         world.transact(f.grantRole(f.AGENT_ROLE().call(), world.admin), world.admin)
         rid = world.request(5, 0)
         provenance = bytes.fromhex(studio.catalog.token(2).timeline[0].receipt_provenance[2:])
-        world.transact(f.fulfillEvolution(rid, metadata_digest(tampered), provenance), world.admin)
+        (requested,) = world.collection.events.EvolutionRequested().get_logs(
+            from_block=0, argument_filters={"requestId": rid}
+        )
+        seed = bytes(requested["args"]["seed"])
+        world.transact(f.fulfillEvolution(rid, seed, metadata_digest(tampered), provenance), world.admin)
     code, out = run("verify", "5")
     assert code == 1, out
     assert "MISMATCH" in out and "metadata.description" in out and "A story nobody generated." in out

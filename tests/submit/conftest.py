@@ -87,10 +87,22 @@ class Chain:
         (log,) = self.collection.events.EvolutionRequested().process_receipt(receipt, errors=DISCARD)
         return int(log["args"]["requestId"])
 
+    def seed(self, request_id: int) -> bytes:
+        """The seed of ``request_id`` on the canonical chain (its latest ``EvolutionRequested`` log): what a
+        fulfilment of it must name."""
+        logs = self.collection.events.EvolutionRequested().get_logs(
+            from_block=0, argument_filters={"requestId": request_id}
+        )
+        assert logs, f"no EvolutionRequested log for request {request_id}"
+        return bytes(logs[-1]["args"]["seed"])
+
     def fulfil_directly(self, request_id: int) -> None:
         """Fulfil a request outside the agent's sender (the admin also holds AGENT_ROLE)."""
         self.transact(
-            self.collection.functions.fulfillEvolution(request_id, digest(999), bytes(32)), self.admin
+            self.collection.functions.fulfillEvolution(
+                request_id, self.seed(request_id), digest(999), bytes(32)
+            ),
+            self.admin,
         )
 
     def cancel(self, request_id: int) -> None:

@@ -17,6 +17,11 @@ def _batcher(chain: Chain, **settings: Any) -> FulfilmentBatcher:
     return FulfilmentBatcher(sender, sender.rpc, chain.collection.address, sender.settings)
 
 
+def _fulfilments(chain: Chain, rids: list[int]) -> list[Fulfilment]:
+    """One fulfilment per request, bound to the request's seed (from its EvolutionRequested log)."""
+    return [Fulfilment(r, chain.seed(r), digest(r)) for r in rids]
+
+
 def _evolved(chain: Chain, tx_hash: str) -> list[Any]:
     receipt = chain.w3.eth.get_transaction_receipt(tx_hash)
     return list(chain.collection.events.Evolved().process_receipt(receipt, errors=DISCARD))
@@ -25,7 +30,7 @@ def _evolved(chain: Chain, tx_hash: str) -> list[Any]:
 def test_several_requests_fulfilled_in_one_transaction(chain: Chain) -> None:
     rids = [chain.request(t) for t in range(1, 6)]
     batcher = _batcher(chain)
-    report = batcher.submit([Fulfilment(r, digest(r), digest(1000 + r)) for r in rids])
+    report = batcher.submit([Fulfilment(r, chain.seed(r), digest(r), digest(1000 + r)) for r in rids])
 
     assert report.tx_count == 1 and report.dropped == () and report.failed == []
     assert sorted(f.request_id for f in report.confirmed) == rids
@@ -38,6 +43,7 @@ def test_several_requests_fulfilled_in_one_transaction(chain: Chain) -> None:
     for t in range(1, 6):
         assert chain.collection.functions.stageOf(t).call() == 1
     assert not any(batcher.check_pending(rids).values())
+    assert not any(batcher.check_pending_with(_fulfilments(chain, rids)).values())
 
 
 def test_pre_check_drops_fulfilled_cancelled_unknown_and_duplicate_requests(chain: Chain) -> None:
@@ -48,11 +54,11 @@ def test_pre_check_drops_fulfilled_cancelled_unknown_and_duplicate_requests(chai
     unknown = (30 << 32) | 1  # token 30 never had a request
     batcher = _batcher(chain)
     nonce = chain.w3.eth.get_transaction_count(chain.agent)
-    items = [Fulfilment(r, digest(r)) for r in rids] + [
-        Fulfilment(unknown, digest(1)),
-        Fulfilment(rids[0], digest(2)),
+    items = _fulfilments(chain, rids) + [
+        Fulfilment(unknown, bytes(32), digest(1)),
+        Fulfilment(rids[0], chain.seed(rids[0]), digest(2)),
     ]
-    items.append(Fulfilment((31 << 32) | 1, bytes(32)))
+    items.append(Fulfilment((31 << 32) | 1, bytes(32), bytes(32)))
 
     report = batcher.submit(items)
 
@@ -81,15 +87,15 @@ def test_sequential_and_batched_pre_checks_agree(chain: Chain) -> None:
 
 def test_count_and_gas_caps_split_batches(chain: Chain) -> None:
     rids = [chain.request(t) for t in range(1, 8)]
-    by_count = _batcher(chain, batch_max_count=3).plan([Fulfilment(r, digest(r)) for r in rids])
+    by_count = _batcher(chain, batch_max_count=3).plan(_fulfilments(chain, rids))
     assert [len(b.items) for b in by_count.batches] == [3, 3, 1]
 
     one = by_count.batches[0].gas
     by_gas = _batcher(chain, batch_max_gas=max(100_000, int(one * 0.8)))
-    plan = by_gas.plan([Fulfilment(r, digest(r)) for r in rids])
+    plan = by_gas.plan(_fulfilments(chain, rids))
     assert all(b.gas <= by_gas.settings.batch_max_gas for b in plan.batches)
     assert sum(len(b.items) for b in plan.batches) == 7 and len(plan.batches) >= 3
-    report = by_gas.submit([Fulfilment(r, digest(r)) for r in rids])
+    report = by_gas.submit(_fulfilments(chain, rids))
     assert report.tx_count == len(plan.batches) and len(report.confirmed) == 7
 
 
@@ -100,15 +106,65 @@ def test_a_request_fulfilled_after_the_pre_check_is_dropped_by_its_decoded_error
     the request, which is dropped; the rest go out in one transaction."""
     rids = [chain.request(t) for t in range(1, 5)]
     batcher = _batcher(chain)
-    monkeypatch.setattr(batcher, "check_pending", lambda ids: dict.fromkeys(ids, True))
+    monkeypatch.setattr(batcher, "check_pending_with", lambda items: {f.request_id: True for f in items})
     chain.fulfil_directly(rids[1])
 
-    report = batcher.submit([Fulfilment(r, digest(r)) for r in rids])
+    report = batcher.submit(_fulfilments(chain, rids))
 
     (dropped,) = report.dropped
     assert dropped.key == rids[1]
     assert f"LivingCollectionRequestNotPending(requestId={hex(rids[1])})" in dropped.reason
     assert report.tx_count == 1 and len(report.confirmed) == 3
+
+
+def test_a_fulfilment_bound_to_a_stale_seed_is_dropped_before_sending(chain: Chain) -> None:
+    """A reorg re-mined a request (same id) with a new seed: a fulfilment made from the orphaned log names the
+    old seed. The pre-check (isPendingWith) drops it with its reason and spends no gas on it; the others go out."""
+    before = chain.rpc("evm_snapshot")
+    rids = [chain.request(t) for t in range(1, 4)]
+    orphaned = _fulfilments(chain, rids)
+    chain.rpc("evm_revert", before)  # the requests' block is gone ...
+    chain.mine(2)  # ... the chain goes on differently ...
+    assert [chain.request(t) for t in range(1, 4)] == rids  # ... and the same requests are mined again
+    stale = orphaned[1]
+    assert chain.seed(stale.request_id) != stale.seed
+    assert chain.collection.functions.isPending(stale.request_id).call()  # the old pre-check passed
+    batcher = _batcher(chain)
+    assert batcher.check_pending_with([stale]) == {stale.request_id: False}
+    items = [_fulfilments(chain, [rids[0]])[0], stale, _fulfilments(chain, [rids[2]])[0]]
+    nonce = chain.w3.eth.get_transaction_count(chain.agent)
+
+    plan = batcher.plan([stale])
+    assert plan.batches == () and [d.key for d in plan.dropped] == [stale.request_id]
+    assert "re-mined after a reorg" in plan.dropped[0].reason
+    report = batcher.submit(items)
+
+    assert [d.key for d in report.dropped] == [stale.request_id]
+    assert "pending with another seed" in report.dropped[0].reason
+    assert report.tx_count == 1 and report.failed == []
+    assert sorted(f.request_id for f in report.confirmed) == [rids[0], rids[2]]
+    assert chain.w3.eth.get_transaction_count(chain.agent) == nonce + 1  # nothing was sent for the stale one
+    assert chain.collection.functions.isPending(stale.request_id).call()  # left for the canonical job
+    assert chain.collection.functions.metadataDigestOf(2).call() == bytes(32)
+
+
+def test_a_seed_that_changed_after_the_pre_check_is_dropped_by_its_decoded_error(
+    chain: Chain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pre-check passed; the gas estimate (a dry run) reverts with LivingCollectionSeedMismatch naming the
+    request, which is dropped; the rest go out in one transaction."""
+    rids = [chain.request(t) for t in range(1, 4)]
+    items = _fulfilments(chain, rids)
+    wrong = Fulfilment(rids[1], bytes(31) + b"\x01", digest(rids[1]))
+    items[1] = wrong
+    batcher = _batcher(chain)
+    monkeypatch.setattr(batcher, "check_pending_with", lambda fs: {f.request_id: True for f in fs})
+
+    report = batcher.submit(items)
+
+    (dropped,) = report.dropped
+    assert dropped.key == rids[1] and "LivingCollectionSeedMismatch" in dropped.reason
+    assert report.tx_count == 1 and len(report.confirmed) == 2
 
 
 def test_refresh_batches_are_sized_to_the_gas_cap(chain: Chain) -> None:

@@ -73,7 +73,9 @@ class JobState(StrEnum):
     RUNNING = "running"
     """Claimed by ``worker_id``, whose lease runs until ``lease_until``; the reaper re-queues it if that passes."""
     CONFIRMED = "confirmed"
-    """Terminal: done. For an evolution, the fulfilment transaction is mined with the confirmations required."""
+    """Terminal: done. For an evolution, the fulfilment transaction is mined with the confirmations required;
+    the outcome is final once ``settle_block`` is cleared (the watcher passed that block and it is still
+    canonical); until then the worker re-checks it, and a fulfilment orphaned meanwhile is sent again."""
     FAILED = "failed"
     """Terminal: a permanent error, or the attempts ran out. ``reason`` holds the last error; ``retry`` re-queues."""
     CANCELLED = "cancelled"
@@ -144,6 +146,10 @@ class JobRow(SQLModel, table=True):
     created_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
     updated_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
     finished_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
+    settle_block: int | None = Field(
+        default=None, sa_column=sa.Column(sa.BigInteger, nullable=True, index=True)
+    )
+    waiting: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
 
 
 class JobStageRow(SQLModel, table=True):
@@ -179,6 +185,11 @@ class Job:
         worker_id / lease_until: Who holds the job and until when (while ``running``).
         last_error: The most recent error, kept after recovery for the record.
         reason: Why the job ended ``failed`` or ``cancelled``.
+        settle_block: For a ``confirmed`` job whose outcome is not final yet, the block its fulfilment was
+            mined in: the job is re-checked until the watcher has passed that block and the block is still
+            canonical (``None``: final).
+        waiting: Why an unfinished job is waiting rather than failing (e.g. its transaction is stalled in the
+            pool); cleared when the job moves on.
     """
 
     id: int
@@ -201,6 +212,13 @@ class Job:
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None = None
+    settle_block: int | None = None
+    waiting: str | None = None
+
+    @property
+    def settled(self) -> bool:
+        """False while a ``confirmed`` outcome is still re-checked against reorgs (see ``settle_block``)."""
+        return self.settle_block is None
 
     @property
     def next_stage(self) -> Stage | None:
@@ -242,4 +260,35 @@ class Job:
             created_at=row.created_at,
             updated_at=row.updated_at,
             finished_at=row.finished_at,
+            settle_block=row.settle_block,
+            waiting=row.waiting,
         )
+
+
+class BroadcastRow(SQLModel, table=True):
+    """One signed transaction, recorded BEFORE it was broadcast (table ``broadcasts``).
+
+    Every version sent for a nonce (the first send, each fee-bumped replacement, a re-send) is one row, so a
+    restarted agent settles each recorded nonce from these rows (mined? by which hash?) instead of from the
+    node's pending state, can re-broadcast ``submission.raw_tx``, and counts replacements across restarts.
+    ``keys`` lists what the transaction does (``,<request id>,...,``) so a job can find its broadcasts.
+    """
+
+    __tablename__ = "broadcasts"
+    __table_args__ = (
+        sa.UniqueConstraint("tx_hash", name="uq_broadcasts_tx_hash"),
+        sa.Index("ix_broadcasts_sender_nonce", "sender", "nonce"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    chain_id: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    sender: str = Field(sa_column=sa.Column(sa.String(42), nullable=False))
+    nonce: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    tx_hash: str = Field(sa_column=sa.Column(sa.String(66), nullable=False))
+    kind: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
+    keys: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    submission: dict[str, Any] = Field(sa_column=sa.Column(JSONColumn, nullable=False))
+    created_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+    outcome: str | None = Field(default=None, sa_column=sa.Column(sa.String(16), nullable=True))
+    mined_hash: str | None = Field(default=None, sa_column=sa.Column(sa.String(66), nullable=True))
+    settled_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))

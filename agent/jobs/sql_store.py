@@ -263,10 +263,18 @@ class SqlJobStore(JobStore):
                 raise StageOrderError(job_id, stage.value, STAGES[done + 1].value)
             session.add(JobStageRow(job_id=job_id, stage=stage.value, output=output, recorded_at=now))
             row.stage = stage.value
+            row.waiting = None
             row.updated_at = now
             return self._view(session, row)
 
-    def confirm(self, job_id: int, worker_id: str, result: Mapping[str, Any] | None = None) -> Job:
+    def confirm(
+        self,
+        job_id: int,
+        worker_id: str,
+        result: Mapping[str, Any] | None = None,
+        *,
+        settle_block: int | None = None,
+    ) -> Job:
         result = dict(result or {})
         _check_json(result, "result")
         now = self._now()
@@ -274,12 +282,56 @@ class SqlJobStore(JobStore):
             row = self._held(session, job_id, worker_id)
             row.state = JobState.CONFIRMED.value
             row.result = result
+            row.settle_block = settle_block
+            row.waiting = None
             row.worker_id = None
             row.lease_until = None
             row.finished_at = now
             row.updated_at = now
-            log.info("job %s (%s) confirmed after %d attempt(s)", job_id, row.key, row.attempts)
+            log.info(
+                "job %s (%s) confirmed after %d attempt(s)%s", job_id, row.key, row.attempts,
+                f"; final once block {settle_block} is past the watcher and still canonical"
+                if settle_block is not None else "",
+            )  # fmt: skip
             return self._view(session, row)
+
+    def unsettled(self, limit: int = 500) -> list[Job]:
+        stmt = (
+            sa.select(JobRow)
+            .where(_c.state == JobState.CONFIRMED.value, _c.settle_block.is_not(None))
+            .order_by(_c.id)
+            .limit(limit)
+        )
+        with self._tx() as session:
+            return self._views(session, list(session.execute(stmt).scalars()))
+
+    def settle(
+        self, job_id: int, result: Mapping[str, Any] | None = None, *, settle_block: int | None = None
+    ) -> Job:
+        extra = dict(result or {})
+        _check_json(extra, "result")
+        now = self._now()
+        with self._tx() as session:
+            row = self._lock(session, job_id)
+            if row.state != JobState.CONFIRMED:
+                raise JobStateError(job_id, row.state, "settle", hint="only confirmed jobs are settled")
+            if extra:
+                row.result = {**(row.result or {}), **extra}
+            row.settle_block = settle_block
+            row.updated_at = now
+            return self._view(session, row)
+
+    def waiting_counts(self) -> dict[str, int]:
+        with self._tx() as session:
+            unsettled = session.execute(
+                sa.select(sa.func.count()).where(
+                    _c.state == JobState.CONFIRMED.value, _c.settle_block.is_not(None)
+                )
+            ).scalar_one()
+            stalled = session.execute(
+                sa.select(sa.func.count()).where(_c.state.in_(_UNFINISHED), _c.waiting.is_not(None))
+            ).scalar_one()
+        return {"unsettled": int(unsettled), "stalled": int(stalled)}
 
     def report_error(self, job_id: int, worker_id: str, error: BaseException | str) -> Job:
         message = describe_error(error)
@@ -287,6 +339,7 @@ class SqlJobStore(JobStore):
         with self._tx() as session:
             row = self._held(session, job_id, worker_id)
             row.last_error = message
+            row.waiting = None
             row.worker_id = None
             row.lease_until = None
             row.updated_at = now
@@ -309,6 +362,7 @@ class SqlJobStore(JobStore):
 
     def _fail(self, row: JobRow, reason: str, now: datetime) -> None:
         row.state = JobState.FAILED.value
+        row.waiting = None
         row.reason = reason
         row.worker_id = None
         row.lease_until = None
@@ -318,10 +372,14 @@ class SqlJobStore(JobStore):
             "job %s (%s) FAILED: %s (re-queue it with `chrysalis retry %s`)", row.id, row.key, reason, row.id
         )
 
-    def release(self, job_id: int, worker_id: str, *, delay_s: float = 0.0) -> Job:
+    def release(
+        self, job_id: int, worker_id: str, *, delay_s: float = 0.0, waiting: str | None = None
+    ) -> Job:
         now = self._now()
         with self._tx() as session:
             row = self._held(session, job_id, worker_id)
+            if waiting is not None:
+                row.waiting = waiting
             row.state = JobState.QUEUED.value
             row.attempts = max(0, row.attempts - 1)
             row.worker_id = None
@@ -346,6 +404,7 @@ class SqlJobStore(JobStore):
             )
         row.state = JobState.CANCELLED.value
         row.reason = reason
+        row.waiting = None
         row.worker_id = None
         row.lease_until = None
         row.finished_at = now

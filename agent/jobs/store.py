@@ -126,8 +126,35 @@ class JobStore(ABC):
         """
 
     @abstractmethod
-    def confirm(self, job_id: int, worker_id: str, result: Mapping[str, Any] | None = None) -> Job:
-        """Finish the job with the ``confirmed`` outcome, storing ``result`` (e.g. the receipt)."""
+    def confirm(
+        self,
+        job_id: int,
+        worker_id: str,
+        result: Mapping[str, Any] | None = None,
+        *,
+        settle_block: int | None = None,
+    ) -> Job:
+        """Finish the job with the ``confirmed`` outcome, storing ``result`` (e.g. the receipt).
+
+        ``settle_block``: the outcome is not final yet (its transaction was mined in that block, which a reorg
+        may still orphan): the job is listed by :meth:`unsettled` until :meth:`settle` marks it final.
+        """
+
+    @abstractmethod
+    def unsettled(self, limit: int = 500) -> list[Job]:
+        """``confirmed`` jobs whose outcome is not final yet (oldest first)."""
+
+    @abstractmethod
+    def settle(
+        self, job_id: int, result: Mapping[str, Any] | None = None, *, settle_block: int | None = None
+    ) -> Job:
+        """Update an unsettled confirmed job: merge ``result`` into its result and set its ``settle_block``
+        (``None``: the outcome is final)."""
+
+    @abstractmethod
+    def waiting_counts(self) -> dict[str, int]:
+        """``unsettled`` (confirmed, not final) and ``stalled`` (unfinished jobs waiting on a transaction in
+        the pool) job counts, for ``chrysalis status``."""
 
     @abstractmethod
     def report_error(self, job_id: int, worker_id: str, error: BaseException | str) -> Job:
@@ -141,8 +168,13 @@ class JobStore(ABC):
         """
 
     @abstractmethod
-    def release(self, job_id: int, worker_id: str, *, delay_s: float = 0.0) -> Job:
-        """Give a running job back without an error (e.g. on shutdown); the attempt is not counted."""
+    def release(
+        self, job_id: int, worker_id: str, *, delay_s: float = 0.0, waiting: str | None = None
+    ) -> Job:
+        """Give a running job back without an error (e.g. on shutdown); the attempt is not counted.
+
+        ``waiting``: why it waits (kept on the job, e.g. a transaction stalled in the pool), shown by status.
+        """
 
     @abstractmethod
     def cancel(self, job_id: int, reason: str) -> Job:

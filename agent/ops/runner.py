@@ -53,6 +53,10 @@ def status_line(status: AgentStatus) -> Text:
         )
         text.append(f" {state} ", style="dim")
         text.append(str(n), style=style if n else "")
+    for label, n in (("unsettled", status.unsettled), ("stalled", status.stalled)):
+        if n:
+            text.append(f" {label} ", style="dim")
+            text.append(str(n), style="yellow")
     text.append("  gas ", style="dim")
     text.append(f"{status.gas_spent:,}")
     if status.last_error:

@@ -37,6 +37,8 @@ class StatusReport:
         gas_spent: Gas used by the distinct transactions of confirmed jobs (a batch counts once;
             :func:`agent.pipeline.accounting.gas_spent`, the Agent's own count).
         fulfilment_txs: How many distinct transactions that is.
+        waiting: ``unsettled`` (confirmed jobs whose fulfilment's block the watcher has not passed yet, re-checked
+            until it has) and ``stalled`` (jobs waiting on a fulfilment not mined yet: waiting is not failing).
         chain_error: Why the chain could not be read, if it could not.
     """
 
@@ -49,6 +51,7 @@ class StatusReport:
     last_error: str | None = None
     gas_spent: int = 0
     fulfilment_txs: int = 0
+    waiting: dict[str, int] = field(default_factory=dict)
     chain_error: ChrysalisError | None = None
 
     @property
@@ -69,6 +72,7 @@ class StatusReport:
             "last_error": self.last_error,
             "gas_spent": self.gas_spent,
             "fulfilment_txs": self.fulfilment_txs,
+            "waiting": dict(self.waiting),
             "chain_error": self.chain_error.message if self.chain_error else None,
         }
 
@@ -120,6 +124,7 @@ def gather_status(settings: Settings, store: JobStore) -> StatusReport:
         last_error=last_error(store),
         gas_spent=spent.gas,
         fulfilment_txs=spent.transactions,
+        waiting=store.waiting_counts(),
         chain_error=chain_error,
     )
 

@@ -7,10 +7,13 @@ Public API (used by the ``chrysalis run/status/jobs/retry/evolve`` commands and 
         agent.run_until_idle()           # tests and the demo: until nothing is pending
         agent.status()                   # chain head, cursor, lag, jobs by state, last error, gas spent
 
-Guarantees: no request is lost (the watcher's cursor advances only after its events became jobs; jobs are
-durable and leased), none is fulfilled twice (the contract fulfils a request at most once, and the agent settles
-every uncertain case from the chain before sending again), and nothing is paid for a request that was
-cancelled or orphaned (the pre-send ``isPending`` check). See :mod:`agent.pipeline.worker` for the stages.
+Guarantees: no request is lost (the watcher's cursor advances only after its events became jobs, its log answers
+are cross-checked against header blooms and re-scanned at finalization, and a periodic on-chain reconciliation
+finds any pending request without a job; jobs are durable and leased), none is fulfilled twice (the contract fulfils
+a request at most once, every broadcast is recorded before it is sent, and the agent settles every uncertain case
+from the chain before sending again), none with the wrong request's metadata (the contract binds a fulfilment to
+the request's seed), and nothing is paid for a request that was cancelled or orphaned (the pre-send
+``isPendingWith`` check). See :mod:`agent.pipeline.worker` for the stages.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Self
 
@@ -34,7 +38,7 @@ from agent.ipfs.backends.replicated import Replicator
 from agent.ipfs.repo import IpfsRepo
 from agent.ipfs.server import NodeServer
 from agent.jobs import JobState, JobStore, RetryPolicy, Stage
-from agent.metrics import CHAIN_HEAD, CURSOR_BLOCK, JOBS_BY_STATE, WATCH_LAG
+from agent.metrics import CHAIN_HEAD, CURSOR_BLOCK, JOBS_BY_STATE, JOBS_WAITING, WATCH_LAG
 from agent.pipeline.accounting import gas_spent
 from agent.pipeline.assets import AssetStore
 from agent.pipeline.chain import CollectionReader
@@ -43,6 +47,7 @@ from agent.pipeline.events import WATCHED_EVENTS, EventRouter
 from agent.pipeline.generate import GenerateStage
 from agent.pipeline.inputs import InputsStage, build_oracles
 from agent.pipeline.publish import PublishStage
+from agent.pipeline.reconcile import Reconciler
 from agent.pipeline.submit import Settler, Submitter
 from agent.pipeline.worker import Worker, in_flight
 from agent.settings import Settings
@@ -76,6 +81,9 @@ class AgentStatus:
             records of earlier runs).
         events_seen: Contract events the watcher delivered to this agent since it started.
         worker_id: This agent's worker id in the job store.
+        unsettled: Confirmed jobs whose fulfilment's block the watcher has not passed yet (re-checked until it
+            has and the block is still canonical).
+        stalled: Unfinished jobs waiting on a fulfilment not mined yet (waiting is not failing).
     """
 
     chain_head: int | None
@@ -86,6 +94,8 @@ class AgentStatus:
     gas_spent: int = 0
     events_seen: int = 0
     worker_id: str = ""
+    unsettled: int = 0
+    stalled: int = 0
 
     @property
     def pending(self) -> int:
@@ -249,9 +259,20 @@ class Agent:
             unfinished = store.list_jobs(state=JobState.QUEUED, limit=10_000) + store.list_jobs(
                 state=JobState.RUNNING, limit=10_000
             )
+            from agent.jobs.broadcasts import SqlBroadcastJournal
+
+            journal = SqlBroadcastJournal(store.engine)  # type: ignore[attr-defined]
             sender = Web3TxSender.connect(
-                s.chain.rpc_url, signer, s.submit, abis=[abi], in_flight=in_flight(unfinished)
+                s.chain.rpc_url,
+                signer,
+                s.submit,
+                abis=[abi],
+                in_flight=in_flight(unfinished),
+                journal=journal,
             )
+            # Before anything new is signed: every recorded broadcast's nonce is settled from the chain
+            # (mined, and by which hash?), and what is still open stays taken (re-broadcast if forgotten).
+            sender.settle_recorded()
             batcher = FulfilmentBatcher(sender, sender.rpc, address, s.submit)
             assets = AssetStore(data_dir / "assets")
             worker = Worker(
@@ -280,8 +301,13 @@ class Agent:
                 batch_wait_s=cfg.batch_wait_s,
                 review=_review_gate(s, store),
                 review_poll_s=max(1.0, s.chain.poll_interval_s),
+                watched=partial(watcher.cursors.load, watcher.stream),
             )
             router = EventRouter(store, reader, deployment.chain_id, max_attempts=cfg.max_attempts)
+            router.reconciler = Reconciler(
+                reader.rpc, address, watcher.decoder, store, deployment.chain_id, router,
+                start_block=deployment.deploy_block, interval_s=cfg.reconcile_interval_s, stream=watcher.stream,
+            )  # fmt: skip
             from agent.refresh.service import RefreshService
 
             refresh = RefreshService.build(
@@ -333,6 +359,8 @@ class Agent:
         before = self.router.events_seen
         try:
             self.watcher.poll(self.router)
+            state = self.watcher.state
+            self.router.reconcile(state.tip.number if state is not None else None)
             if self.refresh is not None:
                 self.refresh.poll()  # price triggers
         except ChrysalisError as exc:
@@ -370,7 +398,7 @@ class Agent:
             if time.monotonic() >= deadline:
                 pending = [
                     f"job {j.id} {j.key}: {j.state.value}, stage {j.stage.value if j.stage else '-'}, "
-                    f"last error: {j.last_error or '-'}"
+                    f"last error: {j.last_error or '-'}" + (f", {j.waiting}" if j.waiting else "")
                     for state in (JobState.QUEUED, JobState.RUNNING)
                     for j in self.store.list_jobs(state=state, limit=20)
                 ]
@@ -479,6 +507,9 @@ class Agent:
         if head is not None:
             CHAIN_HEAD.set(head)
         self._update_watch_gauges(head)
+        waiting = self.store.waiting_counts()
+        for why, n in waiting.items():
+            JOBS_WAITING.labels(why=why).set(n)
         last = self._last_error
         if last is None:
             failed = self.store.list_jobs(state=JobState.FAILED, newest_first=True, limit=1)
@@ -492,6 +523,8 @@ class Agent:
             gas_spent=self._gas_spent(),
             events_seen=self.router.events_seen,
             worker_id=self.worker_id,
+            unsettled=waiting["unsettled"],
+            stalled=waiting["stalled"],
         )
 
     def _update_watch_gauges(self, head: int | None = None) -> None:

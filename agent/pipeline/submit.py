@@ -1,16 +1,27 @@
 """The submit and confirm stages: batched ``fulfillEvolutions``, waited for in chunks, settled by chain truth.
 
 Submitting: :class:`~agent.submit.batcher.FulfilmentBatcher` drops every request that is no longer pending
-(the pre-send ``isPending`` check: a request cancelled on-chain or orphaned by a reorg is never paid for) and
-groups the rest under the count and gas caps; each batch is broadcast and its
+with the job's seed (the pre-send ``isPendingWith`` check: a request cancelled on-chain or orphaned by a reorg is
+never paid for, and neither is one that a reorg re-mined in another block with a new seed, whose job's metadata
+was made from the orphaned log; the contract rejects such a fulfilment too) and groups the rest under the count
+and gas caps; each batch is broadcast and its
 :class:`~agent.domain.Submission` recorded as every member job's ``submitted`` record before any waiting.
 
 Confirming: the recorded submissions are waited for (fee-bumped when stuck) in chunks of
 ``agent.wait_chunk_s``, so a stop request is honoured between chunks. Whatever cannot be confirmed from the
-receipt -- a revert, a nonce taken by another transaction, a request dropped before sending, a crash between
-broadcast and record -- is settled by :meth:`Settler.settle`, which asks the chain (``isPending``, then the
-``Evolved`` / ``EvolutionCancelled`` logs). The contract fulfils a request at most once; the agent keeps
-trying until the chain says it is fulfilled; together: exactly once.
+receipt -- a revert, a nonce taken by another transaction, a request dropped before sending -- is settled by
+:meth:`Settler.settle`, which asks the chain (``isPending``, then the ``Evolved`` / ``EvolutionCancelled``
+logs). The contract fulfils a request at most once; the agent keeps trying until the chain says it is
+fulfilled; together: exactly once. Every broadcast is recorded (the sender's journal, with the request ids as
+keys) before it is sent: a crash between broadcast and the ``submitted`` record is settled from that record
+(the worker waits for the recorded transaction), never from the node's ``pending`` state. A transaction not
+mined by ``receipt_timeout_s`` is waited for again, never counted as a failed attempt.
+
+A request pending with another seed than the job's (:class:`RequestReminedError`) is not settled: the job's
+source log was orphaned by a reorg that re-mined the request in another block. Its attempt ends with that
+retryable error; the watcher's reorg notice cancels the job and the re-mined log (another block hash) revives it
+with the new block and seed, from the inputs stage (:meth:`~agent.jobs.JobStore.enqueue`). Should the chain flip
+back to the job's block instead, the next attempt finds the request pending with the job's seed and sends it.
 """
 
 from __future__ import annotations
@@ -23,18 +34,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.domain import Confirmation, Submission
-from agent.errors import ChrysalisError
+from agent.errors import ChrysalisError, RetryableError
 from agent.pipeline.chain import CollectionReader, RequestOutcome
 from agent.pipeline.request import EvolutionRequest
 from agent.submit import FulfilmentBatcher, StuckTransactionError, TxSender
-from agent.submit.batcher import Batch, Fulfilment
+from agent.submit.batcher import Batch, Fulfilment, is_pending_with_call
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Ready:
-    """A job whose metadata is published: what its fulfilment writes."""
+    """A job whose metadata is published: what its fulfilment writes, bound to the seed of the request log the
+    job was made from."""
 
     job_id: int
     request: EvolutionRequest
@@ -43,7 +55,23 @@ class Ready:
 
     @property
     def fulfilment(self) -> Fulfilment:
-        return Fulfilment(self.request.request_id, self.digest, self.provenance)
+        return Fulfilment(self.request.request_id, self.request.seed_bytes, self.digest, self.provenance)
+
+
+class RequestReminedError(RetryableError):
+    """The job's request is pending on the canonical chain, but with another seed: a reorg orphaned the log the
+    job was made from and re-mined the request (same id) in another block. Nothing is sent (the contract would
+    reject the fulfilment); the job is re-run from the canonical log once the watcher delivers it."""
+
+    def __init__(self, request: EvolutionRequest) -> None:
+        self.request = request
+        super().__init__(
+            f"request {request.request_id} is pending with another seed than {request.seed} (block "
+            f"#{request.block_number} {request.block_hash}): it was re-mined after a reorg, and this job's "
+            "outputs were made from the orphaned log; nothing was sent",
+            hint="nothing to do: the watcher's reorg notice cancels this job and the re-mined log revives it with "
+            "the new block and seed",
+        )
 
 
 @dataclass(frozen=True)
@@ -95,8 +123,9 @@ class Submitter:
         When the node's answer is lost, the submission is returned anyway: it may have been received, and
         waiting for it rebroadcasts it if not.
         """
+        keys = [str(item.request_id) for item in batch.items]
         try:
-            return self.sender.send(batch.request(), dry_run=False)
+            return self.sender.send(batch.request(), dry_run=False, keys=keys)
         except ChrysalisError as exc:
             submission = getattr(exc, "submission", None)
             if isinstance(submission, Submission):
@@ -151,9 +180,17 @@ class Settler:
         self.agent_address = agent_address.lower()
 
     def settle(self, ready: Ready) -> Settlement:
+        """What should become of ``ready``'s job, by what the chain says now.
+
+        Raises:
+            RequestReminedError: the request is pending with another seed than the job's (re-mined after a
+                reorg): neither send nor settle; the job is re-run from the canonical log.
+        """
         request = ready.request
         outcome: RequestOutcome = self.reader.outcome(request.request_id, request.block_number)
         if outcome.state == "pending":
+            if not self.pending_with_seed(request):
+                raise RequestReminedError(request)
             return Settlement("pending")
         if outcome.state == "fulfilled":
             assert outcome.sender is not None
@@ -190,6 +227,16 @@ class Settler:
             reason=f"request {request.request_id} is not on the canonical chain (orphaned by a reorg); "
             "nothing was paid for it",
         )
+
+    def pending_with_seed(self, request: EvolutionRequest) -> bool:
+        """``isPendingWith(requestId, seed)`` at the latest block: pending, and with this log's seed."""
+        rpc = self.reader.rpc
+        call = {
+            "to": self.reader.address,
+            "data": is_pending_with_call(request.request_id, request.seed_bytes),
+        }
+        raw = rpc.call("eth_call", lambda: rpc.w3.eth.call(call, "latest"))  # type: ignore[arg-type]
+        return bytes(raw)[-1:] == b"\x01"
 
 
 def confirmation_result(conf: Confirmation, batch_size: int) -> dict[str, Any]:

@@ -5,6 +5,17 @@ them as far as they go: inputs (per job) -> generated (one model batch) -> publi
 submitted (one planned set of fulfilment transactions) -> confirmed. Leases are kept alive by a heartbeat
 thread while the batch is in hand. A stage that raises ends that job's attempt through
 :meth:`JobStore.report_error` (retry with back-off, or failed with the error); other jobs go on.
+
+Waiting is not failing: a fulfilment stalled in the pool never uses up an attempt (the job is given back
+with a ``waiting`` note and waited for again, replaced within ``submit.max_replacements`` and the fee cap).
+Every broadcast is recorded before it is sent (the sender's journal); a job about to send first looks for
+an unsettled recorded broadcast of its request (a crash between broadcast and record) and waits for it
+instead of sending again, so a restart never relies on the node's ``pending`` state.
+
+A confirmation from a receipt is not final until the watcher has passed its block and the block is still
+canonical: until then the job is ``confirmed`` with a ``settle_block``, and every :meth:`Worker.work_once`
+re-checks such jobs; one whose block was orphaned is re-opened as a reorg notice would (a replay job re-sends
+its published metadata while the request is pending again).
 """
 
 from __future__ import annotations
@@ -20,14 +31,17 @@ from typing import Any, Self
 from agent.domain import Confirmation, Submission
 from agent.errors import ChrysalisError, PermanentError, RetryableError
 from agent.jobs import Job, JobKind, JobState, JobStore, LeaseLostError, Stage
+from agent.jobs.store import ORPHANED_REASON
 from agent.metrics import EVENT_TO_FULFILMENT, JOB_OUTCOMES, STAGE_LATENCY
 from agent.pipeline import hooks
 from agent.pipeline.generate import GenerateStage
 from agent.pipeline.inputs import InputsStage
 from agent.pipeline.publish import PublishStage
 from agent.pipeline.request import EvolutionRequest
-from agent.pipeline.submit import Ready, Settler, Submitter, confirmation_result
+from agent.pipeline.submit import Ready, RequestReminedError, Settler, Submitter, confirmation_result
 from agent.publish.metadata import cid_from_digest
+from agent.submit.batcher import Fulfilment
+from agent.submit.errors import StuckTransactionError
 
 log = logging.getLogger("chrysalis.pipeline")
 
@@ -97,6 +111,10 @@ class Worker:
             a delay of ``review_poll_s``.
         refresher: Advances ``refresh`` jobs (:class:`~agent.refresh.runner.RefreshRunner`), one bounded step
             per :meth:`work_once`, and only when no evolution job is claimable: holders' requests go first.
+        watched: The watcher's saved cursor state (a :class:`~agent.watch.cursor.CursorState`, or None before
+            its first block). When given, a confirmation is final only once the watcher has passed its block
+            and the block is still canonical; until then the job is re-checked (``None``: final at once).
+        settle_every_s: Least time between two re-checks of unsettled confirmations.
     """
 
     def __init__(
@@ -118,6 +136,8 @@ class Worker:
         review: Any = None,
         review_poll_s: float = 5.0,
         refresher: Any = None,
+        watched: Callable[[], Any] | None = None,
+        settle_every_s: float = 0.25,
     ) -> None:
         self.store = store
         self.worker_id = worker_id
@@ -135,7 +155,15 @@ class Worker:
         self.review = review
         self.review_poll_s = review_poll_s
         self.refresher = refresher
+        self.watched = watched
+        self.settle_every_s = settle_every_s
+        self._last_settle = 0.0
         self._held = _Held()
+
+    @property
+    def journal(self) -> Any:
+        """The sender's broadcast journal (None when broadcasts are not recorded)."""
+        return getattr(self.submitter.sender, "journal", None)
 
     # -- the loop body --------------------------------------------------------------------------------------
 
@@ -146,6 +174,8 @@ class Worker:
         ``submitted``: ``until=Stage.PUBLISHED`` is a dry run that pins but does not pay).
         """
         self.store.reap()
+        if until is None:
+            self.settle_confirmed()
         limit = max(1, min(max_jobs or self.batch_size, self.batch_size))
         jobs = self._claim(limit)
         if not jobs:
@@ -238,8 +268,17 @@ class Worker:
         is spent on them (fulfilled by an earlier run or another agent, cancelled, orphaned)."""
         if not jobs:
             return []
+        batcher = self.submitter.batcher
         try:
-            pending = self.submitter.batcher.check_pending([_request(j).request_id for j in jobs])
+            pending = batcher.check_pending([_request(j).request_id for j in jobs])
+            # ... and pending with the job's seed (not re-mined after a reorg with a new one)
+            ours = batcher.check_pending_with(
+                [
+                    Fulfilment(r.request_id, r.seed_bytes, bytes(32))
+                    for r in (_request(j) for j in jobs)
+                    if pending.get(r.request_id, False)
+                ]
+            )
         except Exception as exc:  # noqa: BLE001
             for job in jobs:
                 self._fail(live, job, exc)
@@ -248,7 +287,10 @@ class Worker:
         for job in jobs:
             request = _request(job)
             if pending.get(request.request_id, False):
-                open_.append(job)
+                if ours.get(request.request_id, False):
+                    open_.append(job)
+                else:
+                    self._fail(live, job, RequestReminedError(request))
                 continue
             log.info("job %s: request %s is no longer pending; settling it from the chain", job.id,
                      request.request_id)  # fmt: skip
@@ -296,6 +338,9 @@ class Worker:
         return self._record(job, Stage.PUBLISHED, record)
 
     def _submit(self, live: dict[int, Job], jobs: list[Job]) -> None:
+        jobs = self._adopt(live, jobs)
+        if not jobs:
+            return
         ready = {job.id: _ready(job) for job in jobs}
         started = time.monotonic()
         try:
@@ -329,14 +374,67 @@ class Worker:
                 )
         STAGE_LATENCY.labels(stage="submit").observe(time.monotonic() - started)
 
+    def _adopt(self, live: dict[int, Job], jobs: list[Job]) -> list[Job]:
+        """Jobs with an unsettled recorded broadcast of their request (sent, then the agent stopped before the
+        ``submitted`` record) record it and wait for it; the others are returned, to be sent."""
+        journal = self.journal
+        if journal is None:
+            return jobs
+        rest = []
+        for job in jobs:
+            request = _request(job)
+            try:
+                found = journal.for_key(str(request.request_id))
+            except Exception as exc:  # noqa: BLE001 - without the journal nothing may be sent
+                self._fail(live, job, exc)
+                continue
+            if (
+                found is None
+                or found.outcome is not None
+                or found.submission.sent_at < job.created_at.timestamp()
+            ):
+                # Nothing in flight for it (a broadcast older than the job belongs to another chain or job).
+                rest.append(job)
+                continue
+            sub = found.submission
+            log.warning(
+                "job %s: request %s was already broadcast as %s (nonce %d, recorded before a stop); waiting "
+                "for it instead of sending again", job.id, request.request_id, sub.tx_hash, sub.nonce,
+            )  # fmt: skip
+            record = {
+                "tx_hash": sub.tx_hash,
+                "nonce": sub.nonce,
+                "batch": [int(k) for k in found.keys if k.isdigit()],
+                "submission": sub.to_json(),
+                "recovered": True,
+            }
+            self._guard(live, job, partial(self._record, stage=Stage.SUBMITTED, output=record))
+        return rest
+
+    def _current(self, job: Job) -> Submission:
+        """The job's latest broadcast: its ``submitted`` record, or what the journal recorded since (a
+        replacement, a re-send)."""
+        sub = Submission.from_json(job.output(Stage.SUBMITTED)["submission"])
+        journal = self.journal
+        if journal is not None:
+            found = journal.for_key(str(_request(job).request_id))
+            if found is not None:
+                return found.submission
+        return sub
+
     def _confirm(self, live: dict[int, Job], jobs: list[Job]) -> None:
         groups: dict[str, list[Job]] = {}
         subs: dict[str, Submission] = {}
         for job in jobs:
-            record = job.output(Stage.SUBMITTED)
-            sub = Submission.from_json(record["submission"])
+            try:
+                sub = self._current(job)
+            except Exception as exc:  # noqa: BLE001
+                self._fail(live, job, exc)
+                continue
             groups.setdefault(sub.tx_hash, []).append(job)
             subs[sub.tx_hash] = sub
+        if not groups:
+            return
         outcomes = self.submitter.wait([subs[h] for h in groups], self.stop)
         resend: list[Job] = []
         for (tx_hash, members), outcome in zip(groups.items(), outcomes, strict=True):
@@ -350,6 +448,10 @@ class Worker:
                 result = confirmation_result(outcome, len(members))
                 for job in members:
                     self._guard(live, job, partial(self._finish, result=result))
+                continue
+            if isinstance(outcome, StuckTransactionError):
+                for job in members:
+                    self._wait_more(live, job, subs[tx_hash], outcome)
                 continue
             log.warning("fulfilment %s for %d job(s) did not confirm: %s", tx_hash, len(members), outcome)
             reverted = getattr(outcome, "confirmation", None)
@@ -378,7 +480,9 @@ class Worker:
                 (outcome,) = self.submitter.wait([submission], self.stop)
                 for item in items:
                     job = live[item.job_id]
-                    if isinstance(outcome, Confirmation) and outcome.status == 1:
+                    if isinstance(outcome, StuckTransactionError):
+                        self._wait_more(live, job, submission, outcome)
+                    elif isinstance(outcome, Confirmation) and outcome.status == 1:
                         self._on_gas(outcome.gas_used)
                         result = confirmation_result(outcome, len(items))
                         self._guard(live, job, partial(self._finish, result=result))
@@ -415,6 +519,8 @@ class Worker:
             self._guard(live, job, lambda j: self._finish(j, settlement.result or {}))
         elif settlement.action == "cancel":
             self._cancel(live, job, settlement.reason or why)
+        elif not pending_ok and self._in_pool(live, job, item):
+            pass  # our recorded broadcast is still unsettled: waiting, not failing (_in_pool gave it back)
         elif not pending_ok:
             # Still pending, yet the batcher would not send it (it would revert, or needs too much gas).
             self._fail(live, job, RetryableError(
@@ -422,6 +528,171 @@ class Worker:
                 hint="it is retried with back-off; if it keeps failing, check the contract (active model, "
                 "agent role) and submit.batch_max_gas"))  # fmt: skip
         return settlement.action
+
+    def _in_pool(self, live: dict[int, Job], job: Job, item: Ready) -> bool:
+        """Whether an unsettled recorded broadcast fulfils ``item``'s request (the pre-send check dropped it
+        because that transaction is in the pool): then the job is given back to wait for it."""
+        journal = self.journal
+        if journal is None:
+            return False
+        try:
+            found = journal.for_key(str(item.request.request_id))
+        except Exception:  # noqa: BLE001
+            return False
+        if found is None or found.outcome is not None:
+            return False
+        self._wait_more(live, job, found.submission, why="recorded and not yet settled")
+        return True
+
+    def _wait_more(
+        self,
+        live: dict[int, Job],
+        job: Job,
+        sub: Submission,
+        stuck: StuckTransactionError | None = None,
+        why: str = "",
+    ) -> None:
+        """A fulfilment not mined yet: give the job back to wait again; a stall never uses up an attempt."""
+        live.pop(job.id, None)
+        self._held.drop(job.id)
+        detail = why or (f"not mined yet ({stuck.reason})" if stuck is not None else "not mined yet")
+        replacements = len(sub.replaced)
+        if self.journal is not None:
+            try:
+                recorded = self.journal.latest(sub.sender, sub.nonce)
+            except Exception:  # noqa: BLE001 - only the note's count
+                recorded = None
+            if recorded is not None:
+                sub, replacements = recorded.submission, recorded.replacements
+        note = (
+            f"waiting: fulfilment {sub.tx_hash} (nonce {sub.nonce}) is {detail}; "
+            f"{replacements} replacement(s) sent"
+        )
+        log.warning("job %s: %s (a stall does not use up an attempt)", job.id, note)
+        try:
+            self.store.release(job.id, self.worker_id, waiting=note)
+        except LeaseLostError:
+            pass
+
+    # -- unsettled confirmations ----------------------------------------------------------------------------
+
+    def settle_confirmed(self, *, force: bool = False) -> int:
+        """Re-check ``confirmed`` jobs whose outcome is not final yet; returns how many became final.
+
+        Final: the watcher has passed the fulfilment's block and that block is still canonical (the hash the
+        receipt named). Orphaned: the job is re-opened as a reorg notice would (a replay job re-sends its
+        published metadata if the request is pending again; a fulfilment re-mined elsewhere is followed).
+        """
+        if self.watched is None:
+            return 0
+        now = time.monotonic()
+        if not force and now - self._last_settle < self.settle_every_s:
+            return 0
+        self._last_settle = now
+        try:
+            return self._settle_confirmed()
+        except Exception as exc:  # noqa: BLE001 - the next loop re-checks
+            log.warning("re-checking unsettled confirmations failed: %s", exc)
+            return 0
+
+    def _settle_confirmed(self) -> int:
+        jobs = self.store.unsettled()
+        if not jobs:
+            return 0
+        rpc = self.submitter.sender.rpc  # type: ignore[attr-defined]
+        cursor = self.watched() if self.watched is not None else None
+        tip = cursor.tip.number if cursor is not None else -1
+        seen = {b.number: b.hash.lower() for b in cursor.window} if cursor is not None else {}
+        by_tx: dict[str, list[Job]] = {}
+        for job in jobs:
+            by_tx.setdefault(str((job.result or {}).get("tx_hash", "")).lower(), []).append(job)
+        hashes = [h for h in by_tx if h]
+        receipts = dict(zip(hashes, rpc.receipts(hashes), strict=True)) if hashes else {}
+        numbers = [r.block_number for r in receipts.values() if r is not None]
+        recorded_at = [(j.result or {}).get("block_number") for j in jobs]
+        numbers += [int(n) for n in recorded_at if n is not None]
+        canonical = rpc.blocks(numbers) if numbers else {}
+        settled = 0
+        for tx_hash, members in by_tx.items():
+            receipt = receipts.get(tx_hash)
+            block = canonical.get(receipt.block_number) if receipt is not None else None
+            if receipt is not None and block is not None and block.hash.lower() == receipt.block_hash.lower():
+                number, mined_in = receipt.block_number, receipt.block_hash.lower()
+                moved = {"block_number": number, "block_hash": mined_in}
+                final = tip >= number and seen.get(number, mined_in) == mined_in
+                for job in members:
+                    if str((job.result or {}).get("block_hash", "")).lower() != mined_in:
+                        log.warning("job %s: fulfilment %s is now in block %d (%s)", job.id, tx_hash, number,
+                                    mined_in)  # fmt: skip
+                        self.store.settle(job.id, moved, settle_block=number)
+                    if final:
+                        self.store.settle(job.id, settle_block=None)
+                        log.info("job %s: fulfilment %s in block %d is final (the watcher passed it)",
+                                 job.id, tx_hash, number)  # fmt: skip
+                        settled += 1
+                continue
+            # No canonical receipt. Orphaned only on evidence: the node serves another block at the recorded
+            # height (a node that lags, or has not indexed the receipt yet, is waited for, never acted on).
+            result = members[0].result or {}
+            recorded = canonical.get(int(result.get("block_number", -1)))
+            if recorded is None or recorded.hash.lower() == str(result.get("block_hash", "")).lower():
+                continue
+            if tx_hash and rpc.transaction(tx_hash) is not None:
+                log.warning("job(s) %s: fulfilment %s left its block and is back in the pool; waiting",
+                            [j.id for j in members], tx_hash)  # fmt: skip
+                continue
+            for job in members:
+                self._reopen(job)
+        return settled
+
+    def _reopen(self, job: Job) -> None:
+        """``job``'s fulfilment is no longer on the canonical chain: settle it from the chain, like a reorg
+        notice (a replay job while the request is pending again)."""
+        result = dict(job.result or {})
+        mined_in = str(result.get("block_hash", "")).lower()
+        request = _request(job)
+        published = job.output(Stage.PUBLISHED) or {}
+        digest = bytes.fromhex(str(published.get("digest", "0x" + "00" * 32))[2:])
+        try:
+            settlement = self.settler.settle(Ready(job.id, request, digest, bytes(32)))
+        except Exception as exc:
+            if not isinstance(exc, RequestReminedError):
+                raise
+            # The request itself was re-mined (new block, new seed): the watcher's notice of the re-mined log
+            # brings a job for it; this job's orphaned fulfilment is settled as such.
+            log.warning("job %s: its fulfilment %s was orphaned and its request re-mined: %s", job.id,
+                        result.get("tx_hash"), exc)  # fmt: skip
+            self.store.settle(job.id, {"orphaned": result.get("tx_hash"), "orphaned_reason": str(exc)})
+            return
+        if settlement.action == "confirm" and settlement.result is not None:
+            found = settlement.result
+            log.warning("job %s: fulfilment %s was orphaned; request %s is fulfilled by %s in block %s",
+                        job.id, result.get("tx_hash"), request.request_id, found.get("tx_hash"),
+                        found.get("block_number"))  # fmt: skip
+            self.store.settle(job.id, {**found, "orphaned": result.get("tx_hash")},
+                              settle_block=int(found["block_number"]))  # fmt: skip
+            return
+        if settlement.action == "pending":
+            key = f"{job.key}#replay@{mined_in[:18]}"
+            replay, created = self.store.enqueue(
+                JobKind.EVOLVE,
+                key,
+                payload={**job.payload, "replay_of": job.id},
+                source=job.source,
+                block_number=job.block_number,
+                max_attempts=job.max_attempts,
+            )
+            log.warning(
+                "job %s: its fulfilment %s was mined in block %s, orphaned before the watcher reached it; "
+                "request %s is pending again: %s job %s re-sends the published metadata",
+                job.id, result.get("tx_hash"), mined_in, request.request_id,
+                "new" if created else "existing", replay.id,
+            )  # fmt: skip
+            self.store.settle(job.id, {"orphaned": result.get("tx_hash"), "replayed_by": replay.id})
+            return
+        log.warning("job %s: its fulfilment %s was orphaned: %s", job.id, result.get("tx_hash"),
+                    settlement.reason)  # fmt: skip
+        self.store.settle(job.id, {"orphaned": result.get("tx_hash"), "orphaned_reason": settlement.reason})
 
     def _replay(self, job: Job) -> Job:
         """A replay job re-sends the recorded outputs of the job whose fulfilment a reorg orphaned."""
@@ -456,7 +727,10 @@ class Worker:
         ):  # an earlier attempt's metadata is what was written
             cid = cid_from_digest(bytes.fromhex(str(onchain)[2:]))
             full.update(metadata_cid=cid, token_uri=f"ipfs://{cid}", image_cid=None)
-        done = self.store.confirm(job.id, self.worker_id, full)
+        settle_block = None
+        if self.watched is not None and result.get("block_number") is not None:
+            settle_block = int(result["block_number"])  # final once the watcher passed it (settle_confirmed)
+        done = self.store.confirm(job.id, self.worker_id, full, settle_block=settle_block)
         self._held.drop(job.id)
         JOB_OUTCOMES.labels(outcome="confirmed").inc()
         EVENT_TO_FULFILMENT.observe(max(0.0, (done.updated_at - job.created_at).total_seconds()))
@@ -488,6 +762,14 @@ class Worker:
         self._held.drop(job.id)
         if isinstance(exc, LeaseLostError):
             log.warning("job %s: %s", job.id, exc.message)
+            return
+        if isinstance(exc, RequestReminedError):
+            # The job's source log is orphaned (its request was re-mined with a new seed): cancelled as orphaned,
+            # no attempt spent, and revived from the canonical log when the watcher (or, if that log was missed,
+            # the on-chain reconciliation) delivers it.
+            log.warning("job %s (%s): %s", job.id, job.key, exc.message)
+            self.store.cancel(job.id, ORPHANED_REASON)
+            JOB_OUTCOMES.labels(outcome="cancelled").inc()
             return
         message = f"job {job.id} ({job.key}): {type(exc).__name__}: {exc}".replace("\n", " ")
         self._on_error(message)

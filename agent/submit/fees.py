@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from agent.errors import PermanentError
+from agent.errors import PermanentError, RetryableError
 from agent.submit.errors import GWEI, FeeCapExceededError
 from agent.submit.rpc import ChainRpc
 
@@ -100,7 +100,14 @@ class FeeOracle:
         if pending is not None and pending.base_fee is not None:
             return pending.base_fee
         latest = self.rpc.block("latest")
-        if latest is None or latest.base_fee is None:
+        if latest is None:
+            # A node (or the backend of a load-balanced URL) that returned no block at all is lagging or
+            # glitching, not a chain without EIP-1559: try again.
+            raise RetryableError(
+                "the node returned no latest block to read the base fee from",
+                hint="a lagging or load-balanced provider; the next attempt asks again",
+            )
+        if latest.base_fee is None:
             raise PermanentError(
                 "the chain reports no EIP-1559 base fee",
                 hint="Chrysalis sends EIP-1559 transactions only; use a chain past the London fork",

@@ -46,6 +46,7 @@ from agent.submit.errors import (
     TransactionRevertedError,
 )
 from agent.submit.fees import FeeOracle, FeeQuote
+from agent.submit.journal import BroadcastJournal
 from agent.submit.nonce import NonceManager
 from agent.submit.receipts import ReceiptTracker, TxStatus
 from agent.submit.rpc import ChainRpc, TxPoolRejection
@@ -107,8 +108,10 @@ class TxSender(ABC):
         """
 
     @abstractmethod
-    def send(self, tx: TxRequest, *, dry_run: bool | None = None) -> Submission:
+    def send(self, tx: TxRequest, *, dry_run: bool | None = None, keys: Sequence[str] = ()) -> Submission:
         """Price, sign and broadcast ``tx``. Persist the returned :class:`Submission` before waiting.
+
+        ``keys`` name what the transaction does (e.g. request ids), recorded with it in the broadcast journal.
 
         Raises:
             DryRunRevertedError: the dry run (or gas estimate) reverted; nothing was sent.
@@ -179,6 +182,10 @@ class Web3TxSender(TxSender):
         decoder: Decodes custom errors (build it from the contracts' ABIs).
         fees, nonces, tracker: Collaborators (built from ``settings`` when omitted).
         clock, sleep: Time sources (tests replace them).
+        journal: Where every signed transaction is recorded BEFORE it is sent (first sends, replacements,
+            re-sends): replacements are counted from it across restarts, and :meth:`settle_recorded` settles
+            a restarted agent's nonces from it. ``None``: nothing is recorded (replacements counted per
+            submission).
     """
 
     consumed_grace_s: float = 2.0
@@ -195,7 +202,9 @@ class Web3TxSender(TxSender):
         tracker: ReceiptTracker | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        journal: BroadcastJournal | None = None,
     ) -> None:
+        self.journal = journal
         self.rpc = rpc
         self.signer = signer
         self.settings = settings or SubmitSettings()
@@ -215,15 +224,18 @@ class Web3TxSender(TxSender):
         *,
         abis: Iterable[Sequence[dict[str, Any]]] = (),
         in_flight: Iterable[Submission] = (),
+        journal: BroadcastJournal | None = None,
     ) -> Web3TxSender:
-        """A sender for the node at ``url`` decoding the errors of ``abis``, resuming ``in_flight`` nonces."""
+        """A sender for the node at ``url`` decoding the errors of ``abis``, resuming ``in_flight`` nonces
+        (and every unsettled nonce ``journal`` recorded)."""
         settings = settings or SubmitSettings()
         decoder = ErrorDecoder(abis)
         rpc = ChainRpc.connect(
             url, retries=settings.rpc_retries, backoff_s=settings.rpc_backoff_s, decoder=decoder
         )
-        nonces = NonceManager(rpc, signer.address, in_flight=in_flight)
-        return cls(rpc, signer, settings, decoder=decoder, nonces=nonces)
+        recorded = [r.submission for r in journal.open(signer.address)] if journal is not None else []
+        nonces = NonceManager(rpc, signer.address, in_flight=[*in_flight, *recorded])
+        return cls(rpc, signer, settings, decoder=decoder, nonces=nonces, journal=journal)
 
     @property
     def address(self) -> str:
@@ -281,7 +293,7 @@ class Web3TxSender(TxSender):
             label=tx.label,
         )
 
-    def send(self, tx: TxRequest, *, dry_run: bool | None = None) -> Submission:
+    def send(self, tx: TxRequest, *, dry_run: bool | None = None, keys: Sequence[str] = ()) -> Submission:
         dry = self.settings.dry_run if dry_run is None else dry_run
         gas = tx.gas
         if gas is None:
@@ -295,18 +307,18 @@ class Web3TxSender(TxSender):
             nonce = self.nonces.next()
             try:
                 submission = self.sign(tx, nonce=nonce, fees=fees, gas=gas)
+                self._record(submission, "send", keys)  # before it leaves: a crash after this is settled
             except BaseException:
                 self.nonces.release(nonce)
                 raise
             try:
                 return self._broadcast(submission)
             except TxPoolRejection as exc:
+                self._discard(submission)
                 last_reason = exc.reason
                 if exc.kind in ("nonce_too_low", "nonce_too_high", "underpriced"):
                     # A pooled transaction with this nonce (an external send, or a base fee that moved):
-                    # A pooled transaction with this nonce (an external send, or a base fee that moved):
-                    # re-read
-                    # the chain's nonce and today's fees, then try again.
+                    # re-read the chain's nonce and today's fees, then try again.
                     self.nonces.resync(nonce, exc.kind)
                     continue
                 self.nonces.release(nonce)
@@ -315,9 +327,7 @@ class Web3TxSender(TxSender):
                 raise SendRejectedError(exc.reason, label=tx.label) from None
             except RpcError as exc:
                 # We cannot tell whether the node got it: keep the nonce taken and hand the submission over,
-                # We cannot tell whether the node got it: keep the nonce taken and hand the submission over,
-                # so the
-                # caller can persist it and wait (waiting rebroadcasts it if the node never saw it).
+                # so the caller can persist it and wait (waiting rebroadcasts it if the node never saw it).
                 self.nonces.sent(nonce)
                 exc.submission = submission  # type: ignore[attr-defined]
                 raise
@@ -339,6 +349,8 @@ class Web3TxSender(TxSender):
         try:
             for tx, nonce in zip(txs, nonces, strict=True):
                 subs.append(self.sign(tx, nonce=nonce, fees=fees))
+            for sub in subs:
+                self._record(sub, "send")
         except BaseException:
             for nonce in nonces:
                 self.nonces.release(nonce)
@@ -352,6 +364,19 @@ class Web3TxSender(TxSender):
                     self.nonces.release(later.nonce)
                 raise
         return out
+
+    def _record(self, submission: Submission, kind: str, keys: Sequence[str] = ()) -> None:
+        """Record ``submission`` in the journal before it is sent (a failure here sends nothing)."""
+        if self.journal is not None:
+            self.journal.record(submission, kind, keys)
+
+    def _discard(self, submission: Submission) -> None:
+        """The node refused ``submission`` outright: it is in no pool, so its record goes."""
+        if self.journal is not None:
+            try:
+                self.journal.discard(submission.tx_hash)
+            except Exception as exc:  # noqa: BLE001 - a stale record costs a receipt lookup, nothing more
+                log.warning("could not forget refused %s: %s", submission.tx_hash, exc)
 
     def _broadcast(self, submission: Submission) -> Submission:
         raw = bytes.fromhex(submission.raw_tx[2:])
@@ -387,8 +412,17 @@ class Web3TxSender(TxSender):
             new = self.sign(tx, nonce=submission.nonce, fees=fees)
             new = dataclasses.replace(new, replaced=(*submission.replaced, submission.tx_hash))
             try:
+                self._record(new, "replace")
+            except Exception as exc:  # noqa: BLE001 - unrecorded, it is not sent; the next poll tries again
+                log.warning(
+                    "could not record a replacement of nonce %d; not replacing now: %s", submission.nonce, exc
+                )
+                return submission
+            try:
                 self.rpc.send_raw(bytes.fromhex(new.raw_tx[2:]))
             except TxPoolRejection as exc:
+                if exc.kind != "already_known":
+                    self._discard(new)
                 if exc.kind == "nonce_too_low":
                     return submission
                 if exc.kind == "underpriced":
@@ -415,6 +449,10 @@ class Web3TxSender(TxSender):
 
         If the pool refuses it as underpriced (the base fee rose past it), replace it with bumped fees.
         """
+        try:
+            self._record(submission, "rebroadcast")  # already recorded (same hash): a no-op
+        except Exception as exc:  # noqa: BLE001 - the same signed transaction, its nonce already recorded
+            log.warning("could not record the re-broadcast of %s: %s", submission.tx_hash, exc)
         try:
             self.rpc.send_raw(bytes.fromhex(submission.raw_tx[2:]))
             log.info("rebroadcast %s (nonce %d)", submission.tx_hash, submission.nonce)
@@ -465,12 +503,38 @@ class Web3TxSender(TxSender):
     def _watch(self, submission: Submission, timeout_s: float | None, on_replace: OnReplace | None) -> _Watch:
         now = self._clock()
         timeout = self.settings.receipt_timeout_s if timeout_s is None else timeout_s
+        replacements = len(submission.replaced)
+        if self.journal is not None:
+            # What was recorded for this nonce (before a restart, too): every hash sent for it, and the
+            # replacements already spent: the cap holds across waits and restarts.
+            try:
+                recorded = self.journal.latest(submission.sender, submission.nonce)
+            except Exception as exc:  # noqa: BLE001 - wait on what the caller has; the next wait reads again
+                log.warning("could not read the records of nonce %d: %s", submission.nonce, exc)
+                recorded = None
+            if recorded is not None:
+                known = {h.lower() for h in submission.hashes}
+                if {h.lower() for h in recorded.submission.hashes} - known:
+                    latest = recorded.submission.tx_hash.lower()
+                    submission = dataclasses.replace(
+                        recorded.submission,
+                        replaced=tuple(
+                            dict.fromkeys(
+                                h.lower()
+                                for h in (*submission.hashes, *recorded.submission.hashes)
+                                if h.lower() != latest
+                            )
+                        ),
+                        sent_at=max(recorded.submission.sent_at, submission.sent_at),
+                    )
+                replacements = max(replacements, recorded.replacements)
         return _Watch(
             sub=submission,
             started=now,
             deadline=now + timeout,
             last_change=submission.sent_at or now,
             on_replace=on_replace,
+            replacements=replacements,
         )
 
     def _step(self, w: _Watch) -> bool:
@@ -511,6 +575,7 @@ class Web3TxSender(TxSender):
                 return False
             self.nonces.settled(w.sub.nonce)
             self.tracker.forget(w.sub)
+            self._settle_journal(w.sub, "consumed")
             w.error = NonceConsumedError(w.sub.nonce, w.sub.hashes)
             return True
         w.consumed_at = None
@@ -531,6 +596,13 @@ class Web3TxSender(TxSender):
         stuck = now - w.last_change >= self.settings.stuck_after_s or (
             blocks is not None and head - w.start_head >= blocks
         )
+        if stuck and w.replacements >= self.settings.max_replacements and not w.cap_logged:
+            log.warning(
+                "%s nonce %d (%s) is still pending after %d replacement(s), the most allowed "
+                "(submit.max_replacements); waiting for it",
+                w.sub.label or "tx", w.sub.nonce, w.sub.tx_hash, w.replacements,
+            )  # fmt: skip
+            w.cap_logged = True
         if stuck and w.replacements < self.settings.max_replacements:
             try:
                 new = self.replace(w.sub)
@@ -561,6 +633,7 @@ class Web3TxSender(TxSender):
         conf = ReceiptTracker.confirmation(w.sub, status)
         label = w.sub.label or "tx"
         self.nonces.settled(w.sub.nonce)
+        self._settle_journal(w.sub, "mined", conf.tx_hash)
         GAS_SPENT.labels(label=label).inc(conf.gas_used)
         FEES_PAID.labels(label=label).inc(conf.fee_wei)
         if w.sub.sent_at:
@@ -595,3 +668,70 @@ class Web3TxSender(TxSender):
             except ChrysalisError:
                 break
         return DecodedError(name="")
+
+    # -- the journal ----------------------------------------------------------------------------------------
+
+    def _settle_journal(self, sub: Submission, outcome: str, mined_hash: str | None = None) -> None:
+        if self.journal is None:
+            return
+        try:
+            self.journal.settle(sub.sender, sub.nonce, outcome, mined_hash)
+        except Exception as exc:  # noqa: BLE001 - settled again from the chain at the next start
+            log.warning("could not record nonce %d as %s: %s", sub.nonce, outcome, exc)
+
+    def settle_recorded(self) -> list[Submission]:
+        """Settle every nonce the journal holds unsettled, from the chain's latest state (never ``pending``).
+
+        Run it when the agent starts, before anything new is signed: a nonce the chain has passed is settled
+        as ``mined`` by the recorded hash that has a receipt, or ``consumed`` (another transaction took it); a
+        nonce still open stays taken (the nonce manager skips it) and, when the node has forgotten its
+        transaction, the recorded signed transaction is broadcast again. Returns the submissions still open.
+        """
+        if self.journal is None:
+            return []
+        recorded = self.journal.open(self.address)
+        if not recorded:
+            return []
+        latest = self.rpc.nonce(self.address, "latest")
+        highest = self.journal.highest_mined(self.address)
+        if highest is not None and latest <= highest:
+            # The chain has not even reached a nonce recorded as mined: it is not the chain these records were
+            # written on (a dev chain restarted under the same database), or it reorganised deeper than the
+            # records. Re-broadcasting old transactions there would be wrong: they are left as they are.
+            log.error(
+                "the chain's nonce for %s is %d, yet nonce %d is recorded as mined: the broadcast records do not "
+                "match this chain; %d unsettled record(s) are neither re-broadcast nor kept in flight",
+                self.address, latest, highest, len(recorded),
+            )  # fmt: skip
+            for rec in recorded:
+                self.nonces.settled(rec.submission.nonce)
+                self.journal.settle(rec.submission.sender, rec.submission.nonce, "abandoned")
+            return []
+        still_open: list[Submission] = []
+        for rec in recorded:
+            sub = rec.submission
+            if sub.nonce < latest:
+                receipts = self.rpc.receipts(list(sub.hashes))
+                mined = next((r for r in receipts if r is not None), None)
+                outcome = "mined" if mined is not None else "consumed"
+                self.journal.settle(sub.sender, sub.nonce, outcome, mined.tx_hash if mined else None)
+                self.nonces.settled(sub.nonce)
+                log.info(
+                    "recorded %s nonce %d settled from the chain: %s%s", sub.label or "tx", sub.nonce, outcome,
+                    f" by {mined.tx_hash}" if mined is not None else " by a transaction not recorded here",
+                )  # fmt: skip
+                continue
+            self.nonces.track([sub])
+            still_open.append(sub)
+            if self.rpc.transaction(sub.tx_hash) is None:
+                try:
+                    self.rebroadcast(sub)
+                except ChrysalisError as exc:
+                    log.warning(
+                        "could not re-broadcast recorded %s (nonce %d): %s", sub.tx_hash, sub.nonce, exc
+                    )
+            log.info(
+                "recorded %s nonce %d (%s) is not mined yet; it stays taken until it settles",
+                sub.label or "tx", sub.nonce, sub.tx_hash,
+            )  # fmt: skip
+        return still_open

@@ -17,9 +17,9 @@ from agent.jobs.db import create_db_engine, current_revision, downgrade, open_da
 
 OURS = {
     "jobs", "job_stages", "watch_cursors", "watch_blocks", "review_items", "review_events",
-    "refresh_runs", "refresh_items", "refresh_txs", "refresh_triggers",
+    "refresh_runs", "refresh_items", "refresh_txs", "refresh_triggers", "broadcasts",
 }  # fmt: skip
-HEAD = "0004_refresh"
+HEAD = "0005_broadcasts"
 
 
 def _tables(engine: sa.Engine) -> set[str]:

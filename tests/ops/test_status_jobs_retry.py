@@ -101,6 +101,7 @@ def test_status_shows_head_cursor_lag_jobs_gas_and_the_last_error(populated, chr
     assert report["jobs"] == {"queued": 1, "running": 1, "confirmed": 3, "failed": 1, "cancelled": 1}
     assert report["gas_spent"] == 150_000
     assert report["fulfilment_txs"] == 2
+    assert report["waiting"] == {"unsettled": 0, "stalled": 0}  # confirmed directly in the store: final
     assert report["last_error"].startswith(f"job {ids['failed']}: permanent error on attempt 1")
     assert "rules rejected the inputs" in report["last_error"]
 

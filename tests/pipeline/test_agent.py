@@ -80,7 +80,10 @@ def test_a_permanent_error_fails_the_job_visibly_and_retry_finishes_it_once_fixe
         ).encode()  # fmt: skip
         first = chain.request(1)
         chain.transact(f.grantRole(f.AGENT_ROLE().call(), chain.admin), chain.admin)
-        chain.transact(f.fulfillEvolution(first, hashlib.sha256(elsewhere).digest(), bytes(32)), chain.admin)
+        chain.transact(
+            f.fulfillEvolution(first, chain.seed(first), hashlib.sha256(elsewhere).digest(), bytes(32)),
+            chain.admin,
+        )
         agent.run_until_idle(timeout_s=60)  # the first request's job settles: fulfilled by someone else
         rid = chain.request(1)
         status = agent.run_until_idle(timeout_s=60)

@@ -157,7 +157,9 @@ def test_a_token_whose_current_metadata_is_not_in_the_repo_is_a_clear_error(
     f = chain.collection.functions
     first = _request(chain, 1)
     chain.transact(f.grantRole(f.AGENT_ROLE().call(), chain.admin), chain.admin)
-    chain.transact(f.fulfillEvolution(first.request_id, b"\x42" * 32, bytes(32)), chain.admin)
+    chain.transact(
+        f.fulfillEvolution(first.request_id, first.seed_bytes, b"\x42" * 32, bytes(32)), chain.admin
+    )
     with pytest.raises(PreviousMetadataMissingError) as err:
         _inputs(chain, reader, repo).run(_request(chain, 1))
     assert err.value.cid in str(err.value) and "chrysalis retry" in (err.value.hint or "")
@@ -267,7 +269,9 @@ def test_the_settler_reads_what_became_of_a_request_from_the_chain(
     assert settler.settle(ours).action == "pending"
 
     chain.transact(f.grantRole(f.AGENT_ROLE().call(), chain.admin), chain.admin)
-    chain.transact(f.fulfillEvolution(pending.request_id, b"\x33" * 32, bytes(32)), chain.admin)
+    chain.transact(
+        f.fulfillEvolution(pending.request_id, pending.seed_bytes, b"\x33" * 32, bytes(32)), chain.admin
+    )
     other = settler.settle(ours)
     assert other.action == "cancel" and chain.admin in (other.reason or "")
 

@@ -88,7 +88,7 @@ def test_a_request_fulfilled_by_someone_else_is_cancelled_not_paid_for(
         agent.work_once(until=Stage.PUBLISHED)
         f = chain.collection.functions
         chain.transact(f.grantRole(f.AGENT_ROLE().call(), chain.admin), chain.admin)
-        chain.transact(f.fulfillEvolution(rid, b"\x42" * 32, bytes(32)), chain.admin)
+        chain.transact(f.fulfillEvolution(rid, chain.seed(rid), b"\x42" * 32, bytes(32)), chain.admin)
         agent.run_until_idle(timeout_s=30)
         job = agent.store.get_by_key(_key(chain, rid))
     assert job is not None and job.state == JobState.CANCELLED
@@ -113,7 +113,7 @@ def test_a_reverted_batch_is_settled_per_request_and_the_still_pending_ones_sent
         wait_until(
             lambda: chain.rpc("txpool_content")["pending"], timeout=30, message="the batch in the pool"
         )
-        f.fulfillEvolution(taken, b"\x42" * 32, bytes(32)).transact(
+        f.fulfillEvolution(taken, chain.seed(taken), b"\x42" * 32, bytes(32)).transact(
             {
                 "from": chain.admin,
                 "gas": 300_000,

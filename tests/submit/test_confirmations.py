@@ -17,7 +17,9 @@ from tests.support.wait import wait_until
 
 
 def _fulfil(chain: Chain, request_id: int) -> TxRequest:
-    data = chain.collection.encode_abi("fulfillEvolution", [request_id, digest(request_id), bytes(32)])
+    data = chain.collection.encode_abi(
+        "fulfillEvolution", [request_id, chain.seed(request_id), digest(request_id), bytes(32)]
+    )
     return TxRequest(to=chain.collection.address, data=bytes.fromhex(data[2:]), label="fulfillEvolution")
 
 

@@ -29,7 +29,9 @@ def _metric(name: str, label: str) -> float:
 
 
 def _fulfil(chain: Chain, request_id: int, *, gas: int | None = None) -> TxRequest:
-    data = chain.collection.encode_abi("fulfillEvolution", [request_id, digest(request_id), bytes(32)])
+    data = chain.collection.encode_abi(
+        "fulfillEvolution", [request_id, chain.seed(request_id), digest(request_id), bytes(32)]
+    )
     return TxRequest(
         to=chain.collection.address, data=bytes.fromhex(data[2:]), gas=gas, label="fulfillEvolution"
     )

@@ -1,4 +1,4 @@
-"""Operator and holder commands: ``chrysalis init | run | status | jobs | retry | evolve | fuse``.
+"""Operator and holder commands: ``chrysalis init | run | status | doctor | jobs | retry | evolve | fuse``.
 
 They are mounted on the root app by :func:`register` (see :mod:`agent.cli`). Every command reads the settings
 (``--config``, ``$CHRYSALIS_CONFIG`` or ./chrysalis.toml, then ``CHRYSALIS_*`` env vars); errors are
@@ -8,6 +8,8 @@ They are mounted on the root app by :func:`register` (see :mod:`agent.cli`). Eve
 from __future__ import annotations
 
 import json
+import re
+import threading
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -55,6 +57,7 @@ def register(app: typer.Typer) -> None:
     app.command("init")(init)
     app.command("run")(run)
     app.command("status")(status)
+    app.command("doctor")(doctor)
     app.command("jobs")(jobs)
     app.command("retry")(retry)
     app.command("evolve")(evolve)
@@ -114,6 +117,14 @@ def run(
         bool | None,
         typer.Option("--live/--no-live", help="Live status line (default: on a terminal with text logs)."),
     ] = None,
+    rpc_doctor: Annotated[
+        bool,
+        typer.Option(
+            "--doctor/--no-doctor",
+            help="Once the agent is up, run the RPC doctor in the background: its gauges go to /metrics, what is "
+            "not OK to the log.",
+        ),
+    ] = True,
 ) -> None:
     """Run the agent until SIGTERM or Ctrl-C: watch the chain, evolve tokens, serve /metrics."""
     from agent.ops.runner import run_agent
@@ -132,7 +143,28 @@ def run(
         settings.metrics.port = metrics_port
     if no_metrics:
         settings.metrics.enabled = False
-    raise typer.Exit(run_agent(settings, worker_id=worker_id, live=live))
+    stop = threading.Event()
+    factory = _with_doctor(stop) if rpc_doctor else None
+    try:
+        code = run_agent(settings, worker_id=worker_id, live=live, agent_factory=factory, stop=stop)
+    finally:
+        stop.set()  # also ends a doctor still sampling the head
+    raise typer.Exit(code)
+
+
+def _with_doctor(stop: threading.Event) -> Any:
+    """``Agent.from_settings``, then the RPC doctor on a background thread (only once the agent is up, so that a
+    setup error stays the one message ``chrysalis run`` prints)."""
+
+    def factory(settings: Any, **kwargs: Any) -> Any:
+        from agent.ops.doctor import start_background
+        from agent.pipeline import Agent
+
+        agent = Agent.from_settings(settings, **kwargs)
+        start_background(settings, stop)
+        return agent
+
+    return factory
 
 
 # -- status / jobs / retry ------------------------------------------------------------------------------------
@@ -156,12 +188,89 @@ def status(as_json: JsonOption = False) -> None:
         table.add_row("cursor", _or_unknown(report.cursor_block, "(nothing handled yet)"))
         table.add_row("lag", _or_unknown(report.lag))
         table.add_row("jobs", "  ".join(f"{state} {n}" for state, n in report.jobs.items()))
+        unsettled, stalled = report.waiting.get("unsettled", 0), report.waiting.get("stalled", 0)
+        table.add_row(
+            "waiting",
+            f"{unsettled} confirmed, not final until the watcher passes their block; "
+            f"{stalled} fulfilment(s) not mined yet (waiting, not failing)",
+        )
         table.add_row("gas spent", f"{report.gas_spent:,} in {report.fulfilment_txs} fulfilment tx(s)")
         table.add_row("last error", report.last_error or "none")
         table.add_row("database", report.database)
         out.print(table)
     if report.chain_error is not None:
         raise report.chain_error
+
+
+def doctor(
+    as_json: JsonOption = False,
+    interval: Annotated[
+        float,
+        typer.Option(
+            "--interval",
+            min=0.0,
+            help="Seconds to wait for the head to move (ends early when it does); set it above the block time.",
+        ),
+    ] = 15.0,
+    rpc_url: Annotated[
+        str | None,
+        typer.Option("--rpc-url", help="Probe this endpoint instead of chain.rpc_url.", show_default=False),
+    ] = None,
+    secondary: Annotated[
+        str | None,
+        typer.Option(
+            "--secondary",
+            help="Cross-check against this endpoint instead of chain.rpc_url_secondary ('' for none).",
+            show_default=False,
+        ),
+    ] = None,
+    probe_range: Annotated[
+        int,
+        typer.Option("--probe-range", min=1, help="eth_getLogs span the range probe starts halving from."),
+    ] = 100_000,
+    max_lag: Annotated[
+        int, typer.Option("--max-lag", min=0, help="Head lag (blocks) between the two RPCs that is still OK.")
+    ] = 3,
+    pending_address: Annotated[
+        str | None,
+        typer.Option(
+            "--pending-address",
+            help="An account with a transaction in the pool: makes the pending-nonce probe conclusive "
+            "(default: the deployment's agent account).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Probe the RPC endpoint(s): head moving, lag behind the second RPC, eth_getLogs range cap, "pending"
+    support, chain id. Exit 1 when a check FAILs."""
+    from agent.ops.doctor import doctor_from_settings, publish, render
+
+    for name, url in (("--rpc-url", rpc_url), ("--secondary", secondary)):
+        if url and not url.lower().startswith(("http://", "https://")):
+            raise ConfigError(
+                f"{name} {url!r} is not an http:// or https:// URL", hint="give a JSON-RPC HTTP URL"
+            )
+    if pending_address is not None and not re.fullmatch(r"0x[0-9a-fA-F]{40}", pending_address):
+        raise ConfigError(
+            f"--pending-address {pending_address!r} is not an address", hint="give 0x and 40 hex digits"
+        )
+    settings = _settings()
+    report = doctor_from_settings(
+        settings,
+        rpc_url=rpc_url,
+        secondary_url=secondary,
+        interval_s=interval,
+        probe_range=probe_range,
+        max_lag=max_lag,
+        pending_address=pending_address,
+    )
+    publish(report)
+    if as_json:
+        _print_json(report.to_json())
+    else:
+        out.print(render(report))
+    if report.failed:
+        raise typer.Exit(1)
 
 
 def _or_unknown(value: int | None, missing: str = "unknown") -> str:

@@ -32,7 +32,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import requests
@@ -40,6 +40,7 @@ from web3.exceptions import BlockNotFound, TransactionNotFound, Web3RPCError
 
 from agent.errors import ChrysalisError
 from agent.metrics import RPC_ERRORS, RPC_REQUESTS, RPC_RETRIES, RPC_SECONDS
+from agent.redact import redact_text, redact_url
 
 T = TypeVar("T")
 log = logging.getLogger("chrysalis.rpc")
@@ -107,9 +108,11 @@ class RpcReplyError(Exception):
 class RpcFailed(Exception):
     """A request failed for good: not retryable, or retries spent. Each client turns it into its own error.
 
+    Its message shows the endpoint redacted (:func:`agent.redact.redact_url`: scheme and host only).
+
     Attributes:
         method: The JSON-RPC method. failure: The last failure. attempts: Requests made.
-        url: The endpoint (None when not known).
+        url: The endpoint (None when not known; as configured, never shown).
     """
 
     def __init__(self, method: str, failure: RpcFailure, attempts: int, *, url: str | None = None) -> None:
@@ -117,8 +120,9 @@ class RpcFailed(Exception):
         self.failure = failure
         self.attempts = attempts
         self.url = url
-        where = f"RPC {url}: " if url else ""
-        super().__init__(f"{where}{method} failed after {attempts} attempt(s): {failure.message}")
+        where = f"RPC {redact_url(url)}: " if url else ""
+        reason = redact_text(failure.message, url)
+        super().__init__(f"{where}{method} failed after {attempts} attempt(s): {reason}")
 
     @property
     def exhausted(self) -> bool:
@@ -222,7 +226,7 @@ class RetryLoop:
 
     Args:
         client: The metrics label (``watch``, ``submit``).
-        url: The endpoint, for logs.
+        url: The endpoint (logged redacted: scheme and host only).
         retries: Extra attempts after a retryable failure (``retries + 1`` requests at most).
         backoff_s: First wait; doubles per retry up to ``max_backoff_s``.
         jitter: Scale each wait by a random factor in [0.5, 1) (spreads retries of many workers).
@@ -281,13 +285,15 @@ class RetryLoop:
                 failure = classify(method, exc)
                 if failure is None:
                     raise
+                # requests and urllib3 quote the URL (or its path and query) in their messages: hide the key
+                failure = replace(failure, message=redact_text(failure.message, self.url))
                 RPC_ERRORS.labels(client=self.client, method=method, kind=failure.kind).inc()
                 if not failure.retryable or attempt > self.retries:
                     raise RpcFailed(method, failure, attempt, url=self.url) from exc
             delay = self.delay(attempt, failure.retry_after)
             RPC_RETRIES.labels(client=self.client, method=method).inc()
-            log.info("RPC %s %s failed (%s), retry %d/%d in %.2f s", self.url, method, failure.message, attempt,
-                     self.retries, delay)  # fmt: skip
+            log.info("RPC %s %s failed (%s), retry %d/%d in %.2f s", redact_url(self.url), method,
+                     failure.message, attempt, self.retries, delay)  # fmt: skip
             self.sleep(delay)
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:

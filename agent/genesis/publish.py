@@ -29,6 +29,7 @@ from agent.errors import BackendUnavailableError, ConfigError, IntegrityError, N
 from agent.genesis.generate import genesis_snapshot
 from agent.genesis.ledger import Ledger
 from agent.genesis.provenance import Reveal, token_to_item
+from agent.redact import redact_text, redact_url
 
 if TYPE_CHECKING:  # pragma: no cover
     from agent.deployment import Deployment
@@ -104,11 +105,12 @@ def block_hash_at(rpc_url: str, block_number: int) -> tuple[str, int]:
         chain_id = int(w3.eth.chain_id)
     except BlockNotFound:
         raise RevealNotReadyError(
-            f"reveal block {block_number} is not known to {rpc_url}", hint="wait for it, then run again"
+            f"reveal block {block_number} is not known to {redact_url(rpc_url)}",
+            hint="wait for it, then run again",
         ) from None
     except (ConnectionError, TimeoutError, OSError) as exc:
         raise BackendUnavailableError(
-            f"cannot read block {block_number} from {rpc_url}: {exc}",
+            f"cannot read block {block_number} from {redact_url(rpc_url)}: {redact_text(str(exc), rpc_url)}",
             hint="check --rpc-url (or chain.rpc_url) and that the node is up",
         ) from exc
     return "0x" + bytes(block["hash"]).hex(), chain_id
@@ -300,7 +302,7 @@ def set_base_uri(
     chain_id = sender.rpc.chain_id()
     if chain_id != deployment.chain_id:
         raise ConfigError(
-            f"{rpc_url} is chain {chain_id}, but the deployment is on chain {deployment.chain_id}",
+            f"{redact_url(rpc_url)} is chain {chain_id}, but the deployment is on chain {deployment.chain_id}",
             hint="point --rpc-url at the deployment's chain, or pass its deployment record with --deployment",
         )
     collection = Web3().eth.contract(address=Web3.to_checksum_address(address), abi=abi)

@@ -29,14 +29,12 @@ a :class:`DoctorReport`. Nothing here sends a transaction or writes anything but
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from rich.console import Group
 from rich.table import Table
@@ -46,6 +44,7 @@ from web3.exceptions import BlockNotFound
 
 from agent import metrics
 from agent.errors import ChrysalisError
+from agent.redact import redact_text, redact_url
 from agent.watch.errors import RateLimitedError, RpcError, RpcUnavailableError, UnsplittableRangeError
 from agent.watch.logs import AdaptiveRange, fetch_logs
 from agent.watch.rpc import RpcClient, hex0x
@@ -174,32 +173,10 @@ class DoctorReport:
 
 # -- URLs -------------------------------------------------------------------------------------------------------
 
-_SECRETISH = re.compile(r"^[A-Za-z0-9_\-]{20,}$")
-
-
-def redact_url(url: str) -> str:
-    """``url`` with what looks like a credential hidden: user info, query values, and long key-like path
-    segments (``https://eth-mainnet.g.alchemy.com/v2/<key>`` -> ``.../v2/***``)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
-    path = "/".join("***" if _SECRETISH.match(seg) else seg for seg in parts.path.split("/"))
-    query = "&".join(
-        (kv.split("=", 1)[0] + "=***") if "=" in kv else kv for kv in parts.query.split("&") if kv
-    )
-    return urlunsplit((parts.scheme, netloc, path, query, parts.fragment))
-
 
 def _message(exc: BaseException, *urls: str) -> str:
     text = exc.message if isinstance(exc, ChrysalisError) else f"{type(exc).__name__}: {exc}"
-    for url in urls:
-        if url:
-            text = text.replace(url, redact_url(url))
-    return text
+    return redact_text(text, *urls)
 
 
 def connect(url: str, options: DoctorOptions) -> RpcClient:

@@ -20,6 +20,7 @@ from web3 import Web3
 
 from agent.deployment import Deployment
 from agent.errors import BackendUnavailableError, ConfigError, NotFoundError, PermanentError, RetryableError
+from agent.redact import redact_url
 from agent.settings import Settings, SubmitSettings
 from agent.submit.errors import DecodedError, ErrorDecoder, RevertError, TransactionRevertedError
 from agent.submit.rpc import ChainRpc
@@ -415,13 +416,13 @@ def check_deployment(rpc: ChainRpc, deployment: Deployment, url: str, record: st
         chain_id = rpc.chain_id()
     except BackendUnavailableError as exc:
         raise BackendUnavailableError(
-            f"cannot reach the node at {url}: {_cause(exc.message)}",
+            f"cannot reach the node at {redact_url(url)}: {_cause(exc.message)}",
             hint="start it (a local chain: `anvil`), or point chain.rpc_url (CHRYSALIS_CHAIN__RPC_URL) at a "
             "running node",
         ) from None
     if chain_id != deployment.chain_id:
         raise ConfigError(
-            f"the node at {url} serves chain {chain_id}, but deployment record {record} is for chain "
+            f"the node at {redact_url(url)} serves chain {chain_id}, but deployment record {record} is for chain "
             f"{deployment.chain_id}",
             hint="point chain.rpc_url at the deployment's chain, or chain.deployment at this chain's record",
         )
@@ -429,8 +430,8 @@ def check_deployment(rpc: ChainRpc, deployment: Deployment, url: str, record: st
     code = rpc.request("eth_getCode", [address, "latest"])
     if not code or code in ("0x", "0x0"):
         raise ConfigError(
-            f"no contract at {address} on chain {chain_id} ({url}), where deployment record {record} puts the "
-            "collection",
+            f"no contract at {address} on chain {chain_id} ({redact_url(url)}), where deployment record {record} "
+            "puts the collection",
             hint="the chain was reset since the deployment (a restarted anvil?); deploy again with "
             "`ape run deploy`, or point chain.deployment at the current record",
         )

@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from agent.jobs import Job, JobKind, JobState, JobStore
+from agent.redact import redact_text
 from agent.studio.chain import CollectionIndex, GasSpent
 
 
@@ -73,8 +74,8 @@ def _job(job: Job) -> dict[str, Any]:
         "stage": job.stage.value if job.stage else None,
         "token_id": payload.get("token_id", payload.get("tokenId")),
         "attempts": job.attempts,
-        "last_error": job.last_error,
-        "reason": job.reason,
+        "last_error": redact_text(job.last_error) if job.last_error else None,
+        "reason": redact_text(job.reason) if job.reason else None,
         "updated_at": job.updated_at.isoformat(),
     }
 

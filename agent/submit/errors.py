@@ -16,6 +16,7 @@ from eth_abi import decode as abi_decode
 from eth_utils import function_signature_to_4byte_selector, to_checksum_address
 
 from agent.errors import BackendUnavailableError, PermanentError, RetryableError
+from agent.redact import redact_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from agent.domain import Confirmation
@@ -179,16 +180,19 @@ def _to_bytes(data: bytes | str | None) -> bytes:
 class RpcError(BackendUnavailableError):
     """The node could not be reached (or answered 5xx / 429) after the configured retries.
 
+    URLs in ``cause`` are shown redacted (:func:`agent.redact.redact_text`; pass the endpoint as ``url`` so its
+    path and query are hidden wherever ``cause`` quotes them).
+
     Attributes:
         method: The JSON-RPC method.
         attempts: How many times it was tried.
     """
 
-    def __init__(self, method: str, attempts: int, cause: str) -> None:
+    def __init__(self, method: str, attempts: int, cause: str, *, url: str | None = None) -> None:
         self.method = method
         self.attempts = attempts
         super().__init__(
-            f"RPC {method} failed after {attempts} attempt(s): {cause}",
+            f"RPC {method} failed after {attempts} attempt(s): {redact_text(cause, url)}",
             hint="check that chain.rpc_url points at a running node; "
             "raise submit.rpc_retries for a flaky one",
         )

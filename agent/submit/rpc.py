@@ -27,6 +27,7 @@ from web3 import Web3
 from agent.errors import PermanentError, RetryableError
 from agent.jsonrpc import RetryLoop, RpcFailed, RpcReplyError, classify_error, classify_exception
 from agent.metrics import RPC_ERRORS
+from agent.redact import redact_text
 from agent.submit.errors import CallRevertedError, ErrorDecoder, RpcError
 
 log = logging.getLogger(__name__)
@@ -197,18 +198,19 @@ class ChainRpc:
     def _error(self, failed: RpcFailed) -> Exception:
         """The Chrysalis error of a request that failed for good."""
         method, f = failed.method, failed.failure
+        message = redact_text(f.message, self._loop.url)  # no API key of the endpoint's URL in a message
         if failed.exhausted:
-            return RpcError(method, failed.attempts, f.message)
+            return RpcError(method, failed.attempts, message, url=self._loop.url)
         if f.kind == "revert":
             return CallRevertedError(
                 self.decoder.decode(f.data if isinstance(f.data, str) else None), method=method
             )
         if method == "eth_sendRawTransaction" and f.kind == "rpc_error":
-            return TxPoolRejection(classify_rejection(f.message), f.message)
+            return TxPoolRejection(classify_rejection(f.message), message)
         if f.kind.startswith("http_"):
-            exc = PermanentError(f"RPC {method} failed: {f.message}")
+            exc = PermanentError(f"RPC {method} failed: {message}")
         else:
-            exc = PermanentError(f"RPC {method} failed: {f.message} (code {f.code})")
+            exc = PermanentError(f"RPC {method} failed: {message} (code {f.code})")
         exc.rpc_code = f.code  # type: ignore[attr-defined]
         return exc
 

@@ -5,14 +5,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from agent.errors import BackendUnavailableError, PermanentError, RetryableError
+from agent.redact import HIDDEN_NOTE, redact_text, redact_url
 from agent.watch.events import BlockRef
 
 
 class RpcUnavailableError(BackendUnavailableError):
     """The RPC endpoint could not be reached, timed out or answered 5xx, after every retry.
 
+    The message shows the endpoint as scheme and host only (:func:`agent.redact.redact_url`): a provider's API
+    key in its path or query never reaches a log or a page.
+
     Attributes:
-        url: The endpoint.
+        url: The endpoint (as configured: never put it in a message, use ``redact_url``).
         method: The JSON-RPC method that failed.
         attempts: Requests made.
     """
@@ -21,18 +25,22 @@ class RpcUnavailableError(BackendUnavailableError):
         self.url = url
         self.method = method
         self.attempts = attempts
+        shown = redact_url(url)
+        note = f"; {HIDDEN_NOTE}" if shown != url else ""
         super().__init__(
-            f"RPC {url} unavailable: {method} failed {attempts} time(s): {reason}",
-            hint=hint
-            or f"is the node running and reachable at {url}? check chain.rpc_url (CHRYSALIS_CHAIN__RPC_URL)",
+            f"RPC {shown} unavailable: {method} failed {attempts} time(s): {redact_text(reason, url)}",
+            hint=redact_text(hint, url)
+            if hint
+            else f"is the node running and reachable at {shown}? check chain.rpc_url (CHRYSALIS_CHAIN__RPC_URL)"
+            + note,
         )
 
 
 class RpcError(RetryableError):
-    """The endpoint answered a JSON-RPC error.
+    """The endpoint answered a JSON-RPC error (the message shows the endpoint as scheme and host only).
 
     Attributes:
-        url: The endpoint.
+        url: The endpoint (as configured).
         method: The JSON-RPC method.
         code: The JSON-RPC error code (or the HTTP status for HTTP-level refusals).
         rpc_message: The provider's message.
@@ -45,7 +53,10 @@ class RpcError(RetryableError):
         self.method = method
         self.code = code
         self.rpc_message = rpc_message
-        super().__init__(f"RPC {url}: {method} returned error {code}: {rpc_message}", hint=hint)
+        super().__init__(
+            f"RPC {redact_url(url)}: {method} returned error {code}: {redact_text(rpc_message, url)}",
+            hint=redact_text(hint, url) if hint else None,
+        )
 
 
 class RateLimitedError(RpcError):
@@ -84,7 +95,8 @@ class UnsplittableRangeError(PermanentError):
         self.url = url
         self.block_number = block_number
         super().__init__(
-            f"RPC {url} refuses eth_getLogs for the single block {block_number}: {cause}",
+            f"RPC {redact_url(url)} refuses eth_getLogs for the single block {block_number}: "
+            f"{redact_text(cause, url)}",
             hint="use a provider (or node) without a result-count limit for this chain",
         )
 
@@ -121,7 +133,8 @@ class ChainResetError(PermanentError):
         self.url = url
         self.reason = reason
         super().__init__(
-            f"the chain at {url} is not the one stream {stream} was following: {reason}",
+            f"the chain at {redact_url(url)} is not the one stream {stream} was following: "
+            f"{redact_text(reason, url)}",
             hint="if you restarted a local dev chain, redeploy and start with a fresh data directory (or reset the "
             "cursor with SqlCursorStore.reset and the old chain's jobs); otherwise point chain.rpc_url back at "
             "the right network",

@@ -18,6 +18,7 @@ from websockets.sync.client import connect
 from websockets.sync.connection import Connection
 
 from agent.metrics import WS_CONNECTS, WS_NOTIFICATIONS
+from agent.redact import redact_text, redact_url
 
 log = logging.getLogger("chrysalis.watch.subscribe")
 
@@ -81,13 +82,13 @@ class WakeUpSubscription:
                     WS_CONNECTS.inc()
                     self.connected.set()
                     delay = self._reconnect_s
-                    log.info("WebSocket subscription open on %s", self.ws_url)
+                    log.info("WebSocket subscription open on %s", redact_url(self.ws_url))
                     self._wake()  # we may have missed heads while disconnected
                     self._listen(ws)
             except (OSError, TimeoutError, WebSocketException, ValueError) as exc:
                 if not self._stop.is_set():
                     log.warning("WebSocket %s dropped (%s); polling continues, reconnecting in %.2f s",
-                                self.ws_url, exc, delay)  # fmt: skip
+                                redact_url(self.ws_url), redact_text(str(exc), self.ws_url), delay)  # fmt: skip
             finally:
                 self._ws = None
                 self.connected.clear()

@@ -349,10 +349,7 @@ def test_the_agent_runs_the_doctor_in_the_background_and_sets_the_gauges(configu
 
 def test_urls_are_shown_without_credentials() -> None:
     assert redact_url("https://eth-mainnet.g.alchemy.com/v2/AbCdEfGhIjKlMnOpQrStUvWx") == (
-        "https://eth-mainnet.g.alchemy.com/v2/***"
+        "https://eth-mainnet.g.alchemy.com/…"
     )
-    assert (
-        redact_url("https://user:secret@rpc.example.org/?apikey=s3cret")
-        == "https://***@rpc.example.org/?apikey=***"
-    )
+    assert redact_url("https://user:secret@rpc.example.org/?apikey=s3cret") == "https://rpc.example.org/…"
     assert redact_url("http://127.0.0.1:8545") == "http://127.0.0.1:8545"

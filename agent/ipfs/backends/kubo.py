@@ -27,6 +27,7 @@ from agent.ipfs.backends.retry import RetryPolicy
 from agent.ipfs.cid import CID
 from agent.ipfs.errors import BackendRequestError, CIDMismatchError, PinFailedError
 from agent.ipfs.repo import IpfsRepo
+from agent.redact import redact_url
 
 T = TypeVar("T")
 
@@ -69,6 +70,7 @@ class KuboBackend(PinningBackend):
     ) -> None:
         self.name = name
         self.api = api
+        self.shown_api = redact_url(api)  # for messages: a URL's user info, path and query hidden
         self.multiaddr = to_multiaddr(api)
         self.policy = policy or RetryPolicy()
         try:
@@ -86,22 +88,25 @@ class KuboBackend(PinningBackend):
                 return operation()
             except ipfs_exc.ErrorResponse as exc:  # Kubo's JSON error reply
                 raise BackendRequestError(
-                    f"{self.name} ({self.api}): {what} failed: {exc}", backend=self.name, status=_status(exc)
+                    f"{self.name} ({self.shown_api}): {what} failed: {exc}",
+                    backend=self.name,
+                    status=_status(exc),
                 ) from exc
             except ipfs_exc.StatusError as exc:
                 status = _status(exc)
                 if status is None or status >= 500 or status == 429:
                     raise BackendUnavailableError(
-                        f"{self.name} ({self.api}): {what} answered HTTP {status}", hint="the node is failing"
+                        f"{self.name} ({self.shown_api}): {what} answered HTTP {status}",
+                        hint="the node is failing",
                     ) from exc
                 raise BackendRequestError(
-                    f"{self.name} ({self.api}): {what} answered HTTP {status}",
+                    f"{self.name} ({self.shown_api}): {what} answered HTTP {status}",
                     backend=self.name,
                     status=status,
                 ) from exc
             except (ipfs_exc.ConnectionError, ipfs_exc.TimeoutError, ipfs_exc.ProtocolError) as exc:
                 raise BackendUnavailableError(
-                    f"{self.name}: cannot reach the Kubo RPC API at {self.api} ({type(exc).__name__})",
+                    f"{self.name}: cannot reach the Kubo RPC API at {self.shown_api} ({type(exc).__name__})",
                     hint="is the daemon running (`ipfs daemon`)? check ipfs.kubo_api in the settings",
                 ) from exc
 

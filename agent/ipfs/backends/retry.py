@@ -21,6 +21,7 @@ import httpx
 
 from agent.errors import BackendUnavailableError, NotFoundError, RetryableError
 from agent.ipfs.errors import BackendAuthError, BackendRequestError, RateLimitedError
+from agent.redact import redact_text, redact_url
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -126,6 +127,9 @@ class HttpClient:
     ) -> httpx.Response:
         """Send one request (retried per the policy) and return a response whose status is in ``ok``."""
         url = f"{self.base_url}{path}"
+        shown = (
+            f"{redact_url(self.base_url)}{path}"  # messages: no token in the base URL's user info or query
+        )
 
         def attempt() -> httpx.Response:
             try:
@@ -134,17 +138,18 @@ class HttpClient:
                 )
             except httpx.TransportError as exc:
                 raise BackendUnavailableError(
-                    f"{self.service}: cannot reach {url} ({type(exc).__name__}: {exc or 'no detail'})",
-                    hint=f"check that {self.base_url} is up and reachable from this machine",
+                    f"{self.service}: cannot reach {shown} "
+                    f"({type(exc).__name__}: {redact_text(str(exc), self.base_url) or 'no detail'})",
+                    hint=f"check that {redact_url(self.base_url)} is up and reachable from this machine",
                 ) from exc
             if response.status_code == 429:
                 raise RateLimitedError(
-                    f"{self.service}: {method} {url} was rate limited (429)",
+                    f"{self.service}: {method} {shown} was rate limited (429)",
                     retry_after=parse_retry_after(response.headers.get("retry-after")),
                 )
             if response.status_code >= 500:
                 raise BackendUnavailableError(
-                    f"{self.service}: {method} {url} answered {response.status_code}: {_reason(response)}",
+                    f"{self.service}: {method} {shown} answered {response.status_code}: {_reason(response)}",
                     hint="the service is failing; it will be retried",
                 )
             return response
@@ -155,15 +160,17 @@ class HttpClient:
         status, reason = response.status_code, _reason(response)
         if status in (401, 403):
             raise BackendAuthError(
-                f"{self.service}: {method} {url} was refused ({status}): {reason}",
+                f"{self.service}: {method} {shown} was refused ({status}): {reason}",
                 backend=self.service,
                 url=url,
                 hint=self.auth_hint,
             )
         if status == 404:
-            raise NotFoundError(f"{self.service}: {method} {url}: not found ({reason})")
+            raise NotFoundError(f"{self.service}: {method} {shown}: not found ({reason})")
         raise BackendRequestError(
-            f"{self.service}: {method} {url} answered {status}: {reason}", backend=self.service, status=status
+            f"{self.service}: {method} {shown} answered {status}: {reason}",
+            backend=self.service,
+            status=status,
         )
 
     def close(self) -> None:

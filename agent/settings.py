@@ -11,6 +11,7 @@ from the TOML file.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -32,6 +33,7 @@ from pydantic_settings import (
 )
 
 from agent.errors import ConfigError
+from agent.redact import redact_text
 
 DEFAULT_CONFIG_FILE = Path("chrysalis.toml")
 
@@ -111,6 +113,14 @@ class ChainSettings(Section):
         return self
 
 
+def token_env_var(name: str, token_env: str | None = None) -> str:
+    """The env var a pinning service's token is read from: ``token_env``, else ``CHRYSALIS_PINNING_<NAME>_TOKEN``
+    (``name`` upper-cased, other characters than letters and digits as ``_``)."""
+    if token_env:
+        return token_env
+    return "CHRYSALIS_PINNING_" + "".join(c if c.isalnum() else "_" for c in name.upper()) + "_TOKEN"
+
+
 class PinningServiceSettings(Section):
     """An IPFS Pinning Service API endpoint (Pinata and others)."""
 
@@ -118,7 +128,11 @@ class PinningServiceSettings(Section):
     endpoint: str = Field(
         description="Base URL of the Pinning Service API, e.g. https://api.example.com/psa."
     )
-    token: SecretStr | None = Field(default=None, description="Bearer token; prefer the env var.")
+    token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token, from the environment only (CHRYSALIS_IPFS__PINNING_SERVICES as JSON; a TOML "
+        "file that sets it is refused); prefer the token env var.",
+    )
     token_env: str | None = Field(
         default=None,
         description="Env var holding the bearer token (default CHRYSALIS_PINNING_<NAME>_TOKEN, NAME upper-cased).",
@@ -130,9 +144,7 @@ class PinningServiceSettings(Section):
 
     def token_env_var(self) -> str:
         """The env var the token is read from."""
-        if self.token_env:
-            return self.token_env
-        return "CHRYSALIS_PINNING_" + "".join(c if c.isalnum() else "_" for c in self.name.upper()) + "_TOKEN"
+        return token_env_var(self.name, self.token_env)
 
     def bearer_token(self) -> str | None:
         """The token: the env var first, then ``token`` (set through env settings, never the TOML file)."""
@@ -494,6 +506,12 @@ class StudioSettings(Section):
 
     host: str = Field(default="127.0.0.1", description="Address the studio listens on; keep it local.")
     port: int = Field(default=8090, ge=0, le=65535, description="TCP port of the studio (0: any free port).")
+    allowed_hosts: list[str] | None = Field(
+        default=None,
+        description="Host names the studio answers to (the Host header, without the port; others get 400), "
+        "e.g. ['studio.example.org'] behind a proxy or when listening on 0.0.0.0; '*.example.org' for "
+        "subdomains, '*' for any. None: studio.host (or --host), localhost, 127.0.0.1 and [::1].",
+    )
     review: bool = Field(
         default=False,
         description="Review mode: generated results wait (awaiting_review) until a curator approves them; "
@@ -528,6 +546,21 @@ class StudioSettings(Section):
     poll_interval_s: float = Field(
         default=1.0, gt=0, description="Seconds between the studio's chain / review polls (live updates)."
     )
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_patterns(cls, value: list[str] | None) -> list[str] | None:
+        for pattern in value or []:
+            if (
+                not pattern
+                or "*" in pattern[1:]
+                or (pattern.startswith("*") and not pattern.startswith("*.") and pattern != "*")
+            ):
+                raise ValueError(
+                    f"studio.allowed_hosts: {pattern!r} is not a host name or pattern: use names like "
+                    "'studio.example.org', '*.example.org' for its subdomains, or '*' for any host"
+                )
+        return value
 
 
 class RefreshPolicySettings(Section):
@@ -691,8 +724,36 @@ class Settings(BaseSettings):
         toml_path = _config_path()
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if toml_path is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+            sources.append(_TomlWithoutSecrets(settings_cls, toml_file=toml_path))
         return tuple(sources)
+
+
+class _TomlWithoutSecrets(TomlConfigSettingsSource):
+    """The TOML file as a settings source, refusing the secrets it must not hold (they come from the environment
+    or files): a pinning service's ``token``.
+
+    Raises:
+        ConfigError: the file sets one; the message names the key and the env var to use instead.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], toml_file: Path) -> None:
+        super().__init__(settings_cls, toml_file=toml_file)
+        ipfs = self.toml_data.get("ipfs")
+        services = ipfs.get("pinning_services") if isinstance(ipfs, dict) else None
+        for i, service in enumerate(services if isinstance(services, list) else []):
+            if isinstance(service, dict) and "token" in service:
+                name = service.get("name")
+                env = (
+                    token_env_var(str(name), service.get("token_env"))
+                    if name
+                    else "CHRYSALIS_PINNING_<NAME>_TOKEN"
+                )
+                raise ConfigError(
+                    f"{toml_file}: ipfs.pinning_services[{i}].token ({name or 'unnamed'}) is a secret, and secrets "
+                    "are never read from the TOML file",
+                    hint=f"delete the token line from {toml_file} and set ${env} instead (or name another variable "
+                    "with token_env); rotate the token if the file was shared",
+                )
 
 
 def _config_path() -> Path | None:
@@ -721,9 +782,34 @@ def load_settings(config: Path | None = None, **overrides: object) -> Settings:
         lines = []
         for err in exc.errors():
             key = ".".join(str(p) for p in err["loc"])
-            lines.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
+            field = next((str(p) for p in reversed(err["loc"]) if isinstance(p, str)), "")
+            if err["type"] == "extra_forbidden":  # a misspelt key may hold a secret: name it, hide its value
+                lines.append(f"{key}: {err['msg']}")
+            else:
+                lines.append(f"{key}: {err['msg']} (got {_shown_input(err.get('input'), field)})")
         source = _config_path() or "environment"
         raise ConfigError(
             f"invalid configuration in {source}:\n  " + "\n  ".join(lines),
             hint="fix the keys above; `chrysalis init` writes a commented example",
         ) from None
+
+
+_SECRET_KEY = re.compile(r"(token|password|secret|api_?key|credentials?)$", re.IGNORECASE)
+"""Keys whose values are secrets (``token``; not ``token_env`` or ``password_file``, which only name them)."""
+
+
+def _shown_input(value: object, key: str = "") -> str:
+    """A rejected input as a validation error shows it: never a secret. A secret key's value is ``'***'``, a
+    table only its key names, text with its URLs redacted (an RPC URL may hold an API key)."""
+    if _SECRET_KEY.search(key) and value is not None:
+        return "'***'"
+    if isinstance(value, dict):
+        return "a table with keys " + (", ".join(repr(str(k)) for k in value) or "none")
+    if isinstance(value, list | tuple):
+        items = [_shown_input(v) for v in value[:5]]
+        return "[" + ", ".join(items + (["..."] if len(value) > 5 else [])) + "]"
+    if isinstance(value, SecretStr):
+        return "'***'"
+    if isinstance(value, str):
+        return repr(redact_text(value))
+    return repr(value)

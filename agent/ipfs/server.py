@@ -10,7 +10,11 @@ One HTTP port serves both (Kubo uses two):
   JSON shape ``{"Message", "Code", "Type": "error"}``.
 
 RPC requests that carry an ``Origin`` header are refused (403): browsers send it, our clients do not, so a
-page served by the gateway cannot drive the RPC API of the same origin.
+page served by the gateway cannot drive the RPC API of the same origin. Every gateway reply carries
+:data:`GATEWAY_CSP` (a sandbox: an HTML or SVG file renders, but its scripts never run, in an opaque origin) and
+``X-Content-Type-Options: nosniff``. ``create_app(..., safe_types=True)`` (the studio's mount, which shares its
+origin with the studio's pages) serves only PNG, JPEG, GIF, WebP and JSON inline, everything else as an
+``application/octet-stream`` attachment; the ``filename`` parameter then only names the download.
 
 :class:`NodeServer` runs the app with uvicorn on a background thread (tests, the agent);
 :func:`serve_forever` runs it in the foreground (``chrysalis ipfs serve``).
@@ -48,6 +52,8 @@ from agent.ipfs.repo import AddResult, DirEntry, IpfsRepo
 
 __all__ = [
     "DEFAULT_MAX_REQUEST_BYTES",
+    "GATEWAY_CSP",
+    "INLINE_SAFE_TYPES",
     "KUBO_VERSION",
     "NodeServer",
     "ServerThread",
@@ -71,6 +77,12 @@ _DRAIN_CAP = 64 * 1024 * 1024  # read (and discard) this much past the limit so 
 _CAR_TYPE = "application/vnd.ipld.car"
 _RAW_TYPE = "application/vnd.ipld.raw"
 _OCTETS = "application/octet-stream"
+
+GATEWAY_CSP = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; sandbox"
+"""The gateway's Content-Security-Policy: no scripts, no fetches, no forms, an opaque origin (``sandbox``)."""
+
+INLINE_SAFE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "application/json"})
+"""What a ``safe_types`` gateway serves inline (by the content's own bytes); the rest is an attachment."""
 
 _EXTENSION_TYPES = {
     ".json": "application/json",
@@ -251,10 +263,18 @@ def _parse_root(value: str) -> CID:
 class _Gateway:
     """``GET|HEAD /ipfs/<cid>[/<path>]`` over an :class:`IpfsRepo`."""
 
-    def __init__(self, repo: IpfsRepo) -> None:
+    def __init__(self, repo: IpfsRepo, *, safe_types: bool = False, car: bool = True) -> None:
         self.repo = repo
+        self.safe_types = safe_types  # only INLINE_SAFE_TYPES inline, by content; names never pick the type
+        self.car = car  # answer ?format=car (each request spools the whole DAG)
 
     async def handle(self, request: Request) -> Response:
+        response = await self._handle(request)
+        response.headers.setdefault("Content-Security-Policy", GATEWAY_CSP)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
+
+    async def _handle(self, request: Request) -> Response:
         try:
             return await run_in_threadpool(self._respond, request)
         except _HttpError as exc:
@@ -292,19 +312,26 @@ class _Gateway:
         except UnsupportedCodecError as exc:
             raise _HttpError(501, f"{ipfs_path}: {exc.message}") from None
 
-    @staticmethod
-    def _requested_format(request: Request) -> str | None:
+    def _requested_format(self, request: Request) -> str | None:
         fmt = request.query_params.get("format")
         if fmt is None:
             accept = request.headers.get("accept", "")
             if _RAW_TYPE in accept:
                 return "raw"
             if _CAR_TYPE in accept:
+                if not self.car:
+                    raise _HttpError(406, f"{_CAR_TYPE} is not offered by this gateway (CAR export is off)")
                 return "car"
             return None
+        if fmt == "car" and not self.car:
+            raise _HttpError(
+                400, "?format=car is not offered by this gateway (CAR export is off): use format=raw"
+            )
         if fmt not in ("raw", "car"):
             raise _HttpError(
-                400, f"unsupported ?format={fmt!r}: this gateway answers format=raw and format=car"
+                400,
+                f"unsupported ?format={fmt!r}: this gateway answers "
+                + ("format=raw and format=car" if self.car else "format=raw"),
             )
         return fmt
 
@@ -322,7 +349,7 @@ class _Gateway:
         headers = self._common(etag, ipfs_path) | {"Accept-Ranges": "bytes"}
         if _etag_matches(request.headers.get("if-none-match"), etag):
             return Response(status_code=304, headers=headers)
-        declared = _type_from_name(name) if name else None
+        declared = _type_from_name(name) if name and not self.safe_types else None
         if "filename" in request.query_params:
             disposition = "attachment" if request.query_params.get("download") == "true" else "inline"
             headers["Content-Disposition"] = f"{disposition}; filename*=UTF-8''{quote(name or '')}"
@@ -344,19 +371,27 @@ class _Gateway:
         length = end - start + 1 if size else 0
         if size <= _SMALL:  # read the whole file once: sniff it and answer without streaming
             data = b"".join(self.repo.cat(cid)) if (not head_only or declared is None) else b""
-            headers["Content-Type"] = declared or sniff_content_type(data, complete=True)
+            self._set_type(headers, declared or sniff_content_type(data, complete=True), name or str(cid))
             headers["Content-Length"] = str(length)
             body = b"" if head_only else data[start : start + length]
             return Response(body, status_code=status, headers=headers)
         if declared is None:
             declared = sniff_content_type(b"".join(self.repo.cat(cid, offset=0, length=512)))
-        headers["Content-Type"] = declared
+        self._set_type(headers, declared, name or str(cid))
         headers["Content-Length"] = str(length)
         if head_only:
             return Response(status_code=status, headers=headers)
         return StreamingResponse(
             self.repo.cat(cid, offset=start, length=length), status_code=status, headers=headers
         )
+
+    def _set_type(self, headers: dict[str, str], content_type: str, name: str) -> None:
+        """``Content-Type``; under ``safe_types`` anything but INLINE_SAFE_TYPES becomes an attachment of octets."""
+        if self.safe_types and content_type.split(";")[0].strip().lower() not in INLINE_SAFE_TYPES:
+            headers["Content-Type"] = _OCTETS
+            headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(name, safe='')}"
+            return
+        headers["Content-Type"] = content_type
 
     def _raw_block(self, request: Request, cid: CID, ipfs_path: str) -> Response:
         etag = f'"{cid}.raw"'
@@ -936,9 +971,21 @@ def _kubo_error(message: str, status: int, code: int) -> JSONResponse:
 # The app and its runners
 
 
-def create_app(repo: IpfsRepo, *, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> Starlette:
-    """The node's ASGI app over ``repo``: gateway under ``/ipfs/``, Kubo RPC under ``/api/v0/``."""
-    gateway = _Gateway(repo)
+def create_app(
+    repo: IpfsRepo,
+    *,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    safe_types: bool = False,
+    car: bool = True,
+) -> Starlette:
+    """The node's ASGI app over ``repo``: gateway under ``/ipfs/``, Kubo RPC under ``/api/v0/``.
+
+    ``safe_types``: serve only :data:`INLINE_SAFE_TYPES` inline (sniffed from the content; ``?filename=`` only
+    names the download), everything else as an ``application/octet-stream`` attachment: for a gateway that
+    shares its origin with other pages (the studio). ``car=False`` refuses ``?format=car`` (400) and
+    ``Accept: application/vnd.ipld.car`` (406).
+    """
+    gateway = _Gateway(repo, safe_types=safe_types, car=car)
     rpc = _Rpc(repo, max_request_bytes=max_request_bytes)
     app = Starlette(
         routes=[

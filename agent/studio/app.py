@@ -9,33 +9,45 @@ Actions (POST; a CSRF token from the page, or ``Authorization: Bearer <token>``)
 ``/tokens/{id}/refresh``, ``/review/{id}/approve|reject|regenerate``, ``/review/approve`` (bulk) (curators).
 Browsers get redirects back with a message; clients that send the bearer token or ``Accept: application/json``
 get JSON. The same data is under ``/api/...`` as JSON.
+
+Hardening: every reply carries a Content-Security-Policy (``frame-ancestors 'none'``, scripts and styles from
+``/static`` only), ``X-Frame-Options: DENY``, ``Referrer-Policy: same-origin`` and ``nosniff``; requests for a
+Host outside ``studio.allowed_hosts`` get 400. ``/ipfs/`` serves only PNG, JPEG, GIF, WebP and JSON inline (the
+rest as attachments, under the gateway's sandbox CSP) and no CAR export.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import html
 import json
 import logging
+import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent import __version__
 from agent.errors import BackendUnavailableError, ChrysalisError, ConfigError, NotFoundError
 from agent.ipfs.server import ServerThread
 from agent.ipfs.server import create_app as create_ipfs_app
+from agent.redact import redact_text
 from agent.studio.auth import CSRF_FIELD, CSRF_HEADER, Curator, csrf_ok, csrf_token
 from agent.studio.catalog import filter_cards, trait_values
 from agent.studio.ops import gather, token_of
@@ -52,6 +64,9 @@ log = logging.getLogger("chrysalis.studio")
 
 HERE = Path(__file__).resolve().parent
 SESSION_COOKIE = "chrysalis_studio"
+CHAIN_UNAVAILABLE = "chain unavailable"
+"""What anonymous visitors are told when the chain (or another backend) fails: the error text, with its
+endpoint, is for curators (and, redacted, the logs)."""
 
 
 class HttpProblem(Exception):
@@ -83,11 +98,97 @@ def _pretty(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str)
 
 
+_INLINE_HANDLER = re.compile(r"""\son[a-z]+\s*=\s*(?:"([^"]*)"|'([^']*)')""")
+
+
+def _inline_handler_hashes() -> list[str]:
+    """CSP hashes of the templates' constant inline event handlers (e.g. a confirm() on a button)."""
+    found: set[str] = set()
+    for template in sorted((HERE / "templates").glob("*.html")):
+        for match in _INLINE_HANDLER.finditer(template.read_text(encoding="utf-8")):
+            code = html.unescape(match.group(1) if match.group(1) is not None else match.group(2))
+            if "{{" in code or "{%" in code:
+                continue  # not constant: it could not be allowed by a hash anyway
+            digest = base64.b64encode(hashlib.sha256(code.encode()).digest()).decode()
+            found.add(f"'sha256-{digest}'")
+    return sorted(found)
+
+
+def page_csp() -> str:
+    """The studio pages' Content-Security-Policy: everything from the studio itself, nothing inline but the
+    templates' own event handlers (by hash), never framed."""
+    hashes = _inline_handler_hashes()
+    scripts = " ".join(["'self'", *(["'unsafe-hashes'", *hashes] if hashes else [])])
+    return (
+        f"default-src 'self'; script-src {scripts}; style-src 'self'; img-src 'self'; connect-src 'self'; "
+        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    )
+
+
+class _SecurityHeaders:
+    """Adds the studio's security headers to every reply that does not set its own (the gateway sets its CSP)."""
+
+    def __init__(self, app: ASGIApp, *, csp: str) -> None:
+        self.app = app
+        self.headers = {
+            "Content-Security-Policy": csp,
+            "X-Frame-Options": "DENY",
+            "Referrer-Policy": "same-origin",
+            "X-Content-Type-Options": "nosniff",
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in self.headers.items():
+                    headers.setdefault(name, value)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def allowed_hosts(configured: str, *extra: str | None) -> list[str]:
+    """Default Host names for the studio: where it listens plus the loopback names (IPv6 in brackets)."""
+    hosts: list[str] = []
+    for host in (configured, *extra, "localhost", "127.0.0.1", "::1"):
+        if not host:
+            continue
+        name = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        if name.lower() not in hosts:
+            hosts.append(name.lower())
+    return hosts
+
+
+def safe_back(referer: str | None, default: str, host: str | None) -> str:
+    """Where to send a browser back to: the Referer when it is a page of this studio (a path starting with a
+    single ``/``, from this ``host`` when it names one), else ``default``: never another site
+    (``https://evil.example/x``, ``//evil.example``, ``/\\evil``)."""
+    if not referer or any(ord(c) < 33 or ord(c) == 127 for c in referer):
+        return default
+    parts = urlsplit(referer)
+    if parts.scheme not in ("", "http", "https") or (
+        parts.netloc and parts.netloc.lower() != (host or "").lower()
+    ):
+        return default
+    path = parts.path
+    if not path.startswith("/") or path.startswith("//") or "\\" in path:
+        return default
+    return path + (f"?{parts.query}" if parts.query else "")
+
+
 class _Gateway:
-    """The embedded node's path gateway only (GET/HEAD ``/ipfs/...``); its RPC API stays unexposed."""
+    """The embedded node's path gateway only (GET/HEAD ``/ipfs/...``); its RPC API stays unexposed.
+
+    It shares the studio's origin, so it serves only images and JSON inline (``safe_types``) and no CAR export.
+    """
 
     def __init__(self, repo: Any) -> None:
-        self.node = create_ipfs_app(repo)
+        self.node = create_ipfs_app(repo, safe_types=True, car=False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
@@ -96,11 +197,12 @@ class _Gateway:
         await self.node(scope, receive, send)
 
 
-def create_app(studio: Studio) -> Starlette:
-    """The ASGI app over ``studio`` (which the caller starts and closes)."""
+def create_app(studio: Studio, *, host: str | None = None) -> Starlette:
+    """The ASGI app over ``studio`` (which the caller starts and closes); ``host``: where it listens, when not
+    ``studio.host`` (a Host name it answers to unless ``studio.allowed_hosts`` is set)."""
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     env = templates.env
-    env.filters.update(short=_short, when=_when, eth=_eth, pretty=_pretty)
+    env.filters.update(short=_short, when=_when, eth=_eth, pretty=_pretty, redact=redact_text)
     env.globals.update(version=__version__)
     creds = studio.credentials
 
@@ -151,6 +253,13 @@ def create_app(studio: Studio) -> Starlette:
                 )
         return form
 
+    def poll_error(request: Request) -> str | None:
+        """The poller's last error for curators (URLs redacted); a generic line for anonymous visitors."""
+        error = studio.poller.last_error
+        if error is None:
+            return None
+        return redact_text(error) if curator(request) is not None else CHAIN_UNAVAILABLE
+
     def flash(request: Request, message: str, kind: str = "ok") -> None:
         request.session.setdefault("flash", []).append({"kind": kind, "text": message})
 
@@ -170,14 +279,14 @@ def create_app(studio: Studio) -> Starlette:
             "flashes": request.session.pop("flash", []),
             "review_enabled": studio.review_enabled,
             "review_open": review_open,
-            "poll_error": studio.poller.last_error,
+            "poll_error": poll_error(request),
             "collection": studio.index.address,
             "chain_id": studio.index.deployment.chain_id,
         }
         return templates.TemplateResponse(request, name, {**base, **context}, status_code=status)
 
     def back(request: Request, default: str) -> RedirectResponse:
-        target = request.headers.get("referer") or default
+        target = safe_back(request.headers.get("referer"), default, request.headers.get("host"))
         return RedirectResponse(target, status_code=303)
 
     def int_param(value: Any, what: str) -> int | None:
@@ -244,7 +353,7 @@ def create_app(studio: Studio) -> Starlette:
         view = await run_in_threadpool(build)
         if wants_json(request):
             return JSONResponse(view.to_json())
-        return render(request, "ops.html", ops=view, token_of=token_of, poll_error=studio.poller.last_error)
+        return render(request, "ops.html", ops=view, token_of=token_of)
 
     async def review_page(request: Request) -> Response:
         who = require_curator(request)
@@ -439,9 +548,14 @@ def create_app(studio: Studio) -> Starlette:
             status, title = 400, "Bad request"
         elif isinstance(exc, BackendUnavailableError) or exc.retryable:
             status, title = 503, "Unavailable"
+            if curator(request) is None:  # the error names the endpoint: not for anonymous visitors
+                log.warning(
+                    "studio: %s %s failed: %s", request.method, request.url.path, redact_text(exc.message)
+                )
+                return problem(request, status, title, CHAIN_UNAVAILABLE, "try again in a moment")
         else:
             status, title = 500, "Error"
-        return problem(request, status, title, exc.message, exc.hint)
+        return problem(request, status, title, redact_text(exc.message), exc.hint and redact_text(exc.hint))
 
     async def api_tokens(request: Request) -> Response:
         cards = await run_in_threadpool(studio.catalog.cards)
@@ -478,6 +592,12 @@ def create_app(studio: Studio) -> Starlette:
     app = Starlette(
         routes=routes,
         middleware=[
+            Middleware(_SecurityHeaders, csp=page_csp()),
+            Middleware(
+                TrustedHostMiddleware,
+                allowed_hosts=s.allowed_hosts if s.allowed_hosts is not None else allowed_hosts(s.host, host),
+                www_redirect=False,
+            ),
             Middleware(
                 SessionMiddleware,
                 secret_key=creds.session_secret,
@@ -485,7 +605,7 @@ def create_app(studio: Studio) -> Starlette:
                 max_age=s.session_max_age_s,
                 same_site="lax",
                 https_only=s.secure_cookies,
-            )
+            ),
         ],
         exception_handlers={HttpProblem: on_problem, ChrysalisError: on_chrysalis},
     )
@@ -631,8 +751,9 @@ class StudioServer(ServerThread):
     def __init__(self, studio: Studio, *, host: str | None = None, port: int | None = None) -> None:
         self.studio = studio
         s = studio.settings.studio
+        host = host or s.host
         super().__init__(
-            create_app(studio), host=host or s.host, port=s.port if port is None else port, name="studio"
+            create_app(studio, host=host), host=host, port=s.port if port is None else port, name="studio"
         )
 
     def start(self, *, timeout: float = 10.0) -> StudioServer:
@@ -653,7 +774,7 @@ def serve(studio: Studio, *, host: str, port: int) -> None:
     import uvicorn
 
     studio.start()
-    uvicorn.run(create_app(studio), host=host, port=port, log_level="info", lifespan="off")
+    uvicorn.run(create_app(studio, host=host), host=host, port=port, log_level="info", lifespan="off")
 
 
 def query(**params: Any) -> str:

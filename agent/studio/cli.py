@@ -58,6 +58,12 @@ def studio_command(
     console.print(
         f"Chrysalis Studio on [cyan]http://{host}:{port}[/] (review mode {'on' if studio.review_enabled else 'off'})"
     )
+    if host in ("0.0.0.0", "::") and settings.studio.allowed_hosts is None:
+        console.print(
+            f"[yellow]listening on {host}, but only localhost, 127.0.0.1 and [::1] are answered: list the names "
+            "visitors use in studio.allowed_hosts[/]",
+            highlight=False,
+        )
     if not studio.credentials.can_log_in and not studio.credentials.has_token:
         console.print(
             f"[yellow]no login is configured: read-only until {settings.studio.password_env} is set[/]",

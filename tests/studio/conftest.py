@@ -15,6 +15,7 @@ from tests.generate.conftest import build_tiny_lm
 from tests.studio.world import CURATOR, PASSWORD, World, make_world
 
 CSRF = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
+BASE_URL = "http://127.0.0.1"  # a Host the studio answers to (studio.allowed_hosts' default)
 
 
 @pytest.fixture(scope="session")
@@ -42,14 +43,14 @@ def csrf_of(html: str) -> str:
 @pytest.fixture
 def client(studio: Studio) -> Iterator[TestClient]:
     """An anonymous browser (its own cookie jar)."""
-    with TestClient(create_app(studio), follow_redirects=False) as c:
+    with TestClient(create_app(studio), base_url=BASE_URL, follow_redirects=False) as c:
         yield c
 
 
 @pytest.fixture
 def curator(studio: Studio) -> Iterator[TestClient]:
     """A browser logged in as the admin curator; ``curator.csrf`` holds its session's CSRF token."""
-    with TestClient(create_app(studio), follow_redirects=False) as c:
+    with TestClient(create_app(studio), base_url=BASE_URL, follow_redirects=False) as c:
         token = csrf_of(c.get("/login").text)
         r = c.post(
             "/login", data={"username": CURATOR, "password": PASSWORD, "csrf_token": token, "next": "/"}

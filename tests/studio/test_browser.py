@@ -59,9 +59,23 @@ def shot(page: object, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=False)  # type: ignore[attr-defined]
 
 
+def csp_violations(page: object) -> list[str]:
+    """Collects what the page's Content-Security-Policy blocked (Chromium reports it on the console)."""
+    seen: list[str] = []
+
+    def on_console(message: object) -> None:
+        text = message.text  # type: ignore[attr-defined]
+        if "Content Security Policy" in text:
+            seen.append(text)
+
+    page.on("console", on_console)  # type: ignore[attr-defined]
+    return seen
+
+
 def test_gallery_timeline_and_verify_match(browser: object, server: StudioServer) -> None:
     page = browser.new_page(viewport={"width": 1200, "height": 800})  # type: ignore[attr-defined]
     page.set_default_timeout(TIMEOUT_MS)
+    blocked = csp_violations(page)
     page.goto(server.url + "/")
     page.wait_for_selector("#live.on")  # the live-update stream is connected
     cards = page.locator(".card")
@@ -92,6 +106,7 @@ def test_gallery_timeline_and_verify_match(browser: object, server: StudioServer
     shot(phone, "gallery-phone")
     phone.close()
     page.close()
+    assert blocked == [], "the studio's CSP blocked its own scripts, styles or images"
 
 
 def test_approve_in_the_review_queue_and_see_it_published_on_chain(
@@ -119,6 +134,7 @@ def test_approve_in_the_review_queue_and_see_it_published_on_chain(
     try:
         page = browser.new_page(viewport={"width": 1200, "height": 900})  # type: ignore[attr-defined]
         page.set_default_timeout(TIMEOUT_MS)
+        blocked = csp_violations(page)
         page.goto(server.url + "/review")
         assert "Log in first" in page.content()
         page.goto(server.url + "/login?next=/review")
@@ -137,6 +153,10 @@ def test_approve_in_the_review_queue_and_see_it_published_on_chain(
         assert item.count() == 1, errors
         assert world.evolved(rid) == []  # not on-chain while it waits
         shot(page, "review-queue")
+        asked: list[str] = []
+        page.once("dialog", lambda d: (asked.append(d.message), d.dismiss()))
+        page.click('#bulk button[name="all_kind"]')  # its inline confirm() runs (allowed by hash); cancelled
+        assert asked == ["Approve every genesis item awaiting review?"]
         page.keyboard.press("j")
         item.locator("button.approve-btn").click()
         page.wait_for_url("**/review")
@@ -161,6 +181,7 @@ def test_approve_in_the_review_queue_and_see_it_published_on_chain(
         page.goto(server.url + "/tokens/4")
         assert page.locator("#current-stage").inner_text() == "1"
         assert CURATOR in page.locator("#stage-1 .approved").inner_text()
+        assert blocked == [], "the studio's CSP blocked its own scripts, styles or images"
     finally:
         stop.set()
         worker.join(10)

@@ -305,7 +305,7 @@ class Agent:
             )
             router = EventRouter(store, reader, deployment.chain_id, max_attempts=cfg.max_attempts)
             router.reconciler = Reconciler(
-                reader.rpc, address, watcher.decoder, store, deployment.chain_id, router,
+                reader.rpc, address, abi, watcher.decoder, store, deployment.chain_id, router,
                 start_block=deployment.deploy_block, interval_s=cfg.reconcile_interval_s, stream=watcher.stream,
             )  # fmt: skip
             from agent.refresh.service import RefreshService

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from eth_utils import keccak
+from eth_utils import event_abi_to_log_topic
 from web3 import Web3
 
 from agent.jobs import JobState, JobStore
@@ -32,32 +32,6 @@ from agent.watch.rpc import RpcClient, hex0x
 
 log = logging.getLogger("chrysalis.reconcile")
 
-VIEWS_ABI: list[dict[str, Any]] = [
-    {
-        "type": "function",
-        "name": "totalMinted",
-        "stateMutability": "view",
-        "inputs": [],
-        "outputs": [{"name": "", "type": "uint256"}],
-    },
-    {
-        "type": "function",
-        "name": "pendingRequestOf",
-        "stateMutability": "view",
-        "inputs": [{"name": "tokenId", "type": "uint256"}],
-        "outputs": [
-            {"name": "requestId", "type": "uint256"},
-            {"name": "requester", "type": "address"},
-            {"name": "fee", "type": "uint256"},
-            {"name": "requestedAt", "type": "uint256"},
-        ],
-    },
-]
-
-REQUESTED_TOPIC = "0x" + keccak(text="EvolutionRequested(uint256,uint256,address,uint32,bytes32)").hex()
-"""topic0 of ``EvolutionRequested(uint256 indexed requestId, uint256 indexed tokenId, address indexed requester,
-uint32 stage, bytes32 seed)``."""
-
 SCAN_BLOCKS = 64
 """Blocks searched forward from the first block at a request's ``requestedAt`` time for its log."""
 
@@ -67,7 +41,7 @@ class Reconciler:
 
     Args:
         rpc: The chain (every call goes through its retrying client).
-        address: The collection.
+        address: The collection. abi: Its ABI (the deployment record's).
         decoder: The watcher's decoder (the agent's watched events).
         store: The job store.
         chain_id: The chain (job keys).
@@ -80,6 +54,7 @@ class Reconciler:
         self,
         rpc: RpcClient,
         address: str,
+        abi: Sequence[Mapping[str, Any]],
         decoder: LogDecoder,
         store: JobStore,
         chain_id: int,
@@ -92,7 +67,9 @@ class Reconciler:
     ) -> None:
         self.rpc = rpc
         self.address = Web3.to_checksum_address(address)
-        self.contract = rpc.w3.eth.contract(address=self.address, abi=VIEWS_ABI)
+        self.contract = rpc.w3.eth.contract(address=self.address, abi=list(abi))
+        requested = next(e for e in abi if e.get("type") == "event" and e.get("name") == "EvolutionRequested")
+        self._requested_topic = hex0x(event_abi_to_log_topic(requested))  # type: ignore[arg-type]
         self.decoder = decoder
         self.store = store
         self.chain_id = chain_id
@@ -158,7 +135,7 @@ class Reconciler:
             else:
                 hi = mid
         end = min(passed, lo + SCAN_BLOCKS - 1)
-        topics = [REQUESTED_TOPIC, "0x" + request_id.to_bytes(32, "big").hex()]
+        topics = [self._requested_topic, "0x" + request_id.to_bytes(32, "big").hex()]
         hits = self.rpc.get_logs(lo, end, self.address, topics)
         if not hits:
             log.info(

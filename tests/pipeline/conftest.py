@@ -23,6 +23,7 @@ from web3.logs import DISCARD
 
 from agent.deployment import ContractRecord, Deployment, write_abi
 from agent.devnet import start_anvil
+from agent.pipeline.request import EvolutionRequest
 from agent.settings import Settings
 from tests.generate.conftest import build_tiny_lm
 from tests.jobs.dbs import database_url
@@ -238,3 +239,23 @@ def settings(
 ) -> Iterator[Settings]:
     with database_url(backend, tmp_path) as url:
         yield make_settings(chain, keystore, tmp_path / "data", url, tiny_lm)
+
+
+def open_request(chain: Chain, token_id: int, holder: int = 0) -> EvolutionRequest:
+    """``holders[holder]`` opens a request for ``token_id``; returns it as a job carries it."""
+    receipt = chain.transact(
+        chain.collection.functions.requestEvolution(token_id), chain.holders[holder], FEE
+    )
+    (log,) = chain.collection.events.EvolutionRequested().process_receipt(receipt, errors=DISCARD)
+    args = log["args"]
+    return EvolutionRequest(
+        request_id=args["requestId"],
+        token_id=args["tokenId"],
+        requester=args["requester"],
+        stage_before=args["stage"],
+        seed="0x" + bytes(args["seed"]).hex(),
+        block_number=receipt["blockNumber"],
+        block_hash="0x" + bytes(receipt["blockHash"]).hex(),
+        tx_hash="0x" + bytes(receipt["transactionHash"]).hex(),
+        log_index=log["logIndex"],
+    )

@@ -10,19 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from web3.logs import DISCARD
 
 from agent.errors import ChrysalisError, RetryableError
 from agent.ipfs.repo import IpfsRepo
 from agent.jobs.sql_store import is_retryable
 from agent.pipeline.chain import CollectionReader
 from agent.pipeline.inputs import InputsStage
-from agent.pipeline.request import EvolutionRequest, snapshot_from_json
+from agent.pipeline.request import snapshot_from_json
 from agent.rules import MissingFeatureError, load_rules
 from agent.watch.rpc import RpcClient
 from oracles.errors import OracleUnavailableError
 from oracles.wallet import WalletOracle
-from tests.pipeline.conftest import FEE, Chain
+from tests.pipeline.conftest import Chain, open_request
 from tests.support.rpc_proxy import FaultProxy, Faults
 
 pytestmark = pytest.mark.anvil
@@ -41,23 +40,6 @@ def proxies(chain: Chain) -> Iterator[Callable[..., FaultProxy]]:
         proxy.close()
 
 
-def _request(chain: Chain, token_id: int) -> EvolutionRequest:
-    receipt = chain.transact(chain.collection.functions.requestEvolution(token_id), chain.holders[0], FEE)
-    (log,) = chain.collection.events.EvolutionRequested().process_receipt(receipt, errors=DISCARD)
-    args = log["args"]
-    return EvolutionRequest(
-        request_id=args["requestId"],
-        token_id=args["tokenId"],
-        requester=args["requester"],
-        stage_before=args["stage"],
-        seed="0x" + bytes(args["seed"]).hex(),
-        block_number=receipt["blockNumber"],
-        block_hash="0x" + bytes(receipt["blockHash"]).hex(),
-        tx_hash="0x" + bytes(receipt["transactionHash"]).hex(),
-        log_index=log["logIndex"],
-    )
-
-
 def _stage(chain: Chain, url: str, tmp_path: Path, **rpc: Any) -> InputsStage:
     reader = CollectionReader(RpcClient(url, **rpc), chain.collection.address)
     repo = IpfsRepo(tmp_path / "ipfs", sync=False)
@@ -70,7 +52,7 @@ def test_held_seconds_of_an_old_collection_behind_a_2000_block_cap(
     chain: Chain, proxies: Callable[..., FaultProxy], tmp_path: Path, style: str
 ) -> None:
     chain.rpc("anvil_mine", hex(2_100))  # the tokens were minted more than 2,000 blocks ago
-    request = _request(chain, 1)
+    request = open_request(chain, 1)
     direct = _stage(chain, chain.url, tmp_path / "direct", retries=0).run(request)
     proxy = proxies(max_span=2_000, style=style)
 
@@ -89,7 +71,7 @@ def test_held_seconds_of_an_old_collection_behind_a_2000_block_cap(
 def test_an_oracle_that_cannot_be_read_makes_the_stage_retryable(
     chain: Chain, proxies: Callable[..., FaultProxy], tmp_path: Path, methods: set[str], oracle: str
 ) -> None:
-    request = _request(chain, 1)
+    request = open_request(chain, 1)
     proxy = proxies(faults=Faults(drop=1.0, only=frozenset(methods)))
     stage = _stage(chain, proxy.url, tmp_path, retries=2, backoff_s=0.01)
     with pytest.raises(OracleUnavailableError) as err:
@@ -104,7 +86,7 @@ def test_an_oracle_that_cannot_be_read_makes_the_stage_retryable(
 def test_a_node_that_stays_unreachable_is_retryable_not_a_traceback(
     chain: Chain, proxies: Callable[..., FaultProxy], tmp_path: Path
 ) -> None:
-    request = _request(chain, 1)
+    request = open_request(chain, 1)
     proxy = proxies()
     stage = _stage(chain, proxy.url, tmp_path, retries=1, backoff_s=0.01)
     proxy.close()

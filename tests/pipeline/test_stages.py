@@ -7,7 +7,6 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from web3.logs import DISCARD
 
 from agent.domain import InputSnapshot, OracleReading
 from agent.errors import RetryableError
@@ -31,7 +30,7 @@ from agent.settings import ModelSettings
 from agent.watch.rpc import RpcClient
 from oracles.chainlink import ChainlinkOracle
 from oracles.wallet import WalletOracle
-from tests.pipeline.conftest import FEE, Chain
+from tests.pipeline.conftest import Chain, open_request
 
 VALUES = {
     "price.change_pct": 5.0,
@@ -45,25 +44,6 @@ VALUES = {
 def _snapshot(**values: object) -> InputSnapshot:
     readings = tuple(OracleReading(k, v, "test", 7) for k, v in sorted({**VALUES, **values}.items()))
     return InputSnapshot(chain_id=31337, block_number=7, block_hash="0x" + "ab" * 32, readings=readings)
-
-
-def _request(chain: Chain, token_id: int, holder: int = 0) -> EvolutionRequest:
-    receipt = chain.transact(
-        chain.collection.functions.requestEvolution(token_id), chain.holders[holder], FEE
-    )
-    (log,) = chain.collection.events.EvolutionRequested().process_receipt(receipt, errors=DISCARD)
-    args = log["args"]
-    return EvolutionRequest(
-        request_id=args["requestId"],
-        token_id=args["tokenId"],
-        requester=args["requester"],
-        stage_before=args["stage"],
-        seed="0x" + bytes(args["seed"]).hex(),
-        block_number=receipt["blockNumber"],
-        block_hash="0x" + bytes(receipt["blockHash"]).hex(),
-        tx_hash="0x" + bytes(receipt["transactionHash"]).hex(),
-        log_index=log["logIndex"],
-    )
 
 
 # -- rules ----------------------------------------------------------------------------------------------------
@@ -120,7 +100,7 @@ def test_inputs_are_read_at_the_request_block_whatever_happens_later(
     chain: Chain, reader: CollectionReader, repo: IpfsRepo
 ) -> None:
     stage = _inputs(chain, reader, repo)
-    request = _request(chain, 1)
+    request = open_request(chain, 1)
     first = stage.run(request)
     # Later: the holder gives another token away; the request's inputs do not move.
     chain.transact(
@@ -143,7 +123,7 @@ def test_inputs_of_an_orphaned_block_are_refused_as_retryable(
     chain: Chain, reader: CollectionReader, repo: IpfsRepo
 ) -> None:
     before = chain.rpc("evm_snapshot")
-    request = _request(chain, 1)
+    request = open_request(chain, 1)
     chain.rpc("evm_revert", before)
     chain.mine(2)
     with pytest.raises(SourceOrphanedError) as err:
@@ -155,13 +135,13 @@ def test_a_token_whose_current_metadata_is_not_in_the_repo_is_a_clear_error(
     chain: Chain, reader: CollectionReader, repo: IpfsRepo
 ) -> None:
     f = chain.collection.functions
-    first = _request(chain, 1)
+    first = open_request(chain, 1)
     chain.transact(f.grantRole(f.AGENT_ROLE().call(), chain.admin), chain.admin)
     chain.transact(
         f.fulfillEvolution(first.request_id, first.seed_bytes, b"\x42" * 32, bytes(32)), chain.admin
     )
     with pytest.raises(PreviousMetadataMissingError) as err:
-        _inputs(chain, reader, repo).run(_request(chain, 1))
+        _inputs(chain, reader, repo).run(open_request(chain, 1))
     assert err.value.cid in str(err.value) and "chrysalis retry" in (err.value.hint or "")
 
 
@@ -264,7 +244,7 @@ def test_the_settler_reads_what_became_of_a_request_from_the_chain(
 ) -> None:
     f = chain.collection.functions
     settler = Settler(reader, chain.agent)
-    pending = _request(chain, 1)
+    pending = open_request(chain, 1)
     ours = Ready(1, pending, b"\x33" * 32, bytes(32))
     assert settler.settle(ours).action == "pending"
 
@@ -279,6 +259,6 @@ def test_the_settler_reads_what_became_of_a_request_from_the_chain(
     assert by_agent.action == "confirm" and by_agent.result["digest"] == "0x" + "33" * 32
 
     before = chain.rpc("evm_snapshot")
-    gone = _request(chain, 2)
+    gone = open_request(chain, 2)
     chain.rpc("evm_revert", before)
     assert settler.settle(Ready(2, gone, b"\x44" * 32, bytes(32))).action == "cancel"

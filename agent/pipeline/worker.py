@@ -270,15 +270,13 @@ class Worker:
             return []
         batcher = self.submitter.batcher
         try:
-            pending = batcher.check_pending([_request(j).request_id for j in jobs])
-            # ... and pending with the job's seed (not re-mined after a reorg with a new one)
+            # pending with the job's seed (the common case: one read); for the others, pending at all (with a new
+            # seed: re-mined after a reorg) or not
             ours = batcher.check_pending_with(
-                [
-                    Fulfilment(r.request_id, r.seed_bytes, bytes(32))
-                    for r in (_request(j) for j in jobs)
-                    if pending.get(r.request_id, False)
-                ]
+                [Fulfilment(r.request_id, r.seed_bytes, bytes(32)) for r in (_request(j) for j in jobs)]
             )
+            others = [_request(j).request_id for j in jobs if not ours.get(_request(j).request_id, False)]
+            pending = {**ours, **batcher.check_pending(others)} if others else ours
         except Exception as exc:  # noqa: BLE001
             for job in jobs:
                 self._fail(live, job, exc)

@@ -1,11 +1,12 @@
 """Deploying the collection, and the record that says where it lives.
 
-:class:`Deployment` is the JSON record ``ape run deploy`` writes to ``deployments/<network>.json`` (chain id,
-addresses, the block to start indexing from, ABI file paths). Everything that talks to the chain loads it with
-:meth:`Deployment.load`; it needs neither Ape nor a node.
+:class:`Deployment` is the JSON record ``chrysalis deploy`` (or ``ape run deploy``) writes to
+``deployments/<network>.json`` (chain id, addresses, the block to start indexing from, ABI file paths).
+Everything that talks to the chain loads it with :meth:`Deployment.load`; it needs neither Ape nor a node.
 
-:class:`DeployParams` and :func:`deploy_collection` hold the deployment logic shared by
-``scripts/deploy.py`` and ``scripts/demo.py``. They use Ape, imported only when called.
+:class:`DeployParams` and :func:`deploy_with` hold the deployment logic shared by ``chrysalis deploy``
+(:mod:`agent.ops.deploy`, plain web3), ``scripts/deploy.py`` and the demo (:func:`deploy_collection`, Ape,
+imported only when called).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
@@ -32,7 +33,8 @@ COLLECTION = "LivingCollection"
 PRICE_FEED = "DevPriceFeed"
 
 _DEPLOY_HINT = (
-    "run `ape run deploy --network ethereum:local:foundry` (or your network) to deploy and write it"
+    "deploy with `chrysalis deploy --rpc-url URL --from ACCOUNT` (it writes the record), or point "
+    "chain.deployment (CHRYSALIS_CHAIN__DEPLOYMENT) at an existing record"
 )
 
 
@@ -193,13 +195,20 @@ class DeployParams(BaseModel):
     mint_price: int = Field(default=10**15, ge=0, lt=2**96, description="wei per token (0.001 ETH)")
     max_per_wallet: int = Field(default=10, ge=0, description="0 = no per-wallet cap")
     evolution_fee: int = Field(default=5 * 10**14, ge=0, lt=2**96, description="wei per request (0.0005 ETH)")
-    request_timeout: int = Field(default=3_600, ge=0, le=30 * 24 * 3600, description="seconds before cancel")
+    request_timeout: int = Field(
+        default=3_600,
+        ge=3_600,
+        le=30 * 24 * 3600,
+        description="seconds before cancel (the contract's MIN_REQUEST_TIMEOUT is one hour, its maximum 30 days)",
+    )
     base_uri: str = Field(
         default="", description="tokenURI prefix before a token's first digest (genesis art)"
     )
-    royalty_bps: int = Field(default=500, ge=0, le=10_000)
+    royalty_bps: int = Field(default=500, ge=0, le=1_000, description="at most 10 % (MAX_ROYALTY_BPS)")
     treasury: str | None = Field(default=None, description="fee recipient; default: the deployer")
-    agent: str | None = Field(default=None, description="address granted AGENT_ROLE; default: the deployer")
+    agent: str | None = Field(
+        default=None, description="address granted AGENT_ROLE and REFRESHER_ROLE; default: the deployer"
+    )
     model_digest: str | None = Field(default=None, description="sha256 of the initial model's weights (hex)")
     model_manifest: str = Field(default="", description="URI of the initial model's manifest")
     price_feed: bool | None = Field(
@@ -220,40 +229,53 @@ class DeployParams(BaseModel):
         return "0x" + raw.lower()
 
 
-def deploy_collection(
+class DeployBackend(Protocol):
+    """What :func:`deploy_with` needs from a chain client: Ape inside ``ape run`` (:func:`deploy_collection`),
+    or plain web3 with a local signer (``chrysalis deploy``, :mod:`agent.ops.deploy`)."""
+
+    chain_id: int
+    network: str
+    is_local: bool
+    deployer: str
+
+    def deploy(self, name: str, *args: Any) -> tuple[str, list[dict[str, Any]], int]:
+        """Deploy contract ``name``; return its address, ABI and the block it was mined in."""
+
+    def transact(self, name: str, method: str, *args: Any) -> None:
+        """Call ``method`` of the deployed ``name`` from the deployer and wait for it to succeed."""
+
+    def call(self, name: str, method: str, *args: Any) -> Any:
+        """Read view ``method`` of the deployed ``name``."""
+
+    def block_hash(self, number: int) -> str:
+        """The hash (0x hex) of block ``number``."""
+
+
+def deploy_with(
+    backend: DeployBackend,
     params: DeployParams,
-    deployer: AccountAPI,
     *,
     out_dir: str | os.PathLike[str] | None = DEPLOYMENTS_DIR,
+    record_name: str = "local",
 ) -> Deployment:
     """Deploy DevPriceFeed (local networks, unless told otherwise) and LivingCollection, then set them up.
 
-    Registers and activates the initial model when ``params.model_digest`` is set, grants ``AGENT_ROLE`` to
-    ``params.agent`` (default: the deployer), and, unless ``out_dir`` is None, writes the ABIs and the record
-    ``<out_dir>/<network-slug>.json``. Must run inside an Ape network context.
+    Registers and activates the initial model when ``params.model_digest`` is set, grants ``AGENT_ROLE`` and
+    ``REFRESHER_ROLE`` to ``params.agent`` (default: the deployer), and, unless ``out_dir`` is None, writes the
+    ABIs and the record ``<out_dir>/<record_name>.json``.
     """
-    from ape import chain, networks, project
-
-    provider = networks.provider
-    network = provider.network
-    is_local = network.name == "local"
-    agent = params.agent or deployer.address
-    treasury = params.treasury or deployer.address
-    deployed: dict[str, Any] = {}
-    receipts = []
-
-    if params.price_feed if params.price_feed is not None else is_local:
-        feed = deployer.deploy(
-            project.DevPriceFeed, params.feed_decimals, params.feed_description, params.feed_answer
+    agent = params.agent or backend.deployer
+    treasury = params.treasury or backend.deployer
+    deployed: dict[str, tuple[str, list[dict[str, Any]], int]] = {}
+    if params.price_feed if params.price_feed is not None else backend.is_local:
+        deployed[PRICE_FEED] = backend.deploy(
+            PRICE_FEED, params.feed_decimals, params.feed_description, params.feed_answer
         )
-        deployed[PRICE_FEED] = feed
-        receipts.append(_receipt(feed))
-
-    collection = deployer.deploy(
-        project.LivingCollection,
+    deployed[COLLECTION] = backend.deploy(
+        COLLECTION,
         params.name,
         params.symbol,
-        deployer.address,
+        backend.deployer,
         treasury,
         params.max_supply,
         params.mint_price,
@@ -263,36 +285,79 @@ def deploy_collection(
         params.base_uri,
         params.royalty_bps,
     )
-    deployed[COLLECTION] = collection
-    receipts.append(_receipt(collection))
-
     if params.model_digest:
-        collection.registerModel(params.model_digest, params.model_manifest, sender=deployer)
-        collection.setActiveModel(collection.modelCount(), sender=deployer)
-    collection.grantRole(collection.AGENT_ROLE(), agent, sender=deployer)
+        backend.transact(COLLECTION, "registerModel", params.model_digest, params.model_manifest)
+        backend.transact(COLLECTION, "setActiveModel", backend.call(COLLECTION, "modelCount"))
+    backend.transact(COLLECTION, "grantRole", backend.call(COLLECTION, "AGENT_ROLE"), agent)
+    backend.transact(COLLECTION, "grantRole", backend.call(COLLECTION, "REFRESHER_ROLE"), agent)
 
-    first = min(receipts, key=lambda r: r.block_number)
-    block = chain.provider.get_block(first.block_number)
+    first = min(block for _address, _abi, block in deployed.values())
     contracts = {}
-    for name, instance in deployed.items():
+    for name, (address, abi, _block) in deployed.items():
         abi_path = f"{ABI_DIR_NAME}/{name}.json"
         if out_dir is not None:
-            abi = [item.model_dump(mode="json", by_alias=True) for item in instance.contract_type.abi]
             abi_path = write_abi(name, abi, out_dir)
-        contracts[name] = ContractRecord(address=str(instance.address), abi=abi_path)
-
+        contracts[name] = ContractRecord(address=address, abi=abi_path)
     deployment = Deployment(
-        chain_id=provider.chain_id,
-        network=f"{network.ecosystem.name}:{network.name}:{provider.name}",
+        chain_id=backend.chain_id,
+        network=backend.network,
         contracts=contracts,
-        deploy_block=first.block_number,
-        deploy_block_hash=_hex(block.hash),
-        deployer=str(deployer.address),
+        deploy_block=first,
+        deploy_block_hash=_hex(backend.block_hash(first)),
+        deployer=backend.deployer,
         agent=str(agent),
     )
     if out_dir is not None:
-        deployment.save(Path(out_dir) / f"{network_slug(network.ecosystem.name, network.name)}.json")
+        deployment.save(Path(out_dir) / f"{record_name}.json")
     return deployment
+
+
+class _ApeBackend:
+    """:class:`DeployBackend` inside an Ape network context (``ape run deploy``, the demo)."""
+
+    def __init__(self, deployer: AccountAPI) -> None:
+        from ape import networks
+
+        provider = networks.provider
+        network = provider.network
+        self._account = deployer
+        self._instances: dict[str, Any] = {}
+        self.chain_id = int(provider.chain_id)
+        self.network = f"{network.ecosystem.name}:{network.name}:{provider.name}"
+        self.is_local = network.name == "local"
+        self.deployer = str(deployer.address)
+        self.slug = network_slug(network.ecosystem.name, network.name)
+
+    def deploy(self, name: str, *args: Any) -> tuple[str, list[dict[str, Any]], int]:
+        from ape import project
+
+        instance = self._account.deploy(getattr(project, name), *args)
+        self._instances[name] = instance
+        abi = [item.model_dump(mode="json", by_alias=True) for item in instance.contract_type.abi]
+        return str(instance.address), abi, int(_receipt(instance).block_number)
+
+    def transact(self, name: str, method: str, *args: Any) -> None:
+        getattr(self._instances[name], method)(*args, sender=self._account)
+
+    def call(self, name: str, method: str, *args: Any) -> Any:
+        return getattr(self._instances[name], method)(*args)
+
+    def block_hash(self, number: int) -> str:
+        from ape import chain
+
+        return _hex(chain.provider.get_block(number).hash)
+
+
+def deploy_collection(
+    params: DeployParams,
+    deployer: AccountAPI,
+    *,
+    out_dir: str | os.PathLike[str] | None = DEPLOYMENTS_DIR,
+) -> Deployment:
+    """:func:`deploy_with` through Ape (``ape run deploy``, the demo); the record is
+    ``<out_dir>/<network-slug>.json``. Must run inside an Ape network context."""
+    backend = _ApeBackend(deployer)
+    return deploy_with(backend, params, out_dir=out_dir, record_name=backend.slug)
 
 
 def _receipt(instance: Any) -> Any:

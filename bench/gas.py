@@ -158,6 +158,7 @@ def measure() -> tuple[list[tuple[str, ...]], list[str]]:
             500,
         )
         chain.send(lc.functions.grantRole(lc.functions.AGENT_ROLE().call(), agent), admin)
+        chain.send(lc.functions.grantRole(lc.functions.REFRESHER_ROLE().call(), agent), admin)
         chain.send(lc.functions.registerModel(b"\x11" * 32, "ipfs://manifest"), admin)
         chain.send(lc.functions.setActiveModel(1), admin)
         base = chain.deploy(*art["URIStorageBaseline"])
@@ -215,6 +216,17 @@ def measure() -> tuple[list[tuple[str, ...]], list[str]]:
                 TARGET_BATCH_FULFIL if nonce == 2 else None,
             )
 
+        # --- the skip path: a batch naming only requests that are no longer pending ---------------------
+        stale = [(t << 32) | 2 for t in fulfil_ids]  # fulfilled just above
+        receipt = chain.send(
+            lc.functions.fulfillEvolutions(
+                stale, seeds_of(lc, stale), _digests(rng, BATCH), _digests(rng, BATCH)
+            ),
+            agent,
+        )
+        assert len(lc.events.FulfilmentSkipped().process_receipt(receipt)) == BATCH
+        rows.add(f"fulfillEvolutions ({BATCH} ids, all skipped: not pending)", receipt, BATCH)
+
         # --- refresh BATCH contiguous tokens -------------------------------------------------------------
         for i, label in enumerate(("first write", "overwrite")):
             digests = _digests(rng, BATCH)
@@ -240,15 +252,29 @@ def measure() -> tuple[list[tuple[str, ...]], list[str]]:
         rows.add("requestEvolution, later request", req_again)
         keep, burn = refresh_ids[0], refresh_ids[1]
         rows.add("fuse (burn + request)", chain.send(lc.functions.fuse(keep, burn), holder, FEE))
+        # A batch front-run by one cancellation: that request is skipped, the other BATCH - 1 are fulfilled.
+        chain.send_many([(lc.functions.requestEvolution(t), holder, FEE) for t in fulfil_ids])
+        rids = [(t << 32) | 3 for t in fulfil_ids]
+        seeds = seeds_of(lc, rids)
         w3.provider.make_request("evm_increaseTime", [3601])
         w3.provider.make_request("evm_mine", [])
-        rows.add(
-            "cancelEvolution (refund)", chain.send(lc.functions.cancelEvolution((keep << 32) | 1), holder)
+        chain.send(lc.functions.cancelEvolution(rids[BATCH // 2]), holder)
+        receipt = chain.send(
+            lc.functions.fulfillEvolutions(rids, seeds, _digests(rng, BATCH), _digests(rng, BATCH)), agent
         )
+        assert len(lc.events.FulfilmentSkipped().process_receipt(receipt)) == 1
+        rows.add(f"fulfillEvolutions ({BATCH} requests, 1 cancelled before it: skipped)", receipt, BATCH)
+        rows.add(
+            "cancelEvolution (refund credited)",
+            chain.send(lc.functions.cancelEvolution((keep << 32) | 1), holder),
+        )
+        rows.add("withdrawRefund", chain.send(lc.functions.withdrawRefund(holder), holder))
         rows.add("withdrawFees", chain.send(lc.functions.withdrawFees(), minter1))
 
         assert w3.eth.get_balance(lc.address) == (
-            lc.functions.escrowedFees().call() + lc.functions.withdrawableFees().call()
+            lc.functions.escrowedFees().call()
+            + lc.functions.withdrawableFees().call()
+            + lc.functions.owedRefunds().call()
         )
         notes.append(
             f"LivingCollection runtime size {len(w3.eth.get_code(lc.address)):,} bytes (limit 24,576)."

@@ -123,6 +123,7 @@ class Devnet:
             f.registerModel(b"\x11" * 32, "ipfs://m"),
             f.setActiveModel(1),
             f.grantRole(f.AGENT_ROLE().call(), agent),
+            f.grantRole(f.REFRESHER_ROLE().call(), agent),
         )
         for fn in setup:
             self._wait(fn.transact({"from": self.admin}))

@@ -90,6 +90,7 @@ class Collection:
             f.registerModel(b"\x11" * 32, "ipfs://m"),
             f.setActiveModel(1),
             f.grantRole(f.AGENT_ROLE().call(), agent),
+            f.grantRole(f.REFRESHER_ROLE().call(), agent),
         ):
             self.wait(fn.transact({"from": self.admin}))
         minted = 0

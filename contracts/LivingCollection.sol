@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: MIT
-pragma solidity ^0.8.24;
+pragma solidity 0.8.37;
 
 import {ERC721} from "@openzeppelin/contracts/token/ERC721/ERC721.sol";
 import {ERC2981} from "@openzeppelin/contracts/token/common/ERC2981.sol";
 import {IERC4906} from "@openzeppelin/contracts/interfaces/IERC4906.sol";
 import {IERC165} from "@openzeppelin/contracts/utils/introspection/IERC165.sol";
-import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {AccessControlDefaultAdminRules} from
+    "@openzeppelin/contracts/access/extensions/AccessControlDefaultAdminRules.sol";
 import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 
@@ -21,13 +22,19 @@ import {EvolutionState, TokenState, PendingRequest} from "./libraries/EvolutionS
  * @dev Roles:
  *
  * - `DEFAULT_ADMIN_ROLE`: grants roles, registers and activates models, sets prices, fees, timeout, treasury,
- *   base URI and royalty. The constructor also gives the admin `MINTER_ROLE` and `PAUSER_ROLE`.
- * - `AGENT_ROLE`: writes metadata only ({fulfillEvolution}, {fulfillEvolutions}, {refreshMetadata}). It can never
- *   move funds or tokens: fees go to the treasury ({withdrawFees}) and refunds to the requester ({cancelEvolution}).
- *   A fulfilment names the request's seed, and is rejected unless it is the seed of the request pending now.
+ *   base URI and royalty, commits the genesis reveal. One account holds it, and it moves in two steps
+ *   (OpenZeppelin's {AccessControlDefaultAdminRules}: `beginDefaultAdminTransfer`, then the new admin's
+ *   `acceptDefaultAdminTransfer` after {ADMIN_TRANSFER_DELAY}); `grantRole` cannot grant it. The constructor also
+ *   gives the admin `MINTER_ROLE` and `PAUSER_ROLE`.
+ * - `AGENT_ROLE`: fulfils requests only ({fulfillEvolution}, {fulfillEvolutions}). It can never move funds or
+ *   tokens: fees go to the treasury ({withdrawFees}) and refunds to the requester ({withdrawRefund}). A fulfilment
+ *   names the request's seed, and is rejected unless it is the seed of the request pending now.
+ * - `REFRESHER_ROLE`: {refreshMetadata} only (re-renders of any live token, without a request or a fee), so that a
+ *   key that may rewrite every token's metadata at any time can be held apart from the fulfilment key.
  * - `MINTER_ROLE`: {airdrop}.
- * - `PAUSER_ROLE`: {pause} and {unpause}. Pausing stops {mint}, {requestEvolution} and {fuse}; fulfilments,
- *   refreshes, cancellations, withdrawals and transfers keep working, so no fee is ever stuck behind a pause.
+ * - `PAUSER_ROLE`: {pause} and {unpause}. Pausing stops {mint}, {airdrop}, {requestEvolution}, {fuse} and
+ *   {refreshMetadata}; fulfilments, cancellations, withdrawals and transfers keep working, so no fee is ever stuck
+ *   behind a pause.
  *
  * Token ids start at 1 and are sequential. Unknown (never minted or burnt) tokens make the views and {tokenURI}
  * revert with {LivingCollectionUnknownToken}, never with OpenZeppelin's `ERC721NonexistentToken` (which only the
@@ -38,16 +45,17 @@ import {EvolutionState, TokenState, PendingRequest} from "./libraries/EvolutionS
  * Every change emits ERC-4906 `MetadataUpdate` or `BatchMetadataUpdate` through {_metadataUpdated}.
  *
  * Fees: payments use the pull pattern. Evolution fees sit in escrow while their request is pending, move to the
- * withdrawable balance when the request is fulfilled, or go back to the requester when it is cancelled after its
- * timeout. Mint proceeds are withdrawable at once. `address(this).balance == escrowedFees() + withdrawableFees()`
- * (plus any ether forced in by `selfdestruct`, which nothing can withdraw).
+ * withdrawable balance when the request is fulfilled, or are credited to the requester ({refundOf},
+ * {withdrawRefund}) when it is cancelled after its timeout. Mint proceeds are withdrawable at once.
+ * `address(this).balance == escrowedFees() + withdrawableFees() + owedRefunds()` (plus any ether forced in by
+ * `selfdestruct`, which nothing can withdraw).
  */
 contract LivingCollection is
     ILivingCollection,
     IERC4906,
     ERC721,
     ERC2981,
-    AccessControl,
+    AccessControlDefaultAdminRules,
     Pausable,
     ReentrancyGuardTransient
 {
@@ -55,8 +63,10 @@ contract LivingCollection is
     // Constants
     // ----------------------------------------------------------------------------------------------------
 
-    /// @dev May fulfil requests and refresh metadata; nothing else.
+    /// @dev May fulfil requests; nothing else.
     bytes32 public constant AGENT_ROLE = keccak256("AGENT_ROLE");
+    /// @dev May {refreshMetadata}; nothing else.
+    bytes32 public constant REFRESHER_ROLE = keccak256("REFRESHER_ROLE");
     /// @dev May {airdrop}.
     bytes32 public constant MINTER_ROLE = keccak256("MINTER_ROLE");
     /// @dev May {pause} and {unpause}.
@@ -64,6 +74,15 @@ contract LivingCollection is
 
     /// @dev Upper bound for {requestTimeout}, so that no configuration can lock a fee away for long.
     uint256 public constant MAX_REQUEST_TIMEOUT = 30 days;
+    /// @dev Lower bound for {requestTimeout}: the agent gets at least this long (generation, review, inclusion)
+    /// before a requester may cancel, so a request is never cancellable in the block that opened it.
+    uint256 public constant MIN_REQUEST_TIMEOUT = 1 hours;
+    /// @dev Upper bound for the ERC-2981 default royalty, in basis points (10 %).
+    uint96 public constant MAX_ROYALTY_BPS = 1000;
+    /// @dev Initial delay of a default admin transfer ({AccessControlDefaultAdminRules}).
+    uint48 public constant ADMIN_TRANSFER_DELAY = 1 days;
+    /// @dev {commitReveal} must name a block at least this many blocks ahead, whose hash nobody knows yet.
+    uint256 public constant REVEAL_DELAY = 10;
 
     /// @dev Written into a burnt token's digest slot. Lets {refreshMetadata} reject burnt tokens from the slot it
     /// writes anyway (an SLOAD it pays for regardless) instead of a cold read of `_ownerOf`. No digest may equal it.
@@ -123,6 +142,15 @@ contract LivingCollection is
     uint128 private _escrowed;
     uint128 private _withdrawable;
 
+    /// @dev Refunds credited by {cancelEvolution} and not withdrawn yet, per account and in total.
+    mapping(address account => uint256 amount) private _refunds;
+    uint256 private _owedRefunds;
+
+    // The genesis reveal: committed once ({commitReveal}), recorded once ({reveal}).
+    bytes32 private _provenanceHash;
+    uint64 private _revealBlock;
+    bytes32 private _revealHash;
+
     // One slot: where fees go, and what an evolution costs.
     address private _treasury;
     uint96 private _evolutionFee;
@@ -140,14 +168,20 @@ contract LivingCollection is
     // ----------------------------------------------------------------------------------------------------
 
     /**
-     * @dev Sets the collection up. `admin` receives `DEFAULT_ADMIN_ROLE`, `MINTER_ROLE` and `PAUSER_ROLE`;
-     * `AGENT_ROLE` must be granted separately. The default royalty of `royaltyBps` basis points goes to `treasury`.
+     * @dev Sets the collection up. `admin` receives `DEFAULT_ADMIN_ROLE` (transferred in two steps, with an initial
+     * delay of {ADMIN_TRANSFER_DELAY}), `MINTER_ROLE` and `PAUSER_ROLE`; `AGENT_ROLE` and `REFRESHER_ROLE` must be
+     * granted separately. The default royalty of `royaltyBps` basis points goes to `treasury`.
      *
      * Requirements:
      *
      * - `admin` and `treasury` are not the zero address.
-     * - `mintPrice` and `evolutionFee` fit in 96 bits; `requestTimeout` is at most {MAX_REQUEST_TIMEOUT}.
-     * - `royaltyBps` is at most 10000.
+     * - `mintPrice` and `evolutionFee` fit in 96 bits; `requestTimeout` is within
+     *   [{MIN_REQUEST_TIMEOUT}, {MAX_REQUEST_TIMEOUT}].
+     * - `royaltyBps` is at most {MAX_ROYALTY_BPS}.
+     *
+     * Emits the configuration events ({TreasuryChanged}, {MintPriceChanged}, {EvolutionFeeChanged},
+     * {RequestTimeoutChanged}, {BaseURIChanged}, {DefaultRoyaltyChanged}), so an indexer sees every setting from the
+     * start.
      */
     constructor(
         string memory name_,
@@ -161,11 +195,9 @@ contract LivingCollection is
         uint256 requestTimeout_,
         string memory baseURI_,
         uint96 royaltyBps
-    ) ERC721(name_, symbol_) {
-        if (admin == address(0) || treasury_ == address(0)) revert LivingCollectionZeroAddress();
+    ) ERC721(name_, symbol_) AccessControlDefaultAdminRules(ADMIN_TRANSFER_DELAY, _nonZero(admin)) {
         _maxSupply = maxSupply_;
         _maxPerWallet = maxPerWallet_;
-        _grantRole(DEFAULT_ADMIN_ROLE, admin);
         _grantRole(MINTER_ROLE, admin);
         _grantRole(PAUSER_ROLE, admin);
         _setTreasury(treasury_);
@@ -173,7 +205,8 @@ contract LivingCollection is
         _setEvolutionFee(evolutionFee_);
         _setRequestTimeout(requestTimeout_);
         _baseTokenURI = baseURI_;
-        _setDefaultRoyalty(treasury_, royaltyBps);
+        emit BaseURIChanged(baseURI_);
+        _setRoyalty(treasury_, royaltyBps);
     }
 
     // ----------------------------------------------------------------------------------------------------
@@ -210,13 +243,20 @@ contract LivingCollection is
      *
      * Requirements:
      *
+     * - The contract is not paused.
      * - The caller has `MINTER_ROLE`.
      * - `quantity` is not zero and fits under the supply cap.
      * - If `to` is a contract, it implements {IERC721Receiver-onERC721Received}.
      *
      * Emits a {Transfer} event per token.
      */
-    function airdrop(address to, uint256 quantity) external virtual onlyRole(MINTER_ROLE) nonReentrant {
+    function airdrop(address to, uint256 quantity)
+        external
+        virtual
+        whenNotPaused
+        onlyRole(MINTER_ROLE)
+        nonReentrant
+    {
         _mintBatch(to, quantity);
     }
 
@@ -245,6 +285,7 @@ contract LivingCollection is
      * Requirements:
      *
      * - The contract is not paused.
+     * - A model is active (otherwise the request could only be cancelled).
      * - `tokenId` exists and the caller owns it or is approved for it.
      * - `msg.value == evolutionFee()`.
      * - `tokenId` has no pending request.
@@ -264,7 +305,7 @@ contract LivingCollection is
      *
      * Requirements:
      *
-     * - The contract is not paused.
+     * - The contract is not paused; a model is active.
      * - `keepId != burnId`, both exist and the caller owns or is approved for both.
      * - `msg.value == evolutionFee()`.
      * - Neither token has a pending request (a burnt token never has one).
@@ -283,15 +324,15 @@ contract LivingCollection is
 
     /**
      * @inheritdoc ILivingCollection
-     * @dev Works while paused. The refund goes to the requester, whoever calls. The timeout is the one in force
-     * when the request was opened.
+     * @dev Works while paused. The fee is credited to the requester, whoever calls, and the requester collects it
+     * with {withdrawRefund}: nothing is sent here, so a requester that rejects ETH cannot block the cancellation (and
+     * with it burning or re-requesting the token). The timeout is the one in force when the request was opened.
      *
      * Requirements:
      *
      * - `requestId` is pending.
      * - The caller is its requester or the token's current owner.
      * - At least the request's timeout has passed since it was opened.
-     * - The requester accepts the refund.
      *
      * Emits an {EvolutionCancelled} event.
      */
@@ -315,8 +356,30 @@ contract LivingCollection is
             state.nonce(), state.stage() - 1, state.previousModel(), state.previousModel(), bytes12(0)
         );
         _escrowed -= uint128(fee);
+        _refunds[requester] += fee;
+        _owedRefunds += fee;
         emit EvolutionCancelled(requestId, tokenId, requester, fee);
-        _sendValue(requester, fee);
+    }
+
+    /**
+     * @inheritdoc ILivingCollection
+     * @dev Works while paused. `to` lets a requester that cannot receive ETH itself (a contract) collect elsewhere.
+     *
+     * Requirements:
+     *
+     * - The caller has a refund credited ({refundOf}); otherwise reverts with {LivingCollectionNoRefund}.
+     * - `to` accepts the payment.
+     *
+     * Emits a {RefundWithdrawn} event.
+     */
+    function withdrawRefund(address to) external virtual nonReentrant {
+        uint256 amount = _refunds[msg.sender];
+        if (amount == 0) revert LivingCollectionNoRefund(msg.sender);
+        if (to == address(0)) revert LivingCollectionZeroAddress();
+        _refunds[msg.sender] = 0;
+        _owedRefunds -= amount;
+        emit RefundWithdrawn(msg.sender, to, amount);
+        _sendValue(to, amount);
     }
 
     // ----------------------------------------------------------------------------------------------------
@@ -346,24 +409,26 @@ contract LivingCollection is
         virtual
         onlyRole(AGENT_ROLE)
     {
-        uint256 fee = _fulfil(requestId, seed, metadataDigest, provenance, _requireActiveModel());
+        uint256 fee = _fulfil(requestId, seed, metadataDigest, provenance, _requireActiveModel(), true);
         _settle(fee);
     }
 
     /**
      * @inheritdoc ILivingCollection
      * @dev Same as {fulfillEvolution} for each request in order; the fees are settled with one storage write.
-     * The batch is all or nothing: one request that is not pending (unknown, already fulfilled, cancelled, or
-     * listed twice) or whose seed does not match reverts the whole transaction, so the agent should drop it and
-     * resubmit the rest ({isPendingWith} finds them before sending).
+     * A request that is not pending with its given seed (unknown, already fulfilled, cancelled, listed twice, or
+     * re-mined after a reorg with another seed) is skipped with a {FulfilmentSkipped} event, and the rest go
+     * through: a cancellation that lands just before the batch cannot revert it. The agent still drops such
+     * requests before sending ({isPendingWith}), and treats a skipped one as not fulfilled.
      *
      * Requirements:
      *
      * - The caller has `AGENT_ROLE`; a model is active.
      * - The four arrays have the same length.
-     * - Every request is pending with the given seed, and every digest is not zero.
+     * - Every digest is not zero (an agent error: it reverts the batch).
      *
-     * Emits an {Evolved} and a {MetadataUpdate} event per request.
+     * Emits an {Evolved} and a {MetadataUpdate} event per fulfilled request, a {FulfilmentSkipped} event per
+     * skipped one.
      */
     function fulfillEvolutions(
         uint256[] calldata requestIds,
@@ -376,9 +441,9 @@ contract LivingCollection is
         if (metadataDigests.length != n) revert LivingCollectionLengthMismatch(n, metadataDigests.length);
         if (provenances.length != n) revert LivingCollectionLengthMismatch(n, provenances.length);
         uint16 modelId = _requireActiveModel();
-        uint256 fees;
+        uint256 fees = 0;
         for (uint256 i = 0; i < n; ++i) {
-            fees += _fulfil(requestIds[i], seeds[i], metadataDigests[i], provenances[i], modelId);
+            fees += _fulfil(requestIds[i], seeds[i], metadataDigests[i], provenances[i], modelId, false);
         }
         _settle(fees);
     }
@@ -395,7 +460,8 @@ contract LivingCollection is
      *
      * Requirements:
      *
-     * - The caller has `AGENT_ROLE`.
+     * - The caller has `REFRESHER_ROLE`; the contract is not paused (a pause freezes every token's metadata but
+     *   for fulfilments of requests that holders paid for).
      * - `tokenIds` and `digests` have the same length.
      * - Every token exists (minted and not burnt); every digest is not zero.
      *
@@ -404,13 +470,14 @@ contract LivingCollection is
     function refreshMetadata(uint256[] calldata tokenIds, bytes32[] calldata digests, bytes32 provenance)
         external
         virtual
-        onlyRole(AGENT_ROLE)
+        whenNotPaused
+        onlyRole(REFRESHER_ROLE)
     {
         uint256 n = tokenIds.length;
         if (digests.length != n) revert LivingCollectionLengthMismatch(n, digests.length);
         uint256 minted = _totalMinted;
-        uint256 runStart;
-        uint256 previous;
+        uint256 runStart = 0;
+        uint256 previous = 0;
         for (uint256 i = 0; i < n; ++i) {
             uint256 tokenId = tokenIds[i];
             // tokenId - 1 wraps for 0, so one comparison rejects 0 and never-minted ids.
@@ -534,7 +601,7 @@ contract LivingCollection is
      *
      * Requirements:
      *
-     * - The caller has `DEFAULT_ADMIN_ROLE`; `timeout` is at most {MAX_REQUEST_TIMEOUT}.
+     * - The caller has `DEFAULT_ADMIN_ROLE`; `timeout` is within [{MIN_REQUEST_TIMEOUT}, {MAX_REQUEST_TIMEOUT}].
      *
      * Emits a {RequestTimeoutChanged} event.
      */
@@ -576,17 +643,92 @@ contract LivingCollection is
      *
      * Requirements:
      *
-     * - The caller has `DEFAULT_ADMIN_ROLE`; `receiver` is not zero; `feeNumerator` is at most 10000.
+     * - The caller has `DEFAULT_ADMIN_ROLE`; `receiver` is not zero; `feeNumerator` is at most {MAX_ROYALTY_BPS}.
      *
      * Emits a {DefaultRoyaltyChanged} event.
      */
     function setDefaultRoyalty(address receiver, uint96 feeNumerator) external virtual onlyRole(DEFAULT_ADMIN_ROLE) {
-        _setDefaultRoyalty(receiver, feeNumerator);
-        emit DefaultRoyaltyChanged(receiver, feeNumerator);
+        _setRoyalty(receiver, feeNumerator);
+    }
+
+    // ----------------------------------------------------------------------------------------------------
+    // Genesis reveal (commit on-chain, reveal from the committed block's hash)
+    // ----------------------------------------------------------------------------------------------------
+
+    /**
+     * @dev Commits, once, to the genesis reveal: `provenanceHash` (sha256 over the shuffled collection's items)
+     * and `revealBlock`, a future block whose hash picks the offset (`uint256(revealHash) mod N`; token `t` shows
+     * item `(t - 1 + offset) mod N`). Committing before the block exists, on-chain and once, leaves the operator
+     * no choice among blocks or provenance hashes.
+     *
+     * Requirements:
+     *
+     * - The caller has `DEFAULT_ADMIN_ROLE`; no reveal was committed before.
+     * - `revealBlock >= block.number + REVEAL_DELAY`.
+     *
+     * Emits a {RevealCommitted} event.
+     */
+    function commitReveal(bytes32 provenanceHash, uint64 revealBlock) external virtual onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (_revealBlock != 0) revert LivingCollectionRevealCommitted();
+        uint256 earliest = block.number + REVEAL_DELAY;
+        if (revealBlock < earliest) revert LivingCollectionRevealTooSoon(revealBlock, earliest);
+        _provenanceHash = provenanceHash;
+        _revealBlock = revealBlock;
+        emit RevealCommitted(provenanceHash, revealBlock);
     }
 
     /**
-     * @dev Stops {mint}, {requestEvolution} and {fuse}.
+     * @dev Records the hash of the committed reveal block. Anyone may call it once the block is mined. The EVM
+     * only knows the last 256 block hashes: when the reveal block is older, nothing is revealed and the reveal moves
+     * to block `block.number + REVEAL_DELAY` ({RevealCommitted} again), whose hash nobody knows yet.
+     *
+     * Requirements:
+     *
+     * - A reveal is committed and not recorded yet; its block is mined (`block.number > revealBlock`).
+     *
+     * Emits a {Revealed} event (or {RevealCommitted} when the block was missed).
+     */
+    function reveal() external virtual {
+        uint64 revealBlock = _revealBlock;
+        if (revealBlock == 0 || _revealHash != 0) revert LivingCollectionNothingToReveal();
+        if (block.number <= revealBlock) revert LivingCollectionRevealNotReady(revealBlock);
+        bytes32 hash = blockhash(revealBlock);
+        if (hash == 0) {
+            revealBlock = uint64(block.number + REVEAL_DELAY);
+            _revealBlock = revealBlock;
+            emit RevealCommitted(_provenanceHash, revealBlock);
+            return;
+        }
+        _revealHash = hash;
+        emit Revealed(revealBlock, hash);
+    }
+
+    /// @dev The committed provenance hash, reveal block and (once {reveal} recorded it) that block's hash; all zero
+    /// before {commitReveal}.
+    function revealCommitment()
+        external
+        view
+        virtual
+        returns (bytes32 provenanceHash, uint64 revealBlock, bytes32 revealHash)
+    {
+        return (_provenanceHash, _revealBlock, _revealHash);
+    }
+
+    /**
+     * @dev The genesis offset for a collection of `n` items: `uint256(revealHash) mod n`.
+     *
+     * Requirements:
+     *
+     * - The reveal is recorded; otherwise reverts with {LivingCollectionNotRevealed}. `n` is not zero.
+     */
+    function revealOffset(uint256 n) external view virtual returns (uint256) {
+        bytes32 hash = _revealHash;
+        if (hash == 0) revert LivingCollectionNotRevealed();
+        return uint256(hash) % n;
+    }
+
+    /**
+     * @dev Stops {mint}, {airdrop}, {requestEvolution}, {fuse} and {refreshMetadata}.
      *
      * Requirements:
      *
@@ -599,7 +741,7 @@ contract LivingCollection is
     }
 
     /**
-     * @dev Resumes {mint}, {requestEvolution} and {fuse}.
+     * @dev Resumes {mint}, {airdrop}, {requestEvolution}, {fuse} and {refreshMetadata}.
      *
      * Requirements:
      *
@@ -752,6 +894,16 @@ contract LivingCollection is
         return _withdrawable;
     }
 
+    /// @inheritdoc ILivingCollection
+    function refundOf(address account) external view virtual returns (uint256) {
+        return _refunds[account];
+    }
+
+    /// @dev Refunds credited by cancellations and not withdrawn yet, all accounts together.
+    function owedRefunds() external view virtual returns (uint256) {
+        return _owedRefunds;
+    }
+
     /// @dev Where {withdrawFees} sends the money.
     function treasury() external view virtual returns (address) {
         return _treasury;
@@ -795,15 +947,16 @@ contract LivingCollection is
         return _modelIds[weightsDigest];
     }
 
-    /// @inheritdoc ERC721
+    /// @dev ERC-165: also ERC-4906 (`0x49064906`) and {ILivingCollection}.
     function supportsInterface(bytes4 interfaceId)
         public
         view
         virtual
-        override(IERC165, ERC721, ERC2981, AccessControl)
+        override(IERC165, ERC721, ERC2981, AccessControlDefaultAdminRules)
         returns (bool)
     {
-        return interfaceId == bytes4(0x49064906) || super.supportsInterface(interfaceId);
+        return interfaceId == bytes4(0x49064906) || interfaceId == type(ILivingCollection).interfaceId
+            || super.supportsInterface(interfaceId);
     }
 
     // ----------------------------------------------------------------------------------------------------
@@ -813,24 +966,35 @@ contract LivingCollection is
     /**
      * @dev Fulfils one request and returns its fee (the caller settles fees). Reads the token's slots B (the
      * seed tag) and C, zeroes C and writes A (B too if the active model changed since the request opened); no
-     * `_ownerOf` read, since a pending request implies a live token.
+     * `_ownerOf` read, since a pending request implies a live token. A request that is not pending with `seed`
+     * reverts when `strict`, and is otherwise skipped (a {FulfilmentSkipped} event, fee 0, nothing written).
      *
      * Requirements:
      *
-     * - `requestId` is pending; `seed` matches its seed tag; `digest` is neither zero nor the burnt marker.
+     * - `digest` is neither zero nor the burnt marker.
+     * - When `strict`: `requestId` is pending and `seed` matches its seed tag.
      *
-     * Emits an {Evolved} event, then a {MetadataUpdate} event.
+     * Emits an {Evolved} event, then a {MetadataUpdate} event (or a {FulfilmentSkipped} event).
      */
-    function _fulfil(uint256 requestId, bytes32 seed, bytes32 digest, bytes32 provenance, uint16 modelId)
-        internal
-        virtual
-        returns (uint256 fee)
-    {
+    function _fulfil(
+        uint256 requestId,
+        bytes32 seed,
+        bytes32 digest,
+        bytes32 provenance,
+        uint16 modelId,
+        bool strict
+    ) internal virtual returns (uint256 fee) {
         uint256 tokenId = requestId >> 32;
         PendingRequest request = _requests[tokenId];
-        if (!request.isRequest(requestId)) revert LivingCollectionRequestNotPending(requestId);
         TokenState state = _tokenState[tokenId];
-        if (!state.matchesSeed(seed)) revert LivingCollectionSeedMismatch(requestId, seed);
+        if (!request.isRequest(requestId) || !state.matchesSeed(seed)) {
+            if (strict) {
+                if (!request.isRequest(requestId)) revert LivingCollectionRequestNotPending(requestId);
+                revert LivingCollectionSeedMismatch(requestId, seed);
+            }
+            emit FulfilmentSkipped(requestId);
+            return 0;
+        }
         _requests[tokenId] = PendingRequest.wrap(0);
         if (request.model() != modelId) _tokenState[tokenId] = state.withModel(modelId);
         _writeDigest(tokenId, digest);
@@ -859,7 +1023,7 @@ contract LivingCollection is
         TokenState state = _tokenState[tokenId];
         uint32 nonce = state.nonce() + 1; // checked: a token takes at most 2**32 - 1 requests
         uint32 stage = state.stage(); // the current stage: no request is pending
-        uint16 model = _activeModel;
+        uint16 model = _requireActiveModel();
         requestId = tokenId << 32 | nonce;
         bytes32 seed = keccak256(abi.encode(block.prevrandao, blockhash(block.number - 1), tokenId, requestId));
         _tokenState[tokenId] =
@@ -946,6 +1110,18 @@ contract LivingCollection is
         if (!ok) revert LivingCollectionTransferFailed(to, amount);
     }
 
+    function _setRoyalty(address receiver, uint96 feeNumerator) private {
+        if (feeNumerator > MAX_ROYALTY_BPS) revert LivingCollectionRoyaltyTooHigh(feeNumerator, MAX_ROYALTY_BPS);
+        _setDefaultRoyalty(receiver, feeNumerator);
+        emit DefaultRoyaltyChanged(receiver, feeNumerator);
+    }
+
+    /// @dev `account`, checked not to be zero (for the base constructor's argument, so the error is ours).
+    function _nonZero(address account) private pure returns (address) {
+        if (account == address(0)) revert LivingCollectionZeroAddress();
+        return account;
+    }
+
     function _setTreasury(address treasury_) private {
         if (treasury_ == address(0)) revert LivingCollectionZeroAddress();
         address previous = _treasury;
@@ -968,7 +1144,7 @@ contract LivingCollection is
     }
 
     function _setRequestTimeout(uint256 timeout) private {
-        if (timeout > MAX_REQUEST_TIMEOUT) revert LivingCollectionInvalidTimeout(timeout);
+        if (timeout < MIN_REQUEST_TIMEOUT || timeout > MAX_REQUEST_TIMEOUT) revert LivingCollectionInvalidTimeout(timeout);
         uint256 previous = _requestTimeout;
         _requestTimeout = uint40(timeout);
         emit RequestTimeoutChanged(previous, timeout);

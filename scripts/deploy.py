@@ -1,4 +1,6 @@
-"""Deploy the collection: ``ape run deploy --network ethereum:local:foundry`` (or any Ape network).
+"""Deploy the collection: ``ape run deploy --network ethereum:local:foundry`` (or any Ape network), from inside the
+checkout. Outside it, or without Ape, ``chrysalis deploy --rpc-url URL --from ACCOUNT`` does the same through plain
+web3 (both share :func:`agent.deployment.deploy_with`).
 
 Writes ``deployments/<network>.json`` (``deployments/local.json`` on local networks) and ``deployments/abi/``.
 Every option can also come from the environment (``CHRYSALIS_DEPLOY_<OPTION>``, e.g.
@@ -51,11 +53,15 @@ def _opt(name: str, type_: object, help_: str) -> object:
 @_opt("mint-price", int, "Public mint price, wei per token.")
 @_opt("max-per-wallet", int, "Public mint cap per wallet (0 = none).")
 @_opt("evolution-fee", int, "Fee per evolution request, wei.")
-@_opt("request-timeout", int, "Seconds after which a pending request may be cancelled and refunded.")
+@_opt(
+    "request-timeout",
+    int,
+    "Seconds (at least 3600) after which a pending request may be cancelled and refunded.",
+)
 @_opt("base-uri", str, "tokenURI prefix before a token's first metadata digest.")
 @_opt("royalty-bps", int, "ERC-2981 default royalty, basis points.")
 @_opt("treasury", str, "Fee recipient (default: the deployer).")
-@_opt("agent", str, "Address granted AGENT_ROLE (default: the deployer).")
+@_opt("agent", str, "Address granted AGENT_ROLE and REFRESHER_ROLE (default: the deployer).")
 @_opt("model-digest", str, "sha256 (hex) of the initial model's weights: registered and activated if given.")
 @_opt("model-manifest", str, "URI of the initial model's manifest.")
 @click.option(

@@ -12,9 +12,13 @@ out so that anyone can check it:
 3. **Commit.** The provenance hash is ``sha256(d_0 || d_1 || ... || d_{N-1})`` over the 32-byte record digests in
    item order (:func:`provenance_hash`). It is published before reveal (``provenance.json``; put it on your site,
    in a tweet, in the contract's description): from then on no item can be changed or reordered unnoticed.
-4. **Reveal.** A block chosen *after* the commit (``reveal block``, announced with the provenance hash) decides
-   the offset: ``offset = uint256(blockhash(reveal block)) mod N`` (:func:`reveal_offset`). Nobody knows that
-   hash when committing, so nobody can place a rare item on a chosen token id.
+4. **Reveal.** A block chosen *after* the commit (``reveal block``) decides the offset:
+   ``offset = uint256(blockhash(reveal block)) mod N`` (:func:`reveal_offset`). Nobody knows that hash when
+   committing, so nobody can place a rare item on a chosen token id. With a deployed collection both are
+   committed on-chain, once (``commitReveal(provenanceHash, revealBlock)``, at least ``REVEAL_DELAY`` blocks
+   ahead), the contract records the hash itself (``reveal()``) and ``revealOffset(N)`` is the offset, so the
+   operator can neither pick among past blocks nor swap the provenance hash (``reveal.json``'s ``contract``
+   names that collection). Before a deployment the block is only announced with the provenance hash.
 5. **Mapping.** Token id ``t`` (``1 .. N``, the collection's ids) shows item ``(t - 1 + offset) mod N``
    (:func:`token_to_item`); item ``i`` is token ``(i - offset) mod N + 1`` (:func:`item_to_token`).
 
@@ -105,6 +109,8 @@ class Reveal:
         block_number: The reveal block. block_hash: Its hash (``0x`` hex). chain_id: The chain (0 when unknown).
         offset: ``uint256(block_hash) mod size``. size: The collection size.
         provenance_sha256: The provenance hash the reveal applies to.
+        contract: The collection whose on-chain commitment (``commitReveal`` / ``reveal``) fixed the block, or
+            None when the block was only announced off-chain.
     """
 
     block_number: int
@@ -113,10 +119,18 @@ class Reveal:
     offset: int
     size: int
     provenance_sha256: str
+    contract: str | None = None
 
     @classmethod
     def of(
-        cls, *, block_number: int, block_hash: str, chain_id: int, size: int, provenance_sha256: str
+        cls,
+        *,
+        block_number: int,
+        block_hash: str,
+        chain_id: int,
+        size: int,
+        provenance_sha256: str,
+        contract: str | None = None,
     ) -> Reveal:
         block_hash = "0x" + block_hash.lower().removeprefix("0x")
         return cls(
@@ -126,10 +140,13 @@ class Reveal:
             offset=reveal_offset(block_hash, size),
             size=size,
             provenance_sha256=provenance_sha256,
+            contract=contract,
         )
 
     def to_json(self) -> dict[str, Any]:
+        bound = {} if self.contract is None else {"contract": self.contract}
         return {
+            **bound,
             "scheme": SCHEME,
             "block_number": self.block_number,
             "block_hash": self.block_hash,
@@ -148,6 +165,7 @@ class Reveal:
             chain_id=int(data.get("chain_id", 0)),
             size=int(data["size"]),
             provenance_sha256=str(data["provenance_sha256"]),
+            contract=str(data["contract"]) if data.get("contract") else None,
         )
         if int(data["offset"]) != reveal.offset:
             raise ConfigError(

@@ -1,7 +1,12 @@
 """Revealing and publishing a genesis: metadata files in one UnixFS directory, pinned, and the base URI set.
 
+- :func:`commit_reveal` commits the provenance hash and a future reveal block on the collection
+  (``commitReveal``, admin, once); :func:`reveal_on_chain` then has the contract record that block's hash
+  (``reveal()``, anyone) and takes its ``revealOffset(N)`` as the offset. With a deployment this is the path: the
+  operator chooses neither the block nor, after the commit, the provenance hash.
 - :func:`reveal_genesis` fixes the offset from the reveal block's hash (:mod:`agent.genesis.provenance`) and
-  records it in ``reveal.json``; a directory that was revealed refuses any other reveal block.
+  records it in ``reveal.json``; a directory that was revealed refuses any other reveal block. Called alone (no
+  deployment yet), the block is only announced off-chain.
 - :func:`publish_genesis` writes token ``t``'s metadata (:mod:`agent.publish.metadata`: name ``"<name> #t"``, the
   item's lore, image, traits, stage 0, its inference receipt) as one raw block, and builds the directory::
 
@@ -20,7 +25,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from agent.errors import BackendUnavailableError, ConfigError, IntegrityError, NotFoundError, RetryableError
 from agent.genesis.generate import genesis_snapshot
 from agent.genesis.ledger import Ledger
-from agent.genesis.provenance import Reveal, token_to_item
+from agent.genesis.provenance import Reveal, reveal_offset, token_to_item
 from agent.redact import redact_text, redact_url
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -37,6 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from agent.ipfs.backends.replicated import Replicator
     from agent.ipfs.repo import IpfsRepo
     from agent.settings import SubmitSettings
+    from agent.submit.rpc import BlockId
     from agent.submit.signer import Signer
 
 REVEAL_NAME = "reveal.json"
@@ -123,17 +130,34 @@ def reveal_genesis(
     block_hash: str | None = None,
     chain_id: int = 0,
     rpc_url: str | None = None,
+    contract: str | None = None,
 ) -> Reveal:
     """Fix the offset from ``block_number``'s hash and record it in ``reveal.json``.
 
-    The hash is read from ``rpc_url`` unless given. Revealing again with the same block returns the recorded
-    reveal; with another block it is refused.
+    With ``rpc_url`` the hash is read from that node, and ``block_hash`` (``--reveal-hash``, the hash the operator
+    announced), when given, must equal it: a mismatch or an unreachable node records nothing. Without ``rpc_url``
+    the given ``block_hash`` is used as is (offline use of this function; the CLI always passes the node, so it
+    never records an unchecked reveal). ``block_hash`` must be ``0x`` + 64 hex digits. Revealing again with the
+    same block returns the recorded reveal; with another block it is refused. ``contract``: the collection whose
+    on-chain commitment fixed the block (:func:`reveal_on_chain`), recorded with the reveal.
 
     Raises:
         NotFoundError: the generation is not finished.
-        ConfigError: neither a hash nor an RPC URL is given, or the directory was revealed with another block.
+        ConfigError: neither a hash nor an RPC URL is given, ``block_hash`` is malformed, or the directory was
+            revealed with another block.
+        IntegrityError: ``block_hash`` is not the node's hash of that block.
         RevealNotReadyError: the block is not mined yet.
+        BackendUnavailableError: the node cannot be reached (nothing is recorded).
     """
+    if block_hash is not None:
+        raw = block_hash.removeprefix("0x")
+        if len(raw) != 64 or any(c not in "0123456789abcdefABCDEF" for c in raw):
+            raise ConfigError(
+                f"--reveal-hash {block_hash!r} is not a block hash",
+                hint="pass the reveal block's hash as 0x followed by 64 hex digits (or leave it out: the node's "
+                "hash is read)",
+            )
+        block_hash = "0x" + raw.lower()
     provenance = load_provenance(out_dir)
     path = out_dir / REVEAL_NAME
     existing = Reveal.from_json(json.loads(path.read_text())) if path.is_file() else None
@@ -144,19 +168,27 @@ def reveal_genesis(
             hint="the offset is fixed once; publish with --reveal-block "
             f"{existing.block_number}, or start a new genesis",
         )
-    if block_hash is None:
-        if rpc_url is None:
-            raise ConfigError(
-                f"the hash of reveal block {block_number} is needed",
-                hint="pass --rpc-url (or set chain.rpc_url) to read it, or --reveal-hash 0x...",
-            )
+    if rpc_url is not None:
+        given = block_hash
         block_hash, chain_id = block_hash_at(rpc_url, block_number)
+        if given is not None and given != block_hash.lower():
+            raise IntegrityError(
+                f"--reveal-hash {given} is not the hash of block {block_number}: the node at "
+                f"{redact_url(rpc_url)} has {block_hash}; nothing was recorded",
+                hint="check the block number and the chain (--rpc-url), or leave --reveal-hash out",
+            )
+    elif block_hash is None:
+        raise ConfigError(
+            f"the hash of reveal block {block_number} is needed",
+            hint="pass --rpc-url (or set chain.rpc_url) to read it",
+        )
     reveal = Reveal.of(
         block_number=block_number,
         block_hash=block_hash,
         chain_id=chain_id,
         size=int(provenance["size"]),
         provenance_sha256=str(provenance["provenance_sha256"]),
+        contract=contract,
     )
     if existing is not None:
         if existing.block_hash != reveal.block_hash:
@@ -276,6 +308,119 @@ def _checked(path: Path, sha256: str) -> bytes:
     return data
 
 
+# -- on-chain: the collection's base URI and its genesis reveal commitment -------------------------------------
+
+
+@dataclass(frozen=True)
+class Commitment:
+    """The collection's genesis reveal commitment (``revealCommitment()``), read at block ``head``.
+
+    Attributes:
+        contract: The collection. chain_id: Its chain. head: The block it was read at.
+        provenance_sha256: The committed provenance hash (hex, no ``0x``; ``""`` when nothing is committed).
+        reveal_block: The committed reveal block (0: nothing committed).
+        reveal_hash: That block's hash as ``reveal()`` recorded it (``0x`` hex), or None before.
+    """
+
+    contract: str
+    chain_id: int
+    head: int
+    provenance_sha256: str
+    reveal_block: int
+    reveal_hash: str | None
+
+    @property
+    def committed(self) -> bool:
+        return self.reveal_block != 0
+
+    @property
+    def blocks_to_wait(self) -> int:
+        """Blocks still to mine before ``reveal()`` can record the hash (it needs ``block.number > revealBlock``)."""
+        return max(0, self.reveal_block + 1 - self.head)
+
+
+class _Collection:
+    """The deployment's collection on the node at ``rpc_url``: read calls and admin transactions through the
+    project's sender (fees, nonces, dry run, confirmations), with the chain id checked against the deployment."""
+
+    def __init__(self, deployment: Deployment, rpc_url: str, settings: SubmitSettings | None = None) -> None:
+        from web3 import Web3
+
+        from agent.settings import SubmitSettings
+        from agent.submit.errors import ErrorDecoder
+        from agent.submit.rpc import ChainRpc
+
+        self.abi = deployment.abi()
+        self.address = Web3.to_checksum_address(deployment.address())
+        self.settings = settings or SubmitSettings()
+        self.rpc = ChainRpc.connect(
+            rpc_url,
+            retries=self.settings.rpc_retries,
+            backoff_s=self.settings.rpc_backoff_s,
+            decoder=ErrorDecoder([self.abi]),
+        )
+        self.chain_id = self.rpc.chain_id()
+        if self.chain_id != deployment.chain_id:
+            raise ConfigError(
+                f"{redact_url(rpc_url)} is chain {self.chain_id}, but the deployment is on chain "
+                f"{deployment.chain_id}",
+                hint="point --rpc-url at the deployment's chain, or pass its deployment record with --deployment",
+            )
+        self.contract = Web3().eth.contract(address=self.address, abi=self.abi)
+
+    def require(self, *functions: str) -> None:
+        names = {e.get("name") for e in self.abi if e.get("type") == "function"}
+        missing = [f for f in functions if f not in names]
+        if missing:
+            raise ConfigError(
+                f"the collection at {self.address} has no {', '.join(missing)}(): it was deployed before the "
+                "on-chain genesis reveal",
+                hint="deploy the current LivingCollection (`chrysalis deploy`) and pass its record with --deployment",
+            )
+
+    def call(self, fn: str, *args: Any, types: list[str], block: BlockId = "latest") -> tuple[Any, ...]:
+        from eth_abi import decode as abi_decode
+
+        raw = self.rpc.call(
+            {"to": self.address, "data": self.contract.encode_abi(fn, args=list(args))}, block
+        )
+        return tuple(abi_decode(types, raw))
+
+    def send(self, signer: Signer, fn: str, *args: Any, what: str) -> Confirmation:
+        """Send ``fn(*args)`` from ``signer`` and wait for it; a missing admin role is a clear error (``what``:
+        what the call does, for that message)."""
+        from agent.submit.errors import DryRunRevertedError
+        from agent.submit.sender import TxRequest, Web3TxSender
+
+        sender = Web3TxSender(self.rpc, signer, self.settings, decoder=self.rpc.decoder)
+        data = self.contract.encode_abi(fn, args=list(args))
+        try:
+            return sender.send_and_wait(TxRequest(to=self.address, data=bytes.fromhex(data[2:]), label=fn))
+        except DryRunRevertedError as exc:
+            if exc.error.name == "AccessControlUnauthorizedAccount":
+                raise ConfigError(
+                    f"{signer.address} may not {what} of {self.address}: {fn} needs DEFAULT_ADMIN_ROLE",
+                    hint="sign with the collection admin's key (--keystore / --ape-account), or have the admin "
+                    "grant the role",
+                ) from None
+            raise
+
+    def commitment(self, block: BlockId = "latest") -> Commitment:
+        self.require("commitReveal", "reveal", "revealCommitment", "revealOffset")
+        head = self.rpc.block_number() if block == "latest" else int(block)
+        provenance, reveal_block, reveal_hash = self.call(
+            "revealCommitment", types=["bytes32", "uint64", "bytes32"], block=head
+        )
+        return Commitment(
+            contract=self.address,
+            chain_id=self.chain_id,
+            head=head,
+            provenance_sha256=bytes(provenance).hex() if int(reveal_block) else "",
+            reveal_block=int(reveal_block),
+            reveal_hash="0x" + bytes(reveal_hash).hex() if any(bytes(reveal_hash)) else None,
+        )
+
+
 def set_base_uri(
     deployment: Deployment,
     base_uri: str,
@@ -290,45 +435,217 @@ def set_base_uri(
         ConfigError: the node is another chain than the deployment's, or the account lacks ``DEFAULT_ADMIN_ROLE``.
         IntegrityError: after the transaction, ``baseURI()`` does not return ``base_uri``.
     """
-    from eth_abi import decode as abi_decode
-    from web3 import Web3
-
-    from agent.submit.errors import DryRunRevertedError
-    from agent.submit.sender import TxRequest, Web3TxSender
-
-    abi = deployment.abi()
-    address = deployment.address()
-    sender = Web3TxSender.connect(rpc_url, signer, settings, abis=[abi])
-    chain_id = sender.rpc.chain_id()
-    if chain_id != deployment.chain_id:
-        raise ConfigError(
-            f"{redact_url(rpc_url)} is chain {chain_id}, but the deployment is on chain {deployment.chain_id}",
-            hint="point --rpc-url at the deployment's chain, or pass its deployment record with --deployment",
-        )
-    collection = Web3().eth.contract(address=Web3.to_checksum_address(address), abi=abi)
-    data = collection.encode_abi("setBaseURI", args=[base_uri])
-    try:
-        confirmation = sender.send_and_wait(
-            TxRequest(to=address, data=bytes.fromhex(data[2:]), label="setBaseURI")
-        )
-    except DryRunRevertedError as exc:
-        if exc.error.name == "AccessControlUnauthorizedAccount":
-            raise ConfigError(
-                f"{signer.address} may not set the base URI of {address}: setBaseURI needs DEFAULT_ADMIN_ROLE",
-                hint="sign with the collection admin's key (--keystore / --ape-account), or have the admin grant "
-                "the role",
-            ) from None
-        raise
-    raw = sender.rpc.call(
-        {"to": address, "data": collection.encode_abi("baseURI")}, confirmation.block_number
-    )
-    decoded = str(abi_decode(["string"], raw)[0])
+    collection = _Collection(deployment, rpc_url, settings)
+    confirmation = collection.send(signer, "setBaseURI", base_uri, what="set the base URI")
+    decoded = str(collection.call("baseURI", types=["string"], block=confirmation.block_number)[0])
     if decoded != base_uri:
         raise IntegrityError(
             f"after setBaseURI the collection's baseURI() is {decoded!r}, not {base_uri!r}",
             hint="another transaction changed it in the same block; check the collection's admin activity",
         )
     return confirmation
+
+
+COMMIT_MARGIN = 5
+"""Blocks added to the contract's ``REVEAL_DELAY`` when committing, so the commit may wait that long to be mined."""
+
+
+def commit_reveal(
+    out_dir: Path,
+    deployment: Deployment,
+    signer: Signer,
+    *,
+    rpc_url: str,
+    settings: SubmitSettings | None = None,
+    margin: int = COMMIT_MARGIN,
+) -> tuple[Commitment, Confirmation | None]:
+    """Commit the finished genesis in ``out_dir`` on-chain: ``commitReveal(provenance hash, head + REVEAL_DELAY +
+    margin)`` from ``signer`` (the collection admin). A collection commits once: when it already committed this
+    genesis' provenance hash nothing is sent (the confirmation is None).
+
+    Raises:
+        NotFoundError: the generation is not finished.
+        ConfigError: the collection committed another provenance hash; the node is another chain; the account
+            lacks ``DEFAULT_ADMIN_ROLE``; the collection predates the on-chain reveal.
+        RetryableError: the commit was mined too late for its reveal block (nothing was committed; run again).
+    """
+    from agent.submit.errors import RevertError
+
+    ours = str(load_provenance(out_dir)["provenance_sha256"])
+    collection = _Collection(deployment, rpc_url, settings)
+    for _ in range(2):  # a commit that raced another one is judged by what was committed
+        current = collection.commitment()
+        if current.committed:
+            if current.provenance_sha256 != ours:
+                raise ConfigError(
+                    f"{current.contract} already committed provenance {current.provenance_sha256} (reveal block "
+                    f"{current.reveal_block}); it cannot commit {ours} of {out_dir}",
+                    hint="a collection commits one genesis, once: publish the committed genesis (its --out "
+                    "directory), or deploy a new collection for this one",
+                )
+            return current, None
+        (delay,) = collection.call("REVEAL_DELAY", types=["uint256"])
+        block = current.head + int(delay) + margin
+        try:
+            confirmation = collection.send(
+                signer, "commitReveal", bytes.fromhex(ours), block, what="commit the genesis reveal"
+            )
+        except RevertError as exc:
+            if exc.error.name == "LivingCollectionRevealCommitted":
+                continue
+            if exc.error.name == "LivingCollectionRevealTooSoon":
+                raise RetryableError(
+                    f"commitReveal for reveal block {block} was mined too late ({exc.error}); nothing was committed",
+                    hint="run the same command again: it picks a later block",
+                ) from None
+            raise
+        committed = collection.commitment(confirmation.block_number)
+        if (committed.provenance_sha256, committed.reveal_block) != (ours, block):
+            raise IntegrityError(
+                f"after commitReveal the collection committed {committed.provenance_sha256} at block "
+                f"{committed.reveal_block}, not {ours} at block {block}",
+                hint="another admin transaction committed first; check the collection's admin activity",
+            )
+        return committed, confirmation
+    raise IntegrityError(  # pragma: no cover  (a second race within one command)
+        f"{collection.address} reported a commitment that it then did not hold",
+        hint="check --rpc-url: the node may be load-balanced over nodes at different heights",
+    )
+
+
+def reveal_on_chain(
+    out_dir: Path,
+    deployment: Deployment,
+    *,
+    rpc_url: str,
+    signer: Callable[[], Signer] | None = None,
+    settings: SubmitSettings | None = None,
+    block_number: int | None = None,
+    block_hash: str | None = None,
+    wait: bool = False,
+    poll_s: float = 2.0,
+    on_wait: Callable[[Commitment], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Reveal:
+    """Reveal the genesis in ``out_dir`` from the collection's on-chain commitment and record it (``reveal.json``).
+
+    The commitment must name this genesis' provenance hash. Once its block is mined, ``reveal()`` is sent (from
+    ``signer()``, any funded account; only when the hash is not recorded yet) and the offset is the contract's
+    ``revealOffset(N)``, checked against :func:`~agent.genesis.provenance.reveal_offset` of the recorded hash and
+    against the node's hash of that block. ``block_number`` / ``block_hash`` (``--reveal-block`` /
+    ``--reveal-hash``), when given, must be the committed block and the recorded hash. With ``wait`` it polls
+    every ``poll_s`` seconds (``on_wait`` sees each reading) instead of failing while the block is not mined.
+
+    Raises:
+        NotFoundError: the generation is not finished.
+        ConfigError: nothing is committed; another provenance hash is committed; ``block_number`` is not the
+            committed block; a reveal is needed but no ``signer`` is given; ``reveal.json`` holds another block.
+        IntegrityError: ``block_hash``, the node's block hash or ``revealOffset`` disagree with the recorded hash.
+        RevealNotReadyError: (without ``wait``) the block is not mined yet, or it was missed and moved.
+    """
+    from agent.submit.errors import RevertError
+
+    provenance = load_provenance(out_dir)
+    ours, size = str(provenance["provenance_sha256"]), int(provenance["size"])
+    collection = _Collection(deployment, rpc_url, settings)
+    current = collection.commitment()
+    if not current.committed:
+        raise ConfigError(
+            f"the collection {current.contract} has no reveal commitment: the reveal block must be committed "
+            "on-chain before the reveal",
+            hint="commit first with the admin key: `chrysalis genesis ... --commit`, then --publish once the block "
+            "it names is mined",
+        )
+    if current.provenance_sha256 != ours:
+        raise ConfigError(
+            f"the collection {current.contract} committed provenance {current.provenance_sha256}, but {out_dir} "
+            f"has {ours}",
+            hint="publish the committed genesis (its --out directory); this one cannot be revealed on this "
+            "collection",
+        )
+    missed: int | None = None
+    while current.reveal_hash is None:
+        if current.blocks_to_wait:
+            if not wait:
+                moved = (
+                    f" (block {missed} was missed: more than 256 blocks old)" if missed is not None else ""
+                )
+                raise RevealNotReadyError(
+                    f"the committed reveal block {current.reveal_block}{moved} is not mined yet: the chain is at "
+                    f"block {current.head}, reveal() can record it from block {current.reveal_block + 1}",
+                    hint=f"wait {current.blocks_to_wait} more block(s) and run the same command again, or add --wait",
+                )
+            if on_wait is not None:
+                on_wait(current)
+            sleep(poll_s)
+            current = collection.commitment()
+            continue
+        if signer is None:
+            raise ConfigError(
+                f"reveal block {current.reveal_block} is mined, but its hash is not recorded on-chain yet",
+                hint="pass a funded account (--keystore / --ape-account) to send reveal(); anyone may send it",
+            )
+        try:
+            account = signer()
+        except ConfigError as exc:  # e.g. no key configured: say why a key is needed here
+            raise ConfigError(
+                f"reveal block {current.reveal_block} is mined, but its hash is not recorded on-chain yet and "
+                f"reveal() cannot be sent: {exc.message}",
+                hint="pass a funded account with --keystore / --ape-account (anyone may send reveal()); "
+                + (exc.hint or ""),
+            ) from None
+        try:
+            collection.send(account, "reveal", what="reveal the genesis")
+        except RevertError as exc:  # someone else revealed first: read what they recorded
+            if exc.error.name != "LivingCollectionNothingToReveal":
+                raise
+        before, current = current.reveal_block, collection.commitment()
+        if current.reveal_hash is None and current.reveal_block != before:
+            missed = before
+    if block_number is not None and block_number != current.reveal_block:
+        raise ConfigError(
+            f"--reveal-block {block_number} is not the reveal block {current.reveal_block} committed on "
+            f"{current.contract}",
+            hint="leave --reveal-block out: the on-chain commitment decides it",
+        )
+    recorded = current.reveal_hash
+    if block_hash is not None and block_hash.lower().removeprefix("0x") != recorded.removeprefix("0x"):
+        raise IntegrityError(
+            f"--reveal-hash {block_hash} is not the hash {recorded} that {current.contract} recorded for block "
+            f"{current.reveal_block}; nothing was recorded",
+            hint="leave --reveal-hash out: the on-chain reveal decides it",
+        )
+    node_hash, _ = block_hash_at(rpc_url, current.reveal_block)
+    if node_hash.lower() != recorded:
+        raise IntegrityError(
+            f"the collection recorded hash {recorded} for block {current.reveal_block}, but the node has "
+            f"{node_hash}",
+            hint="the chain reorganised after the reveal, or another chain is being read; check --rpc-url",
+        )
+    (offset,) = collection.call("revealOffset", size, types=["uint256"])
+    expected = reveal_offset(recorded, size)
+    if int(offset) != expected:
+        raise IntegrityError(
+            f"the collection's revealOffset({size}) is {offset}, but uint256({recorded}) mod {size} is {expected}",
+            hint="the deployed contract does not follow the documented rule; do not publish with it",
+        )
+    existing_path = out_dir / REVEAL_NAME
+    if existing_path.is_file():
+        existing = Reveal.from_json(json.loads(existing_path.read_text()))
+        if existing.block_number != current.reveal_block or existing.block_hash != recorded:
+            raise ConfigError(
+                f"{out_dir} was revealed with block {existing.block_number} (offset {existing.offset}), but the "
+                f"collection {current.contract} committed and recorded block {current.reveal_block}",
+                hint=f"the on-chain reveal decides the offset: move {existing_path} (and {PUBLISHED_NAME}, if "
+                "any) aside and run again",
+            )
+    return reveal_genesis(
+        out_dir,
+        block_number=current.reveal_block,
+        block_hash=recorded,
+        chain_id=current.chain_id,
+        contract=current.contract,
+    )
 
 
 def published_record(out_dir: Path) -> Mapping[str, Any]:

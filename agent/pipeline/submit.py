@@ -9,7 +9,8 @@ and gas caps; each batch is broadcast and its
 
 Confirming: the recorded submissions are waited for (fee-bumped when stuck) in chunks of
 ``agent.wait_chunk_s``, so a stop request is honoured between chunks. Whatever cannot be confirmed from the
-receipt -- a revert, a nonce taken by another transaction, a request dropped before sending -- is settled by
+receipt -- a revert, a nonce taken by another transaction, a request dropped before sending, a request the mined
+batch skipped (``FulfilmentSkipped``: cancelled or re-opened just before the batch landed) -- is settled by
 :meth:`Settler.settle`, which asks the chain (``isPending``, then the ``Evolved`` / ``EvolutionCancelled``
 logs). The contract fulfils a request at most once; the agent keeps trying until the chain says it is
 fulfilled; together: exactly once. Every broadcast is recorded (the sender's journal, with the request ids as
@@ -66,7 +67,7 @@ class RequestReminedError(RetryableError):
     def __init__(self, request: EvolutionRequest) -> None:
         self.request = request
         super().__init__(
-            f"request {request.request_id} is pending with another seed than {request.seed} (block "
+            f"request {request.request_id:#x} is pending with another seed than {request.seed} (block "
             f"#{request.block_number} {request.block_hash}): it was re-mined after a reorg, and this job's "
             "outputs were made from the orphaned log; nothing was sent",
             hint="nothing to do: the watcher's reorg notice cancels this job and the re-mined log revives it with "
@@ -116,6 +117,12 @@ class Submitter:
         )
         dropped = tuple((by_request[d.key], d.reason) for d in plan.dropped if d.key in by_request)
         return Planned(batches, dropped)
+
+    def skipped(self, confirmation: Confirmation) -> frozenset[int]:
+        """Request ids that the mined, successful batch ``confirmation`` skipped on-chain (``FulfilmentSkipped``:
+        no longer pending with the job's seed when it ran, e.g. cancelled just before it). Their jobs are not
+        fulfilled: they are settled by chain truth like a request dropped before sending."""
+        return self.batcher.skipped(confirmation.tx_hash)
 
     def send(self, batch: Batch[Fulfilment]) -> Submission:
         """Broadcast one batch (its gas estimate was the dry run).
@@ -214,17 +221,17 @@ class Settler:
                 )
             return Settlement(
                 "cancel",
-                reason=f"request {request.request_id} was fulfilled by {outcome.sender} in {outcome.tx_hash}, "
+                reason=f"request {request.request_id:#x} was fulfilled by {outcome.sender} in {outcome.tx_hash}, "
                 "not by this agent",
             )
         if outcome.state == "cancelled":
             return Settlement(
                 "cancel",
-                reason=f"request {request.request_id} was cancelled on-chain (fee refunded) in {outcome.tx_hash}",
+                reason=f"request {request.request_id:#x} was cancelled on-chain (fee refunded) in {outcome.tx_hash}",
             )
         return Settlement(
             "cancel",
-            reason=f"request {request.request_id} is not on the canonical chain (orphaned by a reorg); "
+            reason=f"request {request.request_id:#x} is not on the canonical chain (orphaned by a reorg); "
             "nothing was paid for it",
         )
 

@@ -291,7 +291,7 @@ class Worker:
                     self._fail(live, job, RequestReminedError(request))
                 continue
             log.info("job %s: request %s is no longer pending; settling it from the chain", job.id,
-                     request.request_id)  # fmt: skip
+                     hex(request.request_id))  # fmt: skip
             self._settle(
                 live, job, Ready(job.id, request, bytes(32), bytes(32)), "not pending", pending_ok=True
             )
@@ -349,7 +349,10 @@ class Worker:
             return
         for item, reason in planned.dropped:
             log.info(
-                "job %s: request %s dropped before sending: %s", item.job_id, item.request.request_id, reason
+                "job %s: request %s dropped before sending: %s",
+                item.job_id,
+                hex(item.request.request_id),
+                reason,
             )
             self._settle(live, live[item.job_id], item, reason)
         for batch, items in planned.batches:
@@ -397,7 +400,7 @@ class Worker:
             sub = found.submission
             log.warning(
                 "job %s: request %s was already broadcast as %s (nonce %d, recorded before a stop); waiting "
-                "for it instead of sending again", job.id, request.request_id, sub.tx_hash, sub.nonce,
+                "for it instead of sending again", job.id, hex(request.request_id), sub.tx_hash, sub.nonce,
             )  # fmt: skip
             record = {
                 "tx_hash": sub.tx_hash,
@@ -444,8 +447,21 @@ class Worker:
             if isinstance(outcome, Confirmation) and outcome.status == 1:
                 self._on_gas(outcome.gas_used)
                 result = confirmation_result(outcome, len(members))
+                try:
+                    skipped = self.submitter.skipped(outcome)
+                except Exception as exc:  # noqa: BLE001 - the next attempt reads the receipt again
+                    for job in members:
+                        self._fail(live, job, exc)
+                    continue
                 for job in members:
-                    self._guard(live, job, partial(self._finish, result=result))
+                    if _request(job).request_id not in skipped:
+                        self._guard(live, job, partial(self._finish, result=result))
+                        continue
+                    # Mined, but the contract skipped it (FulfilmentSkipped): not fulfilled by this transaction.
+                    why = f"skipped by the fulfilment {tx_hash}: no longer pending with this job's seed"
+                    log.info("job %s: request %s %s", job.id, hex(_request(job).request_id), why)
+                    if self._settle(live, job, _ready(job), why, pending_ok=True) == "pending":
+                        resend.append(job)
                 continue
             if isinstance(outcome, StuckTransactionError):
                 for job in members:
@@ -476,12 +492,18 @@ class Worker:
                 submission = self.submitter.send(batch)
                 log.info("re-sent %d fulfilment(s) as %s", len(items), submission.tx_hash)
                 (outcome,) = self.submitter.wait([submission], self.stop)
+                skipped: frozenset[int] = frozenset()
+                if isinstance(outcome, Confirmation) and outcome.status == 1:
+                    skipped = self.submitter.skipped(outcome)  # requests the contract left out
                 for item in items:
                     job = live[item.job_id]
                     if isinstance(outcome, StuckTransactionError):
                         self._wait_more(live, job, submission, outcome)
                     elif isinstance(outcome, Confirmation) and outcome.status == 1:
                         self._on_gas(outcome.gas_used)
+                        if item.request.request_id in skipped:
+                            self._settle(live, job, item, f"skipped by the fulfilment {submission.tx_hash}")
+                            continue
                         result = confirmation_result(outcome, len(items))
                         self._guard(live, job, partial(self._finish, result=result))
                     elif outcome is None:
@@ -522,7 +544,7 @@ class Worker:
         elif not pending_ok:
             # Still pending, yet the batcher would not send it (it would revert, or needs too much gas).
             self._fail(live, job, RetryableError(
-                f"request {item.request.request_id} is pending but was not sent: {why}",
+                f"request {item.request.request_id:#x} is pending but was not sent: {why}",
                 hint="it is retried with back-off; if it keeps failing, check the contract (active model, "
                 "agent role) and submit.batch_max_gas"))  # fmt: skip
         return settlement.action

@@ -67,7 +67,7 @@ from agent.refresh.models import REGENERATED_STATES, ItemState
 from agent.refresh.store import RefreshItem, RefreshRun, RefreshStore, RefreshTx
 from agent.refresh.tokens import format_tokens, parse_tokens
 from agent.settings import RefreshSettings
-from agent.submit.batcher import Batch, Refresh, RefreshBatcher
+from agent.submit.batcher import Batch, Refresh, RefreshBatcher, RefreshBlockedError
 from agent.submit.errors import FeeCapExceededError, StuckTransactionError, TransactionRevertedError
 from agent.submit.sender import Web3TxSender
 
@@ -509,6 +509,15 @@ class RefreshRunner:
         except FeeCapExceededError as exc:
             step.pause = self._fee_pause(exc)
             return 0
+        try:
+            self.batcher.check_writable()
+        except RefreshBlockedError as exc:
+            if exc.kind != "paused":
+                raise  # a missing role: the job fails (retried with back-off) with the error's hint
+            step.pause = _Pause(
+                "paused", self.clock() + timedelta(seconds=self.settings.pause_s), exc.message
+            )
+            return 0
         by_token = {i.token_id: i for i in ready}
         plan = self.batcher.plan([Refresh(i.token_id, bytes.fromhex(str(i.digest)[2:])) for i in ready])
         for dropped in plan.dropped:
@@ -575,7 +584,7 @@ class RefreshRunner:
                 )
             elif now.pending_request:
                 reason = (
-                    f"request {now.pending_request} for token {item.token_id} was opened after block "
+                    f"request {now.pending_request:#x} for token {item.token_id} was opened after block "
                     f"#{run.block_number}: the holder's evolution goes first; the next refresh picks the token up"
                 )
             elif now.digest.lower() != str(item.parent_digest or ZERO32).lower():

@@ -1,8 +1,11 @@
 """Batching the agent's writes: fulfilments into ``fulfillEvolutions``, refreshes into ``refreshMetadata``.
 
-``fulfillEvolutions`` is all or nothing: one request that is no longer pending (fulfilled, cancelled after its
-timeout, unknown, listed twice), or named with another seed than its own, reverts the whole transaction. So
-before sending, :class:`FulfilmentBatcher`
+``fulfillEvolutions`` skips a request that is no longer pending (fulfilled, cancelled after its timeout, unknown,
+listed twice) or is named with another seed than its own: it emits ``FulfilmentSkipped(requestId)``, writes
+nothing for it and fulfils the rest, so a cancellation landing just before the batch cannot revert it. A skipped
+request is *not* fulfilled: :meth:`FulfilmentBatcher.skipped` reads them from the mined receipt, and
+:attr:`BatchReport.confirmed` leaves them out (the pipeline settles their jobs by chain truth, as if the pre-check
+had dropped them). Skipping still costs gas, so before sending, :class:`FulfilmentBatcher`
 
 1. drops duplicates, zero digests and malformed seeds;
 2. asks the chain whether each request is still pending *with the seed the fulfilment was generated from*
@@ -15,7 +18,7 @@ before sending, :class:`FulfilmentBatcher`
    culprit through the decoded custom error, which is dropped, and the group re-estimated; a group above the
    gas cap is split.
 
-A batch that still reverts on-chain (a race after the estimate) is re-checked and its still-pending requests
+A batch that still reverts on-chain (a zero digest, a lost role) is re-checked and its still-pending requests
 are sent again once. :class:`RefreshBatcher` does the same for ``refreshMetadata``, sized to the gas cap
 (``refresh_max_gas``, default half the block gas limit) and sorted by token id so consecutive ids share one
 ``BatchMetadataUpdate`` event.
@@ -30,10 +33,10 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from eth_abi import encode as abi_encode
-from eth_utils import function_signature_to_4byte_selector
+from eth_utils import function_signature_to_4byte_selector, keccak
 
 from agent.domain import Confirmation, Submission
-from agent.errors import ChrysalisError
+from agent.errors import ChrysalisError, RetryableError
 from agent.settings import SubmitSettings
 from agent.submit.errors import (
     DecodedError,
@@ -54,6 +57,12 @@ _FULFILL_MANY = function_signature_to_4byte_selector(
 )
 _REFRESH = function_signature_to_4byte_selector("refreshMetadata(uint256[],bytes32[],bytes32)")
 ZERO32 = bytes(32)
+_PAUSED = function_signature_to_4byte_selector("paused()")
+_HAS_ROLE = function_signature_to_4byte_selector("hasRole(bytes32,address)")
+#: The role ``refreshMetadata`` needs (``AGENT_ROLE`` only fulfils).
+REFRESHER_ROLE = keccak(text="REFRESHER_ROLE")
+#: ``FulfilmentSkipped(uint256 indexed requestId)``: a request ``fulfillEvolutions`` left out.
+SKIPPED_TOPIC = "0x" + keccak(text="FulfilmentSkipped(uint256)").hex()
 
 Item = TypeVar("Item", bound=Hashable)
 
@@ -125,12 +134,14 @@ class Plan(Generic[Item]):
 
 @dataclass(frozen=True)
 class BatchResult(Generic[Item]):
-    """What became of one batch: confirmed, or the error (revert, fee cap, stuck)."""
+    """What became of one batch: confirmed, or the error (revert, fee cap, stuck). ``skipped``: the keys of the
+    items a confirmed batch left out on-chain (``FulfilmentSkipped``)."""
 
     batch: Batch[Item]
     submission: Submission | None
     confirmation: Confirmation | None = None
     error: ChrysalisError | None = None
+    skipped: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -142,8 +153,25 @@ class BatchReport(Generic[Item]):
 
     @property
     def confirmed(self) -> list[Item]:
-        """Items whose batch was confirmed."""
-        return [i for r in self.results if r.confirmation is not None for i in r.batch.items]
+        """Items whose batch was confirmed and that the contract did not skip."""
+        return [
+            i
+            for r in self.results
+            if r.confirmation is not None
+            for i in r.batch.items
+            if _key(i) not in r.skipped
+        ]
+
+    @property
+    def skipped(self) -> list[Item]:
+        """Items of confirmed batches that the contract skipped (no longer pending with their seed)."""
+        return [
+            i
+            for r in self.results
+            if r.confirmation is not None
+            for i in r.batch.items
+            if _key(i) in r.skipped
+        ]
 
     @property
     def failed(self) -> list[BatchResult[Item]]:
@@ -242,6 +270,20 @@ def _bool_calls(
     return out
 
 
+def skipped_requests(logs: Sequence[dict[str, Any]], collection: str) -> frozenset[int]:
+    """Request ids named by ``FulfilmentSkipped`` logs of ``collection`` among a receipt's ``logs``."""
+    out = set()
+    for entry in logs:
+        topics = [t if isinstance(t, str) else "0x" + bytes(t).hex() for t in entry.get("topics") or ()]
+        if (
+            len(topics) == 2
+            and topics[0].lower() == SKIPPED_TOPIC
+            and str(entry.get("address", "")).lower() == collection.lower()
+        ):
+            out.add(int(topics[1], 16))
+    return frozenset(out)
+
+
 def is_pending_with_call(request_id: int, seed: bytes) -> str:
     """Calldata (hex) of ``isPendingWith(requestId, seed)``."""
     return "0x" + (_IS_PENDING_WITH + request_id.to_bytes(32, "big") + bytes(seed)).hex()
@@ -334,7 +376,7 @@ class FulfilmentBatcher:
             if bound[f.request_id]:
                 live.append(f)
             elif pending[f.request_id]:
-                log.warning("request %s: %s; not sending it", f.request_id, REMINED_REASON)
+                log.warning("request %s: %s; not sending it", hex(f.request_id), REMINED_REASON)
                 dropped.append(Dropped(f.request_id, REMINED_REASON))
             else:
                 dropped.append(
@@ -355,9 +397,26 @@ class FulfilmentBatcher:
         batches = planner.plan(live)
         return Plan(tuple(batches), tuple(dropped + planner.dropped))
 
+    def skipped(self, tx_hash: str) -> frozenset[int]:
+        """The request ids that the mined ``fulfillEvolutions`` ``tx_hash`` skipped (read from its receipt's
+        ``FulfilmentSkipped`` logs): those were not fulfilled by it.
+
+        Raises:
+            RetryableError: the node has no receipt for it (any more): ask again later.
+        """
+        receipt = self.rpc.receipt(tx_hash)
+        if receipt is None:
+            raise RetryableError(
+                f"no receipt for the fulfilment {tx_hash}: cannot tell which requests it skipped",
+                hint="it is asked again on the next attempt (a reorg may have dropped it)",
+            )
+        return skipped_requests(receipt.logs, self.collection)
+
     def submit(self, fulfilments: Sequence[Fulfilment], *, rounds: int = 2) -> BatchReport[Fulfilment]:
-        """Plan, send every batch, wait for all; re-plan reverted batches' items (up to ``rounds``)."""
-        return _submit_rounds(self.plan, self.sender, fulfilments, rounds)
+        """Plan, send every batch, wait for all; re-plan reverted batches' items (up to ``rounds``).
+
+        Requests a mined batch skipped are in :attr:`BatchReport.skipped`, not in ``confirmed``."""
+        return _submit_rounds(self.plan, self.sender, fulfilments, rounds, lambda c: self.skipped(c.tx_hash))
 
 
 def _fulfilment_culprit(error: DecodedError, chunk: Sequence[Fulfilment]) -> Fulfilment | None:
@@ -368,6 +427,15 @@ def _fulfilment_culprit(error: DecodedError, chunk: Sequence[Fulfilment]) -> Ful
         digest = error.args.get("digest")
         return next((f for f in chunk if f.metadata_digest == digest), None)
     return None
+
+
+class RefreshBlockedError(RetryableError):
+    """``refreshMetadata`` would revert for every token: the collection is paused (``kind`` ``paused``), or the
+    sending account lacks ``REFRESHER_ROLE`` (``kind`` ``role``). Nothing was sent."""
+
+    def __init__(self, kind: str, message: str, hint: str) -> None:
+        self.kind = kind
+        super().__init__(message, hint=hint)
 
 
 class RefreshBatcher:
@@ -386,6 +454,30 @@ class RefreshBatcher:
         self.rpc = rpc
         self.collection = collection
         self.settings = settings or SubmitSettings()
+
+    def check_writable(self) -> None:
+        """Two reads that tell whether ``refreshMetadata`` can succeed at all, before any token is planned (each
+        planned token would otherwise cost a gas estimate that reverts for the same reason).
+
+        Raises:
+            RefreshBlockedError: paused, or the sender lacks ``REFRESHER_ROLE``.
+        """
+        paused = self.rpc.call({"to": self.collection, "data": _PAUSED})
+        if paused[-1:] == b"\x01":
+            raise RefreshBlockedError(
+                "paused",
+                f"the collection {self.collection} is paused: refreshMetadata is stopped until it is unpaused",
+                hint="the refresh waits and resumes by itself once the PAUSER_ROLE holder calls unpause()",
+            )
+        account = self.sender.address
+        data = _HAS_ROLE + abi_encode(["bytes32", "address"], [REFRESHER_ROLE, account])
+        if self.rpc.call({"to": self.collection, "data": data})[-1:] != b"\x01":
+            raise RefreshBlockedError(
+                "role",
+                f"the agent account {account} does not hold REFRESHER_ROLE on {self.collection}: it may not "
+                "refresh metadata (AGENT_ROLE only fulfils requests)",
+                hint=f"the admin grants it: grantRole(keccak256('REFRESHER_ROLE'), {account})",
+            )
 
     def max_gas(self) -> int:
         """``refresh_max_gas``, else half the latest block's gas limit."""
@@ -463,7 +555,11 @@ def _refresh_culprit(error: DecodedError, chunk: Sequence[Refresh]) -> Refresh |
 
 
 def _submit_rounds(
-    plan: Callable[[Sequence[Item]], Plan[Item]], sender: TxSender, items: Sequence[Item], rounds: int
+    plan: Callable[[Sequence[Item]], Plan[Item]],
+    sender: TxSender,
+    items: Sequence[Item],
+    rounds: int,
+    skipped_of: Callable[[Confirmation], frozenset[int]] | None = None,
 ) -> BatchReport[Item]:
     results: list[BatchResult[Item]] = []
     dropped: list[Dropped] = []
@@ -488,7 +584,10 @@ def _submit_rounds(
         outcomes = sender.wait_all([s for _, s in sent])
         for (batch, sub), outcome in zip(sent, outcomes, strict=True):
             if isinstance(outcome, Confirmation):
-                results.append(BatchResult(batch, sub, confirmation=outcome))
+                skipped = (
+                    skipped_of(outcome) if skipped_of is not None and outcome.status == 1 else frozenset()
+                )
+                results.append(BatchResult(batch, sub, confirmation=outcome, skipped=skipped))
                 continue
             results.append(BatchResult(batch, sub, error=outcome))
             if isinstance(outcome, TransactionRevertedError) and round_ + 1 < rounds:

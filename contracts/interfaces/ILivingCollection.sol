@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-pragma solidity ^0.8.24;
+pragma solidity 0.8.37;
 
 /**
  * @title ILivingCollection
@@ -30,8 +30,24 @@ interface ILivingCollection {
         uint256 indexed tokenId, uint256 indexed requestId, uint32 stage, bytes32 metadataDigest, bytes32 provenance
     );
 
-    /// @dev Emitted when a pending request is cancelled after its timeout and its fee refunded.
+    /// @dev Emitted when a pending request is cancelled after its timeout: `refund` is credited to `requester`,
+    /// who collects it with {withdrawRefund}.
     event EvolutionCancelled(uint256 indexed requestId, uint256 indexed tokenId, address indexed requester, uint256 refund);
+
+    /// @dev Emitted by {fulfillEvolutions} for a request it left out because it is no longer pending with the given
+    /// seed (cancelled, fulfilled, unknown, listed twice, or re-mined after a reorg with a new seed). Nothing was
+    /// written for it; the rest of the batch went through.
+    event FulfilmentSkipped(uint256 indexed requestId);
+
+    /// @dev Emitted when `account` withdraws its credited refunds to `to`.
+    event RefundWithdrawn(address indexed account, address indexed to, uint256 amount);
+
+    /// @dev Emitted when the admin commits to the genesis reveal: the provenance hash of the shuffled collection and
+    /// the future block whose hash will pick the offset (also when a missed reveal is moved to a new block).
+    event RevealCommitted(bytes32 provenanceHash, uint64 revealBlock);
+
+    /// @dev Emitted once, when the hash of the committed reveal block is recorded.
+    event Revealed(uint64 revealBlock, bytes32 revealHash);
 
     /// @dev Emitted when `burnId` is burnt to open request `requestId` for `keepId`.
     event Fused(uint256 indexed keepId, uint256 indexed burnId, uint256 indexed requestId);
@@ -111,8 +127,22 @@ interface ILivingCollection {
     error LivingCollectionZeroAddress();
     /// @dev A mint or airdrop of zero tokens.
     error LivingCollectionZeroQuantity();
-    /// @param timeout A request timeout above the maximum (seconds).
+    /// @param timeout A request timeout outside [MIN_REQUEST_TIMEOUT, MAX_REQUEST_TIMEOUT] (seconds).
     error LivingCollectionInvalidTimeout(uint256 timeout);
+    /// @param account Has no refund to withdraw.
+    error LivingCollectionNoRefund(address account);
+    /// @param feeNumerator A royalty above the cap. @param max The cap (basis points).
+    error LivingCollectionRoyaltyTooHigh(uint256 feeNumerator, uint256 max);
+    /// @dev The genesis reveal was already committed (it is committed once).
+    error LivingCollectionRevealCommitted();
+    /// @param revealBlock A reveal block too soon. @param earliest The first block allowed (now + REVEAL_DELAY).
+    error LivingCollectionRevealTooSoon(uint64 revealBlock, uint256 earliest);
+    /// @dev No reveal is committed, or it is already revealed.
+    error LivingCollectionNothingToReveal();
+    /// @param revealBlock The committed block, not mined yet (or mined in this very block).
+    error LivingCollectionRevealNotReady(uint64 revealBlock);
+    /// @dev The reveal is not recorded yet.
+    error LivingCollectionNotRevealed();
 
     // ----------------------------------------------------------------------------------------------------
     // Holder actions
@@ -124,19 +154,23 @@ interface ILivingCollection {
     /// @notice Burns `burnId` and opens an evolution request for `keepId`. Caller must hold (or be approved for) both.
     function fuse(uint256 keepId, uint256 burnId) external payable returns (uint256 requestId);
 
-    /// @notice Cancels a pending request after {requestTimeout} and refunds its fee to the requester.
+    /// @notice Cancels a pending request after {requestTimeout} and credits its fee to the requester
+    /// ({refundOf}, {withdrawRefund}).
     function cancelEvolution(uint256 requestId) external;
 
+    /// @notice Sends the caller's credited refunds to `to` (the caller itself, or any address that accepts ETH).
+    function withdrawRefund(address to) external;
+
     // ----------------------------------------------------------------------------------------------------
-    // Agent actions (AGENT_ROLE)
+    // Agent actions (AGENT_ROLE; refreshes REFRESHER_ROLE)
     // ----------------------------------------------------------------------------------------------------
 
     /// @notice Fulfils one pending request exactly once. `seed` is the request's seed (from its
     /// {EvolutionRequested} event): metadata made from another seed is rejected.
     function fulfillEvolution(uint256 requestId, bytes32 seed, bytes32 metadataDigest, bytes32 provenance) external;
 
-    /// @notice Fulfils many pending requests in one transaction. Reverts whole if any one is not pending, or not
-    /// pending with its given seed.
+    /// @notice Fulfils many pending requests in one transaction. A request that is not pending with its given seed
+    /// is skipped ({FulfilmentSkipped}); the others are fulfilled.
     function fulfillEvolutions(
         uint256[] calldata requestIds,
         bytes32[] calldata seeds,
@@ -144,7 +178,7 @@ interface ILivingCollection {
         bytes32[] calldata provenances
     ) external;
 
-    /// @notice Rewrites metadata digests without a request (scheduled and oracle-driven refreshes).
+    /// @notice Rewrites metadata digests without a request (scheduled and oracle-driven refreshes); REFRESHER_ROLE.
     function refreshMetadata(uint256[] calldata tokenIds, bytes32[] calldata digests, bytes32 provenance) external;
 
     // ----------------------------------------------------------------------------------------------------
@@ -170,4 +204,7 @@ interface ILivingCollection {
 
     /// @notice True while `requestId` is pending and `seed` is its seed: what a fulfilment of it requires.
     function isPendingWith(uint256 requestId, bytes32 seed) external view returns (bool);
+
+    /// @notice Wei credited to `account` by cancellations and not withdrawn yet.
+    function refundOf(address account) external view returns (uint256);
 }

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-pragma solidity ^0.8.24;
+pragma solidity 0.8.37;
 
 /**
  * @title CIDv1
@@ -26,9 +26,9 @@ library CIDv1 {
     function base32(bytes memory data) internal pure returns (string memory) {
         uint256 length = data.length;
         bytes memory out = new bytes((length * 8 + 4) / 5);
-        uint256 buffer;
-        uint256 bits;
-        uint256 j;
+        uint256 buffer = 0;
+        uint256 bits = 0;
+        uint256 j = 0;
         for (uint256 i = 0; i < length; ++i) {
             buffer = (buffer << 8) | uint8(data[i]);
             bits += 8;

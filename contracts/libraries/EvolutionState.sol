@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-pragma solidity ^0.8.24;
+pragma solidity 0.8.37;
 
 /**
  * @dev Per-token evolution state of a LivingCollection, packed into one slot.

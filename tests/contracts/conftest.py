@@ -6,7 +6,8 @@ chain around every test, so each test starts from the state its fixtures built a
 
 The shared ``collection`` starts as:
 
-- admin (``accounts[0]``) holds DEFAULT_ADMIN_ROLE, MINTER_ROLE and PAUSER_ROLE; ``agent`` holds AGENT_ROLE;
+- admin (``accounts[0]``) holds DEFAULT_ADMIN_ROLE, MINTER_ROLE and PAUSER_ROLE; ``agent`` holds AGENT_ROLE and
+  REFRESHER_ROLE;
 - model 1 (``WEIGHTS_V1``) is registered and active;
 - alice minted tokens 1, 2, 3 and bob minted 4, 5 (so ``withdrawableFees() == 5 * MINT_PRICE``).
 
@@ -30,6 +31,7 @@ from tests.contracts.support import (
     MAX_SUPPLY,
     MINT_PRICE,
     NAME,
+    REFRESHER_ROLE,
     REQUEST_TIMEOUT,
     ROYALTY_BPS,
     SYMBOL,
@@ -138,6 +140,7 @@ def collection(deploy: Any, admin: Any, agent: Any, alice: Any, bob: Any) -> Any
     """The shared collection described in the module docstring."""
     c = deploy()
     c.grantRole(AGENT_ROLE, agent, sender=admin)
+    c.grantRole(REFRESHER_ROLE, agent, sender=admin)
     c.registerModel(WEIGHTS_V1, MANIFEST_V1, sender=admin)
     c.setActiveModel(1, sender=admin)
     c.mint(3, sender=alice, value=3 * MINT_PRICE)

@@ -15,6 +15,7 @@ from tests.contracts.support import (
     MANIFEST_V1,
     MANIFEST_V2,
     MAX_REQUEST_TIMEOUT,
+    MIN_REQUEST_TIMEOUT,
     REQUEST_TIMEOUT,
     UINT96_MAX,
     WEIGHTS_V1,
@@ -218,19 +219,27 @@ def test_fulfil_rejections(
     assert collection.escrowedFees() == EVOLUTION_FEE
 
 
-def test_fulfil_needs_active_model(bare: Any, admin: Any, agent: Any, alice: Any) -> None:
+def test_requests_and_fulfilments_need_an_active_model(bare: Any, admin: Any, agent: Any, alice: Any) -> None:
+    """Without an active model a request could only ever be cancelled: opening one (or fusing) reverts, and so does
+    a fulfilment. A model, once active, stays active (setActiveModel rejects 0)."""
     bare.grantRole(AGENT_ROLE, agent, sender=admin)
-    bare.airdrop(alice, 1, sender=admin)
-    receipt = bare.requestEvolution(1, sender=alice, value=EVOLUTION_FEE)
-    rid = only_event(receipt, "EvolutionRequested", bare)["requestId"]
+    bare.airdrop(alice, 2, sender=admin)
     with reverts(bare.LivingCollectionNoActiveModel):
-        bare.fulfillEvolution(rid, seed_of(bare, rid), digest_of(b"x"), PROVENANCE, sender=agent)
+        bare.requestEvolution(1, sender=alice, value=EVOLUTION_FEE)
     with reverts(bare.LivingCollectionNoActiveModel):
-        bare.fulfillEvolutions([rid], seeds_of(bare, [rid]), [digest_of(b"x")], [PROVENANCE], sender=agent)
+        bare.fuse(1, 2, sender=alice, value=EVOLUTION_FEE)
+    rid = 1 << 32 | 1
+    with reverts(bare.LivingCollectionNoActiveModel):
+        bare.fulfillEvolution(rid, ZERO32, digest_of(b"x"), PROVENANCE, sender=agent)
+    with reverts(bare.LivingCollectionNoActiveModel):
+        bare.fulfillEvolutions([rid], [ZERO32], [digest_of(b"x")], [PROVENANCE], sender=agent)
     bare.registerModel(WEIGHTS_V1, MANIFEST_V1, sender=admin)
     with reverts(bare.LivingCollectionNoActiveModel):  # registered is not active
-        bare.fulfillEvolution(rid, seed_of(bare, rid), digest_of(b"x"), PROVENANCE, sender=agent)
+        bare.requestEvolution(1, sender=alice, value=EVOLUTION_FEE)
+    assert (bare.escrowedFees(), bare.exists(2), bare.requestCount(1)) == (0, True, 0)
     bare.setActiveModel(1, sender=admin)
+    receipt = bare.requestEvolution(1, sender=alice, value=EVOLUTION_FEE)
+    rid = only_event(receipt, "EvolutionRequested", bare)["requestId"]
     bare.fulfillEvolution(rid, seed_of(bare, rid), digest_of(b"x"), PROVENANCE, sender=agent)
     assert bare.modelOf(1) == 1
 
@@ -330,20 +339,15 @@ def test_batch_fulfil(collection: Any, agent: Any, alice: Any, bob: Any, request
         assert collection.tokenURI(token_id) == "ipfs://" + cid_of_digest(digest)
 
 
-def test_batch_is_all_or_nothing(
+def test_batch_rejects_bad_input_whole(
     collection: Any, agent: Any, alice: Any, bob: Any, request_evolution: Any
 ) -> None:
+    """What only the agent can get wrong (a zero digest, arrays of different lengths, the role) reverts the whole
+    batch; nothing is written."""
     a, _ = request_evolution(1, alice)
     b, _ = request_evolution(4, bob)
     d = [digest_of(b"a"), digest_of(b"b"), digest_of(b"c")]
     p = [PROVENANCE] * 3
-    stale = request_id(2, 1)
-    with reverts(collection.LivingCollectionRequestNotPending, requestId=stale):
-        collection.fulfillEvolutions(
-            [a, stale, b], [seed_of(collection, a), ZERO32, seed_of(collection, b)], d, p, sender=agent
-        )
-    with reverts(collection.LivingCollectionRequestNotPending, requestId=a):  # listed twice
-        collection.fulfillEvolutions([a, b, a], seeds_of(collection, [a, b, a]), d, p, sender=agent)
     with reverts(collection.LivingCollectionInvalidDigest, digest=ZERO32):
         collection.fulfillEvolutions(
             [a, b], seeds_of(collection, [a, b]), [d[0], ZERO32], p[:2], sender=agent
@@ -354,13 +358,77 @@ def test_batch_is_all_or_nothing(
         collection.fulfillEvolutions([a, b], seeds_of(collection, [a, b]), d[:2], p[:1], sender=agent)
     with unauthorized(collection, alice, AGENT_ROLE):
         collection.fulfillEvolutions([a, b], seeds_of(collection, [a, b]), d[:2], p[:2], sender=alice)
-    # Nothing happened to the good requests.
     assert collection.isPending(a) and collection.isPending(b)
     assert collection.escrowedFees() == 2 * EVOLUTION_FEE
     assert collection.stageOf(1) == collection.stageOf(4) == 0
-    # Dropping the bad entry and resubmitting works.
-    collection.fulfillEvolutions([a, b], seeds_of(collection, [a, b]), d[:2], p[:2], sender=agent)
+
+
+def test_batch_skips_requests_no_longer_pending(
+    collection: Any, agent: Any, alice: Any, bob: Any, request_evolution: Any
+) -> None:
+    """A request that is not pending (unknown, or listed twice) is skipped with FulfilmentSkipped; the others are
+    fulfilled and only their fees settle."""
+    a, _ = request_evolution(1, alice)
+    b, _ = request_evolution(4, bob)
+    withdrawable = collection.withdrawableFees()
+    d = [digest_of(b"a"), digest_of(b"b"), digest_of(b"c"), digest_of(b"d")]
+    stale = request_id(2, 1)
+    receipt = collection.fulfillEvolutions(
+        [a, stale, b, a],
+        [seed_of(collection, a), ZERO32, seed_of(collection, b), seed_of(collection, a)],
+        d,
+        [PROVENANCE] * 4,
+        sender=agent,
+    )
+    assert events(receipt, collection) == [
+        ev("Evolved", tokenId=1, requestId=a, stage=1, metadataDigest=d[0], provenance=PROVENANCE),
+        ev("MetadataUpdate", _tokenId=1),
+        ev("FulfilmentSkipped", requestId=stale),
+        ev("Evolved", tokenId=4, requestId=b, stage=1, metadataDigest=d[2], provenance=PROVENANCE),
+        ev("MetadataUpdate", _tokenId=4),
+        ev("FulfilmentSkipped", requestId=a),  # listed twice: the first fulfilled it
+    ]
+    assert collection.metadataDigestOf(1) == d[0]  # the duplicate wrote nothing
+    assert collection.metadataDigestOf(2) == ZERO32
     assert collection.escrowedFees() == 0
+    assert collection.withdrawableFees() == withdrawable + 2 * EVOLUTION_FEE
+    # The single-request entry point still reverts.
+    with reverts(collection.LivingCollectionRequestNotPending, requestId=a):
+        collection.fulfillEvolution(a, seed_of(collection, a), d[3], PROVENANCE, sender=agent)
+
+
+def test_a_cancel_front_running_a_batch_only_skips_that_request(
+    collection: Any, chain: Any, agent: Any, alice: Any, bob: Any, request_evolution: Any
+) -> None:
+    """M4: a requester cancels (and re-opens) right before the agent's batch lands. The batch no longer reverts
+    whole: the cancelled id is skipped, the re-opened request (a new id) stays pending, every other request is
+    fulfilled and the accounting holds."""
+    rids = [request_evolution(t, h)[0] for t, h in ((1, alice), (2, alice), (3, alice), (4, bob), (5, bob))]
+    seeds = seeds_of(collection, rids)
+    chain.pending_timestamp = chain.pending_timestamp + REQUEST_TIMEOUT
+    collection.cancelEvolution(rids[1], sender=alice)  # front-runs the batch ...
+    collection.cancelEvolution(rids[3], sender=bob)
+    reopened, _ = request_evolution(4, bob)  # ... and opens a new request for the same token
+    assert reopened == request_id(4, 2)
+    digests = [digest_of(bytes([t])) for t in range(1, 6)]
+    receipt = collection.fulfillEvolutions(rids, seeds, digests, [PROVENANCE] * 5, sender=agent)
+    assert [
+        args["requestId"] for name, args in events(receipt, collection) if name == "FulfilmentSkipped"
+    ] == [
+        rids[1],
+        rids[3],
+    ]
+    assert [args["requestId"] for name, args in events(receipt, collection) if name == "Evolved"] == [
+        rids[0],
+        rids[2],
+        rids[4],
+    ]
+    assert [collection.stageOf(t) for t in range(1, 6)] == [1, 0, 1, 0, 1]
+    assert collection.isPending(reopened) and collection.escrowedFees() == EVOLUTION_FEE
+    assert collection.refundOf(alice) == collection.refundOf(bob) == EVOLUTION_FEE
+    assert collection.balance == (
+        collection.escrowedFees() + collection.withdrawableFees() + collection.owedRefunds()
+    )
 
 
 def test_empty_batch(collection: Any, agent: Any) -> None:
@@ -412,27 +480,30 @@ def test_fulfil_with_another_seed_reverts(
     assert collection.stageOf(1) == 1
 
 
-def test_batch_with_a_wrong_seed_reverts_whole(
+def test_batch_skips_a_wrong_seed(
     collection: Any, agent: Any, alice: Any, bob: Any, request_evolution: Any
 ) -> None:
+    """A request pending with another seed than the one named (metadata made from an orphaned log) is skipped
+    like one that is not pending: nothing is written for it and it stays pending for its canonical seed."""
     a, _ = request_evolution(1, alice)
     b, _ = request_evolution(4, bob)
     seeds = seeds_of(collection, [a, b])
     d, p = [digest_of(b"a"), digest_of(b"b")], [PROVENANCE] * 2
     wrong = _flip(seeds[1], 3)
-    with reverts(collection.LivingCollectionSeedMismatch, requestId=b, seed=wrong):
-        collection.fulfillEvolutions([a, b], [seeds[0], wrong], d, p, sender=agent)
-    with reverts(collection.LivingCollectionSeedMismatch, requestId=a, seed=seeds[1]):  # swapped
-        collection.fulfillEvolutions([a, b], seeds[::-1], d, p, sender=agent)
     with reverts(collection.LivingCollectionLengthMismatch, a=2, b=1):
         collection.fulfillEvolutions([a, b], seeds[:1], d, p, sender=agent)
+    swapped = collection.fulfillEvolutions([a, b], seeds[::-1], d, p, sender=agent)
+    assert event_names(swapped, collection) == ["FulfilmentSkipped", "FulfilmentSkipped"]
     assert collection.isPending(a) and collection.isPending(b)
     assert collection.escrowedFees() == 2 * EVOLUTION_FEE
-    # The agent drops the one whose seed is stale (isPendingWith tells it before sending) and sends the rest.
     assert [collection.isPendingWith(r, s) for r, s in ((a, seeds[0]), (b, wrong))] == [True, False]
-    receipt = collection.fulfillEvolutions([a], seeds[:1], d[:1], p[:1], sender=agent)
-    assert event_names(receipt, collection) == ["Evolved", "MetadataUpdate"]
+    receipt = collection.fulfillEvolutions([a, b], [seeds[0], wrong], d, p, sender=agent)
+    assert events(receipt, collection)[1:] == [
+        ev("MetadataUpdate", _tokenId=1),
+        ev("FulfilmentSkipped", requestId=b),
+    ]
     assert collection.isPendingWith(b, seeds[1]) is True
+    assert collection.metadataDigestOf(4) == ZERO32
     assert collection.escrowedFees() == EVOLUTION_FEE
 
 
@@ -505,8 +576,20 @@ def test_cancel_after_timeout_refunds_requester(
     assert events(receipt, collection) == [
         ev("EvolutionCancelled", requestId=rid, tokenId=1, requester=alice, refund=EVOLUTION_FEE)
     ]
+    # Credited, not sent (pull refunds): the fee stays in the contract until alice withdraws it.
+    assert alice.balance == before_alice - gas_paid(receipt)
+    assert collection.balance == before_contract
+    assert collection.refundOf(alice) == collection.owedRefunds() == EVOLUTION_FEE
+    before_alice = alice.balance
+    receipt = collection.withdrawRefund(alice, sender=alice)
+    assert events(receipt, collection) == [
+        ev("RefundWithdrawn", account=alice, to=alice, amount=EVOLUTION_FEE)
+    ]
     assert alice.balance == before_alice + EVOLUTION_FEE - gas_paid(receipt)
     assert collection.balance == before_contract - EVOLUTION_FEE
+    assert collection.refundOf(alice) == collection.owedRefunds() == 0
+    with reverts(collection.LivingCollectionNoRefund, account=alice):
+        collection.withdrawRefund(alice, sender=alice)
     assert collection.escrowedFees() == 0
     assert collection.withdrawableFees() == withdrawable
     assert collection.isPending(rid) is False
@@ -541,7 +624,38 @@ def test_cancel_by_holder_refunds_requester(
     assert only_event(receipt, "EvolutionCancelled", collection) == norm(
         {"requestId": rid, "tokenId": 1, "requester": bob, "refund": EVOLUTION_FEE}
     )
-    assert bob.balance == before_bob + EVOLUTION_FEE  # bob sent nothing, paid no gas
+    assert bob.balance == before_bob  # bob sent nothing, paid no gas
+    assert (collection.refundOf(bob), collection.refundOf(carol)) == (EVOLUTION_FEE, 0)
+    with reverts(collection.LivingCollectionNoRefund, account=carol):
+        collection.withdrawRefund(carol, sender=carol)
+    with reverts(collection.LivingCollectionZeroAddress):
+        collection.withdrawRefund(ZERO_ADDRESS, sender=bob)
+    before_stranger = stranger.balance
+    collection.withdrawRefund(stranger, sender=bob)  # bob may send it anywhere
+    assert stranger.balance == before_stranger + EVOLUTION_FEE
+    assert collection.refundOf(bob) == 0
+
+
+def test_cancel_never_reverts_because_the_requester_rejects_eth(
+    project: Any, collection: Any, chain: Any, admin: Any, alice: Any, carol: Any
+) -> None:
+    """L1: the requester is a contract without a receive function (an approved helper). Cancelling no longer
+    pushes the refund, so the holder's cancel succeeds and unlocks the token; the helper collects elsewhere."""
+    helper = admin.deploy(project.RejectingRequester)
+    collection.approve(helper, 1, sender=alice)
+    receipt = helper.request(collection, 1, sender=alice, value=EVOLUTION_FEE)
+    rid = request_id(1, 1)
+    assert collection.isPending(rid)
+    chain.pending_timestamp = receipt.timestamp + REQUEST_TIMEOUT
+    collection.cancelEvolution(rid, sender=alice)
+    assert collection.refundOf(helper) == EVOLUTION_FEE
+    collection.transferFrom(alice, carol, 1, sender=alice)  # the token is free again
+    with reverts(collection.LivingCollectionTransferFailed, to=helper, amount=EVOLUTION_FEE):
+        helper.withdrawRefund(collection, helper, sender=alice)
+    before = carol.balance
+    helper.withdrawRefund(collection, carol, sender=alice)
+    assert carol.balance == before + EVOLUTION_FEE
+    assert collection.balance == collection.escrowedFees() + collection.withdrawableFees()
 
 
 def test_cancel_not_pending(collection: Any, alice: Any) -> None:
@@ -589,34 +703,38 @@ def test_timeout_change_keeps_pending_timeout(
 ) -> None:
     rid, receipt = request_evolution(1, alice)
     opened = receipt.timestamp
-    change = collection.setRequestTimeout(60, sender=admin)
+    longer = 2 * REQUEST_TIMEOUT
+    change = collection.setRequestTimeout(longer, sender=admin)
     assert events(change, collection) == [
-        ev("RequestTimeoutChanged", previousTimeout=REQUEST_TIMEOUT, timeout=60)
+        ev("RequestTimeoutChanged", previousTimeout=REQUEST_TIMEOUT, timeout=longer)
     ]
     assert collection.cancellableAt(rid) == opened + REQUEST_TIMEOUT
     rid2, receipt2 = request_evolution(2, alice)
-    assert collection.cancellableAt(rid2) == receipt2.timestamp + 60
-    chain.pending_timestamp = max(receipt2.timestamp + 60, chain.pending_timestamp)
+    assert collection.cancellableAt(rid2) == receipt2.timestamp + longer
+    chain.pending_timestamp = max(opened + REQUEST_TIMEOUT, chain.pending_timestamp)
     with reverts(
-        collection.LivingCollectionRequestNotExpired, requestId=rid, cancellableAt=opened + REQUEST_TIMEOUT
+        collection.LivingCollectionRequestNotExpired,
+        requestId=rid2,
+        cancellableAt=receipt2.timestamp + longer,
     ):
-        collection.cancelEvolution(rid, sender=alice)
-    collection.cancelEvolution(rid2, sender=alice)
-    # Limits.
-    with reverts(collection.LivingCollectionInvalidTimeout, timeout=MAX_REQUEST_TIMEOUT + 1):
-        collection.setRequestTimeout(MAX_REQUEST_TIMEOUT + 1, sender=admin)
-    collection.setRequestTimeout(MAX_REQUEST_TIMEOUT, sender=admin)
-    with unauthorized(collection, stranger, DEFAULT_ADMIN_ROLE):
-        collection.setRequestTimeout(0, sender=stranger)
-
-
-def test_zero_timeout_cancels_at_once(
-    collection: Any, admin: Any, alice: Any, request_evolution: Any
-) -> None:
-    collection.setRequestTimeout(0, sender=admin)
-    rid, _ = request_evolution(1, alice)
+        collection.cancelEvolution(rid2, sender=alice)
     collection.cancelEvolution(rid, sender=alice)
-    assert collection.isPending(rid) is False
+    with unauthorized(collection, stranger, DEFAULT_ADMIN_ROLE):
+        collection.setRequestTimeout(longer, sender=stranger)
+
+
+def test_timeout_bounds(collection: Any, deploy: Any, admin: Any) -> None:
+    """L2: at least MIN_REQUEST_TIMEOUT (1 hour), so a request is never cancellable in the block that opened it;
+    at most MAX_REQUEST_TIMEOUT. Enforced by the setter and by the constructor."""
+    assert collection.MIN_REQUEST_TIMEOUT() == MIN_REQUEST_TIMEOUT == 3600
+    for bad in (0, 60, MIN_REQUEST_TIMEOUT - 1, MAX_REQUEST_TIMEOUT + 1):
+        with reverts(collection.LivingCollectionInvalidTimeout, timeout=bad):
+            collection.setRequestTimeout(bad, sender=admin)
+        with reverts(collection.LivingCollectionInvalidTimeout, timeout=bad):
+            deploy(requestTimeout_=bad)
+    for good in (MIN_REQUEST_TIMEOUT, MAX_REQUEST_TIMEOUT):
+        collection.setRequestTimeout(good, sender=admin)
+        assert collection.requestTimeout() == good
 
 
 @pytest.mark.parametrize("token_id", [1, 2**200])

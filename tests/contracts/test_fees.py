@@ -30,7 +30,10 @@ PROVENANCE = hashlib.sha256(b"fees").digest()
 
 
 def _accounted(collection: Any) -> None:
-    assert collection.balance == collection.escrowedFees() + collection.withdrawableFees()
+    """balance == escrowed + withdrawable + refunds owed to requesters."""
+    assert collection.balance == (
+        collection.escrowedFees() + collection.withdrawableFees() + collection.owedRefunds()
+    )
 
 
 def test_withdraw_pays_treasury_exactly(
@@ -80,6 +83,9 @@ def test_cancelled_fee_never_becomes_withdrawable(
     before = treasury.balance
     collection.withdrawFees(sender=stranger)
     assert treasury.balance == before + 5 * MINT_PRICE
+    assert collection.balance == collection.owedRefunds() == collection.refundOf(alice) == EVOLUTION_FEE
+    _accounted(collection)
+    collection.withdrawRefund(alice, sender=alice)
     assert collection.balance == 0
     _accounted(collection)
 
@@ -147,4 +153,7 @@ def test_accounting_through_a_lifecycle(
     collection.withdrawFees(sender=stranger)
     expected_treasury += MINT_PRICE + 2 * EVOLUTION_FEE
     assert treasury.balance == start_treasury + expected_treasury
+    assert collection.balance == collection.refundOf(carol) == EVOLUTION_FEE
+    collection.withdrawRefund(carol, sender=carol)
+    _accounted(collection)
     assert collection.balance == 0

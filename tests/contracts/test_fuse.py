@@ -6,8 +6,8 @@ import hashlib
 from typing import Any
 
 from tests.contracts.support import (
-    AGENT_ROLE,
     EVOLUTION_FEE,
+    REFRESHER_ROLE,
     ZERO32,
     ZERO_ADDRESS,
     digest_of,
@@ -140,5 +140,5 @@ def test_fuse_when_paused_and_role_free(collection: Any, admin: Any, alice: Any)
     # fuse needs no role: the admin holding every role but the tokens cannot fuse them.
     with reverts(collection.LivingCollectionNotHolder, tokenId=1, caller=admin):
         collection.fuse(1, 2, sender=admin, value=EVOLUTION_FEE)
-    with unauthorized(collection, alice, AGENT_ROLE):
+    with unauthorized(collection, alice, REFRESHER_ROLE):
         collection.refreshMetadata([1], [digest_of(b"x")], PROVENANCE, sender=alice)

@@ -5,19 +5,23 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from eth_utils import keccak
 
 from tests.contracts.support import (
+    ADMIN_TRANSFER_DELAY,
     AGENT_ROLE,
     BASE_URI,
     DEFAULT_ADMIN_ROLE,
     EVOLUTION_FEE,
     MAX_PER_WALLET,
     MAX_REQUEST_TIMEOUT,
+    MAX_ROYALTY_BPS,
     MAX_SUPPLY,
     MINT_PRICE,
     MINTER_ROLE,
     NAME,
     PAUSER_ROLE,
+    REFRESHER_ROLE,
     REQUEST_TIMEOUT,
     ROYALTY_BPS,
     SYMBOL,
@@ -37,12 +41,23 @@ SUPPORTED = {
     "ERC-2981": "0x2a55205a",
     "ERC-4906": "0x49064906",
     "IAccessControl": "0x7965db0b",
+    "IAccessControlDefaultAdminRules": "0x31498786",
 }
 
 
 @pytest.mark.parametrize("interface_id", SUPPORTED.values(), ids=SUPPORTED.keys())
 def test_supports_interface(collection: Any, interface_id: str) -> None:
     assert collection.supportsInterface(interface_id) is True
+
+
+def test_supports_its_own_interface(project: Any, collection: Any) -> None:
+    """ILivingCollection's ERC-165 id: the XOR of its functions' selectors, computed here from its ABI."""
+    interface_id = 0
+    for abi in project.ILivingCollection.contract_type.abi:
+        if abi.type == "function":
+            interface_id ^= int.from_bytes(keccak(text=abi.selector)[:4], "big")
+    assert interface_id != 0
+    assert collection.supportsInterface(interface_id.to_bytes(4, "big")) is True
 
 
 @pytest.mark.parametrize(
@@ -73,6 +88,9 @@ def test_constructor_sets_configuration(bare: Any, admin: Any, treasury: Any) ->
     assert bare.activeModel() == bare.modelCount() == 0
     assert bare.paused() is False
     assert bare.MAX_REQUEST_TIMEOUT() == MAX_REQUEST_TIMEOUT
+    assert bare.MAX_ROYALTY_BPS() == MAX_ROYALTY_BPS
+    assert bare.owedRefunds() == 0
+    assert bare.revealCommitment() == (b"\x00" * 32, 0, b"\x00" * 32)
     # Royalty: ROYALTY_BPS of the sale price, paid to the treasury.
     assert norm(bare.royaltyInfo(1, 10_000)) == norm((treasury, ROYALTY_BPS))
 
@@ -81,15 +99,21 @@ def test_constructor_roles(bare: Any, admin: Any, treasury: Any) -> None:
     assert bare.AGENT_ROLE() == AGENT_ROLE
     assert bare.MINTER_ROLE() == MINTER_ROLE
     assert bare.PAUSER_ROLE() == PAUSER_ROLE
+    assert bare.REFRESHER_ROLE() == REFRESHER_ROLE
     assert bare.DEFAULT_ADMIN_ROLE() == DEFAULT_ADMIN_ROLE
     for role in (DEFAULT_ADMIN_ROLE, MINTER_ROLE, PAUSER_ROLE):
         assert bare.hasRole(role, admin) is True
         assert bare.hasRole(role, treasury) is False
-    # The agent role is granted separately, never by construction.
+    # One default admin, moved in two steps after a delay.
+    assert norm(bare.defaultAdmin()) == norm(admin) and norm(bare.owner()) == norm(admin)
+    assert bare.defaultAdminDelay() == bare.ADMIN_TRANSFER_DELAY() == ADMIN_TRANSFER_DELAY
+    # The agent and refresher roles are granted separately, never by construction.
     assert bare.hasRole(AGENT_ROLE, admin) is False
+    assert bare.hasRole(REFRESHER_ROLE, admin) is False
 
 
 def test_constructor_events(bare: Any, treasury: Any) -> None:
+    """Every setting is announced from the start, the base URI and the royalty included."""
     receipt = bare.creation_metadata.receipt
     configuration = [e for e in events(receipt, bare) if not e[0].startswith("Role")]
     assert configuration == [
@@ -97,6 +121,8 @@ def test_constructor_events(bare: Any, treasury: Any) -> None:
         ev("MintPriceChanged", previousPrice=0, price=MINT_PRICE),
         ev("EvolutionFeeChanged", previousFee=0, fee=EVOLUTION_FEE),
         ev("RequestTimeoutChanged", previousTimeout=0, timeout=REQUEST_TIMEOUT),
+        ev("BaseURIChanged", baseURI=BASE_URI),
+        ev("DefaultRoyaltyChanged", receiver=treasury, feeNumerator=ROYALTY_BPS),
     ]
 
 
@@ -117,9 +143,12 @@ def test_constructor_rejects_long_timeout(deploy: Any, project: Any) -> None:
         deploy(requestTimeout_=MAX_REQUEST_TIMEOUT + 1)
 
 
-def test_constructor_rejects_royalty_over_100_percent(deploy: Any, project: Any) -> None:
-    with reverts(project.LivingCollection.ERC2981InvalidDefaultRoyalty, numerator=10_001, denominator=10_000):
-        deploy(royaltyBps=10_001)
+@pytest.mark.parametrize("bps", [MAX_ROYALTY_BPS + 1, 10_000, 10_001])
+def test_constructor_rejects_royalty_over_the_cap(deploy: Any, project: Any, bps: int) -> None:
+    with reverts(
+        project.LivingCollection.LivingCollectionRoyaltyTooHigh, feeNumerator=bps, max=MAX_ROYALTY_BPS
+    ):
+        deploy(royaltyBps=bps)
 
 
 def test_constructor_accepts_limits(deploy: Any, treasury: Any) -> None:
@@ -127,11 +156,11 @@ def test_constructor_accepts_limits(deploy: Any, treasury: Any) -> None:
         mintPrice_=UINT96_MAX,
         evolutionFee_=UINT96_MAX,
         requestTimeout_=MAX_REQUEST_TIMEOUT,
-        royaltyBps=10_000,
+        royaltyBps=MAX_ROYALTY_BPS,
     )
     assert c.mintPrice() == c.evolutionFee() == UINT96_MAX
     assert c.requestTimeout() == MAX_REQUEST_TIMEOUT
-    assert norm(c.royaltyInfo(7, 12_345)) == norm((treasury, 12_345))
+    assert norm(c.royaltyInfo(7, 12_345)) == norm((treasury, 1_234))
 
 
 def test_set_default_royalty(collection: Any, admin: Any, carol: Any) -> None:
@@ -143,8 +172,11 @@ def test_set_default_royalty(collection: Any, admin: Any, carol: Any) -> None:
 
 
 def test_set_default_royalty_rejections(collection: Any, admin: Any, carol: Any, stranger: Any) -> None:
-    with reverts(collection.ERC2981InvalidDefaultRoyalty, numerator=10_001, denominator=10_000):
-        collection.setDefaultRoyalty(carol, 10_001, sender=admin)
+    for bps in (MAX_ROYALTY_BPS + 1, 10_000):
+        with reverts(collection.LivingCollectionRoyaltyTooHigh, feeNumerator=bps, max=MAX_ROYALTY_BPS):
+            collection.setDefaultRoyalty(carol, bps, sender=admin)
+    collection.setDefaultRoyalty(carol, MAX_ROYALTY_BPS, sender=admin)
+    assert norm(collection.royaltyInfo(1, 10_000)) == norm((carol, MAX_ROYALTY_BPS))
     with reverts(collection.ERC2981InvalidDefaultRoyaltyReceiver, receiver=ZERO_ADDRESS):
         collection.setDefaultRoyalty(ZERO_ADDRESS, 100, sender=admin)
     with unauthorized(collection, stranger, DEFAULT_ADMIN_ROLE):

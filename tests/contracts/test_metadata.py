@@ -14,12 +14,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.contracts.support import (
-    AGENT_ROLE,
     BASE_URI,
     BURNT_MARKER,
     DEFAULT_ADMIN_ROLE,
     EVOLUTION_FEE,
     KUBO_VECTORS,
+    REFRESHER_ROLE,
     ZERO32,
     b32,
     cid_of,
@@ -196,7 +196,7 @@ def test_refresh_keeps_stage_and_model(
 
 
 def test_refresh_needs_no_active_model(bare: Any, admin: Any, agent: Any, alice: Any) -> None:
-    bare.grantRole(AGENT_ROLE, agent, sender=admin)
+    bare.grantRole(REFRESHER_ROLE, agent, sender=admin)
     bare.airdrop(alice, 2, sender=admin)
     assert bare.activeModel() == 0
     bare.refreshMetadata([1, 2], _digests([1, 2]), PROVENANCE, sender=agent)
@@ -234,7 +234,7 @@ def test_refresh_rejections(collection: Any, admin: Any, agent: Any, alice: Any,
     with reverts(collection.LivingCollectionUnknownToken, tokenId=2):
         collection.refreshMetadata([3, 2], good, PROVENANCE, sender=agent)
     for account in (admin, alice, stranger):
-        with unauthorized(collection, account, AGENT_ROLE):
+        with unauthorized(collection, account, REFRESHER_ROLE):
             collection.refreshMetadata([1], good[:1], PROVENANCE, sender=account)
     # Nothing was written by any of the failed calls.
     assert collection.metadataDigestOf(1) == ZERO32

@@ -47,6 +47,20 @@ def test_paused_stops_holder_actions(collection: Any, admin: Any, alice: Any, ca
     assert collection.escrowedFees() == 0
 
 
+def test_paused_stops_airdrops_and_refreshes(collection: Any, admin: Any, agent: Any, carol: Any) -> None:
+    """A pause freezes supply and every token's metadata but for fulfilments that holders paid for."""
+    collection.pause(sender=admin)
+    with reverts(collection.EnforcedPause):
+        collection.airdrop(carol, 1, sender=admin)
+    with reverts(collection.EnforcedPause):
+        collection.refreshMetadata([2], [digest_of(b"2")], PROVENANCE, sender=agent)
+    assert collection.totalMinted() == 5 and collection.metadataDigestOf(2) == b"\x00" * 32
+    collection.unpause(sender=admin)
+    collection.airdrop(carol, 1, sender=admin)
+    collection.refreshMetadata([2], [digest_of(b"2")], PROVENANCE, sender=agent)
+    assert collection.totalMinted() == 6 and collection.metadataDigestOf(2) == digest_of(b"2")
+
+
 def test_paused_keeps_settlement_working(
     collection: Any,
     chain: Any,
@@ -63,15 +77,15 @@ def test_paused_keeps_settlement_working(
     collection.fulfillEvolution(
         fulfil, seed_of(collection, fulfil), digest_of(b"f"), PROVENANCE, sender=agent
     )
-    collection.refreshMetadata([2, 3], [digest_of(b"2"), digest_of(b"3")], PROVENANCE, sender=agent)
     chain.pending_timestamp = opened.timestamp + REQUEST_TIMEOUT
     collection.cancelEvolution(cancel, sender=bob)
+    collection.withdrawRefund(bob, sender=bob)
     collection.withdrawFees(sender=carol)
     collection.transferFrom(alice, carol, 1, sender=alice)
-    collection.airdrop(carol, 1, sender=admin)  # the admin's own minting is not paused
     assert collection.stageOf(1) == 1
     assert collection.balance == collection.escrowedFees() == collection.withdrawableFees() == 0
-    assert collection.balanceOf(carol) == 2
+    assert collection.owedRefunds() == 0
+    assert collection.balanceOf(carol) == 1
 
 
 def test_pauser_role(collection: Any, admin: Any, agent: Any, carol: Any, stranger: Any) -> None:

@@ -41,6 +41,7 @@ from tests.contracts.support import (
     AGENT_ROLE,
     MANIFEST_V1,
     MANIFEST_V2,
+    REFRESHER_ROLE,
     WEIGHTS_V1,
     WEIGHTS_V2,
     ZERO32,
@@ -56,7 +57,7 @@ SUPPLY = 6
 PER_WALLET = 3
 PRICE = 3 * 10**15
 FEES = (10**15, 2 * 10**15, 0)
-TIMEOUTS = (600, 60, 0)
+TIMEOUTS = (3600, 5400, 7200)  # MIN_REQUEST_TIMEOUT is one hour
 
 # (examples, steps per example) by provider: anvil is the slower of the two per transaction here.
 BUDGET = {"foundry": (10, 20), "test": (5, 20)}
@@ -92,6 +93,7 @@ def machine_collection(deploy: Any, admin: Any, agent: Any, alice: Any, bob: Any
         requestTimeout_=TIMEOUTS[0],
     )
     c.grantRole(AGENT_ROLE, agent, sender=admin)
+    c.grantRole(REFRESHER_ROLE, agent, sender=admin)
     c.registerModel(WEIGHTS_V1, MANIFEST_V1, sender=admin)
     c.registerModel(WEIGHTS_V2, MANIFEST_V2, sender=admin)
     c.setActiveModel(1, sender=admin)
@@ -128,6 +130,7 @@ def test_random_sequences_keep_invariants(
             self.minted_by = {norm(alice): 2, norm(bob): 1, norm(carol): 0}
             self.escrowed = 0
             self.withdrawable = 3 * PRICE
+            self.refunds: dict[str, int] = {}  # credited by cancellations, not withdrawn yet
             self.fee = FEES[0]
             self.timeout = TIMEOUTS[0]
             self.active_model = 1
@@ -370,11 +373,25 @@ def test_random_sequences_keep_invariants(
                 )
             ]
             paid = gas_paid(receipt) if sender is requester else 0
-            assert requester.balance == before_requester + p.fee - paid
-            assert c.balance == before_contract - p.fee
+            assert requester.balance == before_requester - paid  # credited, not sent
+            assert c.balance == before_contract
+            self.refunds[p.requester] = self.refunds.get(p.requester, 0) + p.fee
             self.escrowed -= p.fee
             m.pending = None
             assert c.modelOf(token_id) == m.model
+
+        @rule(caller=st.sampled_from([*actors, stranger]), to=st.sampled_from([*actors, stranger]))
+        def withdraw_refund(self, caller: Any, to: Any) -> None:
+            owed = self.refunds.get(norm(caller), 0)
+            error = None if owed else ("LivingCollectionNoRefund", {"account": caller})
+            before_to, before_contract = to.balance, c.balance
+            receipt = self.transact(error, c.withdrawRefund, to, sender=caller)
+            if receipt is None:
+                return
+            paid = gas_paid(receipt) if to is caller else 0
+            assert to.balance == before_to + owed - paid
+            assert c.balance == before_contract - owed
+            self.refunds[norm(caller)] = 0
 
         @rule(caller=st.sampled_from([*actors, stranger]))
         def withdraw(self, caller: Any) -> None:
@@ -454,36 +471,25 @@ def test_random_sequences_keep_invariants(
             ids = [self.tokens[t].pending.request_id for t in tokens]
             seeds = [self.tokens[t].pending.seed for t in tokens]
             digests = [self.digest() for _ in ids]
-            if spoil == "seed":  # the last request named with another seed: the whole batch reverts
+            # A spoilt entry is skipped (FulfilmentSkipped); the rest of the batch goes through.
+            skipped = None
+            if spoil == "seed":  # the last request named with another seed
                 seeds[-1] = self.digest()
-                self.transact(
-                    ("LivingCollectionSeedMismatch", {"requestId": ids[-1], "seed": seeds[-1]}),
-                    c.fulfillEvolutions,
-                    ids,
-                    seeds,
-                    digests,
-                    [ZERO32] * len(ids),
-                    sender=agent,
-                )
-                return
-            if spoil is not None:
+                skipped = ids[-1]
+            elif spoil is not None:
                 bad = ids[0] if spoil == "duplicate" else (tokens[0] << 32 | self.tokens[tokens[0]].nonce + 1)
                 ids.append(bad)
                 seeds.append(seeds[0] if spoil == "duplicate" else self.digest())
                 digests.append(self.digest())
-                self.transact(
-                    ("LivingCollectionRequestNotPending", {"requestId": bad}),
-                    c.fulfillEvolutions,
-                    ids,
-                    seeds,
-                    digests,
-                    [ZERO32] * len(ids),
-                    sender=agent,
-                )
-                return  # all or nothing: the invariants check that nothing changed
+                skipped = bad
             receipt = c.fulfillEvolutions(ids, seeds, digests, [ZERO32] * len(ids), sender=agent)
-            assert [name for name, _ in events(receipt, c)] == ["Evolved", "MetadataUpdate"] * len(ids)
-            for token_id, digest in zip(tokens, digests, strict=True):
+            fulfilled = len(tokens) - (1 if spoil == "seed" else 0)
+            expected = ["Evolved", "MetadataUpdate"] * fulfilled
+            if skipped is not None:
+                expected.append("FulfilmentSkipped")
+                assert events(receipt, c)[-1] == ("FulfilmentSkipped", {"requestId": skipped})
+            assert [name for name, _ in events(receipt, c)] == expected
+            for token_id, digest in list(zip(tokens, digests, strict=False))[:fulfilled]:
                 self.fulfilled(token_id, digest)
 
         @precondition(lambda self: self.minted)
@@ -493,6 +499,8 @@ def test_random_sequences_keep_invariants(
             digests = [self.digest() for _ in ids]
             burnt = next((t for t in ids if self.tokens[t].owner is None), None)
             error = None if burnt is None else ("LivingCollectionUnknownToken", {"tokenId": burnt})
+            if self.paused:
+                error = ("EnforcedPause", {})
             if self.transact(error, c.refreshMetadata, ids, digests, ZERO32, sender=agent) is None:
                 return
             for token_id, digest in zip(ids, digests, strict=True):
@@ -534,7 +542,10 @@ def test_random_sequences_keep_invariants(
         @invariant()
         def fees_are_backed(self) -> None:
             escrowed, withdrawable = c.escrowedFees(), c.withdrawableFees()
-            assert c.balance == escrowed + withdrawable
+            assert c.balance == escrowed + withdrawable + c.owedRefunds()
+            assert c.owedRefunds() == sum(self.refunds.values())
+            for account, owed in self.refunds.items():
+                assert c.refundOf(account) == owed
             assert (escrowed, withdrawable) == (self.escrowed, self.withdrawable)
             assert escrowed == sum(self.tokens[t].pending.fee for t in self.pending())
 

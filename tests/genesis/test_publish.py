@@ -14,7 +14,15 @@ from agent.deployment import ContractRecord, Deployment, write_abi
 from agent.errors import ConfigError, IntegrityError, NotFoundError
 from agent.genesis.generate import run_genesis
 from agent.genesis.provenance import Reveal, item_to_token, reveal_offset, token_to_item
-from agent.genesis.publish import RevealNotReadyError, publish_genesis, reveal_genesis, set_base_uri
+from agent.genesis.publish import (
+    COMMIT_MARGIN,
+    RevealNotReadyError,
+    commit_reveal,
+    publish_genesis,
+    reveal_genesis,
+    reveal_on_chain,
+    set_base_uri,
+)
 from agent.ipfs.backends.embedded import EmbeddedBackend
 from agent.ipfs.backends.replicated import Replicator
 from agent.ipfs.repo import IpfsRepo
@@ -278,3 +286,184 @@ def test_a_1000_token_genesis_end_to_end(tmp_path: Path, models) -> None:
         item = token_to_item(size, reveal.offset, size)
         assert image.content == (tmp_path / "g" / "images" / f"{item}.png").read_bytes()
     assert seen_items == set(range(size)) and len(combos) == size and len(pngs) > 1
+
+
+def test_a_malformed_reveal_hash_is_a_clear_error(revealed: Path, genesis_dir: Path, tmp_path: Path) -> None:
+    """ux row 80: `--reveal-hash 0xzz` was a ValueError traceback; now a ConfigError naming the flag and the fix."""
+    import shutil
+
+    shutil.copytree(genesis_dir, tmp_path / "fresh")
+    for bad in ("0xzz", "0x" + "ab" * 31, "ab" * 33):
+        with pytest.raises(ConfigError, match="is not a block hash") as e:
+            reveal_genesis(tmp_path / "fresh", block_number=100, block_hash=bad)
+        assert "64 hex digits" in (e.value.hint or "")
+    assert not (tmp_path / "fresh" / "reveal.json").exists()
+
+
+@pytest.mark.anvil
+def test_a_reveal_hash_is_checked_against_the_node(chain: Chain, genesis_dir: Path, tmp_path: Path) -> None:
+    """ux row 81 / A-M4: a --reveal-hash that is not the node's hash of that block is refused and nothing is
+    recorded, so the real hash still works afterwards; the right one (any case) is accepted."""
+    import shutil
+
+    out = tmp_path / "g"
+    shutil.copytree(genesis_dir, out)
+    url = chain.w3.provider.endpoint_uri  # type: ignore[attr-defined]
+    chain.mine()
+    block = chain.w3.eth.block_number
+    real = "0x" + bytes(chain.w3.eth.get_block(block)["hash"]).hex()
+    with pytest.raises(IntegrityError, match=f"is not the hash of block {block}") as e:
+        reveal_genesis(out, block_number=block, block_hash="0x" + "00" * 32, rpc_url=url)
+    assert "nothing was recorded" in str(e.value) and not (out / "reveal.json").exists()
+    reveal = reveal_genesis(out, block_number=block, block_hash=real.upper().replace("0X", "0x"), rpc_url=url)
+    assert reveal.block_hash == real and reveal.offset == int(real, 16) % SIZE
+
+
+# -- the on-chain commit-reveal (security L9) ----------------------------------------------------------------
+
+
+def _copy(genesis_dir: Path, tmp_path: Path) -> tuple[Path, str]:
+    import shutil
+
+    out = tmp_path / "g"
+    shutil.copytree(genesis_dir, out)
+    return out, json.loads((out / "provenance.json").read_text())["provenance_sha256"]
+
+
+def _mine(chain: Chain, blocks: int) -> None:
+    chain.rpc("anvil_mine", hex(blocks))
+
+
+@pytest.mark.anvil
+def test_commit_then_reveal_on_chain_end_to_end(chain: Chain, genesis_dir: Path, tmp_path: Path) -> None:
+    """--commit sends commitReveal once (a second commit sends nothing); the reveal waits for the committed block,
+    anyone sends reveal(), and the offset is the contract's revealOffset(N), recorded and published with the
+    collection's address."""
+    out, ours = _copy(genesis_dir, tmp_path)
+    url = chain.w3.provider.endpoint_uri  # type: ignore[attr-defined]
+    deployment, collection = _deployment(chain, tmp_path)
+    admin = KeystoreSigner.from_private_key(ANVIL_KEYS[0])
+    stranger = KeystoreSigner.from_private_key(ANVIL_KEYS[1])
+
+    with pytest.raises(ConfigError, match="may not commit the genesis reveal .* needs DEFAULT_ADMIN_ROLE"):
+        commit_reveal(out, deployment, stranger, rpc_url=url)
+    head = chain.w3.eth.block_number
+    commitment, confirmation = commit_reveal(out, deployment, admin, rpc_url=url)
+    assert confirmation is not None and confirmation.status == 1
+    delay = collection.functions.REVEAL_DELAY().call()
+    assert commitment.reveal_block == head + delay + COMMIT_MARGIN and commitment.provenance_sha256 == ours
+    assert collection.functions.revealCommitment().call() == [
+        bytes.fromhex(ours),
+        commitment.reveal_block,
+        b"\0" * 32,
+    ]
+    again, none = commit_reveal(out, deployment, admin, rpc_url=url)  # idempotent: nothing is sent
+    assert none is None and again.reveal_block == commitment.reveal_block
+    assert chain.w3.eth.block_number == confirmation.block_number
+
+    wait = commitment.reveal_block + 1 - chain.w3.eth.block_number
+    with pytest.raises(
+        RevealNotReadyError, match=f"reveal block {commitment.reveal_block} is not mined yet"
+    ) as e:
+        reveal_on_chain(out, deployment, rpc_url=url, signer=lambda: stranger)
+    assert e.value.retryable and f"wait {wait} more block(s)" in (e.value.hint or "")
+    assert not (out / "reveal.json").exists()
+
+    seen: list[int] = []  # --wait: one progress line per poll, the chain mines one block per poll
+    reveal = reveal_on_chain(
+        out,
+        deployment,
+        rpc_url=url,
+        signer=lambda: stranger,  # anyone may send reveal()
+        wait=True,
+        on_wait=lambda c: seen.append(c.blocks_to_wait),
+        sleep=lambda _s: _mine(chain, 1),
+    )
+    assert seen == list(range(wait, 0, -1))
+    _, block, recorded = collection.functions.revealCommitment().call()
+    assert block == commitment.reveal_block and reveal.block_number == block
+    assert (
+        recorded == bytes(chain.w3.eth.get_block(block)["hash"])
+        and reveal.block_hash == "0x" + recorded.hex()
+    )
+    assert reveal.offset == collection.functions.revealOffset(SIZE).call() == reveal_offset(recorded, SIZE)
+    assert reveal.contract == collection.address and reveal.chain_id == chain.w3.eth.chain_id
+    assert json.loads((out / "reveal.json").read_text())["contract"] == collection.address
+
+    head = chain.w3.eth.block_number  # rerun: the recorded reveal, nothing sent; wrong flags are refused
+    assert reveal_on_chain(out, deployment, rpc_url=url, block_number=block) == reveal
+    assert chain.w3.eth.block_number == head
+    with pytest.raises(ConfigError, match=f"--reveal-block {block + 1} is not the reveal block {block}"):
+        reveal_on_chain(out, deployment, rpc_url=url, block_number=block + 1)
+    with pytest.raises(IntegrityError, match="--reveal-hash 0x00.* is not the hash .* recorded"):
+        reveal_on_chain(out, deployment, rpc_url=url, block_hash="0x" + "00" * 32)
+
+    published = publish_genesis(out, IpfsRepo(None), reveal=reveal)
+    assert published.reveal.offset == reveal.offset
+
+
+@pytest.mark.anvil
+def test_publish_before_commit_is_refused(chain: Chain, genesis_dir: Path, tmp_path: Path) -> None:
+    out, _ = _copy(genesis_dir, tmp_path)
+    url = chain.w3.provider.endpoint_uri  # type: ignore[attr-defined]
+    deployment, _ = _deployment(chain, tmp_path)
+    with pytest.raises(ConfigError, match="has no reveal commitment") as e:
+        reveal_on_chain(out, deployment, rpc_url=url)
+    assert "--commit" in (e.value.hint or "") and not (out / "reveal.json").exists()
+
+
+@pytest.mark.anvil
+def test_another_committed_provenance_is_refused(chain: Chain, genesis_dir: Path, tmp_path: Path) -> None:
+    out, ours = _copy(genesis_dir, tmp_path)
+    url = chain.w3.provider.endpoint_uri  # type: ignore[attr-defined]
+    deployment, collection = _deployment(chain, tmp_path)
+    other = "11" * 32
+    block = chain.w3.eth.block_number + 20
+    chain.send(collection.functions.commitReveal(bytes.fromhex(other), block))
+    admin = KeystoreSigner.from_private_key(ANVIL_KEYS[0])
+    with pytest.raises(
+        ConfigError, match=f"already committed provenance {other} .*cannot commit {ours}"
+    ) as e:
+        commit_reveal(out, deployment, admin, rpc_url=url)
+    assert "deploy a new collection" in (e.value.hint or "")
+    _mine(chain, 25)
+    with pytest.raises(ConfigError, match=f"committed provenance {other}, but .* has {ours}"):
+        reveal_on_chain(out, deployment, rpc_url=url, signer=lambda: admin)
+    assert collection.functions.revealCommitment().call()[2] == b"\0" * 32  # no reveal() was sent for it
+
+
+@pytest.mark.anvil
+def test_a_missed_reveal_block_moves_and_is_reported(chain: Chain, genesis_dir: Path, tmp_path: Path) -> None:
+    """More than 256 blocks late, reveal() re-commits to a fresh future block: the CLI says so and how long to
+    wait, and records nothing until that block is revealed."""
+    out, _ = _copy(genesis_dir, tmp_path)
+    url = chain.w3.provider.endpoint_uri  # type: ignore[attr-defined]
+    deployment, _ = _deployment(chain, tmp_path)
+    admin = KeystoreSigner.from_private_key(ANVIL_KEYS[0])
+    commitment, _ = commit_reveal(out, deployment, admin, rpc_url=url)
+    _mine(chain, 300)
+    with pytest.raises(RevealNotReadyError, match=f"block {commitment.reveal_block} was missed") as e:
+        reveal_on_chain(out, deployment, rpc_url=url, signer=lambda: admin)
+    assert "wait" in (e.value.hint or "") and not (out / "reveal.json").exists()
+    _mine(chain, 11)
+    reveal = reveal_on_chain(out, deployment, rpc_url=url, signer=lambda: admin)
+    assert reveal.block_number > commitment.reveal_block + 256
+
+
+@pytest.mark.anvil
+def test_a_reveal_without_a_key_says_which_key(chain: Chain, genesis_dir: Path, tmp_path: Path) -> None:
+    out, _ = _copy(genesis_dir, tmp_path)
+    url = chain.w3.provider.endpoint_uri  # type: ignore[attr-defined]
+    deployment, _ = _deployment(chain, tmp_path)
+    commitment, _ = commit_reveal(
+        out, deployment, KeystoreSigner.from_private_key(ANVIL_KEYS[0]), rpc_url=url
+    )
+    _mine(chain, commitment.blocks_to_wait)
+
+    def no_key() -> KeystoreSigner:
+        raise ConfigError("no agent key configured", hint="set signer.keystore")
+
+    for signer in (None, no_key):
+        with pytest.raises(ConfigError, match="is mined, but its hash is not recorded on-chain yet") as e:
+            reveal_on_chain(out, deployment, rpc_url=url, signer=signer)
+        assert "--keystore" in (e.value.hint or "") and not (out / "reveal.json").exists()

@@ -148,6 +148,7 @@ def module_chain(anvil_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ch
     chain.transact(f.registerModel(b"\x11" * 32, "ipfs://model"), admin)
     chain.transact(f.setActiveModel(1), admin)
     chain.transact(f.grantRole(f.AGENT_ROLE().call(), chain.agent), admin)
+    chain.transact(f.grantRole(f.REFRESHER_ROLE().call(), chain.agent), admin)
     for holder in holders:
         chain.transact(f.mint(8), holder, 8 * 10**15)
     chain.rpc("evm_increaseTime", 4_000)

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+from web3.logs import DISCARD
+
 from agent.jobs import JobState, Stage
 from agent.metrics import REGISTRY
 from agent.pipeline import Agent
@@ -96,31 +99,36 @@ def test_a_request_fulfilled_by_someone_else_is_cancelled_not_paid_for(
     assert chain.agent_nonce() == 0
 
 
-def test_a_reverted_batch_is_settled_per_request_and_the_still_pending_ones_sent_again(
-    chain: Chain, settings: Settings
+@pytest.mark.parametrize("front_runner", ["cancel", "fulfil"])
+def test_a_request_skipped_by_a_mined_batch_is_settled_not_confirmed(
+    chain: Chain, settings: Settings, front_runner: str
 ) -> None:
-    """The admin fulfils one request of the agent's batch in the same block, ahead of it (higher tip): the
-    batch reverts; that request is cancelled (fulfilled by someone else), the other one is re-sent."""
+    """M4: a cancellation by the holder (or a fulfilment by another agent key) lands in the same block, ahead of
+    the agent's batch (higher tip). The batch no longer reverts: the contract skips that request
+    (FulfilmentSkipped) and fulfils the other. The skipped request's job is settled by chain truth (cancelled,
+    with the on-chain reason), exactly as if the pre-send check had dropped it; never confirmed."""
     f = chain.collection.functions
     chain.transact(f.grantRole(f.AGENT_ROLE().call(), chain.admin), chain.admin)
     taken, other = chain.request(1), chain.request(2)
     with Agent.from_settings(settings) as agent:
         agent.poll_once()
         agent.work_once(until=Stage.PUBLISHED)
+        if front_runner == "cancel":
+            chain.rpc("evm_increaseTime", TIMEOUT + 1)
+            chain.mine()
         chain.automine(False)
         worker = threading.Thread(target=agent.work_once, daemon=True)
         worker.start()
         wait_until(
             lambda: chain.rpc("txpool_content")["pending"], timeout=30, message="the batch in the pool"
         )
-        f.fulfillEvolution(taken, chain.seed(taken), b"\x42" * 32, bytes(32)).transact(
-            {
-                "from": chain.admin,
-                "gas": 300_000,
-                "maxFeePerGas": 200 * 10**9,
-                "maxPriorityFeePerGas": 100 * 10**9,
-            }
-        )
+        fee = {"gas": 300_000, "maxFeePerGas": 200 * 10**9, "maxPriorityFeePerGas": 100 * 10**9}
+        if front_runner == "cancel":
+            f.cancelEvolution(taken).transact({"from": chain.holders[0], **fee})
+        else:
+            f.fulfillEvolution(taken, chain.seed(taken), b"\x42" * 32, bytes(32)).transact(
+                {"from": chain.admin, **fee}
+            )
         stop_mining = threading.Event()
 
         def mine() -> None:
@@ -134,11 +142,14 @@ def test_a_reverted_batch_is_settled_per_request_and_the_still_pending_ones_sent
         miner.join(5)
         assert not worker.is_alive()
         jobs = {j.payload["request_id"]: j for j in agent.store.list_jobs()}
-        status = agent.status()
 
     first_tx = jobs[taken].output(Stage.SUBMITTED)["tx_hash"]
-    assert chain.w3.eth.get_transaction_receipt(first_tx)["status"] == 0  # the batch reverted on-chain
-    assert jobs[taken].state == JobState.CANCELLED and f"fulfilled by {chain.admin}" in jobs[taken].reason
-    assert jobs[other].state == JobState.CONFIRMED and jobs[other].result["tx_hash"] != first_tx
-    assert sorted(int(e["args"]["requestId"]) for e in chain.evolved()) == sorted([taken, other])
-    assert chain.agent_nonce() == 2 and status.gas_spent > jobs[other].result["gas_used"]
+    receipt = chain.w3.eth.get_transaction_receipt(first_tx)
+    assert receipt["status"] == 1  # mined and successful: one request skipped, not the whole batch reverted
+    skipped = chain.collection.events.FulfilmentSkipped().process_receipt(receipt, errors=DISCARD)
+    assert [int(e["args"]["requestId"]) for e in skipped] == [taken]
+    assert jobs[taken].state == JobState.CANCELLED
+    expected = "cancelled on-chain" if front_runner == "cancel" else f"fulfilled by {chain.admin}"
+    assert expected in (jobs[taken].reason or "")
+    assert jobs[other].state == JobState.CONFIRMED and jobs[other].result["tx_hash"] == first_tx
+    assert chain.agent_nonce() == 1  # nothing re-sent

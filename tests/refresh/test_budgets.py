@@ -112,3 +112,49 @@ def test_a_fee_spike_above_the_refresh_cap_sends_nothing_and_the_refresh_resumes
     assert done.result["counts"] == {"confirmed": 3}
     for tx_hash in done.result["transactions"]:
         assert chain.w3.eth.get_transaction(tx_hash)["maxFeePerGas"] <= 20 * 10**9
+
+
+def test_a_paused_collection_sends_no_refresh_and_the_refresh_resumes_after_unpause(
+    chain: Chain, make: Callable[..., Settings], clock: Clock
+) -> None:
+    """L4: pausing stops refreshMetadata on-chain. The refresh sends nothing (one paused() read, no reverting
+    estimate per token), waits with a named reason, and finishes after the unpause."""
+    settings = make(pause_s=300)
+    f = chain.collection.functions
+    with Agent.from_settings(settings, clock=clock) as agent:
+        job, _ = agent.refresh.queue_manual([1, 2, 3])
+        chain.transact(f.pause(), chain.admin)
+        nonce = chain.agent_nonce()
+        stopped = drive(agent, job.id)
+        run = agent.refresh.store.run(job.id)
+        assert stopped.state == JobState.QUEUED and run.pause_reason == "paused"
+        assert "is paused" in run.pause_detail
+        assert set(states(agent, job.id).values()) == {"published"}
+        assert chain.agent_nonce() == nonce
+
+        chain.transact(f.unpause(), chain.admin)
+        clock.advance(301)
+        done = drive(agent, job.id)
+    assert done.state == JobState.CONFIRMED, done.last_error
+    assert done.result["counts"] == {"confirmed": 3}
+
+
+def test_an_agent_without_refresher_role_fails_the_refresh_with_a_named_reason(
+    chain: Chain, make: Callable[..., Settings], clock: Clock
+) -> None:
+    """AGENT_ROLE no longer refreshes: without REFRESHER_ROLE nothing is sent and the error says what to grant."""
+    settings = make()
+    f = chain.collection.functions
+    chain.transact(f.revokeRole(f.REFRESHER_ROLE().call(), chain.agent), chain.admin)
+    with Agent.from_settings(settings, clock=clock) as agent:
+        job, _ = agent.refresh.queue_manual([1, 2])
+        nonce = chain.agent_nonce()
+        for _ in range(200):
+            agent.poll_once()
+            agent.work_once()
+            current = agent.store.get(job.id)
+            if current.last_error:
+                break
+        assert current.last_error is not None, current
+    assert "does not hold REFRESHER_ROLE" in current.last_error
+    assert chain.agent_nonce() == nonce

@@ -147,6 +147,7 @@ def make_world(root: Path, lm_dir: Path) -> Iterator[World]:
         )
         world.transact(f.setActiveModel(1), admin)
         world.transact(f.grantRole(f.AGENT_ROLE().call(), world.agent_address), admin)
+        world.transact(f.grantRole(f.REFRESHER_ROLE().call(), world.agent_address), admin)
         for holder in holders:
             world.transact(f.mint(5), holder, 5 * 10**15)
         world.rpc("evm_increaseTime", 4_000)

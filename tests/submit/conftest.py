@@ -193,6 +193,7 @@ def module_chain(anvil_url: str) -> Chain:
     role = f.AGENT_ROLE().call()
     chain.transact(f.grantRole(role, chain.agent), admin)
     chain.transact(f.grantRole(role, admin), admin)
+    chain.transact(f.grantRole(f.REFRESHER_ROLE().call(), chain.agent), admin)
     chain.transact(f.mint(TOKENS), holder, TOKENS * 10**15)
     return chain
 

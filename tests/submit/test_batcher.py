@@ -99,11 +99,12 @@ def test_count_and_gas_caps_split_batches(chain: Chain) -> None:
     assert report.tx_count == len(plan.batches) and len(report.confirmed) == 7
 
 
-def test_a_request_fulfilled_after_the_pre_check_is_dropped_by_its_decoded_error(
+def test_a_request_fulfilled_after_the_pre_check_is_skipped_on_chain_not_confirmed(
     chain: Chain, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A race: the pre-check said pending, then it was fulfilled. The gas estimate (a dry run) reverts naming
-    the request, which is dropped; the rest go out in one transaction."""
+    """A race: the pre-check said pending, then it was fulfilled. The batch no longer reverts: the contract skips
+    that request (FulfilmentSkipped), which the report lists as skipped, never as confirmed; the rest are
+    fulfilled in the same transaction."""
     rids = [chain.request(t) for t in range(1, 5)]
     batcher = _batcher(chain)
     monkeypatch.setattr(batcher, "check_pending_with", lambda items: {f.request_id: True for f in items})
@@ -111,10 +112,17 @@ def test_a_request_fulfilled_after_the_pre_check_is_dropped_by_its_decoded_error
 
     report = batcher.submit(_fulfilments(chain, rids))
 
-    (dropped,) = report.dropped
-    assert dropped.key == rids[1]
-    assert f"LivingCollectionRequestNotPending(requestId={hex(rids[1])})" in dropped.reason
-    assert report.tx_count == 1 and len(report.confirmed) == 3
+    assert report.dropped == () and report.tx_count == 1 and report.failed == []
+    assert [f.request_id for f in report.skipped] == [rids[1]]
+    assert sorted(f.request_id for f in report.confirmed) == [rids[0], rids[2], rids[3]]
+    (result,) = report.results
+    assert result.confirmation is not None
+    assert batcher.skipped(result.confirmation.tx_hash) == {rids[1]}
+    assert [e["args"]["requestId"] for e in _evolved(chain, result.confirmation.tx_hash)] == [
+        rids[0],
+        rids[2],
+        rids[3],
+    ]
 
 
 def test_a_fulfilment_bound_to_a_stale_seed_is_dropped_before_sending(chain: Chain) -> None:
@@ -148,11 +156,11 @@ def test_a_fulfilment_bound_to_a_stale_seed_is_dropped_before_sending(chain: Cha
     assert chain.collection.functions.metadataDigestOf(2).call() == bytes(32)
 
 
-def test_a_seed_that_changed_after_the_pre_check_is_dropped_by_its_decoded_error(
+def test_a_seed_that_changed_after_the_pre_check_is_skipped_on_chain(
     chain: Chain, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The pre-check passed; the gas estimate (a dry run) reverts with LivingCollectionSeedMismatch naming the
-    request, which is dropped; the rest go out in one transaction."""
+    """The pre-check passed; the contract skips the request named with another seed and fulfils the rest in one
+    transaction; the skipped request stays pending for its canonical seed."""
     rids = [chain.request(t) for t in range(1, 4)]
     items = _fulfilments(chain, rids)
     wrong = Fulfilment(rids[1], bytes(31) + b"\x01", digest(rids[1]))
@@ -162,9 +170,9 @@ def test_a_seed_that_changed_after_the_pre_check_is_dropped_by_its_decoded_error
 
     report = batcher.submit(items)
 
-    (dropped,) = report.dropped
-    assert dropped.key == rids[1] and "LivingCollectionSeedMismatch" in dropped.reason
+    assert report.dropped == () and [f.request_id for f in report.skipped] == [rids[1]]
     assert report.tx_count == 1 and len(report.confirmed) == 2
+    assert chain.collection.functions.isPendingWith(rids[1], chain.seed(rids[1])).call()
 
 
 def test_refresh_batches_are_sized_to_the_gas_cap(chain: Chain) -> None:

@@ -78,6 +78,23 @@ class HttpOracleError(OracleError):
         )
 
 
+DEFAULT_MAX_BYTES = 4 * 1024 * 1024
+"""Largest HTTP oracle body read (decoded), by default."""
+
+
+def _read_capped(response: httpx.Response, limit: int) -> bytes | None:
+    """The (decoded) body of a streamed response, or None once it passes ``limit`` bytes (the rest unread)."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit and not response.headers.get("content-encoding"):
+        return None
+    body = bytearray()
+    for chunk in response.iter_bytes():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
 def parse_path(path: str) -> JSONPath:
     """Compile a JSONPath (``$.a["b c"][0]``, ``$.list[?(@.id == "x")].v``) with jsonpath-ng.
 
@@ -121,6 +138,7 @@ class HttpJsonOracle(Oracle):
         cache_ttl_s: Seconds a fetched document is reused (0: every read fetches).
         headers: Request headers (e.g. an API key).
         client: An httpx client to use (default: one of its own).
+        max_bytes: Largest body read (decoded); a longer one is refused, never held whole in memory.
         clock, sleep: Monotonic time source and sleep (tests replace them).
     """
 
@@ -138,6 +156,7 @@ class HttpJsonOracle(Oracle):
         cache_ttl_s: float = 30.0,
         headers: Mapping[str, str] | None = None,
         client: httpx.Client | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -170,6 +189,7 @@ class HttpJsonOracle(Oracle):
         self.max_backoff_s = max_backoff_s
         self.cache_ttl_s = cache_ttl_s
         self.headers = dict(headers or {})
+        self.max_bytes = max_bytes
         self._client = client or httpx.Client(timeout=timeout_s, follow_redirects=True)
         self._own_client = client is None
         self._clock = clock
@@ -242,15 +262,28 @@ class HttpJsonOracle(Oracle):
             wait = min(self.backoff_s * 2**attempt, self.max_backoff_s)
             self.fetches += 1
             try:
-                response = self._client.get(self.url, headers=self.headers, timeout=self.timeout_s)
+                with self._client.stream(
+                    "GET", self.url, headers=self.headers, timeout=self.timeout_s
+                ) as response:
+                    body = _read_capped(response, self.max_bytes)
             except httpx.TimeoutException:
                 last = f"timed out after {self.timeout_s} s"
             except httpx.TransportError as exc:
                 last = f"{type(exc).__name__}: {exc}"
             else:
                 status = response.status_code
-                if status < 400:
-                    return self._json(ctx, response)
+                if body is None and status < 400:
+                    raise AbsurdOracleDataError(
+                        f"the body of GET {self.url} (HTTP {status}) is larger than {self.max_bytes} bytes; "
+                        "not read",
+                        oracle=self._name,
+                        block_number=ctx.block_number,
+                        reading=f"{self._name}.*",
+                        value=None,
+                        hint="point the oracle at a smaller document (a narrower query), or raise max_bytes",
+                    )
+                if status < 400 and body is not None:
+                    return self._json(ctx, response, body)
                 if status == 429 or status >= 500:
                     last = f"HTTP {status}"
                     wait = min(
@@ -262,7 +295,9 @@ class HttpJsonOracle(Oracle):
                         block_number=ctx.block_number,
                         url=self.url,
                         status=status,
-                        body=response.text,
+                        body=body.decode("utf-8", "replace")
+                        if body is not None
+                        else f"(a body over {self.max_bytes} bytes)",
                     )
             if attempt < self.retries:
                 self._sleep(wait)
@@ -272,16 +307,16 @@ class HttpJsonOracle(Oracle):
             block_number=ctx.block_number,
         )
 
-    def _json(self, ctx: ReadContext, response: httpx.Response) -> Any:
+    def _json(self, ctx: ReadContext, response: httpx.Response, body: bytes) -> Any:
         try:
-            return json.loads(response.content, parse_float=Decimal, parse_constant=_reject_constant)
+            return json.loads(body, parse_float=Decimal, parse_constant=_reject_constant)
         except (ValueError, UnicodeDecodeError) as exc:
             raise AbsurdOracleDataError(
                 f"the body is not JSON ({exc})",
                 oracle=self._name,
                 block_number=ctx.block_number,
                 reading=f"{self._name}.*",
-                value=response.text[:80],
+                value=body[:80].decode("utf-8", "replace"),
                 hint=f"check that {self.url} returns JSON (content type {response.headers.get('content-type')!r})",
             ) from None
 

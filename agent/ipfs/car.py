@@ -13,7 +13,16 @@ from typing import BinaryIO, Final
 from agent.ipfs.cid import CID, SHA2_256, encode_varint, hash_matches
 from agent.ipfs.errors import CarFormatError, CorruptBlockError, InvalidCIDError, UnsupportedCodecError
 
-__all__ = ["MAX_HEADER", "MAX_SECTION", "CarReader", "decode_header", "encode_header", "write_car"]
+__all__ = [
+    "MAX_HEADER",
+    "MAX_SECTION",
+    "CarReader",
+    "car_chunks",
+    "car_length",
+    "decode_header",
+    "encode_header",
+    "write_car",
+]
 
 MAX_HEADER: Final = 8 << 20
 MAX_SECTION: Final = 8 << 20  # go-car's MaxAllowedSectionSize
@@ -139,19 +148,51 @@ def decode_header(data: bytes) -> list[CID]:
 # -- writing --
 
 
-def write_car(out: BinaryIO, roots: Sequence[CID], blocks: Iterable[tuple[CID, bytes]]) -> int:
-    """Write a CARv1 to ``out``; returns the bytes written."""
+def car_chunks(roots: Sequence[CID], blocks: Iterable[tuple[CID, bytes]]) -> Iterator[bytes]:
+    """A CARv1 as a stream of byte strings (the header, then a prefix and the data of each block), lazily.
+
+    A CARv1 header carries no length or count, so a CAR can go out while ``blocks`` is still being walked; the
+    caller must give each block once (CARv1 readers such as go-car refuse nothing, but Kubo's gateway spec asks
+    for no duplicates, and a walk with a seen-set gives exactly that).
+    """
     header = encode_header(roots)
-    written = out.write(encode_varint(len(header)) + header) or 0
+    yield encode_varint(len(header)) + header
     for cid, data in blocks:
         raw = cid.to_bytes()
-        out.write(encode_varint(len(raw) + len(data)) + raw)
-        out.write(data)
-        written += len(encode_varint(len(raw) + len(data))) + len(raw) + len(data)
+        yield encode_varint(len(raw) + len(data)) + raw
+        if data:
+            yield data
+
+
+def car_length(roots: Sequence[CID], blocks: Iterable[tuple[CID, int]]) -> int:
+    """The byte length of the CARv1 that :func:`car_chunks` writes for blocks of these ``(cid, size)``."""
+    header = encode_header(roots)
+    total = len(encode_varint(len(header))) + len(header)
+    for cid, size in blocks:
+        section = len(cid.to_bytes()) + size
+        total += len(encode_varint(section)) + section
+    return total
+
+
+def write_car(out: BinaryIO, roots: Sequence[CID], blocks: Iterable[tuple[CID, bytes]]) -> int:
+    """Write a CARv1 to ``out``; returns the bytes written."""
+    written = 0
+    for chunk in car_chunks(roots, blocks):
+        out.write(chunk)
+        written += len(chunk)
     return written
 
 
 # -- reading --
+
+
+def _not_a_car(why: str) -> CarFormatError:
+    return CarFormatError(
+        f"not a CAR file: {why}",
+        offset=0,
+        hint="import takes a CARv1 (`chrysalis ipfs export` or `ipfs dag export` writes one); "
+        "to store a plain file, use `chrysalis ipfs add`",
+    )
 
 
 class CarReader:
@@ -169,8 +210,15 @@ class CarReader:
         if length is None:
             raise CarFormatError("the file is empty", offset=0)
         if length == 0 or length > MAX_HEADER:
-            raise CarFormatError(f"header length {length} is out of range", offset=0)
-        self.roots: list[CID] = decode_header(self._exact(length, "header"))
+            raise _not_a_car(f"its first bytes give a header length of {length}")
+        first = self._src.read(1)  # a CAR header is a dag-cbor map: major type 5
+        if first and not 0xA0 <= first[0] <= 0xBF:
+            raise _not_a_car("it does not start with a CAR header (a length, then a dag-cbor map)")
+        if first:
+            self.offset += 1
+            self.roots: list[CID] = decode_header(first + self._exact(length - 1, "header"))
+        else:
+            self.roots = decode_header(self._exact(length, "header"))  # raises: truncated
 
     def _exact(self, n: int, what: str) -> bytes:
         parts = []

@@ -1,7 +1,9 @@
 """``chrysalis ipfs ...``: the embedded node from the command line.
 
 Every command works on the repo at ``--repo``, else ``ipfs.repo`` from the settings (``.chrysalis/ipfs``).
-``add`` prints one CID per input; a directory is added recursively as a UnixFS directory (symlinks to files
+Only the commands that store (``add``, ``import``, ``serve``) create a missing repo; the others refuse it, so a
+mistyped ``--repo`` is an error, not a new empty repo. ``add`` prints ``added <cid> <name>`` per input as Kubo
+does (``-q``: the CIDs alone); a directory is added recursively as a UnixFS directory (symlinks to files
 are followed, symlinked directories are refused so a loop cannot recurse forever) and its root CID is printed.
 CIDv1 with raw leaves is the default here (Kubo's ``--cid-version=1``); ``--cid-version 0`` gives ``Qm...``.
 """
@@ -19,6 +21,7 @@ from agent.errors import ConfigError, NotFoundError
 
 if TYPE_CHECKING:
     from agent.ipfs.cid import CID
+    from agent.ipfs.reader import DagLimits
     from agent.ipfs.repo import AddResult, IpfsRepo
 
 ipfs_app = typer.Typer(
@@ -39,14 +42,22 @@ RepoOption = Annotated[
 ]
 
 
-def _open_repo(repo: Path | None) -> IpfsRepo:
-    from agent.ipfs.repo import IpfsRepo
+def _open_repo(repo: Path | None, *, create: bool = False, limits: DagLimits | None = None) -> IpfsRepo:
+    """The repo at ``repo`` (default ``ipfs.repo``); without ``create``, a missing one is an error."""
+    from agent.ipfs.repo import IpfsRepo, is_repo
 
+    option = repo is not None
     if repo is None:
         from agent.settings import load_settings
 
         repo = load_settings().ipfs.repo
-    return IpfsRepo(repo)
+    if not create and not is_repo(repo):
+        where = "--repo" if option else "ipfs.repo (from the settings)"
+        raise NotFoundError(
+            f"there is no IPFS repo at {repo} ({where})",
+            hint="check the path; `chrysalis ipfs add` or `chrysalis ipfs import` create a repo there",
+        )
+    return IpfsRepo(repo, limits=limits)
 
 
 def _parse_path(repo: IpfsRepo, value: str) -> CID:
@@ -103,26 +114,28 @@ def add(
     only_hash: Annotated[
         bool, typer.Option("--only-hash", "-n", help="Print CIDs without storing anything.")
     ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print the CIDs alone, one per line.")] = False,
     repo: RepoOption = None,
 ) -> None:
-    """Add files (or directories, recursively) and print one CID per input."""
+    """Add files (or directories, recursively); prints 'added <cid> <name>' per input, as Kubo does."""
     from agent.ipfs.repo import IpfsRepo
 
-    store = IpfsRepo(None) if only_hash else _open_repo(repo)
+    for value in paths:  # every input checked before the repo is opened (or created)
+        if value != "-" and not Path(value).exists():
+            raise NotFoundError(f"{value} does not exist", hint="check the path")
+    store = IpfsRepo(None) if only_hash else _open_repo(repo, create=True)
     for value in paths:
         if value == "-":
             result: AddResult | CID = store.add(
                 sys.stdin.buffer, cid_version=cid_version, raw_leaves=raw_leaves, pin=False
             )
         else:
-            path = Path(value)
-            if not path.exists():
-                raise NotFoundError(f"{path} does not exist", hint="check the path")
-            result = _add_path(store, path, cid_version=cid_version, raw_leaves=raw_leaves)
+            result = _add_path(store, Path(value), cid_version=cid_version, raw_leaves=raw_leaves)
         cid = result if not hasattr(result, "cid") else result.cid
         if pin and not only_hash:
             store.pin_add(cid)
-        typer.echo(str(cid))
+        name = str(cid) if value == "-" else Path(value).name or value
+        typer.echo(str(cid) if quiet else f"added {cid} {name}")
 
 
 @ipfs_app.command()
@@ -147,23 +160,52 @@ def cat(
 
 @ipfs_app.command()
 def serve(
-    host: Annotated[
-        str | None, typer.Option(help="Address to listen on (default: ipfs.gateway_host).")
+    host: Annotated[str | None, typer.Option(help="Gateway address (default: ipfs.gateway_host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Gateway port (default: ipfs.gateway_port).")] = None,
+    rpc_port: Annotated[
+        int | None, typer.Option("--rpc-port", help="RPC port on ipfs.rpc_host (default: ipfs.rpc_port).")
     ] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default: ipfs.gateway_port).")] = None,
     repo: RepoOption = None,
 ) -> None:
-    """Serve the gateway (/ipfs/...) and the Kubo RPC subset (/api/v0/...) until Ctrl-C."""
+    """Serve the read-only gateway (/ipfs/...) and, on loopback with a token, the Kubo RPC subset (/api/v0/...)."""
+    from agent.ipfs.reader import DagLimits
+    from agent.ipfs.rpc_auth import RPC_TOKEN_ENV, check_loopback, rpc_token, token_path
     from agent.ipfs.server import serve_forever
     from agent.settings import load_settings
 
     settings = load_settings().ipfs
-    store = _open_repo(repo or settings.repo)
+    for flag, value in (("--port", port), ("--rpc-port", rpc_port)):
+        if value is not None and not 0 <= value <= 65535:
+            raise ConfigError(f"{flag} {value} is not a TCP port", hint="use 0..65535 (0 picks a free one)")
+    rpc_host = check_loopback(settings.rpc_host)
+    store = _open_repo(repo or settings.repo, create=True, limits=DagLimits.from_settings(settings))
+    assert store.path is not None
+    token = rpc_token(store.path)
     host = host or settings.gateway_host
     port = port if port is not None else settings.gateway_port
-    typer.echo(f"gateway  http://{host}:{port}/ipfs/<cid>", err=True)
-    typer.echo(f"rpc      /ip4/{host}/tcp/{port}/http  (POST /api/v0/...)", err=True)
-    serve_forever(store, host=host, port=port, max_request_bytes=settings.max_request_bytes)
+    rpc_port = rpc_port if rpc_port is not None else settings.rpc_port
+    where = f"${RPC_TOKEN_ENV}" if os.environ.get(RPC_TOKEN_ENV) else str(token_path(store.path))
+
+    def ready(gateway_port: int, bound_rpc_port: int) -> None:
+        shown = f"[{host}]" if ":" in host else host
+        rpc_shown = f"[{rpc_host}]" if ":" in rpc_host else rpc_host
+        typer.echo(f"gateway  http://{shown}:{gateway_port}/ipfs/<cid>  (read-only)", err=True)
+        typer.echo(
+            f"rpc      http://{rpc_shown}:{bound_rpc_port}/api/v0/...  "
+            f"(Authorization: Bearer <token from {where}>)",
+            err=True,
+        )
+
+    serve_forever(
+        store,
+        host=host,
+        port=port,
+        rpc_host=rpc_host,
+        rpc_port=rpc_port,
+        token=token,
+        max_request_bytes=settings.max_request_bytes,
+        on_ready=ready,
+    )
 
 
 @ipfs_app.command("export")
@@ -179,11 +221,23 @@ def export_car(
         store.export_car(root, sys.stdout.buffer)
         sys.stdout.buffer.flush()
         return
+    if output.is_dir():
+        raise ConfigError(f"{output} is a directory", hint=f"name the CAR file, e.g. -o {output / 'dag.car'}")
+    if not output.parent.is_dir():
+        raise NotFoundError(
+            f"cannot write {output}: the directory {output.parent} does not exist",
+            hint=f"create it first (mkdir -p {output.parent}), or pick another -o path",
+        )
     partial = output.with_name(output.name + ".partial")
     try:
         with partial.open("wb") as f:
             store.export_car(root, f)
         os.replace(partial, output)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write {output}: {exc.strerror or exc}",
+            hint="check the -o path: its directory must be writable and have room",
+        ) from None
     finally:
         partial.unlink(missing_ok=True)
     typer.echo(f"{root} -> {output} ({output.stat().st_size} bytes)", err=True)
@@ -196,17 +250,34 @@ def import_car(
     repo: RepoOption = None,
 ) -> None:
     """Import a CAR file; prints its root CIDs."""
-    store = _open_repo(repo)
+    if car != "-" and not Path(car).is_file():
+        raise NotFoundError(f"{car} does not exist", hint="check the path")
+    store = _open_repo(repo, create=True)
     if car == "-":
         roots = store.import_car(sys.stdin.buffer, pin=pin)
     else:
-        path = Path(car)
-        if not path.is_file():
-            raise NotFoundError(f"{path} does not exist", hint="check the path")
-        with path.open("rb") as f:
+        with Path(car).open("rb") as f:
             roots = store.import_car(f, pin=pin)
     for root in roots:
         typer.echo(str(root))
+
+
+@ipfs_app.command()
+def ls(
+    cid: Annotated[str, typer.Argument(help="CID, CID/path or /ipfs/CID/path of a directory.")],
+    repo: RepoOption = None,
+) -> None:
+    """List a directory as '<cid> <size> <name>' lines (directories end in '/'), as `ipfs ls` does."""
+    store = _open_repo(repo)
+    target = _parse_path(store, cid)
+    if store.stat(target).kind != "directory":
+        raise ConfigError(
+            f"{cid} is a file, not a directory", hint="`chrysalis ipfs cat` writes a file's bytes"
+        )
+    for entry in store.ls(target):
+        stat = store.stat(entry.cid)
+        suffix = "/" if stat.kind == "directory" else ""
+        typer.echo(f"{entry.cid} {stat.size} {entry.name}{suffix}")
 
 
 @ipfs_app.command()

@@ -26,6 +26,7 @@ __all__ = [
     "CIDMismatchError",
     "CarFormatError",
     "CorruptBlockError",
+    "DagLimitError",
     "InvalidBlockError",
     "InvalidCIDError",
     "InvalidPathError",
@@ -36,6 +37,7 @@ __all__ = [
     "PinTimeoutError",
     "RateLimitedError",
     "ReplicationError",
+    "TooManyLinksError",
     "UnsupportedCodecError",
 ]
 
@@ -79,7 +81,8 @@ class BlockNotFoundError(NotFoundError):
         super().__init__(
             f"block {cid} is not in the repo{where}",
             hint=hint
-            or "add the content again, or import the whole DAG from a CAR (import_car) before using or pinning it",
+            or "add the content again (`chrysalis ipfs add`), or import its whole DAG from a CAR "
+            "(`chrysalis ipfs import dag.car`) before using or pinning it",
         )
 
 
@@ -124,6 +127,26 @@ class InvalidBlockError(PermanentError, ValueError):
         super().__init__(
             f"{what} is not valid dag-pb/UnixFS: {reason}",
             hint=hint or "this DAG was not made by a UnixFS importer; re-add the original content",
+        )
+
+
+class DagLimitError(PermanentError, ValueError):
+    """A well-formed DAG that this node refuses to serve whole: a directory with more entries than it lists,
+    or a file that declares far more bytes than it stores (repeated links: a DAG bomb).
+
+    Attributes:
+        cid: the directory or file.
+        setting: the ``ipfs.*`` setting that sets the limit.
+        limit: its value.
+    """
+
+    def __init__(self, message: str, *, cid: Any, setting: str, limit: int, hint: str | None = None) -> None:
+        self.cid = cid
+        self.setting = setting
+        self.limit = limit
+        super().__init__(
+            message,
+            hint=hint or f"raise {setting} (now {limit}) only if you trust this content",
         )
 
 
@@ -193,7 +216,7 @@ class PathNotFoundError(NotFoundError):
         self.parent = parent
         super().__init__(
             f"{path}: {reason or f'no link named {name!r} under {parent}'}",
-            hint=hint or f"list the directory with `ls {parent}` to see the names it holds",
+            hint=hint or f"list the directory with `chrysalis ipfs ls {parent}` to see the names it holds",
         )
 
 
@@ -234,6 +257,22 @@ class NotPinnedError(NotFoundError):
         super().__init__(
             f"{cid} is not pinned or pinned indirectly",
             hint=hint or "see pin_ls() for the pins this repo holds; indirect pins go with their root",
+        )
+
+
+class TooManyLinksError(PermanentError, ValueError):
+    """A CAR import would hold more blocks and links in memory than its limit allows; nothing was stored.
+
+    Attributes:
+        limit: the most blocks plus dag-pb links allowed.
+    """
+
+    def __init__(self, limit: int, *, hint: str | None = None) -> None:
+        self.limit = limit
+        super().__init__(
+            f"the CAR holds more than {limit} blocks and links; nothing was stored",
+            hint=hint
+            or "split the DAG into several CARs (one per subtree), or import it with `chrysalis ipfs import`",
         )
 
 

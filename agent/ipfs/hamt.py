@@ -43,10 +43,12 @@ __all__ = [
     "murmur3_x64_128",
     "name_hash",
     "shard_index",
+    "shard_links",
 ]
 
 PREFIX_LEN: Final = 2  # len("%X" % (256 - 1))
 _MAX_DEPTH: Final = 8  # 64 bits of hash, 8 bits per level
+_HEX_UPPER: Final = frozenset("0123456789ABCDEF")
 
 _M: Final = 0xFFFFFFFFFFFFFFFF
 _C1: Final = 0x87C37B91114253D5
@@ -199,15 +201,52 @@ def check_shard(cid: CID, node: PBNode) -> UnixFSData:
     return fs
 
 
-def shard_index(cid: CID, node: PBNode) -> ShardIndex:
-    """Index a shard node's links by bucket prefix (checks that it is a shard)."""
-    check_shard(cid, node)
-    index: ShardIndex = {}
+def shard_links(cid: CID, node: PBNode) -> list[tuple[int, PBLink]]:
+    """The node's links with their bucket indices, checked against the shard's own bookkeeping.
+
+    A shard written by go-unixfs (or :func:`build_shard`) has one link per used bucket, in bucket order, each
+    named with its bucket's 2-digit uppercase hex prefix, and its bitfield marks exactly those buckets. Anything
+    else (more links than the fanout, repeated or unsorted prefixes, links the bitfield does not mark) is refused:
+    such a node can only make a listing repeat itself.
+
+    Raises:
+        InvalidBlockError: not a shard, another hash or fanout, or links that break the rules above.
+    """
+    fs = check_shard(cid, node)
+    if len(node.links) > HAMT_FANOUT:
+        raise InvalidBlockError(
+            f"HAMT shard has {len(node.links)} links, more than its fanout of {HAMT_FANOUT}", cid=cid
+        )
+    out: list[tuple[int, PBLink]] = []
+    used = 0
+    previous = -1
     for link in node.links:
-        if len(link.name) < PREFIX_LEN:
-            raise InvalidBlockError(f"HAMT link name {link.name!r} is shorter than its prefix", cid=cid)
-        index.setdefault(link.name[:PREFIX_LEN], []).append(link)
-    return index
+        prefix = link.name[:PREFIX_LEN]
+        if len(prefix) < PREFIX_LEN or not all(c in _HEX_UPPER for c in prefix):
+            raise InvalidBlockError(
+                f"HAMT link name {link.name!r} does not start with a 2-digit uppercase hex bucket", cid=cid
+            )
+        index = int(prefix, 16)
+        if index <= previous:
+            raise InvalidBlockError(
+                f"HAMT bucket {prefix} is out of order or repeated (after {previous:02X})", cid=cid
+            )
+        previous = index
+        used |= 1 << index
+        out.append((index, link))
+    bits = int.from_bytes(fs.data or b"", "big")
+    if bits != used:
+        raise InvalidBlockError(
+            f"HAMT bitfield does not match the links (it marks {bits.bit_count()} buckets, "
+            f"the {len(out)} links use {used.bit_count()}, {(bits ^ used).bit_count()} differ)",
+            cid=cid,
+        )
+    return out
+
+
+def shard_index(cid: CID, node: PBNode) -> ShardIndex:
+    """Index a shard node's links by bucket prefix (checks the node with :func:`shard_links`)."""
+    return {link.name[:PREFIX_LEN]: [link] for _, link in shard_links(cid, node)}
 
 
 def hamt_lookup(get_shard: GetShard, root: CID, name: str) -> PBLink | None:
@@ -230,13 +269,34 @@ def hamt_lookup(get_shard: GetShard, root: CID, name: str) -> PBLink | None:
 
 
 def hamt_entries(get: GetNode, root: CID) -> Iterator[PBLink]:
-    """Every entry under the shard tree at ``root``, in shard order, with bare names."""
-    node = get(root)
-    check_shard(root, node)
-    for link in node.links:
-        if len(link.name) < PREFIX_LEN:
-            raise InvalidBlockError(f"HAMT link name {link.name!r} is shorter than its prefix", cid=root)
-        if len(link.name) == PREFIX_LEN:
-            yield from hamt_entries(get, link.cid)
-        else:
+    """Every entry under the shard tree at ``root``, in shard order, with bare names; lazily.
+
+    Bounded by the blocks actually stored: every node is checked (:func:`shard_links`), the tree may be at most
+    8 levels deep (64 hash bits, as :func:`hamt_lookup` reads it), and a sub-shard reached twice (a
+    "DAG bomb" whose buckets all point at one child) is refused instead of being listed again.
+
+    Raises:
+        InvalidBlockError: a malformed shard, too deep, or a sub-shard linked twice.
+    """
+    seen = {root.multihash}
+    stack = [(root, 0, iter(shard_links(root, get(root))))]
+    while stack:
+        parent, depth, links = stack[-1]
+        item = next(links, None)
+        if item is None:
+            stack.pop()
+            continue
+        link = item[1]
+        if len(link.name) > PREFIX_LEN:
             yield PBLink(link.cid, link.name[PREFIX_LEN:], link.tsize)
+            continue
+        if depth + 1 >= _MAX_DEPTH:
+            raise InvalidBlockError(
+                f"HAMT is deeper than {_MAX_DEPTH} levels (a 64-bit hash has no more buckets)", cid=parent
+            )
+        if link.cid.multihash in seen:
+            raise InvalidBlockError(
+                f"HAMT sub-shard {link.cid} is linked more than once in the same directory", cid=parent
+            )
+        seen.add(link.cid.multihash)
+        stack.append((link.cid, depth + 1, iter(shard_links(link.cid, get(link.cid)))))

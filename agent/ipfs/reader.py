@@ -11,13 +11,14 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from agent.ipfs.blockstore import Blockstore
 from agent.ipfs.cid import CID, DAG_PB, RAW
 from agent.ipfs.dagpb import DataType, PBLink, PBNode, UnixFSData, decode_node, decode_unixfs
 from agent.ipfs.errors import (
     BlockNotFoundError,
+    DagLimitError,
     InvalidBlockError,
     InvalidPathError,
     NodeKindError,
@@ -26,12 +27,53 @@ from agent.ipfs.errors import (
 )
 from agent.ipfs.hamt import ShardIndex, hamt_entries, hamt_lookup, shard_index
 
-__all__ = ["DagReader", "Kind", "NodeInfo", "split_path"]
+if TYPE_CHECKING:
+    from agent.settings import IpfsSettings
+
+__all__ = [
+    "DEFAULT_MAX_FILE_EXPANSION",
+    "DEFAULT_MAX_LISTING_ENTRIES",
+    "DagLimits",
+    "DagReader",
+    "Kind",
+    "NodeInfo",
+    "split_path",
+]
 
 Kind = Literal["raw", "file", "directory"]
 
 _CACHE_NODES: Final = 4096
 _CACHE_MAX_BLOCK: Final = 64 * 1024  # cache structure nodes, not data leaves
+_CACHE_SIZES: Final = 1024  # checked file sizes, by root
+_MAX_FILE_DEPTH: Final = 64  # Kubo's balanced DAGs are ~7 levels deep for an exabyte; trickle DAGs a few more
+
+DEFAULT_MAX_LISTING_ENTRIES: Final = 10_000
+"""``ipfs.max_listing_entries``: the most entries a directory listing holds."""
+
+DEFAULT_MAX_FILE_EXPANSION: Final = 1024
+"""``ipfs.max_file_expansion``: a file may declare at most this many times the bytes its distinct blocks hold."""
+
+
+@dataclass(frozen=True, slots=True)
+class DagLimits:
+    """What a reader refuses to serve whole, so that a few stored bytes cannot make it work without end.
+
+    Attributes:
+        max_listing_entries: directory listings stop (``ls`` fails) past this many entries.
+        max_file_expansion: a file's declared size may be at most this multiple of the bytes of its distinct
+            blocks. Repeating links to one leaf costs nothing to store (a 1 MiB DAG can declare an exabyte), and
+            the bytes served are what costs: this bounds the work of one read by the storage it uses. Honest
+            files are about 1x; only long runs of identical chunks (all-zero files of hundreds of MiB) go past
+            1024x.
+    """
+
+    max_listing_entries: int = DEFAULT_MAX_LISTING_ENTRIES
+    max_file_expansion: int = DEFAULT_MAX_FILE_EXPANSION
+
+    @classmethod
+    def from_settings(cls, ipfs: IpfsSettings) -> DagLimits:
+        """``ipfs.max_listing_entries`` and ``ipfs.max_file_expansion``."""
+        return cls(ipfs.max_listing_entries, ipfs.max_file_expansion)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,17 +139,20 @@ class _Decoded:
 
 
 class DagReader:
-    """Reads UnixFS DAGs from ``store``."""
+    """Reads UnixFS DAGs from ``store``, within ``limits``."""
 
-    def __init__(self, store: Blockstore) -> None:
+    def __init__(self, store: Blockstore, limits: DagLimits | None = None) -> None:
         self.store = store
+        self.limits = limits or DagLimits()
         self._cache: OrderedDict[CID, _Decoded] = OrderedDict()
+        self._sizes: OrderedDict[CID, int] = OrderedDict()
         self._lock = threading.Lock()
 
     def clear_cache(self) -> None:
-        """Forget decoded nodes (after blocks were deleted)."""
+        """Forget decoded nodes and checked sizes (after blocks were deleted)."""
         with self._lock:
             self._cache.clear()
+            self._sizes.clear()
 
     # -- nodes --
 
@@ -197,7 +242,102 @@ class DagReader:
             kind = self.info(cid).kind  # refuse directories before the first byte goes out
             if kind != "file":
                 raise NodeKindError(cid, kind, "file")
+            self.file_size(cid)  # and malformed or bomb DAGs
         return self._read(cid, offset, end, None)
+
+    def file_size(self, cid: CID) -> int:
+        """The size of the file at ``cid``, once its whole DAG has been checked: the size to announce.
+
+        Walks the file's distinct internal nodes (each once; checked results are cached by root) and stats its
+        raw leaves. Every node must be a UnixFS file whose ``filesize`` equals its data plus its ``blocksizes``,
+        and each child must hold what its parent's ``blocksizes`` says (a leaf is measured on disk). The declared
+        size may be at most :attr:`DagLimits.max_file_expansion` times the bytes of the distinct blocks.
+
+        Raises:
+            NodeKindError: a directory.
+            InvalidBlockError: sizes that do not add up, a node that is not a file, a DAG too deep.
+            DagLimitError: the file declares far more bytes than it stores (links repeated to one leaf).
+            BlockNotFoundError: a block of the file is missing (names ``cid``).
+        """
+        if cid.codec == RAW:
+            return self.store.size(cid)
+        with self._lock:
+            hit = self._sizes.get(cid)
+            if hit is not None:
+                self._sizes.move_to_end(cid)
+                return hit
+        try:
+            size = self._check_file(cid)
+        except BlockNotFoundError as exc:
+            raise BlockNotFoundError(exc.cid, root=cid) from None
+        with self._lock:
+            self._sizes[cid] = size
+            if len(self._sizes) > _CACHE_SIZES:
+                self._sizes.popitem(last=False)
+        return size
+
+    def _check_file(self, root: CID) -> int:
+        expected: dict[tuple[int, bytes], int] = {}
+        stored = 0
+        total: int | None = None
+        stack: list[tuple[CID, int | None, int]] = [(root, None, 0)]
+        while stack:
+            cid, size, depth = stack.pop()
+            if cid.codec == RAW:
+                held = self.store.size(cid)
+                if held != size:
+                    raise InvalidBlockError(f"leaf is {held} bytes, its parent says {size}", cid=cid)
+                stored += held
+                continue
+            if cid.codec != DAG_PB:
+                raise UnsupportedCodecError(cid, f"codec {cid.codec_name} in a UnixFS file")
+            entry = self._decoded(cid)
+            fs = entry.fs
+            if fs is None:
+                raise InvalidBlockError("dag-pb node has no UnixFS Data", cid=cid)
+            if fs.type not in (DataType.FILE, DataType.RAW):
+                if cid == root and fs.type in (DataType.DIRECTORY, DataType.HAMT_SHARD):
+                    raise NodeKindError(cid, "directory", "file")
+                raise InvalidBlockError(f"a file DAG holds a UnixFS {fs.type.name} node", cid=cid)
+            links = entry.node.links
+            if len(fs.blocksizes) != len(links):
+                raise InvalidBlockError(f"{len(links)} links but {len(fs.blocksizes)} blocksizes", cid=cid)
+            held = len(fs.data or b"") + sum(fs.blocksizes)
+            if fs.filesize is not None and fs.filesize != held:
+                raise InvalidBlockError(
+                    f"declares a filesize of {fs.filesize} bytes, its data and blocksizes add up to {held}",
+                    cid=cid,
+                )
+            if size is not None and held != size:
+                raise InvalidBlockError(f"holds {held} bytes, its parent says {size}", cid=cid)
+            if total is None:
+                total = held
+            stored += entry.block_len
+            if links and depth + 1 > _MAX_FILE_DEPTH:
+                raise InvalidBlockError(f"file DAG is more than {_MAX_FILE_DEPTH} levels deep", cid=root)
+            children = []
+            for link, child_size in zip(links, fs.blocksizes, strict=True):
+                key = (link.cid.codec, link.cid.multihash)
+                seen = expected.get(key)
+                if seen is None:
+                    expected[key] = child_size
+                    children.append((link.cid, child_size, depth + 1))
+                elif seen != child_size:
+                    raise InvalidBlockError(
+                        f"block {link.cid} is linked as {seen} bytes and as {child_size} bytes", cid=cid
+                    )
+            stack.extend(reversed(children))  # depth-first, in file order
+        assert total is not None  # the root is a dag-pb file node
+        limit = self.limits.max_file_expansion
+        if total > limit * max(stored, 1):
+            raise DagLimitError(
+                f"file {root} declares {total} bytes but its distinct blocks hold only {stored} "
+                f"(more than {limit}x: its links repeat the same blocks)",
+                cid=root,
+                setting="ipfs.max_file_expansion",
+                limit=limit,
+            )
+        return total
 
     def _read(self, cid: CID, start: int, end: int | None, expected: int | None) -> Iterator[bytes]:
         if cid.codec == RAW:

@@ -27,24 +27,27 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from tempfile import SpooledTemporaryFile
 from typing import IO, BinaryIO, Final, Literal
 
 from agent.errors import ConfigError
 from agent.ipfs.blockstore import Blockstore, FsBlockstore, MemoryBlockstore, atomic_write
-from agent.ipfs.car import CarReader, write_car
+from agent.ipfs.car import CarReader, car_chunks, car_length, write_car
 from agent.ipfs.cid import CID, DAG_PB, RAW, raw_cid
 from agent.ipfs.dagpb import PBLink, decode_node
 from agent.ipfs.directory import HAMT_SHARDING_SIZE, build_directory
 from agent.ipfs.errors import (
     BlockNotFoundError,
     BlockTooLargeError,
+    DagLimitError,
     NotPinnedError,
+    TooManyLinksError,
     UnsupportedCodecError,
 )
 from agent.ipfs.importer import DEFAULT_CHUNK_SIZE, import_file, metadata_block
-from agent.ipfs.reader import DagReader
+from agent.ipfs.reader import DagLimits, DagReader
 
 __all__ = ["MAX_BLOCK_SIZE", "AddResult", "DirEntry", "IpfsRepo", "NodeStat", "PinMode"]
 
@@ -101,11 +104,15 @@ class IpfsRepo:
     Args:
         path: the repo directory (created if missing); ``None`` keeps everything in memory.
         sync: fsync block and pin writes (turn off only for throwaway repos).
+        limits: how much a listing or a file read may cost (``ipfs.max_listing_entries``,
+            ``ipfs.max_file_expansion``; see :class:`DagLimits`).
     """
 
     blockstore: Blockstore
 
-    def __init__(self, path: Path | str | None, *, sync: bool = True) -> None:
+    def __init__(
+        self, path: Path | str | None, *, sync: bool = True, limits: DagLimits | None = None
+    ) -> None:
         self.path = Path(path) if path is not None else None
         if self.path is None:
             self.blockstore = MemoryBlockstore()
@@ -116,7 +123,7 @@ class IpfsRepo:
             self._tmp = self.path / "tmp"
             self._tmp.mkdir(exist_ok=True)
         self._sync = sync
-        self.reader = DagReader(self.blockstore)
+        self.reader = DagReader(self.blockstore, limits)
         self._gc_lock = _GcLock(self.path / "gc.lock" if self.path else None)
         self._pins = _PinSet(self.path / "pins.json" if self.path else None, sync=sync)
 
@@ -259,13 +266,49 @@ class IpfsRepo:
         """
         return self.reader.resolve(path)
 
-    def ls(self, cid: CID | str) -> list[DirEntry]:
-        """The entries of a directory (basic: by name; HAMT: in shard order); ``size`` is each link's Tsize.
+    def file_size(self, cid: CID | str) -> int:
+        """A file's size once its whole DAG is checked (see :meth:`DagReader.file_size`): what to announce.
+
+        Raises:
+            NodeKindError: a directory. InvalidBlockError: sizes that do not add up.
+            DagLimitError: the file declares over ``ipfs.max_file_expansion`` times the bytes it stores.
+        """
+        return self.reader.file_size(self._cid(cid))
+
+    def iter_ls(self, cid: CID | str) -> Iterator[DirEntry]:
+        """The entries of a directory, lazily and without a limit (take what you need with ``islice``).
 
         Raises:
             NodeKindError: not a directory.
+            InvalidBlockError: a malformed HAMT (checked as it is read: see :func:`hamt_entries`).
         """
-        return [DirEntry(link.name, link.cid, link.tsize) for link in self.reader.entries(self._cid(cid))]
+        for link in self.reader.entries(self._cid(cid)):
+            yield DirEntry(link.name, link.cid, link.tsize)
+
+    def ls(self, cid: CID | str, *, limit: int | None = None) -> list[DirEntry]:
+        """The entries of a directory (basic: by name; HAMT: in shard order); ``size`` is each link's Tsize.
+
+        Args:
+            limit: the most entries to return; default ``limits.max_listing_entries`` (10,000).
+
+        Raises:
+            NodeKindError: not a directory.
+            InvalidBlockError: a malformed HAMT.
+            DagLimitError: more than ``limit`` entries (:meth:`iter_ls` pages through any number).
+        """
+        root = self._cid(cid)
+        cap = self.reader.limits.max_listing_entries if limit is None else limit
+        entries = list(islice(self.iter_ls(root), cap + 1))
+        if len(entries) > cap:
+            raise DagLimitError(
+                f"directory {root} has more than {cap} entries",
+                cid=root,
+                setting="ipfs.max_listing_entries",
+                limit=cap,
+                hint=f"look names up directly ({root}/<name>), page with iter_ls(), "
+                "or raise ipfs.max_listing_entries",
+            )
+        return entries
 
     def block_get(self, cid: CID | str) -> bytes:
         """One block's bytes, verified."""
@@ -423,17 +466,42 @@ class IpfsRepo:
         blocks = ((block_cid, data) for block_cid, data in self.reader.walk(root) if data is not None)
         write_car(out, [root], blocks)
 
-    def import_car(self, src: BinaryIO, *, pin: bool = True) -> list[CID]:
+    def car_stream(self, cid: CID | str) -> tuple[int, Iterator[bytes]]:
+        """The DAG under ``cid`` as a CARv1: its length and a lazy stream of its bytes (depth-first, each block
+        once). Nothing is spooled: a first walk reads the DAG's dag-pb blocks and stats its raw leaves (so a
+        missing block fails here, before any byte goes out, and the length is known); the stream walks again.
+        Memory is the walks' seen-sets, never the blocks.
+
+        Raises:
+            BlockNotFoundError: the DAG is incomplete.
+        """
+        root = self._cid(cid)
+        sizes = (
+            (block_cid, len(data) if data is not None else self.blockstore.size(block_cid))
+            for block_cid, data in self.reader.walk(root, read_leaves=False)
+        )
+        try:
+            length = car_length([root], sizes)
+        except BlockNotFoundError as exc:
+            raise BlockNotFoundError(exc.cid, root=root) from None
+        blocks = ((block_cid, data) for block_cid, data in self.reader.walk(root) if data is not None)
+        return length, car_chunks([root], blocks)
+
+    def import_car(self, src: BinaryIO, *, pin: bool = True, max_links: int | None = None) -> list[CID]:
         """Import a CARv1; returns its roots. All or nothing: every block is read and verified before any is
         stored, and with ``pin`` the roots' DAGs must be complete (from the CAR and the repo together).
+
+        ``max_links`` caps the blocks plus dag-pb links held in memory meanwhile (None: no cap).
 
         Raises:
             CarFormatError: malformed or truncated CAR.
             CorruptBlockError: a block does not match its CID.
             BlockNotFoundError: ``pin`` and a root's DAG is incomplete.
+            TooManyLinksError: more than ``max_links`` blocks and links.
         """
         staged: dict[CID, tuple[int, int]] = {}
         staged_links: dict[bytes, tuple[CID, ...]] = {}
+        held = 0
         with SpooledTemporaryFile(
             max_size=_SPOOL_IN_MEMORY, dir=str(self._tmp) if self._tmp else None
         ) as spool:
@@ -445,6 +513,10 @@ class IpfsRepo:
                 if cid.codec == DAG_PB:
                     node = decode_node(data, cid=cid)
                     staged_links[cid.multihash] = tuple(link.cid for link in node.links)
+                    held += len(node.links)
+                held += 1
+                if max_links is not None and held > max_links:
+                    raise TooManyLinksError(max_links)
                 staged[cid] = (spool.tell(), len(data))
                 spool.write(data)
             staged_mh = {cid.multihash for cid in staged}
@@ -649,6 +721,11 @@ class _GcLock:
 
 
 # -- the directory --
+
+
+def is_repo(path: Path) -> bool:
+    """Whether ``path`` holds a Chrysalis IPFS repo (its marker file), without creating anything."""
+    return (Path(path) / _MARKER).is_file()
 
 
 def _open_repo_dir(path: Path) -> None:

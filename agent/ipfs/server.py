@@ -1,38 +1,46 @@
 """The embedded IPFS node over HTTP: a path gateway and the subset of Kubo's RPC API that Chrysalis uses.
 
-One HTTP port serves both (Kubo uses two):
+Two apps on two listeners, as Kubo has:
 
-* ``GET|HEAD /ipfs/<cid>[/<path>]``: the path gateway (ETag, immutable caching, ``If-None-Match``, single
-  byte ranges, ``?format=raw|car``, directory listings).
-* ``POST /api/v0/<command>``: ``version``, ``add``, ``cat``, ``pin/add|ls|rm``, ``dag/import``,
-  ``dag/export``, ``block/get``, with Kubo's parameter names and reply shapes, so that one client
-  (ipfshttpclient, or our Kubo backend) talks to this node and to a real Kubo alike. Errors use Kubo's
-  JSON shape ``{"Message", "Code", "Type": "error"}``.
+* :func:`create_app`, the read-only path gateway ``GET|HEAD /ipfs/<cid>[/<path>]`` (ETag, immutable caching,
+  ``If-None-Match``, single byte ranges, ``?format=raw|car``, directory listings). It has no write route:
+  ``/api/v0/...`` answers 404 there. This is the only app that may listen off-host (pinning services fetch
+  from it in ``mode = "origins"``).
+* :func:`create_rpc_app`, ``POST /api/v0/<command>``: ``version``, ``add``, ``cat``, ``pin/add|ls|rm``,
+  ``dag/import``, ``dag/export``, ``block/get``, with Kubo's parameter names and reply shapes, so that one
+  client (ipfshttpclient, or our Kubo backend) talks to this node and to a real Kubo alike. Errors use Kubo's
+  JSON shape ``{"Message", "Code", "Type": "error"}``. It listens on loopback only and every request needs
+  ``Authorization: Bearer <token>`` (401 without, 403 with a wrong one, checked before the body is read;
+  see :mod:`agent.ipfs.rpc_auth`). Requests that carry an ``Origin`` header are refused (403) too: browsers
+  send it, our clients do not. Multipart bodies are capped in parts (:data:`DEFAULT_MAX_PARTS`) and CAR
+  imports in links held in memory (:data:`DEFAULT_MAX_CAR_LINKS`), on top of the byte limit.
 
-RPC requests that carry an ``Origin`` header are refused (403): browsers send it, our clients do not, so a
-page served by the gateway cannot drive the RPC API of the same origin. Every gateway reply carries
+Every gateway reply carries
 :data:`GATEWAY_CSP` (a sandbox: an HTML or SVG file renders, but its scripts never run, in an opaque origin) and
 ``X-Content-Type-Options: nosniff``. ``create_app(..., safe_types=True)`` (the studio's mount, which shares its
 origin with the studio's pages) serves only PNG, JPEG, GIF, WebP and JSON inline, everything else as an
 ``application/octet-stream`` attachment; the ``filename`` parameter then only names the download.
 
-:class:`NodeServer` runs the app with uvicorn on a background thread (tests, the agent);
-:func:`serve_forever` runs it in the foreground (``chrysalis ipfs serve``).
+:class:`NodeServer` runs both (or the gateway alone, ``rpc=False``) with uvicorn on background threads
+(tests, the agent); :func:`serve_forever` runs them in the foreground (``chrysalis ipfs serve``).
 """
 
 from __future__ import annotations
 
+import hmac
 import html
 import json
 import logging
 import mimetypes
 import platform
+import secrets
 import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from tempfile import SpooledTemporaryFile
-from typing import IO, Any, Self
+from typing import Any, Self
 from urllib.parse import quote, unquote
 
 import uvicorn
@@ -42,15 +50,26 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agent import __version__
 from agent.errors import BackendUnavailableError, ChrysalisError, NotFoundError
 from agent.ipfs.cid import CID
-from agent.ipfs.errors import InvalidCIDError, InvalidPathError, UnsupportedCodecError
+from agent.ipfs.errors import (
+    CorruptBlockError,
+    DagLimitError,
+    InvalidBlockError,
+    InvalidCIDError,
+    InvalidPathError,
+    TooManyLinksError,
+    UnsupportedCodecError,
+)
 from agent.ipfs.repo import AddResult, DirEntry, IpfsRepo
+from agent.ipfs.rpc_auth import check_loopback
 
 __all__ = [
+    "DEFAULT_MAX_CAR_LINKS",
+    "DEFAULT_MAX_PARTS",
     "DEFAULT_MAX_REQUEST_BYTES",
     "GATEWAY_CSP",
     "INLINE_SAFE_TYPES",
@@ -58,6 +77,7 @@ __all__ = [
     "NodeServer",
     "ServerThread",
     "create_app",
+    "create_rpc_app",
     "serve_forever",
     "sniff_content_type",
 ]
@@ -67,6 +87,12 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_REQUEST_BYTES = 256 * 1024 * 1024
 """Largest ``add`` / ``dag/import`` body accepted; larger requests get 413 and nothing is stored."""
 
+DEFAULT_MAX_PARTS = 10_000
+"""Most multipart parts (files and directories) one ``add`` / ``dag/import`` may send; more get 413."""
+
+DEFAULT_MAX_CAR_LINKS = 250_000
+"""Most blocks plus dag-pb links one ``dag/import`` holds in memory while it checks the CAR; more get 413."""
+
 KUBO_VERSION = "0.30.0-chrysalis"
 """What ``/api/v0/version`` reports: the Kubo RPC release whose shapes this node follows, tagged as ours."""
 
@@ -75,6 +101,10 @@ _SMALL = 1 << 20  # bodies up to this size are read whole instead of streamed
 _STREAM_CHUNK = 256 * 1024
 _DRAIN_CAP = 64 * 1024 * 1024  # read (and discard) this much past the limit so clients see the 413
 _CAR_TYPE = "application/vnd.ipld.car"
+_CAR_RETRY_AFTER_S = 5
+
+CAR_STREAMS = 4
+"""How many ``?format=car`` exports one gateway streams at once; the next gets 503 with ``Retry-After``."""
 _RAW_TYPE = "application/vnd.ipld.raw"
 _OCTETS = "application/octet-stream"
 
@@ -263,10 +293,14 @@ def _parse_root(value: str) -> CID:
 class _Gateway:
     """``GET|HEAD /ipfs/<cid>[/<path>]`` over an :class:`IpfsRepo`."""
 
-    def __init__(self, repo: IpfsRepo, *, safe_types: bool = False, car: bool = True) -> None:
+    def __init__(
+        self, repo: IpfsRepo, *, safe_types: bool = False, car: bool = True, car_streams: int = CAR_STREAMS
+    ) -> None:
         self.repo = repo
         self.safe_types = safe_types  # only INLINE_SAFE_TYPES inline, by content; names never pick the type
-        self.car = car  # answer ?format=car (each request spools the whole DAG)
+        self.car = car  # answer ?format=car (streamed from a walk, at most car_streams at once)
+        self.car_streams = car_streams
+        self._car_slots = threading.BoundedSemaphore(car_streams)
 
     async def handle(self, request: Request) -> Response:
         response = await self._handle(request)
@@ -286,8 +320,9 @@ class _Gateway:
             )
         except Exception as exc:  # corrupt blocks and the unexpected: a plain 500, logged
             log.exception("gateway: %s %s failed", request.method, request.url.path)
-            message = exc.message if isinstance(exc, ChrysalisError) else f"{type(exc).__name__}: {exc}"
-            return Response(f"{message}\n", status_code=500, media_type="text/plain; charset=utf-8")
+            return Response(
+                f"{_public_message(exc)}\n", status_code=500, media_type="text/plain; charset=utf-8"
+            )
 
     def _respond(self, request: Request) -> Response:
         root_text, segments, trailing = _split_ipfs_path(request)
@@ -304,9 +339,14 @@ class _Gateway:
             if stat.kind == "directory":
                 return self._directory(request, cid, ipfs_path, trailing)
             name = request.query_params.get("filename") or (segments[-1] if segments else None)
-            return self._file(request, cid, stat.size, ipfs_path, name)
+            return self._file(request, cid, self.repo.file_size(cid), ipfs_path, name)
         except NotFoundError as exc:
             raise _HttpError(404, f"{ipfs_path}: {exc.message}") from None
+        except DagLimitError as exc:  # a DAG bomb, or content past a limit: refused before any work
+            raise _HttpError(403, f"{ipfs_path}: {exc.message}\nhint: {exc.hint}") from None
+        except InvalidBlockError as exc:  # malformed content: the node cannot serve it (no traceback logged)
+            log.warning("gateway: %s: %s", ipfs_path, exc.message)
+            raise _HttpError(500, f"{ipfs_path}: {exc.message}\nhint: {exc.hint}") from None
         except (InvalidCIDError, InvalidPathError) as exc:
             raise _HttpError(400, f"{ipfs_path}: {exc.message}") from None
         except UnsupportedCodecError as exc:
@@ -414,14 +454,23 @@ class _Gateway:
         }
         if _etag_matches(request.headers.get("if-none-match"), etag):
             return Response(status_code=304, headers=headers)
-        spool = _export_car(self.repo, cid)
-        size = spool.seek(0, 2)
-        spool.seek(0)
+        if not self._car_slots.acquire(blocking=False):
+            raise _HttpError(
+                503,
+                f"{ipfs_path}: {self.car_streams} CAR exports are already streaming from this gateway; "
+                "retry after a few seconds",
+                headers={"Retry-After": str(_CAR_RETRY_AFTER_S)},
+            )
+        try:
+            size, chunks = self.repo.car_stream(cid)  # walks the DAG once: a missing block fails here
+        except BaseException:
+            self._car_slots.release()
+            raise
         headers["Content-Length"] = str(size)
         if request.method == "HEAD":
-            spool.close()
+            self._car_slots.release()
             return Response(status_code=200, headers=headers)
-        return StreamingResponse(_iter_file(spool), headers=headers)
+        return _SlotStream(_coalesce(chunks, _STREAM_CHUNK), self._car_slots.release, headers=headers)
 
     def _directory(self, request: Request, cid: CID, ipfs_path: str, trailing: bool) -> Response:
         if not trailing:  # relative links in listings and index.html need the slash
@@ -429,51 +478,86 @@ class _Gateway:
             return Response(
                 status_code=301, headers={"Location": location, "X-Ipfs-Path": quote(ipfs_path, safe="/")}
             )
-        entries = self.repo.ls(cid)
-        for entry in entries:
-            if entry.name == "index.html":
-                size = self.repo.stat(entry.cid).size
-                return self._file(request, entry.cid, size, ipfs_path + "/index.html", "index.html")
-        etag = f'"DirIndex-chrysalis_CID-{cid}"'
+        index = self.repo.reader.lookup(cid, "index.html")  # a lookup: one node per HAMT level, no listing
+        if index is not None and self.repo.stat(index.cid).kind != "directory":
+            size = self.repo.file_size(index.cid)
+            return self._file(request, index.cid, size, ipfs_path + "/index.html", "index.html")
+        limit = self.repo.reader.limits.max_listing_entries
+        etag = f'"DirIndex-chrysalis_CID-{cid}-{limit}"'
         headers = self._common(etag, ipfs_path)
         if _etag_matches(request.headers.get("if-none-match"), etag):
             return Response(status_code=304, headers=headers)
-        body = _listing_html(ipfs_path, entries).encode()
+        entries = list(islice(self.repo.iter_ls(cid), limit + 1))  # checked as read; never more than limit
+        body = _listing_html(ipfs_path, entries[:limit], more=len(entries) > limit).encode()
         headers |= {"Content-Type": "text/html; charset=utf-8", "Content-Length": str(len(body))}
         return Response(b"" if request.method == "HEAD" else body, headers=headers)
 
 
-def _listing_html(ipfs_path: str, entries: list[DirEntry]) -> str:
+def _listing_html(ipfs_path: str, entries: list[DirEntry], *, more: bool = False) -> str:
     title = html.escape(ipfs_path)
     rows = "\n".join(
         f'<tr><td><a href="./{quote(e.name)}">{html.escape(e.name)}</a></td>'
         f"<td>{e.size}</td><td><code>{e.cid}</code></td></tr>"
         for e in entries
     )
+    count = (
+        f"more than {len(entries)} entries: only the first {len(entries)} are listed here "
+        "(ipfs.max_listing_entries); open an entry by its name, /ipfs/&lt;cid&gt;/&lt;name&gt;"
+        if more
+        else f"{len(entries)} entries"
+    )
     return (
         f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>Index of {title}</title></head>\n'
-        f"<body><h1>Index of {title}</h1>\n<p>{len(entries)} entries</p>\n"
+        f"<body><h1>Index of {title}</h1>\n<p>{count}</p>\n"
         f"<table><tr><th>name</th><th>size</th><th>cid</th></tr>\n{rows}\n</table></body></html>\n"
     )
 
 
-def _export_car(repo: IpfsRepo, cid: CID) -> SpooledTemporaryFile[bytes]:
-    """The DAG under ``cid`` as a CAR in a spooled file (so a missing block fails before any byte is sent)."""
-    spool: SpooledTemporaryFile[bytes] = SpooledTemporaryFile(max_size=8 * 1024 * 1024)
-    try:
-        repo.export_car(cid, spool)  # type: ignore[arg-type]
-    except BaseException:
-        spool.close()
-        raise
-    return spool
+def _coalesce(chunks: Iterator[bytes], size: int) -> Iterator[bytes]:
+    """Join small pieces (a CAR's section prefixes) into chunks of about ``size`` bytes: fewer thread hops."""
+    parts: list[bytes] = []
+    held = 0
+    for chunk in chunks:
+        parts.append(chunk)
+        held += len(chunk)
+        if held >= size:
+            yield b"".join(parts)
+            parts, held = [], 0
+    if parts:
+        yield b"".join(parts)
 
 
-def _iter_file(f: IO[bytes]) -> Iterator[bytes]:
-    try:
-        while chunk := f.read(_STREAM_CHUNK):
-            yield chunk
-    finally:
-        f.close()
+class _SlotStream(StreamingResponse):
+    """A streamed reply that holds a slot (``release``) until it is sent, abandoned or dropped, whichever comes
+    first: a client that disconnects mid-CAR frees its slot when the ASGI call ends, not when GC runs."""
+
+    def __init__(
+        self, chunks: Iterator[bytes], release: Callable[[], None], *, headers: dict[str, str]
+    ) -> None:
+        super().__init__(chunks, headers=headers)
+        self._chunks: Iterator[bytes] | None = chunks
+        self._release: Callable[[], None] | None = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._done()
+
+    def _done(self) -> None:
+        release, self._release = self._release, None
+        if release is not None:
+            release()
+        chunks, self._chunks = self._chunks, None
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            try:
+                close()
+            except ValueError:  # still running in a worker thread: it stops at its next chunk
+                pass
+
+    def __del__(self) -> None:
+        self._done()
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -557,9 +641,22 @@ class _Tree:
 class _Rpc:
     """``POST /api/v0/<command>``: the Kubo commands in ``self.commands``, with Kubo's replies."""
 
-    def __init__(self, repo: IpfsRepo, *, max_request_bytes: int) -> None:
+    def __init__(
+        self,
+        repo: IpfsRepo,
+        *,
+        token: str,
+        max_request_bytes: int,
+        max_parts: int = DEFAULT_MAX_PARTS,
+        max_car_links: int = DEFAULT_MAX_CAR_LINKS,
+    ) -> None:
+        if not token:
+            raise ValueError("the RPC API needs a token (see agent.ipfs.rpc_auth.rpc_token)")
         self.repo = repo
+        self._expected = f"Bearer {token}".encode()
         self.max_request_bytes = max_request_bytes
+        self.max_parts = max_parts
+        self.max_car_links = max_car_links
         self.commands: dict[str, Callable[[Request], Any]] = {
             "version": self.version,
             "add": self.add,
@@ -575,13 +672,14 @@ class _Rpc:
     async def handle(self, request: Request) -> Response:
         command = request.path_params["command"].strip("/")
         try:
-            if request.method != "POST":
-                raise _HttpError(
-                    405, f"{request.method} is not allowed: the RPC API takes POST (as Kubo does)"
-                )
             if request.headers.get("origin"):
                 raise _HttpError(
                     403, "cross-origin RPC requests are refused (the request carried an Origin header)"
+                )
+            self._authorize(request)
+            if request.method != "POST":
+                raise _HttpError(
+                    405, f"{request.method} is not allowed: the RPC API takes POST (as Kubo does)"
                 )
             handler = self.commands.get(command)
             if handler is None:
@@ -589,16 +687,34 @@ class _Rpc:
                 raise _HttpError(404, f"unknown command {command!r}; this node implements: {known}")
             return await handler(request)
         except _HttpError as exc:
-            return _kubo_error(exc.message, exc.status, exc.code)
+            return _kubo_error(exc.message, exc.status, exc.code, exc.headers)
         except InvalidCIDError as exc:
             return _kubo_error(exc.message, 500, 0)
-        except ChrysalisError as exc:  # not found, corrupt data, bad CAR: Kubo answers 500 with code 0
+        except TooManyLinksError as exc:
+            return _kubo_error(exc.message, 413, 1)
+        except CorruptBlockError as exc:
+            log.error("rpc: %s: %s", command, exc.message)  # the block's path stays in the log
+            return _kubo_error(_public_message(exc), 500, 0)
+        except ChrysalisError as exc:  # not found, bad CAR: Kubo answers 500 with code 0
             return _kubo_error(exc.message, 500, 0)
         except Exception as exc:
             log.exception("rpc: %s failed", command)
-            return _kubo_error(f"{type(exc).__name__}: {exc}", 500, 0)
+            return _kubo_error(_public_message(exc), 500, 0)
 
     # -- helpers --
+
+    def _authorize(self, request: Request) -> None:
+        """``Authorization: Bearer <token>`` or a 401 (none sent) / 403 (wrong), before any body is read."""
+        sent = request.headers.get("authorization")
+        if not sent:
+            raise _HttpError(
+                401,
+                "the RPC API needs 'Authorization: Bearer <token>' (the token is in $CHRYSALIS_IPFS_RPC_TOKEN "
+                "or the repo's rpc.token file)",
+                headers={"WWW-Authenticate": 'Bearer realm="chrysalis-ipfs-rpc"'},
+            )
+        if not hmac.compare_digest(sent.encode("latin-1", "replace"), self._expected):
+            raise _HttpError(403, "the RPC token is wrong: nothing was done")
 
     def _resolve(self, arg: str) -> CID:
         path = _strip_ipfs_prefix(arg)
@@ -661,6 +777,13 @@ class _Rpc:
             state["field"], state["value"] = b"", b""
 
         def on_headers_finished() -> None:
+            if len(parts) >= self.max_parts:
+                raise _HttpError(
+                    413,
+                    f"the request has more than {self.max_parts} multipart parts; nothing was stored "
+                    "(add fewer files per request, or send the DAG as one CAR to dag/import)",
+                    code=1,
+                )
             _, disposition = parse_options_header(state["headers"].get("content-disposition", b""))
             raw_name = disposition.get(b"filename", b"")
             name = unquote(raw_name.decode("utf-8", "replace"))
@@ -687,8 +810,22 @@ class _Rpc:
             },
         )
         try:
+            refused: _HttpError | None = None
+            drained = 0
             async for chunk in self._body(request):
-                parser.write(chunk)
+                if refused is None:
+                    try:
+                        parser.write(chunk)
+                    except _HttpError as exc:  # too many parts: drop what is spooled, read on for the 413
+                        refused = exc
+                        _close_parts(parts)
+                        parts.clear()
+                    continue
+                drained += len(chunk)  # drain (and drop) a little more so the client reads our reply
+                if drained > _DRAIN_CAP:
+                    break
+            if refused is not None:
+                raise refused
             parser.finalize()
         except BaseException as exc:
             _close_parts(parts)
@@ -927,18 +1064,17 @@ class _Rpc:
     def _import_cars(self, files: list[SpooledTemporaryFile[bytes]], pin: bool) -> list[CID]:
         roots: list[CID] = []
         for f in files:  # each import is all or nothing: a truncated CAR stores no block
-            for root in self.repo.import_car(f, pin=pin):  # type: ignore[arg-type]
+            for root in self.repo.import_car(f, pin=pin, max_links=self.max_car_links):  # type: ignore[arg-type]
                 if root not in roots:
                     roots.append(root)
         return roots
 
     async def dag_export(self, request: Request) -> Response:
         (arg, *_) = _args(request, "root")
-        spool = await run_in_threadpool(lambda: _export_car(self.repo, self._resolve(arg)))
-        size = spool.seek(0, 2)
-        spool.seek(0)
+        # Streamed from a walk, nothing spooled; the first walk (measuring) fails on a missing block before any byte.
+        size, chunks = await run_in_threadpool(lambda: self.repo.car_stream(self._resolve(arg)))
         return StreamingResponse(
-            _iter_file(spool),
+            _coalesce(chunks, _STREAM_CHUNK),
             media_type=_CAR_TYPE,
             headers={"X-Stream-Output": "1", "Content-Length": str(size)},
         )
@@ -963,38 +1099,117 @@ def _close_parts(parts: list[_Part]) -> None:
             part.file.close()
 
 
-def _kubo_error(message: str, status: int, code: int) -> JSONResponse:
-    return JSONResponse({"Message": message, "Code": code, "Type": "error"}, status_code=status)
+def _public_message(exc: BaseException) -> str:
+    """What a 500 reply may say about ``exc``: never a path on the server's disk (the log has the details)."""
+    if isinstance(exc, CorruptBlockError):
+        return (
+            f"block {exc.cid} is corrupt in this node's repo (its bytes do not hash to its CID); not served"
+        )
+    if isinstance(exc, ChrysalisError):
+        return exc.message
+    return f"internal error ({type(exc).__name__}); the node's log has the details"
+
+
+def _kubo_error(message: str, status: int, code: int, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(
+        {"Message": message, "Code": code, "Type": "error"}, status_code=status, headers=headers
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
 # The app and its runners
 
 
-def create_app(
-    repo: IpfsRepo,
-    *,
-    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-    safe_types: bool = False,
-    car: bool = True,
-) -> Starlette:
-    """The node's ASGI app over ``repo``: gateway under ``/ipfs/``, Kubo RPC under ``/api/v0/``.
+def create_app(repo: IpfsRepo, *, safe_types: bool = False, car: bool = True) -> Starlette:
+    """The node's read-only gateway over ``repo``: ``GET|HEAD /ipfs/...``, nothing else (no RPC, no writes).
 
     ``safe_types``: serve only :data:`INLINE_SAFE_TYPES` inline (sniffed from the content; ``?filename=`` only
     names the download), everything else as an ``application/octet-stream`` attachment: for a gateway that
     shares its origin with other pages (the studio). ``car=False`` refuses ``?format=car`` (400) and
-    ``Accept: application/vnd.ipld.car`` (406).
+    ``Accept: application/vnd.ipld.car`` (406). ``/api/v0/...`` answers 404: the RPC API is
+    :func:`create_rpc_app`, on its own loopback listener.
     """
     gateway = _Gateway(repo, safe_types=safe_types, car=car)
-    rpc = _Rpc(repo, max_request_bytes=max_request_bytes)
     app = Starlette(
         routes=[
             Route("/ipfs/{path:path}", gateway.handle, methods=["GET", "HEAD"]),
+            Route("/api/v0/{command:path}", _no_rpc_here, methods=["GET", "POST", "PUT", "DELETE", "HEAD"]),
+        ]
+    )
+    app.state.repo = repo
+    return app
+
+
+async def _no_rpc_here(request: Request) -> Response:
+    return _kubo_error(
+        "this is the node's read-only gateway: the RPC API (/api/v0) is not served here; it listens on its "
+        "own loopback address (ipfs.rpc_host:ipfs.rpc_port) and needs the node's token",
+        404,
+        0,
+    )
+
+
+def create_rpc_app(
+    repo: IpfsRepo,
+    *,
+    token: str,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    max_parts: int = DEFAULT_MAX_PARTS,
+    max_car_links: int = DEFAULT_MAX_CAR_LINKS,
+) -> Starlette:
+    """The node's Kubo RPC subset over ``repo`` (``POST /api/v0/...``), for a loopback listener only.
+
+    Every request must carry ``Authorization: Bearer <token>``: 401 without it, 403 with another token, and
+    nothing is read or stored. Bodies past ``max_request_bytes``, multipart bodies past ``max_parts`` parts and
+    CARs past ``max_car_links`` blocks + links get 413, and nothing is stored.
+    """
+    rpc = _Rpc(
+        repo,
+        token=token,
+        max_request_bytes=max_request_bytes,
+        max_parts=max_parts,
+        max_car_links=max_car_links,
+    )
+    app = Starlette(
+        routes=[
             Route("/api/v0/{command:path}", rpc.handle, methods=["GET", "POST", "PUT", "DELETE", "HEAD"]),
         ]
     )
     app.state.repo = repo
     return app
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` and listening (``port=0``: any free one), for uvicorn's ``sockets=``.
+
+    Binding before uvicorn starts turns a busy port into a clean error instead of uvicorn's raw ``[Errno 98]``.
+
+    Raises:
+        BackendUnavailableError: the address is in use or cannot be bound (the hint says what to do).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on sockets that say so (else +40 ms a reply)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+    except OSError as exc:
+        sock.close()
+        raise BackendUnavailableError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+            hint="pick another port (--port), or stop whatever holds this one",
+        ) from None
+    return sock
+
+
+def run_foreground(app: ASGIApp, sock: socket.socket, **config: Any) -> None:
+    """Serve ``app`` on ``sock`` (from :func:`listen_socket`) in the foreground until Ctrl-C / SIGTERM."""
+    server = uvicorn.Server(uvicorn.Config(app, log_level="info", lifespan="off", **config))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
 
 
 class ServerThread:
@@ -1018,19 +1233,7 @@ class ServerThread:
         return f"http://{host}:{self.port}"
 
     def start(self, *, timeout: float = 10.0) -> Self:
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        # IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on sockets that say so (else +40 ms a reply)
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.host, self.port))
-            sock.listen(1024)
-        except OSError as exc:
-            sock.close()
-            raise BackendUnavailableError(
-                f"cannot listen on {self.host}:{self.port}: {exc.strerror}",
-                hint="pick another port (--port), or stop whatever holds this one",
-            ) from exc
+        sock = listen_socket(self.host, self.port)
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
             self.app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=2
@@ -1078,13 +1281,18 @@ class ServerThread:
 
 
 class NodeServer(ServerThread):
-    """The embedded IPFS node serving ``repo`` on a background thread.
+    """The embedded IPFS node serving ``repo`` on background threads: the read-only gateway on ``host:port``
+    (:attr:`url`) and, unless ``rpc=False``, the token-protected RPC on loopback ``rpc_host:rpc_port``
+    (:attr:`rpc_url`, :attr:`multiaddr`, :attr:`token`; a random token when none is given).
 
     Example::
 
         with NodeServer(IpfsRepo(path)) as node:
             httpx.get(f"{node.url}/ipfs/{cid}")
-            ipfshttpclient.Client(node.multiaddr)
+            ipfshttpclient.Client(node.multiaddr, headers=node.auth_headers)
+
+    Raises:
+        ConfigError: ``rpc_host`` is not a loopback address.
     """
 
     def __init__(
@@ -1093,18 +1301,73 @@ class NodeServer(ServerThread):
         *,
         host: str = "127.0.0.1",
         port: int = 0,
+        rpc: bool = True,
+        rpc_host: str = "127.0.0.1",
+        rpc_port: int = 0,
+        token: str | None = None,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        max_parts: int = DEFAULT_MAX_PARTS,
+        max_car_links: int = DEFAULT_MAX_CAR_LINKS,
     ) -> None:
         self.repo = repo
-        super().__init__(
-            create_app(repo, max_request_bytes=max_request_bytes), host=host, port=port, name="ipfs"
-        )
+        self.token = token or secrets.token_urlsafe(32)
+        self.rpc_server: ServerThread | None = None
+        if rpc:
+            rpc_app = create_rpc_app(
+                repo,
+                token=self.token,
+                max_request_bytes=max_request_bytes,
+                max_parts=max_parts,
+                max_car_links=max_car_links,
+            )
+            self.rpc_server = ServerThread(
+                rpc_app, host=check_loopback(rpc_host, what="the RPC host"), port=rpc_port, name="ipfs-rpc"
+            )
+        super().__init__(create_app(repo), host=host, port=port, name="ipfs-gateway")
+
+    @property
+    def rpc_url(self) -> str:
+        """The RPC listener's base URL (``http://127.0.0.1:<port>``)."""
+        return self._rpc().url
 
     @property
     def multiaddr(self) -> str:
         """The RPC address as the multiaddr ipfshttpclient takes, e.g. ``/ip4/127.0.0.1/tcp/5001/http``."""
+        server = self._rpc()
+        proto = "ip6" if ":" in server.host else "ip4"
+        return f"/{proto}/{server.host}/tcp/{server.port}/http"
+
+    @property
+    def gateway_multiaddr(self) -> str:
+        """The gateway's address as a multiaddr (what ``origins`` announces), e.g. ``/ip4/127.0.0.1/tcp/8080/http``."""
         proto = "ip6" if ":" in self.host else "ip4"
         return f"/{proto}/{self.host}/tcp/{self.port}/http"
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        """The header every RPC request must carry."""
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def _rpc(self) -> ServerThread:
+        if self.rpc_server is None:
+            raise RuntimeError("this node serves the gateway only (rpc=False)")
+        return self.rpc_server
+
+    def start(self, *, timeout: float = 10.0) -> Self:
+        if self.rpc_server is not None:
+            self.rpc_server.start(timeout=timeout)
+        try:
+            super().start(timeout=timeout)
+        except BaseException:
+            if self.rpc_server is not None:
+                self.rpc_server.stop()
+            raise
+        return self
+
+    def stop(self, *, grace: float = 5.0) -> None:
+        super().stop(grace=grace)
+        if self.rpc_server is not None:
+            self.rpc_server.stop(grace=grace)
 
     def __enter__(self) -> NodeServer:
         self.start()
@@ -1116,8 +1379,62 @@ def serve_forever(
     *,
     host: str = "127.0.0.1",
     port: int = 8080,
+    rpc_host: str = "127.0.0.1",
+    rpc_port: int = 5001,
+    token: str,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    on_ready: Callable[[int, int], None] | None = None,
 ) -> None:
-    """Serve the node in the foreground until interrupted (Ctrl-C)."""
-    app = create_app(repo, max_request_bytes=max_request_bytes)
-    uvicorn.run(app, host=host, port=port, log_level="info", lifespan="off")
+    """Serve the gateway on ``host:port`` and the RPC on loopback ``rpc_host:rpc_port`` until Ctrl-C.
+
+    Both ports are bound before anything starts, so a busy one is a clean error; ``on_ready(gateway_port,
+    rpc_port)`` is called once both listen (port 0 picks a free one).
+
+    Raises:
+        ConfigError: ``rpc_host`` is not a loopback address.
+        BackendUnavailableError: a port is in use or cannot be bound.
+    """
+    check_loopback(rpc_host)
+    try:
+        rpc_sock = listen_socket(rpc_host, rpc_port)
+    except BackendUnavailableError as exc:
+        raise BackendUnavailableError(
+            f"the RPC API {exc.message}",
+            hint="pick another port (--rpc-port or ipfs.rpc_port), or stop whatever holds this one "
+            "(a Kubo daemon uses 5001)",
+        ) from None
+    try:
+        gateway_sock = listen_socket(host, port)
+    except BaseException:
+        rpc_sock.close()
+        raise
+    rpc_app = create_rpc_app(repo, token=token, max_request_bytes=max_request_bytes)
+    rpc = _SocketThread(rpc_app, rpc_sock)
+    try:
+        rpc.start()
+        if on_ready is not None:
+            on_ready(gateway_sock.getsockname()[1], rpc_sock.getsockname()[1])
+        run_foreground(create_app(repo), gateway_sock)
+    finally:
+        rpc.stop()
+
+
+class _SocketThread:
+    """uvicorn on a background thread over a socket that is already listening (signals stay with the main
+    thread's server: uvicorn only captures them on the main thread)."""
+
+    def __init__(self, app: ASGIApp, sock: socket.socket) -> None:
+        config = uvicorn.Config(app, log_level="info", lifespan="off", timeout_graceful_shutdown=2)
+        self._sock = sock
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, name="ipfs-rpc", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(5)
+        self._sock.close()

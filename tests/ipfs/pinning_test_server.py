@@ -3,11 +3,13 @@
 It is a real HTTP server (starlette + uvicorn on a background thread) that implements the spec's endpoints
 (``GET/POST /pins``, ``GET/POST/DELETE /pins/{requestid}``), moves each request through
 ``queued -> pinning -> pinned | failed``, and *really* fetches the DAG by CID from the pin's ``origins``
-(``GET <origin>/ipfs/<cid>?format=car`` on our node's gateway, falling back to its RPC ``dag/export``) into
+(``GET <origin>/ipfs/<cid>?format=car`` on our node's read-only gateway: origins expose no RPC) into
 its own :class:`IpfsRepo`, verifying every block and the root before it says ``pinned``.
 
 Test knobs: a bearer token (401 without it), :meth:`PinningTestServer.inject` to answer the next requests
-with 429 (+ ``Retry-After``) or 5xx, a request log with timestamps, and the CAR-upload mode that
+with 429 (+ ``Retry-After``) or 5xx, a request log with timestamps, ways to lie (:attr:`ignore_cid_filter`:
+list results for other CIDs; :attr:`padding`: bloated replies; :attr:`requestid_prefix`: ids holding ``/``,
+``?`` and ``#``), and the CAR-upload mode that
 :class:`~agent.ipfs.backends.PinningServiceBackend` uses with ``mode="car"`` (``POST /car``).
 """
 
@@ -106,6 +108,9 @@ class PinningTestServer:
         self.repo = repo if repo is not None else IpfsRepo(None)
         self.requests: list[RequestRecord] = []
         self.pins: dict[str, _PinRecord] = {}
+        self.ignore_cid_filter = False  # a lying list: GET /pins?cid=X answers pins of other CIDs too
+        self.padding = 0  # bytes of junk added to every PinStatus / PinResults reply
+        self.requestid_prefix = ""  # prepended to new request ids (e.g. "a/b?c#d-")
         self._injections: list[_Injection] = []
         self._lock = threading.Lock()
         self._last_created = datetime.now(UTC)
@@ -114,7 +119,7 @@ class PinningTestServer:
         app = Starlette(
             routes=[
                 Route("/pins", self._pins, methods=["GET", "POST"]),
-                Route("/pins/{requestid}", self._pin, methods=["GET", "POST", "DELETE"]),
+                Route("/pins/{requestid:path}", self._pin, methods=["GET", "POST", "DELETE"]),
                 Route("/car", self._car, methods=["POST"]),
             ]
         )
@@ -247,7 +252,7 @@ class PinningTestServer:
         before, after = query.get("before"), query.get("after")
         matches = []
         for record in sorted(self.pins.values(), key=lambda r: r.created, reverse=True):
-            if cids and record.pin["cid"] not in cids:
+            if cids and record.pin["cid"] not in cids and not self.ignore_cid_filter:
                 continue
             if record.status not in statuses or (name is not None and record.pin.get("name") != name):
                 continue
@@ -257,7 +262,12 @@ class PinningTestServer:
                 continue
             matches.append(record)
         delegates = self._delegates()
-        return JSONResponse({"count": len(matches), "results": [r.json(delegates) for r in matches[:limit]]})
+        return self._reply({"count": len(matches), "results": [r.json(delegates) for r in matches[:limit]]})
+
+    def _reply(self, body: dict[str, Any], status_code: int = 200) -> JSONResponse:
+        if self.padding:
+            body = body | {"padding": "x" * self.padding}
+        return JSONResponse(body, status_code=status_code)
 
     async def _read_pin(self, request: Request) -> dict[str, Any] | Response:
         try:
@@ -281,7 +291,8 @@ class PinningTestServer:
         }
 
     def _start(self, pin: dict[str, Any], car: bytes | None = None) -> _PinRecord:
-        record = _PinRecord(requestid=str(uuid.uuid4()), created=self._new_created(), pin=pin, car=car)
+        requestid = self.requestid_prefix + str(uuid.uuid4())
+        record = _PinRecord(requestid=requestid, created=self._new_created(), pin=pin, car=car)
         self.pins[record.requestid] = record
         worker = threading.Thread(
             target=self._work, args=(record,), name=f"pin-{record.requestid[:8]}", daemon=True
@@ -295,14 +306,14 @@ class PinningTestServer:
         if isinstance(pin, Response):
             return pin
         record = self._start(pin)
-        return JSONResponse(record.json(self._delegates()), status_code=202)
+        return self._reply(record.json(self._delegates()), status_code=202)
 
     async def _pin(self, request: Request) -> Response:
         record = self.pins.get(request.path_params["requestid"])
         if record is None:
             return _failure(404, "NOT_FOUND", "The specified resource was not found")
         if request.method == "GET":
-            return JSONResponse(record.json(self._delegates()))
+            return self._reply(record.json(self._delegates()))
         if request.method == "DELETE":
             self._remove(record)
             return Response(status_code=202)
@@ -373,8 +384,6 @@ class PinningTestServer:
                         params={"format": "car"},
                         headers={"Accept": "application/vnd.ipld.car"},
                     )
-                    if reply.status_code != 200:
-                        reply = client.post("/api/v0/dag/export", params={"arg": str(cid)})
                     if reply.status_code == 200:
                         return reply.content
                     errors.append(f"{origin}: HTTP {reply.status_code}")

@@ -13,17 +13,18 @@ from agent.ipfs.backends import KuboBackend, RetryPolicy
 from agent.ipfs.backends.kubo import to_multiaddr
 from agent.ipfs.errors import CIDMismatchError
 from agent.ipfs.repo import IpfsRepo
-from agent.ipfs.server import NodeServer, ServerThread, create_app
+from agent.ipfs.server import NodeServer, ServerThread, create_rpc_app
 from tests.ipfs.conftest import HELLO, HELLO_V0, HELLO_V1
 
 # ipfshttpclient 0.7.0 passes urllib3 an option it deprecates; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:The 'strict' parameter:FutureWarning")
 
 FAST = RetryPolicy(attempts=2, base_delay=0.01, deadline=5)
+TOKEN = "kubo-backend-test-token"
 
 
 def test_add_passes_options_and_checks_the_cid(node: NodeServer, repo: IpfsRepo) -> None:
-    with KuboBackend(node.multiaddr) as kubo:
+    with KuboBackend(node.multiaddr, token=node.token) as kubo:
         assert kubo.version()["Version"].startswith("0.30.0")
         assert str(kubo.add(HELLO, cid_version=0)) == HELLO_V0
         assert str(kubo.add(HELLO)) == HELLO_V1
@@ -34,7 +35,7 @@ def test_add_passes_options_and_checks_the_cid(node: NodeServer, repo: IpfsRepo)
 
 def test_a_node_that_ignores_raw_leaves_is_caught(repo: IpfsRepo) -> None:
     """A daemon that makes dag-pb leaves whatever we ask (ipfshttpclient's default) returns another CID."""
-    app = create_app(repo)
+    app = create_rpc_app(repo, token=TOKEN)
 
     async def ignores_raw_leaves(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
@@ -43,7 +44,7 @@ def test_a_node_that_ignores_raw_leaves_is_caught(repo: IpfsRepo) -> None:
             )
         await app(scope, receive, send)
 
-    with ServerThread(ignores_raw_leaves) as server, KuboBackend(server.url) as kubo:
+    with ServerThread(ignores_raw_leaves) as server, KuboBackend(server.url, token=TOKEN) as kubo:
         with pytest.raises(CIDMismatchError) as caught:
             kubo.add(HELLO, cid_version=1)
     message = str(caught.value)
@@ -58,7 +59,7 @@ def test_pin_pushes_a_directory_dag_as_car(node: NodeServer, repo: IpfsRepo, tmp
     folder = local.add_directory(
         {"1.json": local.add(b'{"id": 1}'), "art.bin": local.add(random.Random(4).randbytes(400_000))}
     )
-    with KuboBackend(node.url) as kubo:
+    with KuboBackend(node.rpc_url, token=node.token) as kubo:
         assert not kubo.is_pinned(folder)
         receipt = kubo.pin(folder, source=local)
         assert (receipt.backend, receipt.cid) == ("kubo", folder)

@@ -12,7 +12,13 @@ from agent.errors import BackendUnavailableError
 from agent.ipfs.backends import PinningServiceBackend, RetryPolicy
 from agent.ipfs.backends.retry import parse_retry_after
 from agent.ipfs.cid import CID, raw_cid
-from agent.ipfs.errors import BackendAuthError, PinFailedError, PinTimeoutError
+from agent.ipfs.errors import (
+    BackendAuthError,
+    BackendRequestError,
+    CIDMismatchError,
+    PinFailedError,
+    PinTimeoutError,
+)
 from agent.ipfs.repo import IpfsRepo
 from agent.ipfs.server import NodeServer
 from tests.ipfs.pinning_test_server import PinningTestServer
@@ -37,7 +43,7 @@ def backend(node: NodeServer, pinning_server: PinningTestServer) -> Iterator[Pin
         pinning_server.url,
         token=TOKEN,
         name="psa",
-        origins=[node.multiaddr],
+        origins=[node.gateway_multiaddr],
         poll_interval=0.02,
         timeout=30,
         policy=RetryPolicy(base_delay=0.05, deadline=30),
@@ -162,7 +168,9 @@ def test_the_test_service_follows_the_spec(
     """List (default: pinned only), get, replace and delete, as ipfs/pinning-services-api-spec describes."""
     other = repo.add(b"the next stage of token 7").cid
     with httpx.Client(base_url=pinning_server.url, headers={"Authorization": f"Bearer {TOKEN}"}) as http:
-        created = http.post("/pins", json={"cid": str(asset), "name": "stage-1", "origins": [node.multiaddr]})
+        created = http.post(
+            "/pins", json={"cid": str(asset), "name": "stage-1", "origins": [node.gateway_multiaddr]}
+        )
         assert created.status_code == 202
         assert created.json()["status"] == "queued"
         first = created.json()["requestid"]
@@ -187,3 +195,47 @@ def test_the_test_service_follows_the_spec(
         bad = http.post("/pins", json={"cid": "not-a-cid"})
         assert (bad.status_code, bad.json()["error"]["reason"]) == (400, "BAD_REQUEST")
         assert httpx.get(f"{pinning_server.url}/pins").status_code == 401
+
+
+# -- a service that lies (L8): every list result is checked, ids are escaped, replies are capped --
+
+
+def test_a_list_result_for_another_cid_is_never_a_confirmation(
+    backend: PinningServiceBackend, pinning_server: PinningTestServer, repo: IpfsRepo, asset: CID
+) -> None:
+    backend.pin(asset, source=repo)  # the service really pins `asset`
+    other = repo.add(b"never sent to the service").cid
+    pinning_server.ignore_cid_filter = True  # now it answers "pinned" for any CID with `asset`'s pin
+    with pytest.raises(CIDMismatchError) as caught:
+        backend.is_pinned(other)
+    assert str(other) in caught.value.message and str(asset) in caught.value.message
+    with pytest.raises(CIDMismatchError):
+        backend.pin(other, source=repo)  # not "already pinned"
+    assert not pinning_server.repo.is_pinned(other)
+    assert len(pinning_server.records("POST", "/pins")) == 1  # nothing new was asked for either
+
+
+def test_a_requestid_with_url_characters_stays_one_path_segment(
+    backend: PinningServiceBackend, pinning_server: PinningTestServer, repo: IpfsRepo, asset: CID
+) -> None:
+    pinning_server.requestid_prefix = "a/../b?c=d#e-"
+    receipt = backend.pin(asset, source=repo)
+    assert receipt.request_id is not None and receipt.request_id.startswith("a/../b?c=d#e-")
+    polls = pinning_server.records("GET", "/pins/")
+    assert polls and all(r.path == f"/pins/{receipt.request_id}" and r.status == 200 for r in polls)
+    backend.unpin(asset)
+    assert [r.path for r in pinning_server.records("DELETE")] == [f"/pins/{receipt.request_id}"]
+    assert not pinning_server.repo.is_pinned(asset)
+
+
+def test_a_bloated_reply_is_refused_clearly(
+    backend: PinningServiceBackend, pinning_server: PinningTestServer, repo: IpfsRepo, asset: CID
+) -> None:
+    backend.http.max_response_bytes = 16 * 1024
+    pinning_server.padding = 64 * 1024
+    with pytest.raises(BackendRequestError) as caught:
+        backend.is_pinned(asset)
+    assert "answered more than 16384 bytes" in caught.value.message
+    assert not caught.value.retryable
+    pinning_server.padding = 1024  # a reply under the cap is read as before
+    assert not backend.is_pinned(asset)

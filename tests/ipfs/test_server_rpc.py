@@ -29,7 +29,7 @@ BIG_V1 = "bafybeicfryudidfqrp5h2ch5ijehou2lkxr74kfcqtyd3n7dhmv6qsrx5q"
 @pytest.fixture
 def client(node: NodeServer) -> Iterator[ipfshttpclient.Client]:
     # connect() refuses every daemon newer than 0.8: construct the client directly, as the Kubo backend does.
-    with ipfshttpclient.Client(node.multiaddr, timeout=30) as c:
+    with ipfshttpclient.Client(node.multiaddr, timeout=30, headers=node.auth_headers) as c:
         yield c
 
 
@@ -133,7 +133,10 @@ def test_dag_export_import_round_trip(client: ipfshttpclient.Client, repo: IpfsR
     )
     car = client.dag.export(str(folder))
     other_repo = IpfsRepo(tmp_path / "other")
-    with NodeServer(other_repo) as other, ipfshttpclient.Client(other.multiaddr) as other_client:
+    with (
+        NodeServer(other_repo) as other,
+        ipfshttpclient.Client(other.multiaddr, headers=other.auth_headers) as other_client,
+    ):
         reply = other_client.dag.imprt(BytesIO(car))
         assert reply["Root"]["Cid"]["/"] == str(folder)
         assert other_repo.is_pinned(folder)
@@ -147,7 +150,7 @@ def test_block_get(client: ipfshttpclient.Client, repo: IpfsRepo) -> None:
 
 
 def test_errors_have_kubos_shape(node: NodeServer) -> None:
-    with httpx.Client(base_url=node.url) as http:
+    with httpx.Client(base_url=node.rpc_url, headers=node.auth_headers) as http:
         missing = http.post("/api/v0/cat", params={"arg": HELLO_V1})
         assert missing.status_code == 500
         assert missing.json()["Type"] == "error" and missing.json()["Code"] == 0
@@ -163,11 +166,11 @@ def test_oversized_add_is_413_and_stores_nothing(tmp_path: Path) -> None:
     data = random.Random(9).randbytes(200_000)
     expected = IpfsRepo(None).add(data, cid_version=1).cid
     with NodeServer(repo, max_request_bytes=64 * 1024) as node:
-        with ipfshttpclient.Client(node.multiaddr) as client:  # streamed (chunked) upload
+        with ipfshttpclient.Client(node.multiaddr, headers=node.auth_headers) as client:  # streamed upload
             with pytest.raises(ipfshttpclient.exceptions.StatusError) as caught:
                 client.add_bytes(data, opts={"cid-version": "1"})
             assert "413" in str(caught.value.original)
-        with httpx.Client(base_url=node.url) as http:  # declared Content-Length
+        with httpx.Client(base_url=node.rpc_url, headers=node.auth_headers) as http:  # Content-Length
             reply = http.post("/api/v0/add", files={"file": ("x", data)}, params={"cid-version": "1"})
             assert reply.status_code == 413
             assert "limit of 65536 bytes" in reply.json()["Message"]
@@ -184,7 +187,7 @@ def test_truncated_car_is_refused_and_nothing_stored(repo: IpfsRepo, node: NodeS
     out = BytesIO()
     source.export_car(folder, out)
     truncated = out.getvalue()[: len(out.getvalue()) - 1000]
-    with httpx.Client(base_url=node.url) as http:
+    with httpx.Client(base_url=node.rpc_url, headers=node.auth_headers) as http:
         reply = http.post("/api/v0/dag/import", files={"file": ("x.car", truncated)})
     assert reply.status_code == 500
     assert reply.json()["Type"] == "error"

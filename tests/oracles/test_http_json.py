@@ -236,6 +236,18 @@ def test_client_errors_are_permanent_and_not_retried(server: JsonServer) -> None
     assert "retrying will not help" in (e.value.hint or "")
 
 
+def test_a_body_past_max_bytes_is_refused_without_being_read_whole(server: JsonServer) -> None:
+    big = {"ethereum": {"usd": 1}, "padding": "x" * 200_000}
+    server.default = Reply(body=big)
+    o = oracle(server, fields={"usd": "$.ethereum.usd"}, timestamp_path=None, max_bytes=64 * 1024, retries=3)
+    with pytest.raises(AbsurdOracleDataError, match="larger than 65536 bytes") as e:
+        o.read(ctx())
+    assert not e.value.retryable and len(server.requests) == 1
+    assert "max_bytes" in (e.value.hint or "")
+    roomy = oracle(server, fields={"usd": "$.ethereum.usd"}, timestamp_path=None, max_bytes=300_000)
+    assert [r.value for r in roomy.read(ctx())] == [1]
+
+
 @pytest.mark.parametrize(
     ("body", "error", "match"),
     [

@@ -9,6 +9,10 @@ ipfshttpclient traps handled here:
 
 Pins push the DAG as a CAR through ``dag/import`` (exact blocks for files and directories alike, no
 re-chunking), check the imported root, then confirm with ``pin/add``.
+
+Every request carries ``Authorization: Bearer <token>`` when a token is given (``$CHRYSALIS_KUBO_API_TOKEN``
+from the settings): what Kubo's ``API.Authorizations`` and the embedded node's RPC check. A 401/403 becomes
+:class:`BackendAuthError` naming that variable.
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ from agent.errors import BackendUnavailableError, ConfigError
 from agent.ipfs.backends.base import DEFAULT_CHUNK_SIZE, PinningBackend, PinReceipt, Stopwatch, local_cid
 from agent.ipfs.backends.retry import RetryPolicy
 from agent.ipfs.cid import CID
-from agent.ipfs.errors import BackendRequestError, CIDMismatchError, PinFailedError
+from agent.ipfs.errors import BackendAuthError, BackendRequestError, CIDMismatchError, PinFailedError
 from agent.ipfs.repo import IpfsRepo
+from agent.ipfs.rpc_auth import KUBO_TOKEN_ENV
 from agent.redact import redact_url
 
 T = TypeVar("T")
@@ -67,6 +72,7 @@ class KuboBackend(PinningBackend):
         name: str = "kubo",
         policy: RetryPolicy | None = None,
         timeout: float = 120.0,
+        token: str | None = None,
     ) -> None:
         self.name = name
         self.api = api
@@ -74,7 +80,10 @@ class KuboBackend(PinningBackend):
         self.multiaddr = to_multiaddr(api)
         self.policy = policy or RetryPolicy()
         try:
-            self._client = ipfshttpclient.Client(self.multiaddr, timeout=timeout, session=True)
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            self._client = ipfshttpclient.Client(
+                self.multiaddr, timeout=timeout, session=True, headers=headers
+            )
         except ipfs_exc.AddressError as exc:
             raise ConfigError(
                 f"invalid Kubo API address {api!r}: {exc}", hint="e.g. /ip4/127.0.0.1/tcp/5001"
@@ -86,6 +95,20 @@ class KuboBackend(PinningBackend):
         def attempt() -> T:
             try:
                 return operation()
+            except (ipfs_exc.ErrorResponse, ipfs_exc.StatusError) as exc:
+                if _status(exc) not in (401, 403):
+                    raise
+                raise BackendAuthError(
+                    f"{self.name} ({self.shown_api}): {what} was refused ({_status(exc)}): {exc}",
+                    backend=self.name,
+                    url=self.shown_api,
+                    hint=f"set ${KUBO_TOKEN_ENV} to the node's RPC token (Kubo: API.Authorizations; "
+                    "the embedded node: its repo's rpc.token)",
+                ) from exc
+
+        def classified() -> T:
+            try:
+                return attempt()
             except ipfs_exc.ErrorResponse as exc:  # Kubo's JSON error reply
                 raise BackendRequestError(
                     f"{self.name} ({self.shown_api}): {what} failed: {exc}",
@@ -110,7 +133,7 @@ class KuboBackend(PinningBackend):
                     hint="is the daemon running (`ipfs daemon`)? check ipfs.kubo_api in the settings",
                 ) from exc
 
-        return self.policy.run(attempt, what=f"{self.name} {what}")
+        return self.policy.run(classified, what=f"{self.name} {what}")
 
     # -- the backend --
 

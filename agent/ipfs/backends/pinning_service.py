@@ -18,12 +18,19 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
+from urllib.parse import quote
 
 from agent.errors import NotFoundError
 from agent.ipfs.backends.base import PinningBackend, PinReceipt, Stopwatch, export_car_spool
 from agent.ipfs.backends.retry import HttpClient, RetryPolicy
 from agent.ipfs.cid import CID
-from agent.ipfs.errors import BackendRequestError, CIDMismatchError, PinFailedError, PinTimeoutError
+from agent.ipfs.errors import (
+    BackendRequestError,
+    CIDMismatchError,
+    InvalidCIDError,
+    PinFailedError,
+    PinTimeoutError,
+)
 from agent.ipfs.repo import IpfsRepo
 
 PENDING = ("queued", "pinning")
@@ -95,7 +102,7 @@ class PinningServiceBackend(PinningBackend):
     def unpin(self, cid: CID) -> None:
         for status in self._list(cid, ALL_STATUSES):
             try:
-                self.http.request("DELETE", f"/pins/{status['requestid']}", ok=(200, 202, 204))
+                self.http.request("DELETE", _pin_path(status["requestid"]), ok=(200, 202, 204))
             except NotFoundError:
                 pass  # removed meanwhile
 
@@ -128,8 +135,17 @@ class PinningServiceBackend(PinningBackend):
         return self._checked(cid, response.json())
 
     def _list(self, cid: CID, statuses: Sequence[str]) -> list[dict[str, Any]]:
+        """The service's PinStatus results for ``cid`` in ``statuses``, each checked (:meth:`_checked`): a
+        result for another CID is an error, never a confirmation; one in a status we did not ask for is left out."""
         params = [("cid", str(cid)), ("limit", "1000"), *(("status", s) for s in statuses)]
-        return list(self.http.request("GET", "/pins", params=params).json().get("results", []))
+        body = self.http.request("GET", "/pins", params=params).json()
+        results = body.get("results", []) if isinstance(body, dict) else None
+        if not isinstance(results, list):
+            raise BackendRequestError(
+                f"{self.name}: malformed PinResults reply: {str(body)[:200]}", backend=self.name, status=None
+            )
+        checked = [self._checked(cid, status) for status in results]
+        return [status for status in checked if status["status"] in statuses]
 
     def _existing(self, cid: CID) -> dict[str, Any] | None:
         """A pinned or pending request for ``cid`` (pinned first): a retried publish creates no duplicate."""
@@ -162,7 +178,7 @@ class PinningServiceBackend(PinningBackend):
                 )
             time.sleep(min(interval, remaining))
             interval = min(interval * 1.5, self.max_poll_interval)
-            status = self._checked(cid, self.http.request("GET", f"/pins/{status['requestid']}").json())
+            status = self._checked(cid, self.http.request("GET", _pin_path(status["requestid"])).json())
 
     def _checked(self, cid: CID, status: dict[str, Any]) -> dict[str, Any]:
         """A PinStatus reply, checked for the fields we rely on and for the CID we asked for."""
@@ -173,14 +189,26 @@ class PinningServiceBackend(PinningBackend):
             raise BackendRequestError(
                 f"{self.name}: malformed PinStatus reply: {str(status)[:200]}", backend=self.name, status=None
             ) from None
-        if not requestid:
+        if not requestid or not isinstance(requestid, str):
             raise BackendRequestError(
                 f"{self.name}: PinStatus without requestid", backend=self.name, status=None
             )
-        echoed = CID.parse(pin_cid)
+        try:
+            echoed = CID.parse(pin_cid)
+        except InvalidCIDError as exc:
+            raise BackendRequestError(
+                f"{self.name}: PinStatus for {cid} names no valid CID ({exc.reason})",
+                backend=self.name,
+                status=None,
+            ) from None
         if (echoed.codec, echoed.multihash) != (cid.codec, cid.multihash):  # v0/v1 spellings are the same pin
             raise CIDMismatchError(cid, echoed, self.name)
         return status
+
+
+def _pin_path(requestid: str) -> str:
+    """``/pins/<requestid>`` with the id percent-encoded: an id holding ``/``, ``?`` or ``..`` stays one segment."""
+    return "/pins/" + quote(requestid, safe="")
 
 
 def _failure_reason(status: dict[str, Any]) -> str:

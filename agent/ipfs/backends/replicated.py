@@ -7,6 +7,7 @@ did succeed are kept (a retried publish finds them and does no new work).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from agent.ipfs.backends.pinning_service import PinningServiceBackend
 from agent.ipfs.cid import CID
 from agent.ipfs.errors import ReplicationError
 from agent.ipfs.repo import IpfsRepo
+from agent.ipfs.rpc_auth import KUBO_TOKEN_ENV
 from agent.settings import IpfsSettings
 
 
@@ -130,7 +132,7 @@ class Replicator:
 
 
 def default_origins(settings: IpfsSettings) -> list[str]:
-    """Where pinning services fetch from: ``settings.origins``, else the embedded node's address."""
+    """Where pinning services fetch from: ``settings.origins``, else the embedded node's read-only gateway."""
     if settings.origins:
         return list(settings.origins)
     host, port = settings.gateway_host, settings.gateway_port
@@ -143,7 +145,7 @@ def backends_from_settings(
     """The embedded repo, then Kubo (if ``kubo_api``), then each configured pinning service."""
     backends: list[PinningBackend] = [EmbeddedBackend(repo)]
     if settings.kubo_api:
-        backends.append(KuboBackend(settings.kubo_api))
+        backends.append(KuboBackend(settings.kubo_api, token=os.environ.get(KUBO_TOKEN_ENV) or None))
     for service in settings.pinning_services:
         backends.append(
             PinningServiceBackend(

@@ -26,6 +26,9 @@ from agent.redact import redact_text, redact_url
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+"""Largest reply body :class:`HttpClient` reads (decoded); a longer one is refused, not held in memory."""
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -108,11 +111,13 @@ class HttpClient:
         policy: RetryPolicy | None = None,
         timeout: float = 30.0,
         auth_hint: str | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.service = service
         self.policy = policy or RetryPolicy()
         self.auth_hint = auth_hint
+        self.max_response_bytes = max_response_bytes
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
 
@@ -133,9 +138,10 @@ class HttpClient:
 
         def attempt() -> httpx.Response:
             try:
-                response = self._client.request(
+                request = self._client.build_request(
                     method, path, content=content() if content else None, **kwargs
                 )
+                response = self._read(request, shown)
             except httpx.TransportError as exc:
                 raise BackendUnavailableError(
                     f"{self.service}: cannot reach {shown} "
@@ -172,6 +178,32 @@ class HttpClient:
             backend=self.service,
             status=status,
         )
+
+    def _read(self, request: httpx.Request, shown: str) -> httpx.Response:
+        """Send ``request`` and read its body, refusing (:class:`BackendRequestError`) one past the cap."""
+        limit = self.max_response_bytes
+        response = self._client.send(request, stream=True)
+        try:
+            body = bytearray()
+            for chunk in response.iter_bytes():  # decoded: a small gzip bomb is caught too
+                body += chunk
+                if len(body) > limit:
+                    raise BackendRequestError(
+                        f"{self.service}: {request.method} {shown} answered more than {limit} bytes "
+                        f"(HTTP {response.status_code}); the reply was not read",
+                        backend=self.service,
+                        status=response.status_code,
+                        hint="the service is misbehaving (its replies are small JSON documents); "
+                        "check its endpoint URL",
+                    )
+        finally:
+            response.close()
+        headers = [
+            (k, v)
+            for k, v in response.headers.multi_items()
+            if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+        ]
+        return httpx.Response(response.status_code, headers=headers, content=bytes(body), request=request)
 
     def close(self) -> None:
         self._client.close()

@@ -39,6 +39,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agent.errors import BackendUnavailableError, ChrysalisError, ConfigError, RetryableError
+from agent.fsutil import write_private
 
 MARKER = ".chrysalis-demo"
 #: What the demo writes in its output directory (an older demo wrote only deployments/).
@@ -378,10 +379,9 @@ class Demo:
         keys.mkdir()
         password = secrets.token_urlsafe(18)
         password_file = self.out / PASSWORD_FILE
-        password_file.write_text(password)
-        password_file.chmod(0o600)
+        write_private(password_file, password)
         keystore = keys / "agent.json"
-        keystore.write_text(json.dumps(Account.encrypt(HexStr(agent_key), password, iterations=2**14)))
+        write_private(keystore, json.dumps(Account.encrypt(HexStr(agent_key), password, iterations=2**14)))
         self.gateway_port, self.metrics_port = _free_port(), _free_port()
         data = self.out / "data"
         config = self.out / "chrysalis.toml"

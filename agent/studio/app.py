@@ -5,15 +5,20 @@ provenance panel, ``/ops`` operations, ``/ipfs/...`` the embedded IPFS gateway (
 API is not exposed), ``/events`` live updates. The review queue ``/review`` needs a login (candidates are not
 public before approval).
 
-Actions (POST; a CSRF token from the page, or ``Authorization: Bearer <token>``): ``/tokens/{id}/verify`` (anyone),
-``/tokens/{id}/refresh``, ``/review/{id}/approve|reject|regenerate``, ``/review/approve`` (bulk) (curators).
+Actions (POST; a CSRF token from the page, or ``Authorization: Bearer <token>``): ``/tokens/{id}/verify`` (anyone;
+results are cached per version and receipt, the queue is bounded and anonymous clients are rate-limited),
+``/tokens/{id}/refresh``, ``/review/{id}/approve|reject|regenerate``, ``/review/approve`` (bulk; ``ids`` are
+``ID:REVISION`` pairs, and a revision that changed is skipped) (curators).
 Browsers get redirects back with a message; clients that send the bearer token or ``Accept: application/json``
 get JSON. The same data is under ``/api/...`` as JSON.
 
 Hardening: every reply carries a Content-Security-Policy (``frame-ancestors 'none'``, scripts and styles from
 ``/static`` only), ``X-Frame-Options: DENY``, ``Referrer-Policy: same-origin`` and ``nosniff``; requests for a
 Host outside ``studio.allowed_hosts`` get 400. ``/ipfs/`` serves only PNG, JPEG, GIF, WebP and JSON inline (the
-rest as attachments, under the gateway's sandbox CSP) and no CAR export.
+rest as attachments, under the gateway's sandbox CSP) and no CAR export. Logins are checked off the event loop
+(one scrypt per attempt, whatever the name, at most two at a time) and throttled per client address and per name
+(:mod:`agent.studio.limits`); sessions are checked on every request (logout, account removal and password change
+end them); ``/events`` streams are capped per client and in all; review counts are shown to curators only.
 """
 
 from __future__ import annotations
@@ -24,12 +29,17 @@ import html
 import json
 import logging
 import re
+import secrets
+import socket
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+import anyio
+import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
@@ -50,6 +60,7 @@ from agent.ipfs.server import create_app as create_ipfs_app
 from agent.redact import redact_text
 from agent.studio.auth import CSRF_FIELD, CSRF_HEADER, Curator, csrf_ok, csrf_token
 from agent.studio.catalog import filter_cards, trait_values
+from agent.studio.limits import LoginThrottle, RateLimit, StreamSlots, retry_after
 from agent.studio.ops import gather, token_of
 from agent.studio.review import (
     OPEN_STATES,
@@ -59,6 +70,7 @@ from agent.studio.review import (
     ReviewState,
 )
 from agent.studio.service import Studio
+from agent.studio.verification import VerifyBusyError, verify_key
 
 log = logging.getLogger("chrysalis.studio")
 
@@ -67,14 +79,46 @@ SESSION_COOKIE = "chrysalis_studio"
 CHAIN_UNAVAILABLE = "chain unavailable"
 """What anonymous visitors are told when the chain (or another backend) fails: the error text, with its
 endpoint, is for curators (and, redacted, the logs)."""
+LOGIN_THREADS = 2
+"""Login checks (scrypt, ~16 MiB and tens of ms each) running at once; more wait their turn off the event loop."""
+LOGIN_WAITING = 32
+"""Login checks allowed to wait for a thread; beyond, 503 (a flood from many addresses)."""
 
 
 class HttpProblem(Exception):
     """An HTTP error page: 401 (log in), 403 (CSRF), 404, 409 ..."""
 
-    def __init__(self, status: int, title: str, message: str, hint: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        message: str,
+        hint: str | None = None,
+        *,
+        retry_after_s: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.title, self.message, self.hint = status, title, message, hint
+        self.headers = {"Retry-After": retry_after(retry_after_s)} if retry_after_s is not None else {}
+
+
+class _SlotStream(StreamingResponse):
+    """A streaming reply that gives its :class:`StreamSlots` slot back however the stream ends."""
+
+    def __init__(self, content: Any, *, release: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
+
+
+def client_of(request: Request) -> str:
+    """The client's address (behind a local reverse proxy, uvicorn takes it from ``X-Forwarded-For``)."""
+    return request.client.host if request.client else "unknown"
 
 
 def _short(value: Any, head: int = 6, tail: int = 4) -> str:
@@ -205,6 +249,12 @@ def create_app(studio: Studio, *, host: str | None = None) -> Starlette:
     env.filters.update(short=_short, when=_when, eth=_eth, pretty=_pretty, redact=redact_text)
     env.globals.update(version=__version__)
     creds = studio.credentials
+    s = studio.settings.studio
+    throttle = LoginThrottle(free=s.login_free_failures, max_s=s.login_lockout_s)
+    login_threads = anyio.CapacityLimiter(LOGIN_THREADS)
+    verify_rate = RateLimit(s.verify_per_minute)
+    streams = StreamSlots(total=s.max_event_streams, per_client=s.max_event_streams_per_client)
+    session_keys = ("user", "sid", "fp", "iat")
 
     # -- helpers --------------------------------------------------------------------------------------------
 
@@ -212,8 +262,23 @@ def create_app(studio: Studio, *, host: str | None = None) -> Starlette:
         by_token = creds.bearer(request.headers.get("authorization"))
         if by_token is not None:
             return by_token
-        name = request.session.get("user")
-        return Curator(str(name), "session") if name else None
+        session = request.session
+        name = session.get("user")
+        if not name:
+            return None
+        sid, fp, iat = session.get("sid"), session.get("fp"), session.get("iat")
+        if (
+            not isinstance(sid, str)
+            or not isinstance(fp, str)
+            or not isinstance(iat, int | float)
+            or time.time() - iat > s.session_max_age_s  # a login lasts this long, however often it is used
+            or studio.revoked.revoked(sid)  # logged out
+            or not creds.session_ok(str(name), fp)  # removed, or its password changed
+        ):
+            for key in session_keys:
+                session.pop(key, None)
+            return None
+        return Curator(str(name), "session")
 
     def wants_json(request: Request) -> bool:
         return (
@@ -265,7 +330,7 @@ def create_app(studio: Studio, *, host: str | None = None) -> Starlette:
 
     def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
         review_open = 0
-        if studio.review_enabled:
+        if studio.review_enabled and curator(request) is not None:  # the queue is not public
             try:
                 counts = studio.reviews.counts()
                 review_open = counts[ReviewState.AWAITING] + counts[ReviewState.REGENERATING]
@@ -347,9 +412,10 @@ def create_app(studio: Studio, *, host: str | None = None) -> Starlette:
     async def ops_page(request: Request) -> Response:
         def build() -> Any:
             studio.index.ensure_synced()
-            review = {k.value: v for k, v in studio.reviews.counts().items()} if studio.review_enabled else {}
+            review = {k.value: v for k, v in studio.reviews.counts().items()} if private else {}
             return gather(studio.jobs, studio.index, review=review)
 
+        private = studio.review_enabled and curator(request) is not None  # the queue is not public
         view = await run_in_threadpool(build)
         if wants_json(request):
             return JSONResponse(view.to_json())
@@ -390,31 +456,75 @@ def create_app(studio: Studio, *, host: str | None = None) -> Starlette:
         return render(request, "login.html", next=request.query_params.get("next", "/"), can_log_in=creds.can_log_in,
                       password_env=studio.settings.studio.password_env)  # fmt: skip
 
+    def login_refused(
+        request: Request, status: int, target: str, error: str, wait: float | None = None
+    ) -> Response:
+        response = render(request, "login.html", status=status, next=target, can_log_in=creds.can_log_in,
+                          password_env=s.password_env, error=error)  # fmt: skip
+        if wait is not None:
+            response.headers["Retry-After"] = retry_after(wait)
+        return response
+
     async def login(request: Request) -> Response:
         form = await form_of(request)
         target = str(form.get("next") or "/")
         if not target.startswith("/") or target.startswith("//"):
             target = "/"
-        who = creds.login(str(form.get("username") or ""), str(form.get("password") or ""))
+        name = str(form.get("username") or "").strip()[:200]
+        password = str(form.get("password") or "")
+        ip = client_of(request)
+        wait = throttle.wait(ip=ip, name=name)
+        if wait > 0:
+            message = f"too many failed logins from your address or for this name: try again in {retry_after(wait)} s"
+            if wants_json(request):
+                raise HttpProblem(
+                    429, "Too many attempts", message, "wait, then try again", retry_after_s=wait
+                )
+            return login_refused(request, 429, target, message, wait)
+        if login_threads.statistics().tasks_waiting >= LOGIN_WAITING:
+            raise HttpProblem(503, "Busy", "too many logins are being checked right now",
+                              "try again in a few seconds", retry_after_s=5)  # fmt: skip
+        throttle.attempt(ip=ip, name=name)  # a failure until it succeeds: parallel guesses count too
+        who = await anyio.to_thread.run_sync(creds.login, name, password, limiter=login_threads)
         if who is None:
-            log.warning("failed studio login for %r from %s", form.get("username"), request.client)
-            return render(request, "login.html", status=401, next=target, can_log_in=creds.can_log_in,
-                          password_env=studio.settings.studio.password_env,
-                          error="wrong name or password")  # fmt: skip
+            log.warning("failed studio login for %r from %s", name, ip)
+            return login_refused(request, 401, target, "wrong name or password")
+        throttle.succeeded(ip=ip, name=name)
         request.session.clear()
-        request.session["user"] = who.name
+        request.session.update(
+            user=who.name, sid=secrets.token_urlsafe(18), fp=creds.fingerprint(who.name), iat=int(time.time())
+        )
         csrf_token(request.session)  # a fresh token for the new session
         flash(request, f"logged in as {who.name}")
         return RedirectResponse(target, status_code=303)
 
     async def logout(request: Request) -> Response:
         await form_of(request)
+        sid, iat = request.session.get("sid"), request.session.get("iat")
+        if isinstance(
+            sid, str
+        ):  # the cookie may have been copied: its id stays refused until it would expire
+            since = float(iat) if isinstance(iat, int | float) else time.time()
+            studio.revoked.revoke(sid, since + s.session_max_age_s)
         request.session.clear()
         return RedirectResponse("/", status_code=303)
 
     async def events(request: Request) -> Response:
-        return StreamingResponse(
-            studio.hub.stream(request.is_disconnected),
+        ip = client_of(request)
+        full = streams.acquire(ip)
+        if full == "client":
+            raise HttpProblem(429, "Too many live-update streams",
+                              f"your address already holds {s.max_event_streams_per_client} live-update streams",
+                              "close other studio tabs (pages still work without live updates)",
+                              retry_after_s=30)  # fmt: skip
+        if full == "total":
+            raise HttpProblem(503, "Too many live-update streams",
+                              f"the studio already serves {s.max_event_streams} live-update streams",
+                              "try again later (pages still work without live updates)",
+                              retry_after_s=30)  # fmt: skip
+        return _SlotStream(
+            studio.hub.stream(request.is_disconnected, private=lambda: curator(request) is not None),
+            release=lambda: streams.release(ip),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -426,8 +536,22 @@ def create_app(studio: Studio, *, host: str | None = None) -> Starlette:
         token_id = int(request.path_params["token_id"])
         stage = int_param(form.get("stage"), "stage")
         detail = await run_in_threadpool(studio.catalog.token, token_id)
-        detail.stage_view(stage)  # NotFoundError now, not in the background
-        task = studio.verifier.submit(token_id, stage)
+        view = detail.stage_view(stage)  # NotFoundError now, not in the background
+        anonymous = curator(request) is None
+
+        def admit() -> None:  # only asked when a new replay would start (cached and running ones are free)
+            wait = verify_rate.take(client_of(request)) if anonymous else 0.0
+            if wait > 0:
+                raise HttpProblem(429, "Too many Verify runs",
+                                  f"your address started {s.verify_per_minute} Verify runs this minute: "
+                                  f"try again in {retry_after(wait)} s",
+                                  "wait, or log in as a curator (curators are not limited)",
+                                  retry_after_s=wait)  # fmt: skip
+
+        try:
+            task = studio.verifier.submit(token_id, stage, key=verify_key(token_id, view), admit=admit)
+        except VerifyBusyError as exc:
+            raise HttpProblem(503, "Verify is busy", exc.message, exc.hint, retry_after_s=30) from None
         if wants_json(request):
             return JSONResponse(task.to_json(), status_code=202)
         anchor = f"#stage-{stage}" if stage is not None else ""
@@ -501,29 +625,48 @@ def create_app(studio: Studio, *, host: str | None = None) -> Starlette:
             done = await run_in_threadpool(studio.reviews.approve_all, who.name, kind=kind)
             conflicts: list[ReviewConflictError] = []
         else:
-            ids = [int_param(v, "id") for v in form.getlist("ids")]  # type: ignore[attr-defined]
-            if not ids:
+            pairs = [_id_revision(v) for v in form.getlist("ids")]  # type: ignore[attr-defined]
+            if not pairs:
                 raise ReviewInputError(
                     "no items were selected", hint="tick the items to approve (x selects one)"
                 )
-            done, conflicts = await run_in_threadpool(
-                studio.reviews.approve_many, [i for i in ids if i is not None], who.name
-            )
+            done, conflicts = await run_in_threadpool(studio.reviews.approve_many, pairs, who.name)
+        skipped = [
+            {"id": c.item.id, "state": c.item.state.value, "revision": c.item.revision, "error": c.message}
+            for c in conflicts
+        ]
         if wants_json(request):
             return JSONResponse(
-                {"approved": [i.id for i in done], "conflicts": [c.message for c in conflicts]}
+                {
+                    "approved": [i.id for i in done],
+                    "skipped": skipped,
+                    "conflicts": [c.message for c in conflicts],
+                }
             )
-        flash(
-            request,
-            f"approved {len(done)} item(s)"
-            + (f"; {len(conflicts)} were already decided" if conflicts else ""),
-        )
+        flash(request, f"approved {len(done)} item(s)")
+        if skipped:
+            flash(
+                request,
+                f"skipped {len(skipped)} that changed since the page was loaded or were already decided: "
+                + ", ".join(f"#{k['id']} (now {k['state']}, revision {k['revision']})" for k in skipped)
+                + "; look at them again before approving",
+                "warn",
+            )
         return back(request, "/review")
 
     # -- errors ---------------------------------------------------------------------------------------------
 
-    def problem(request: Request, status: int, title: str, message: str, hint: str | None) -> Response:
-        headers = {"WWW-Authenticate": 'Bearer realm="chrysalis-studio"'} if status == 401 else None
+    def problem(
+        request: Request,
+        status: int,
+        title: str,
+        message: str,
+        hint: str | None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        headers = dict(headers or {})
+        if status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="chrysalis-studio"'
         if wants_json(request):
             return JSONResponse(
                 {"error": message, "hint": hint, "status": status}, status_code=status, headers=headers
@@ -536,7 +679,7 @@ def create_app(studio: Studio, *, host: str | None = None) -> Starlette:
 
     async def on_problem(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HttpProblem)
-        return problem(request, exc.status, exc.title, exc.message, exc.hint)
+        return problem(request, exc.status, exc.title, exc.message, exc.hint, exc.headers)
 
     async def on_chrysalis(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ChrysalisError)
@@ -588,7 +731,6 @@ def create_app(studio: Studio, *, host: str | None = None) -> Starlette:
         Route("/ipfs/{path:path}", _Gateway(studio.repo)),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
-    s = studio.settings.studio
     app = Starlette(
         routes=routes,
         middleware=[
@@ -614,6 +756,17 @@ def create_app(studio: Studio, *, host: str | None = None) -> Starlette:
 
 
 # -- JSON and view helpers ------------------------------------------------------------------------------------
+
+
+def _id_revision(value: Any) -> tuple[int, int]:
+    """A bulk-approve ``ID:REVISION`` pair (the revision the curator saw)."""
+    review_id, sep, revision = str(value).partition(":")
+    if not (sep and review_id.strip().isdigit() and revision.strip().isdigit()):
+        raise HttpProblem(
+            400, "Bad request", f"selected item {str(value)[:40]!r} is not ID:REVISION",
+            "post each selected item as ID:REVISION (the revision shown in the queue); reload the review page",
+        )  # fmt: skip
+    return int(review_id), int(revision)
 
 
 def _card_json(card: Any) -> dict[str, Any]:
@@ -769,12 +922,13 @@ class StudioServer(ServerThread):
         return self.start()
 
 
-def serve(studio: Studio, *, host: str, port: int) -> None:
-    """Serve in the foreground until interrupted (``chrysalis studio``)."""
-    import uvicorn
+def serve(studio: Studio, *, host: str, sock: socket.socket) -> None:
+    """Serve on ``sock`` (bound with :func:`agent.ipfs.server.listen_socket`, so that a busy port is a clean
+    error before anything starts) in the foreground until interrupted (``chrysalis studio``)."""
+    from agent.ipfs.server import run_foreground
 
     studio.start()
-    uvicorn.run(create_app(studio, host=host), host=host, port=port, log_level="info", lifespan="off")
+    run_foreground(create_app(studio, host=host), sock)
 
 
 def query(**params: Any) -> str:

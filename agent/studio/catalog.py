@@ -177,8 +177,9 @@ class Catalog:
         except BlockNotFoundError:
             raise NotFoundError(
                 f"metadata {cid} is not in the IPFS repo at {self.repo.path}",
-                hint="point ipfs.repo (or data_dir) at the agent's repo, or fetch it: "
-                f"`chrysalis ipfs get {cid}` from a node that has it",
+                hint="point ipfs.repo (or data_dir) at the agent's repo, or copy it from a node that has it: "
+                f"`chrysalis ipfs export {cid} -o m.car` (or Kubo's `ipfs dag export`) there, then "
+                "`chrysalis ipfs import m.car` here",
             ) from None
 
     def metadata(self, cid: str) -> TokenMetadata:

@@ -48,13 +48,22 @@ def studio_command(
     port: Annotated[int | None, typer.Option(help="Port (default: studio.port).")] = None,
 ) -> None:
     """Serve the studio: gallery, token timelines, provenance and Verify, review queue, operations."""
+    from agent.ipfs.server import listen_socket
     from agent.studio.app import serve
     from agent.studio.service import Studio
 
     settings = _settings()
-    studio = Studio.from_settings(settings)
     host = host or settings.studio.host
     port = settings.studio.port if port is None else port
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port {port} is not a TCP port", hint="use 0..65535 (0: any free port)")
+    sock = listen_socket(host, port)  # a busy port: error + hint now, not uvicorn's [Errno 98] later
+    try:
+        studio = Studio.from_settings(settings)
+    except BaseException:
+        sock.close()
+        raise
+    port = sock.getsockname()[1]
     console.print(
         f"Chrysalis Studio on [cyan]http://{host}:{port}[/] (review mode {'on' if studio.review_enabled else 'off'})"
     )
@@ -70,7 +79,7 @@ def studio_command(
             highlight=False,
         )
     try:
-        serve(studio, host=host, port=port)
+        serve(studio, host=host, sock=sock)
     finally:
         studio.close()
 
@@ -92,26 +101,14 @@ def verify_command(
 ) -> None:
     """Re-run a token's inference in the canonical configuration and check it against the chain.
 
-    Exit 0 on a match, 1 on a mismatch (or an error), 2 when the receipt's outputs cannot be reproduced here.
+    Exit 0 on a match, 1 on a mismatch, 2 when the receipt's outputs cannot be reproduced here, 3 when it could
+    not verify (an error: no such token, wrong chain, no model...).
     """
-    from agent.ipfs.repo import IpfsRepo
-    from agent.studio.catalog import Catalog
-    from agent.studio.chain import CollectionIndex
-    from agent.studio.service import repo_path
-    from agent.studio.verification import check_stage
+    from agent.errors import error_exit_code
+    from agent.generate.verify import EXIT_ERROR
 
-    settings = _settings()
-    index = CollectionIndex.from_settings(settings)
-    catalog = Catalog(index, IpfsRepo(repo_path(settings)))
-    index.sync()
-    result = check_stage(
-        catalog,
-        token,
-        stage,
-        cache_dir=settings.models.cache_dir,
-        image_model=image_model,
-        lore_model=lore_model,
-    )
+    with error_exit_code(EXIT_ERROR):
+        result = _verify_stage(token, stage, image_model, lore_model)
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2, default=str))
     else:
@@ -119,10 +116,36 @@ def verify_command(
     raise typer.Exit(result.exit_code)
 
 
+def _verify_stage(token: int, stage: int | None, image_model: str | None, lore_model: str | None) -> Any:
+    from agent.ipfs.repo import IpfsRepo
+    from agent.ops.holder import Collection
+    from agent.studio.catalog import Catalog
+    from agent.studio.chain import CollectionIndex
+    from agent.studio.service import repo_path
+    from agent.studio.verification import check_stage
+
+    settings = _settings()
+    # the node serves the deployment's chain and holds its contract, as `status` and `evolve` check
+    Collection.connect(settings)
+    index = CollectionIndex.from_settings(settings)
+    catalog = Catalog(index, IpfsRepo(repo_path(settings)))
+    index.sync()
+    return check_stage(
+        catalog,
+        token,
+        stage,
+        cache_dir=settings.models.cache_dir,
+        image_model=image_model,
+        lore_model=lore_model,
+    )
+
+
 def _store() -> Any:
+    from agent.ops.status import require_database
     from agent.studio.review import ReviewStore
 
     settings = _settings()
+    require_database(settings)  # like `jobs`: never create an empty database where the agent never ran
     return ReviewStore.open(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
 
 
@@ -130,7 +153,7 @@ def _store() -> Any:
 def review_list(
     state: Annotated[str, typer.Option("--state", "-s", help="open, approved, rejected or all.")] = "open",
     kind: Annotated[str | None, typer.Option(help="Only this kind (evolve, refresh, genesis).")] = None,
-    limit: Annotated[int, typer.Option(help="Most items shown.")] = 100,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Most items shown.")] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
 ) -> None:
     """List review items (by default the open ones: awaiting review or regenerating)."""
@@ -252,4 +275,6 @@ def review_curator(
         if getpass.getpass("again: ") != password:
             raise ConfigError("the passwords differ", hint="type the same password twice")
     add_curator(Path(path), name, password)
-    console.print(f"curator {name} written to {path}; restart the studio to use it", highlight=False)
+    console.print(
+        f"curator {name} written to {path} (a running studio reads it again by itself)", highlight=False
+    )

@@ -3,7 +3,8 @@
 The studio finds out by itself, so the pipeline calls nothing for it: a poller thread syncs the chain index
 every ``studio.poll_interval_s`` (new ``Evolved`` / ``Transfer`` / ``MetadataUpdate`` ... logs become events) and
 compares the review store's version (any decision or submission changes it). :class:`EventHub` fans each event
-out to every connected browser (``GET /events``, ``text/event-stream``).
+out to every connected browser (``GET /events``, ``text/event-stream``). Review events (the queue's counts) go
+only to streams whose visitor is a curator at the time of the event (:data:`PRIVATE`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ from agent.errors import ChrysalisError
 
 log = logging.getLogger("chrysalis.studio")
 
-KEEPALIVE_S = 15.0
+KEEPALIVE_S = 10.0
+
+#: Events only curators' streams receive (the review queue is not public).
+PRIVATE = frozenset({"review"})
 
 #: Chain events forwarded to browsers, and the SSE event name each becomes.
 FORWARDED = {
@@ -63,8 +67,11 @@ class EventHub:
                 with self._lock:
                     self._subscribers.discard((loop, queue))
 
-    async def stream(self, is_disconnected: Callable[[], Any]) -> AsyncIterator[str]:
-        """The ``text/event-stream`` body for one client, until it disconnects."""
+    async def stream(
+        self, is_disconnected: Callable[[], Any], *, private: Callable[[], bool] = lambda: False
+    ) -> AsyncIterator[str]:
+        """The ``text/event-stream`` body for one client, until it disconnects; ``private()`` says whether it may
+        receive :data:`PRIVATE` events now (asked per event, so a logout stops them at once)."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue(self.max_queue)
         entry = (loop, queue)
@@ -82,6 +89,8 @@ class EventHub:
                     continue
                 if (name, data) == _CLOSE:
                     return
+                if name in PRIVATE and not private():
+                    continue
                 yield f"event: {name}\ndata: {data}\n\n"
         finally:
             with self._lock:

@@ -689,15 +689,17 @@ class ReviewStore:
         return item
 
     def approve_many(
-        self, review_ids: Iterable[int], by: str
+        self, review_ids: Iterable[int | tuple[int, int]], by: str
     ) -> tuple[list[ReviewItem], list[ReviewConflictError]]:
-        """Approve several items; returns those approved and the conflicts (items someone else decided)."""
+        """Approve several items, each an id or an ``(id, revision)`` pair (approved only at that revision: what
+        the curator saw); returns those approved and the conflicts (decided by someone else, or changed)."""
         by = _curator(by)
         done: list[ReviewItem] = []
         conflicts: list[ReviewConflictError] = []
-        for review_id in review_ids:
+        for entry in review_ids:
+            review_id, revision = entry if isinstance(entry, tuple) else (entry, None)
             try:
-                done.append(self.approve(review_id, by))
+                done.append(self.approve(review_id, by, revision=revision))
             except ReviewConflictError as exc:
                 conflicts.append(exc)
         return done, conflicts
@@ -705,7 +707,7 @@ class ReviewStore:
     def approve_all(self, by: str, *, kind: str | None = "genesis") -> list[ReviewItem]:
         """Approve every item of ``kind`` awaiting review (bulk approval of a genesis collection)."""
         waiting = self.list_items(states=[ReviewState.AWAITING], kind=kind, limit=1_000_000)
-        done, _ = self.approve_many([i.id for i in waiting], by)
+        done, _ = self.approve_many([(i.id, i.revision) for i in waiting], by)  # as listed, not newer
         return done
 
     def reject(self, review_id: int, by: str, reason: str, *, revision: int | None = None) -> ReviewItem:

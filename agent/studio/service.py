@@ -8,10 +8,11 @@ import logging
 from pathlib import Path
 from typing import Any, Self
 
+from agent.ipfs.reader import DagLimits
 from agent.ipfs.repo import IpfsRepo
 from agent.jobs import JobKind, JobStore
 from agent.settings import Settings
-from agent.studio.auth import Credentials
+from agent.studio.auth import Credentials, RevokedSessions
 from agent.studio.catalog import Catalog
 from agent.studio.chain import CollectionIndex, event_json
 from agent.studio.events import FORWARDED, EventHub, Poller
@@ -35,7 +36,8 @@ class Studio:
     threads (poller, regenerator) when serving; :meth:`close` at the end.
 
     Attributes:
-        settings, index, repo, jobs, reviews, catalog, verifier, regenerator, hub, poller, credentials.
+        settings, index, repo, jobs, reviews, catalog, verifier, regenerator, hub, poller, credentials,
+        revoked (session ids that logged out).
     """
 
     def __init__(
@@ -53,13 +55,16 @@ class Studio:
         self.jobs = jobs
         self.reviews = ReviewStore(jobs.engine)  # type: ignore[attr-defined]
         self.catalog = Catalog(index, repo)
-        self.verifier = VerifyRunner(self.catalog, cache_dir=settings.models.cache_dir)
+        self.verifier = VerifyRunner(
+            self.catalog, cache_dir=settings.models.cache_dir, max_queue=settings.studio.verify_queue
+        )
         self.regenerator = Regenerator(
             self.reviews, repo, settings.models, poll_s=max(settings.studio.poll_interval_s, 0.2)
         )
         self.hub = EventHub()
         self.poller = Poller(self.tick, self.hub, interval_s=settings.studio.poll_interval_s)
         self.credentials = credentials or Credentials(settings.studio)
+        self.revoked = RevokedSessions(Path(settings.data_dir) / "studio" / "revoked-sessions.json")
         self._review_version: tuple[int, int] | None = None
         self._started = False
 
@@ -76,7 +81,7 @@ class Studio:
             index = CollectionIndex.from_settings(settings)
             jobs = JobStore.open(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
             stack.callback(jobs.close)
-            repo = IpfsRepo(repo_path(settings))
+            repo = IpfsRepo(repo_path(settings), limits=DagLimits.from_settings(settings.ipfs))
             studio = cls(settings, index=index, repo=repo, jobs=jobs, credentials=credentials)
             stack.pop_all()
         return studio
@@ -95,7 +100,7 @@ class Studio:
             if name is not None:
                 out.append((name, event_json(event)))
         version = self.reviews.version()
-        if self._review_version is not None and version != self._review_version:
+        if self._review_version is not None and version != self._review_version:  # curators' streams only
             out.append(("review", {k.value: v for k, v in self.reviews.counts().items()}))
         self._review_version = version
         return out

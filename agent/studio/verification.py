@@ -13,16 +13,18 @@ field that differs) it checks what ties the receipt to the token:
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.errors import ChrysalisError
+from agent.errors import ChrysalisError, RetryableError
 from agent.generate.receipt import InferenceReceipt
 from agent.generate.verify import (
     EXIT_MATCH,
@@ -186,6 +188,8 @@ class VerifyTask:
     error: str | None = None
     hint: str | None = None
     started_at: float = field(default_factory=time.time)
+    key: tuple[Any, ...] | None = None
+    cached: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -193,39 +197,102 @@ class VerifyTask:
             "token_id": self.token_id,
             "stage": self.stage,
             "state": self.state,
+            "cached": self.cached,
             "result": self.result.to_json() if self.result else None,
             "error": self.error,
             "hint": self.hint,
         }
 
 
+class VerifyBusyError(RetryableError):
+    """The Verify queue is full; ``waiting`` runs are ahead."""
+
+    def __init__(self, waiting: int) -> None:
+        self.waiting = waiting
+        super().__init__(
+            f"the Verify queue is full ({waiting} runs waiting or running)",
+            hint="try again in a minute; results already computed are shown at once",
+        )
+
+
+def verify_key(token_id: int, view: StageView) -> tuple[Any, ...]:
+    """What a Verify result depends on: the version (its metadata CID, hence image and lore), the sha256 of its
+    receipt, and the provenance written on-chain. A replay is deterministic, so equal keys give equal results."""
+    receipt = json.dumps(dict(view.metadata.receipt), sort_keys=True, separators=(",", ":"), default=str)
+    digest = hashlib.sha256(receipt.encode()).hexdigest()
+    return (token_id, view.stage, view.cid, digest, view.onchain_provenance)
+
+
 class VerifyRunner:
     """Runs Verify tasks one at a time on a background thread (they load models and use every CPU thread).
 
-    Asking again for a version whose run is still queued or running returns that run.
+    Asking again for a version whose run is still queued or running returns that run; a version already verified
+    (same :func:`verify_key`) gets the stored result at once. At most ``max_queue`` runs wait or run
+    (:class:`VerifyBusyError` beyond).
     """
 
-    def __init__(self, catalog: Catalog, *, cache_dir: Path | None = None, keep: int = 200) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        *,
+        cache_dir: Path | None = None,
+        keep: int = 200,
+        max_queue: int = 8,
+        cache_size: int = 512,
+    ) -> None:
         self.catalog = catalog
         self.cache_dir = cache_dir
         self.keep = keep
+        self.max_queue = max_queue
+        self.cache_size = cache_size
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chrysalis-verify")
         self._tasks: dict[str, VerifyTask] = {}
+        self._results: OrderedDict[tuple[Any, ...], StageCheck] = OrderedDict()
         self._lock = threading.Lock()
 
-    def submit(self, token_id: int, stage: int | None) -> VerifyTask:
+    def submit(
+        self,
+        token_id: int,
+        stage: int | None,
+        *,
+        key: tuple[Any, ...] | None = None,
+        admit: Callable[[], None] | None = None,
+    ) -> VerifyTask:
+        """The run of ``token_id`` at ``stage``: a stored result (``key``), the run in progress, or a new one.
+
+        ``admit`` is called only when a new run would start (it raises to refuse, e.g. a per-client limit).
+
+        Raises:
+            VerifyBusyError: ``max_queue`` runs are already waiting or running.
+        """
         with self._lock:
+            if key is not None and key in self._results:
+                self._results.move_to_end(key)
+                task = VerifyTask(uuid.uuid4().hex[:12], token_id, stage, state="done", key=key, cached=True)
+                task.result = self._results[key]
+                self._store(task)
+                return task
+            busy = 0
             for task in self._tasks.values():
-                if (task.token_id, task.stage) == (token_id, stage) and task.state in ("queued", "running"):
-                    return task
-            task = VerifyTask(uuid.uuid4().hex[:12], token_id, stage)
-            self._tasks[task.id] = task
-            if len(self._tasks) > self.keep:
-                for old in list(self._tasks)[: len(self._tasks) - self.keep]:
-                    if self._tasks[old].state in ("done", "error"):
-                        del self._tasks[old]
+                if task.state in ("queued", "running"):
+                    if (task.token_id, task.stage) == (token_id, stage):
+                        return task
+                    busy += 1
+            if busy >= self.max_queue:
+                raise VerifyBusyError(busy)
+            if admit is not None:
+                admit()
+            task = VerifyTask(uuid.uuid4().hex[:12], token_id, stage, key=key)
+            self._store(task)
         self._pool.submit(self._run, task)
         return task
+
+    def _store(self, task: VerifyTask) -> None:
+        self._tasks[task.id] = task
+        if len(self._tasks) > self.keep:
+            for old in list(self._tasks)[: len(self._tasks) - self.keep]:
+                if self._tasks[old].state in ("done", "error"):
+                    del self._tasks[old]
 
     def get(self, task_id: str) -> VerifyTask | None:
         with self._lock:
@@ -243,7 +310,13 @@ class VerifyRunner:
     def _run(self, task: VerifyTask) -> None:
         task.state = "running"
         try:
-            task.result = check_stage(self.catalog, task.token_id, task.stage, cache_dir=self.cache_dir)
+            result = check_stage(self.catalog, task.token_id, task.stage, cache_dir=self.cache_dir)
+            if task.key is not None and (result.token_id, result.stage, result.cid) == task.key[:3]:
+                with self._lock:
+                    self._results[task.key] = result
+                    while len(self._results) > self.cache_size:
+                        self._results.popitem(last=False)
+            task.result = result
             task.state = "done"
         except ChrysalisError as exc:
             task.error, task.hint, task.state = exc.message, exc.hint, "error"

@@ -33,11 +33,12 @@ def env(world: World, monkeypatch: pytest.MonkeyPatch) -> World:
 
 
 def run(*args: str) -> tuple[int, str]:
-    from agent.errors import ChrysalisError
+    from agent.errors import ChrysalisError, exit_code_of
 
     result = CliRunner().invoke(app, list(args))
-    if isinstance(result.exception, ChrysalisError):  # what agent.cli.main prints before exiting 1
-        return 1, result.output + f"error: {result.exception.message}\nhint: {result.exception.hint}"
+    if isinstance(result.exception, ChrysalisError):  # what agent.cli.main prints before exiting
+        code = exit_code_of(result.exception)
+        return code, result.output + f"error: {result.exception.message}\nhint: {result.exception.hint}"
     return result.exit_code, result.output
 
 
@@ -83,7 +84,7 @@ def _snapshot(inputs: dict) -> object:
 
 def test_verify_of_a_token_without_metadata_is_a_clear_error(env: World) -> None:
     code, out = run("verify", "8")
-    assert code == 1 and "token 8 has no metadata yet" in out
+    assert code == 3 and "token 8 has no metadata yet" in out  # 3: could not verify (1 is a mismatch)
 
 
 def test_review_list_approve_and_reject_from_the_terminal(env: World, studio: Studio) -> None:

@@ -10,9 +10,11 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from starlette.testclient import TestClient
 
 from agent.ipfs.repo import IpfsRepo
+from agent.ipfs.rpc_auth import KUBO_TOKEN_ENV
 from agent.ipfs.server import NodeServer
 from agent.jobs import JobState
 from agent.publish.metadata import cid_from_digest, parse_metadata
@@ -20,12 +22,14 @@ from agent.settings import IpfsSettings
 from agent.studio.app import StudioServer
 from agent.studio.review import ReviewState
 from agent.studio.service import Studio
-from tests.studio.world import CURATOR, ReviewedPublisher, World
+from tests.studio.world import API_TOKEN, CURATOR, ReviewedPublisher, World
 
 
 def listen(url: str, events: list[dict], stop: threading.Event) -> None:
-    """Collect SSE events from ``url`` until ``stop`` is set."""
-    with httpx.Client(timeout=httpx.Timeout(5.0, read=1.0)) as http:
+    """Collect SSE events from ``url`` as a curator (review events are for curators only) until ``stop`` is set."""
+    with httpx.Client(
+        timeout=httpx.Timeout(5.0, read=1.0), headers={"Authorization": f"Bearer {API_TOKEN}"}
+    ) as http:
         while not stop.is_set():
             try:
                 with http.stream("GET", url) as response:
@@ -42,10 +46,11 @@ def listen(url: str, events: list[dict], stop: threading.Event) -> None:
 
 
 def test_nothing_leaves_the_node_or_goes_on_chain_before_approval(
-    world: World, studio: Studio, curator: TestClient, tmp_path: Path
+    world: World, studio: Studio, curator: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     remote_repo = IpfsRepo(tmp_path / "remote")
     with NodeServer(remote_repo) as remote, StudioServer(studio, port=0) as server:
+        monkeypatch.setenv(KUBO_TOKEN_ENV, remote.token)  # the remote node's RPC wants its bearer token
         events: list[dict] = []
         stop = threading.Event()
         listener = threading.Thread(target=listen, args=(f"{server.url}/events", events, stop), daemon=True)

@@ -293,7 +293,8 @@ def test_reject_needs_a_reason_and_ends_with_it(curator: TestClient, studio: Stu
 def test_bulk_approve_selected_and_all_genesis(curator: TestClient, studio: Studio) -> None:
     picked = [submit(studio), submit(studio)]
     genesis = [submit(studio, kind="genesis") for _ in range(3)]
-    r = curator.post("/review/approve", data={"csrf_token": curator.csrf, "ids": [str(i) for i in picked]})
+    seen = [f"{i}:{studio.reviews.get(i).revision}" for i in picked]  # ID:REVISION, as the queue's checkboxes
+    r = curator.post("/review/approve", data={"csrf_token": curator.csrf, "ids": seen})
     assert r.status_code == 303
     assert all(studio.reviews.get(i).state == ReviewState.APPROVED for i in picked)
     assert all(studio.reviews.get(i).state == ReviewState.AWAITING for i in genesis)

@@ -36,9 +36,6 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from rich.console import Group
-from rich.table import Table
-from rich.text import Text
 from web3 import Web3
 from web3.exceptions import BlockNotFound
 
@@ -136,14 +133,10 @@ class DoctorOptions:
     max_rps: float | None = None
 
 
-@dataclass(frozen=True)
-class DoctorReport:
-    """Every check's result, in :data:`CHECKS` order; URLs with any credentials in them hidden."""
+class CheckResults:
+    """What a report of checks answers: its worst verdict, and a check by name (``checks`` is the subclass's)."""
 
-    primary: str
-    secondary: str | None
     checks: tuple[Check, ...]
-    elapsed_s: float = 0.0
 
     @property
     def level(self) -> Level:
@@ -160,6 +153,16 @@ class DoctorReport:
             if c.name == name:
                 return c
         raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class DoctorReport(CheckResults):
+    """Every check's result, in :data:`CHECKS` order; URLs with any credentials in them hidden."""
+
+    primary: str
+    secondary: str | None
+    checks: tuple[Check, ...]
+    elapsed_s: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -864,25 +867,3 @@ def log_report(report: DoctorReport) -> None:
         if c.level in (Level.WARN, Level.FAIL):
             level = logging.WARNING if c.level is Level.FAIL else logging.INFO
             log.log(level, "rpc doctor %s %s: %s; fix: %s", c.level.value, c.name, c.summary, c.hint)
-
-
-_STYLES = {Level.OK: "bold green", Level.WARN: "bold yellow", Level.FAIL: "bold red", Level.SKIP: "dim"}
-
-
-def render(report: DoctorReport) -> Group:
-    """The report as a rich table (a check per row, its fix under a non-OK finding) and a verdict line."""
-    table = Table(title=None, show_lines=False, pad_edge=False)
-    table.add_column("check", style="bold", no_wrap=True)
-    table.add_column("result", no_wrap=True)
-    table.add_column("finding / fix", overflow="fold")
-    for c in report.checks:
-        cell = Text(c.summary)
-        if c.hint and c.level in (Level.WARN, Level.FAIL):
-            cell.append("\nfix: ", style="yellow")
-            cell.append(c.hint)
-        table.add_row(c.name, Text(c.level.value, style=_STYLES[c.level]), cell)
-    verdict = Text("verdict: ")
-    verdict.append(report.level.value, style=_STYLES[report.level])
-    verdict.append(f"  ({report.elapsed_s:.1f} s; primary {report.primary}", style="dim")
-    verdict.append(f", secondary {report.secondary})" if report.secondary else ")", style="dim")
-    return Group(table, verdict)

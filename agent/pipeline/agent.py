@@ -35,6 +35,7 @@ from agent.deployment import Deployment
 from agent.errors import ChrysalisError, ConfigError
 from agent.generate.base import ImageGenerator, LoreWriter
 from agent.ipfs.backends.replicated import Replicator
+from agent.ipfs.reader import DagLimits
 from agent.ipfs.repo import IpfsRepo
 from agent.ipfs.server import NodeServer
 from agent.jobs import JobState, JobStore, RetryPolicy, Stage
@@ -109,7 +110,7 @@ class Agent:
     Attributes:
         settings, deployment, store, watcher, reader, repo, replicator, worker, router: The parts, for the CLI
             and tests (``store`` lists and retries jobs; ``repo`` serves the published assets).
-        gateway: The embedded IPFS node's server when ``agent.serve_gateway`` asks for one.
+        gateway: The embedded IPFS node's read-only gateway (no RPC) when ``agent.serve_gateway`` asks for one.
         refresh: The refreshes (:class:`~agent.refresh.service.RefreshService`): the worker runs refresh jobs
             between evolutions, :meth:`poll_once` handles the price triggers, :meth:`run` runs the cron schedules.
     """
@@ -220,6 +221,7 @@ class Agent:
                     start_block=deployment.deploy_block,
                     chain_id=deployment.chain_id,
                     events=WATCHED_EVENTS,
+                    start_block_hash=deployment.deploy_block_hash,
                 ),
             )
             _ = watcher.chain_id  # checks the node serves the deployment's chain
@@ -228,24 +230,23 @@ class Agent:
             )
 
             repo_path = s.ipfs.repo if "repo" in s.ipfs.model_fields_set else data_dir / "ipfs"
-            repo = IpfsRepo(repo_path)
+            repo = IpfsRepo(repo_path, limits=DagLimits.from_settings(s.ipfs))
             replicator = Replicator.from_settings(s.ipfs, repo)
             stack.callback(replicator.close)
             gateway = None
             serve = cfg.serve_gateway
             if serve is None:
                 serve = any(p.mode == "origins" for p in s.ipfs.pinning_services)
-            if serve:
+            if serve:  # read-only: what a pinning service fetches from; the RPC (writes) is never served here
                 gateway = NodeServer(
-                    repo,
-                    host=s.ipfs.gateway_host,
-                    port=s.ipfs.gateway_port,
-                    max_request_bytes=s.ipfs.max_request_bytes,
+                    repo, rpc=False, host=s.ipfs.gateway_host, port=s.ipfs.gateway_port
                 ).start()
                 stack.callback(gateway.stop)
 
             oracles, guard = build_oracles(s, deployment)
-            rules = load_rules(cfg.rules or DEFAULT_RULES)
+            # every declared feature must come from a configured oracle: a feature misspelt the same way in
+            # [features] and in its rule is refused here, not by every evolution at runtime
+            rules = load_rules(cfg.rules or DEFAULT_RULES, features=[n for o in oracles for n in o.provides])
             image = image or load_image_generator(s.models)
             lore = lore or load_lore_writer(s.models)
 
@@ -471,6 +472,9 @@ class Agent:
                 try:
                     if self.poll_once():
                         self._wake.set()
+                    if failures:
+                        log.info("the node answers again after %d failed poll(s)", failures)
+                    self._clear_error("watching:")
                     failures = 0
                 except (DeepReorgError, ChainResetError) as exc:
                     log.critical("%s", exc)
@@ -498,9 +502,12 @@ class Agent:
         except ChrysalisError as exc:
             self._error(f"status: {exc.message}")
             head = None
+        else:
+            self._clear_error("status:")
         state = self.watcher.state
         cursor = state.tip.number if state is not None else None
-        lag = head - cursor if head is not None and cursor is not None else None
+        # a node behind the cursor (a lagging backend) is no negative lag: the watcher waits for it
+        lag = max(0, head - cursor) if head is not None and cursor is not None else None
         counts = {s.value: n for s, n in self.store.counts().items()}
         for name, n in counts.items():
             JOBS_BY_STATE.labels(state=name).set(n)
@@ -532,10 +539,17 @@ class Agent:
         if state is not None:
             CURSOR_BLOCK.set(state.tip.number)
             if head is not None:
-                WATCH_LAG.set(head - state.tip.number)
+                WATCH_LAG.set(max(0, head - state.tip.number))
 
     def _error(self, message: str) -> None:
         self._last_error = message
+
+    def _clear_error(self, prefix: str) -> None:
+        """Forget the last error if it came from ``prefix`` (``watching:``): the node answers again, so an
+        outage it reported is over and must not stay on the status line."""
+        last = self._last_error
+        if last is not None and last.startswith(prefix):
+            self._last_error = None
 
     def _add_gas(self, gas: int) -> None:
         with self._gas_lock:

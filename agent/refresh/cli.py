@@ -64,6 +64,8 @@ def refresh(
     ids = parse_tokens(tokens)
     settings = load_settings()
     out = _console()
+    if ids is not None:
+        _require_existing(settings, ids)
     if now:
         _run_now(settings, ids, force, timeout, out)
         return
@@ -74,6 +76,15 @@ def refresh(
         f"queued refresh job {job.id} of tokens {format_tokens(ids)}{' (forced)' if force else ''}; the running "
         "agent (`chrysalis run`) picks it up between evolutions; `chrysalis refresh status` shows its progress"
     )
+
+
+def _require_existing(settings: Any, ids: list[int]) -> None:
+    """Refuse ids the collection does not have (as the studio's 404 does), before anything is queued."""
+    from agent.ops.holder import Collection
+    from agent.refresh.tokens import require_existing
+
+    collection = Collection.connect(settings)
+    require_existing(ids, int(collection.view("totalMinted")), lambda i: bool(collection.view("exists", i)))
 
 
 def _run_now(settings: Any, ids: list[int] | None, force: bool, timeout: float, out: Console) -> None:

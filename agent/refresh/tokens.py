@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
-from agent.errors import ConfigError
+from agent.errors import ConfigError, NotFoundError
 
 ALL = "all"
 
@@ -93,3 +93,46 @@ def _checked(spec: str, ids: Iterable[int]) -> list[int]:
     if not out:
         raise TokenSelectionError(spec, "no token ids")
     return out
+
+
+#: Up to this many listed ids are each checked with ``exists`` (burnt ones refused too); above it, only ids never
+#: minted are refused (one ``totalMinted`` call), and the refresh skips burnt ones as it goes.
+MAX_CHECKED = 256
+
+
+class UnknownTokensError(NotFoundError):
+    """A token selection names tokens that do not exist (never minted, or burnt by a fuse), like the studio's 404.
+
+    Attributes:
+        missing: The ids that do not exist. total_minted: Ids 1..total_minted were ever minted.
+    """
+
+    def __init__(self, missing: Sequence[int], total_minted: int) -> None:
+        self.missing = tuple(missing)
+        self.total_minted = total_minted
+        never = [i for i in self.missing if i > total_minted]
+        burnt = [i for i in self.missing if i <= total_minted]
+        why = []
+        if never:
+            minted = f"ids 1..{total_minted} were minted" if total_minted else "nothing is minted yet"
+            why.append(f"{format_tokens(never)} never minted ({minted})")
+        if burnt:
+            why.append(f"{format_tokens(burnt)} burnt (fused into another token)")
+        noun = "token" if len(self.missing) == 1 else "tokens"
+        verb = "does" if len(self.missing) == 1 else "do"
+        super().__init__(
+            f"{noun} {format_tokens(self.missing)} {verb} not exist: {'; '.join(why)}; nothing was queued",
+            hint="list only existing tokens in --tokens"
+            + (f" (e.g. 1-{total_minted})" if total_minted else "")
+            + ", or leave --tokens out to refresh every token",
+        )
+
+
+def require_existing(ids: Sequence[int], total_minted: int, exists: Callable[[int], bool]) -> None:
+    """Raise :class:`UnknownTokensError` naming every id in ``ids`` that was never minted or (for selections of
+    at most :data:`MAX_CHECKED` ids) was burnt; ``exists(id)`` is the collection's ``exists`` view."""
+    missing = [i for i in ids if i > total_minted]
+    if len(ids) <= MAX_CHECKED:
+        missing += [i for i in ids if i <= total_minted and not exists(i)]
+    if missing:
+        raise UnknownTokensError(sorted(missing), total_minted)

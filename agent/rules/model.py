@@ -32,6 +32,7 @@ inputs (without it a missing feature is an error).
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -190,11 +191,17 @@ def check_spec(
         if name in BUILTIN_FEATURES and feature.type != BUILTIN_FEATURES[name]:
             add(RuleProblem(where, f"is built in as a {BUILTIN_FEATURES[name]}", "remove the declaration"))
         elif provided is not None and name not in provided and name not in BUILTIN_FEATURES:
+            close = difflib.get_close_matches(name, sorted(provided), n=1, cutoff=0.75)
+            guess = (
+                f"did you mean {close[0]!r}? rename it (here and in every rule that reads it), or "
+                if close
+                else ""
+            )
             add(
                 RuleProblem(
                     where,
                     "is not provided by any configured oracle (unknown feature)",
-                    f"use one of: {', '.join(sorted(provided)) or '(no oracles configured)'}",
+                    f"{guess}use one of: {', '.join(sorted(provided)) or '(no oracles configured)'}",
                 )
             )
 

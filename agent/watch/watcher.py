@@ -82,6 +82,9 @@ class WatchConfig:
         ws_url: Optional WebSocket endpoint whose ``newHeads`` wake the poller early.
         stream: Cursor name (default ``<chain id>:<address>``).
         chain_id: Expected chain id (e.g. the deployment record's): checked against the node.
+        start_block_hash: The deploy block's hash (the deployment record's ``deploy_block_hash``): a node whose
+            block ``start_block`` has another hash serves another chain (checked at the first poll and on every
+            reorg).
     """
 
     address: str | Sequence[str]
@@ -95,6 +98,7 @@ class WatchConfig:
     ws_url: str | None = None
     stream: str | None = None
     chain_id: int | None = None
+    start_block_hash: str | None = None
     max_error_backoff_s: float = field(default=30.0, repr=False)
 
     def __post_init__(self) -> None:
@@ -124,6 +128,7 @@ class WatchConfig:
         start_block: int,
         chain_id: int | None = None,
         events: Sequence[str] | None = None,
+        start_block_hash: str | None = None,
     ) -> WatchConfig:
         """A config from :class:`agent.settings.ChainSettings` plus the deployment record's address, ABI and
         deploy block."""
@@ -138,6 +143,7 @@ class WatchConfig:
             poll_interval_s=chain.poll_interval_s,
             ws_url=chain.ws_url,
             chain_id=chain_id,
+            start_block_hash=start_block_hash,
         )
 
 
@@ -280,6 +286,10 @@ class Watcher:
                 start_block=cfg.start_block,
             )
             if found is not None:
+                # A reset chain (a restarted dev chain that grew past the cursor) looks like a reorg from here:
+                # before rolling anything back, check the chain is still the one followed (genesis, deploy
+                # block, code at the address); a reset stops the watcher loudly instead.
+                self._check_chain()
                 reorg, rolled_back = found
                 WATCH_REORGS.labels(self.stream).inc()
                 log.warning(
@@ -449,8 +459,18 @@ class Watcher:
 
     def _check_chain(self) -> None:
         """Stop loudly when the chain is not the one being followed: its genesis block changed while this watcher
-        ran, or the watched contract has no code (:class:`ChainResetError`)."""
+        ran, the deploy block has another hash than the deployment recorded, or the watched contract has no code
+        (:class:`ChainResetError`)."""
         self._chain_checked = True
+        expected = self.config.start_block_hash
+        if expected:
+            deployed = self.rpc.get_block(self.config.start_block)
+            if deployed is not None and deployed.hash.lower() != expected.lower():
+                raise ChainResetError(
+                    stream=self.stream, url=self.rpc.url,
+                    reason=f"its block #{self.config.start_block} (the deploy block) is {deployed.hash[:18]}..., "
+                    f"the deployment record says {expected[:18]}...",
+                )  # fmt: skip
         genesis = self.rpc.get_block(0)
         if genesis is not None:
             if self._genesis is not None and genesis.hash != self._genesis:

@@ -267,33 +267,44 @@ def test_two_chains_behind_the_two_urls_fail(devchain: Devchain) -> None:
     assert "genesis blocks differ" in report.check("chain_id").summary
 
 
-def test_the_cli_prints_a_table_and_json(configured: Devchain, chrysalis) -> None:
+def _chain_checks(out: str) -> dict[str, dict]:
+    """The ``chain.*`` checks of ``chrysalis doctor --json``, by their RPC doctor name."""
+    checks = json.loads(out)["checks"]
+    return {c["name"].removeprefix("chain."): c for c in checks if c["name"].startswith("chain.")}
+
+
+def test_the_cli_prints_a_line_per_check_and_json(
+    configured: Devchain, chrysalis, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keystore = workdir / "agent.json"  # the agent's key (the doctor reads only its address)
+    keystore.write_text(json.dumps({"address": configured.deployment.agent[2:].lower(), "crypto": {}}))
+    monkeypatch.setenv("CHRYSALIS_SIGNER__KEYSTORE", str(keystore))
     table = chrysalis("doctor", "--interval", "0")
     assert table.code == 0, table.text  # WARN (an idle dev chain) is not a failure
     for name in CHECKS:
-        assert name in table.text
+        assert f"chain.{name}" in table.text
     assert "head stayed at" in table.out
     assert "fix: expected on a dev chain with no traffic" in table.out
-    assert "verdict: WARN" in table.text
+    assert "verdict: warn" in table.text
 
     result = chrysalis("doctor", "--json", "--interval", "0")
     assert result.code == 0, result.text
-    report = json.loads(result.out)
-    assert report["verdict"] == "WARN"
-    assert list(report["checks"]) == list(CHECKS)
-    assert report["checks"]["chain_id"]["level"] == "OK"
-    assert report["checks"]["chain_id"]["deployment"] == configured.deployment.chain_id
-    assert report["checks"]["head_moving"]["level"] == "WARN"
-    assert report["checks"]["log_range"]["level"] == "OK"
-    assert report["checks"]["pending"]["value"] == 1
-    assert report["checks"]["log_range"]["address"] == configured.deployment.address()
+    assert json.loads(result.out)["verdict"] == "warn"
+    checks = _chain_checks(result.out)
+    assert list(checks) == list(CHECKS)
+    assert checks["chain_id"]["result"] == "pass"
+    assert checks["chain_id"]["deployment"] == configured.deployment.chain_id
+    assert checks["head_moving"]["result"] == "warn"
+    assert checks["log_range"]["result"] == "pass"
+    assert checks["pending"]["value"] == 1
+    assert checks["log_range"]["address"] == configured.deployment.address()
 
 
 def test_the_cli_fails_clearly_on_a_wrong_chain(configured: Devchain, chrysalis) -> None:
     with start_anvil("--chain-id", "4242") as other:
         result = chrysalis("doctor", "--interval", "0", "--secondary", other.url, "--json")
     assert result.code == 1
-    assert json.loads(result.out)["checks"]["chain_id"]["level"] == "FAIL"
+    assert _chain_checks(result.out)["chain_id"]["result"] == "fail"
 
 
 def test_an_unreachable_url_is_a_clear_failure(configured: Devchain, chrysalis, monkeypatch) -> None:
@@ -305,13 +316,15 @@ def test_an_unreachable_url_is_a_clear_failure(configured: Devchain, chrysalis, 
     assert "check chain.rpc_url" in result.text
     assert "abcdefghijklmnopqrstuvwxyz012345" not in result.text  # an API key in the URL is not printed
     assert "Traceback" not in result.err
+    contract = next(line for line in result.out.splitlines() if line.split()[1:2] == ["contract"])
+    assert contract.startswith("skip") and "the node did not answer" in contract  # no cascade of fails
 
     result = chrysalis("doctor", "--secondary", dead, "--interval", "0", "--json")
     assert result.code == 1
-    checks = json.loads(result.out)["checks"]
-    assert checks["primary"]["level"] == "OK"
-    assert checks["secondary"]["level"] == "FAIL" and "chain.rpc_url_secondary" in checks["secondary"]["hint"]
-    assert checks["head_lag"]["level"] == "SKIP"
+    checks = _chain_checks(result.out)
+    assert checks["primary"]["result"] == "pass"
+    assert checks["secondary"]["result"] == "fail" and "chain.rpc_url_secondary" in checks["secondary"]["fix"]
+    assert checks["head_lag"]["result"] == "skip"
 
 
 def test_the_secondary_url_setting_is_validated(workdir: Path, chrysalis, monkeypatch) -> None:

@@ -85,6 +85,35 @@ def test_a_bad_token_selection_is_an_error_that_says_how_to_write_one(cli: Any) 
     assert "hint: write token ids and ranges separated by commas, e.g. 1,2,5-9" in err
 
 
+def test_a_token_that_does_not_exist_is_refused_and_nothing_is_queued(
+    cli: Any, chain: Chain, db_url: str
+) -> None:
+    """``refresh --tokens 999`` was queued and ended "confirmed, 1 skipped"; the studio answers 404 for it."""
+    minted = chain.collection.functions.totalMinted().call()
+    code, out, err = cli("refresh", "--tokens", f"1,{minted + 1},999")
+    text = " ".join((out + err).split())
+    assert code == 1
+    assert (
+        f"error: tokens {minted + 1},999 do not exist: {minted + 1},999 never minted (ids 1..{minted} were "
+        "minted); nothing was queued" in text
+    )
+    assert f"hint: list only existing tokens in --tokens (e.g. 1-{minted})" in text
+    with JobStore.open(db_url) as store:
+        assert store.list_jobs(kind=JobKind.REFRESH) == []
+
+
+def test_burnt_tokens_are_named_as_burnt() -> None:
+    from agent.refresh.tokens import UnknownTokensError, require_existing
+
+    require_existing([1, 2], 4, lambda i: True)
+    with pytest.raises(
+        UnknownTokensError, match=r"token 3 does not exist: 3 burnt \(fused into another token\)"
+    ):
+        require_existing([1, 3], 4, lambda i: i != 3)
+    with pytest.raises(UnknownTokensError, match="nothing is minted yet"):
+        require_existing([1], 0, lambda i: False)
+
+
 def test_refresh_now_runs_it_here_and_status_shows_what_it_did(cli: Any, chain: Chain) -> None:
     code, out, err = cli("refresh", "--tokens", "4", "--now")
     assert code == 0, err

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 from pathlib import Path
 
 import typer
@@ -15,15 +16,29 @@ from rich.console import Console
 from rich.markup import escape
 
 from agent import __version__
-from agent.errors import ChrysalisError, ConfigError
+from agent.clihelp import hide_flag_types
+from agent.errors import ChrysalisError, ConfigError, exit_code_of
 
+hide_flag_types()  # no `<bool>` type next to on/off flags in --help
 app = typer.Typer(
     name="chrysalis",
     help="Chrysalis: living NFT collections that evolve on-chain.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # an error is one line, never cut at 80 columns
+
+
+DEBUG_ENV = "CHRYSALIS_DEBUG"
+"""Set to 1 (or pass ``--debug``) to see the traceback of an unexpected error."""
+
+_debug = False
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit()
 
 
 @app.callback()
@@ -35,8 +50,24 @@ def _root(
         help="Settings file (default: $CHRYSALIS_CONFIG, else ./chrysalis.toml if it exists).",
         show_default=False,
     ),
+    debug: bool = typer.Option(
+        False,
+        "--debug",
+        help=f"Show the traceback of an unexpected error (also ${DEBUG_ENV}=1).",
+        show_default=False,
+    ),
+    _version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_show_version,
+        is_eager=True,
+        help="Print the Chrysalis version and exit.",
+        show_default=False,
+    ),
 ) -> None:
     """Chrysalis: living NFT collections that evolve on-chain."""
+    global _debug
+    _debug = _debug or debug
     if config is not None:
         if not config.is_file():
             raise ConfigError(f"config file {config} does not exist", hint="write one with `chrysalis init`")
@@ -72,17 +103,71 @@ def _register_subapps() -> None:
     from agent.refresh.cli import refresh_app
 
     app.add_typer(refresh_app, name="refresh")
+    from agent.rules.cli import rules_app
+
+    app.add_typer(rules_app, name="rules")
 
 
 _register_subapps()
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: turns Chrysalis errors into one clear message and exit code 1, never a traceback."""
+    """Entry point: every error becomes one ``error:`` line and a ``hint:``, never a traceback.
+
+    A :class:`ChrysalisError` exits with its ``exit_code`` (1 unless a command says otherwise, e.g. ``verify``'s
+    3); any other exception is a bug: it is shown the same way (exit 1), with its traceback only under
+    ``--debug`` or ``$CHRYSALIS_DEBUG=1``. Ctrl-C exits 130 without a message.
+    """
+    global _debug
+    _debug = os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
     try:
         app(args=argv)
     except ChrysalisError as exc:
-        err_console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
-        if exc.hint:
-            err_console.print(f"[yellow]hint:[/] {escape(exc.hint)}", highlight=False)
-        sys.exit(1)
+        if _debug:
+            traceback.print_exc()
+        _print_error(exc.message, exc.hint)
+        sys.exit(exit_code_of(exc))
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the last resort: a bug, shown as one line instead of a traceback
+        if _debug:
+            traceback.print_exc()
+        known = explain(exc)
+        if known is not None:
+            _print_error(known.message, known.hint)
+        else:
+            _print_error(
+                _one_line(exc),
+                f"this is a bug in Chrysalis: rerun with --debug (or {DEBUG_ENV}=1) for the traceback and report "
+                "it with the command you ran",
+            )
+        sys.exit(exit_code_of(exc))
+
+
+def _print_error(message: str, hint: str | None) -> None:
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    if hint:
+        err_console.print(f"[yellow]hint:[/] {escape(hint)}", highlight=False)
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    """``Type: first line of the message``, URLs redacted (a provider's API key may be in one), cut short."""
+    from agent.redact import redact_text
+
+    text = " ".join(str(exc).split()) or "(no message)"
+    text = redact_text(text)
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return f"{type(exc).__name__}: {text}"
+
+
+def explain(exc: BaseException) -> ChrysalisError | None:
+    """A known third-party failure that reached the top, as the error a user can act on (else ``None``)."""
+    sqlalchemy_exc = sys.modules.get("sqlalchemy.exc")
+    if sqlalchemy_exc is not None and isinstance(exc, sqlalchemy_exc.DatabaseError):
+        orig = getattr(exc, "orig", None)
+        if type(orig).__module__ == "sqlite3" and type(orig).__name__ == "DatabaseError":
+            from agent.jobs.db import corrupt_sqlite_error
+
+            return corrupt_sqlite_error("the database at database.url", orig)
+    return None

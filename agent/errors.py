@@ -11,6 +11,12 @@ Messages name the problem *and* the fix.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+EXIT_ERROR = 1
+"""What ``chrysalis`` exits with after an error, unless a command chose another code (:func:`error_exit_code`)."""
+
 
 class ChrysalisError(Exception):
     """Root of every error Chrysalis raises on purpose."""
@@ -47,3 +53,23 @@ class IntegrityError(PermanentError):
 
 class BackendUnavailableError(RetryableError, ConnectionError):
     """An external service (RPC, IPFS node, pinning service) could not be reached or answered 5xx."""
+
+
+def exit_code_of(exc: BaseException) -> int:
+    """The exit code ``chrysalis`` ends with after ``exc`` (``EXIT_ERROR`` unless :func:`error_exit_code` set one)."""
+    code = getattr(exc, "chrysalis_exit_code", EXIT_ERROR)
+    return code if isinstance(code, int) else EXIT_ERROR
+
+
+@contextmanager
+def error_exit_code(code: int) -> Iterator[None]:
+    """Make any error raised inside end ``chrysalis`` with ``code`` instead of 1 (``verify``: 3, since 1 there
+    means a mismatch). The exception is re-raised unchanged, marked with the code."""
+    try:
+        yield
+    except Exception as exc:
+        try:
+            exc.chrysalis_exit_code = code  # type: ignore[attr-defined]
+        except AttributeError:  # an exception type without a __dict__: keep the default code
+            pass
+        raise

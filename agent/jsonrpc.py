@@ -33,10 +33,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from http.client import BadStatusLine, RemoteDisconnected
 from typing import Any, TypeVar
 
 import requests
-from web3.exceptions import BlockNotFound, TransactionNotFound, Web3RPCError
+from web3.exceptions import BadResponseFormat, BlockNotFound, TransactionNotFound, Web3RPCError
 
 from agent.errors import ChrysalisError
 from agent.metrics import RPC_ERRORS, RPC_REQUESTS, RPC_RETRIES, RPC_SECONDS
@@ -94,6 +95,31 @@ class RpcFailure:
     code: int | None = None
     data: Any = None
     retry_after: float | None = None
+
+
+@dataclass(frozen=True)
+class RetryNotice:
+    """A request failed and will be tried again (what :class:`RetryLoop`'s ``on_retry`` receives).
+
+    Attributes:
+        url: The endpoint, redacted (scheme and host). method: The JSON-RPC method. failure: What went wrong.
+        attempt: The attempt that failed (1-based). attempts: The most attempts that will be made.
+        delay_s: Seconds until the next attempt.
+    """
+
+    url: str
+    method: str
+    failure: RpcFailure
+    attempt: int
+    attempts: int
+    delay_s: float
+
+    def __str__(self) -> str:
+        reason = " ".join(self.failure.message.split())  # one line, whatever the library said
+        return (
+            f"waiting for the node at {self.url}: {self.method} {_short(reason, 100)} "
+            f"(attempt {self.attempt}/{self.attempts}); trying again in {self.delay_s:.1f} s"
+        )
 
 
 class RpcReplyError(Exception):
@@ -181,16 +207,48 @@ def classify_exception(method: str, exc: BaseException) -> RpcFailure | None:
     if isinstance(exc, requests.Timeout | TimeoutError):
         return RpcFailure("timeout", f"timed out: {exc}", True)
     if isinstance(exc, requests.ConnectionError | ConnectionError):
+        root = _root_exc(exc)
+        if isinstance(root, BadStatusLine) and not isinstance(root, RemoteDisconnected):
+            return RpcFailure(
+                "bad_response", f"the reply is not HTTP: {_short(repr(str(root).strip()))}", True
+            )
         return RpcFailure("connection", f"cannot connect: {_root(exc)}", True)
+    if isinstance(exc, BadResponseFormat):  # JSON, but not a JSON-RPC reply
+        return RpcFailure("bad_response", f"not a JSON-RPC reply: {_short(str(exc))}", True)
     if isinstance(exc, Web3RPCError):
         response = getattr(exc, "rpc_response", None)
         error = response.get("error") if isinstance(response, Mapping) else None
         if not isinstance(error, Mapping):
             error = {"message": str(getattr(exc, "user_message", None) or exc)}
         return classify_error(method, error)
-    if isinstance(exc, ValueError | requests.RequestException):
-        return RpcFailure("bad_response", f"unreadable response: {exc}", True)  # e.g. an HTML error page
+    if isinstance(exc, ValueError | requests.RequestException):  # e.g. an HTML page: not JSON
+        return RpcFailure("bad_response", f"not a JSON-RPC reply: {_short(str(exc))}", True)
     return None
+
+
+def describe_reply(url: str, timeout_s: float = 5.0) -> str:
+    """What ``url`` answers to a JSON-RPC request, in a few words, for an error message about an endpoint that
+    does not speak JSON-RPC: ``HTTP 200 text/html: '<!doctype html>...'``, ``a reply that is not HTTP:
+    'SSH-2.0-...'``, or why there was no answer. Sends one ``eth_chainId`` (no retries); the URL itself is not
+    in the text.
+    """
+    request = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
+    try:
+        response = requests.post(url, json=request, timeout=timeout_s)
+    except requests.Timeout:
+        return f"no answer within {timeout_s:g} s"
+    except requests.RequestException as exc:
+        root = _root_exc(exc)
+        if isinstance(root, BadStatusLine) and not isinstance(root, RemoteDisconnected):
+            return f"a reply that is not HTTP: {_short(repr(str(root).strip()))}"
+        return f"no answer: {_short(_root(exc))}"
+    kind = response.headers.get("Content-Type", "no Content-Type").split(";")[0].strip()
+    body = response.content[:80].decode("utf-8", "replace")
+    return f"HTTP {response.status_code} {kind}: {body!r}" + ("..." if len(response.content) > 80 else "")
+
+
+def _short(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 _nesting = threading.local()
@@ -232,6 +290,8 @@ class RetryLoop:
         jitter: Scale each wait by a random factor in [0.5, 1) (spreads retries of many workers).
         max_rps: Client-side limit on requests per second (None: unlimited).
         sleep: Injected for tests.
+        on_retry: Called before each wait with a :class:`RetryNotice` (a short command prints "waiting for the
+            node ..." with it, so that a hanging node is never a silent wait).
     """
 
     def __init__(
@@ -245,9 +305,11 @@ class RetryLoop:
         jitter: bool = True,
         max_rps: float | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        on_retry: Callable[[RetryNotice], None] | None = None,
     ) -> None:
         self.client = client
         self.url = url
+        self.on_retry = on_retry
         self.retries = retries
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
@@ -294,6 +356,10 @@ class RetryLoop:
             RPC_RETRIES.labels(client=self.client, method=method).inc()
             log.info("RPC %s %s failed (%s), retry %d/%d in %.2f s", redact_url(self.url), method,
                      failure.message, attempt, self.retries, delay)  # fmt: skip
+            if self.on_retry is not None:
+                self.on_retry(
+                    RetryNotice(redact_url(self.url), method, failure, attempt, self.retries + 1, delay)
+                )
             self.sleep(delay)
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
@@ -314,9 +380,15 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
         return None
 
 
-def _root(exc: BaseException) -> str:
+def _root_exc(exc: BaseException) -> BaseException:
+    """The innermost cause of ``exc`` (requests wraps urllib3, which wraps http.client / socket errors)."""
     seen: set[int] = set()
     while (exc.__cause__ is not None or exc.__context__ is not None) and id(exc) not in seen:
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
-    return str(exc) or type(exc).__name__
+    return exc
+
+
+def _root(exc: BaseException) -> str:
+    root = _root_exc(exc)
+    return str(root) or type(root).__name__

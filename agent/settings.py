@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -29,11 +30,12 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
 from agent.errors import ConfigError
-from agent.redact import redact_text
+from agent.redact import redact_text, redact_url
 
 DEFAULT_CONFIG_FILE = Path("chrysalis.toml")
 
@@ -44,6 +46,27 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+_URL_SCHEMES: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "rpc_url": (
+        "an http:// or https:// JSON-RPC URL",
+        ("http://", "https://"),
+        "e.g. http://127.0.0.1:8545 (a WebSocket endpoint goes in chain.ws_url)",
+    ),
+    "ws_url": (
+        "a ws:// or wss:// WebSocket URL",
+        ("ws://", "wss://"),
+        "e.g. ws://127.0.0.1:8545 (anvil serves it on its HTTP port), or leave it unset",
+    ),
+    "rpc_url_secondary": (
+        "an http:// or https:// JSON-RPC URL",
+        ("http://", "https://"),
+        "set it to a second provider's HTTP endpoint (e.g. https://eth.example.org), or leave it unset "
+        "(CHRYSALIS_CHAIN__RPC_URL_SECONDARY='') to skip the cross-checks",
+    ),
+}
+"""Per URL field of [chain]: what it is, the schemes it takes, and how to fix a wrong one."""
+
+
 class ChainSettings(Section):
     """Where the collection lives."""
 
@@ -52,7 +75,7 @@ class ChainSettings(Section):
     )
     deployment: Path = Field(
         default=Path("deployments/local.json"),
-        description="Deployment record written by `ape run deploy` (chain id, addresses, deploy block, ABI).",
+        description="Deployment record written by `chrysalis deploy` (chain id, addresses, deploy block, ABI).",
     )
     confirmations: int = Field(
         default=0, ge=0, description="Blocks a log must be buried under before it counts."
@@ -66,6 +89,7 @@ class ChainSettings(Section):
         default=None,
         description="Optional WebSocket endpoint (ws://...) whose new heads wake the watcher early; "
         "polling stays the source of truth. anvil serves it on its HTTP port.",
+        examples=["ws://127.0.0.1:8545"],
     )
     poll_interval_s: float = Field(default=2.0, gt=0, description="Seconds between log polls.")
     max_block_range: int = Field(
@@ -76,7 +100,10 @@ class ChainSettings(Section):
         default=4, ge=0, description="Retries of a JSON-RPC request after a transient error."
     )
     rpc_max_rps: float | None = Field(
-        default=None, gt=0, description="Client-side limit on JSON-RPC requests per second (none by default)."
+        default=None,
+        gt=0,
+        description="Client-side limit on JSON-RPC requests per second (none by default).",
+        examples=[25.0],
     )
     rpc_url_secondary: str | None = Field(
         default=None,
@@ -85,20 +112,17 @@ class ChainSettings(Section):
         "agent never sends through it.",
     )
 
-    @field_validator("rpc_url_secondary", mode="before")
+    @field_validator("ws_url", "rpc_url_secondary", mode="before")
     @classmethod
-    def _blank_secondary_is_unset(cls, value: object) -> object:
+    def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("rpc_url_secondary")
+    @field_validator("rpc_url", "ws_url", "rpc_url_secondary")
     @classmethod
-    def _secondary_is_http(cls, value: str | None) -> str | None:
-        if value is not None and not value.lower().startswith(("http://", "https://")):
-            raise ValueError(
-                f"chain.rpc_url_secondary must be an http:// or https:// JSON-RPC URL, not {value!r}: set it to "
-                "a second provider's HTTP endpoint (e.g. https://eth.example.org), or leave it unset "
-                "(CHRYSALIS_CHAIN__RPC_URL_SECONDARY='') to skip the cross-checks"
-            )
+    def _url_scheme(cls, value: str | None, info: ValidationInfo) -> str | None:
+        kind, schemes, fix = _URL_SCHEMES[info.field_name or ""]
+        if value is not None and not value.strip().lower().startswith(schemes):
+            raise ValueError(f"chain.{info.field_name} must be {kind}, not {redact_url(value)!r}: {fix}")
         return value
 
     @model_validator(mode="after")
@@ -124,9 +148,12 @@ def token_env_var(name: str, token_env: str | None = None) -> str:
 class PinningServiceSettings(Section):
     """An IPFS Pinning Service API endpoint (Pinata and others)."""
 
-    name: str = Field(description="A short name for logs (and the default token env var).")
+    name: str = Field(
+        description="A short name for logs (and the default token env var).", examples=["pinata"]
+    )
     endpoint: str = Field(
-        description="Base URL of the Pinning Service API, e.g. https://api.example.com/psa."
+        description="Base URL of the Pinning Service API, e.g. https://api.example.com/psa.",
+        examples=["https://api.pinata.cloud/psa"],
     )
     token: SecretStr | None = Field(
         default=None,
@@ -139,7 +166,8 @@ class PinningServiceSettings(Section):
     )
     mode: Literal["origins", "car"] = Field(
         default="origins",
-        description="origins: the service fetches from our node (the spec); car: we upload a CAR (POST /car).",
+        description="car (recommended: needs no inbound access): we upload a CAR (POST /car); origins (the "
+        "spec): the service fetches from our node's read-only gateway, which must then be reachable off-host.",
     )
 
     def token_env_var(self) -> str:
@@ -158,8 +186,16 @@ class IpfsSettings(Section):
     """The IPFS layer: the embedded node, and the backends that must confirm a pin."""
 
     repo: Path = Field(default=Path(".chrysalis/ipfs"), description="Embedded node's blockstore directory.")
-    gateway_host: str = Field(default="127.0.0.1", description="Address the embedded gateway listens on.")
-    gateway_port: int = Field(default=8080, description="Port of the embedded gateway and Kubo RPC subset.")
+    gateway_host: str = Field(
+        default="127.0.0.1", description="Address the embedded node's read-only gateway (/ipfs/) listens on."
+    )
+    gateway_port: int = Field(default=8080, description="Port of the embedded node's read-only gateway.")
+    rpc_host: str = Field(
+        default="127.0.0.1",
+        description="Address of the embedded node's Kubo RPC subset (/api/v0: add, pin, dag/import): loopback "
+        "only. Its bearer token: $CHRYSALIS_IPFS_RPC_TOKEN, else <repo>/rpc.token (created 0600).",
+    )
+    rpc_port: int = Field(default=5001, ge=0, le=65535, description="Port of the embedded node's RPC.")
     kubo_api: str | None = Field(
         default=None, description="Kubo RPC multiaddr or URL, e.g. /ip4/127.0.0.1/tcp/5001"
     )
@@ -174,6 +210,17 @@ class IpfsSettings(Section):
         ge=1,
         description="Largest add / dag/import body the embedded node accepts (413).",
     )
+    max_listing_entries: int = Field(
+        default=10_000,
+        ge=1,
+        description="Most entries a directory listing shows (gateway pages stop there; `ls` fails past it).",
+    )
+    max_file_expansion: int = Field(
+        default=1024,
+        ge=1,
+        description="A file may declare at most this many times the bytes of its distinct blocks "
+        "(refuses DAG bombs that repeat links to one leaf; 403 on the gateway).",
+    )
     origins: list[str] = Field(
         default_factory=list,
         description="Addresses (multiaddr or URL) pinning services fetch our content from; "
@@ -182,6 +229,19 @@ class IpfsSettings(Section):
     pin_timeout_s: float = Field(
         default=300.0, gt=0, description="How long one backend may take to confirm a pin."
     )
+
+    @field_validator("rpc_host")
+    @classmethod
+    def _rpc_host_is_loopback(cls, value: str) -> str:
+        from agent.ipfs.rpc_auth import is_loopback
+
+        if not is_loopback(value):
+            raise ValueError(
+                f"ipfs.rpc_host must be a loopback address (127.0.0.1 or ::1), not {value!r}: the RPC API can "
+                "add, pin and unpin, so it never listens off-host; pinning services fetch from the read-only "
+                'gateway (ipfs.gateway_host), or use mode = "car"'
+            )
+        return value
 
 
 class ModelSettings(Section):
@@ -206,7 +266,10 @@ class ModelSettings(Section):
     device: Literal["auto", "cpu", "cuda", "mps"] = Field(
         default="auto", description="Where models run (auto: CUDA, then MPS, then CPU)."
     )
-    cache_dir: Path = Field(default=Path(".chrysalis/models"), description="Converted-model cache.")
+    cache_dir: Path = Field(
+        default=Path(".chrysalis/models"),
+        description="Converted-model cache (default: <data_dir>/models, so it lives with the agent's other state).",
+    )
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         default="auto", description="auto: float16 on CUDA/MPS for production pipelines, float32 on CPU."
     )
@@ -224,16 +287,19 @@ class ModelSettings(Section):
         description="diffusers scheduler class name (e.g. DDIMScheduler); None keeps the model's.",
     )
     image_steps: int | None = Field(
-        default=None, ge=1, description="Denoising steps (None: 50 embedded, 30 diffusers)."
+        default=None, ge=1, description="Denoising steps (None: 50 embedded, 30 diffusers).", examples=[30]
     )
     image_guidance: float | None = Field(
-        default=None, ge=1.0, description="Classifier-free guidance (None: 1.0 embedded, 7.5 diffusers)."
+        default=None,
+        ge=1.0,
+        description="Classifier-free guidance (None: 1.0 embedded, 7.5 diffusers).",
+        examples=[7.5],
     )
     image_width: int | None = Field(
-        default=None, ge=8, description="diffusers output width (None: the model's)."
+        default=None, ge=8, description="diffusers output width (None: the model's).", examples=[512]
     )
     image_height: int | None = Field(
-        default=None, ge=8, description="diffusers output height (None: the model's)."
+        default=None, ge=8, description="diffusers output height (None: the model's).", examples=[512]
     )
     image_negative_prompt: str | None = Field(default=None, description="diffusers negative prompt.")
     image_batch_size: int = Field(default=8, ge=1, description="Most images generated in one pipeline call.")
@@ -416,8 +482,8 @@ class AgentSettings(Section):
     )
     serve_gateway: bool | None = Field(
         default=None,
-        description="Serve the embedded IPFS node at ipfs.gateway_host:gateway_port while running "
-        "(None: only when a pinning service must fetch from it).",
+        description="Serve the embedded IPFS node's read-only gateway (no RPC) at "
+        "ipfs.gateway_host:gateway_port while running (None: only when a pinning service must fetch from it).",
     )
     wait_chunk_s: float = Field(
         default=2.0,
@@ -432,10 +498,14 @@ class HttpOracleSettings(Section):
     name: str = Field(
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         description="Reading prefix: the rules read <name>.<field> (e.g. weather.temp_c).",
+        examples=["weather"],
     )
-    url: str = Field(description="The document's URL (GET, http:// or https://).")
+    url: str = Field(
+        description="The document's URL (GET, http:// or https://).", examples=["https://api.example.com/now"]
+    )
     fields: dict[str, str] = Field(
-        description='Reading field -> JSONPath selecting exactly one number, e.g. { usd = "$.ethereum.usd" }.'
+        description='Reading field -> JSONPath selecting exactly one number, e.g. { usd = "$.ethereum.usd" }.',
+        examples=[{"usd": "$.ethereum.usd"}],
     )
     timestamp_path: str | None = Field(
         default=None, description="JSONPath of the document's own update time; adds <name>.updated_at."
@@ -443,6 +513,7 @@ class HttpOracleSettings(Section):
     headers_env: dict[str, str] | None = Field(
         default=None,
         description="Request header -> env var holding its value (API keys stay out of the TOML file).",
+        examples=[{"X-Api-Key": "WEATHER_API_KEY"}],
     )
     timeout_s: float = Field(default=5.0, gt=0, description="Timeout of one request.")
     retries: int = Field(
@@ -461,10 +532,15 @@ class EthCallOracleSettings(Section):
     name: str = Field(
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         description="Reading prefix: the rules read <name>.<output> (e.g. held.value).",
+        examples=["held"],
     )
-    address: str = Field(description="The contract (0x address on the collection's chain).")
+    address: str = Field(
+        description="The contract (0x address on the collection's chain).",
+        examples=["0x5FbDB2315678afecb367f032d93F642f64180aa3"],
+    )
     signature: str = Field(
-        description='"name(inputTypes)(outputTypes)", e.g. "balanceOf(address)(uint256)" (cast style).'
+        description='"name(inputTypes)(outputTypes)", e.g. "balanceOf(address)(uint256)" (cast style).',
+        examples=["balanceOf(address)(uint256)"],
     )
     args: list[str | int | bool] = Field(
         default_factory=list,
@@ -474,7 +550,9 @@ class EthCallOracleSettings(Section):
         default=None, description="Names of the return values (reading fields)."
     )
     decimals: int | dict[str, int] | None = Field(
-        default=None, description="Scale integer outputs to floats: one int, or { output = decimals }."
+        default=None,
+        description="Scale integer outputs to floats: one int, or { output = decimals }.",
+        examples=[18],
     )
 
 
@@ -495,6 +573,7 @@ class OraclesSettings(Section):
         description='Limits per reading, e.g. [oracles.guard."price.answer"] min = 100, max = 1e6, '
         "max_age_s = 3600, required = false. A reading out of bounds, stale or missing is left out (logged, "
         "counted) and the rules use their defaults; a required one makes the evolution wait.",
+        examples=[{"price.answer": {"min": 100, "max": 1e6, "max_age_s": 3600}}],
     )
 
 
@@ -546,6 +625,30 @@ class StudioSettings(Section):
     poll_interval_s: float = Field(
         default=1.0, gt=0, description="Seconds between the studio's chain / review polls (live updates)."
     )
+    login_free_failures: int = Field(
+        default=5,
+        ge=1,
+        description="Failed logins allowed per client address and per name before the studio makes them wait "
+        "(1 s, then doubling each failure up to login_lockout_s; 429 with Retry-After meanwhile).",
+    )
+    login_lockout_s: int = Field(default=900, ge=1, description="Longest wait after repeated failed logins.")
+    max_event_streams: int = Field(
+        default=200, ge=1, description="Live-update streams (/events) open at once in all; beyond: 503."
+    )
+    max_event_streams_per_client: int = Field(
+        default=16, ge=1, description="Live-update streams one client address may hold open; beyond: 429."
+    )
+    verify_queue: int = Field(
+        default=8,
+        ge=1,
+        description="Verify runs waiting or running at most (each replays a model); beyond: 503.",
+    )
+    verify_per_minute: int = Field(
+        default=4,
+        ge=0,
+        description="Verify runs an anonymous client address may start a minute (beyond: 429; results already "
+        "computed are free; curators are not limited).",
+    )
 
     @field_validator("allowed_hosts")
     @classmethod
@@ -569,11 +672,13 @@ class RefreshPolicySettings(Section):
     name: str = Field(
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
         description="Unique name (letters, digits, - _ .): logs, job keys, `chrysalis refresh status`.",
+        examples=["daily"],
     )
     cron: str | None = Field(
         default=None,
         description="Crontab 'minute hour day month weekday' in refresh.timezone, e.g. '0 0 * * *' (daily at 00:00); "
         "weekday 0 or 7 is Sunday, as in cron.",
+        examples=["0 0 * * *"],
     )
     price_change_pct: float | None = Field(
         default=None,
@@ -662,6 +767,7 @@ class RefreshSettings(Section):
         description='Extra oracle guard limits for refreshes, per reading, e.g. [refresh.guard."price.answer"] '
         "min = 1, max = 1e6, max_age_s = 3600, required = false (see oracles/guard.py); they override the "
         "pipeline's own limits for the same reading.",
+        examples=[{"price.answer": {"min": 1, "max": 1e6}}],
     )
     scheduler_table: str = Field(
         default="refresh_schedules",
@@ -712,6 +818,14 @@ class Settings(BaseSettings):
     studio: StudioSettings = Field(default_factory=StudioSettings)
     refresh: RefreshSettings = Field(default_factory=RefreshSettings)
 
+    @model_validator(mode="after")
+    def _model_cache_under_data_dir(self) -> Settings:
+        """The converted-model cache goes with the rest of the state (``<data_dir>/models``), not into
+        whatever directory the command runs in, unless ``models.cache_dir`` is set."""
+        if "cache_dir" not in self.models.model_fields_set:
+            self.models.cache_dir = self.data_dir / "models"
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -721,7 +835,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_path = _config_path()
+        toml_path = config_path()
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if toml_path is not None:
             sources.append(_TomlWithoutSecrets(settings_cls, toml_file=toml_path))
@@ -756,11 +870,48 @@ class _TomlWithoutSecrets(TomlConfigSettingsSource):
                 )
 
 
-def _config_path() -> Path | None:
+def config_path() -> Path | None:
+    """The TOML file: ``$CHRYSALIS_CONFIG`` (which must exist), else ./chrysalis.toml if there is one."""
     explicit = os.environ.get("CHRYSALIS_CONFIG")
     if explicit:
-        return Path(explicit)
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(
+                f"config file {path} (from $CHRYSALIS_CONFIG) does not exist",
+                hint="point CHRYSALIS_CONFIG at your chrysalis.toml (`chrysalis init` writes one), or unset it to "
+                "use ./chrysalis.toml",
+            )
+        return path
     return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+
+
+_ENV_PREFIX = "CHRYSALIS_"
+_ENV_DELIMITER = "__"
+
+
+def _env_var_for(loc: tuple[int | str, ...]) -> str | None:
+    """The ``CHRYSALIS_*`` variable that set the value at ``loc`` (or a table or list above it), if one did."""
+    present = {name.upper(): name for name in os.environ if name.upper().startswith(_ENV_PREFIX)}
+    keys = [str(p) for p in loc if isinstance(p, str)]
+    for n in range(len(keys), 0, -1):
+        name = _ENV_PREFIX + _ENV_DELIMITER.join(keys[:n]).upper()
+        if name in present:
+            return present[name]
+    return None
+
+
+def _bad_json_env() -> list[str]:
+    """``CHRYSALIS_*`` variables holding a list or table (``[`` or ``{`` first) that is not valid JSON."""
+    import json
+
+    bad = []
+    for name, value in sorted(os.environ.items()):
+        if name.upper().startswith(_ENV_PREFIX) and value.lstrip()[:1] in ("[", "{"):
+            try:
+                json.loads(value)
+            except ValueError:
+                bad.append(name)
+    return bad
 
 
 def load_settings(config: Path | None = None, **overrides: object) -> Settings:
@@ -773,24 +924,46 @@ def load_settings(config: Path | None = None, **overrides: object) -> Settings:
         os.environ["CHRYSALIS_CONFIG"] = str(config)
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
+    except SettingsError as exc:  # a list or table from the environment that is not JSON
+        names = _bad_json_env()
+        cause = exc.__cause__
+        detail = f": {cause}" if isinstance(cause, ValueError) else ""
+        raise ConfigError(
+            (f"environment variable {', '.join(names)} is not valid JSON{detail}" if names else str(exc)),
+            hint="lists and tables set from the environment are JSON, e.g. "
+            """CHRYSALIS_REFRESH__POLICIES='[{"name": "daily", "cron": "0 0 * * *"}]' (double quotes around """
+            "keys and strings)",
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(
-            f"config file {_config_path()} is not valid TOML: {exc}",
+            f"config file {config_path()} is not valid TOML: {exc}",
             hint="fix the line named above; `chrysalis init` writes a commented example",
         ) from None
     except ValidationError as exc:
         lines = []
+        from_env: list[str] = []
         for err in exc.errors():
             key = ".".join(str(p) for p in err["loc"])
             field = next((str(p) for p in reversed(err["loc"]) if isinstance(p, str)), "")
+            env = _env_var_for(tuple(err["loc"]))
+            # the environment wins over the file: where it set the value, the variable is what to fix
+            source = "" if env is None else f" (from ${env})"
+            if env is not None:
+                from_env.append(env)
             if err["type"] == "extra_forbidden":  # a misspelt key may hold a secret: name it, hide its value
-                lines.append(f"{key}: {err['msg']}")
+                lines.append(f"{key}: {err['msg']}{source}")
             else:
-                lines.append(f"{key}: {err['msg']} (got {_shown_input(err.get('input'), field)})")
-        source = _config_path() or "environment"
+                lines.append(f"{key}: {err['msg']} (got {_shown_input(err.get('input'), field)}){source}")
+        file = config_path()
+        if len(from_env) == len(lines):
+            source, fix = "the environment", "fix or unset the variables above"
+        elif not from_env and file is not None:
+            source, fix = str(file), "fix the keys above"
+        else:
+            source, fix = (f"{file} and the environment" if file else "the environment"), "fix the keys above"
         raise ConfigError(
             f"invalid configuration in {source}:\n  " + "\n  ".join(lines),
-            hint="fix the keys above; `chrysalis init` writes a commented example",
+            hint=f"{fix}; `chrysalis init` writes a commented example",
         ) from None
 
 

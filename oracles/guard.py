@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -207,6 +208,10 @@ class OracleGuard:
 
     def __init__(self, checks: Iterable[ReadingCheck] = ()) -> None:
         self.checks: dict[str, ReadingCheck] = {}
+        # (oracle, reason) skips already warned about: the next ones log at DEBUG until the oracle passes again
+        # (a fresh local chain skips price.change_pct at every evolution for a day: one WARNING says it)
+        self._warned: set[tuple[str, str]] = set()
+        self._warned_lock = threading.Lock()
         for check in checks:
             if check.reading in self.checks:
                 raise ConfigError(f"two guard checks for {check.reading!r}", hint="merge them into one")
@@ -277,6 +282,7 @@ class OracleGuard:
             problem = self._problem(got[name], ctx)
             if problem is not None:
                 return [], self._skip(oracle.name, problem[0], f"{name}: {problem[1]}", provides, ctx)
+        self._passed(oracle.name, ctx)
         return [got[name] for name in provides], None
 
     def snapshot(
@@ -342,16 +348,32 @@ class OracleGuard:
     ) -> SkippedOracle:
         required = any(self.checks.get(name, _NO_CHECK).required for name in readings)
         ORACLE_SKIPPED.labels(oracle=oracle, reason=reason).inc()
-        log.warning(
-            "oracle %r at block %d skipped (%s): %s; left out of the snapshot: %s%s",
+        with self._warned_lock:
+            first = (oracle, reason) not in self._warned
+            self._warned.add((oracle, reason))
+        log.log(
+            logging.WARNING if first else logging.DEBUG,
+            "oracle %r at block %d skipped (%s): %s; left out of the snapshot: %s%s%s",
             oracle,
             ctx.block_number,
             reason,
             detail,
             ", ".join(readings) or "(nothing)",
             " [required: the evolution waits]" if required else "",
+            f"; later skips of {oracle!r} for this reason are logged at DEBUG (and counted in "
+            "chrysalis_oracle_skipped_total) until it passes again"
+            if first
+            else "",
         )
         return SkippedOracle(oracle, reason, detail, readings, required)
+
+    def _passed(self, oracle: str, ctx: ReadContext) -> None:
+        """``oracle`` passed whole: a later skip warns again (and say that it recovered, if it had warned)."""
+        with self._warned_lock:
+            recovered = {key for key in self._warned if key[0] == oracle}
+            self._warned -= recovered
+        if recovered:
+            log.info("oracle %r passes again at block %d", oracle, ctx.block_number)
 
 
 _NO_CHECK = ReadingCheck(reading="")

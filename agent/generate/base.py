@@ -40,6 +40,8 @@ class ImageRequest:
         init_image: PNG bytes of the previous stage for image-to-image evolution, or None for a fresh image.
         strength: How far an evolution moves from ``init_image`` (0 keeps it, 1 ignores it).
         prompt: Text prompt for text-conditioned production pipelines; the embedded model ignores it.
+        label: What the image is for, named in error messages (``token 7 (request 0x700000001)``); not part of
+            the request's identity, never recorded in a receipt.
     """
 
     traits: Mapping[str, str]
@@ -47,6 +49,7 @@ class ImageRequest:
     init_image: bytes | None = None
     strength: float = 0.6
     prompt: str | None = None
+    label: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,14 @@ class ImageGenerator(ABC):
         """Generate one image per request, in order. Batches internally where the implementation can."""
 
 
+def request_label(request: ImageRequest | LoreRequest, index: int, count: int) -> str:
+    """How an error names a request: its ``label``, else its place in the call (``image 2 of 8``)."""
+    if request.label:
+        return request.label
+    kind = "image" if isinstance(request, ImageRequest) else "lore"
+    return f"the {kind} request" if count == 1 else f"{kind} request {index + 1} of {count}"
+
+
 @dataclass(frozen=True)
 class LoreRequest:
     """One piece of lore to write.
@@ -90,6 +101,7 @@ class LoreRequest:
         traits: Trait name -> value.
         facts: Qualitative facts from the inputs ("a cold season", "held for a long time").
         seed: 64-bit seed; ignored under greedy decoding but always recorded.
+        label: What the lore is for, named in error messages; never recorded in a receipt.
     """
 
     name: str
@@ -97,6 +109,7 @@ class LoreRequest:
     traits: Mapping[str, str]
     facts: Mapping[str, str]
     seed: int
+    label: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,18 @@ model_app = typer.Typer(name="model", help="Inference models: info, sample, veri
 console = Console()
 
 
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        hidden=True,
+        help="Deprecated: the global option, `chrysalis -c FILE model ...`.",
+        show_default=False,
+    ),
+]
+"""The settings file: hidden, kept for old scripts; the global ``chrysalis -c FILE`` is the one way to name it."""
+
+
 def _settings(config: Path | None):
     from agent.settings import load_settings
 
@@ -32,7 +44,7 @@ def _pairs(values: list[str], what: str) -> dict[str, str]:
 
 @model_app.command()
 def info(
-    config: Annotated[Path | None, typer.Option("--config", help="chrysalis.toml to read")] = None,
+    config: ConfigOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Load the configured image and lore models and show their ids, weight digests and devices."""
@@ -57,7 +69,7 @@ def info(
         typer.echo(json.dumps(data, indent=2, default=str))
         return
     table = Table(title="Chrysalis models")
-    for col in ("kind", "backend", "model id", "weights sha256", "device", "dtype"):
+    for col in ("kind", "backend", "model id", "device", "dtype"):
         table.add_column(col)
     for m in models:
         e = m.extra
@@ -65,11 +77,13 @@ def info(
             m.kind,
             str(e.get("backend", "embedded")),
             m.model_id,
-            m.weights_sha256,
             str(e.get("device")),
             str(e.get("dtype")),
         )
     console.print(table)
+    # the digests are what one compares with the on-chain model registry: whole, one line each, never cut
+    for m in models:
+        console.print(f"{m.kind} weights sha256: {m.weights_sha256}", soft_wrap=True, highlight=False)
     console.print(", ".join(f"{k} {v}" for k, v in library_versions().items()))
 
 
@@ -94,7 +108,7 @@ def sample(
     image: Annotated[bool, typer.Option("--image/--no-image")] = True,
     lore: Annotated[bool, typer.Option("--lore/--no-lore")] = True,
     snapshot: Annotated[Path | None, typer.Option("--snapshot", help="input snapshot JSON to hash")] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="chrysalis.toml to read")] = None,
+    config: ConfigOption = None,
 ) -> None:
     """Generate an image and lore for given traits and seed; write the files and an inference receipt."""
     from agent.generate.base import ImageRequest, LoreRequest
@@ -121,13 +135,21 @@ def sample(
     if image:
         gen = load_image_generator(s)
         init_bytes = init_image.read_bytes() if init_image else None
-        req = ImageRequest(traits=traits, seed=seed, init_image=init_bytes, strength=strength)
+        where = f"token {token_id}" + (f" (--init-image {init_image})" if init_image else "")
+        req = ImageRequest(traits=traits, seed=seed, init_image=init_bytes, strength=strength, label=where)
         res = gen.generate([req])[0]
         (out / "image.png").write_bytes(res.png)
         image_part = image_record(gen, req, res)
     if lore:
         writer = load_lore_writer(s)
-        lreq = LoreRequest(name=name, stage=stage, traits=traits, facts=_pairs(fact or [], "fact"), seed=seed)
+        lreq = LoreRequest(
+            name=name,
+            stage=stage,
+            traits=traits,
+            facts=_pairs(fact or [], "fact"),
+            seed=seed,
+            label=f"token {token_id} lore",
+        )
         lres = writer.write([lreq])[0]
         (out / "lore.txt").write_text(lres.text + "\n")
         lore_part = lore_record(writer, lreq, lres)
@@ -158,20 +180,23 @@ def verify(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Replay a receipt in the canonical configuration. Exit 0 match, 1 mismatch, 2 not reproducible here."""
+    """Replay a receipt in the canonical configuration. Exit 0 match, 1 mismatch, 2 not reproducible here, 3 when
+    it could not verify (unreadable receipt, missing model...)."""
+    from agent.errors import error_exit_code
     from agent.generate.receipt import InferenceReceipt
-    from agent.generate.verify import file_loader, report
+    from agent.generate.verify import EXIT_ERROR, file_loader, report
     from agent.generate.verify import verify as run_verify
 
-    r = InferenceReceipt.load(receipt)
-    result = run_verify(
-        r,
-        init_image_loader=file_loader(init_image) if init_image else None,
-        image_model=image_model,
-        image_lora=image_lora,
-        lore_model=lore_model,
-        cache_dir=cache_dir,
-    )
+    with error_exit_code(EXIT_ERROR):
+        r = InferenceReceipt.load(receipt)
+        result = run_verify(
+            r,
+            init_image_loader=file_loader(init_image) if init_image else None,
+            image_model=image_model,
+            image_lora=image_lora,
+            lore_model=lore_model,
+            cache_dir=cache_dir,
+        )
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2, default=str))
     else:

@@ -35,7 +35,8 @@ import torch
 from PIL import Image
 
 from agent.errors import ConfigError
-from agent.generate.base import GeneratedImage, ImageGenerator, ImageRequest, ModelInfo
+from agent.generate import progress
+from agent.generate.base import GeneratedImage, ImageGenerator, ImageRequest, ModelInfo, request_label
 from agent.generate.runtime import (
     CANONICAL_THREADS,
     dtype_name,
@@ -126,7 +127,9 @@ def decode_init_image(data: bytes, size: tuple[int, int] | None) -> Image.Image:
     """PNG bytes -> RGB PIL image, resized (Lanczos) to ``size`` = (width, height) when given."""
     if not isinstance(data, (bytes, bytearray, memoryview)) or bytes(data[:8]) != PNG_SIGNATURE:
         raise ConfigError(
-            "init_image is not PNG bytes", hint="pass the previous stage's PNG (GeneratedImage.png)"
+            "the previous stage's image (init_image) is not PNG data",
+            hint="pass the previous stage's PNG file as the model wrote it (<data_dir>/assets/<token>/<stage>.png, or "
+            "image.png from `chrysalis model sample`)",
         )
     try:
         with Image.open(io.BytesIO(bytes(data))) as im:
@@ -380,7 +383,7 @@ class DiffusersImageGenerator(ImageGenerator):
         size = (self.width, self.height) if self.width and self.height else None
         prepared = []
         for i, r in enumerate(requests):
-            where = f"request {i}"
+            where = request_label(r, i, len(requests))
             if not r.prompt and not r.traits:
                 raise ConfigError(
                     f"{where}: no prompt and no traits", hint="pass traits (or an explicit prompt)"
@@ -424,6 +427,7 @@ class DiffusersImageGenerator(ImageGenerator):
                     pixels = self._run(pipe, chunk, mode)
                     for p, px in zip(chunk, pixels, strict=False):
                         out[p.index] = self._result(pipe, p, px, mode, len(chunk))
+                    progress.advance("image", len(chunk))
         return out  # type: ignore[return-value]
 
     __call__ = generate

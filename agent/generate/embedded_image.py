@@ -39,7 +39,8 @@ from diffusers.schedulers.scheduling_ddim import DDIMScheduler, DDIMSchedulerOut
 from PIL import Image
 
 from agent.errors import ConfigError, IntegrityError, NotFoundError
-from agent.generate.base import GeneratedImage, ImageGenerator, ImageRequest, ModelInfo
+from agent.generate import progress
+from agent.generate.base import GeneratedImage, ImageGenerator, ImageRequest, ModelInfo, request_label
 from agent.generate.runtime import CANONICAL_THREADS, torch_threads
 from agent.generate.sprites.conditioning import NULL_CLASS, class_label, class_traits
 from agent.generate.sprites.dataset import SIZE
@@ -159,8 +160,9 @@ def decode_png(data: bytes, size: int = SIZE) -> np.ndarray:
     """
     if not isinstance(data, (bytes, bytearray, memoryview)) or not bytes(data[:8]) == PNG_SIGNATURE:
         raise ConfigError(
-            "init_image is not PNG bytes",
-            hint="pass the previous stage's PNG exactly as generated (GeneratedImage.png), not a path or JPEG",
+            "the previous stage's image (init_image) is not PNG data",
+            hint="pass the previous stage's PNG file exactly as the model wrote it (<data_dir>/assets/<token>/"
+            "<stage>.png, or image.png from `chrysalis model sample`), not a JPEG or an edited copy",
         )
     try:
         with Image.open(io.BytesIO(bytes(data))) as im:
@@ -263,7 +265,7 @@ class EmbeddedSpriteGenerator(ImageGenerator):
         """Validate every request before any work starts; raises ConfigError (a ValueError) saying how to fix it."""
         prepared = []
         for i, r in enumerate(requests):
-            where = f"request {i}"
+            where = request_label(r, i, len(requests))
             try:
                 label = class_label(r.traits)
             except ConfigError as e:
@@ -313,6 +315,7 @@ class EmbeddedSpriteGenerator(ImageGenerator):
                     pixels = self._run(chunk, n_steps)
                     for p, px in zip(chunk, pixels, strict=False):
                         out[p.index] = self._result(p, px, n_steps, len(chunk))
+                    progress.advance("image", len(chunk))
         return out  # type: ignore[return-value]
 
     __call__ = generate

@@ -13,6 +13,7 @@ import torch
 
 from agent.errors import ConfigError
 from agent.generate.base import ImageGenerator, LoreWriter
+from agent.generate.quiet import quiet_libraries
 from agent.settings import ModelSettings
 
 IMAGE_KEYS = (
@@ -92,6 +93,7 @@ def clear_cache() -> None:
 
 
 def _build_image(s: ModelSettings) -> ImageGenerator:
+    quiet_libraries()  # before diffusers / transformers are imported: they warn at import
     if s.image_backend == "embedded":
         from agent.generate.embedded_image import EmbeddedSpriteGenerator
         from agent.generate.runtime import resolve_device, resolve_dtype
@@ -153,6 +155,7 @@ def _decoding(s: ModelSettings) -> dict[str, Any]:
 
 
 def _build_lore(s: ModelSettings) -> LoreWriter:
+    quiet_libraries()
     if s.lore_backend == "embedded":
         from agent.generate.lore import EmbeddedLoreWriter
 

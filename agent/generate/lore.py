@@ -42,7 +42,8 @@ import numpy as np
 import torch
 
 from agent.errors import ConfigError, NotFoundError
-from agent.generate.base import GeneratedLore, LoreRequest, LoreWriter, ModelInfo
+from agent.generate import progress
+from agent.generate.base import GeneratedLore, LoreRequest, LoreWriter, ModelInfo, request_label
 from agent.generate.runtime import (
     current_runtime,
     dtype_name,
@@ -329,7 +330,10 @@ class StopAfterSentences:
                 self.lengths[i] = gen.shape[1]
                 done[i] = True
                 continue
-            piece = self.tokenizer.decode([last], skip_special_tokens=True)
+            # cleanup only drops spaces before punctuation (BPE tokenizers warn about it): the test is the same
+            piece = self.tokenizer.decode(
+                [last], skip_special_tokens=True, clean_up_tokenization_spaces=False
+            )
             if not any(c in piece for c in ".!?"):
                 continue
             text = self.tokenizer.decode(
@@ -656,7 +660,7 @@ class CausalLMLoreWriter(LoreWriter):
     def check_inputs(self, requests: Sequence[LoreRequest]) -> None:
         """Validate every request before any work starts; ConfigError (a ValueError) says how to fix it."""
         for i, r in enumerate(requests):
-            where = f"lore request {i}"
+            where = request_label(r, i, len(requests))
             if not isinstance(r.name, str) or not r.name.strip():
                 raise ConfigError(f"{where}: name {r.name!r} is empty", hint="pass the token's name")
             if isinstance(r.stage, bool) or not isinstance(r.stage, int) or r.stage < 0:
@@ -710,6 +714,7 @@ class CausalLMLoreWriter(LoreWriter):
                     runtime["attention"] = self.attention
                 for i, ids in zip(chunk, ids_list, strict=False):
                     out.append(self._result(requests[i], prompts[i], ids, runtime))
+                progress.advance("lore", len(chunk))
         return out
 
     __call__ = write
@@ -792,19 +797,25 @@ def convert_gguf(gguf_path: Path, dest: Path) -> None:
     """De-quantize a GGUF into a transformers safetensors directory (model, tokenizer, chat template)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(
+    from agent.generate.quiet import gguf_bars_off
+
+    with gguf_bars_off():  # transformers draws a plain tqdm bar per GGUF read, whatever its own settings say
+        _convert_gguf(gguf_path, dest, AutoModelForCausalLM, AutoTokenizer)
+
+
+def _convert_gguf(gguf_path: Path, dest: Path, auto_model: Any, auto_tokenizer: Any) -> None:
+    tokenizer = auto_tokenizer.from_pretrained(
         gguf_path.parent, gguf_file=gguf_path.name, local_files_only=True
     )
     # The GGUF's metadata names <|im_start|> as EOS; the chat format ends a turn with <|im_end|>.
     if "<|im_end|>" in tokenizer.get_vocab():
         tokenizer.eos_token = "<|im_end|>"
         tokenizer.pad_token = "<|im_end|>"
-    model = AutoModelForCausalLM.from_pretrained(
+    model = auto_model.from_pretrained(
         gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32, local_files_only=True
     )
     # The weights are de-quantized float32 now; drop the GGUF quantizer so save_pretrained writes safetensors.
-    # PreTrainedModel does not declare hf_quantizer, so mypy sees nn.Module.__setattr__ (Tensor | Module values)
-    model.hf_quantizer = None  # type: ignore[assignment]
+    model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     if tokenizer.eos_token_id is not None:

@@ -2,14 +2,21 @@
 
 ::
 
-    chrysalis genesis --size 1000 --seed launch-1                  # assign, generate, report, commit
-    chrysalis genesis --size 1000 --seed launch-1 \\
-        --publish --reveal-block 21000000                          # reveal, publish the directory, pin it
-    chrysalis genesis --size 1000 --seed launch-1 --publish --reveal-block 21000000 \\
-        --set-base-uri --deployment deployments/local.json --keystore admin.json
+    chrysalis genesis --size 1000 --seed launch-1                  # assign, generate, report (provenance hash)
+    chrysalis genesis --size 1000 --seed launch-1 --commit \\
+        --keystore admin.json                                      # commitReveal(provenance, future block)
+    chrysalis genesis --size 1000 --seed launch-1 --publish --wait \\
+        --set-base-uri --keystore admin.json                       # reveal(), publish, pin, setBaseURI
+
+With a deployment record (``--deployment``, or ``chain.deployment`` when that file exists) the reveal is bound
+on-chain: ``--commit`` commits the provenance hash and a reveal block ``REVEAL_DELAY`` + a margin blocks ahead,
+and ``--publish`` has the contract record that block's hash and uses its ``revealOffset(N)``. Without one (a
+genesis before its contract exists) ``--publish --reveal-block N`` reveals from an announced block, with a
+warning that nothing binds it.
 
 Rerunning the same command resumes an interrupted generation (finished batches are skipped) and repeats no
-finished step: the reveal is recorded once, the directory CID is the same, setting the base URI again is harmless.
+finished step: the commit is made once, the reveal is recorded once, the directory CID is the same, setting the
+base URI again is harmless.
 Models come from the settings (``[models]``, ``CHRYSALIS_MODELS__*``).
 """
 
@@ -53,8 +60,9 @@ def genesis_command(
         typer.Option(
             "--workers",
             min=1,
-            help="Processes making batches, each with models.threads torch threads (default 1) "
-            "(default: one per CPU core, up to 4; 1 on a GPU). Outputs do not depend on it.",
+            help="Processes making batches (default: one per CPU core, up to 4; 1 on a GPU; never more than there "
+            "are batches), each with models.threads torch threads. Outputs do not depend on it.",
+            show_default=False,
         ),
     ] = None,
     sheet: Annotated[int, typer.Option("--sheet", min=0, help="Images on the contact sheet (0: none).")] = 64,
@@ -62,15 +70,30 @@ def genesis_command(
         bool,
         typer.Option("--publish", help="Reveal, then publish the metadata directory on IPFS and pin it."),
     ] = False,
+    commit: Annotated[
+        bool,
+        typer.Option(
+            "--commit",
+            help="Commit the provenance hash and a future reveal block on the collection (admin key, once).",
+        ),
+    ] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="With --publish: wait for the committed reveal block to be mined.")
+    ] = False,
     reveal_block: Annotated[
         int | None,
-        typer.Option("--reveal-block", help="Block whose hash decides the offset (announced beforehand)."),
+        typer.Option(
+            "--reveal-block",
+            help="Without a deployment: the announced block whose hash decides the offset. With one: must be the "
+            "committed block.",
+        ),
     ] = None,
     reveal_hash: Annotated[
-        str | None, typer.Option("--reveal-hash", help="That block's hash, when the node is not reachable.")
+        str | None,
+        typer.Option("--reveal-hash", help="That block's hash as announced; checked against the node's."),
     ] = None,
     rpc_url: Annotated[
-        str | None, typer.Option("--rpc-url", help="Node to read the reveal block from (chain.rpc_url).")
+        str | None, typer.Option("--rpc-url", help="Node of the collection's chain (chain.rpc_url).")
     ] = None,
     ipfs_repo: Annotated[
         Path | None, typer.Option("--ipfs-repo", help="IPFS repo (default: ipfs.repo).")
@@ -79,10 +102,16 @@ def genesis_command(
         bool, typer.Option("--set-base-uri", help="Call the collection's setBaseURI(ipfs://<dirCID>/).")
     ] = False,
     deployment: Annotated[
-        Path | None, typer.Option("--deployment", help="Deployment record (default: chain.deployment).")
+        Path | None,
+        typer.Option(
+            "--deployment", help="Deployment record (default: chain.deployment, when that file exists)."
+        ),
     ] = None,
     keystore: Annotated[
-        Path | None, typer.Option("--keystore", help="Admin keystore (default: signer.*).")
+        Path | None,
+        typer.Option(
+            "--keystore", help="Admin keystore for --commit / --set-base-uri; any key sends reveal()."
+        ),
     ] = None,
     ape_account: Annotated[str | None, typer.Option("--ape-account", help="Admin Ape account alias.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")] = True,
@@ -105,12 +134,28 @@ def genesis_command(
     if seed is None:
         seed = secrets.token_hex(16)
         console.print(f"seed [bold]{seed}[/] (random; pass --seed {seed} to reproduce this genesis)")
+    deployment_path = deployment or settings.chain.deployment
+    on_chain = deployment is not None or deployment_path.is_file()  # the commitment binds the reveal
     if set_base_uri and not publish and not (out_dir / "published.json").is_file():
-        raise ConfigError("--set-base-uri needs a published genesis", hint="add --publish --reveal-block N")
-    if publish and reveal_block is None:
+        raise ConfigError(
+            "--set-base-uri needs a published genesis",
+            hint="add --publish" + ("" if on_chain else " --reveal-block N"),
+        )
+    if commit and not on_chain:
+        raise ConfigError(
+            f"--commit needs the collection's deployment record, and there is none at {deployment_path}",
+            hint="deploy the collection first (`chrysalis deploy`), or pass its record with --deployment PATH",
+        )
+    if publish and not on_chain and reveal_block is None:
         raise ConfigError(
             "--publish needs the reveal block whose hash decides the offset",
-            hint="announce the provenance hash, pick a block after that announcement and pass --reveal-block N",
+            hint="deploy the collection and commit the reveal on-chain (--commit), or, before any deployment, "
+            "announce the provenance hash, pick a block after that announcement and pass --reveal-block N",
+        )
+    if wait and not (publish and on_chain):
+        raise ConfigError(
+            "--wait waits for the committed reveal block, so it needs --publish and a deployment",
+            hint="add --publish (with --deployment PATH, or chain.deployment set), or leave --wait out",
         )
 
     table = load_table(traits)
@@ -131,24 +176,82 @@ def genesis_command(
     console.print(
         f"generated {result.generated}, already done {result.resumed}, in {result.elapsed_s:.1f} s ({how}) "
         f"-> {out_dir}\n"
-        f"provenance hash [bold]{result.provenance_sha256}[/] (publish it before the reveal)"
+        f"provenance hash [bold]{result.provenance_sha256}[/] "
+        + ("(commit it with --commit before the reveal)" if on_chain else "(publish it before the reveal)")
     )
 
+    from agent.deployment import Deployment
+    from agent.submit.signer import KeystoreSigner
+
+    chain_url = rpc_url or settings.chain.rpc_url
+    signer_settings = settings.signer.model_copy(
+        update={k: v for k, v in {"keystore": keystore, "ape_account": ape_account}.items() if v is not None}
+    )
+
+    def signer() -> KeystoreSigner:
+        return KeystoreSigner.from_settings(signer_settings)
+
+    def load_deployment() -> Deployment:
+        return Deployment.load(deployment_path)
+
+    if commit:
+        from agent.genesis.publish import commit_reveal
+
+        commitment, confirmation = commit_reveal(
+            out_dir, load_deployment(), signer(), rpc_url=chain_url, settings=settings.submit
+        )
+        done = (
+            "already committed"
+            if confirmation is None
+            else f"committed in block {confirmation.block_number} ({confirmation.tx_hash})"
+        )
+        console.print(
+            f"reveal {done} on {commitment.contract}: provenance [bold]{commitment.provenance_sha256}[/], reveal "
+            f"block [bold]{commitment.reveal_block}[/] (chain at {commitment.head}); run with --publish once it is "
+            "mined"
+        )
+
     if publish:
-        from agent.genesis.publish import publish_genesis, reveal_genesis
+        from agent.genesis.publish import Commitment, publish_genesis, reveal_genesis, reveal_on_chain
         from agent.ipfs.backends.replicated import Replicator
         from agent.ipfs.repo import IpfsRepo
 
-        assert reveal_block is not None
-        reveal = reveal_genesis(
-            out_dir,
-            block_number=reveal_block,
-            block_hash=reveal_hash,
-            rpc_url=None if reveal_hash else (rpc_url or settings.chain.rpc_url),
-        )
-        console.print(
-            f"revealed with block {reveal.block_number} ({reveal.block_hash}): offset {reveal.offset}"
-        )
+        if on_chain:
+
+            def waiting(c: Commitment) -> None:
+                console.print(
+                    f"waiting for reveal block {c.reveal_block}: chain at {c.head}, {c.blocks_to_wait} block(s) "
+                    "to go"
+                )
+
+            reveal = reveal_on_chain(
+                out_dir,
+                load_deployment(),
+                rpc_url=chain_url,
+                signer=signer,
+                settings=settings.submit,
+                block_number=reveal_block,
+                block_hash=reveal_hash,
+                wait=wait,
+                on_wait=waiting,
+            )
+            console.print(
+                f"revealed on-chain by {reveal.contract} with block {reveal.block_number} ({reveal.block_hash}): "
+                f"offset {reveal.offset}"
+            )
+        else:
+            assert reveal_block is not None
+            console.print(
+                f"[yellow]warning:[/] no deployment record at {escape(str(deployment_path))}: reveal block "
+                f"{reveal_block} is only announced off-chain, not bound by the contract (deploy first and use "
+                "--commit to bind it)"
+            )
+            reveal = reveal_genesis(
+                out_dir, block_number=reveal_block, block_hash=reveal_hash, rpc_url=chain_url
+            )
+            console.print(
+                f"revealed with block {reveal.block_number} ({reveal.block_hash}): offset {reveal.offset}"
+            )
         repo = IpfsRepo(ipfs_repo or settings.ipfs.repo)
         with Replicator.from_settings(settings.ipfs, repo) as replicator:
             published = publish_genesis(out_dir, repo, reveal=reveal, replicator=replicator)
@@ -158,24 +261,12 @@ def genesis_command(
         )
 
     if set_base_uri:
-        from agent.deployment import Deployment
         from agent.genesis.publish import published_record
         from agent.genesis.publish import set_base_uri as send_base_uri
-        from agent.submit.signer import KeystoreSigner
 
         record = published_record(out_dir)
-        signer_settings = settings.signer.model_copy(
-            update={
-                k: v for k, v in {"keystore": keystore, "ape_account": ape_account}.items() if v is not None
-            }
-        )
-        signer = KeystoreSigner.from_settings(signer_settings)
         confirmation = send_base_uri(
-            Deployment.load(deployment or settings.chain.deployment),
-            record["base_uri"],
-            signer,
-            rpc_url=rpc_url or settings.chain.rpc_url,
-            settings=settings.submit,
+            load_deployment(), record["base_uri"], signer(), rpc_url=chain_url, settings=settings.submit
         )
         console.print(
             f"setBaseURI({record['base_uri']}) mined in block {confirmation.block_number}: {confirmation.tx_hash}"

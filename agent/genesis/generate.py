@@ -33,6 +33,7 @@ import json
 import os
 import time
 from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -323,11 +324,12 @@ def _generate(
     show: bool,
     console: Console | None,
 ) -> None:
+    from agent.generate.runtime import torch_threads
+
     batches = [(b, ledger.batch_items(b)) for b in pending]
-    if workers == 1:
-        results = run_here(lambda: BatchMaker(spec), batches)
-    else:
-        results = run_in_pool(spec, batches, min(workers, len(batches)))
+    # no process for a worker that would get no batch; one batch is made here, with a worker's thread count
+    workers = max(1, min(workers, len(batches)))
+    timings.workers = workers
     columns = [
         TextColumn("[bold]genesis"),
         BarColumn(),
@@ -339,14 +341,32 @@ def _generate(
     ]
     with Progress(*columns, console=console, disable=not show, transient=False) as bar:
         task = bar.add_task("genesis", total=spec.size, completed=ledger.done_count(), rate="")
+        partial: dict[int, float] = {}  # items' worth of progress reported inside batches not yet finished
+
+        def note(batch: int, items: float) -> None:
+            if batch in partial:  # a late note of a batch already counted whole is dropped
+                partial[batch] += items
+                bar.update(task, advance=items)
+
+        for batch, _ in batches:
+            partial[batch] = 0.0
+        threads: AbstractContextManager[None]
+        if workers == 1:
+            threads = torch_threads(spec.threads)
+            results = run_here(lambda: BatchMaker(spec), batches, note)
+        else:
+            threads = nullcontext()
+            results = run_in_pool(spec, batches, workers, note)
         done_here, run_start = 0, time.perf_counter()
-        for result in results:
-            _check_weights(ledger, result.weights, spec.out_dir)
-            ledger.finish_batch(result.outputs)
-            timings.add(result)
-            done_here += len(result.outputs)
-            rate = done_here / max(time.perf_counter() - run_start, 1e-9)
-            bar.update(task, advance=len(result.outputs), rate=f"{rate:.2f} items/s")
+        with threads:
+            for result in results:
+                _check_weights(ledger, result.weights, spec.out_dir)
+                ledger.finish_batch(result.outputs)
+                timings.add(result)
+                done_here += len(result.outputs)
+                rate = done_here / max(time.perf_counter() - run_start, 1e-9)
+                advance = len(result.outputs) - partial.pop(result.batch, 0.0)
+                bar.update(task, advance=advance, rate=f"{rate:.2f} items/s")
         timings.generate = time.perf_counter() - run_start
 
 

@@ -27,8 +27,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
 from agent.domain import InputSnapshot, OracleReading
@@ -125,8 +128,18 @@ class BatchMaker:
         (spec.out_dir / "images").mkdir(parents=True, exist_ok=True)
         (spec.out_dir / "receipts").mkdir(parents=True, exist_ok=True)
 
-    def make(self, batch: int, rows: Sequence[tuple[int, Mapping[str, str], int]]) -> BatchResult:
-        """Generate one batch's images and lore, and write its files; the caller marks it done in the ledger."""
+    def make(
+        self,
+        batch: int,
+        rows: Sequence[tuple[int, Mapping[str, str], int]],
+        on_progress: Callable[[float], None] | None = None,
+    ) -> BatchResult:
+        """Generate one batch's images and lore, and write its files; the caller marks it done in the ledger.
+
+        ``on_progress(items)`` is called as the models finish chunks (an image counts half an item, its lore the
+        other half), so a progress bar moves within a batch.
+        """
+        from agent.generate import progress
         from agent.generate.base import ImageRequest, LoreRequest
         from agent.generate.receipt import build_receipt, image_record, lore_record
         from agent.ipfs.importer import import_file
@@ -134,15 +147,27 @@ class BatchMaker:
         spec = self.spec
         result = BatchResult(batch, [], dict(self.weights), load_s=self._load_s, pid=os.getpid())
         self._load_s = 0.0
-        image_requests = [ImageRequest(traits=dict(traits), seed=seed) for _, traits, seed in rows]
-        lore_requests = [
-            LoreRequest(name=spec.name, stage=0, traits=dict(traits), facts=dict(spec.lore_facts), seed=seed)
-            for _, traits, seed in rows
+        image_requests = [
+            ImageRequest(traits=dict(traits), seed=seed, label=f"genesis item {item}")
+            for item, traits, seed in rows
         ]
-        with _stage(result, "images"):
-            images = self.image_gen.generate(image_requests)
-        with _stage(result, "lore"):
-            lores = self.lore_writer.write(lore_requests)
+        lore_requests = [
+            LoreRequest(
+                name=spec.name,
+                stage=0,
+                traits=dict(traits),
+                facts=dict(spec.lore_facts),
+                seed=seed,
+                label=f"genesis item {item}",
+            )
+            for item, traits, seed in rows
+        ]
+        report = progress.reporting(lambda _kind, n: on_progress(n / 2)) if on_progress else nullcontext()
+        with report:
+            with _stage(result, "images"):
+                images = self.image_gen.generate(image_requests)
+            with _stage(result, "lore"):
+                lores = self.lore_writer.write(lore_requests)
         with _stage(result, "receipts"):
             for (item, traits, seed), ireq, img, lreq, lore in zip(
                 rows, image_requests, images, lore_requests, lores, strict=False
@@ -202,11 +227,13 @@ def atomic_write(path: Path, data: bytes) -> None:
 # --- worker processes ------------------------------------------------------------------------------------------
 
 _MAKER: BatchMaker | None = None
+_PROGRESS: Any = None  # the genesis process's queue of (batch, items) progress notes, when it shows a bar
 
 
-def _init_worker(spec: WorkerSpec) -> None:
+def _init_worker(spec: WorkerSpec, progress_queue: Any = None) -> None:
     """Worker process start: exit with the genesis process, set the thread count, load the models."""
-    global _MAKER
+    global _MAKER, _PROGRESS
+    _PROGRESS = progress_queue
     parent = multiprocessing.parent_process()
     if parent is not None:
         threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True).start()
@@ -225,8 +252,10 @@ def _exit_with(sentinel: int) -> None:
 
 def _make_batch(batch: int, rows: list[tuple[int, dict[str, str], int]]) -> BatchResult | BatchFailure:
     assert _MAKER is not None, "worker was not initialised"
+    queue = _PROGRESS
+    note = None if queue is None else (lambda items: queue.put((batch, items)))
     try:
-        return _MAKER.make(batch, rows)
+        return _MAKER.make(batch, rows, note)
     except ChrysalisError as e:
         return BatchFailure(type(e), e.message, e.hint)
 
@@ -235,22 +264,30 @@ def run_in_pool(
     spec: WorkerSpec,
     batches: Sequence[tuple[int, list[tuple[int, dict[str, str], int]]]],
     workers: int,
+    on_progress: Callable[[int, float], None] | None = None,
 ) -> Iterator[BatchResult]:
     """Make ``batches`` in ``workers`` processes (spawned, one torch thread each by default); yields results as
     they finish, in any order. A ChrysalisError in a worker is raised here with its hint.
 
-    At most two batches per worker are queued ahead, so stopping (an error, Ctrl-C) abandons little work.
+    At most two batches per worker are queued ahead, so stopping (an error, Ctrl-C) abandons little work. No more
+    processes are started than there are batches. ``on_progress(batch, items)`` is called here (in this process)
+    as the workers report progress within their batches.
     """
     context = multiprocessing.get_context("spawn")  # never fork a process that may hold torch's thread pools
     todo = list(batches)
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(spec,)) as pool:
+    workers = max(1, min(workers, len(todo)))
+    queue = context.Queue() if on_progress is not None else None
+    with ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_init_worker, initargs=(spec, queue)
+    ) as pool:
         running: set[Future[BatchResult | BatchFailure]] = set()
         try:
             while todo or running:
                 while todo and len(running) < 2 * workers:
                     batch, rows = todo.pop(0)
                     running.add(pool.submit(_make_batch, batch, rows))
-                done, running = _wait(running)
+                done, running = _wait(running, timeout=None if queue is None else 0.25)
+                _drain(queue, on_progress)
                 for future in done:
                     result = future.result()
                     if isinstance(result, BatchFailure):
@@ -262,19 +299,35 @@ def run_in_pool(
             raise
 
 
-def _wait(futures: set[Future[Any]]) -> tuple[set[Future[Any]], set[Future[Any]]]:
-    done, pending = wait(futures, return_when=FIRST_COMPLETED)
+def _wait(
+    futures: set[Future[Any]], timeout: float | None = None
+) -> tuple[set[Future[Any]], set[Future[Any]]]:
+    done, pending = wait(futures, timeout=timeout, return_when=FIRST_COMPLETED)
     return set(done), set(pending)
+
+
+def _drain(queue: Any, on_progress: Callable[[int, float], None] | None) -> None:
+    """Hand every progress note the workers queued so far to ``on_progress``."""
+    if queue is None or on_progress is None:
+        return
+    while True:
+        try:
+            batch, items = queue.get_nowait()
+        except Empty:
+            return
+        on_progress(batch, items)
 
 
 def run_here(
     maker_factory: Callable[[], BatchMaker],
     batches: Sequence[tuple[int, list[tuple[int, dict[str, str], int]]]],
+    on_progress: Callable[[int, float], None] | None = None,
 ) -> Iterator[BatchResult]:
-    """Make ``batches`` one after another in this process."""
+    """Make ``batches`` one after another in this process (``on_progress`` as :func:`run_in_pool`'s)."""
     maker = maker_factory()
     for batch, rows in batches:
-        yield maker.make(batch, rows)
+        note = None if on_progress is None else partial(on_progress, batch)
+        yield maker.make(batch, rows, note)
 
 
 __all__ = [

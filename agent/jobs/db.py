@@ -8,6 +8,7 @@ serialised between processes (``BEGIN IMMEDIATE`` on SQLite, an advisory lock on
 
 from __future__ import annotations
 
+import importlib.util
 import sqlite3
 import time
 from pathlib import Path
@@ -17,8 +18,8 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
 from sqlalchemy.pool import StaticPool
 
 from agent.errors import BackendUnavailableError, ConfigError
@@ -51,11 +52,52 @@ def create_db_engine(url: str = DEFAULT_URL, *, busy_timeout_ms: int = 30_000, e
         engine = sa.create_engine(parsed, echo=echo, **kwargs)
         _configure_sqlite(engine, busy_timeout_ms)
         return engine
-    if backend == "postgresql":
-        return sa.create_engine(parsed, echo=echo, pool_pre_ping=True)
+    if backend in ("postgresql", "postgres"):
+        parsed = _with_postgres_driver(parsed)
+        try:
+            return sa.create_engine(parsed, echo=echo, pool_pre_ping=True)
+        except (ImportError, NoSuchModuleError) as exc:
+            raise ConfigError(
+                f"the PostgreSQL driver {parsed.get_driver_name()!r} of database.url "
+                f"{parsed.render_as_string(hide_password=True)} is not installed ({exc})",
+                hint=_PG_DRIVER_HINT,
+            ) from None
     raise ConfigError(
         f"unsupported database backend {backend!r} in {parsed.render_as_string(hide_password=True)}",
         hint="Chrysalis supports SQLite and PostgreSQL",
+    )
+
+
+_PG_DRIVER_HINT = (
+    "name an installed driver in database.url: postgresql+psycopg2://user@host:5432/db (psycopg2, which "
+    "Chrysalis installs) or postgresql+psycopg://... (after `pip install psycopg`)"
+)
+
+
+def _with_postgres_driver(parsed: URL) -> URL:
+    """``postgresql://`` (and Heroku's ``postgres://``) with no driver named: the installed one, psycopg2 first.
+
+    SQLAlchemy's default for a bare ``postgresql://`` is psycopg2 in 2.0 and psycopg (3) in 2.1; Chrysalis
+    installs psycopg2, so a URL copied from ``psql`` works either way.
+    """
+    if "+" in parsed.drivername and parsed.get_backend_name() == "postgresql":
+        return parsed
+    for module, driver in (("psycopg2", "psycopg2"), ("psycopg", "psycopg")):
+        if importlib.util.find_spec(module) is not None:
+            return parsed.set(drivername=f"postgresql+{driver}")
+    raise ConfigError(
+        f"no PostgreSQL driver is installed for database.url {parsed.render_as_string(hide_password=True)}",
+        hint="install one (`pip install psycopg2-binary`, or reinstall Chrysalis), or use SQLite "
+        "(sqlite:///path/to.db)",
+    )
+
+
+def corrupt_sqlite_error(where: str, cause: object) -> ConfigError:
+    """The error for a file SQLite cannot read as a database (another kind of file, or a damaged one)."""
+    return ConfigError(
+        f"{where} is not a SQLite database (or is corrupt): {cause}",
+        hint="point database.url (CHRYSALIS_DATABASE__URL) at the agent's database, or restore it from a backup; "
+        "Chrysalis has not changed the file (to start afresh, move it away: its jobs and cursor are lost)",
     )
 
 
@@ -130,6 +172,7 @@ def current_revision(engine: Engine) -> str | None:
 
 def _run(engine: Engine, op: Any) -> None:
     url = engine.url.render_as_string(hide_password=True)
+    sqlite = engine.dialect.name == "sqlite"
     try:
         conn = _locked(engine)
     except OperationalError as exc:
@@ -137,14 +180,30 @@ def _run(engine: Engine, op: Any) -> None:
             f"cannot connect to the database at {url}: {exc.orig}",
             hint="check database.url and that the server is running",
         ) from exc
+    except DatabaseError as exc:  # sqlite3.DatabaseError: "file is not a database", "disk image is malformed"
+        if not sqlite:
+            raise
+        raise corrupt_sqlite_error(f"{engine.url.database}", exc.orig) from None
     try:
         op(_alembic_config(conn))
         conn.commit()
+    except DatabaseError as exc:
+        _rollback_quietly(conn)
+        if not sqlite or isinstance(exc, OperationalError):
+            raise
+        raise corrupt_sqlite_error(f"{engine.url.database}", exc.orig) from None
     except BaseException:
         conn.rollback()
         raise
     finally:
         conn.close()
+
+
+def _rollback_quietly(conn: sa.Connection) -> None:
+    try:
+        conn.rollback()
+    except Exception:  # noqa: BLE001 - the database is unreadable; the original error is the one to report
+        pass
 
 
 def open_database(url: str = DEFAULT_URL, *, migrate: bool = True, busy_timeout_ms: int = 30_000) -> Engine:

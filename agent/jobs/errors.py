@@ -14,7 +14,7 @@ class JobNotFoundError(NotFoundError):
 
     def __init__(self, job: int | str) -> None:
         self.job = job
-        super().__init__(f"no job {job!r}", hint="list jobs with `chrysalis status` to find its id")
+        super().__init__(f"no job {job!r}", hint="list jobs with `chrysalis jobs` to find its id")
 
 
 class JobStateError(PermanentError):

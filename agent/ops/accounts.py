@@ -88,9 +88,16 @@ def load_account(
     if path.suffix == ".json" or os.sep in spec or path.is_file():
         if not path.is_file():
             raise ConfigError(f"keystore file {path} does not exist", hint=_FORMS)
-        return KeystoreSigner.from_keystore(path, password_file=password_file, password_env=password_env)
+        return KeystoreSigner.from_keystore(
+            path,
+            password_file=password_file,
+            password_env=password_env,
+            password_file_option="--password-file",
+        )
     alias = spec.removeprefix("ape:")
-    return KeystoreSigner.from_ape_account(alias, password_file=password_file, password_env=password_env)
+    return KeystoreSigner.from_ape_account(
+        alias, password_file=password_file, password_env=password_env, password_file_option="--password-file"
+    )
 
 
 _FORMS = (

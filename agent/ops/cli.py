@@ -62,6 +62,10 @@ def register(app: typer.Typer) -> None:
     app.command("retry")(retry)
     app.command("evolve")(evolve)
     app.command("fuse")(fuse)
+    from agent.ops.deploy_cli import deploy_command, mint_command
+
+    app.command("deploy")(deploy_command)
+    app.command("mint")(mint_command)
 
 
 def _settings() -> Any:
@@ -143,6 +147,7 @@ def run(
         settings.metrics.port = metrics_port
     if no_metrics:
         settings.metrics.enabled = False
+    _check_collection(settings)
     stop = threading.Event()
     factory = _with_doctor(stop) if rpc_doctor else None
     try:
@@ -150,6 +155,28 @@ def run(
     finally:
         stop.set()  # also ends a doctor still sampling the head
     raise typer.Exit(code)
+
+
+def _check_collection(settings: Any) -> None:
+    """Before anything loads: the node serves the deployment's chain and has its contract (as ``status`` and
+    ``evolve`` check). A record that does not load, and a node that cannot be reached yet, are left to the agent
+    (which reports the first after the metrics port, and retries and logs the second)."""
+    from agent.deployment import Deployment
+    from agent.errors import BackendUnavailableError, ChrysalisError
+    from agent.ops.holder import check_deployment
+    from agent.submit.rpc import ChainRpc
+
+    try:
+        deployment = Deployment.load(settings.chain.deployment)
+    except ChrysalisError:
+        return
+    rpc = ChainRpc.connect(
+        settings.chain.rpc_url, timeout_s=min(settings.chain.rpc_timeout_s, 5.0), retries=0
+    )
+    try:
+        check_deployment(rpc, deployment, settings.chain.rpc_url, str(settings.chain.deployment))
+    except BackendUnavailableError:
+        pass
 
 
 def _with_doctor(stop: threading.Event) -> Any:
@@ -172,11 +199,17 @@ def _with_doctor(stop: threading.Event) -> Any:
 
 def status(as_json: JsonOption = False) -> None:
     """Chain head, watcher cursor and lag, jobs by state, gas spent, last error."""
+    from agent.errors import ChrysalisError
     from agent.ops.status import gather_status, open_store
 
-    settings = _settings()
-    with open_store(settings) as store:
-        report = gather_status(settings, store)
+    try:
+        settings = _settings()
+        with open_store(settings) as store:
+            report = gather_status(settings, store)
+    except ChrysalisError as exc:
+        if as_json:  # a script reading stdout gets JSON either way; the error line still goes to stderr
+            _print_json({"error": exc.message, "hint": exc.hint})
+        raise
     if as_json:
         _print_json(report.to_json())
     else:
@@ -241,9 +274,10 @@ def doctor(
         ),
     ] = None,
 ) -> None:
-    """Probe the RPC endpoint(s): head moving, lag behind the second RPC, eth_getLogs range cap, "pending"
-    support, chain id. Exit 1 when a check FAILs."""
-    from agent.ops.doctor import doctor_from_settings, publish, render
+    """Check the whole setup: config, rules, the RPC provider(s), contract, roles, database, IPFS, models and
+    disk; a line per check (pass / warn / fail / skip) with its fix. Exit 1 when a check fails."""
+    from agent.ops.doctor import publish
+    from agent.ops.doctor_setup import render_lines, run_setup_doctor
 
     for name, url in (("--rpc-url", rpc_url), ("--secondary", secondary)):
         if url and not url.lower().startswith(("http://", "https://")):
@@ -254,9 +288,8 @@ def doctor(
         raise ConfigError(
             f"--pending-address {pending_address!r} is not an address", hint="give 0x and 40 hex digits"
         )
-    settings = _settings()
-    report = doctor_from_settings(
-        settings,
+    report = run_setup_doctor(
+        _settings,
         rpc_url=rpc_url,
         secondary_url=secondary,
         interval_s=interval,
@@ -264,11 +297,13 @@ def doctor(
         max_lag=max_lag,
         pending_address=pending_address,
     )
-    publish(report)
+    if report.rpc is not None:
+        publish(report.rpc)
     if as_json:
         _print_json(report.to_json())
     else:
-        out.print(render(report))
+        for line in render_lines(report):
+            typer.echo(line)
     if report.failed:
         raise typer.Exit(1)
 
@@ -322,7 +357,7 @@ def jobs(
         "cancelled": "dim",
     }
     for row in rows:
-        detail = row["reason"] or row["last_error"] or row["tx_hash"] or ""
+        detail = _job_detail(row)
         table.add_row(
             str(row["id"]),
             row["kind"],
@@ -335,6 +370,15 @@ def jobs(
             detail,
         )
     out.print(table)
+
+
+def _job_detail(row: dict[str, Any]) -> str:
+    """The ``error / tx`` cell: why a job failed or was cancelled, the error a queued or running job is retrying
+    after, and for a confirmed job its transaction (an error it recovered from is history, not its state;
+    ``--json`` keeps ``last_error``)."""
+    if row["state"] == "confirmed":
+        return row["tx_hash"] or ""
+    return row["reason"] or row["last_error"] or row["tx_hash"] or ""
 
 
 def retry(
@@ -367,17 +411,28 @@ def evolve(
             "--precheck/--no-precheck", help="Check ownership, pending request and pause before sending."
         ),
     ] = True,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run/--no-dry-run", help="eth_call the transaction before sending it.")
+    simulate: Annotated[
+        bool,
+        typer.Option(
+            "--simulate/--no-simulate",
+            help="Simulate the transaction (eth_call) first and send it only if it would succeed; "
+            "--no-simulate sends it unchecked and needs --gas.",
+        ),
     ] = True,
+    legacy_dry_run: Annotated[
+        bool | None, typer.Option("--dry-run/--no-dry-run", hidden=True, help="Deprecated: --simulate.")
+    ] = None,
     gas: Annotated[
         int | None, typer.Option("--gas", min=21_000, help="Gas limit (default: estimated).")
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Open an evolution request for TOKEN, paying the collection's fee from a local account."""
+    if legacy_dry_run is not None:  # the old name: it always meant "simulate first", never "do not send"
+        typer.echo("note: --dry-run/--no-dry-run is now --simulate/--no-simulate", err=True)
+        simulate = legacy_dry_run
     _holder_action(
-        "evolve", token, None, account, password_file, wait, timeout, precheck, dry_run, gas, as_json
+        "evolve", token, None, account, password_file, wait, timeout, precheck, simulate, gas, as_json
     )
 
 
@@ -438,7 +493,9 @@ def _holder_action(
     if wait:
         if not as_json:
             out.print(f"[dim]waiting up to {timeout:g} s for the agent to fulfil it...[/]")
-        view = collection.wait_fulfilled(opened.request_id, timeout_s=timeout)
+        from agent.ops.follow import wait_following
+
+        view = wait_following(collection, settings, opened.request_id, timeout_s=timeout)
         result["token"] = {"token_id": view.token_id, "stage": view.stage, "token_uri": view.token_uri}
         if not as_json:
             out.print(f"token {view.token_id} is now at stage {view.stage}: {view.token_uri}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import textwrap
 import tomllib
 import types
@@ -102,7 +103,7 @@ def _render_field(key: str, field: FieldInfo, *, env: str) -> str:
         notes.append(f"Secret: set it in the environment ({env}), never in this file.")
         return _comment(" ".join(notes)) + "\n"
     if default is None:
-        return _comment(" ".join(notes)) + f"\n# {key} = {_placeholder(field.annotation)}\n"
+        return _comment(" ".join(notes)) + f"\n# {key} = {_placeholder(field)}\n"
     return _comment(" ".join(notes)) + f"\n{key} = {toml_value(default)}\n"
 
 
@@ -120,15 +121,21 @@ def _render_array_example(dotted: str, field: FieldInfo, item: type[BaseModel]) 
         required = ", required" if sub.is_required() else ""
         lines.append(_comment(f"{about} Type: {_describe_type(sub.annotation)}{required}.".strip()))
         default = None if sub.is_required() else sub.get_default(call_default_factory=True)
-        value = _placeholder(sub.annotation) if default is None else toml_value(default)
+        value = _placeholder(sub) if default is None else toml_value(default)
         lines.append(f"# {key} = {value}")
     return "\n".join(lines) + "\n"
 
 
+_LOOKS_LIKE_SETTING = re.compile(r"^# (\w+ =|\[)")
+"""A comment line that reads like a commented-out setting or table, which the header invites to uncomment."""
+
+
 def _comment(text: str) -> str:
-    return "\n".join(
-        textwrap.wrap(text, width=_WIDTH, initial_indent="# ", subsequent_indent="# ", break_on_hyphens=False)
+    lines = textwrap.wrap(
+        text, width=_WIDTH, initial_indent="# ", subsequent_indent="# ", break_on_hyphens=False
     )
+    # a description wrapped onto "# key = ..." or "# [table]" would look like a line to uncomment: indent it
+    return "\n".join("#  " + line[1:] if _LOOKS_LIKE_SETTING.match(line) else line for line in lines)
 
 
 def _sentence(text: str) -> str:
@@ -162,23 +169,45 @@ def toml_value(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):  # an inline table; keys quoted (they may hold dots: "price.answer")
+        keys = [k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else toml_value(k) for k in map(str, value)]
+        return (
+            "{ "
+            + ", ".join(f"{k} = {toml_value(v)}" for k, v in zip(keys, value.values(), strict=True))
+            + " }"
+        )
     raise TypeError(f"no TOML rendering for {type(value).__name__} {value!r}")
 
 
-def _placeholder(annotation: Any) -> str:
-    """An example value for an unset field, of the right TOML type."""
-    base = _strip_none(annotation)
+def _placeholder(field: FieldInfo) -> str:
+    """An example value for an unset field that is valid once uncommented: the field's first ``examples`` entry,
+    else a value of the right TOML type within its bounds."""
+    if field.examples:
+        return toml_value(field.examples[0])
+    base = _strip_none(field.annotation)
+    if get_origin(base) in (typing.Union, types.UnionType):  # e.g. int | dict[str, int]: its first arm
+        base = _strip_none(get_args(base)[0])
     if get_origin(base) is Literal:
         return toml_value(get_args(base)[0])
     if base is bool:
         return "false"
-    if base is int:
-        return "0"
-    if base is float:
-        return "0.0"
+    if base in (int, float):
+        return toml_value(base(_lowest_allowed(field)))
     if get_origin(base) in (list, tuple):
         return "[]"
+    if get_origin(base) is dict:
+        return "{}"
     return '""'
+
+
+def _lowest_allowed(field: FieldInfo) -> float:
+    """The smallest "round" number the field's bounds allow (0 when unbounded below; ge wins, gt adds 1)."""
+    for meta in field.metadata:
+        if isinstance(meta, annotated_types.Ge):
+            return float(meta.ge)  # type: ignore[arg-type]
+        if isinstance(meta, annotated_types.Gt):
+            return float(meta.gt) + 1  # type: ignore[arg-type]
+    return 0.0
 
 
 # -- types ----------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ the contract's decoded custom error. Transactions go through :class:`~agent.subm
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,7 +21,8 @@ from web3 import Web3
 
 from agent.deployment import Deployment
 from agent.errors import BackendUnavailableError, ConfigError, NotFoundError, PermanentError, RetryableError
-from agent.redact import redact_url
+from agent.jsonrpc import RetryNotice, describe_reply
+from agent.redact import redact_text, redact_url
 from agent.settings import Settings, SubmitSettings
 from agent.submit.errors import DecodedError, ErrorDecoder, RevertError, TransactionRevertedError
 from agent.submit.rpc import ChainRpc
@@ -234,14 +236,14 @@ class Collection:
         """
         deployment = Deployment.load(settings.chain.deployment)
         abi = deployment.abi()
-        rpc = ChainRpc.connect(
+        rpc = command_rpc(settings, decoder=ErrorDecoder([abi]))
+        check_deployment(
+            rpc,
+            deployment,
             settings.chain.rpc_url,
-            timeout_s=settings.chain.rpc_timeout_s,
-            retries=settings.submit.rpc_retries,
-            backoff_s=settings.submit.rpc_backoff_s,
-            decoder=ErrorDecoder([abi]),
+            str(settings.chain.deployment),
+            probe=command_rpc(settings, first_contact=True),
         )
-        check_deployment(rpc, deployment, settings.chain.rpc_url, str(settings.chain.deployment))
         return cls(rpc, deployment, settings.submit)
 
     # -- views ------------------------------------------------------------------------------------------------
@@ -340,7 +342,7 @@ class Collection:
     ) -> OpenedRequest:
         if not dry_run and gas is None:
             raise ConfigError(
-                "sending without a dry run needs a gas limit", hint="pass --gas N with --no-dry-run"
+                "sending without simulating first needs a gas limit", hint="pass --gas N with --no-simulate"
             )
         fee = self.evolution_fee()
         sender = Web3TxSender(self.rpc, signer, self.submit, decoder=self.rpc.decoder)
@@ -407,14 +409,67 @@ class Collection:
         return self.token(request_id >> 32)
 
 
-def check_deployment(rpc: ChainRpc, deployment: Deployment, url: str, record: str) -> int:
+FIRST_CONTACT_TIMEOUT_S = 5.0
+"""A short command's first request waits at most this long (or ``chain.rpc_timeout_s``, if shorter)."""
+FIRST_CONTACT_RETRIES = 2
+"""... and is retried at most this often (or ``submit.rpc_retries``): a hanging node costs ~16 s, not ~45 s."""
+
+
+def say_waiting(notice: RetryNotice) -> None:
+    """Print a retry of a short command's request on stderr (``waiting for the node at ... (attempt 1/3)``)."""
+    print(str(notice), file=sys.stderr, flush=True)
+
+
+def command_rpc(
+    settings: Settings, *, decoder: ErrorDecoder | None = None, first_contact: bool = False
+) -> ChainRpc:
+    """The node for a short command (``status``, ``evolve``, ``fuse``): every retry is said on stderr
+    (:func:`say_waiting`), so a slow or hanging node is never a silent wait. ``first_contact`` gives the shorter
+    budget of the first request (:data:`FIRST_CONTACT_TIMEOUT_S`, :data:`FIRST_CONTACT_RETRIES`): a node that
+    does not answer then is reported in seconds, and one that does gets the configured budget for the rest."""
+    timeout_s, retries = settings.chain.rpc_timeout_s, settings.submit.rpc_retries
+    if first_contact:
+        timeout_s, retries = min(timeout_s, FIRST_CONTACT_TIMEOUT_S), min(retries, FIRST_CONTACT_RETRIES)
+    return ChainRpc.connect(
+        settings.chain.rpc_url,
+        timeout_s=timeout_s,
+        retries=retries,
+        backoff_s=settings.submit.rpc_backoff_s,
+        decoder=decoder,
+        on_retry=say_waiting,
+    )
+
+
+def check_deployment(
+    rpc: ChainRpc, deployment: Deployment, url: str, record: str, *, probe: ChainRpc | None = None
+) -> int:
     """Check that the node at ``url`` serves the deployment's chain and holds its contract; return the chain id.
 
     A fresh local chain (anvil restarted) with an old deployment record is the usual cause of a mismatch.
+    ``probe`` (default ``rpc``) makes the first request (``eth_chainId``): a client with a shorter budget.
+    An endpoint that answers, but not JSON-RPC (a web page, another service on the port, not HTTP at all), is
+    reported as such, with what it answered.
     """
     try:
-        chain_id = rpc.chain_id()
-    except BackendUnavailableError as exc:
+        chain_id = (probe or rpc).chain_id()
+    except (BackendUnavailableError, PermanentError) as exc:
+        kind = getattr(exc, "rpc_kind", None)
+        if kind in ("bad_response", "http_4xx"):
+            got = redact_text(describe_reply(url), url)
+            raise ConfigError(
+                f"the node at {redact_url(url)} did not answer JSON-RPC (got {got})",
+                hint="chain.rpc_url (CHRYSALIS_CHAIN__RPC_URL) must be the node's JSON-RPC endpoint (anvil: "
+                "http://127.0.0.1:8545); this one answers something else: check the host, port and path",
+            ) from None
+        if not isinstance(exc, BackendUnavailableError):
+            raise
+        if kind == "timeout":
+            raise BackendUnavailableError(
+                f"the node at {redact_url(url)} accepted the connection but did not answer in time "
+                f"({_cause(exc.message)})",
+                hint="it is stuck or overloaded: check the node (its logs, its load), or point chain.rpc_url "
+                "(CHRYSALIS_CHAIN__RPC_URL) at another; raise chain.rpc_timeout_s if it is only slow",
+            ) from None
         raise BackendUnavailableError(
             f"cannot reach the node at {redact_url(url)}: {_cause(exc.message)}",
             hint="start it (a local chain: `anvil`), or point chain.rpc_url (CHRYSALIS_CHAIN__RPC_URL) at a "
@@ -433,7 +488,7 @@ def check_deployment(rpc: ChainRpc, deployment: Deployment, url: str, record: st
             f"no contract at {address} on chain {chain_id} ({redact_url(url)}), where deployment record {record} "
             "puts the collection",
             hint="the chain was reset since the deployment (a restarted anvil?); deploy again with "
-            "`ape run deploy`, or point chain.deployment at the current record",
+            "`chrysalis deploy`, or point chain.deployment at the current record",
         )
     return chain_id
 

@@ -52,6 +52,21 @@ class JsonLineFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+class OneLineFormatter(logging.Formatter):
+    """``<time> <LEVEL> <logger>: <message>``, one line per record whatever it holds: newlines in the message and
+    a traceback are written as the two characters ``\\n`` (so grep, journald and log shippers see one record per
+    line, and a transaction hash is never broken)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).replace("\r", "").replace("\n", "\\n")
+
+
 def disable_progress_bars() -> None:
     """Turn off the tqdm bars model loading draws on stderr: they would break JSON lines and flood log files."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -65,17 +80,12 @@ def disable_progress_bars() -> None:
 
 
 def route_library_logs() -> None:
-    """Send transformers' and diffusers' log records through our handler (they print to stderr themselves by
-    default, which breaks JSON lines and a live status line)."""
-    import importlib
+    """Send transformers', diffusers' and huggingface_hub's log records through our handler at DEBUG, with their
+    progress bars off (they print to stderr themselves by default, which breaks JSON lines and a live status
+    line); see :mod:`agent.generate.quiet`."""
+    from agent.generate.quiet import quiet_libraries
 
-    for name in ("transformers.utils.logging", "diffusers.utils.logging"):
-        try:
-            module = importlib.import_module(name)
-        except ImportError:  # pragma: no cover - both are dependencies
-            continue
-        module.disable_default_handler()
-        module.enable_propagation()
+    quiet_libraries()
 
 
 def configure_logging(
@@ -87,8 +97,10 @@ def configure_logging(
 ) -> logging.Handler:
     """Send every log record at ``level`` or above to stderr (or ``stream``) in ``fmt``; return the handler.
 
-    Text goes through rich (on ``console`` when given, so lines print above a live status line); JSON is
-    plain text, one object per line. Replaces handlers an earlier call installed, so it is safe to call twice.
+    Text goes through rich on a terminal (on ``console`` when given, so lines print above a live status line);
+    anywhere else (a pipe, a file, nohup, systemd) it is one plain line per record (:class:`OneLineFormatter`),
+    never wrapped at the console's width. JSON is one object per line. Replaces handlers an earlier call
+    installed, so it is safe to call twice.
     """
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
@@ -99,8 +111,12 @@ def configure_logging(
         handler.setFormatter(JsonLineFormatter())
     else:
         console = console or Console(file=stream or sys.stderr)
-        handler = RichHandler(console=console, show_path=False, rich_tracebacks=False, markup=False)
-        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        if console.is_terminal:
+            handler = RichHandler(console=console, show_path=False, rich_tracebacks=False, markup=False)
+            handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        else:  # rich would wrap each record at 80 columns here
+            handler = logging.StreamHandler(console.file)
+            handler.setFormatter(OneLineFormatter())
     handler.set_name(_HANDLER_NAME)
     root.addHandler(handler)
     root.setLevel(level.upper())

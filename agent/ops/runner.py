@@ -116,6 +116,25 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def unserved_ipfs(settings: Settings) -> str | None:
+    """A warning when nothing outside this process will serve what the agent publishes (None: something does).
+
+    The agent writes ``ipfs://<cid>`` token URIs on-chain, but its embedded node is not part of the IPFS network:
+    with no Kubo node, no pinning service and no gateway of its own, the images and metadata exist only in its
+    repo, and a wallet or marketplace resolving those links finds nothing.
+    """
+    ipfs = settings.ipfs
+    if ipfs.kubo_api or ipfs.pinning_services or settings.agent.serve_gateway:
+        return None
+    repo = ipfs.repo if "repo" in ipfs.model_fields_set else settings.data_dir / "ipfs"
+    return (
+        f"published images and metadata stay in the embedded IPFS repo ({repo}) and nothing serves them: the "
+        "ipfs:// token URIs written on-chain resolve for no one else. Pin them where the world can fetch them "
+        "(ipfs.kubo_api, [[ipfs.pinning_services]]), or at least serve the repo (agent.serve_gateway = true, "
+        "`chrysalis ipfs serve`, `chrysalis studio`)"
+    )
+
+
 def run_agent(
     settings: Settings,
     *,
@@ -159,6 +178,9 @@ def run_agent(
                 "agent %s running: chain head %s, cursor %s; stop with Ctrl-C or SIGTERM",
                 first.worker_id or "?", _num(first.chain_head), _num(first.cursor_block),
             )  # fmt: skip
+            unserved = unserved_ipfs(settings)
+            if unserved:
+                log.warning(unserved)
             display = Live(status_line(first), console=console, refresh_per_second=4, transient=False)
             with display if live else nullcontext():
                 reporter = _StatusReporter(display if live else None)

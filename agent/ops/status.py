@@ -80,6 +80,17 @@ class StatusReport:
 def open_store(settings: Settings) -> JobStore:
     """The agent's job store. A SQLite file that does not exist yet is an error here, not a new empty database:
     reading commands must not create one where the agent never ran."""
+    require_database(settings)
+    return JobStore.open(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
+
+
+def require_database(settings: Settings) -> None:
+    """Refuse a SQLite database file that does not exist (commands that only read or decide on what the agent
+    recorded must not create an empty one).
+
+    Raises:
+        NotFoundError: the file is missing; the hint says to run the agent or fix ``database.url``.
+    """
     url = settings.database.url
     try:
         parsed = make_url(url)
@@ -97,7 +108,6 @@ def open_store(settings: Settings) -> JobStore:
                 hint="the agent has not run with this configuration: start it with `chrysalis run`, or point "
                 "database.url (CHRYSALIS_DATABASE__URL) at its database",
             )
-    return JobStore.open(url, busy_timeout_ms=settings.database.busy_timeout_ms)
 
 
 def gather_status(settings: Settings, store: JobStore) -> StatusReport:
@@ -131,15 +141,9 @@ def gather_status(settings: Settings, store: JobStore) -> StatusReport:
 
 def chain_head(settings: Settings, deployment: Deployment) -> int:
     """The node's head, after checking that it serves the deployment (chain id, contract code)."""
-    from agent.ops.holder import check_deployment
-    from agent.submit.rpc import ChainRpc
+    from agent.ops.holder import check_deployment, command_rpc
 
-    rpc = ChainRpc.connect(
-        settings.chain.rpc_url,
-        timeout_s=settings.chain.rpc_timeout_s,
-        retries=settings.submit.rpc_retries,
-        backoff_s=settings.submit.rpc_backoff_s,
-    )
+    rpc = command_rpc(settings, first_contact=True)  # a few reads: the short budget throughout
     check_deployment(rpc, deployment, settings.chain.rpc_url, str(settings.chain.deployment))
     return rpc.block_number()
 

@@ -103,7 +103,7 @@ class EventRouter:
         if created:
             log.info(
                 "job %s: evolve token %s (request %s%s) from block #%d",
-                job.id, request.token_id, request.request_id,
+                job.id, request.token_id, hex(request.request_id),
                 f", fused with token {request.fused_burn_id}" if request.fused_burn_id else "",
                 request.block_number,
             )  # fmt: skip
@@ -113,7 +113,7 @@ class EventRouter:
         if job.state == JobState.CONFIRMED and moved and self.reader.is_pending(request.request_id):
             # The request was re-mined after a reorg that also orphaned the fulfilment: a fresh job for the
             # request as it is now (new block, new seed and inputs).
-            log.warning("request %s re-mined in block %s and pending again; new job", request.request_id,
+            log.warning("request %s re-mined in block %s and pending again; new job", hex(request.request_id),
                         request.block_hash)  # fmt: skip
             self.enqueue(request, key=f"{job.key}@{request.block_hash[:18]}")
 
@@ -121,7 +121,9 @@ class EventRouter:
         job = self.store.get_by_key(job_key(self.chain_id, request_id))
         if job is None or job.state in (JobState.CONFIRMED, JobState.CANCELLED):
             return
-        self.store.cancel(job.id, f"request {request_id} was cancelled on-chain (fee refunded) in {tx_hash}")
+        self.store.cancel(
+            job.id, f"request {request_id:#x} was cancelled on-chain (fee refunded) in {tx_hash}"
+        )
 
     def _reorg(self, reorg: Reorg) -> None:
         orphaned = {h.lower() for h in reorg.orphaned_hashes}

@@ -47,11 +47,13 @@ class GenerateStage:
         init_image = None
         if previous is not None:
             init_image = b"".join(self.repo.cat(previous["image_cid"]))
+        label = f"token {request.token_id} (request {request.request_id:#x})"
         image = ImageRequest(
             traits=dict(rules["conditioning"]),
             seed=seed,
             init_image=init_image,
             strength=float(rules["strength"]),
+            label=label,
         )
         lore = LoreRequest(
             name=token["name"],
@@ -59,6 +61,7 @@ class GenerateStage:
             traits=dict(rules["traits"]),
             facts=dict(rules["facts"]),
             seed=seed,
+            label=label,
         )
         return image, lore
 

@@ -105,7 +105,7 @@ class Reconciler:
             log.warning(
                 "request %s of token %d is pending on-chain but no job had it (its log was missed); recovered from "
                 "block %s",
-                request_id, token_id, block,
+                hex(int(request_id)), token_id, block,
             )  # fmt: skip
             WATCH_LOGS_RECOVERED.labels(self.stream, "reconcile").inc()
             self.handler(NewBlock(block, events, recovered=True))
@@ -140,7 +140,7 @@ class Reconciler:
         if not hits:
             log.info(
                 "request %s: no log found in blocks %d..%d yet; the next sweep looks again",
-                request_id,
+                hex(request_id),
                 lo,
                 end,
             )

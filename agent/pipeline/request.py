@@ -52,7 +52,7 @@ class EvolutionRequest:
         made from this log is never written for a copy of the request re-mined (after a reorg) with another seed."""
         raw = bytes.fromhex(self.seed.removeprefix("0x").removeprefix("0X"))
         if len(raw) != 32:
-            raise ValueError(f"request {self.request_id}: seed {self.seed!r} is not 32 bytes")
+            raise ValueError(f"request {self.request_id:#x}: seed {self.seed!r} is not 32 bytes")
         return raw
 
     @classmethod

@@ -335,7 +335,7 @@ class RefreshInputs:
         if token.pending_request:
             return Evaluation(
                 t, ItemState.DEFERRED, **base,
-                reason=f"request {token.pending_request} for token {t} is pending at block {block.number}: the "
+                reason=f"request {token.pending_request:#x} for token {t} is pending at block {block.number}: the "
                 "holder's evolution goes first; the next refresh picks the token up",
             )  # fmt: skip
         if token.digest == ZERO32 and not self.first_render:

@@ -186,11 +186,13 @@ class RpcError(BackendUnavailableError):
     Attributes:
         method: The JSON-RPC method.
         attempts: How many times it was tried.
+        rpc_kind: The last failure's kind (:data:`agent.jsonrpc.KINDS`: ``timeout``, ``bad_response``, ...).
     """
 
     def __init__(self, method: str, attempts: int, cause: str, *, url: str | None = None) -> None:
         self.method = method
         self.attempts = attempts
+        self.rpc_kind: str | None = None
         super().__init__(
             f"RPC {method} failed after {attempts} attempt(s): {redact_text(cause, url)}",
             hint="check that chain.rpc_url points at a running node; "

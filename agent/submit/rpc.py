@@ -25,7 +25,7 @@ import requests
 from web3 import Web3
 
 from agent.errors import PermanentError, RetryableError
-from agent.jsonrpc import RetryLoop, RpcFailed, RpcReplyError, classify_error, classify_exception
+from agent.jsonrpc import RetryLoop, RetryNotice, RpcFailed, RpcReplyError, classify_error, classify_exception
 from agent.metrics import RPC_ERRORS
 from agent.redact import redact_text
 from agent.submit.errors import CallRevertedError, ErrorDecoder, RpcError
@@ -116,6 +116,7 @@ class ChainRpc:
         retries: Extra attempts after a transport failure (0: fail at once).
         backoff_s: First wait between attempts; doubles each time.
         decoder: Decodes revert data of failed calls (default: only ``Error``/``Panic``).
+        on_retry: Told about each retry (see :class:`~agent.jsonrpc.RetryLoop`).
     """
 
     def __init__(
@@ -126,13 +127,15 @@ class ChainRpc:
         backoff_s: float = 0.25,
         decoder: ErrorDecoder | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        on_retry: Callable[[RetryNotice], None] | None = None,
     ) -> None:
         self.w3 = w3
         self.decoder = decoder or ErrorDecoder()
         url = str(getattr(w3.provider, "endpoint_uri", "") or type(w3.provider).__name__)
         self._loop = RetryLoop(
-            "submit", url, retries=retries, backoff_s=backoff_s, max_backoff_s=30.0, jitter=False, sleep=sleep
-        )
+            "submit", url, retries=retries, backoff_s=backoff_s, max_backoff_s=30.0, jitter=False, sleep=sleep,
+            on_retry=on_retry,
+        )  # fmt: skip
         self._chain_id: int | None = None
         self._lock = threading.Lock()
 
@@ -200,7 +203,9 @@ class ChainRpc:
         method, f = failed.method, failed.failure
         message = redact_text(f.message, self._loop.url)  # no API key of the endpoint's URL in a message
         if failed.exhausted:
-            return RpcError(method, failed.attempts, message, url=self._loop.url)
+            error = RpcError(method, failed.attempts, message, url=self._loop.url)
+            error.rpc_kind = f.kind
+            return error
         if f.kind == "revert":
             return CallRevertedError(
                 self.decoder.decode(f.data if isinstance(f.data, str) else None), method=method
@@ -212,6 +217,7 @@ class ChainRpc:
         else:
             exc = PermanentError(f"RPC {method} failed: {message} (code {f.code})")
         exc.rpc_code = f.code  # type: ignore[attr-defined]
+        exc.rpc_kind = f.kind  # type: ignore[attr-defined]
         return exc
 
     def batch(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:

@@ -97,27 +97,42 @@ class KeystoreSigner(Signer):
         password: str | None = None,
         password_file: str | os.PathLike[str] | None = None,
         password_env: str = PASSWORD_ENV,
+        password_file_option: str = "signer.password_file",
     ) -> KeystoreSigner:
         """Decrypt a V3 keystore JSON file.
 
         The password is, in order: ``password``, the contents of ``password_file`` (one trailing newline
-        stripped), the env var ``password_env``.
+        stripped), the env var ``password_env``. A keystore or password file that other users can read is
+        logged as a WARNING (it is still used: container secrets are often mounted 0444).
+
+        Args:
+            password_file_option: How the user names the password file in hints (``--password-file`` on the
+                command line, ``signer.password_file`` for the agent).
 
         Raises:
-            ConfigError: the file is missing or malformed, no password is given, or the password is wrong. The
-                message names the file and the fix, never the key or the password.
+            ConfigError: the file is missing or malformed, no password is given (or it is empty and does not
+                decrypt), or the password is wrong. The message names the file and the fix, never the key or
+                the password.
         """
         path = Path(path).expanduser()
-        secret = _password(path, password, password_file, password_env)
+        secret, origin = _password(path, password, password_file, password_env, password_file_option)
         keyfile = _read_keyfile(path)
+        warn_if_readable_by_others(path, "keystore")
+        if password_file is not None and password is None:
+            warn_if_readable_by_others(Path(password_file).expanduser(), "keystore password file")
         try:
             key = Account.decrypt(keyfile, secret)
         except ValueError as exc:
             if "MAC mismatch" in str(exc):
+                where = f"${password_env} or {password_file_option}"
+                if secret == "":
+                    raise ConfigError(
+                        f"cannot decrypt keystore {path}: no password given ({origin} is empty)",
+                        hint=f"put the keystore's password in {where}",
+                    ) from None
                 raise ConfigError(
-                    f"cannot decrypt keystore {path}: wrong password",
-                    hint=f"set {password_env} (or signer.password_file) to the password the keystore "
-                    "was made with",
+                    f"cannot decrypt keystore {path}: wrong password (from {origin})",
+                    hint=f"set {where} to the password the keystore was made with",
                 ) from None
             raise _malformed(path, type(exc).__name__) from None
         except Exception as exc:  # noqa: BLE001 - any decoding failure means a malformed file
@@ -142,6 +157,7 @@ class KeystoreSigner(Signer):
         password: str | None = None,
         password_file: str | os.PathLike[str] | None = None,
         password_env: str = PASSWORD_ENV,
+        password_file_option: str = "signer.password_file",
     ) -> KeystoreSigner:
         """Decrypt the Ape account ``alias``: ``$APE_DATA_FOLDER/accounts/<alias>.json`` (``~/.ape``)."""
         folder = Path(
@@ -155,7 +171,11 @@ class KeystoreSigner(Signer):
                 "or set APE_DATA_FOLDER",
             )
         return cls.from_keystore(
-            path, password=password, password_file=password_file, password_env=password_env
+            path,
+            password=password,
+            password_file=password_file,
+            password_env=password_env,
+            password_file_option=password_file_option,
         )
 
     @classmethod
@@ -227,10 +247,15 @@ def _safe(text: str, limit: int = 200) -> str:
 
 
 def _password(
-    path: Path, password: str | None, password_file: str | os.PathLike[str] | None, password_env: str
-) -> str:
+    path: Path,
+    password: str | None,
+    password_file: str | os.PathLike[str] | None,
+    password_env: str,
+    password_file_option: str = "signer.password_file",
+) -> tuple[str, str]:
+    """The password and where it came from (for messages: never the password itself)."""
     if password is not None:
-        return password
+        return password, "the password given"
     if password_file is not None:
         pfile = Path(password_file).expanduser()
         try:
@@ -239,16 +264,39 @@ def _password(
             raise ConfigError(
                 f"cannot read the password file {pfile} for keystore {path}: "
                 f"{exc.strerror or type(exc).__name__}",
-                hint="point signer.password_file at a readable file holding the keystore password",
+                hint=f"point {password_file_option} at a readable file holding the keystore password",
             ) from None
-        return text[:-1] if text.endswith("\n") else text
+        return (text[:-1] if text.endswith("\n") else text), f"password file {pfile}"
     value = os.environ.get(password_env)
     if value is None:
         raise ConfigError(
-            f"no password for keystore {path}",
-            hint=f"set the env var {password_env} or signer.password_file (a file holding the password)",
+            f"no password for keystore {path}: ${password_env} is not set",
+            hint=f"set the env var {password_env}, or pass {password_file_option} (a file holding the password)",
         )
-    return value
+    return value, f"${password_env}"
+
+
+def warn_if_readable_by_others(path: Path, what: str) -> bool:
+    """Log a WARNING when group or other users may read ``path`` (POSIX modes only); return whether it did.
+
+    Not refused: the keystore is encrypted, and container platforms mount secrets group/world-readable by
+    default (Docker 0444, Kubernetes 0644). The RPC token file that Chrysalis writes itself is refused instead
+    (:mod:`agent.ipfs.rpc_auth`).
+    """
+    if os.name != "posix":
+        return False
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    if not mode & 0o077:
+        return False
+    who = " and ".join(w for w, bits in (("group", 0o070), ("other users", 0o007)) if mode & bits)
+    log.warning(
+        "the %s %s can be read by %s (mode %03o): chmod 600 %s", what, path, who, mode & 0o777, path,
+        extra={"path": str(path), "mode": f"{mode & 0o777:03o}"},
+    )  # fmt: skip
+    return True
 
 
 def _read_keyfile(path: Path) -> dict[str, Any]:

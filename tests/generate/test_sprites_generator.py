@@ -208,7 +208,7 @@ def test_bad_requests_fail_before_any_work_with_a_fix(gen, request_, match):
     with pytest.raises(ConfigError, match=match) as e:
         gen.generate([ImageRequest(traits=GOOD, seed=1), request_])
     assert isinstance(e.value, ValueError) and e.value.hint
-    assert "request 1" in str(e.value)
+    assert "image request 2 of 2" in str(e.value)  # which request of the call, counted from 1
 
 
 def test_native_and_upscaled_init_images_are_equivalent(gen, fresh):

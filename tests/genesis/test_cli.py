@@ -78,10 +78,10 @@ def test_generate_reveal_publish_and_set_base_uri(cli, chain: Chain, tmp_path: P
     assert code == 0, text
     assert "generated 8, already done 0" in text and "| hat | cap |" not in text
     provenance = json.loads((tmp_path / "g" / "provenance.json").read_text())["provenance_sha256"]
-    assert f"provenance hash {provenance}" in text
+    assert f"provenance hash {provenance} (commit it with --commit before the reveal)" in text
 
-    reveal_block = chain.mine()
-    code, text = cli(
+    # the deployment record is at chain.deployment's default path (deployments/local.json): the reveal is on-chain
+    common = (
         "genesis",
         "--size",
         "8",
@@ -90,11 +90,29 @@ def test_generate_reveal_publish_and_set_base_uri(cli, chain: Chain, tmp_path: P
         "--out",
         "g",
         "--no-progress",
-        "--publish",
-        "--reveal-block",
-        str(reveal_block),
         "--rpc-url",
         url,
+    )
+    code, text = cli(*common, "--publish", "--ipfs-repo", "repo")
+    assert code == 1 and "has no reveal commitment" in text and "hint: commit first" in text
+    code, text = cli(*common, "--commit", "--keystore", str(keystore))
+    assert code == 0, text
+    block = collection.functions.revealCommitment().call()[1]
+    assert "committed in block" in text and f"provenance {provenance}, reveal block {block}" in text
+    code, text = cli(*common, "--commit", "--keystore", str(keystore))
+    assert code == 0 and "reveal already committed" in text
+    code, text = cli(*common, "--publish", "--ipfs-repo", "repo")
+    waits = block + 1 - chain.w3.eth.block_number
+    assert (
+        code == 1
+        and f"reveal block {block} is not mined yet" in text
+        and f"wait {waits} more block(s)" in text
+    )
+    chain.rpc("anvil_mine", hex(waits))
+
+    code, text = cli(
+        *common,
+        "--publish",
         "--ipfs-repo",
         "repo",
         "--set-base-uri",
@@ -105,6 +123,10 @@ def test_generate_reveal_publish_and_set_base_uri(cli, chain: Chain, tmp_path: P
     )
     assert code == 0, text
     assert "resuming g with its seed cli" in text and "generated 0, already done 8" in text
+    offset = collection.functions.revealOffset(8).call()
+    assert (
+        f"revealed on-chain by {collection.address} with block {block}" in text and f"offset {offset}" in text
+    )
     published = json.loads((tmp_path / "g" / "published.json").read_text())
     assert f"base URI {published['base_uri']}" in text and "setBaseURI(" in text
     assert collection.functions.tokenURI(5).call() == f"ipfs://{published['dir_cid']}/5"
@@ -121,7 +143,14 @@ def test_errors_are_one_clear_message(cli, tmp_path: Path) -> None:
     )
     assert code == 1
     assert "error: --publish needs the reveal block whose hash decides the offset" in text
-    assert "hint: announce the provenance hash" in text and "Traceback" not in text
+    assert "hint: deploy the collection and commit the reveal on-chain (--commit)" in text
+    assert "announce the provenance hash" in text and "Traceback" not in text
+
+    code, text = cli("genesis", "--size", "8", "--traits", "traits.toml", "--out", "g", "--commit")
+    assert code == 1 and "error: --commit needs the collection's deployment record" in text
+    assert "hint: deploy the collection first" in text
+    code, text = cli("genesis", "--size", "8", "--traits", "traits.toml", "--out", "g", "--wait")
+    assert code == 1 and "error: --wait waits for the committed reveal block" in text
 
     code, text = cli("genesis", "--size", "9", "--traits", "traits.toml", "--seed", "x", "--out", "g3")
     assert code == 1 and "trait 'hat': its counts add up to 8, but the collection has 9 tokens" in text
@@ -202,3 +231,11 @@ def test_a_random_seed_is_printed_and_reused(cli, tmp_path: Path) -> None:
         "--no-progress",
     )
     assert code == 0 and f"resuming g with its seed {seed}" in text and "generated 0, already done 4" in text
+    # no deployment record: the off-chain reveal still works, with a warning that nothing binds its block
+    code, text = cli(
+        "genesis", "--size", "4", "--traits", "traits.toml", "--out", "g", "--no-progress", "--publish",
+        "--reveal-block", "7", "--rpc-url", "http://127.0.0.1:9",
+    )  # fmt: skip
+    assert "warning: no deployment record at deployments/local.json: reveal block 7 is only announced" in text
+    assert code == 1 and "error: cannot read block 7 from http://127.0.0.1:9" in text
+    assert not (tmp_path / "g" / "reveal.json").exists()

@@ -145,6 +145,7 @@ def deploy(url: str, out_dir: Path, *, model_digest: bytes = b"\x11" * 32) -> De
     chain.transact(f.registerModel(model_digest, "ipfs://model"), admin)
     chain.transact(f.setActiveModel(1), admin)
     chain.transact(f.grantRole(f.AGENT_ROLE().call(), agent), admin)
+    chain.transact(f.grantRole(f.REFRESHER_ROLE().call(), agent), admin)
     chain.transact(f.mint(4), holder, 4 * MINT_PRICE)
     chain.transact(f.mint(2), other, 2 * MINT_PRICE)
     chain.rpc("evm_increaseTime", 4_000)  # an hour of price history: +5 % since the feed was deployed

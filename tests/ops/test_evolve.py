@@ -108,7 +108,7 @@ def test_a_mined_revert_is_decoded(configured: Devchain, chrysalis) -> None:
     assert chrysalis("evolve", "4", "--from", str(HOLDER)).code == 0
     request_id = _pending(configured, 4)
     result = chrysalis(
-        "evolve", "4", "--from", str(HOLDER), "--no-precheck", "--no-dry-run", "--gas", "300000"
+        "evolve", "4", "--from", str(HOLDER), "--no-precheck", "--no-simulate", "--gas", "300000"
     )
     assert result.code == 1
     assert "requestEvolution transaction 0x" in result.text
@@ -117,10 +117,16 @@ def test_a_mined_revert_is_decoded(configured: Devchain, chrysalis) -> None:
     assert configured.w3.eth.get_transaction_receipt(tx_hash)["status"] == 0
 
 
-def test_no_dry_run_needs_a_gas_limit(configured: Devchain, chrysalis) -> None:
-    result = chrysalis("evolve", "1", "--from", str(HOLDER), "--no-dry-run")
+def test_no_simulate_needs_a_gas_limit(configured: Devchain, chrysalis) -> None:
+    result = chrysalis("evolve", "1", "--from", str(HOLDER), "--no-simulate")
     assert result.code == 1
-    assert "hint: pass --gas N with --no-dry-run" in result.text
+    assert "sending without simulating first needs a gas limit" in result.text
+    assert "hint: pass --gas N with --no-simulate" in result.text
+    # the old name still works, as a deprecated alias that says so
+    legacy = chrysalis("evolve", "1", "--from", str(HOLDER), "--no-dry-run")
+    assert legacy.code == 1
+    assert "--dry-run/--no-dry-run is now --simulate/--no-simulate" in legacy.err
+    assert "hint: pass --gas N with --no-simulate" in legacy.text
 
 
 def test_fuse_burns_one_token_and_opens_a_request_for_the_other(configured: Devchain, chrysalis) -> None:
@@ -176,7 +182,7 @@ def test_a_missing_deployment_record(workdir: Path, chrysalis, monkeypatch) -> N
     result = chrysalis("evolve", "1", "--from", "1")
     assert result.code == 1
     assert "no deployment record at deployments/none.json" in result.text
-    assert "hint: run `ape run deploy" in result.text
+    assert "hint: deploy with `chrysalis deploy --rpc-url URL --from ACCOUNT`" in result.text
 
 
 def test_a_record_from_another_chain_or_an_old_anvil(
@@ -200,3 +206,59 @@ def test_a_record_from_another_chain_or_an_old_anvil(
     assert result.code == 1
     assert f"no contract at 0x{'42' * 20} on chain {record.chain_id}" in result.text
     assert "a restarted anvil?" in result.text
+
+
+def test_evolve_wait_stops_as_soon_as_the_agents_job_fails(
+    configured: Devchain, workdir: Path, chrysalis
+) -> None:
+    """A-M8 / row 52: `--wait` follows the agent's job and reports its permanent failure at once, instead of
+    waiting out the timeout and asking whether the agent runs."""
+    import threading
+    import time
+
+    from agent.jobs import JobKind, JobStore
+    from agent.pipeline.request import job_key
+
+    url = f"sqlite:///{workdir / 'agent.db'}"
+    reason = "[traits.element]: feature 'wallet.tx_cuont' is missing from the inputs"
+    failed: list[int] = []
+    stop = threading.Event()
+
+    def agent_fails_the_job() -> None:  # plays the agent: the request's job fails permanently
+        with JobStore.open(url) as store:
+            while not stop.is_set() and (request_id := _pending(configured, 3)) is None:
+                stop.wait(0.05)
+            if request_id is None:
+                return
+            job, _ = store.enqueue(JobKind.EVOLVE, job_key(configured.deployment.chain_id, request_id))
+            claimed = store.claim("test-agent")
+            assert claimed is not None and claimed.id == job.id
+            failed.append(store.report_error(job.id, "test-agent", reason).id)
+
+    JobStore.open(url).close()  # the agent's database exists (the agent has run)
+    agent = threading.Thread(target=agent_fails_the_job, daemon=True)
+    agent.start()
+    started = time.monotonic()
+    try:
+        result = chrysalis("evolve", "3", "--from", str(HOLDER), "--wait", "--timeout", "60")
+    finally:
+        stop.set()
+        agent.join(10)
+    assert time.monotonic() - started < 30  # not the 60 s timeout
+    assert result.code == 1
+    (job_id,) = failed
+    assert f"error: job {job_id} failed: " in result.text and reason in result.text, result.text
+    assert f"hint: fix it, then `chrysalis retry {job_id}`" in result.text
+    assert "is the agent running" not in result.text
+
+
+def test_evolve_wait_timeout_says_where_the_job_stands(
+    configured: Devchain, workdir: Path, chrysalis
+) -> None:
+    from agent.jobs import JobStore
+
+    JobStore.open(f"sqlite:///{workdir / 'agent.db'}").close()
+    result = chrysalis("evolve", "4", "--from", str(HOLDER), "--wait", "--timeout", "1")
+    assert result.code == 1
+    assert "is still pending after 1 s: the agent's database has no job for it yet" in result.text
+    assert "hint: is the agent running (`chrysalis run`)?" in result.text

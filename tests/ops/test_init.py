@@ -150,3 +150,37 @@ def test_load_settings_error_is_a_config_error(workdir: Path) -> None:
     (workdir / "chrysalis.toml").write_text("[metrics]\nport = 70000\n")
     with pytest.raises(ConfigError, match="metrics.port"):
         load_settings(workdir / "chrysalis.toml")
+
+
+def test_every_placeholder_is_valid_once_uncommented(workdir: Path) -> None:
+    """The header says 'remove the "# " to set them': doing so for every unset setting, and for every [[...]]
+    example table, must load (the two refresh triggers are alternatives: the example keeps cron)."""
+    lines = render_config().splitlines()
+    setting = re.compile(r"^# (\[\[[\w.]+\]\]$|\w+ = )")
+    uncommented = []
+    for line in lines:
+        if setting.match(line) and not line.startswith("# price_change_pct = "):
+            uncommented.append(line[2:])
+        else:
+            uncommented.append(line)
+    assert sum(a != b for a, b in zip(lines, uncommented, strict=True)) > 40
+    path = workdir / "all.toml"
+    path.write_text("\n".join(uncommented) + "\n")
+    loaded = load_settings(path)
+    assert loaded.models.image_steps == 30 and loaded.models.image_guidance == 7.5
+    assert loaded.chain.rpc_max_rps == 25.0 and loaded.chain.ws_url == "ws://127.0.0.1:8545"
+    assert loaded.oracles.guard == {"price.answer": {"min": 100, "max": 1e6, "max_age_s": 3600}}
+    assert loaded.oracles.eth_call[0].decimals == 18 and loaded.oracles.http[0].fields == {
+        "usd": "$.ethereum.usd"
+    }
+    assert loaded.refresh.policies[0].cron == "0 0 * * *"
+    assert loaded.ipfs.pinning_services[0].name == "pinata"
+
+
+def test_no_description_line_looks_like_a_setting() -> None:
+    """A description wrapped onto '# key = ...' or '# [table]' would invite uncommenting prose."""
+    for line in render_config().splitlines():
+        if re.match(r"^# \w+ = ", line):
+            tomllib.loads(line[2:])  # a setting, not a sentence
+        elif line.startswith("# ["):
+            assert re.fullmatch(r"# \[\[\w+\.\w+\]\]", line), line

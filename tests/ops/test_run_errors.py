@@ -15,7 +15,7 @@ def test_run_without_a_deployment_record(workdir: Path, chrysalis) -> None:
     result = chrysalis("run", "--no-metrics")
     assert result.code == 1
     assert "error: no deployment record at deployments/local.json" in result.text
-    assert "hint: run `ape run deploy" in result.text
+    assert "hint: deploy with `chrysalis deploy --rpc-url URL --from ACCOUNT`" in result.text
     assert "Traceback" not in result.err
 
 
@@ -69,3 +69,19 @@ def test_status_line_shows_head_cursor_lag_jobs_gas_and_the_error() -> None:
     assert any(span.style == "bold red" for span in line.spans)  # a lag over 10 blocks stands out
     unknown = status_line(AgentStatus(chain_head=None, cursor_block=None, lag=None))
     assert unknown.plain.startswith("head ?  cursor ?  lag ?  jobs queued 0")
+
+
+def test_run_refuses_rules_whose_declared_feature_no_oracle_provides(
+    configured: Devchain, workdir: Path, chrysalis, monkeypatch
+) -> None:
+    """A-M9 / row 87: a typo declared in [features] and read by a rule stops the start, not every evolution."""
+    from agent.rules import DEFAULT_RULES
+
+    rules = workdir / "typo.toml"
+    rules.write_text(DEFAULT_RULES.read_text().replace('"wallet.tx_count"', '"wallet.tx_cuont"'))
+    monkeypatch.setenv("CHRYSALIS_AGENT__RULES", str(rules))
+    result = chrysalis("run", "--no-metrics", "--no-doctor")
+    assert result.code == 1
+    assert '[features."wallet.tx_cuont"] is not provided by any configured oracle' in result.text
+    assert "did you mean 'wallet.tx_count'?" in result.text
+    assert "Traceback" not in result.err

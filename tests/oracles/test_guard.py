@@ -257,3 +257,33 @@ def test_universal_checks(chain: Chain, collection, oracle, reason, detail) -> N
 def test_guard_configuration_errors(mapping, match) -> None:
     with pytest.raises(ConfigError, match=match):
         OracleGuard.from_mapping(mapping)
+
+
+def test_a_young_feed_warns_once_then_logs_its_skips_at_debug_until_it_passes(
+    chain: Chain, collection, caplog
+) -> None:
+    """A fresh local chain skips ``price.change_pct`` at every evolution for a window's length: one WARNING says
+    so, the rest are DEBUG lines (still counted); once the oracle passes, the next skip warns again."""
+    feed = rising_feed(chain)
+    ctx = ctx_at(chain, collection, T0 + 3_710)
+    young = [ChainlinkOracle(feed.address, max_age_s=7_200, window_s=86_400)]  # the window reaches before it
+    guard = OracleGuard([ReadingCheck("price.answer", min=100, max=100_000)])
+    before = skipped_count("price", "missing")
+    with caplog.at_level(logging.DEBUG, logger="oracles.guard"):
+        for _ in range(3):
+            assert guard.snapshot(young, ctx).skipped
+        skips = [r for r in caplog.records if "skipped (missing)" in r.getMessage()]
+        assert [r.levelno for r in skips] == [logging.WARNING, logging.DEBUG, logging.DEBUG]
+        assert "later skips of 'price' for this reason are logged at DEBUG" in skips[0].getMessage()
+        assert skipped_count("price", "missing") == before + 3  # every skip still counts
+
+        caplog.clear()
+        settled = [ChainlinkOracle(feed.address, max_age_s=7_200, window_s=3_600)]  # same name, passes whole
+        assert guard.snapshot(settled, ctx).skipped == ()
+        assert any(
+            r.getMessage() == f"oracle 'price' passes again at block {ctx.block_number}"
+            for r in caplog.records
+        )
+        assert guard.snapshot(young, ctx).skipped
+        again = [r for r in caplog.records if "skipped (missing)" in r.getMessage()]
+        assert [r.levelno for r in again] == [logging.WARNING]

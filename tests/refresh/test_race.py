@@ -31,7 +31,7 @@ def test_a_token_with_a_pending_request_is_deferred_and_the_next_refresh_starts_
         work_refresh_only(agent, job.id)
         assert states(agent, job.id) == {1: "confirmed", 2: "deferred", 3: "confirmed"}
         reason = agent.refresh.store.item(job.id, 2).reason
-        assert f"request {rid} for token 2 is pending" in reason and "evolution goes first" in reason
+        assert f"request {rid:#x} for token 2 is pending" in reason and "evolution goes first" in reason
         assert chain.collection.functions.metadataDigestOf(2).call() == bytes(32)  # the refresh left it alone
 
         status = agent.run_until_idle(timeout_s=90)  # the agent sees the request and fulfils it
@@ -73,7 +73,7 @@ def test_requests_and_evolutions_after_the_refresh_block_defer_their_tokens_at_t
         )  # tokens 2 and 3 read at B, all rendered, the pre-send check, the send
         items = {i.token_id: i for i in agent.refresh.store.items(job.id)}
         assert {t: i.state.value for t, i in items.items()} == {1: "deferred", 2: "deferred", 3: "confirmed"}
-        assert f"request {rid1} for token 1 was opened after block" in items[1].reason
+        assert f"request {rid1:#x} for token 1 was opened after block" in items[1].reason
         assert "metadata changed after block" in items[2].reason and "evolved to stage 1" in items[2].reason
         # the evolution of token 2 is what the token shows; token 1 is untouched, its request still pending
         evolved = parse_metadata(

@@ -173,3 +173,45 @@ def test_the_key_never_leaks(keystore: Path, key: bytes, caplog: pytest.LogCaptu
     assert not hasattr(signer, "__dict__")
     with pytest.raises(TypeError):
         KeystoreSigner(key)
+
+
+def test_keystore_and_password_file_readable_by_others_are_warned_about(
+    tmp_path: Path, keystore: Path, key: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """I7: both are still used (container secrets are mounted 0444), but the WARNING names the file and the fix."""
+    pw = tmp_path / "password"
+    pw.write_text(PASSWORD)
+    keystore.chmod(0o640)
+    pw.chmod(0o604)
+    with caplog.at_level(logging.WARNING, logger="agent.submit.signer"):
+        signer = KeystoreSigner.from_settings(SignerSettings(keystore=keystore, password_file=pw))
+    assert signer.address == Account.from_key(key).address
+    warnings = [
+        r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "chmod" in r.getMessage()
+    ]
+    assert warnings == [
+        f"the keystore {keystore} can be read by group (mode 640): chmod 600 {keystore}",
+        f"the keystore password file {pw} can be read by other users (mode 604): chmod 600 {pw}",
+    ]
+    caplog.clear()
+    keystore.chmod(0o600)
+    pw.chmod(0o400)
+    with caplog.at_level(logging.WARNING, logger="agent.submit.signer"):
+        KeystoreSigner.from_settings(SignerSettings(keystore=keystore, password_file=pw))
+    assert not [r for r in caplog.records if "chmod" in r.getMessage()]
+
+
+def test_an_empty_password_that_does_not_decrypt_is_no_password_not_a_wrong_one(
+    tmp_path: Path, keystore: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pw = tmp_path / "empty"
+    pw.write_text("\n")
+    with pytest.raises(ConfigError, match=r"no password given \(password file .* is empty\)") as err:
+        KeystoreSigner.from_keystore(keystore, password_file=pw)
+    assert "signer.password_file" in (err.value.hint or "")
+    monkeypatch.setenv(PASSWORD_ENV, "")
+    with pytest.raises(ConfigError, match=r"no password given \(\$CHRYSALIS_KEYSTORE_PASSWORD is empty\)"):
+        KeystoreSigner.from_keystore(keystore)
+    empty = tmp_path / "empty-pw.json"  # a keystore whose password really is empty still opens
+    empty.write_text(json.dumps(_keystore(secrets.token_bytes(32), password="")))
+    assert KeystoreSigner.from_keystore(empty).address

@@ -158,7 +158,45 @@ def genesis_command(
             hint="add --publish (with --deployment PATH, or chain.deployment set), or leave --wait out",
         )
 
+    from agent.deployment import Deployment
+    from agent.submit.signer import KeystoreSigner
+
+    chain_url = rpc_url or settings.chain.rpc_url
+    signer_settings = settings.signer.model_copy(
+        update={k: v for k, v in {"keystore": keystore, "ape_account": ape_account}.items() if v is not None}
+    )
+
+    def signer() -> KeystoreSigner:
+        return KeystoreSigner.from_settings(signer_settings)
+
+    def load_deployment() -> Deployment:
+        return Deployment.load(deployment_path)
+
     table = load_table(traits)
+    if publish:  # what can be refused without the generation is refused before it (it may take hours)
+        from agent.genesis.publish import block_hash_at, parse_block_hash, read_commitment
+
+        if reveal_hash is not None:
+            reveal_hash = parse_block_hash(reveal_hash)
+        if (
+            on_chain
+            and not commit
+            and not read_commitment(load_deployment(), chain_url, settings.submit).committed
+        ):
+            raise ConfigError(
+                f"the collection in {deployment_path} has no reveal commitment: the reveal block must be committed "
+                "on-chain before the reveal",
+                hint="commit first with the admin key: add --commit (then --publish once the block it names is "
+                "mined)",
+            )
+        if not on_chain and reveal_block is not None:
+            console.print(
+                f"[yellow]warning:[/] no deployment record at {escape(str(deployment_path))}: reveal block "
+                f"{reveal_block} is only announced off-chain, not bound by the contract (deploy first and use "
+                "--commit to bind it)"
+            )
+            block_hash_at(chain_url, reveal_block)  # a block not mined yet, or no node: said now
+
     result = run_genesis(
         table,
         size,
@@ -179,20 +217,6 @@ def genesis_command(
         f"provenance hash [bold]{result.provenance_sha256}[/] "
         + ("(commit it with --commit before the reveal)" if on_chain else "(publish it before the reveal)")
     )
-
-    from agent.deployment import Deployment
-    from agent.submit.signer import KeystoreSigner
-
-    chain_url = rpc_url or settings.chain.rpc_url
-    signer_settings = settings.signer.model_copy(
-        update={k: v for k, v in {"keystore": keystore, "ape_account": ape_account}.items() if v is not None}
-    )
-
-    def signer() -> KeystoreSigner:
-        return KeystoreSigner.from_settings(signer_settings)
-
-    def load_deployment() -> Deployment:
-        return Deployment.load(deployment_path)
 
     if commit:
         from agent.genesis.publish import commit_reveal
@@ -241,11 +265,6 @@ def genesis_command(
             )
         else:
             assert reveal_block is not None
-            console.print(
-                f"[yellow]warning:[/] no deployment record at {escape(str(deployment_path))}: reveal block "
-                f"{reveal_block} is only announced off-chain, not bound by the contract (deploy first and use "
-                "--commit to bind it)"
-            )
             reveal = reveal_genesis(
                 out_dir, block_number=reveal_block, block_hash=reveal_hash, rpc_url=chain_url
             )

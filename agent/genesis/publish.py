@@ -123,6 +123,25 @@ def block_hash_at(rpc_url: str, block_number: int) -> tuple[str, int]:
     return "0x" + bytes(block["hash"]).hex(), chain_id
 
 
+def parse_block_hash(value: str) -> str:
+    """``--reveal-hash`` as ``0x`` + 64 lower-case hex digits, or a :class:`ConfigError` saying what it should be."""
+    raw = value.removeprefix("0x")
+    if len(raw) != 64 or any(c not in "0123456789abcdefABCDEF" for c in raw):
+        raise ConfigError(
+            f"--reveal-hash {value!r} is not a block hash",
+            hint="pass the reveal block's hash as 0x followed by 64 hex digits (or leave it out: the node's "
+            "hash is read)",
+        )
+    return "0x" + raw.lower()
+
+
+def read_commitment(
+    deployment: Deployment, rpc_url: str, settings: SubmitSettings | None = None
+) -> Commitment:
+    """The collection's genesis reveal commitment now (nothing committed: ``reveal_block == 0``)."""
+    return _Collection(deployment, rpc_url, settings).commitment()
+
+
 def reveal_genesis(
     out_dir: Path,
     *,
@@ -150,14 +169,7 @@ def reveal_genesis(
         BackendUnavailableError: the node cannot be reached (nothing is recorded).
     """
     if block_hash is not None:
-        raw = block_hash.removeprefix("0x")
-        if len(raw) != 64 or any(c not in "0123456789abcdefABCDEF" for c in raw):
-            raise ConfigError(
-                f"--reveal-hash {block_hash!r} is not a block hash",
-                hint="pass the reveal block's hash as 0x followed by 64 hex digits (or leave it out: the node's "
-                "hash is read)",
-            )
-        block_hash = "0x" + raw.lower()
+        block_hash = parse_block_hash(block_hash)
     provenance = load_provenance(out_dir)
     path = out_dir / REVEAL_NAME
     existing = Reveal.from_json(json.loads(path.read_text())) if path.is_file() else None

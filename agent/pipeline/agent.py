@@ -199,6 +199,12 @@ class Agent:
         abi = deployment.abi()
         address = deployment.address()
         worker_id = worker_id or cfg.worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        # what only needs the settings first: bad rules or oracles fail before the database, the IPFS repo and
+        # the data directory are created
+        oracles, guard = build_oracles(s, deployment)
+        # every declared feature must come from a configured oracle: a feature misspelt the same way in
+        # [features] and in its rule is refused here, not by every evolution at runtime
+        rules = load_rules(cfg.rules or DEFAULT_RULES, features=[n for o in oracles for n in o.provides])
         data_dir = Path(s.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
 
@@ -243,13 +249,7 @@ class Agent:
                 ).start()
                 stack.callback(gateway.stop)
 
-            oracles, guard = build_oracles(s, deployment)
-            # every declared feature must come from a configured oracle: a feature misspelt the same way in
-            # [features] and in its rule is refused here, not by every evolution at runtime
-            rules = load_rules(cfg.rules or DEFAULT_RULES, features=[n for o in oracles for n in o.provides])
-            image = image or load_image_generator(s.models)
-            lore = lore or load_lore_writer(s.models)
-
+            # the key before the models: a wrong password or role fails in a second, not after a model load
             signer = KeystoreSigner.from_settings(s.signer)
             if not reader.is_agent(signer.address):
                 raise ConfigError(
@@ -257,6 +257,8 @@ class Agent:
                     hint="grant it (the admin calls grantRole(AGENT_ROLE, address)), or point signer.keystore at "
                     "the key the deployment named as agent",
                 )
+            image = image or load_image_generator(s.models)
+            lore = lore or load_lore_writer(s.models)
             unfinished = store.list_jobs(state=JobState.QUEUED, limit=10_000) + store.list_jobs(
                 state=JobState.RUNNING, limit=10_000
             )

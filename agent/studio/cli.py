@@ -128,7 +128,9 @@ def _verify_stage(token: int, stage: int | None, image_model: str | None, lore_m
     # the node serves the deployment's chain and holds its contract, as `status` and `evolve` check
     Collection.connect(settings)
     index = CollectionIndex.from_settings(settings)
-    catalog = Catalog(index, IpfsRepo(repo_path(settings)))
+    # verify only reads: a repo that is not there is an empty one, never created (`verify 999` leaves no state)
+    path = repo_path(settings)
+    catalog = Catalog(index, IpfsRepo(path if path.exists() else None))
     index.sync()
     return check_stage(
         catalog,

@@ -10,10 +10,12 @@ import os
 import sys
 import traceback
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.exceptions import TyperException
 
 from agent import __version__
 from agent.clihelp import hide_flag_types
@@ -121,7 +123,11 @@ def main(argv: list[str] | None = None) -> None:
     global _debug
     _debug = os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
     try:
-        app(args=argv)
+        code = app(args=argv, standalone_mode=False)
+    except typer.Abort:  # Ctrl-C (or end of input) at a prompt
+        sys.exit(130)
+    except TyperException as exc:  # typer's own checks of the command line (its click's UsageError and kin)
+        _print_usage_error(exc)
     except ChrysalisError as exc:
         if _debug:
             traceback.print_exc()
@@ -142,6 +148,20 @@ def main(argv: list[str] | None = None) -> None:
                 "it with the command you ran",
             )
         sys.exit(exit_code_of(exc))
+    if type(code) is int and code:  # typer.Exit(code) (click returns it outside standalone mode)
+        sys.exit(code)
+
+
+def _print_usage_error(exc: TyperException) -> NoReturn:
+    """A bad option, argument or command, said the way every error is (exit 2, as click does)."""
+    code = int(getattr(exc, "exit_code", 2))
+    if type(exc).__name__ != "NoArgsIsHelpError":  # that one has printed the help already: nothing to add
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx is not None else "chrysalis"
+        _print_error(
+            exc.format_message() if hasattr(exc, "format_message") else str(exc), f"see `{where} --help`"
+        )
+    sys.exit(code)
 
 
 def _print_error(message: str, hint: str | None) -> None:

@@ -63,9 +63,8 @@ def node(request: pytest.FixtureRequest) -> Iterator[_Node]:
         server.server_close()
 
 
-@pytest.fixture
-def pointed(node: _Node, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Settings pointing at ``node``, a deployment record for it and an (empty) agent database."""
+def _record(workdir: Path) -> Path:
+    """A deployment record for chain 31337 (the node under test answers what it answers; nothing is deployed)."""
     record = workdir / "local.json"
     Deployment(
         chain_id=31337,
@@ -78,6 +77,13 @@ def pointed(node: _Node, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         deployer="0x" + "22" * 20,
         agent="0x" + "33" * 20,
     ).save(record)
+    return record
+
+
+@pytest.fixture
+def pointed(node: _Node, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Settings pointing at ``node``, a deployment record for it and an (empty) agent database."""
+    record = _record(workdir)
     db = f"sqlite:///{workdir / 'agent.db'}"
     JobStore.open(db).close()
     url = f"http://127.0.0.1:{node.server_address[1]}"
@@ -162,18 +168,7 @@ def pointed_refused(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
-    record = workdir / "local.json"
-    Deployment(
-        chain_id=31337,
-        network="ethereum:local:foundry",
-        contracts={
-            COLLECTION: ContractRecord(address="0x" + "11" * 20, abi=write_abi(COLLECTION, [], workdir))
-        },
-        deploy_block=0,
-        deploy_block_hash="0x" + "00" * 32,
-        deployer="0x" + "22" * 20,
-        agent="0x" + "33" * 20,
-    ).save(record)
+    record = _record(workdir)
     monkeypatch.setenv("CHRYSALIS_CHAIN__RPC_URL", url)
     monkeypatch.setenv("CHRYSALIS_CHAIN__DEPLOYMENT", str(record))
     monkeypatch.setenv("CHRYSALIS_SUBMIT__RPC_RETRIES", "0")

@@ -25,7 +25,7 @@ help:
 	@echo "make setup   create .venv, install npm packages and the solc wrapper, compile contracts (idempotent)"
 	@echo "make demo    run the demo on a local chain with the embedded IPFS node and shipped models"
 	@echo "make test    run the lint, then the whole test suite"
-	@echo "make lint    ruff (lint and format check), mypy over agent/ and oracles/, slither against contracts/slither-triage.toml"
+	@echo "make lint    ruff (lint and format check), mypy over agent/ and oracles/, import-linter, slither against contracts/slither-triage.toml"
 	@echo "make check-fresh  clone HEAD into a temporary folder with empty caches: setup, demo, a contract test"
 	@echo "make bench   run the benchmarks and print their tables"
 
@@ -82,6 +82,7 @@ lint: $(VENV)/.installed node_modules/.installed .solcx/solc-v$(SOLC_VERSION)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 	$(PY) scripts/slither_check.py
 
 # What a new user gets: a clone of HEAD in a new folder, with empty home-level caches (scripts/check_fresh.sh).

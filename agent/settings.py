@@ -34,8 +34,11 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from agent.cron import crontab_trigger
 from agent.errors import ConfigError
+from agent.net import is_loopback
 from agent.redact import redact_text, redact_url
+from agent.tokens import parse_tokens
 
 DEFAULT_CONFIG_FILE = Path("chrysalis.toml")
 
@@ -233,7 +236,6 @@ class IpfsSettings(Section):
     @field_validator("rpc_host")
     @classmethod
     def _rpc_host_is_loopback(cls, value: str) -> str:
-        from agent.ipfs.rpc_auth import is_loopback
 
         if not is_loopback(value):
             raise ValueError(
@@ -702,8 +704,6 @@ class RefreshPolicySettings(Section):
                 f"refresh policy {self.name!r} needs exactly one of cron = '...' or price_change_pct = ..."
             )
         if self.cron is not None:
-            from agent.refresh.schedule import crontab_trigger
-
             try:
                 crontab_trigger(self.cron)
             except ValueError as exc:
@@ -711,8 +711,6 @@ class RefreshPolicySettings(Section):
                     f"refresh policy {self.name!r}: cron {self.cron!r} is not a crontab expression ({exc}); "
                     "write 'minute hour day month weekday', e.g. '0 0 * * *'"
                 ) from None
-        from agent.refresh.tokens import parse_tokens
-
         try:
             parse_tokens(self.tokens)
         except ConfigError as exc:

@@ -10,12 +10,12 @@ the TOML file.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import secrets
 from pathlib import Path
 
 from agent.errors import ConfigError
+from agent.net import is_loopback
 
 RPC_TOKEN_ENV = "CHRYSALIS_IPFS_RPC_TOKEN"
 """Env var holding the embedded node's RPC token (overrides the token file)."""
@@ -27,17 +27,6 @@ TOKEN_FILE = "rpc.token"
 """The token's file inside the repo directory."""
 
 _MIN_TOKEN = 16
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is ``localhost`` or a loopback IP (``127.0.0.0/8``, ``::1``)."""
-    name = host.strip().strip("[]").lower()
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
 
 
 def check_loopback(host: str, *, what: str = "ipfs.rpc_host") -> str:

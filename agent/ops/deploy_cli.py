@@ -149,8 +149,8 @@ def mint_command(
     from agent.ops.cli import out as console
     from agent.ops.deploy import mint
     from agent.ops.holder import format_eth
-    from agent.refresh.tokens import format_tokens
     from agent.settings import load_settings
+    from agent.tokens import format_tokens
 
     result = mint(load_settings(), account, quantity, to=to, password_file=password_file)
     if as_json:

@@ -57,9 +57,9 @@ def refresh(
     from agent.deployment import Deployment
     from agent.jobs import JobStore
     from agent.refresh.store import RefreshStore
-    from agent.refresh.tokens import format_tokens, parse_tokens
     from agent.refresh.triggers import queue_manual
     from agent.settings import load_settings
+    from agent.tokens import format_tokens, parse_tokens
 
     ids = parse_tokens(tokens)
     settings = load_settings()
@@ -81,7 +81,7 @@ def refresh(
 def _require_existing(settings: Any, ids: list[int]) -> None:
     """Refuse ids the collection does not have (as the studio's 404 does), before anything is queued."""
     from agent.ops.holder import Collection
-    from agent.refresh.tokens import require_existing
+    from agent.tokens import require_existing
 
     collection = Collection.connect(settings)
     require_existing(ids, int(collection.view("totalMinted")), lambda i: bool(collection.view("exists", i)))
@@ -91,7 +91,7 @@ def _run_now(settings: Any, ids: list[int] | None, force: bool, timeout: float, 
     from agent.jobs import JobState
     from agent.pipeline import Agent
     from agent.pipeline.errors import AgentTimeoutError
-    from agent.refresh.tokens import format_tokens
+    from agent.tokens import format_tokens
 
     with Agent.from_settings(settings) as agent:
         assert agent.refresh is not None

@@ -65,11 +65,11 @@ from agent.pipeline.request import EvolutionRequest
 from agent.refresh.inputs import Block, RefreshInputs, read_token_states
 from agent.refresh.models import REGENERATED_STATES, ItemState
 from agent.refresh.store import RefreshItem, RefreshRun, RefreshStore, RefreshTx
-from agent.refresh.tokens import format_tokens, parse_tokens
 from agent.settings import RefreshSettings
 from agent.submit.batcher import Batch, Refresh, RefreshBatcher, RefreshBlockedError
 from agent.submit.errors import FeeCapExceededError, StuckTransactionError, TransactionRevertedError
 from agent.submit.sender import Web3TxSender
+from agent.tokens import format_tokens, parse_tokens
 
 log = logging.getLogger("chrysalis.refresh")
 

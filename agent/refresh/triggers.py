@@ -33,8 +33,8 @@ from agent.jobs import Job, JobKind, JobState, JobStore
 from agent.metrics import REFRESHES_QUEUED
 from agent.refresh.runner import payload_tokens
 from agent.refresh.store import RefreshStore
-from agent.refresh.tokens import ALL, format_tokens, parse_tokens
 from agent.settings import RefreshPolicySettings
+from agent.tokens import ALL, format_tokens, parse_tokens
 from agent.watch import NewBlock, Reorg, SqlCursorStore, WatchConfig, Watcher, WatchEvent
 from agent.watch.rpc import RpcClient
 

@@ -19,8 +19,9 @@ from agent.errors import ConfigError
 from agent.ipfs.cid import CID
 from agent.ipfs.errors import TooManyLinksError
 from agent.ipfs.repo import IpfsRepo
-from agent.ipfs.rpc_auth import RPC_TOKEN_ENV, check_loopback, is_loopback, rpc_token, token_path
+from agent.ipfs.rpc_auth import RPC_TOKEN_ENV, check_loopback, rpc_token, token_path
 from agent.ipfs.server import NodeServer
+from agent.net import is_loopback
 from agent.settings import IpfsSettings
 from tests.ipfs.conftest import HELLO, HELLO_V1
 

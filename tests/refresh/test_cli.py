@@ -103,7 +103,7 @@ def test_a_token_that_does_not_exist_is_refused_and_nothing_is_queued(
 
 
 def test_burnt_tokens_are_named_as_burnt() -> None:
-    from agent.refresh.tokens import UnknownTokensError, require_existing
+    from agent.tokens import UnknownTokensError, require_existing
 
     require_existing([1, 2], 4, lambda i: True)
     with pytest.raises(

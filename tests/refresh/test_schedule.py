@@ -218,7 +218,7 @@ def test_a_cron_refresh_runs_on_the_chain(
     ],
 )
 def test_crontab_weekdays_are_numbered_as_in_cron(expr: str, first: datetime) -> None:
-    from agent.refresh.schedule import crontab_trigger
+    from agent.cron import crontab_trigger
 
     assert (
         crontab_trigger(expr, timezone=UTC).get_next_fire_time(None, datetime(2030, 1, 1, 12, tzinfo=UTC))

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.refresh.tokens import TokenSelectionError, format_tokens, parse_tokens
+from agent.tokens import TokenSelectionError, format_tokens, parse_tokens
 
 
 @pytest.mark.parametrize(

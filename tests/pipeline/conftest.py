@@ -27,6 +27,7 @@ from agent.pipeline.request import EvolutionRequest
 from agent.settings import Settings
 from tests.generate.conftest import build_tiny_lm
 from tests.jobs.dbs import database_url
+from tests.support.chain import canonical_seed
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = ROOT / ".build" / "__local__.json"
@@ -82,13 +83,8 @@ class Chain:
         return int(log["args"]["requestId"])
 
     def seed(self, request_id: int) -> bytes:
-        """The seed of ``request_id`` on the canonical chain (its latest ``EvolutionRequested`` log): what a
-        fulfilment of it must name."""
-        logs = self.collection.events.EvolutionRequested().get_logs(
-            from_block=0, argument_filters={"requestId": request_id}
-        )
-        assert logs, f"no EvolutionRequested log for request {request_id}"
-        return bytes(logs[-1]["args"]["seed"])
+        """The seed a fulfilment of ``request_id`` must name (its latest ``EvolutionRequested`` log)."""
+        return canonical_seed(self.collection, request_id)
 
     def fuse(self, keep: int, burn: int, holder: int = 0) -> int:
         receipt = self.transact(self.collection.functions.fuse(keep, burn), self.holders[holder], FEE)

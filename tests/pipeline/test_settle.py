@@ -5,7 +5,6 @@ what was broadcast from the records, not from the node's "pending" state. Counte
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from agent.jobs.broadcasts import SqlBroadcastJournal
 from agent.pipeline import Agent, hooks
 from agent.settings import Settings
 from tests.pipeline.conftest import Chain, make_settings
+from tests.support.chain import mining
 from tests.support.rpc_proxy import FaultProxy
 from tests.support.wait import wait_until
 
@@ -181,19 +181,8 @@ def test_a_restart_between_broadcast_and_record_behind_pending_as_latest_sends_n
             assert _agent_pool(chain) == [sent]
             assert {j.stage for j in restarted.store.list_jobs()} == {Stage.SUBMITTED}
             assert proxy.injected["pending_as_latest"] > 0
-            stop = threading.Event()
-
-            def mine() -> None:
-                while not stop.wait(0.2):
-                    chain.mine()
-
-            miner = threading.Thread(target=mine, daemon=True)
-            miner.start()
-            try:
+            with mining(chain.mine, 0.2):
                 status = restarted.run_until_idle(timeout_s=60)
-            finally:
-                stop.set()
-                miner.join(5)
             jobs = restarted.store.list_jobs()
     finally:
         proxy.close()

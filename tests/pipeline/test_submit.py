@@ -13,6 +13,7 @@ from agent.metrics import REGISTRY
 from agent.pipeline import Agent
 from agent.settings import Settings
 from tests.pipeline.conftest import TIMEOUT, Chain
+from tests.support.chain import mining
 from tests.support.wait import wait_until
 
 
@@ -129,17 +130,8 @@ def test_a_request_skipped_by_a_mined_batch_is_settled_not_confirmed(
             f.fulfillEvolution(taken, chain.seed(taken), b"\x42" * 32, bytes(32)).transact(
                 {"from": chain.admin, **fee}
             )
-        stop_mining = threading.Event()
-
-        def mine() -> None:
-            while not stop_mining.wait(0.1):
-                chain.mine()
-
-        miner = threading.Thread(target=mine, daemon=True)
-        miner.start()
-        worker.join(60)
-        stop_mining.set()
-        miner.join(5)
+        with mining(chain.mine, 0.1):
+            worker.join(60)
         assert not worker.is_alive()
         jobs = {j.payload["request_id"]: j for j in agent.store.list_jobs()}
 

@@ -24,6 +24,7 @@ from web3.logs import DISCARD
 from agent.devnet import start_anvil
 from agent.settings import SubmitSettings
 from agent.submit import ChainRpc, ErrorDecoder, KeystoreSigner, Web3TxSender
+from tests.support.chain import canonical_seed
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = ROOT / ".build" / "__local__.json"
@@ -88,13 +89,8 @@ class Chain:
         return int(log["args"]["requestId"])
 
     def seed(self, request_id: int) -> bytes:
-        """The seed of ``request_id`` on the canonical chain (its latest ``EvolutionRequested`` log): what a
-        fulfilment of it must name."""
-        logs = self.collection.events.EvolutionRequested().get_logs(
-            from_block=0, argument_filters={"requestId": request_id}
-        )
-        assert logs, f"no EvolutionRequested log for request {request_id}"
-        return bytes(logs[-1]["args"]["seed"])
+        """The seed a fulfilment of ``request_id`` must name (its latest ``EvolutionRequested`` log)."""
+        return canonical_seed(self.collection, request_id)
 
     def fulfil_directly(self, request_id: int) -> None:
         """Fulfil a request outside the agent's sender (the admin also holds AGENT_ROLE)."""

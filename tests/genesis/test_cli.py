@@ -9,13 +9,13 @@ import httpx
 import pytest
 from eth_account import Account
 
-from agent.cli import main
 from agent.ipfs.repo import IpfsRepo
 from agent.ipfs.server import NodeServer
 from agent.publish.metadata import parse_metadata
 from tests.genesis.conftest import model_env
 from tests.genesis.test_publish import ANVIL_KEYS, _deployment
 from tests.oracles.conftest import Chain
+from tests.support.cli import invoke_cli
 
 TABLE = """
 name = "Clitling"
@@ -40,13 +40,8 @@ def cli(tmp_path: Path, monkeypatch, models, capsys):
     (tmp_path / "traits.toml").write_text(TABLE)
 
     def run(*args: str) -> tuple[int, str]:
-        code = 0
-        try:
-            main(list(args))
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        captured = capsys.readouterr()
-        return code, " ".join((captured.out + captured.err).split())
+        r = invoke_cli(capsys, *args)
+        return r.code, r.text
 
     return run
 

@@ -13,9 +13,10 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from agent.cli import app, main
+from agent.cli import app
 from agent.ipfs.repo import IpfsRepo
 from tests.ipfs.conftest import HELLO, HELLO_V0, HELLO_V1
+from tests.support.cli import invoke_cli
 
 CHRYSALIS = str(Path(sys.executable).parent / "chrysalis")
 ROOT = Path(__file__).resolve().parents[2]
@@ -175,14 +176,8 @@ def cli(
         monkeypatch.delenv(key)
 
     def run(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        out, err = capsys.readouterr()
-        return code, out, " ".join(err.split())
+        r = invoke_cli(capsys, *args)
+        return r.code, r.out, " ".join(r.err.split())
 
     return run
 

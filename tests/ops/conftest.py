@@ -26,6 +26,7 @@ from web3.contract import Contract
 
 from agent.deployment import COLLECTION, PRICE_FEED, ContractRecord, Deployment, write_abi
 from agent.ops.accounts import dev_address
+from tests.support.cli import invoke_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = ROOT / ".build" / "__local__.json"
@@ -190,31 +191,7 @@ def configured(workdir: Path, devchain: Devchain, monkeypatch: pytest.MonkeyPatc
     return devchain
 
 
-@dataclass(frozen=True)
-class CliResult:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def text(self) -> str:
-        """stdout and stderr with rich's line wrapping undone (whitespace runs collapsed)."""
-        return " ".join((self.out + "\n" + self.err).split())
-
-
 @pytest.fixture
 def chrysalis(capsys: pytest.CaptureFixture[str]) -> Any:
     """``chrysalis(*args)``: run the CLI in-process as ``chrysalis`` would, returning a :class:`CliResult`."""
-    from agent.cli import main
-
-    def invoke(*args: str) -> CliResult:
-        capsys.readouterr()
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        captured = capsys.readouterr()
-        return CliResult(code, captured.out, captured.err)
-
-    return invoke
+    return lambda *args: invoke_cli(capsys, *args)

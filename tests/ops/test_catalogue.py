@@ -33,7 +33,8 @@ from agent.ipfs.server import NodeServer
 from agent.jobs import JobStore
 from agent.ops.accounts import dev_address, dev_key
 from agent.rules import DEFAULT_RULES
-from tests.ops.conftest import HOLDER, CliResult, Devchain, _free_port
+from tests.ops.conftest import HOLDER, Devchain, _free_port
+from tests.support.cli import CliResult
 
 PASSWORD = "holder-pw"
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from agent.cli import main
 from agent.jobs import JobKind, JobStore
 from tests.pipeline.conftest import Chain
+from tests.support.cli import invoke_cli
 
 
 @pytest.fixture
@@ -47,14 +47,8 @@ def cli(
         monkeypatch.setenv(f"CHRYSALIS_{key}", value)
 
     def run(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        out = capsys.readouterr()
-        return code, out.out, out.err
+        r = invoke_cli(capsys, *args)
+        return r.code, r.out, r.err
 
     return run
 

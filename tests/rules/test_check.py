@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import main
 from agent.rules import DEFAULT_RULES, RulesConfigError
 from agent.rules.check import check_rules, provided_features
 from agent.settings import load_settings
+from tests.support.cli import invoke_cli
 
 TYPO = "wallet.tx_cuont"
 
@@ -28,14 +28,8 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def run(capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
     def invoke(*args: str) -> tuple[int, str]:
-        capsys.readouterr()
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        captured = capsys.readouterr()
-        return code, " ".join((captured.out + "\n" + captured.err).split())
+        r = invoke_cli(capsys, *args)
+        return r.code, r.text
 
     return invoke
 

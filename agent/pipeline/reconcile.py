@@ -27,7 +27,7 @@ from agent.jobs.store import ORPHANED_REASON
 from agent.metrics import WATCH_LOGS_RECOVERED
 from agent.pipeline.request import job_key
 from agent.watch.events import BlockRef, NewBlock, WatchEvent
-from agent.watch.logs import LogDecoder
+from agent.watch.logs import AdaptiveRange, LogDecoder, fetch_logs
 from agent.watch.rpc import RpcClient, hex0x
 
 log = logging.getLogger("chrysalis.reconcile")
@@ -75,6 +75,7 @@ class Reconciler:
         self.chain_id = chain_id
         self.handler = handler
         self.start_block = start_block
+        self._span = AdaptiveRange(max_size=SCAN_BLOCKS)  # what the provider accepts, kept between sweeps
         self.interval_s = interval_s
         self.stream = stream or f"{chain_id}:{self.address.lower()}"
         self._clock = clock
@@ -136,7 +137,11 @@ class Reconciler:
                 hi = mid
         end = min(passed, lo + SCAN_BLOCKS - 1)
         topics = [self._requested_topic, "0x" + request_id.to_bytes(32, "big").hex()]
-        hits = self.rpc.get_logs(lo, end, self.address, topics)
+        hits: list[Any] = []
+        start = lo
+        while not hits and start <= end:  # in ranges the provider accepts (a capped one refuses 64 blocks)
+            covered, hits = fetch_logs(self.rpc, self.address, topics, start, end, self._span)
+            start = covered + 1
         if not hits:
             log.info(
                 "request %s: no log found in blocks %d..%d yet; the next sweep looks again",

@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,13 +18,6 @@ from agent.watch.watcher import BLOOM_RECHECKS
 from tests.pipeline.conftest import Chain
 from tests.support.rpc_proxy import FaultProxy, Faults
 from tests.support.wait import wait_until
-
-
-@pytest.fixture
-def proxy(chain: Chain) -> Iterator[FaultProxy]:
-    proxy = FaultProxy(chain.url)
-    yield proxy
-    proxy.close()
 
 
 def behind(settings: Settings, proxy: FaultProxy, **agent: Any) -> Settings:
@@ -48,21 +40,29 @@ def _recovered(how: str) -> float:
     )
 
 
+@pytest.mark.parametrize("max_span", [None, 2], ids=["uncapped", "range-capped"])
 def test_a_request_whose_log_every_answer_left_out_is_found_on_chain_and_fulfilled_once(
-    chain: Chain, settings: Settings, proxy: FaultProxy
+    chain: Chain, settings: Settings, max_span: int | None
 ) -> None:
-    with Agent.from_settings(behind(settings, proxy, reconcile_interval_s=0.001)) as agent:
-        agent.poll_once()
-        rid = chain.request(1)
-        proxy.empty_logs_next = 1 + BLOOM_RECHECKS  # the range answer and every re-ask leave it out
-        before = _recovered("reconcile")
-        agent.poll_once()
-        assert proxy.injected["empty_logs"] == 1 + BLOOM_RECHECKS
-        job = agent.store.get_by_key(f"evolve:{chain.w3.eth.chain_id}:{rid}")
-        assert job is not None, "the reconciliation sweep did not find the pending request"
-        assert _recovered("reconcile") == before + 1
-        status = agent.run_until_idle(timeout_s=90)
-        job = agent.store.get(job.id)
+    """Range-capped: the reconciliation's search for the request's log keeps to what the provider accepts too
+    (it once asked for 64 blocks at once, and a capped provider failed every poll until the test timed out)."""
+    proxy = FaultProxy(chain.url, max_span=max_span, style="unknown")
+    try:
+        with Agent.from_settings(behind(settings, proxy, reconcile_interval_s=0.001)) as agent:
+            agent.poll_once()
+            rid = chain.request(1)
+            chain.mine(4)  # blocks above the request: its search range is wider than the cap
+            proxy.empty_logs_next = 1 + BLOOM_RECHECKS  # the range answer and every re-ask leave it out
+            before = _recovered("reconcile")
+            agent.poll_once()
+            assert proxy.injected["empty_logs"] == 1 + BLOOM_RECHECKS
+            job = agent.store.get_by_key(f"evolve:{chain.w3.eth.chain_id}:{rid}")
+            assert job is not None, "the reconciliation sweep did not find the pending request"
+            assert _recovered("reconcile") == before + 1
+            status = agent.run_until_idle(timeout_s=90)
+            job = agent.store.get(job.id)
+    finally:
+        proxy.close()
     assert job.state == JobState.CONFIRMED and status.pending == 0
     assert [int(e["args"]["requestId"]) for e in chain.evolved()] == [rid]
     assert not chain.is_pending(rid)

@@ -83,6 +83,7 @@ lint: $(VENV)/.installed node_modules/.installed .solcx/solc-v$(SOLC_VERSION)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	$(PY) scripts/package_graph.py >/dev/null || $(PY) scripts/package_graph.py
 	$(PY) scripts/slither_check.py
 
 # What a new user gets: a clone of HEAD in a new folder, with empty home-level caches (scripts/check_fresh.sh).

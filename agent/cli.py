@@ -2,6 +2,10 @@
 
 Each layer contributes a typer sub-app (``chrysalis ipfs ...``, ``chrysalis model ...``). Heavy libraries
 (torch, diffusers, web3) are imported inside commands so ``chrysalis --help`` stays instant.
+
+The root callback puts a :class:`~agent.clicontext.CliContext` on the context (``ctx.obj``); commands read their
+settings through :func:`agent.clicontext.current_settings`, loaded once, when first needed. Nothing is written to
+the environment.
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from rich.markup import escape
 from typer.exceptions import TyperException
 
 from agent import __version__
+from agent.app import build_agent
+from agent.clicontext import CliContext, activate, require_config_file
 from agent.clihelp import hide_flag_types
-from agent.errors import ChrysalisError, ConfigError, exit_code_of
+from agent.errors import ChrysalisError, exit_code_of
 
 hide_flag_types()  # no `<bool>` type next to on/off flags in --help
 app = typer.Typer(
@@ -45,6 +51,7 @@ def _show_version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     config: Path | None = typer.Option(
         None,
         "--config",
@@ -71,9 +78,8 @@ def _root(
     global _debug
     _debug = _debug or debug
     if config is not None:
-        if not config.is_file():
-            raise ConfigError(f"config file {config} does not exist", hint="write one with `chrysalis init`")
-        os.environ["CHRYSALIS_CONFIG"] = str(config)
+        require_config_file(config)
+    activate(ctx, CliContext(config_path=config, agent_factory=build_agent))
 
 
 @app.command()
@@ -105,7 +111,7 @@ def _register_subapps() -> None:
     from agent.refresh.cli import refresh_app
 
     app.add_typer(refresh_app, name="refresh")
-    from agent.rules.cli import rules_app
+    from agent.ops.rules_cli import rules_app
 
     app.add_typer(rules_app, name="rules")
 
@@ -187,7 +193,7 @@ def explain(exc: BaseException) -> ChrysalisError | None:
     if sqlalchemy_exc is not None and isinstance(exc, sqlalchemy_exc.DatabaseError):
         orig = getattr(exc, "orig", None)
         if type(orig).__module__ == "sqlite3" and type(orig).__name__ == "DatabaseError":
-            from agent.jobs.db import corrupt_sqlite_error
+            from agent.store.db import corrupt_sqlite_error
 
             return corrupt_sqlite_error("the database at database.url", orig)
     return None

@@ -55,6 +55,21 @@ class BackendUnavailableError(RetryableError, ConnectionError):
     """An external service (RPC, IPFS node, pinning service) could not be reached or answered 5xx."""
 
 
+class RateLimitedError(RetryableError):
+    """An external service asked us to slow down (HTTP 429, or a rate-limit error in its reply).
+
+    The IPFS backends raise it as is (:mod:`agent.ipfs.backends.retry` waits and tries again); the watcher's RPC
+    client raises its JSON-RPC flavour, :class:`agent.watch.errors.RpcRateLimitedError`, once retries ran out.
+
+    Attributes:
+        retry_after: Seconds the service asked us to wait, if it said.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None, hint: str | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, hint=hint or "slow down; the request is retried after the wait")
+
+
 def exit_code_of(exc: BaseException) -> int:
     """The exit code ``chrysalis`` ends with after ``exc`` (``EXIT_ERROR`` unless :func:`error_exit_code` set one)."""
     code = getattr(exc, "chrysalis_exit_code", EXIT_ERROR)

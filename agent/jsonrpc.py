@@ -15,7 +15,8 @@ Everything else was the same code twice and lives here, once: :func:`classify_ex
 the retryable ones with exponential back-off (optional jitter, ``Retry-After`` honoured), spaces requests to
 ``max_rps``, and counts requests, errors, retries and latency in :data:`agent.metrics.REGISTRY` under the
 client's label (``chrysalis_rpc_errors{client="watch"|"submit", method, kind}``). A call that fails for good
-raises :class:`RpcFailed`, which each wrapper turns into its own error types.
+raises :class:`RpcFailed`, which each wrapper turns into its own error types; a node that could not be reached
+after every retry is the same error for both, :class:`RpcUnavailableError`.
 
 Loops nest without doubling anything: while a :meth:`RetryLoop.run` request is in flight on a thread
 (:func:`in_retry_loop`), a retrying transport underneath it (:class:`agent.watch.rpc.RetryingHTTPProvider`) sends
@@ -39,9 +40,9 @@ from typing import Any, TypeVar
 import requests
 from web3.exceptions import BadResponseFormat, BlockNotFound, TransactionNotFound, Web3RPCError
 
-from agent.errors import ChrysalisError
+from agent.errors import BackendUnavailableError, ChrysalisError
 from agent.metrics import RPC_ERRORS, RPC_REQUESTS, RPC_RETRIES, RPC_SECONDS
-from agent.redact import redact_text, redact_url
+from agent.redact import HIDDEN_NOTE, redact_text, redact_url
 
 T = TypeVar("T")
 log = logging.getLogger("chrysalis.rpc")
@@ -154,6 +155,45 @@ class RpcFailed(Exception):
     def exhausted(self) -> bool:
         """True when a retryable failure outlasted the retries (False: it was final at once)."""
         return self.failure.retryable
+
+
+class RpcUnavailableError(BackendUnavailableError):
+    """The node could not be reached, timed out or answered 5xx, after every retry (what both clients raise then;
+    the submit client, which does not tell rate limits apart, also for an HTTP 429 that outlasted the retries).
+
+    The message shows the endpoint as scheme and host only (:func:`agent.redact.redact_url`): a provider's API
+    key in its path or query never reaches a log or a page.
+
+    Attributes:
+        url: The endpoint (as configured: never put it in a message, use ``redact_url``).
+        method: The JSON-RPC method that failed.
+        attempts: Requests made.
+        rpc_kind: The last failure's kind (:data:`KINDS`: ``timeout``, ``connection``, ...), None when not known.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        method: str,
+        reason: str,
+        *,
+        attempts: int,
+        hint: str | None = None,
+        rpc_kind: str | None = None,
+    ) -> None:
+        self.url = url
+        self.method = method
+        self.attempts = attempts
+        self.rpc_kind = rpc_kind
+        shown = redact_url(url)
+        note = f"; {HIDDEN_NOTE}" if shown != url else ""
+        super().__init__(
+            f"RPC {shown} unavailable: {method} failed {attempts} time(s): {redact_text(reason, url)}",
+            hint=redact_text(hint, url)
+            if hint
+            else f"is the node running and reachable at {shown}? check chain.rpc_url (CHRYSALIS_CHAIN__RPC_URL)"
+            + note,
+        )
 
 
 def classify_http(status: int, body: str = "", retry_after: float | None = None) -> RpcFailure:

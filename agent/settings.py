@@ -1,8 +1,12 @@
 """Typed configuration: one settings object, loaded from TOML and overridden by ``CHRYSALIS_*`` env vars.
 
 Precedence (highest first): init kwargs, environment (``CHRYSALIS_IPFS__REPLICATION=2``), the TOML file
-(``$CHRYSALIS_CONFIG`` or ``./chrysalis.toml``), then the embedded defaults below. The defaults run the whole
-service offline: a local chain, the embedded IPFS node, SQLite and the shipped models.
+(the one :func:`load_settings` is given, else ``$CHRYSALIS_CONFIG`` or ``./chrysalis.toml``), then the embedded
+defaults below. The defaults run the whole service offline: a local chain, the embedded IPFS node, SQLite and the
+shipped models.
+
+Loading has no side effect: the file named to :func:`load_settings` is used for that call only (never exported
+to the environment), so two loads in one process never see each other's file.
 
 Secrets (keystore passwords, pinning-service tokens) are read from the environment or files only, never
 from the TOML file.
@@ -13,8 +17,10 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
@@ -35,12 +41,15 @@ from pydantic_settings import (
 )
 
 from agent.cron import crontab_trigger
+from agent.domain import ModelKind
 from agent.errors import ConfigError
 from agent.net import is_loopback
 from agent.redact import redact_text, redact_url
 from agent.tokens import parse_tokens
 
 DEFAULT_CONFIG_FILE = Path("chrysalis.toml")
+DEFAULT_DATABASE_URL = "sqlite:///.chrysalis/chrysalis.db"
+"""Where the agent's database is when ``database.url`` is not set (relative to the working directory)."""
 
 
 class Section(BaseModel):
@@ -188,7 +197,10 @@ class PinningServiceSettings(Section):
 class IpfsSettings(Section):
     """The IPFS layer: the embedded node, and the backends that must confirm a pin."""
 
-    repo: Path = Field(default=Path(".chrysalis/ipfs"), description="Embedded node's blockstore directory.")
+    repo: Path | None = Field(
+        default=None,
+        description="Embedded node's blockstore directory (default: <data_dir>/ipfs; read it as Settings.ipfs_repo).",
+    )
     gateway_host: str = Field(
         default="127.0.0.1", description="Address the embedded node's read-only gateway (/ipfs/) listens on."
     )
@@ -246,36 +258,60 @@ class IpfsSettings(Section):
         return value
 
 
+@dataclass(frozen=True, init=False)
+class ModelKey:
+    """Marks a :class:`ModelSettings` field that a model loader reads: ``Annotated[type, ModelKey("image")]``.
+
+    The marks are the one list of model settings: the factory keeps one loaded model per distinct value of the
+    fields its loader reads (:mod:`agent.generate.factory`), and a resumed genesis must run with the values of the
+    fields that affect output (:mod:`agent.genesis.run`). Both lists come from :func:`model_keys`, so a new
+    model setting is one field here, marked.
+
+    Attributes:
+        loaders: The loaders that read the field: ``"image"`` (the image generator), ``"lore"`` (the lore writer).
+        affects_output: Whether the value decides what is generated. False for memory and speed switches, for
+            where converted models are cached, and for the thread count (receipts and a genesis record that on
+            their own, as ``runtime.threads`` and ``torch_threads``).
+    """
+
+    loaders: frozenset[ModelKind]
+    affects_output: bool
+
+    def __init__(self, *loaders: ModelKind, affects_output: bool = True) -> None:
+        object.__setattr__(self, "loaders", frozenset(loaders))
+        object.__setattr__(self, "affects_output", affects_output)
+
+
 class ModelSettings(Section):
     """Which image and lore models run, and how."""
 
-    image_backend: Literal["embedded", "diffusers"] = Field(
+    image_backend: Annotated[Literal["embedded", "diffusers"], ModelKey("image")] = Field(
         default="embedded",
         description="embedded: the shipped sprite model; diffusers: any diffusers pipeline.",
     )
-    image_model: str | None = Field(
+    image_model: Annotated[str | None, ModelKey("image")] = Field(
         default=None, description="Local path or hub id for the diffusers backend."
     )
-    image_lora: str | None = Field(
+    image_lora: Annotated[str | None, ModelKey("image")] = Field(
         default=None, description="LoRA weights (path or hub id) for the diffusers backend."
     )
-    lore_backend: Literal["embedded", "transformers"] = Field(
+    lore_backend: Annotated[Literal["embedded", "transformers"], ModelKey("lore")] = Field(
         default="embedded", description="embedded: the packaged SmolLM2 GGUF; transformers: any causal LM."
     )
-    lore_model: str | None = Field(
+    lore_model: Annotated[str | None, ModelKey("lore")] = Field(
         default=None, description="Local path or hub id for the transformers backend."
     )
-    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+    device: Annotated[Literal["auto", "cpu", "cuda", "mps"], ModelKey("image", "lore")] = Field(
         default="auto", description="Where models run (auto: CUDA, then MPS, then CPU)."
     )
-    cache_dir: Path = Field(
+    cache_dir: Annotated[Path, ModelKey("lore", affects_output=False)] = Field(
         default=Path(".chrysalis/models"),
         description="Converted-model cache (default: <data_dir>/models, so it lives with the agent's other state).",
     )
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+    dtype: Annotated[Literal["auto", "float32", "float16", "bfloat16"], ModelKey("image", "lore")] = Field(
         default="auto", description="auto: float16 on CUDA/MPS for production pipelines, float32 on CPU."
     )
-    threads: int | None = Field(
+    threads: Annotated[int | None, ModelKey("image", affects_output=False)] = Field(
         default=1,
         ge=1,
         description="torch CPU threads; receipts record the value. 1 (the default) gives canonical, verifiable "
@@ -283,46 +319,96 @@ class ModelSettings(Section):
         "None leaves torch's default.",
     )
     # images
-    image_lora_scale: float = Field(default=1.0, description="Weight of image_lora when it is loaded.")
-    image_scheduler: str | None = Field(
+    image_lora_scale: Annotated[float, ModelKey("image")] = Field(
+        default=1.0, description="Weight of image_lora when it is loaded."
+    )
+    image_scheduler: Annotated[str | None, ModelKey("image")] = Field(
         default=None,
         description="diffusers scheduler class name (e.g. DDIMScheduler); None keeps the model's.",
     )
-    image_steps: int | None = Field(
+    image_steps: Annotated[int | None, ModelKey("image")] = Field(
         default=None, ge=1, description="Denoising steps (None: 50 embedded, 30 diffusers).", examples=[30]
     )
-    image_guidance: float | None = Field(
+    image_guidance: Annotated[float | None, ModelKey("image")] = Field(
         default=None,
         ge=1.0,
         description="Classifier-free guidance (None: 1.0 embedded, 7.5 diffusers).",
         examples=[7.5],
     )
-    image_width: int | None = Field(
+    image_width: Annotated[int | None, ModelKey("image")] = Field(
         default=None, ge=8, description="diffusers output width (None: the model's).", examples=[512]
     )
-    image_height: int | None = Field(
+    image_height: Annotated[int | None, ModelKey("image")] = Field(
         default=None, ge=8, description="diffusers output height (None: the model's).", examples=[512]
     )
-    image_negative_prompt: str | None = Field(default=None, description="diffusers negative prompt.")
-    image_batch_size: int = Field(default=8, ge=1, description="Most images generated in one pipeline call.")
-    attention_slicing: bool = Field(default=False, description="Trade speed for memory (diffusers backend).")
-    cpu_offload: Literal["none", "model", "sequential"] = Field(
+    image_negative_prompt: Annotated[str | None, ModelKey("image")] = Field(
+        default=None, description="diffusers negative prompt."
+    )
+    image_batch_size: Annotated[int, ModelKey("image")] = Field(
+        default=8, ge=1, description="Most images generated in one pipeline call."
+    )
+    attention_slicing: Annotated[bool, ModelKey("image", affects_output=False)] = Field(
+        default=False, description="Trade speed for memory (diffusers backend)."
+    )
+    cpu_offload: Annotated[
+        Literal["none", "model", "sequential"], ModelKey("image", affects_output=False)
+    ] = Field(
         default="none",
         description="Keep diffusers submodels on the CPU until used (needs a GPU; saves memory).",
     )
-    channels_last: bool = Field(
+    channels_last: Annotated[bool, ModelKey("image", affects_output=False)] = Field(
         default=False, description="channels_last UNet/VAE memory format (GPU speed)."
     )
-    compile: bool = Field(default=False, description="torch.compile the UNet (GPU; slow first call).")
+    compile: Annotated[bool, ModelKey("image", affects_output=False)] = Field(
+        default=False, description="torch.compile the UNet (GPU; slow first call)."
+    )
     # lore
-    lore_max_new_tokens: int = Field(default=64, ge=8, description="Token budget for the two lore sentences.")
-    lore_do_sample: bool = Field(
+    lore_max_new_tokens: Annotated[int, ModelKey("lore")] = Field(
+        default=64, ge=8, description="Token budget for the two lore sentences."
+    )
+    lore_do_sample: Annotated[bool, ModelKey("lore")] = Field(
         default=False, description="Greedy by default; True samples with the token seed."
     )
-    lore_temperature: float = Field(default=0.7, gt=0, description="Sampling temperature (lore_do_sample).")
-    lore_top_p: float = Field(default=0.9, gt=0, le=1, description="Nucleus sampling mass (lore_do_sample).")
-    lore_repetition_penalty: float = Field(default=1.1, ge=1.0, description="Penalty on repeated tokens.")
-    lore_batch_size: int = Field(default=8, ge=1, description="Most lore prompts generated together.")
+    lore_temperature: Annotated[float, ModelKey("lore")] = Field(
+        default=0.7, gt=0, description="Sampling temperature (lore_do_sample)."
+    )
+    lore_top_p: Annotated[float, ModelKey("lore")] = Field(
+        default=0.9, gt=0, le=1, description="Nucleus sampling mass (lore_do_sample)."
+    )
+    lore_repetition_penalty: Annotated[float, ModelKey("lore")] = Field(
+        default=1.1, ge=1.0, description="Penalty on repeated tokens."
+    )
+    lore_batch_size: Annotated[int, ModelKey("lore")] = Field(
+        default=8, ge=1, description="Most lore prompts generated together."
+    )
+
+
+def model_keys(*loaders: ModelKind, output_only: bool = False) -> tuple[str, ...]:
+    """The :class:`ModelSettings` fields that ``loaders`` read, from their :class:`ModelKey` marks.
+
+    Args:
+        *loaders: ``"image"``, ``"lore"`` or both.
+        output_only: Only the fields whose value decides what is generated.
+
+    Returns:
+        The field names, each once: for each loader in turn the fields only it reads, then the ones it shares with
+        the other loader, each group in declaration order.
+    """
+    marks = {
+        name: mark
+        for name, info in ModelSettings.model_fields.items()
+        for mark in info.metadata
+        if isinstance(mark, ModelKey) and (mark.affects_output or not output_only)
+    }
+    keys: list[str] = []
+    for loader in loaders:
+        for shared in (False, True):
+            keys += [
+                name
+                for name, mark in marks.items()
+                if loader in mark.loaders and (len(mark.loaders) > 1) == shared and name not in keys
+            ]
+    return tuple(keys)
 
 
 class SignerSettings(Section):
@@ -404,7 +490,7 @@ class DatabaseSettings(Section):
     """The agent's database: jobs and the chain watcher's cursor."""
 
     url: str = Field(
-        default="sqlite:///.chrysalis/chrysalis.db",
+        default=DEFAULT_DATABASE_URL,
         description="SQLAlchemy URL: sqlite:///path (default) or postgresql+psycopg2://user@host:5432/db. "
         "Migrated to the latest schema when opened.",
     )
@@ -824,6 +910,11 @@ class Settings(BaseSettings):
             self.models.cache_dir = self.data_dir / "models"
         return self
 
+    @property
+    def ipfs_repo(self) -> Path:
+        """The embedded IPFS repo every command and the agent use: ``ipfs.repo``, else ``<data_dir>/ipfs``."""
+        return Path(self.ipfs.repo) if self.ipfs.repo is not None else Path(self.data_dir) / "ipfs"
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -833,7 +924,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_path = config_path()
+        toml_path = _explicit_file.get() or config_path()
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if toml_path is not None:
             sources.append(_TomlWithoutSecrets(settings_cls, toml_file=toml_path))
@@ -866,6 +957,11 @@ class _TomlWithoutSecrets(TomlConfigSettingsSource):
                     hint=f"delete the token line from {toml_file} and set ${env} instead (or name another variable "
                     "with token_env); rotate the token if the file was shared",
                 )
+
+
+_explicit_file: ContextVar[Path | None] = ContextVar("chrysalis_settings_file", default=None)
+"""The file :func:`load_settings` was given, while it builds the :class:`Settings` (a context variable, not the
+environment: it holds for that call, in that thread, only)."""
 
 
 def config_path() -> Path | None:
@@ -913,13 +1009,26 @@ def _bad_json_env() -> list[str]:
 
 
 def load_settings(config: Path | None = None, **overrides: object) -> Settings:
-    """Load settings, turning validation errors into a :class:`ConfigError` that names the key and the fix."""
-    if config is not None:
-        if not config.is_file():
-            raise ConfigError(
-                f"config file {config} does not exist", hint="run `chrysalis init` to write one"
-            )
-        os.environ["CHRYSALIS_CONFIG"] = str(config)
+    """Load settings, turning validation errors into a :class:`ConfigError` that names the key and the fix.
+
+    Args:
+        config: The TOML file to read (default: :func:`config_path`). It is used for this call only.
+        **overrides: Values that win over every source (init kwargs of :class:`Settings`).
+
+    Raises:
+        ConfigError: ``config`` (or ``$CHRYSALIS_CONFIG``) does not exist, is not TOML, or a value is invalid.
+    """
+    if config is not None and not config.is_file():
+        raise ConfigError(f"config file {config} does not exist", hint="run `chrysalis init` to write one")
+    token = _explicit_file.set(config)
+    try:
+        return _build(overrides)
+    finally:
+        _explicit_file.reset(token)
+
+
+def _build(overrides: dict[str, object]) -> Settings:
+    """:class:`Settings` from the sources, its errors as :class:`ConfigError` (see :func:`load_settings`)."""
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except SettingsError as exc:  # a list or table from the environment that is not JSON
@@ -934,7 +1043,7 @@ def load_settings(config: Path | None = None, **overrides: object) -> Settings:
         ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(
-            f"config file {config_path()} is not valid TOML: {exc}",
+            f"config file {_explicit_file.get() or config_path()} is not valid TOML: {exc}",
             hint="fix the line named above; `chrysalis init` writes a commented example",
         ) from None
     except ValidationError as exc:
@@ -952,7 +1061,7 @@ def load_settings(config: Path | None = None, **overrides: object) -> Settings:
                 lines.append(f"{key}: {err['msg']}{source}")
             else:
                 lines.append(f"{key}: {err['msg']} (got {_shown_input(err.get('input'), field)}){source}")
-        file = config_path()
+        file = _explicit_file.get() or config_path()
         if len(from_env) == len(lines):
             source, fix = "the environment", "fix or unset the variables above"
         elif not from_env and file is not None:

@@ -12,6 +12,7 @@ ALL = [
     "gas",
     "ipfs_import",
     "ipfs_gateway",
+    "cid",
     "image_quality",
     "inference",
     "submit",

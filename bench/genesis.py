@@ -11,8 +11,8 @@ Tables (printed, and written to bench/results/):
   ``--lore-tokens`` new tokens); receipts + files; metadata documents as raw blocks; the HAMT directories; the pin.
 - **genesis_steps** (``--sweep``): the shipped sprite model's quality against DDIM steps (the
   :mod:`agent.generate.sprites.quality` metrics, and closeness to the 50-step image from the same noise), with the
-  CPU time per image: how :data:`agent.genesis.generate.GENESIS_IMAGE_STEPS` was chosen.
-- **genesis_full** (``--full``): :func:`agent.genesis.generate.run_genesis` end to end for ``--size`` tokens with
+  CPU time per image: how :data:`agent.genesis.run.GENESIS_IMAGE_STEPS` was chosen.
+- **genesis_full** (``--full``): :func:`agent.genesis.run.run_genesis` end to end for ``--size`` tokens with
   ``--workers`` processes and the settings' models (genesis defaults), then reveal and publish. Wall time, CPU
   seconds per stage (summed over the workers) and assets/s; a size under 10,000 is also scaled to 10,000.
 
@@ -54,7 +54,7 @@ def _load() -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from agent.genesis.generate import DEFAULT_BATCH_SIZE, GENESIS_IMAGE_STEPS
+    from agent.genesis.run import DEFAULT_BATCH_SIZE, GENESIS_IMAGE_STEPS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=10_000)
@@ -259,7 +259,7 @@ def _receipts(assignment, table, image_gen, requests, images, lore, work):  # ty
     Returns item 0's full receipt (the metadata template) and the CPU seconds per item.
     """
     from agent.generate.receipt import build_receipt, image_record, lore_record
-    from agent.genesis.generate import genesis_snapshot
+    from agent.genesis.run import genesis_snapshot
     from agent.ipfs.importer import import_file
 
     (work / "images").mkdir()
@@ -285,9 +285,10 @@ def _receipts(assignment, table, image_gen, requests, images, lore, work):  # ty
 
 
 def _publish(args, assignment, table, receipt, images, work):  # type: ignore[no-untyped-def]
-    from agent.genesis.generate import genesis_snapshot
+    from agent.domain import ModelRef
+    from agent.genesis.run import genesis_snapshot
     from agent.ipfs.repo import IpfsRepo
-    from agent.publish.metadata import ModelRef, build_metadata
+    from agent.metadata import build_metadata
 
     repo = IpfsRepo(work / "repo", sync=args.fsync)
     image_cids = [repo.add(img.png, pin=False).cid for img in images]
@@ -335,11 +336,11 @@ def _sweep(args) -> None:  # type: ignore[no-untyped-def]
     import numpy as np
 
     from agent.generate.base import ImageRequest
-    from agent.generate.embedded_image import EmbeddedSpriteGenerator, decode_png
+    from agent.generate.image.embedded import EmbeddedSpriteGenerator, decode_png
     from agent.generate.sprites import quality
     from agent.generate.sprites.conditioning import NUM_CLASSES, class_traits
     from agent.generate.sprites.dataset import make_dataset
-    from agent.genesis.generate import GENESIS_IMAGE_STEPS
+    from agent.genesis.run import GENESIS_IMAGE_STEPS
 
     ref_imgs, ref_labels = make_dataset(32, seed=999)  # held out: training used seed 0
     clf = quality.ElementClassifier(ref_imgs, [class_traits(int(x))["element"] for x in ref_labels])
@@ -400,9 +401,9 @@ def _sweep(args) -> None:  # type: ignore[no-untyped-def]
 
 
 def _full(args, table, work: Path) -> None:  # type: ignore[no-untyped-def]
-    from agent.genesis.generate import genesis_models, run_genesis
     from agent.genesis.provenance import Reveal
-    from agent.genesis.publish import publish_genesis
+    from agent.genesis.reveal import publish_genesis
+    from agent.genesis.run import genesis_models, run_genesis
     from agent.ipfs.repo import IpfsRepo
     from agent.settings import load_settings
 

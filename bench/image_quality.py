@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from agent.generate.base import ImageRequest
-from agent.generate.embedded_image import EmbeddedSpriteGenerator, decode_png
+from agent.generate.image.embedded import EmbeddedSpriteGenerator, decode_png
 from agent.generate.sprites import quality
 from agent.generate.sprites.conditioning import ELEMENTS, MOODS, NUM_CLASSES, class_traits
 from agent.generate.sprites.dataset import make_dataset

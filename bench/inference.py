@@ -4,7 +4,7 @@ Tables (also written to bench/results/):
 
 - inference_cpu: the embedded models on the CPU. Images/s of the sprite model and lore tokens/s of SmolLM2 at
   batch 1 and batched, with the process's peak RSS (each model runs in its own subprocess, so the peak is its own).
-  Rows for the embedded image model appear once ``agent.generate.embedded_image`` is installed.
+  Rows for the embedded image model appear once ``agent.generate.image.embedded`` is installed.
 - inference_gpu: only with a CUDA device: a Stable-Diffusion-1.5-size architecture (UNet, VAE and text encoder
   from SD 1.5's configs, random weights) at 512 px, plain diffusers calls next to an optimised path (batching,
   channels_last, torch.compile, SDPA) in the same run. On a CPU-only machine this prints a note instead.
@@ -44,7 +44,7 @@ def peak_rss_mib() -> float:
 
 def part_image(batches: list[int]) -> list[dict[str, Any]]:
     try:
-        from agent.generate.embedded_image import EmbeddedSpriteGenerator
+        from agent.generate.image.embedded import EmbeddedSpriteGenerator
     except ImportError as e:
         return [{"skip": f"embedded image model not installed ({e})"}]
     from agent.generate.base import ImageRequest
@@ -80,7 +80,7 @@ def part_image(batches: list[int]) -> list[dict[str, Any]]:
 
 def part_lore(batches: list[int], tokens: int, cache_dir: str) -> list[dict[str, Any]]:
     from agent.generate.base import LoreRequest
-    from agent.generate.lore import EmbeddedLoreWriter
+    from agent.generate.lore.embedded import EmbeddedLoreWriter
 
     t0 = time.perf_counter()
     writer = EmbeddedLoreWriter(cache_dir, device="cpu", max_new_tokens=tokens, batch_size=max(batches))

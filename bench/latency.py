@@ -1,12 +1,12 @@
 """Event-to-fulfilment latency of the agent on anvil (automine), p50 and p95.
 
 Run: ``.venv/bin/python -m bench.latency [--n 30] [--n-models 5]``. Starts its own anvil, deploys DevPriceFeed and
-LivingCollection from the compiled artifacts (``make setup``) with web3.py, writes a deployment record and an
-encrypted agent keystore, and runs :class:`agent.pipeline.Agent` (``Agent.run`` on a thread, SQLite, the embedded
-IPFS repo, WebSocket wake-ups) against it. A holder opens one request at a time; the latency of a request is
-from its ``requestEvolution`` receipt to the moment the chain reports it no longer pending (the fulfilment is
-mined), measured from outside the agent. Each configuration's first request warms up (lazy imports, first
-model call) and is not counted.
+LivingCollection from the compiled artifacts (``make setup``) as ``chrysalis deploy`` does (it writes the
+deployment record), writes an encrypted agent keystore, and runs :class:`agent.pipeline.Agent` (``Agent.run`` on a
+thread, SQLite, the embedded IPFS repo, WebSocket wake-ups) against it. A holder opens one request at a time;
+the latency of a request is from its ``requestEvolution`` receipt to the moment the chain reports it no longer
+pending (the fulfilment is mined), measured from outside the agent. Each configuration's first request warms up
+(lazy imports, first model call) and is not counted.
 
 Two configurations, in one run:
 
@@ -40,8 +40,10 @@ from PIL import Image
 from web3 import Web3
 from web3.logs import DISCARD
 
-from agent.deployment import ContractRecord, Deployment, write_abi
+from agent.app import build_agent
+from agent.deployment import PRICE_FEED, DeployParams
 from agent.devnet import AnvilNode, start_anvil
+from agent.domain import ModelRef
 from agent.generate.base import (
     GeneratedImage,
     GeneratedLore,
@@ -49,16 +51,13 @@ from agent.generate.base import (
     ImageRequest,
     LoreRequest,
     LoreWriter,
-    ModelInfo,
 )
 from agent.metrics import REGISTRY
-from agent.pipeline import Agent
+from agent.ops.deploy import deploy
 from agent.settings import Settings
 from bench._table import emit
 
-ROOT = Path(__file__).resolve().parents[1]
-MANIFEST = ROOT / ".build" / "__local__.json"
-FEE = 5 * 10**14
+FEE = DeployParams().evolution_fee
 PASSWORD = "bench"
 STAGES = ("inputs", "generate", "publish", "submit", "confirm")
 
@@ -72,8 +71,10 @@ class NullImageGenerator(ImageGenerator):
         self._png = buf.getvalue()
 
     @property
-    def info(self) -> ModelInfo:
-        return ModelInfo("bench/null-image", hashlib.sha256(b"null-image").hexdigest(), "image")
+    def model_ref(self) -> ModelRef:
+        return ModelRef(
+            "bench/null-image", hashlib.sha256(b"null-image").hexdigest(), kind="image", backend="null"
+        )
 
     def generate(self, requests: Sequence[ImageRequest]) -> list[GeneratedImage]:
         config = {"device": "cpu", "dtype": "float32", "torch_threads": 1, "batch_size": len(requests)}
@@ -85,8 +86,10 @@ class NullLoreWriter(LoreWriter):
     """A template sentence, at once."""
 
     @property
-    def info(self) -> ModelInfo:
-        return ModelInfo("bench/null-lore", hashlib.sha256(b"null-lore").hexdigest(), "lore")
+    def model_ref(self) -> ModelRef:
+        return ModelRef(
+            "bench/null-lore", hashlib.sha256(b"null-lore").hexdigest(), kind="lore", backend="null"
+        )
 
     def write(self, requests: Sequence[LoreRequest]) -> list[GeneratedLore]:
         return [
@@ -99,57 +102,36 @@ class Devnet:
     """The contracts, a holder with tokens, the agent's keystore and a deployment record in ``root``."""
 
     def __init__(self, node: AnvilNode, root: Path, tokens: int, threads: int | None = None) -> None:
-        if not MANIFEST.is_file():
-            raise SystemExit(f"{MANIFEST} is missing: run `make setup` to compile the contracts")
-        types = json.loads(MANIFEST.read_text())["contractTypes"]
         self.node, self.root, self.threads = node, root, threads
         self.w3 = w3 = Web3(Web3.HTTPProvider(node.url, request_kwargs={"timeout": 60}))
         self.admin, self.holder = w3.eth.accounts[:2]
-
-        def deploy(name: str, *args: Any) -> tuple[Any, Any]:
-            art = types[name]
-            factory = w3.eth.contract(abi=art["abi"], bytecode=art["deploymentBytecode"]["bytecode"])
-            receipt = self._wait(factory.constructor(*args).transact({"from": self.admin}))
-            return w3.eth.contract(address=receipt["contractAddress"], abi=art["abi"]), receipt
-
-        feed, first = deploy("DevPriceFeed", 8, "ETH / USD (dev)", 3_000 * 10**8)
-        self.lc, _ = deploy("LivingCollection", "Chrysalis", "CHRYS", self.admin, self.admin, tokens, 10**15, 0, FEE,
-                            3600, "", 500)  # fmt: skip
         key = secrets.token_bytes(32)
         agent = Account.from_key(key).address
         w3.provider.make_request("anvil_setBalance", [agent, hex(10**22)])  # type: ignore[arg-type]
-        f = self.lc.functions
-        setup = (
-            f.registerModel(b"\x11" * 32, "ipfs://m"),
-            f.setActiveModel(1),
-            f.grantRole(f.AGENT_ROLE().call(), agent),
-            f.grantRole(f.REFRESHER_ROLE().call(), agent),
+        params = DeployParams(
+            max_supply=tokens,
+            max_per_wallet=0,
+            model_digest="0x" + "11" * 32,
+            model_manifest="ipfs://m",
+            agent=agent,
         )
-        for fn in setup:
-            self._wait(fn.transact({"from": self.admin}))
-        self._wait(f.mint(tokens).transact({"from": self.holder, "value": tokens * 10**15}))
+        # as `chrysalis deploy --from 0` does: the feed, the collection, the model, the agent's roles, the record
+        deployed = deploy(node.url, "dev:0", params, out=root / "deployments" / "local.json")
+        self.record = deployed.record
+        deployment = deployed.deployment
+        self.lc = w3.eth.contract(address=deployment.address(), abi=deployment.abi())
+        feed = w3.eth.contract(address=deployment.address(PRICE_FEED), abi=deployment.abi(PRICE_FEED))
+        self._wait(
+            self.lc.functions.mint(tokens).transact(
+                {"from": self.holder, "value": tokens * params.mint_price}
+            )
+        )
         w3.provider.make_request("evm_increaseTime", [4000])  # type: ignore[arg-type]
         self._wait(feed.functions.updateAnswer(3_150 * 10**8).transact({"from": self.admin}))
 
         self.keystore = root / "agent.json"
         self.keystore.write_text(json.dumps(Account.encrypt(key, PASSWORD, iterations=2)))
         (root / "password").write_text(PASSWORD)
-        out = root / "deployments"
-        block = w3.eth.get_block(first["blockNumber"])
-        self.record = Deployment(
-            chain_id=w3.eth.chain_id,
-            network="ethereum:local:foundry",
-            contracts={
-                "LivingCollection": ContractRecord(
-                    address=self.lc.address, abi=write_abi("LivingCollection", self.lc.abi, out)
-                ),
-                "DevPriceFeed": ContractRecord(address=feed.address, abi=write_abi("DevPriceFeed", feed.abi, out)),
-            },
-            deploy_block=first["blockNumber"],
-            deploy_block_hash="0x" + bytes(block["hash"]).hex(),
-            deployer=self.admin,
-            agent=agent,
-        ).save(out / "local.json")  # fmt: skip
 
     def _wait(self, tx: Any) -> Any:
         receipt = self.w3.eth.wait_for_transaction_receipt(tx, timeout=60)
@@ -193,7 +175,7 @@ def measure(devnet: Devnet, n: int, **models: Any) -> tuple[list[float], dict[st
     settings = devnet.settings("agent")
     first_token = 1
     before = _stage_means()
-    with Agent.from_settings(settings, **models) as agent:
+    with build_agent(settings, **models) as agent:
         stop = threading.Event()
         runner = threading.Thread(target=agent.run, args=(stop,), daemon=True)
         runner.start()

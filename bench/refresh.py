@@ -2,8 +2,9 @@
 
 Run: ``.venv/bin/python -m bench.refresh [--tokens 10000] [--sample 8] [--threads 1]``. Starts its own anvil
 (30M block gas limit, automine), deploys DevPriceFeed and LivingCollection from the compiled artifacts
-(``make setup``), mints ``--tokens`` tokens to one holder, and runs :class:`agent.pipeline.Agent`'s worker on
-refresh jobs (SQLite, the embedded IPFS repo) as ``chrysalis run`` would, between no evolutions.
+(``make setup``) as ``chrysalis deploy`` does, mints ``--tokens`` tokens to one holder, and runs
+:class:`agent.pipeline.Agent`'s worker on refresh jobs (SQLite, the embedded IPFS repo) as ``chrysalis run`` would,
+between no evolutions.
 
 Three passes over the whole collection, with a *null generator* (a fixed 1x1 PNG and a template sentence, at once)
 so that the table measures the refresh itself -- reading every token at one block, the rules, receipts, metadata,
@@ -34,16 +35,16 @@ from typing import Any
 from eth_account import Account
 from web3 import Web3
 
-from agent.deployment import ContractRecord, Deployment, write_abi
+from agent.app import build_agent
+from agent.deployment import PRICE_FEED, DeployParams
 from agent.devnet import AnvilNode, start_anvil
 from agent.jobs import JobState
+from agent.ops.deploy import deploy
 from agent.pipeline import Agent
 from agent.settings import RefreshSettings, Settings
 from bench._table import emit
 from bench.latency import NullImageGenerator, NullLoreWriter
 
-ROOT = Path(__file__).resolve().parents[1]
-MANIFEST = ROOT / ".build" / "__local__.json"
 PASSWORD = "bench"
 PHASES = ("evaluate", "generate_chunk", "publish_chunk", "send", "confirm")
 
@@ -53,50 +54,31 @@ class Collection:
     agent's keystore and the deployment record, under ``root``."""
 
     def __init__(self, node: AnvilNode, root: Path, tokens: int) -> None:
-        if not MANIFEST.is_file():
-            raise SystemExit(f"{MANIFEST} is missing: run `make setup` to compile the contracts")
-        types = json.loads(MANIFEST.read_text())["contractTypes"]
         self.node, self.root = node, root
         root.mkdir(parents=True, exist_ok=True)
         self.w3 = w3 = Web3(Web3.HTTPProvider(node.url, request_kwargs={"timeout": 120}))
         self.admin, self.holder = w3.eth.accounts[:2]
-
-        def deploy(name: str, *args: Any) -> tuple[Any, Any]:
-            art = types[name]
-            factory = w3.eth.contract(abi=art["abi"], bytecode=art["deploymentBytecode"]["bytecode"])
-            receipt = self.wait(factory.constructor(*args).transact({"from": self.admin}))
-            return w3.eth.contract(address=receipt["contractAddress"], abi=art["abi"]), receipt
-
-        self.feed, first = deploy("DevPriceFeed", 8, "ETH / USD (dev)", 3_000 * 10**8)
-        self.lc, _ = deploy(
-            "LivingCollection",
-            "Chrysalis",
-            "CHRYS",
-            self.admin,
-            self.admin,
-            tokens,
-            0,
-            0,
-            5 * 10**14,
-            3600,
-            "",
-            500,
-        )
         key = secrets.token_bytes(32)
         agent = Account.from_key(key).address
         w3.provider.make_request("anvil_setBalance", [agent, hex(10**24)])  # type: ignore[arg-type]
-        f = self.lc.functions
-        for fn in (
-            f.registerModel(b"\x11" * 32, "ipfs://m"),
-            f.setActiveModel(1),
-            f.grantRole(f.AGENT_ROLE().call(), agent),
-            f.grantRole(f.REFRESHER_ROLE().call(), agent),
-        ):
-            self.wait(fn.transact({"from": self.admin}))
+        params = DeployParams(
+            max_supply=tokens,
+            mint_price=0,
+            max_per_wallet=0,
+            model_digest="0x" + "11" * 32,
+            model_manifest="ipfs://m",
+            agent=agent,
+        )
+        # as `chrysalis deploy --from 0` does: the feed, the collection, the model, the agent's roles, the record
+        deployed = deploy(node.url, "dev:0", params, out=root / "deployments" / "local.json")
+        self.record = deployed.record
+        deployment = deployed.deployment
+        self.lc = w3.eth.contract(address=deployment.address(), abi=deployment.abi())
+        self.feed = w3.eth.contract(address=deployment.address(PRICE_FEED), abi=deployment.abi(PRICE_FEED))
         minted = 0
         while minted < tokens:  # ~250 mints fit a 30M-gas block
             n = min(250, tokens - minted)
-            self.wait(f.mint(n).transact({"from": self.holder, "gas": 25_000_000}))
+            self.wait(self.lc.functions.mint(n).transact({"from": self.holder, "gas": 25_000_000}))
             minted += n
         w3.provider.make_request("evm_increaseTime", [4000])  # type: ignore[arg-type]
         self.wait(self.feed.functions.updateAnswer(3_150 * 10**8).transact({"from": self.admin}))
@@ -104,24 +86,6 @@ class Collection:
         self.keystore = root / "agent.json"
         self.keystore.write_text(json.dumps(Account.encrypt(key, PASSWORD, iterations=2)))
         (root / "password").write_text(PASSWORD)
-        out = root / "deployments"
-        block = w3.eth.get_block(first["blockNumber"])
-        self.record = Deployment(
-            chain_id=w3.eth.chain_id,
-            network="ethereum:local:foundry",
-            contracts={
-                "LivingCollection": ContractRecord(
-                    address=self.lc.address, abi=write_abi("LivingCollection", self.lc.abi, out)
-                ),
-                "DevPriceFeed": ContractRecord(
-                    address=self.feed.address, abi=write_abi("DevPriceFeed", self.feed.abi, out)
-                ),
-            },
-            deploy_block=first["blockNumber"],
-            deploy_block_hash="0x" + bytes(block["hash"]).hex(),
-            deployer=self.admin,
-            agent=agent,
-        ).save(out / "local.json")
 
     def wait(self, tx: Any) -> Any:
         receipt = self.w3.eth.wait_for_transaction_receipt(tx, timeout=300)
@@ -202,7 +166,7 @@ def full_passes(
         ),
         ("nothing changed", lambda: None),
     ]
-    with Agent.from_settings(settings, image=NullImageGenerator(), lore=NullLoreWriter()) as agent:
+    with build_agent(settings, image=NullImageGenerator(), lore=NullLoreWriter()) as agent:
         timer = PhaseTimer(agent.refresh.runner)
         for label, before in passes:
             before()
@@ -238,7 +202,7 @@ def sample_passes(node: AnvilNode, root: Path, args: argparse.Namespace) -> list
         ),
     ]
     rows: list[list[Any]] = []
-    with Agent.from_settings(settings) as agent:
+    with build_agent(settings) as agent:
         timer = PhaseTimer(agent.refresh.runner)
         for label, before in passes:
             before()

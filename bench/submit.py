@@ -2,9 +2,9 @@
 ``fulfillEvolutions``, through the agent's own submit stage, in one run.
 
 Run: ``.venv/bin/python -m bench.submit [--n 500]``. Starts its own anvil (cancun, pruned history, temporary
-HOME), deploys LivingCollection from the compiled artifact (``make setup``) with web3.py, mints ``n`` fresh
-tokens per mode and opens one evolution request per token (presigned ``requestEvolution`` bursts from the
-holder), so every mode writes first digests (the same storage costs). Only the agent's work is timed:
+HOME), deploys LivingCollection from the compiled artifact (``make setup``) as ``chrysalis deploy`` does, mints
+``n`` fresh tokens per mode and opens one evolution request per token (presigned ``requestEvolution`` bursts from
+the holder), so every mode writes first digests (the same storage costs). Only the agent's work is timed:
 
 - *sequential*: ``Web3TxSender.send_and_wait`` per request (gas estimate as dry run, fee quote,
   chain-reconciled nonce, sign, send, receipt);
@@ -20,19 +20,20 @@ request per 200 ids vs one HTTP request per id.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import secrets
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from eth_account import Account
 from web3 import Web3
 
+from agent.deployment import DeployParams, deploy_with
 from agent.devnet import start_anvil
+from agent.ops.accounts import load_account
+from agent.ops.deploy import Web3Backend, load_artifacts
 from agent.settings import SubmitSettings
 from agent.submit import (
     ChainRpc,
@@ -45,8 +46,6 @@ from agent.submit import (
 )
 from bench._table import emit
 
-ROOT = Path(__file__).resolve().parents[1]
-MANIFEST = ROOT / ".build" / "__local__.json"
 FEE = 5 * 10**14
 PRICE = 10**15
 
@@ -65,31 +64,35 @@ class Setup:
     """The collection, a holder with ``n`` tokens per mode, and the agent (random keys, funded by anvil)."""
 
     def __init__(self, url: str, n: int) -> None:
-        if not MANIFEST.is_file():
-            raise SystemExit(f"{MANIFEST} is missing: run `make setup` to compile the contracts")
-        art = json.loads(MANIFEST.read_text())["contractTypes"]["LivingCollection"]
+        artifacts = load_artifacts()
         self.w3 = w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 60}))
         self.url, self.n = url, n
-        admin = w3.eth.accounts[0]
-        factory = w3.eth.contract(abi=art["abi"], bytecode=art["deploymentBytecode"]["bytecode"])
         supply = n * MODES
-        tx = factory.constructor(
-            "Bench", "BNCH", admin, admin, supply, PRICE, 0, FEE, 3600, "", 500
-        ).transact({"from": admin})
-        address = w3.eth.wait_for_transaction_receipt(tx)["contractAddress"]
-        self.lc = lc = w3.eth.contract(address=address, abi=art["abi"])
         self.holder = Account.create()
         self.agent_key = secrets.token_bytes(32)
         agent = Account.from_key(self.agent_key).address
         for who in (self.holder.address, agent):
             w3.provider.make_request("anvil_setBalance", [who, hex(10**24)])  # type: ignore[arg-type]
-        for fn in (
-            lc.functions.registerModel(b"\x11" * 32, "ipfs://manifest"),
-            lc.functions.setActiveModel(1),
-            lc.functions.grantRole(lc.functions.AGENT_ROLE().call(), agent),
-        ):
-            w3.eth.wait_for_transaction_receipt(fn.transact({"from": admin}))
-        self.abi = art["abi"]
+        # as `chrysalis deploy --from 0` does (the model active, the agent's roles), without a feed or a record
+        params = DeployParams(
+            name="Bench",
+            symbol="BNCH",
+            max_supply=supply,
+            mint_price=PRICE,
+            max_per_wallet=0,
+            evolution_fee=FEE,
+            model_digest="0x" + "11" * 32,
+            model_manifest="ipfs://manifest",
+            agent=agent,
+            price_feed=False,
+        )
+        chain_id = int(w3.eth.chain_id)
+        signer = load_account("dev:0", chain_id=chain_id)
+        deployment = deploy_with(
+            Web3Backend(w3, signer, artifacts, url=url, chain_id=chain_id), params, out_dir=None
+        )
+        self.abi = artifacts["LivingCollection"]["abi"]
+        self.lc = lc = w3.eth.contract(address=Web3.to_checksum_address(deployment.address()), abi=self.abi)
         self.holder_nonce = 0
         for start in range(0, supply, 200):
             q = min(200, supply - start)

@@ -36,8 +36,8 @@ from web3.exceptions import (
 from web3.types import BlockIdentifier
 
 from agent.domain import OracleReading
-from agent.jsonrpc import RpcFailed, classify_exception
-from agent.watch.errors import RpcError, RpcUnavailableError, UnsplittableRangeError
+from agent.jsonrpc import RpcFailed, RpcUnavailableError, classify_exception
+from agent.watch.errors import RpcError, UnsplittableRangeError
 from oracles.errors import OracleCallError, OracleUnavailableError
 
 T = TypeVar("T")

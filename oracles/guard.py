@@ -190,6 +190,25 @@ class SkippedOracle:
     readings: tuple[str, ...]
     required: bool = False
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "oracle": self.oracle,
+            "reason": self.reason,
+            "detail": self.detail,
+            "readings": list(self.readings),
+            "required": self.required,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SkippedOracle:
+        return cls(
+            str(data["oracle"]),
+            str(data["reason"]),
+            str(data["detail"]),
+            tuple(data["readings"]),
+            bool(data.get("required")),
+        )
+
 
 @dataclass(frozen=True)
 class GuardedSnapshot:
@@ -295,7 +314,7 @@ class OracleGuard:
             OracleUnavailableError, SnapshotReorgError: as :func:`~oracles.snapshot.take_snapshot` (retryable).
             SnapshotConfigError: duplicate oracle names, or an oracle misbehaves.
         """
-        passed: list[Oracle] = []
+        passed: list[tuple[str, list[OracleReading]]] = []
         skipped: list[SkippedOracle] = []
         for oracle in oracles:
             try:
@@ -307,15 +326,29 @@ class OracleGuard:
             if skip is not None:
                 skipped.append(skip)
             if readings:
-                passed.append(_Fixed(oracle.name, readings))
+                passed.append((oracle.name, readings))
         rejected = [s for s in skipped if s.required]
         if rejected:
             raise GuardRejectedError(block_number=ctx.block_number, skipped=rejected)
+        snapshot = self.assemble(passed, skipped, ctx, include_context=include_context)
+        return GuardedSnapshot(snapshot, tuple(skipped))
+
+    def assemble(
+        self,
+        passed: Sequence[tuple[str, Sequence[OracleReading]]],
+        skipped: Sequence[SkippedOracle],
+        ctx: ReadContext,
+        *,
+        include_context: bool = True,
+    ) -> InputSnapshot:
+        """The snapshot of readings already screened (by oracle name), with the guard's marker of what was
+        left out. :meth:`snapshot` ends here; a refresh, which screens block-level oracles once for many
+        tokens, calls it directly."""
         left_out = sorted(name for s in skipped for name in s.readings)
         reasons = {s.oracle: {"reason": s.reason, "detail": s.detail} for s in skipped}
         marker = OracleReading(GUARD_READING, left_out, "guard", ctx.block_number, {"skipped": reasons})
-        snapshot = take_snapshot([*passed, _Fixed("guard", [marker])], ctx, include_context=include_context)
-        return GuardedSnapshot(snapshot, tuple(skipped))
+        fixed = [_Fixed(name, readings) for name, readings in passed]
+        return take_snapshot([*fixed, _Fixed("guard", [marker])], ctx, include_context=include_context)
 
     # -- checks -------------------------------------------------------------------------------------------
 

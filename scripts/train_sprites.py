@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             log=lambda m: print(m, flush=True),
         )
     if a.export is not None:
-        from agent.generate.embedded_image import write_shipped_model
+        from agent.generate.image.embedded import write_shipped_model
         from agent.generate.sprites.card import write_model_card
 
         facts = write_shipped_model(a.out / CHECKPOINT_NAME, a.export)

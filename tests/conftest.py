@@ -7,11 +7,14 @@ from collections.abc import Iterator
 
 import pytest
 
-#: Fixtures that start an anvil node: every ``anvil_url`` (the pipeline, submit, oracles, watch and ops conftests;
-#: refresh and genesis re-export theirs) and the studio's session ``world`` (tests/studio/world.py). Every test
-#: whose fixture closure holds one of them gets the ``anvil`` marker; tests/test_markers.py finds the fixtures
-#: that start anvil and fails if one is missing here.
-ANVIL_FIXTURES = frozenset({"anvil_url", "world"})
+#: The shared fixtures (chain, models, databases) every package gets: tests/support/fixtures.py.
+pytest_plugins = ["tests.support.fixtures"]
+
+#: Fixtures that start an anvil node: ``anvil`` (tests/support/fixtures.py; tests/watch's, one per test),
+#: ``anvil_url`` (a module of tests/ops overrides it with its own node) and the studio's session ``world``
+#: (tests/studio/world.py). Every test whose fixture closure holds one of them gets the ``anvil`` marker;
+#: tests/test_markers.py finds the fixtures that start anvil and fails if one is missing here.
+ANVIL_FIXTURES = frozenset({"anvil", "anvil_url", "world"})
 
 #: Fixtures whose setup alone takes over 5 s (``--durations``, 2 busy cores): the session's SmolLM2 conversion
 #: (tests/generate/conftest.py, ~45 s), the studio's evolved collection (``world``, ~9 s) and test_verify's
@@ -34,9 +37,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def _restore_environ() -> Iterator[None]:
     """Give every test the environment it started with.
 
-    ``chrysalis --config FILE`` (and ``load_settings(FILE)``) export ``CHRYSALIS_CONFIG`` for the rest of the
-    process, as a CLI should; in-process CLI tests would otherwise leak it (and its ``[ipfs] repo``, database, ...)
-    into every later test that builds ``Settings``.
+    Settings loading writes nothing to the environment (``--config`` travels on the click context), but commands run
+    in-process still set process-wide defaults for the model libraries: ``chrysalis run`` and the model commands
+    call :func:`agent.ops.logs.disable_progress_bars` / :func:`agent.generate.quiet.quiet_libraries`, which
+    ``setdefault`` ``HF_HUB_DISABLE_PROGRESS_BARS`` and ``TQDM_DISABLE``; without this, a later test would see
+    tqdm and Hugging Face bars off depending on which tests ran before it.
     """
     saved = dict(os.environ)
     yield

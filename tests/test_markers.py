@@ -1,9 +1,9 @@
 """Every test that starts anvil carries the ``anvil`` marker.
 
 tests/conftest.py marks each test whose fixtures include one named in ``ANVIL_FIXTURES``. This reads the test
-sources for what starts anvil (``start_anvil``, ``find_anvil``, the ops tests' ``ANVIL`` binary in a command
-line, and the helpers that call them, to a fixed point) and fails when a fixture that does is not in that list,
-or when a test function that does so itself is not marked.
+sources for what starts anvil (``start_anvil``, ``find_anvil``, and the helpers that call them, to a fixed point)
+and fails when a fixture that does is not in that list, or when a test function that does so itself is not
+marked.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import ANVIL_FIXTURES
 
 TESTS = Path(__file__).resolve().parent
-STARTERS = {"start_anvil", "find_anvil", "ANVIL"}  # agent/devnet.py; tests/ops/conftest.py's anvil binary
+STARTERS = {"start_anvil", "find_anvil"}  # agent/devnet.py
 
 Function = ast.FunctionDef | ast.AsyncFunctionDef
 
@@ -103,7 +103,7 @@ def anvil_starters() -> tuple[tuple[Path, ast.Module, Function], ...]:
 
 def test_the_source_scan_finds_the_known_anvil_fixtures() -> None:
     fixtures = {fn.name for _, _, fn in anvil_starters() if _is_fixture(fn)}
-    assert {"anvil_url", "world"} <= fixtures, fixtures
+    assert {"anvil", "world"} <= fixtures, fixtures
 
 
 def test_every_fixture_that_starts_anvil_marks_its_tests() -> None:

@@ -1,8 +1,9 @@
 """The inference boundary: what an image generator and a lore writer take and give.
 
-Implementations live beside this file, one per module (embedded models shipped with Chrysalis, and
-production diffusers / transformers pipelines). They are chosen by :class:`agent.settings.ModelSettings`.
-Everything here is plain data so that a job can store it and a verifier can replay it.
+Implementations live in :mod:`agent.generate.image` and :mod:`agent.generate.lore`, one module per model family
+(the embedded models shipped with Chrysalis, and production diffusers / transformers pipelines). They are chosen by
+:class:`agent.settings.ModelSettings`. Each names its model with an :class:`agent.domain.ModelRef`. Everything here
+is plain data so that a job can store it and a verifier can replay it.
 """
 
 from __future__ import annotations
@@ -12,22 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """Identity of a loaded model, as recorded in receipts and in the contract's model registry.
-
-    Attributes:
-        model_id: Human-readable id, e.g. ``"chrysalis/sprites-32@1"`` or a hub id / local path.
-        weights_sha256: Hex sha256 over the model's weight files (see the implementation for the exact rule).
-        kind: ``"image"`` or ``"lore"``.
-        extra: Implementation details worth recording (scheduler, dtype, LoRA digest, ...).
-    """
-
-    model_id: str
-    weights_sha256: str
-    kind: str
-    extra: Mapping[str, Any] = field(default_factory=dict)
+from agent.domain import ModelRef
 
 
 @dataclass(frozen=True)
@@ -75,8 +61,8 @@ class ImageGenerator(ABC):
 
     @property
     @abstractmethod
-    def info(self) -> ModelInfo:
-        """The loaded model's identity."""
+    def model_ref(self) -> ModelRef:
+        """The loaded model's identity (kind, backend, id, weights digest, details)."""
 
     @abstractmethod
     def generate(self, requests: Sequence[ImageRequest]) -> list[GeneratedImage]:
@@ -134,8 +120,8 @@ class LoreWriter(ABC):
 
     @property
     @abstractmethod
-    def info(self) -> ModelInfo:
-        """The loaded model's identity."""
+    def model_ref(self) -> ModelRef:
+        """The loaded model's identity (kind, backend, id, weights digest, details)."""
 
     @abstractmethod
     def write(self, requests: Sequence[LoreRequest]) -> list[GeneratedLore]:

@@ -10,8 +10,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from agent.clicontext import current_context, current_settings
+
 model_app = typer.Typer(name="model", help="Inference models: info, sample, verify.", no_args_is_help=True)
 console = Console()
+
+
+def _use_config(path: Path | None) -> None:
+    """A model command's own ``--config``: the file the root ``--config`` would name (same checks, same loading)."""
+    if path is not None:
+        current_context().use_config(path)
 
 
 ConfigOption = Annotated[
@@ -21,15 +29,12 @@ ConfigOption = Annotated[
         hidden=True,
         help="Deprecated: the global option, `chrysalis -c FILE model ...`.",
         show_default=False,
+        callback=_use_config,
+        expose_value=False,
     ),
 ]
-"""The settings file: hidden, kept for old scripts; the global ``chrysalis -c FILE`` is the one way to name it."""
-
-
-def _settings(config: Path | None):
-    from agent.settings import load_settings
-
-    return load_settings(config).models
+"""The settings file: hidden, kept for old scripts; the global ``chrysalis -c FILE`` is the one way to name it.
+It is handled by its callback (the command reads :func:`~agent.clicontext.current_settings`), never passed on."""
 
 
 def _pairs(values: list[str], what: str) -> dict[str, str]:
@@ -44,15 +49,15 @@ def _pairs(values: list[str], what: str) -> dict[str, str]:
 
 @model_app.command()
 def info(
-    config: ConfigOption = None,
+    _config: ConfigOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Load the configured image and lore models and show their ids, weight digests and devices."""
     from agent.generate.factory import load_image_generator, load_lore_writer
     from agent.generate.runtime import library_versions
 
-    s = _settings(config)
-    models = [load_image_generator(s).info, load_lore_writer(s).info]
+    s = current_settings().models
+    models = [load_image_generator(s).model_ref, load_lore_writer(s).model_ref]
     if as_json:
         data = {
             "models": [
@@ -75,7 +80,7 @@ def info(
         e = m.extra
         table.add_row(
             m.kind,
-            str(e.get("backend", "embedded")),
+            m.backend,
             m.model_id,
             str(e.get("device")),
             str(e.get("dtype")),
@@ -108,7 +113,7 @@ def sample(
     image: Annotated[bool, typer.Option("--image/--no-image")] = True,
     lore: Annotated[bool, typer.Option("--lore/--no-lore")] = True,
     snapshot: Annotated[Path | None, typer.Option("--snapshot", help="input snapshot JSON to hash")] = None,
-    config: ConfigOption = None,
+    _config: ConfigOption = None,
 ) -> None:
     """Generate an image and lore for given traits and seed; write the files and an inference receipt."""
     from agent.generate.base import ImageRequest, LoreRequest
@@ -116,7 +121,7 @@ def sample(
     from agent.generate.receipt import build_receipt, image_record, lore_record
     from agent.generate.seed import derive_seed, onchain_seed_bytes
 
-    s = _settings(config)
+    s = current_settings().models
     if canonical:
         s = s.model_copy(
             update={
@@ -182,11 +187,16 @@ def verify(
 ) -> None:
     """Replay a receipt in the canonical configuration. Exit 0 match, 1 mismatch, 2 not reproducible here, 3 when
     it could not verify (unreadable receipt, missing model...)."""
-    from agent.errors import error_exit_code
+    from agent.errors import ChrysalisError, error_exit_code
     from agent.generate.receipt import InferenceReceipt
     from agent.generate.verify import EXIT_ERROR, file_loader, report
     from agent.generate.verify import verify as run_verify
 
+    if cache_dir is None:  # the configured cache, if the settings load (verifying needs no config)
+        try:
+            cache_dir = current_settings().models.cache_dir
+        except ChrysalisError:
+            pass
     with error_exit_code(EXIT_ERROR):
         r = InferenceReceipt.load(receipt)
         result = run_verify(

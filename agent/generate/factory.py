@@ -14,41 +14,12 @@ import torch
 from agent.errors import ConfigError
 from agent.generate.base import ImageGenerator, LoreWriter
 from agent.generate.quiet import quiet_libraries
-from agent.settings import ModelSettings
+from agent.settings import ModelSettings, model_keys
 
-IMAGE_KEYS = (
-    "image_backend",
-    "image_model",
-    "image_lora",
-    "image_lora_scale",
-    "image_scheduler",
-    "image_steps",
-    "image_guidance",
-    "image_width",
-    "image_height",
-    "image_negative_prompt",
-    "image_batch_size",
-    "attention_slicing",
-    "cpu_offload",
-    "channels_last",
-    "compile",
-    "device",
-    "dtype",
-    "threads",
-)
-LORE_KEYS = (
-    "lore_backend",
-    "lore_model",
-    "lore_max_new_tokens",
-    "lore_do_sample",
-    "lore_temperature",
-    "lore_top_p",
-    "lore_repetition_penalty",
-    "lore_batch_size",
-    "device",
-    "dtype",
-    "cache_dir",
-)
+IMAGE_KEYS = model_keys("image")
+"""The settings the image generator is loaded from (the :class:`~agent.settings.ModelKey` marks)."""
+LORE_KEYS = model_keys("lore")
+"""The settings the lore writer is loaded from."""
 
 _IMAGE: dict[tuple[Any, ...], ImageGenerator] = {}
 _LORE: dict[tuple[Any, ...], LoreWriter] = {}
@@ -95,7 +66,7 @@ def clear_cache() -> None:
 def _build_image(s: ModelSettings) -> ImageGenerator:
     quiet_libraries()  # before diffusers / transformers are imported: they warn at import
     if s.image_backend == "embedded":
-        from agent.generate.embedded_image import EmbeddedSpriteGenerator
+        from agent.generate.image.embedded import EmbeddedSpriteGenerator
         from agent.generate.runtime import resolve_device, resolve_dtype
 
         if s.image_model or s.image_lora:
@@ -114,7 +85,7 @@ def _build_image(s: ModelSettings) -> ImageGenerator:
             threads=s.threads,
         )
     if s.image_backend == "diffusers":
-        from agent.generate.diffusers_image import DiffusersImageGenerator
+        from agent.generate.image.diffusers import DiffusersImageGenerator
 
         if not s.image_model:
             raise ConfigError(
@@ -157,7 +128,7 @@ def _decoding(s: ModelSettings) -> dict[str, Any]:
 def _build_lore(s: ModelSettings) -> LoreWriter:
     quiet_libraries()
     if s.lore_backend == "embedded":
-        from agent.generate.lore import EmbeddedLoreWriter
+        from agent.generate.lore.embedded import EmbeddedLoreWriter
 
         if s.lore_model:
             raise ConfigError(
@@ -166,7 +137,7 @@ def _build_lore(s: ModelSettings) -> LoreWriter:
             )
         return EmbeddedLoreWriter(s.cache_dir, device=s.device, dtype=s.dtype, **_decoding(s))
     if s.lore_backend == "transformers":
-        from agent.generate.transformers_lore import TransformersLoreWriter
+        from agent.generate.lore.transformers import TransformersLoreWriter
 
         if not s.lore_model:
             raise ConfigError(

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.domain import canonical_json
+from agent.domain import ModelRef, canonical_json
 from agent.errors import ConfigError
 from agent.generate.base import (
     GeneratedImage,
@@ -84,16 +84,6 @@ def _default(o: Any) -> Any:
 
 
 @dataclass(frozen=True)
-class ModelRef:
-    """Which model made an output: backend, id (hub id, path or embedded id), weights digest, details."""
-
-    backend: str
-    model_id: str
-    weights_sha256: str
-    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class SeedRecord:
     """The seed chain: ``derived_seed = derive_seed(onchain_seed, token_id)``."""
 
@@ -104,7 +94,9 @@ class SeedRecord:
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """One image: the request as given, the generation config, output hashes and where it ran.
+    """One image: the model, the request as given, the generation config, output hashes and where it ran.
+
+    ``model``: written as :meth:`ModelRef.receipt_json` (backend, model_id, weights_sha256, extra).
 
     ``request``: traits, seed, strength, prompt (None: built from traits), init_image_sha256, init_image_cid.
     ``output``: pixels_sha256 (uint8 H x W x 3), png_sha256, width, height.
@@ -145,7 +137,11 @@ class InferenceReceipt:
     # --- serialisation ---------------------------------------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
-        return _plain(dataclasses.asdict(self))
+        data = dataclasses.asdict(self)
+        for name, part in (("image", self.image), ("lore", self.lore)):
+            if part is not None:
+                data[name]["model"] = part.model.receipt_json()
+        return _plain(data)
 
     def canonical_json(self) -> bytes:
         """Sorted keys, compact separators, UTF-8: the bytes :meth:`provenance` hashes."""
@@ -190,8 +186,12 @@ class InferenceReceipt:
                 input_snapshot_sha256=data["input_snapshot_sha256"],
                 image=None
                 if image is None
-                else ImageRecord(**{**image, "model": ModelRef(**image["model"])}),
-                lore=None if lore is None else LoreRecord(**{**lore, "model": ModelRef(**lore["model"])}),
+                else ImageRecord(
+                    **{**image, "model": ModelRef.from_receipt_json(image["model"], kind="image")}
+                ),
+                lore=None
+                if lore is None
+                else LoreRecord(**{**lore, "model": ModelRef.from_receipt_json(lore["model"], kind="lore")}),
                 schema=schema,
             )
         except (KeyError, TypeError) as e:
@@ -220,12 +220,9 @@ class InferenceReceipt:
 # --- building receipts -----------------------------------------------------------------------------------------
 
 
-def backend_of(model: ImageGenerator | LoreWriter) -> str:
-    """The settings backend name that rebuilds ``model`` (``embedded``, ``diffusers``, ``transformers``)."""
-    name = getattr(model, "backend", None)
-    if name:
-        return str(name)
-    return "embedded" if type(model).__name__.startswith("Embedded") else type(model).__name__
+def _recorded(model: ModelRef) -> ModelRef:
+    """``model`` as a receipt holds it: its ``extra`` deep-copied into JSON types."""
+    return dataclasses.replace(model, extra=_plain(model.extra))
 
 
 def image_record(
@@ -236,7 +233,6 @@ def image_record(
     init_image_cid: str | None = None,
 ) -> ImageRecord:
     """The receipt part for one image (call in the process that generated it: library versions are read here)."""
-    info = generator.info
     config = _plain(result.config)
     runtime = RuntimeConfig(
         device=str(config.get("device", "cpu")),
@@ -249,7 +245,7 @@ def image_record(
     if request.init_image is not None:
         init_sha = hashlib.sha256(bytes(request.init_image)).hexdigest()
     return ImageRecord(
-        model=ModelRef(backend_of(generator), info.model_id, info.weights_sha256, _plain(info.extra)),
+        model=_recorded(generator.model_ref),
         request={
             "traits": dict(request.traits),
             "seed": request.seed,
@@ -271,13 +267,12 @@ def image_record(
 
 def lore_record(writer: LoreWriter, request: LoreRequest, result: GeneratedLore) -> LoreRecord:
     """The receipt part for one lore text (call in the process that wrote it)."""
-    info = writer.info
     details = dict(getattr(result, "details", {}) or {})
     runtime = (
         details.get("runtime") or RuntimeConfig("unknown", "unknown", 0, 0, library_versions()).to_json()
     )
     return LoreRecord(
-        model=ModelRef(backend_of(writer), info.model_id, info.weights_sha256, _plain(info.extra)),
+        model=_recorded(writer.model_ref),
         request={
             "name": request.name,
             "stage": request.stage,

@@ -42,7 +42,7 @@ InitImageLoader = Callable[[str, "str | None"], bytes]
 """``loader(init_image_sha256, init_image_cid) -> PNG bytes`` of the previous stage's image."""
 
 MACHINE_KEYS = frozenset({"path", "device", "dtype", "cpu_offload", "channels_last", "compile"})
-"""``ModelInfo.extra`` keys that describe this machine's copy or placement of a model, not the model."""
+"""``ModelRef.extra`` keys that describe this machine's copy or placement of a model, not the model."""
 
 EXIT_MATCH, EXIT_MISMATCH, EXIT_NOT_REPRODUCIBLE, EXIT_ERROR = 0, 1, 2, 3
 
@@ -265,7 +265,7 @@ def verify(
         threads = _threads_for(part.runtime)
         with torch_threads(threads):
             gen = factory.load_image_generator(image_settings(part, model=image_model, lora=image_lora))
-            info = gen.info
+            info = gen.model_ref
             check.eq("image.model.weights_sha256", part.model.weights_sha256, info.weights_sha256)
             extra = _relocated(_plain_extra(info.extra), part.model.extra, image_lora)
             check.mapping("image.model.extra", part.model.extra, extra, MACHINE_KEYS)
@@ -299,7 +299,7 @@ def verify(
         threads = _threads_for(part.runtime)
         with torch_threads(threads):
             writer = factory.load_lore_writer(lore_settings(part, model=lore_model, cache_dir=cache_dir))
-            info = writer.info
+            info = writer.model_ref
             check.eq("lore.model.weights_sha256", part.model.weights_sha256, info.weights_sha256)
             check.mapping("lore.model.extra", part.model.extra, _plain_extra(info.extra), MACHINE_KEYS)
             if part.model.backend == "embedded":

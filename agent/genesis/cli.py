@@ -31,6 +31,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from agent.clicontext import current_settings
 from agent.errors import ConfigError
 
 console = Console()
@@ -117,12 +118,11 @@ def genesis_command(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")] = True,
 ) -> None:
     """Genesis of N assets with exact rarity: assign traits, generate images and lore, commit, reveal, publish."""
-    from agent.genesis.generate import DEFAULT_BATCH_SIZE, run_genesis
     from agent.genesis.ledger import LEDGER_NAME, Ledger
+    from agent.genesis.run import DEFAULT_BATCH_SIZE, run_genesis
     from agent.genesis.traits import load_table
-    from agent.settings import load_settings
 
-    settings = load_settings()
+    settings = current_settings()
     out_dir = out if out is not None else settings.data_dir / "genesis"
     if (out_dir / LEDGER_NAME).is_file():  # resuming: what was not given is the run's own
         with Ledger.read(out_dir) as ledger:
@@ -174,7 +174,7 @@ def genesis_command(
 
     table = load_table(traits)
     if publish:  # what can be refused without the generation is refused before it (it may take hours)
-        from agent.genesis.publish import block_hash_at, parse_block_hash, read_commitment
+        from agent.genesis.reveal import block_hash_at, parse_block_hash, read_commitment
 
         if reveal_hash is not None:
             reveal_hash = parse_block_hash(reveal_hash)
@@ -219,7 +219,7 @@ def genesis_command(
     )
 
     if commit:
-        from agent.genesis.publish import commit_reveal
+        from agent.genesis.reveal import commit_reveal
 
         commitment, confirmation = commit_reveal(
             out_dir, load_deployment(), signer(), rpc_url=chain_url, settings=settings.submit
@@ -236,7 +236,7 @@ def genesis_command(
         )
 
     if publish:
-        from agent.genesis.publish import Commitment, publish_genesis, reveal_genesis, reveal_on_chain
+        from agent.genesis.reveal import Commitment, publish_genesis, reveal_genesis, reveal_on_chain
         from agent.ipfs.backends.replicated import Replicator
         from agent.ipfs.repo import IpfsRepo
 
@@ -280,8 +280,8 @@ def genesis_command(
         )
 
     if set_base_uri:
-        from agent.genesis.publish import published_record
-        from agent.genesis.publish import set_base_uri as send_base_uri
+        from agent.genesis.reveal import published_record
+        from agent.genesis.reveal import set_base_uri as send_base_uri
 
         record = published_record(out_dir)
         confirmation = send_base_uri(

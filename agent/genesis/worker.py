@@ -9,7 +9,7 @@ lore, so the stages overlap.
 
 A batch's outputs depend only on its items, the models and the torch thread count of the process that makes it,
 never on which worker made it or when, so a genesis made by two workers is bit-identical to one made by one worker
-with the same thread count (tests/genesis/test_generate.py checks it). Each receipt records the thread count and
+with the same thread count (tests/genesis/test_run.py checks it). Each receipt records the thread count and
 batch sizes that produced it.
 
 Only the genesis process writes the ledger: a worker writes its batch's files (atomically, under names of its own)
@@ -122,8 +122,8 @@ class BatchMaker:
         self.lore_writer = load_lore_writer(spec.models)
         self._load_s = time.perf_counter() - t
         self.weights = {
-            "image": self.image_gen.info.weights_sha256,
-            "lore": self.lore_writer.info.weights_sha256,
+            "image": self.image_gen.model_ref.weights_sha256,
+            "lore": self.lore_writer.model_ref.weights_sha256,
         }
         (spec.out_dir / "images").mkdir(parents=True, exist_ok=True)
         (spec.out_dir / "receipts").mkdir(parents=True, exist_ok=True)

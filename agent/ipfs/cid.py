@@ -2,6 +2,9 @@
 
 A CID is ``<version><codec><multihash>``; CIDv0 is the bare sha2-256 multihash of a dag-pb block, written in
 base58btc (``Qm...``). Strings of CIDv1 are multibase base32 (``b...``) as Kubo prints them.
+
+Written here rather than taken from ``multiformats`` or ``py-cid``: both give the same CIDs, but are 2-60x slower
+on the paths that make, print and read CIDs by the thousand (``python -m bench cid`` measures them side by side).
 """
 
 from __future__ import annotations

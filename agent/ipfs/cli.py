@@ -1,6 +1,6 @@
 """``chrysalis ipfs ...``: the embedded node from the command line.
 
-Every command works on the repo at ``--repo``, else ``ipfs.repo`` from the settings (``.chrysalis/ipfs``).
+Every command works on the repo at ``--repo``, else ``ipfs.repo`` from the settings (``<data_dir>/ipfs`` unless set).
 Only the commands that store (``add``, ``import``, ``serve``) create a missing repo; the others refuse it, so a
 mistyped ``--repo`` is an error, not a new empty repo. ``add`` prints ``added <cid> <name>`` per input as Kubo
 does (``-q``: the CIDs alone); a directory is added recursively as a UnixFS directory (symlinks to files
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from agent.clicontext import current_settings
 from agent.errors import ConfigError, NotFoundError
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ RepoOption = Annotated[
     Path | None,
     typer.Option(
         "--repo",
-        help="Repo directory (default: ipfs.repo from the settings, .chrysalis/ipfs).",
+        help="Repo directory (default: ipfs.repo from the settings, else <data_dir>/ipfs).",
         show_default=False,
     ),
 ]
@@ -48,9 +49,7 @@ def _open_repo(repo: Path | None, *, create: bool = False, limits: DagLimits | N
 
     option = repo is not None
     if repo is None:
-        from agent.settings import load_settings
-
-        repo = load_settings().ipfs.repo
+        repo = current_settings().ipfs_repo
     if not create and not is_repo(repo):
         where = "--repo" if option else "ipfs.repo (from the settings)"
         raise NotFoundError(
@@ -171,14 +170,14 @@ def serve(
     from agent.ipfs.reader import DagLimits
     from agent.ipfs.rpc_auth import RPC_TOKEN_ENV, check_loopback, rpc_token, token_path
     from agent.ipfs.server import serve_forever
-    from agent.settings import load_settings
 
-    settings = load_settings().ipfs
+    settings = current_settings().ipfs
+    default_repo = current_settings().ipfs_repo
     for flag, value in (("--port", port), ("--rpc-port", rpc_port)):
         if value is not None and not 0 <= value <= 65535:
             raise ConfigError(f"{flag} {value} is not a TCP port", hint="use 0..65535 (0 picks a free one)")
     rpc_host = check_loopback(settings.rpc_host)
-    store = _open_repo(repo or settings.repo, create=True, limits=DagLimits.from_settings(settings))
+    store = _open_repo(repo or default_repo, create=True, limits=DagLimits.from_settings(settings))
     assert store.path is not None
     token = rpc_token(store.path)
     host = host or settings.gateway_host

@@ -35,7 +35,6 @@ __all__ = [
     "PathNotFoundError",
     "PinFailedError",
     "PinTimeoutError",
-    "RateLimitedError",
     "ReplicationError",
     "TooManyLinksError",
     "UnsupportedCodecError",
@@ -349,18 +348,6 @@ class BackendAuthError(PermanentError, PermissionError):
         self.backend = backend
         self.url = url
         super().__init__(message, hint=hint or f"check the access token configured for {backend}")
-
-
-class RateLimitedError(RetryableError):
-    """A backend answered 429.
-
-    Attributes:
-        retry_after: seconds the backend asked us to wait, if it said.
-    """
-
-    def __init__(self, message: str, *, retry_after: float | None = None, hint: str | None = None) -> None:
-        self.retry_after = retry_after
-        super().__init__(message, hint=hint or "slow down; the request is retried after the wait")
 
 
 class PinFailedError(PermanentError):

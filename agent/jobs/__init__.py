@@ -1,6 +1,7 @@
-"""Durable, idempotent jobs: the store, its tables and migrations, and the retry policy.
+"""Durable, idempotent jobs: what a job is, the :class:`JobStore` interface, and the retry policy.
 
-See :mod:`agent.jobs.store` for the model (idempotency keys, leases, stage records, bounded retries).
+See :mod:`agent.jobs.store` for the model (idempotency keys, leases, stage records, bounded retries). This
+package is pure: the SQL implementation and the tables are :mod:`agent.store` (``SqlJobStore``).
 """
 
 from agent.jobs.errors import JobNotFoundError, JobStateError, LeaseLostError, StageOrderError

@@ -1,4 +1,4 @@
-"""What a job is: its kinds, stages and states, the two tables that hold it, and the frozen :class:`Job` view.
+"""What a job is: its kinds, stages and states, and the frozen :class:`Job` view.
 
 A job moves forward through :class:`Stage` s, recording each stage's output before the next one starts, and
 its :class:`JobState` says whether it is waiting, being worked on, or finished with one terminal outcome::
@@ -9,22 +9,19 @@ its :class:`JobState` says whether it is waiting, being worked on, or finished w
        +----reaper-------+  (lease expired)
     cancel: any non-terminal state (and failed) --> cancelled
 
-Rows are SQLModel tables; callers only ever see :class:`Job`, an immutable snapshot.
+The rows that hold a job are tables of :mod:`agent.store.tables`; callers only ever see :class:`Job`, an
+immutable snapshot. This module imports no database code.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
-import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
-from sqlmodel import Field, SQLModel
-
-from agent.domain import LogKey
+from agent.domain import Artwork, Inputs, LogKey, Published
 
 
 class JobKind(StrEnum):
@@ -87,82 +84,6 @@ class JobState(StrEnum):
 
 
 TERMINAL_STATES: frozenset[JobState] = frozenset({JobState.CONFIRMED, JobState.FAILED, JobState.CANCELLED})
-
-
-class UTCDateTime(sa.TypeDecorator[datetime]):
-    """A timezone-aware UTC datetime on every backend (SQLite stores naive text, so it is normalised here)."""
-
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError(f"naive datetime {value!r}: pass an aware UTC datetime")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-JSONColumn = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
-"""JSON on SQLite, JSONB on PostgreSQL."""
-
-
-class JobRow(SQLModel, table=True):
-    """One job (table ``jobs``). Use :class:`Job` outside the store."""
-
-    __tablename__ = "jobs"
-    __table_args__ = (
-        sa.UniqueConstraint("key", name="uq_jobs_key"),
-        sa.Index("ix_jobs_state_run_after", "state", "run_after"),
-    )
-
-    id: int | None = Field(default=None, primary_key=True)
-    key: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
-    kind: str = Field(sa_column=sa.Column(sa.String(32), nullable=False))
-    state: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
-    stage: str | None = Field(default=None, sa_column=sa.Column(sa.String(16), nullable=True))
-    chain_id: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True))
-    tx_hash: str | None = Field(default=None, sa_column=sa.Column(sa.String(66), nullable=True))
-    log_index: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True))
-    block_hash: str | None = Field(
-        default=None, sa_column=sa.Column(sa.String(66), nullable=True, index=True)
-    )
-    block_number: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True))
-    payload: dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(JSONColumn, nullable=False))
-    result: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(JSONColumn, nullable=True))
-    attempts: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False))
-    max_attempts: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
-    run_after: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
-    worker_id: str | None = Field(default=None, sa_column=sa.Column(sa.String(200), nullable=True))
-    lease_until: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
-    last_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
-    reason: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
-    created_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
-    updated_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
-    finished_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
-    settle_block: int | None = Field(
-        default=None, sa_column=sa.Column(sa.BigInteger, nullable=True, index=True)
-    )
-    waiting: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
-
-
-class JobStageRow(SQLModel, table=True):
-    """One recorded stage output (table ``job_stages``); written once, never overwritten."""
-
-    __tablename__ = "job_stages"
-
-    job_id: int = Field(
-        sa_column=sa.Column(sa.Integer, sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
-    )
-    stage: str = Field(sa_column=sa.Column(sa.String(16), primary_key=True))
-    output: Any = Field(sa_column=sa.Column(JSONColumn, nullable=False))
-    recorded_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
 
 
 @dataclass(frozen=True)
@@ -229,66 +150,28 @@ class Job:
         return STAGES[index] if index < len(STAGES) else None
 
     def output(self, stage: Stage) -> Any:
-        """The recorded output of ``stage``, or ``None`` if it has not been recorded."""
+        """The recorded output of ``stage`` as stored (JSON), or ``None`` if it has not been recorded."""
         return self.outputs.get(stage)
 
-    @classmethod
-    def from_rows(cls, row: JobRow, stages: list[JobStageRow]) -> Job:
-        source = None
-        if row.tx_hash is not None and row.block_hash is not None and row.chain_id is not None:
-            source = LogKey(row.chain_id, row.tx_hash, int(row.log_index or 0), row.block_hash)
-        outputs = {Stage(s.stage): s.output for s in sorted(stages, key=lambda s: Stage(s.stage).position)}
-        assert row.id is not None
-        return cls(
-            id=row.id,
-            key=row.key,
-            kind=JobKind(row.kind),
-            state=JobState(row.state),
-            stage=Stage(row.stage) if row.stage else None,
-            source=source,
-            block_number=row.block_number,
-            payload=dict(row.payload or {}),
-            outputs=outputs,
-            result=dict(row.result) if row.result is not None else None,
-            attempts=row.attempts,
-            max_attempts=row.max_attempts,
-            run_after=row.run_after,
-            worker_id=row.worker_id,
-            lease_until=row.lease_until,
-            last_error=row.last_error,
-            reason=row.reason,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-            finished_at=row.finished_at,
-            settle_block=row.settle_block,
-            waiting=row.waiting,
-        )
+    def _recorded(self, stage: Stage) -> Mapping[str, Any]:
+        record = self.outputs.get(stage)
+        if record is None:
+            raise LookupError(
+                f"job {self.id} has no {stage.value!r} record yet (its last stage: {self.stage})"
+            )
+        return cast("Mapping[str, Any]", record)
 
+    @property
+    def inputs(self) -> Inputs:
+        """The ``inputs`` record, typed (:class:`LookupError` before it is recorded)."""
+        return Inputs.from_json(self._recorded(Stage.INPUTS))
 
-class BroadcastRow(SQLModel, table=True):
-    """One signed transaction, recorded BEFORE it was broadcast (table ``broadcasts``).
+    @property
+    def artwork(self) -> Artwork:
+        """The ``generated`` record, typed (:class:`LookupError` before it is recorded)."""
+        return Artwork.from_json(self._recorded(Stage.GENERATED))
 
-    Every version sent for a nonce (the first send, each fee-bumped replacement, a re-send) is one row, so a
-    restarted agent settles each recorded nonce from these rows (mined? by which hash?) instead of from the
-    node's pending state, can re-broadcast ``submission.raw_tx``, and counts replacements across restarts.
-    ``keys`` lists what the transaction does (``,<request id>,...,``) so a job can find its broadcasts.
-    """
-
-    __tablename__ = "broadcasts"
-    __table_args__ = (
-        sa.UniqueConstraint("tx_hash", name="uq_broadcasts_tx_hash"),
-        sa.Index("ix_broadcasts_sender_nonce", "sender", "nonce"),
-    )
-
-    id: int | None = Field(default=None, primary_key=True)
-    chain_id: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
-    sender: str = Field(sa_column=sa.Column(sa.String(42), nullable=False))
-    nonce: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
-    tx_hash: str = Field(sa_column=sa.Column(sa.String(66), nullable=False))
-    kind: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
-    keys: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
-    submission: dict[str, Any] = Field(sa_column=sa.Column(JSONColumn, nullable=False))
-    created_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
-    outcome: str | None = Field(default=None, sa_column=sa.Column(sa.String(16), nullable=True))
-    mined_hash: str | None = Field(default=None, sa_column=sa.Column(sa.String(66), nullable=True))
-    settled_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
+    @property
+    def published(self) -> Published:
+        """The ``published`` record, typed (:class:`LookupError` before it is recorded)."""
+        return Published.from_json(self._recorded(Stage.PUBLISHED))

@@ -1,9 +1,29 @@
-"""When a failed attempt runs again: exponential back-off with jitter and a cap, for a bounded number of tries."""
+"""When a failed attempt runs again: exponential back-off with jitter and a cap, for a bounded number of tries;
+which errors are worth another try (:func:`is_retryable`), and how an error is recorded (:func:`describe_error`)."""
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+
+from agent.errors import ChrysalisError
+
+
+def describe_error(error: BaseException | str) -> str:
+    """One line naming the error's type and message (and hint), as stored in ``last_error``/``reason``."""
+    if isinstance(error, str):
+        return error
+    return f"{type(error).__name__}: {error}".replace("\n", " ").strip()
+
+
+def is_retryable(error: BaseException | str) -> bool:
+    """Chrysalis errors say so themselves; unknown exceptions are treated as transient (still bounded by
+    ``max_attempts``); a plain string reason is permanent."""
+    if isinstance(error, str):
+        return False
+    if isinstance(error, ChrysalisError):
+        return error.retryable
+    return isinstance(error, Exception)
 
 
 @dataclass(frozen=True)

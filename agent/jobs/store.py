@@ -26,19 +26,20 @@ A worker's loop, in short::
     except Exception as exc:
         store.report_error(job.id, worker, exc)
 
-:class:`~agent.jobs.sql_store.SqlJobStore` implements it on SQLite and PostgreSQL; :meth:`JobStore.open` builds one.
+:class:`~agent.store.jobs.SqlJobStore` implements it on SQLite and PostgreSQL (build one with
+``SqlJobStore(Database.open(url))``, or :func:`~agent.store.jobs.open_job_store`). This module is the interface
+alone: it imports no implementation.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, Self
 
 from agent.domain import LogKey
 from agent.jobs.models import Job, JobKind, JobState, Stage
-from agent.jobs.policy import RetryPolicy
 
 DEFAULT_LEASE_S = 60.0
 #: The reason a job is cancelled with when a reorg orphans its source log (such a job revives if the log returns).
@@ -48,27 +49,6 @@ ORPHANED_REASON = "source log orphaned by a reorg"
 class JobStore(ABC):
     """Durable jobs. All times come from the store's clock (UTC); all methods are safe to call from many threads
     and processes at once."""
-
-    @classmethod
-    def open(
-        cls,
-        url: str = "sqlite:///.chrysalis/chrysalis.db",
-        *,
-        policy: RetryPolicy | None = None,
-        clock: Callable[[], datetime] | None = None,
-        migrate: bool = True,
-        busy_timeout_ms: int = 30_000,
-    ) -> JobStore:
-        """Open the store at ``url`` (SQLite path or PostgreSQL URL), migrating its schema to the latest revision.
-
-        Raises :class:`~agent.errors.BackendUnavailableError` if the database cannot be reached and
-        :class:`~agent.errors.ConfigError` for a malformed URL. ``settings.database`` holds the URL.
-        """
-        from agent.jobs.sql_store import SqlJobStore
-
-        return SqlJobStore.open(
-            url, policy=policy, clock=clock, migrate=migrate, busy_timeout_ms=busy_timeout_ms
-        )
 
     @abstractmethod
     def enqueue(

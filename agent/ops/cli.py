@@ -1,7 +1,8 @@
 """Operator and holder commands: ``chrysalis init | run | status | doctor | jobs | retry | evolve | fuse``.
 
 They are mounted on the root app by :func:`register` (see :mod:`agent.cli`). Every command reads the settings
-(``--config``, ``$CHRYSALIS_CONFIG`` or ./chrysalis.toml, then ``CHRYSALIS_*`` env vars); errors are
+(``--config``, ``$CHRYSALIS_CONFIG`` or ./chrysalis.toml, then ``CHRYSALIS_*`` env vars) through
+:func:`agent.clicontext.current_settings`; errors are
 :class:`~agent.errors.ChrysalisError` s, which ``chrysalis`` prints as one message and a hint.
 """
 
@@ -11,13 +12,18 @@ import json
 import re
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from agent.clicontext import AgentFactory, current_context, current_settings
 from agent.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from agent.pipeline.agent import Agent
+    from agent.settings import Settings
 
 
 class _Out:
@@ -68,10 +74,13 @@ def register(app: typer.Typer) -> None:
     app.command("mint")(mint_command)
 
 
-def _settings() -> Any:
-    from agent.settings import load_settings
-
-    return load_settings()
+_LOG_LEVELS: dict[str, Literal["DEBUG", "INFO", "WARNING", "ERROR"]] = {
+    "DEBUG": "DEBUG",
+    "INFO": "INFO",
+    "WARNING": "WARNING",
+    "ERROR": "ERROR",
+}
+"""``--log-level`` values (any case) as ``log.level`` takes them."""
 
 
 def _print_json(value: Any) -> None:
@@ -133,12 +142,12 @@ def run(
     """Run the agent until SIGTERM or Ctrl-C: watch the chain, evolve tokens, serve /metrics."""
     from agent.ops.runner import run_agent
 
-    settings = _settings()
+    settings = current_settings()
     if json_logs is not None:
         settings.log.format = "json" if json_logs else "text"
     if log_level is not None:
-        level = log_level.upper()
-        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        level = _LOG_LEVELS.get(log_level.upper())
+        if level is None:
             raise ConfigError(f"unknown log level {log_level!r}", hint="use DEBUG, INFO, WARNING or ERROR")
         settings.log.level = level
     if metrics_port is not None:
@@ -163,7 +172,7 @@ def _check_collection(settings: Any) -> None:
     (which reports the first after the metrics port, and retries and logs the second)."""
     from agent.deployment import Deployment
     from agent.errors import BackendUnavailableError, ChrysalisError
-    from agent.ops.holder import check_deployment
+    from agent.pipeline.holder import check_deployment
     from agent.submit.rpc import ChainRpc
 
     try:
@@ -179,15 +188,16 @@ def _check_collection(settings: Any) -> None:
         pass
 
 
-def _with_doctor(stop: threading.Event) -> Any:
-    """``Agent.from_settings``, then the RPC doctor on a background thread (only once the agent is up, so that a
-    setup error stays the one message ``chrysalis run`` prints)."""
+def _with_doctor(stop: threading.Event) -> AgentFactory:
+    """The command line's agent (:meth:`~agent.clicontext.CliContext.build_agent`), then the RPC doctor on a
+    background thread (only once the agent is up, so that a setup error stays the one message ``chrysalis run``
+    prints)."""
+    build = current_context().build_agent
 
-    def factory(settings: Any, **kwargs: Any) -> Any:
+    def factory(settings: Settings, *, worker_id: str | None = None) -> Agent:
         from agent.ops.doctor import start_background
-        from agent.pipeline import Agent
 
-        agent = Agent.from_settings(settings, **kwargs)
+        agent = build(settings, worker_id=worker_id)
         start_background(settings, stop)
         return agent
 
@@ -200,10 +210,11 @@ def _with_doctor(stop: threading.Event) -> Any:
 def status(as_json: JsonOption = False) -> None:
     """Chain head, watcher cursor and lag, jobs by state, gas spent, last error."""
     from agent.errors import ChrysalisError
-    from agent.ops.status import gather_status, open_store
+    from agent.ops.status import gather_status
+    from agent.pipeline.status import open_store
 
     try:
-        settings = _settings()
+        settings = current_settings()
         with open_store(settings) as store:
             report = gather_status(settings, store)
     except ChrysalisError as exc:
@@ -288,8 +299,10 @@ def doctor(
         raise ConfigError(
             f"--pending-address {pending_address!r} is not an address", hint="give 0x and 40 hex digits"
         )
+    cli = current_context()
     report = run_setup_doctor(
-        _settings,
+        cli.settings,
+        settings_file=cli.settings_file,
         rpc_url=rpc_url,
         secondary_url=secondary,
         interval_s=interval,
@@ -327,14 +340,15 @@ def jobs(
 ) -> None:
     """List jobs, newest first: state, stage, token, attempts, error."""
     from agent.jobs import JobKind
-    from agent.ops.status import iter_jobs, job_summary, open_store, parse_states
+    from agent.ops.status import iter_jobs, job_summary, parse_states
+    from agent.pipeline.status import open_store
 
     states = parse_states(state)
     if kind is not None and kind not in {k.value for k in JobKind}:
         raise ConfigError(
             f"unknown job kind {kind!r}", hint="use one of: " + ", ".join(k.value for k in JobKind)
         )
-    settings = _settings()
+    settings = current_settings()
     with open_store(settings) as store:
         rows = [
             job_summary(j) for j in iter_jobs(store, states=states, kind=kind, limit=limit, newest_first=True)
@@ -385,9 +399,9 @@ def retry(
     job_id: Annotated[int, typer.Argument(help="The failed job's id (see `chrysalis jobs -s failed`).")],
 ) -> None:
     """Re-queue a failed job; it resumes after its last recorded stage."""
-    from agent.ops.status import open_store
+    from agent.pipeline.status import open_store
 
-    settings = _settings()
+    settings = current_settings()
     with open_store(settings) as store:
         job = store.retry(job_id)
     resume = f"after stage {job.stage.value}" if job.stage else "from the start"
@@ -465,9 +479,9 @@ def _holder_action(
     as_json: bool,
 ) -> None:
     from agent.ops.accounts import load_account
-    from agent.ops.holder import Collection, format_eth
+    from agent.pipeline.holder import Collection, format_eth
 
-    settings = _settings()
+    settings = current_settings()
     collection = Collection.connect(settings)
     signer = load_account(
         account,

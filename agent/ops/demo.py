@@ -240,7 +240,7 @@ class Demo:
         from ape import accounts, networks, project
 
         from agent.deployment import PRICE_FEED, DeployParams, deploy_collection
-        from agent.ops.holder import Collection
+        from agent.pipeline.holder import Collection
         from agent.settings import ChainSettings, Settings, SubmitSettings
         from agent.submit.signer import KeystoreSigner
 
@@ -361,7 +361,7 @@ class Demo:
         from agent.generate.factory import load_image_generator
         from agent.settings import ModelSettings
 
-        info = load_image_generator(ModelSettings()).info
+        info = load_image_generator(ModelSettings()).model_ref
         return info.weights_sha256, info.model_id
 
     @staticmethod
@@ -463,7 +463,7 @@ class Demo:
 
     def _collect(self, lc: Any, names: dict[str, str]) -> list[TokenResult]:
         """Every token's on-chain state and, through the gateway, its whole metadata history and images."""
-        from agent.publish.metadata import history
+        from agent.metadata import history
 
         images = self.out / "images"
         images.mkdir()
@@ -608,16 +608,16 @@ def serve_studio(
 
     from agent.settings import load_settings
     from agent.studio.app import StudioServer
+    from agent.studio.auth import Credentials
     from agent.studio.service import Studio
 
     console = console or Console()
     settings = load_settings(out / "chrysalis.toml")
     password = secrets.token_urlsafe(9)
-    os.environ[settings.studio.password_env] = password
     if port and not _port_free(port):
         console.print(f"port {port} is busy; the studio takes a free one", highlight=False)
         port = 0
-    studio = Studio.from_settings(settings)
+    studio = Studio.from_settings(settings, credentials=Credentials(settings.studio, admin_password=password))
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

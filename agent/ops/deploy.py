@@ -195,7 +195,7 @@ def mint(
     """Mint ``quantity`` tokens of the recorded collection: a public mint paying the price, or (``to``) an
     airdrop by a ``MINTER_ROLE`` holder. Returns the minted ids and the transaction."""
     from agent.ops.accounts import load_account
-    from agent.ops.holder import Collection, HolderActionRevertedError
+    from agent.pipeline.holder import Collection, HolderActionRevertedError
     from agent.submit.errors import RevertError, TransactionRevertedError
     from agent.submit.sender import TxRequest, Web3TxSender
 

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from agent.clicontext import current_settings
 from agent.deployment import DeployParams
 
 _D = DeployParams()
@@ -92,9 +93,8 @@ def deploy_command(
     from agent.errors import ConfigError
     from agent.ops.cli import out as console
     from agent.ops.deploy import deploy
-    from agent.settings import load_settings
 
-    settings = load_settings()
+    settings = current_settings()
     try:
         params = DeployParams(
             name=name, symbol=symbol, max_supply=max_supply, mint_price=mint_price, max_per_wallet=max_per_wallet,
@@ -148,11 +148,10 @@ def mint_command(
     """Mint tokens of the collection in chain.deployment: a public mint paying the price, or --to an airdrop."""
     from agent.ops.cli import out as console
     from agent.ops.deploy import mint
-    from agent.ops.holder import format_eth
-    from agent.settings import load_settings
+    from agent.pipeline.holder import format_eth
     from agent.tokens import format_tokens
 
-    result = mint(load_settings(), account, quantity, to=to, password_file=password_file)
+    result = mint(current_settings(), account, quantity, to=to, password_file=password_file)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return

@@ -41,8 +41,9 @@ from web3.exceptions import BlockNotFound
 
 from agent import metrics
 from agent.errors import ChrysalisError
+from agent.jsonrpc import RpcUnavailableError
 from agent.redact import redact_text, redact_url
-from agent.watch.errors import RateLimitedError, RpcError, RpcUnavailableError, UnsplittableRangeError
+from agent.watch.errors import RpcError, RpcRateLimitedError, UnsplittableRangeError
 from agent.watch.logs import AdaptiveRange, fetch_logs
 from agent.watch.rpc import RpcClient, hex0x
 
@@ -462,7 +463,7 @@ def check_log_range(
         start = head - size + 1
         try:
             to, _ = fetch_logs(rpc, address, None, start, head, AdaptiveRange(max_size=size))
-        except RateLimitedError as exc:
+        except RpcRateLimitedError as exc:
             return _range_unknown(exc, rpc)
         except RpcUnavailableError as exc:  # a span so wide that the provider times out: a refusal too...
             rpc.block_number()  # ...unless the node is down: then this raises, and the probe fails
@@ -484,7 +485,7 @@ def check_log_range(
         mid = (accepted + refused) // 2
         try:
             fetch_logs(rpc, address, None, head - mid + 1, head, AdaptiveRange(max_size=mid, min_size=mid))
-        except RateLimitedError:
+        except RpcRateLimitedError:
             limited = True
             break
         except (RpcError, UnsplittableRangeError):

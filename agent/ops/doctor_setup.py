@@ -3,10 +3,10 @@
 The checks, in order (a check whose prerequisite failed is ``SKIP`` with the reason, never a cascade of fails):
 
 * ``config``: the settings load (from which file, which ``CHRYSALIS_*`` variables: names only, never values);
-* ``rules``: the rules file against the configured oracles (:func:`agent.rules.check.check_rules`);
+* ``rules``: the rules file against the configured oracles (:func:`agent.ops.rules_check.check_rules`);
 * ``chain.*``: the RPC provider checks of :mod:`agent.ops.doctor` (``primary``, ``chain_id``, ``log_range``...);
 * ``contract``: the deployment record loads, the node serves its chain and holds code at the address
-  (:func:`agent.ops.holder.check_deployment`, as ``chrysalis status`` does), the deploy block has the recorded hash
+  (:func:`agent.pipeline.holder.check_deployment`, as ``chrysalis status`` does), the deploy block has the recorded hash
   (the watcher's reset check);
 * ``roles``: the agent key's address (read from the keystore JSON's ``address`` field: no password, no
   decryption) holds ``AGENT_ROLE``, and ``REFRESHER_ROLE`` when the ABI has that role;
@@ -125,13 +125,20 @@ def _guard(name: str, fn: Callable[[], Check], *urls: str) -> Check:
 # -- config and rules -------------------------------------------------------------------------------------------
 
 
-def check_config(load: Callable[[], Any]) -> tuple[Check, Any]:
-    """Load the settings; say where they came from (the file, and the names of the ``CHRYSALIS_*`` variables)."""
+def check_config(
+    load: Callable[[], Any], settings_file: Callable[[], Path | None] | None = None
+) -> tuple[Check, Any]:
+    """Load the settings; say where they came from (the file, and the names of the ``CHRYSALIS_*`` variables).
+
+    Args:
+        load: Loads the settings.
+        settings_file: The file ``load`` reads (default: :func:`agent.settings.config_path`).
+    """
     from agent.settings import config_path
 
     try:
         settings = load()
-        file = config_path()
+        file = (settings_file or config_path)()
     except ChrysalisError as exc:
         return _fail("config", _one_line(exc.message), exc.hint), None
     env = sorted(
@@ -147,7 +154,7 @@ def check_config(load: Callable[[], Any]) -> tuple[Check, Any]:
 
 def check_rules_file(settings: Any, deployment: Any | None) -> Check:
     """The rules file against the configured oracles (``chrysalis rules check``)."""
-    from agent.rules.check import check_rules
+    from agent.ops.rules_check import check_rules
     from agent.rules.errors import RulesConfigError
 
     try:
@@ -174,7 +181,7 @@ def check_rules_file(settings: Any, deployment: Any | None) -> Check:
 
 def check_contract(settings: Any, deployment: Any, url: str) -> Check:
     """The node serves the record's chain, holds code at the address, and has the recorded deploy block."""
-    from agent.ops.holder import check_deployment
+    from agent.pipeline.holder import check_deployment
     from agent.submit.rpc import ChainRpc
 
     record = str(settings.chain.deployment)
@@ -287,7 +294,7 @@ def check_database(settings: Any) -> Check:
     from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 
     from agent.errors import BackendUnavailableError
-    from agent.jobs.db import MIGRATIONS_DIR, corrupt_sqlite_error, create_db_engine, current_revision
+    from agent.store.db import MIGRATIONS_DIR, Database, corrupt_sqlite_error, create_db_engine
 
     url = settings.database.url
     try:
@@ -318,10 +325,10 @@ def check_database(settings: Any) -> Check:
                 url=shown,
             )
     head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
-    engine = create_db_engine(url, busy_timeout_ms=settings.database.busy_timeout_ms)
+    db = Database.open(url, migrate=False, busy_timeout_ms=settings.database.busy_timeout_ms)
     try:
         try:
-            at = current_revision(engine)
+            at = db.current_revision()
         except OperationalError as exc:
             if sqlite:
                 raise corrupt_sqlite_error(str(parsed.database), exc.orig) from None
@@ -334,7 +341,7 @@ def check_database(settings: Any) -> Check:
                 raise
             raise corrupt_sqlite_error(str(parsed.database), exc.orig) from None
     finally:
-        engine.dispose()
+        db.close()
     data = {"url": shown, "revision": at, "head": head}
     if at == head:
         return _ok("database", f"{shown}: schema current ({at})", **data)
@@ -367,7 +374,7 @@ def check_ipfs(settings: Any) -> list[Check]:
     from agent.ipfs.repo import IpfsRepo, is_repo
 
     cfg = settings.ipfs
-    path = Path(cfg.repo).expanduser()
+    path = settings.ipfs_repo.expanduser()
     checks: list[Check] = []
     if is_repo(path) or (path.exists() and (path.is_file() or any(path.iterdir()))):
         repo = IpfsRepo(path)  # an existing repo, or the error that names what is there instead
@@ -413,7 +420,7 @@ def _image_model(models: Any, registry: Callable[[str], tuple[int, int] | None] 
     from agent.generate.runtime import resolve_model_source, weight_files, weights_digest
 
     if models.image_backend == "embedded":
-        from agent.generate.embedded_image import SHIPPED_DIR, verify_model_dir
+        from agent.generate.image.embedded import SHIPPED_DIR, verify_model_dir
 
         manifest = verify_model_dir(SHIPPED_DIR)
         digest = str(manifest["weights_sha256"])
@@ -463,7 +470,7 @@ def _lore_model(models: Any) -> Check:
     from agent.generate.runtime import resolve_model_source
 
     if models.lore_backend == "embedded":
-        from agent.generate.lore import smollm2_gguf_path
+        from agent.generate.lore.gguf import smollm2_gguf_path
 
         gguf = smollm2_gguf_path()
         size = gguf.stat().st_size / 1024**2
@@ -510,17 +517,19 @@ def check_disk(data_dir: Path) -> Check:
 def run_setup_doctor(
     load: Callable[[], Any],
     *,
+    settings_file: Callable[[], Path | None] | None = None,
     rpc_url: str | None = None,
     secondary_url: str | None = None,
     wait: Callable[[float], object] | None = None,
     **rpc_overrides: Any,
 ) -> SetupReport:
-    """Every check, in order; never raises for what it finds (``load`` loads the settings)."""
+    """Every check, in order; never raises for what it finds (``load`` loads the settings, which
+    ``settings_file`` names: default :func:`agent.settings.config_path`)."""
     from agent.deployment import Deployment
 
     started = time.monotonic()
     checks: list[Check] = []
-    config, settings = check_config(load)
+    config, settings = check_config(load, settings_file)
     checks.append(config)
     names = ("rules", "chain", "contract", "roles", "database", "ipfs", "models", "disk")
     if settings is None:

@@ -16,7 +16,7 @@ from agent.jobs import JobKind, JobState
 
 if TYPE_CHECKING:  # pragma: no cover
     from agent.jobs import Job, JobStore
-    from agent.ops.holder import Collection, TokenView
+    from agent.pipeline.holder import Collection, TokenView
     from agent.settings import Settings
 
 
@@ -55,7 +55,7 @@ class JobFollower:
     @classmethod
     def open(cls, settings: Settings, chain_id: int, request_id: int) -> JobFollower:
         """A follower on ``database.url``; one that follows nothing when the agent's database is not there."""
-        from agent.ops.status import open_store
+        from agent.pipeline.status import open_store
 
         try:
             store: JobStore | None = open_store(settings)

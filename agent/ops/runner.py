@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict
 from types import FrameType
@@ -23,12 +23,13 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
+from agent.clicontext import AgentFactory, current_context
 from agent.ops.logs import configure_logging, disable_progress_bars, route_library_logs
 from agent.ops.metrics import MetricsEndpoint, publish_job_counts, serve_metrics
 from agent.settings import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
-    from agent.pipeline import Agent, AgentStatus
+    from agent.pipeline import AgentStatus
 
 log = logging.getLogger("chrysalis.run")
 
@@ -126,7 +127,7 @@ def unserved_ipfs(settings: Settings) -> str | None:
     ipfs = settings.ipfs
     if ipfs.kubo_api or ipfs.pinning_services or settings.agent.serve_gateway:
         return None
-    repo = ipfs.repo if "repo" in ipfs.model_fields_set else settings.data_dir / "ipfs"
+    repo = settings.ipfs_repo
     return (
         f"published images and metadata stay in the embedded IPFS repo ({repo}) and nothing serves them: the "
         "ipfs:// token URIs written on-chain resolve for no one else. Pin them where the world can fetch them "
@@ -141,7 +142,7 @@ def run_agent(
     worker_id: str | None = None,
     live: bool | None = None,
     console: Console | None = None,
-    agent_factory: Callable[..., Agent] | None = None,
+    agent_factory: AgentFactory | None = None,
     stop: threading.Event | None = None,
 ) -> int:
     """Run the agent until SIGTERM/SIGINT (or ``stop``); return the exit code (0 after a graceful stop).
@@ -151,7 +152,8 @@ def run_agent(
         worker_id: Overrides ``agent.worker_id``.
         live: Show the live status line (default: when stderr is a terminal and logs are text).
         console: Where the live line and text logs go (default: stderr).
-        agent_factory: Builds the agent (default :meth:`Agent.from_settings`).
+        agent_factory: Builds the agent (default: the command line's,
+            :meth:`~agent.clicontext.CliContext.build_agent`).
         stop: An event that stops the agent like a signal does (for embedding).
     """
     console = console or Console(stderr=True)
@@ -169,9 +171,7 @@ def run_agent(
     started = time.monotonic()
     try:
         if agent_factory is None:
-            from agent.pipeline import Agent
-
-            agent_factory = Agent.from_settings
+            agent_factory = current_context().build_agent
         with _stop_on_signals(stop), agent_factory(settings, worker_id=worker_id) as agent:
             first = agent.status()
             log.info(

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import make_url
-
 from agent.deployment import Deployment
-from agent.errors import ChrysalisError, ConfigError, NotFoundError
+from agent.errors import ChrysalisError, ConfigError
 from agent.jobs import Job, JobKind, JobState, JobStore
 from agent.pipeline.accounting import gas_spent, sent_transaction
 from agent.settings import Settings
+from agent.store import SqlJobStore
 
 _PAGE = 500
 
@@ -56,9 +54,10 @@ class StatusReport:
 
     @property
     def lag(self) -> int | None:
-        if self.chain_head is None or self.cursor_block is None:
-            return None
-        return max(0, self.chain_head - self.cursor_block)
+        """Blocks the watcher is behind the node (:func:`agent.watch.cursor.watch_lag`; None when unknown)."""
+        from agent.watch.cursor import watch_lag  # the watch package loads web3: only when asked
+
+        return watch_lag(self.chain_head, self.cursor_block)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -77,40 +76,7 @@ class StatusReport:
         }
 
 
-def open_store(settings: Settings) -> JobStore:
-    """The agent's job store. A SQLite file that does not exist yet is an error here, not a new empty database:
-    reading commands must not create one where the agent never ran."""
-    require_database(settings)
-    return JobStore.open(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
-
-
-def require_database(settings: Settings) -> None:
-    """Refuse a SQLite database file that does not exist (commands that only read or decide on what the agent
-    recorded must not create an empty one).
-
-    Raises:
-        NotFoundError: the file is missing; the hint says to run the agent or fix ``database.url``.
-    """
-    url = settings.database.url
-    try:
-        parsed = make_url(url)
-    except Exception:  # noqa: BLE001 - JobStore.open gives the proper ConfigError for a malformed URL
-        parsed = None
-    if (
-        parsed is not None
-        and parsed.get_backend_name() == "sqlite"
-        and parsed.database not in (None, "", ":memory:")
-    ):
-        path = Path(parsed.database).expanduser()
-        if not path.is_file():
-            raise NotFoundError(
-                f"no agent database at {path} (database.url = {url})",
-                hint="the agent has not run with this configuration: start it with `chrysalis run`, or point "
-                "database.url (CHRYSALIS_DATABASE__URL) at its database",
-            )
-
-
-def gather_status(settings: Settings, store: JobStore) -> StatusReport:
+def gather_status(settings: Settings, store: SqlJobStore) -> StatusReport:
     """Read the job store and (if reachable) the chain. A chain problem is recorded in ``chain_error``, so that
     the caller can still show the jobs before reporting it."""
     deployment = Deployment.load(settings.chain.deployment)
@@ -125,7 +91,7 @@ def gather_status(settings: Settings, store: JobStore) -> StatusReport:
         chain_error = exc
     cursor = cursor_block(store, deployment)
     return StatusReport(
-        database=store_url(store),
+        database=store.db.url,
         collection=deployment.address(),
         chain_id=deployment.chain_id,
         chain_head=head,
@@ -141,21 +107,18 @@ def gather_status(settings: Settings, store: JobStore) -> StatusReport:
 
 def chain_head(settings: Settings, deployment: Deployment) -> int:
     """The node's head, after checking that it serves the deployment (chain id, contract code)."""
-    from agent.ops.holder import check_deployment, command_rpc
+    from agent.pipeline.holder import check_deployment, command_rpc
 
     rpc = command_rpc(settings, first_contact=True)  # a few reads: the short budget throughout
     check_deployment(rpc, deployment, settings.chain.rpc_url, str(settings.chain.deployment))
     return rpc.block_number()
 
 
-def cursor_block(store: JobStore, deployment: Deployment) -> int | None:
+def cursor_block(store: SqlJobStore, deployment: Deployment) -> int | None:
     """The watcher's last handled block for this collection (its stream is ``<chain id>:<address>``)."""
-    from agent.watch.cursor_sql import SqlCursorStore
+    from agent.watch.cursor_sql import SqlCursorStore  # the watch package loads web3: only when asked
 
-    engine = getattr(store, "engine", None)
-    if engine is None:
-        return None
-    state = SqlCursorStore(engine).load(f"{deployment.chain_id}:{deployment.address().lower()}")
+    state = SqlCursorStore(store.db).load(f"{deployment.chain_id}:{deployment.address().lower()}")
     return state.tip.number if state is not None else None
 
 
@@ -215,11 +178,6 @@ def parse_states(values: Sequence[str] | None) -> list[JobState] | None:
                     hint="use one of: " + ", ".join(s.value for s in JobState),
                 ) from None
     return states or None
-
-
-def store_url(store: JobStore) -> str:
-    engine = getattr(store, "engine", None)
-    return engine.url.render_as_string(hide_password=True) if engine is not None else "?"
 
 
 def job_summary(job: Job) -> dict[str, Any]:

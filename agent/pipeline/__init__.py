@@ -6,7 +6,8 @@
             --> generated (image, lore, receipt) --> published (image + metadata block, replicated)
             --> submitted (batched fulfillEvolutions) --> confirmed | failed | cancelled
 
-:class:`Agent` wires every stage from :class:`~agent.settings.Settings` and runs them; see :mod:`agent.pipeline.agent`.
+:class:`Agent` runs the stages that :func:`agent.app.build_agent` wires from :class:`~agent.settings.Settings`; see
+:mod:`agent.pipeline.agent`.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from agent.domain import LogKey
 from agent.jobs import JobKind, JobState, JobStore
 from agent.metrics import EVENTS_SEEN
-from agent.pipeline.chain import CollectionReader
+from agent.pipeline.collection import CollectionReader
 from agent.pipeline.request import EvolutionRequest, job_key
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -1,18 +1,11 @@
 """The inputs stage: everything an evolution depends on, read at the request's block, then the rules.
 
-Output (stored as the job's ``inputs`` record)::
+``RenderTask -> Inputs`` (:mod:`agent.domain`; stored as the job's ``inputs`` record): the snapshot (wallet,
+price feed, ``[oracles]``, context, ``guard.skipped``), the token's facts and the rules' outcome.
 
-    {
-      "snapshot": InputSnapshot.to_json(),      # wallet, price feed, [oracles], context, guard.skipped
-      "snapshot_sha256": "...",
-      "token": {"name": "Chrysalis #7", "stage": 2, "fused_burn_id": null,
-                "previous": {"metadata_cid": "bafkrei...", "image_cid": "bafkrei...", "traits": {...},
-                             "stage": 1} | null},
-      "rules": {"rules_sha256", "traits", "conditioning", "strength", "facts", "changed"},
-    }
-
-``previous`` comes from the token's on-chain metadata digest at the request's block: its CID is the parent of
-the new metadata (the hash-linked history), and its image is the init image of the image-to-image evolution.
+``previous`` (:func:`read_previous`) comes from the token's on-chain metadata digest at the task's block: its CID
+is the parent of the new metadata (the hash-linked history), and its image is the init image of the
+image-to-image evolution.
 
 The oracles (:func:`build_oracles`): the holder's wallet, the price feed (``agent.price_*``), and the extra ones
 the ``[oracles]`` settings declare (HTTP JSON sources, ``eth_call`` view functions), whose readings become rule
@@ -26,16 +19,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from agent.domain import Inputs, PreviousVersion, RenderTask, TokenFacts
 from agent.errors import ConfigError
 from agent.ipfs.errors import BlockNotFoundError
 from agent.ipfs.repo import IpfsRepo
-from agent.pipeline.chain import CollectionReader
+from agent.metadata import cid_from_digest, parse_metadata
+from agent.pipeline.collection import CollectionReader
 from agent.pipeline.errors import PreviousMetadataMissingError
-from agent.pipeline.request import EvolutionRequest
 from agent.pipeline.traits import evaluate_traits
-from agent.publish.metadata import cid_from_digest, parse_metadata
 from agent.rules import RuleEngine
 from oracles.base import Oracle, ReadContext
 from oracles.guard import OracleGuard
@@ -139,64 +132,51 @@ class InputsStage:
         self.token_name = token_name
         self.collection_name = collection_name
 
-    def run(self, request: EvolutionRequest) -> dict[str, Any]:
-        """The ``inputs`` record of ``request``.
+    def run(self, task: RenderTask) -> Inputs:
+        """The inputs of ``task``, read at its block.
 
         Raises:
-            SourceOrphanedError: the request's block is no longer canonical (retryable).
+            SourceOrphanedError: the task's block is no longer canonical (retryable).
             PreviousMetadataMissingError: the token's current metadata is not in the repo (permanent).
             GuardRejectedError: a reading the guard marks required was skipped (retryable).
             OracleUnavailableError / SnapshotReorgError: a source or the node could not be read (retryable;
                 names the oracle and the cause). The oracles read through ``reader.rpc.w3``, whose provider
                 retries every request (:class:`agent.watch.rpc.RetryingHTTPProvider`): only what outlasts the
                 retries gets here, and never as a missing reading (a rule's MissingFeatureError).
-            RpcUnavailableError / RateLimitedError: the node could not be reached for the block checks (retryable).
+            RpcUnavailableError / RpcRateLimitedError: the node could not be reached for the block checks (retryable).
             SnapshotConfigError: the oracles conflict or misbehave.
             MissingFeatureError / FeatureValueError: the inputs do not fit the rules.
         """
-        self.reader.check_canonical(request.block_number, request.block_hash)
+        self.reader.check_canonical(task.block_number, task.block_hash)
         ctx = ReadContext.at(
-            self.reader.rpc.w3, request.block_hash, token_id=request.token_id, collection=self.reader.address
+            self.reader.rpc.w3, task.block_hash, token_id=task.token_id, collection=self.reader.address
         )
         snapshot = self.guard.snapshot(self.oracles, ctx).snapshot
-        previous = self.previous(request)
+        previous = self.previous(task)
         rules = evaluate_traits(
             self.rules,
             snapshot,
-            stage=request.stage,
-            token_id=request.token_id,
-            previous=previous["traits"] if previous else None,
-            fused=request.fused_burn_id is not None,
+            stage=task.stage,
+            token_id=task.token_id,
+            previous=previous.traits if previous else None,
+            fused=task.fused_burn_id is not None,
         )
-        return {
-            "snapshot": snapshot.to_json(),
-            "snapshot_sha256": snapshot.sha256,
-            "token": {
-                "name": self.token_name.format(collection=self.collection_name, token_id=request.token_id),
-                "stage": request.stage,
-                "fused_burn_id": request.fused_burn_id,
-                "previous": previous,
-            },
-            "rules": rules,
-        }
+        token = TokenFacts(
+            name=self.name_of(task.token_id),
+            stage=task.stage,
+            fused_burn_id=task.fused_burn_id,
+            previous=previous,
+        )
+        return Inputs(snapshot=snapshot, token=token, rules=rules)
 
-    def previous(self, request: EvolutionRequest) -> dict[str, Any] | None:
-        """The token's metadata at the request's block, or None before its first evolution."""
-        digest = self.reader.metadata_digest_at(request.token_id, request.block_hash)
-        if digest == ZERO32:
-            return None
-        cid = cid_from_digest(digest)
-        try:
-            data = self.repo.block_get(cid)
-        except BlockNotFoundError:
-            raise PreviousMetadataMissingError(request.token_id, cid, str(self.repo.path)) from None
-        metadata = parse_metadata(data, cid=cid)
-        return {
-            "metadata_cid": cid,
-            "image_cid": metadata.image_cid,
-            "traits": dict(metadata.traits),
-            "stage": metadata.stage,
-        }
+    def name_of(self, token_id: int) -> str:
+        """The token's display name (``token_name`` filled in)."""
+        return self.token_name.format(collection=self.collection_name, token_id=token_id)
+
+    def previous(self, task: RenderTask) -> PreviousVersion | None:
+        """The token's metadata at the task's block, or None before its first evolution."""
+        digest = self.reader.metadata_digest_at(task.token_id, task.block_hash)
+        return read_previous(self.repo, task.token_id, digest)
 
     def close(self) -> None:
         """Release the oracles' connections (HTTP clients)."""
@@ -204,3 +184,24 @@ class InputsStage:
             close = getattr(oracle, "close", None)
             if callable(close):
                 close()
+
+
+def read_previous(repo: IpfsRepo, token_id: int, digest: bytes) -> PreviousVersion | None:
+    """The metadata an on-chain ``digest`` names, from the embedded repo (None for the zero digest: no metadata
+    yet). Evolutions and refreshes both read a token's previous version through this.
+
+    Raises:
+        PreviousMetadataMissingError: the repo does not hold that block (permanent: the repo is not the one the
+            metadata was published from).
+    """
+    if digest == ZERO32:
+        return None
+    cid = cid_from_digest(digest)
+    try:
+        data = repo.block_get(cid)
+    except BlockNotFoundError:
+        raise PreviousMetadataMissingError(token_id, cid, str(repo.path)) from None
+    metadata = parse_metadata(data, cid=cid)
+    return PreviousVersion(
+        metadata_cid=cid, image_cid=metadata.image_cid, traits=dict(metadata.traits), stage=metadata.stage
+    )

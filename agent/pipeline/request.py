@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from agent.domain import ChainEvent, InputSnapshot, OracleReading
+from agent.domain import ChainEvent, RenderTask
 
 
 def job_key(chain_id: int, request_id: int) -> str:
@@ -55,6 +55,22 @@ class EvolutionRequest:
             raise ValueError(f"request {self.request_id:#x}: seed {self.seed!r} is not 32 bytes")
         return raw
 
+    @property
+    def label(self) -> str:
+        return f"token {self.token_id} (request {self.request_id:#x})"
+
+    def task(self) -> RenderTask:
+        """What the stages render for this request: the token at the request's block, into its next stage."""
+        return RenderTask(
+            token_id=self.token_id,
+            stage=self.stage,
+            seed=self.seed,
+            block_number=self.block_number,
+            block_hash=self.block_hash,
+            label=self.label,
+            fused_burn_id=self.fused_burn_id,
+        )
+
     @classmethod
     def from_event(cls, event: ChainEvent, fused_burn_id: int | None = None) -> EvolutionRequest:
         args = event.args
@@ -78,16 +94,3 @@ class EvolutionRequest:
     def from_payload(cls, payload: Mapping[str, Any]) -> EvolutionRequest:
         fields = cls.__dataclass_fields__
         return cls(**{k: v for k, v in payload.items() if k in fields})
-
-
-def snapshot_from_json(data: Mapping[str, Any]) -> InputSnapshot:
-    """The :class:`InputSnapshot` whose ``to_json()`` is ``data`` (as the inputs stage recorded it)."""
-    return InputSnapshot(
-        chain_id=int(data["chain_id"]),
-        block_number=int(data["block_number"]),
-        block_hash=str(data["block_hash"]),
-        readings=tuple(
-            OracleReading(r["name"], r["value"], r["source"], int(r["block"]), dict(r.get("meta") or {}))
-            for r in data["readings"]
-        ),
-    )

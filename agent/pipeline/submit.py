@@ -36,7 +36,7 @@ from typing import Any
 
 from agent.domain import Confirmation, Submission
 from agent.errors import ChrysalisError, RetryableError
-from agent.pipeline.chain import CollectionReader, RequestOutcome
+from agent.pipeline.collection import CollectionReader, RequestOutcome
 from agent.pipeline.request import EvolutionRequest
 from agent.submit import FulfilmentBatcher, StuckTransactionError, TxSender
 from agent.submit.batcher import Batch, Fulfilment, is_pending_with_call

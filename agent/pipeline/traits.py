@@ -10,9 +10,8 @@ least :data:`FUSION_STRENGTH` of the previous image.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
-from agent.domain import InputSnapshot
+from agent.domain import InputSnapshot, RuleOutcome
 from agent.rules import RuleEngine
 
 FUSION_FACT = "fused with one of its kin"
@@ -27,10 +26,8 @@ def evaluate_traits(
     token_id: int,
     previous: Mapping[str, str] | None,
     fused: bool = False,
-) -> dict[str, Any]:
-    """Evaluate the rules for one evolution; returns plain JSON for the job record.
-
-    Keys: ``rules_sha256``, ``traits``, ``conditioning``, ``strength``, ``facts``, ``changed`` (sorted).
+) -> RuleOutcome:
+    """Evaluate the rules for one render (``changed`` sorted).
 
     Raises:
         MissingFeatureError, FeatureValueError: the inputs do not fit the rules (permanent).
@@ -41,11 +38,11 @@ def evaluate_traits(
     if fused:
         facts["fusion"] = FUSION_FACT
         strength = max(strength, FUSION_STRENGTH)
-    return {
-        "rules_sha256": engine.sha256,
-        "traits": dict(result.traits),
-        "conditioning": dict(result.conditioning),
-        "strength": strength,
-        "facts": facts,
-        "changed": sorted(result.changed),
-    }
+    return RuleOutcome(
+        rules_sha256=engine.sha256,
+        traits=dict(result.traits),
+        conditioning=dict(result.conditioning),
+        strength=strength,
+        facts=facts,
+        changed=tuple(sorted(result.changed)),
+    )

@@ -28,20 +28,22 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Self
 
-from agent.domain import Confirmation, Submission
+from agent.domain import Artwork, Confirmation, CuratorRejection, Inputs, Published, Submission
 from agent.errors import ChrysalisError, PermanentError, RetryableError
 from agent.jobs import Job, JobKind, JobState, JobStore, LeaseLostError, Stage
 from agent.jobs.store import ORPHANED_REASON
+from agent.metadata import cid_from_digest
 from agent.metrics import EVENT_TO_FULFILMENT, JOB_OUTCOMES, STAGE_LATENCY
 from agent.pipeline import hooks
 from agent.pipeline.generate import GenerateStage
 from agent.pipeline.inputs import InputsStage
+from agent.pipeline.ports import Review, SideWork
 from agent.pipeline.publish import PublishStage
 from agent.pipeline.request import EvolutionRequest
 from agent.pipeline.submit import Ready, RequestReminedError, Settler, Submitter, confirmation_result
-from agent.publish.metadata import cid_from_digest
 from agent.submit.batcher import Fulfilment
 from agent.submit.errors import StuckTransactionError
+from agent.submit.journal import BroadcastJournal
 
 log = logging.getLogger("chrysalis.pipeline")
 
@@ -106,11 +108,11 @@ class Worker:
         stop: Set to make waits return early (the jobs are released, not failed).
         on_error: Called with every error a job meets (for the agent's ``last_error``).
         on_gas: Called with the gas of every confirmed fulfilment transaction.
-        review: A :class:`~agent.studio.review.ReviewGate` (review mode): a generated result is published only
-            once a curator approves it (a rejection cancels the job); until then the job waits, released with
-            a delay of ``review_poll_s``.
-        refresher: Advances ``refresh`` jobs (:class:`~agent.refresh.runner.RefreshRunner`), one bounded step
-            per :meth:`work_once`, and only when no evolution job is claimable: holders' requests go first.
+        review: Human review (:class:`~agent.pipeline.ports.Review`, review mode): a generated result is
+            published only once a curator approves it (a rejection cancels the job); until then the job waits,
+            released with a delay of ``review_poll_s``.
+        refresher: Advances ``refresh`` jobs (:class:`~agent.pipeline.ports.SideWork`), one bounded step per
+            :meth:`work_once`, and only when no evolution job is claimable: holders' requests go first.
         watched: The watcher's saved cursor state (a :class:`~agent.watch.cursor.CursorState`, or None before
             its first block). When given, a confirmation is final only once the watcher has passed its block
             and the block is still canonical; until then the job is re-checked (``None``: final at once).
@@ -133,9 +135,9 @@ class Worker:
         stop: threading.Event | None = None,
         on_error: Callable[[str], None] | None = None,
         on_gas: Callable[[int], None] | None = None,
-        review: Any = None,
+        review: Review | None = None,
         review_poll_s: float = 5.0,
-        refresher: Any = None,
+        refresher: SideWork | None = None,
         watched: Callable[[], Any] | None = None,
         settle_every_s: float = 0.25,
     ) -> None:
@@ -161,9 +163,10 @@ class Worker:
         self._held = _Held()
 
     @property
-    def journal(self) -> Any:
+    def journal(self) -> BroadcastJournal | None:
         """The sender's broadcast journal (None when broadcasts are not recorded)."""
-        return getattr(self.submitter.sender, "journal", None)
+        journal = getattr(self.submitter.sender, "journal", None)
+        return journal if isinstance(journal, BroadcastJournal) else None
 
     # -- the loop body --------------------------------------------------------------------------------------
 
@@ -209,7 +212,7 @@ class Worker:
                 self._guard(live, job, lambda j: self._replay(j))
         for job in [j for j in live.values() if j.next_stage == Stage.INPUTS]:
             self._guard(live, job, lambda j: self._record(j, Stage.INPUTS, self._timed(
-                "inputs", lambda: self.inputs.run(_request(j)))))  # fmt: skip
+                "inputs", lambda: self.inputs.run(_request(j).task()))))  # fmt: skip
         if self._stop_at(live, until, Stage.INPUTS):
             return
         generating = self._still_open(live, [j for j in live.values() if j.next_stage == Stage.GENERATED])
@@ -246,6 +249,7 @@ class Worker:
         self._held.add(job.id)
         with _Heartbeat(self.store, self.worker_id, self._held, self.lease_s):
             try:
+                assert self.refresher is not None
                 outcome = self.refresher.step(job, self.stop)
             except Exception as exc:  # noqa: BLE001 - routed to the job store: retry with back-off, or fail
                 self._fail({job.id: job}, job, exc)
@@ -298,7 +302,7 @@ class Worker:
         return [j for j in open_ if j.id in live]
 
     def _generate(self, live: dict[int, Job], jobs: list[Job]) -> None:
-        batch = [(_request(j), j.output(Stage.INPUTS)) for j in jobs]
+        batch = [(_request(j).task(), j.inputs) for j in jobs]
         started = time.monotonic()
         try:
             outputs = self.generate.run(batch)
@@ -312,26 +316,23 @@ class Worker:
 
     def _publish(self, job: Job) -> Job:
         """Publish the job's generated record; in review mode only once a curator approved a candidate."""
-        request, inputs, generated = _request(job), job.output(Stage.INPUTS), job.output(Stage.GENERATED)
+        request, inputs, artwork = _request(job), job.inputs, job.artwork
         approved_by = None
         if self.review is not None:
-            from agent.studio.review import Approved, Candidate, Rejected
-
-            candidate = Candidate.from_generated(
-                generated, traits=inputs["rules"]["traits"], name=inputs["token"]["name"]
-            )
-            self.review.submit(job.id, request.token_id, request.stage, candidate)  # idempotent
-            decision = self.review.decision(job.id)
-            if isinstance(decision, Rejected):
+            decision = self.review.review(
+                job.id, token_id=request.token_id, stage=request.stage, artwork=artwork,
+                traits=inputs.rules.traits, name=inputs.token.name,
+            )  # fmt: skip
+            if isinstance(decision, CuratorRejection):
                 self._held.drop(job.id)
                 JOB_OUTCOMES.labels(outcome="cancelled").inc()
-                return self.store.cancel(job.id, decision.describe())
-            if not isinstance(decision, Approved):  # awaiting a curator: ask again later
+                return self.store.cancel(job.id, decision.reason)
+            if decision is None:  # awaiting a curator: ask again later
                 self._held.drop(job.id)
                 return self.store.release(job.id, self.worker_id, delay_s=self.review_poll_s)
-            generated, approved_by = decision.generated, decision.approved_by
+            artwork, approved_by = decision.artwork, decision.approved_by
         record = self._timed(
-            "publish", lambda: self.publish.run(request, inputs, generated, approved_by=approved_by)
+            "publish", lambda: self.publish.run(request.task(), inputs, artwork, approved_by=approved_by)
         )
         return self._record(job, Stage.PUBLISHED, record)
 
@@ -671,8 +672,7 @@ class Worker:
         result = dict(job.result or {})
         mined_in = str(result.get("block_hash", "")).lower()
         request = _request(job)
-        published = job.output(Stage.PUBLISHED) or {}
-        digest = bytes.fromhex(str(published.get("digest", "0x" + "00" * 32))[2:])
+        digest = job.published.digest_bytes if Stage.PUBLISHED in job.outputs else bytes(32)
         try:
             settlement = self.settler.settle(Ready(job.id, request, digest, bytes(32)))
         except Exception as exc:
@@ -728,23 +728,25 @@ class Worker:
 
     # -- bookkeeping ----------------------------------------------------------------------------------------
 
-    def _record(self, job: Job, stage: Stage, output: Any) -> Job:
-        job = self.store.record_stage(job.id, self.worker_id, stage, output)
+    def _record(
+        self, job: Job, stage: Stage, output: Inputs | Artwork | Published | Mapping[str, Any]
+    ) -> Job:
+        record = output if isinstance(output, Mapping) else output.to_json()
+        job = self.store.record_stage(job.id, self.worker_id, stage, record)
         hooks.reached(stage.value)
         return job
 
     def _finish(self, job: Job, result: Mapping[str, Any]) -> Job:
-        published = job.output(Stage.PUBLISHED) or {}
+        published = job.published if Stage.PUBLISHED in job.outputs else None
         full = {
             **result,
-            "metadata_cid": published.get("metadata_cid"),
-            "token_uri": published.get("token_uri"),
-            "image_cid": published.get("image_cid"),
+            "metadata_cid": published.metadata_cid if published else None,
+            "token_uri": published.token_uri if published else None,
+            "image_cid": published.image_cid if published else None,
         }
         onchain = result.get("digest")
-        if onchain and onchain != published.get(
-            "digest"
-        ):  # an earlier attempt's metadata is what was written
+        if onchain and onchain != (published.digest if published else None):
+            # an earlier attempt's metadata is what was written
             cid = cid_from_digest(bytes.fromhex(str(onchain)[2:]))
             full.update(metadata_cid=cid, token_uri=f"ipfs://{cid}", image_cid=None)
         settle_block = None
@@ -820,12 +822,12 @@ def _request(job: Job) -> EvolutionRequest:
 
 
 def _ready(job: Job) -> Ready:
-    published = job.output(Stage.PUBLISHED)
-    provenance = published.get("provenance") or job.output(Stage.GENERATED)["provenance"]
+    published = job.published
+    provenance = published.provenance or job.artwork.provenance
     return Ready(
         job_id=job.id,
         request=_request(job),
-        digest=bytes.fromhex(published["digest"][2:]),
+        digest=published.digest_bytes,
         provenance=bytes.fromhex(provenance[2:]),
     )
 

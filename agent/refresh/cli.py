@@ -14,11 +14,16 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from agent.clicontext import current_context, current_settings
+
+if TYPE_CHECKING:
+    from agent.settings import Settings
 
 refresh_app = typer.Typer(
     help="Refresh tokens' metadata: re-run the rules at one block, regenerate what changed, write it on-chain.",
@@ -55,14 +60,13 @@ def refresh(
     if ctx.invoked_subcommand is not None:
         return
     from agent.deployment import Deployment
-    from agent.jobs import JobStore
     from agent.refresh.store import RefreshStore
     from agent.refresh.triggers import queue_manual
-    from agent.settings import load_settings
+    from agent.store import open_job_store
     from agent.tokens import format_tokens, parse_tokens
 
     ids = parse_tokens(tokens)
-    settings = load_settings()
+    settings = current_settings()
     out = _console()
     if ids is not None:
         _require_existing(settings, ids)
@@ -70,32 +74,33 @@ def refresh(
         _run_now(settings, ids, force, timeout, out)
         return
     deployment = Deployment.load(settings.chain.deployment)
-    with JobStore.open(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms) as store:
-        job, _ = queue_manual(store, RefreshStore(store.engine), deployment.chain_id, ids, force=force)  # type: ignore[attr-defined]
+    with open_job_store(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms) as store:
+        job, _ = queue_manual(store, RefreshStore(store.db), deployment.chain_id, ids, force=force)
     out.print(
         f"queued refresh job {job.id} of tokens {format_tokens(ids)}{' (forced)' if force else ''}; the running "
         "agent (`chrysalis run`) picks it up between evolutions; `chrysalis refresh status` shows its progress"
     )
 
 
-def _require_existing(settings: Any, ids: list[int]) -> None:
+def _require_existing(settings: Settings, ids: list[int]) -> None:
     """Refuse ids the collection does not have (as the studio's 404 does), before anything is queued."""
-    from agent.ops.holder import Collection
+    from agent.pipeline.holder import Collection
     from agent.tokens import require_existing
 
     collection = Collection.connect(settings)
     require_existing(ids, int(collection.view("totalMinted")), lambda i: bool(collection.view("exists", i)))
 
 
-def _run_now(settings: Any, ids: list[int] | None, force: bool, timeout: float, out: Console) -> None:
+def _run_now(settings: Settings, ids: list[int] | None, force: bool, timeout: float, out: Console) -> None:
     from agent.jobs import JobState
-    from agent.pipeline import Agent
     from agent.pipeline.errors import AgentTimeoutError
+    from agent.refresh.service import queue_manual
+    from agent.refresh.store import RefreshStore
     from agent.tokens import format_tokens
 
-    with Agent.from_settings(settings) as agent:
-        assert agent.refresh is not None
-        job, _ = agent.refresh.queue_manual(ids, force=force)
+    with current_context().build_agent(settings) as agent:
+        refreshes = RefreshStore(agent.db)
+        job, _ = queue_manual(agent.store, refreshes, agent.deployment.chain_id, ids, force=force)
         out.print(f"refresh job {job.id} of tokens {format_tokens(ids)}: running here")
         deadline = time.monotonic() + timeout
         stop = threading.Event()
@@ -104,7 +109,7 @@ def _run_now(settings: Any, ids: list[int] | None, force: bool, timeout: float, 
             agent.poll_once()
             worked = agent.work_once()
             job = agent.store.get(job.id)
-            run = agent.refresh.store.run(job.id)
+            run = refreshes.run(job.id)
             if job.state.terminal:
                 break
             if job.state == JobState.QUEUED and run is not None and run.paused_until is not None:
@@ -138,13 +143,13 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Recent refreshes (tokens by outcome, gas, pauses), cron schedules, price baselines and gas today."""
-    from agent.ops.status import open_store
+    from agent.pipeline.status import open_store
     from agent.refresh.status import gather
-    from agent.settings import load_settings
+    from agent.refresh.store import RefreshStore
 
-    settings = load_settings()
+    settings = current_settings()
     with open_store(settings) as store:
-        report = gather(settings, store, limit=limit)
+        report = gather(settings, store, RefreshStore(store.db), limit=limit)
     if as_json:
         typer.echo(json.dumps(report, indent=2, default=str))
         return

@@ -12,8 +12,10 @@ For each token at the refresh's block ``B`` (all through ``eth_call`` pinned to 
 5. a token whose rules read a reading the guard skipped (stale, missing, absurd) is **oracle_skipped**: it keeps
    its metadata rather than take traits from a rule's default;
 6. the rules (:mod:`agent.rules`) at the token's current stage: no trait changed -> **unchanged**; else
-   **changed**, with an inputs record in the evolution pipeline's shape, so the pipeline's generate and publish
-   stages render it (with the previous image as the image-to-image start, and the previous metadata as parent).
+   **changed**, with its :class:`~agent.domain.Inputs` (the type the evolution pipeline's inputs stage makes,
+   with the previous version read by the same :func:`~agent.pipeline.inputs.read_previous`), so the pipeline's
+   generate and publish stages render it (the previous image as the image-to-image start, the previous metadata
+   as parent).
 """
 
 from __future__ import annotations
@@ -29,13 +31,12 @@ from eth_typing import ChecksumAddress
 from eth_utils import function_signature_to_4byte_selector
 from web3 import Web3
 
-from agent.domain import OracleReading
-from agent.ipfs.errors import BlockNotFoundError
+from agent.domain import Inputs, InputSnapshot, OracleReading, PreviousVersion, RefreshMark, TokenFacts
 from agent.ipfs.repo import IpfsRepo
-from agent.pipeline.chain import CollectionReader
+from agent.pipeline.collection import CollectionReader
 from agent.pipeline.errors import PreviousMetadataMissingError
+from agent.pipeline.inputs import read_previous
 from agent.pipeline.traits import evaluate_traits
-from agent.publish.metadata import cid_from_digest, parse_metadata
 from agent.refresh.models import ItemState
 from agent.rules import RuleEngine
 from agent.rules.errors import RuleEvaluationError
@@ -44,8 +45,7 @@ from agent.submit.rpc import ChainRpc
 from oracles.base import Oracle, ReadContext
 from oracles.chainlink import ChainlinkOracle
 from oracles.errors import OracleUnavailableError
-from oracles.guard import GUARD_READING, OracleGuard, SkippedOracle
-from oracles.snapshot import take_snapshot
+from oracles.guard import OracleGuard, SkippedOracle
 
 log = logging.getLogger("chrysalis.refresh")
 
@@ -91,7 +91,7 @@ class Evaluation:
     state: ItemState
     stage: int | None = None
     parent_digest: str | None = None
-    inputs: dict[str, Any] | None = None
+    inputs: Inputs | None = None
     reason: str | None = None
 
     def values(self) -> dict[str, Any]:
@@ -99,7 +99,7 @@ class Evaluation:
             "state": self.state,
             "stage": self.stage,
             "parent_digest": self.parent_digest,
-            "inputs": self.inputs,
+            "inputs": self.inputs.to_json() if self.inputs else None,
             "reason": self.reason,
         }
 
@@ -165,57 +165,6 @@ def rule_features(rules: RuleEngine) -> dict[str, list[str]]:
             if feature:
                 out.setdefault(feature, []).append(f"[{kind}.{name}]")
     return out
-
-
-class _Fixed(Oracle):
-    """Readings already read (and screened), handed to :func:`take_snapshot` under their oracle's name."""
-
-    def __init__(self, name: str, readings: Sequence[OracleReading]) -> None:
-        self._name = name
-        self._readings = list(readings)
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def provides(self) -> tuple[str, ...]:
-        return tuple(r.name for r in self._readings)
-
-    def read(self, ctx: ReadContext) -> list[OracleReading]:
-        return list(self._readings)
-
-
-def _reading_json(r: OracleReading) -> dict[str, Any]:
-    return {
-        "name": r.name,
-        "value": r.value,
-        "source": r.source,
-        "block": r.block_number,
-        "meta": dict(r.meta),
-    }
-
-
-def _reading(d: Mapping[str, Any]) -> OracleReading:
-    return OracleReading(
-        str(d["name"]), d["value"], str(d["source"]), int(d["block"]), dict(d.get("meta") or {})
-    )
-
-
-def _skip_json(s: SkippedOracle) -> dict[str, Any]:
-    return {
-        "oracle": s.oracle,
-        "reason": s.reason,
-        "detail": s.detail,
-        "readings": list(s.readings),
-        "required": s.required,
-    }
-
-
-def _skip(d: Mapping[str, Any]) -> SkippedOracle:
-    return SkippedOracle(
-        str(d["oracle"]), str(d["reason"]), str(d["detail"]), tuple(d["readings"]), bool(d.get("required"))
-    )
 
 
 class RefreshInputs:
@@ -299,9 +248,9 @@ class RefreshInputs:
         for oracle in self.shared_oracles:
             readings, skip = self.guard.screen(oracle, ctx)
             if skip is not None:
-                skipped.append(_skip_json(skip))
+                skipped.append(skip.to_json())
             if readings:
-                passed[oracle.name] = [_reading_json(r) for r in readings]
+                passed[oracle.name] = [r.to_json() for r in readings]
         return {"passed": passed, "skipped": skipped}
 
     def feed_answer(self, shared: Mapping[str, Any], feed: str | None) -> int | None:
@@ -370,60 +319,42 @@ class RefreshInputs:
                 snapshot,
                 stage=token.stage,
                 token_id=t,
-                previous=previous["traits"] if previous else None,
+                previous=previous.traits if previous else None,
             )
         except RuleEvaluationError as exc:
             return Evaluation(t, ItemState.FAILED, **base, reason=f"{exc.message} ({exc.hint})")
-        if not rules["changed"] and not force:
+        if not rules.changed and not force:
             return Evaluation(t, ItemState.UNCHANGED, **base)
-        inputs = {
-            "snapshot": snapshot.to_json(),
-            "snapshot_sha256": snapshot.sha256,
-            "token": {
-                "name": self.token_name.format(collection=self.collection_name, token_id=t),
-                "stage": token.stage,
-                "fused_burn_id": None,
-                "previous": previous,
-                "holder": token.owner,
-            },
-            "rules": rules,
-            "refresh": {"block_number": block.number, "block_hash": block.hash, "forced": force},
-        }
-        changed = ", ".join(rules["changed"]) or "(none: forced)"
+        inputs = Inputs(
+            snapshot=snapshot,
+            token=TokenFacts(
+                name=self.token_name.format(collection=self.collection_name, token_id=t),
+                stage=token.stage,
+                previous=previous,
+                holder=token.owner,
+            ),
+            rules=rules,
+            refresh=RefreshMark(block.number, block.hash, force),
+        )
+        changed = ", ".join(rules.changed) or "(none: forced)"
         return Evaluation(t, ItemState.CHANGED, **base, inputs=inputs, reason=f"changed: {changed}")
 
-    def _previous(self, token_id: int, digest: str) -> dict[str, Any] | None:
-        if digest == ZERO32:
-            return None
-        cid = cid_from_digest(bytes.fromhex(digest[2:]))
-        try:
-            data = self.repo.block_get(cid)
-        except BlockNotFoundError:
-            raise PreviousMetadataMissingError(token_id, cid, str(self.repo.path)) from None
-        metadata = parse_metadata(data, cid=cid)
-        return {
-            "metadata_cid": cid,
-            "image_cid": metadata.image_cid,
-            "traits": dict(metadata.traits),
-            "stage": metadata.stage,
-        }
+    def _previous(self, token_id: int, digest: str) -> PreviousVersion | None:
+        return read_previous(self.repo, token_id, bytes.fromhex(digest.removeprefix("0x")))
 
     def _snapshot(
         self, block: Block, shared: Mapping[str, Any], token_id: int, holder: str
-    ) -> tuple[Any, list[SkippedOracle]]:
+    ) -> tuple[InputSnapshot, list[SkippedOracle]]:
         ctx = self._ctx(block, token_id, holder)
-        passed: list[Oracle] = [
-            _Fixed(name, [_reading(r) for r in readings])
+        passed: list[tuple[str, list[OracleReading]]] = [
+            (name, [OracleReading.from_json(r) for r in readings])
             for name, readings in shared.get("passed", {}).items()
         ]
-        skipped = [_skip(s) for s in shared.get("skipped", [])]
+        skipped = [SkippedOracle.from_json(s) for s in shared.get("skipped", [])]
         for oracle in self.token_oracles:
             readings, skip = self.guard.screen(oracle, ctx)
             if skip is not None:
                 skipped.append(skip)
             if readings:
-                passed.append(_Fixed(oracle.name, readings))
-        left_out = sorted(name for s in skipped for name in s.readings)
-        reasons = {s.oracle: {"reason": s.reason, "detail": s.detail} for s in skipped}
-        marker = OracleReading(GUARD_READING, left_out, "guard", block.number, {"skipped": reasons})
-        return take_snapshot([*passed, _Fixed("guard", [marker])], ctx), skipped
+                passed.append((oracle.name, readings))
+        return self.guard.assemble(passed, skipped, ctx), skipped

@@ -53,15 +53,23 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
-from agent.domain import Confirmation, Submission, canonical_json
+from agent.domain import (
+    Artwork,
+    Confirmation,
+    CuratorRejection,
+    Inputs,
+    RenderTask,
+    Submission,
+    canonical_json,
+)
 from agent.errors import ChrysalisError, PermanentError, RetryableError
 from agent.jobs import Job, JobKind, JobStore
 from agent.metrics import REFRESH_GAS, REFRESH_PAUSED, REFRESH_RUNS, REFRESH_TOKENS
 from agent.pipeline.generate import GenerateStage
+from agent.pipeline.ports import Review, StepOutcome
 from agent.pipeline.publish import PublishStage
-from agent.pipeline.request import EvolutionRequest
 from agent.refresh.inputs import Block, RefreshInputs, read_token_states
 from agent.refresh.models import REGENERATED_STATES, ItemState
 from agent.refresh.store import RefreshItem, RefreshRun, RefreshStore, RefreshTx
@@ -75,26 +83,6 @@ log = logging.getLogger("chrysalis.refresh")
 
 ZERO32 = "0x" + "00" * 32
 PROVENANCE_SCHEMA = "chrysalis.refresh-batch/1"
-
-
-@dataclass(frozen=True)
-class StepOutcome:
-    """What the worker does with the refresh job after a step.
-
-    Attributes:
-        action: ``continue`` (give it back at once: more to do), ``pause`` (give it back for ``delay_s``: a
-            budget stopped it) or ``finish`` (confirm the job with ``result``).
-        delay_s: Seconds until it may run again (``pause``).
-        reason: Why it paused.
-        result: The job's result (``finish``): counts per outcome, gas, transactions.
-        gas_used: Gas of the refresh transactions confirmed in this step.
-    """
-
-    action: Literal["continue", "pause", "finish"]
-    delay_s: float = 0.0
-    reason: str | None = None
-    result: dict[str, Any] | None = None
-    gas_used: int = 0
 
 
 @dataclass
@@ -155,7 +143,7 @@ class RefreshRunner:
         price_feeds: Feeds whose price-trigger baseline a new refresh moves to its block's answer.
         wait_chunk_s: Longest single wait for a transaction before the stop flag is checked again.
         clock: UTC now (the job store's clock).
-        review: The studio's :class:`~agent.studio.review.ReviewGate` in review mode (``studio.review``): each
+        review: The review gate (:class:`~agent.review.ReviewGate`) in review mode (``studio.review``): each
             regenerated token waits as a review item (key ``refresh:<job>:<token>``) and is published and written
             only once a curator approves it (with ``approved_by`` in its metadata); a rejection skips the token.
         review_poll_s: How often a refresh waiting for curators looks again.
@@ -177,7 +165,7 @@ class RefreshRunner:
         wait_chunk_s: float = 2.0,
         receipt_timeout_s: float = 1800.0,
         clock: Callable[[], datetime] | None = None,
-        review: Any = None,
+        review: Review | None = None,
         review_poll_s: float = 5.0,
     ) -> None:
         self.jobs = jobs
@@ -388,20 +376,16 @@ class RefreshRunner:
 
     # -- generate and publish ---------------------------------------------------------------------------------
 
-    def _request(self, run: RefreshRun, item: RefreshItem) -> EvolutionRequest:
-        """The pseudo-request the pipeline's stages render a refresh with: request id 0, the token's current
-        stage, and the refresh block's hash as the on-chain seed (so anyone can re-derive the seed)."""
-        holder = str((item.inputs or {}).get("token", {}).get("holder") or "0x" + "00" * 20)
-        return EvolutionRequest(
-            request_id=0,
+    def _task(self, run: RefreshRun, item: RefreshItem) -> RenderTask:
+        """What the pipeline's stages render for a refreshed token: the token at the refresh block, in its
+        current stage, with the block's hash as the on-chain seed (so anyone can re-derive the seed)."""
+        return RenderTask(
             token_id=item.token_id,
-            requester=holder,
-            stage_before=int(item.stage or 0) - 1,
+            stage=int(item.stage or 0),
             seed=run.block_hash,
             block_number=run.block_number,
             block_hash=run.block_hash,
-            tx_hash=ZERO32,
-            log_index=0,
+            label=f"token {item.token_id} (refresh job {run.job_id})",
         )
 
     def generate_chunk(self, run: RefreshRun) -> int:
@@ -412,7 +396,7 @@ class RefreshRunner:
         todo = self.store.items(run.job_id, [ItemState.CHANGED], limit=min(room, self.settings.chunk_size))
         if not todo:
             return 0
-        batch = [(self._request(run, i), dict(i.inputs or {})) for i in todo]
+        batch = [(self._task(run, i), Inputs.from_json(i.inputs or {})) for i in todo]
         try:
             outputs = self.generate.run(batch)
         except PermanentError as exc:
@@ -421,7 +405,7 @@ class RefreshRunner:
         self.store.move(
             run.job_id,
             [
-                (i.token_id, [ItemState.CHANGED], {"state": ItemState.GENERATED, "generated": out})
+                (i.token_id, [ItemState.CHANGED], {"state": ItemState.GENERATED, "generated": out.to_json()})
                 for i, out in zip(todo, outputs, strict=True)
             ],
         )
@@ -434,7 +418,7 @@ class RefreshRunner:
         retry: ChrysalisError | None = None
         done = waiting = 0
         for item in todo:
-            generated, approved_by = dict(item.generated or {}), None
+            artwork, approved_by = Artwork.from_json(item.generated or {}), None
             if self.review is not None:
                 verdict = self._review(run, item)
                 if verdict is None:
@@ -445,10 +429,13 @@ class RefreshRunner:
                         "state": ItemState.SKIPPED, "reason": verdict})])  # fmt: skip
                     REFRESH_TOKENS.labels(outcome="skipped").inc()
                     continue
-                generated, approved_by = verdict
+                artwork, approved_by = verdict
             try:
                 record = self.publish.run(
-                    self._request(run, item), dict(item.inputs or {}), generated, approved_by=approved_by
+                    self._task(run, item),
+                    Inputs.from_json(item.inputs or {}),
+                    artwork,
+                    approved_by=approved_by,
                 )
             except PermanentError as exc:
                 self._fail_items(run, [item], [ItemState.GENERATED], exc)
@@ -459,29 +446,27 @@ class RefreshRunner:
             self.store.move(
                 run.job_id,
                 [(item.token_id, [ItemState.GENERATED], {
-                    "state": ItemState.PUBLISHED, "published": record, "digest": record["digest"]})],
+                    "state": ItemState.PUBLISHED, "published": record.to_json(), "digest": record.digest})],
             )  # fmt: skip
             done += 1
         if retry is not None and not done:
             raise retry
         return done, waiting
 
-    def _review(self, run: RefreshRun, item: RefreshItem) -> tuple[dict[str, Any], str] | str | None:
-        """Review mode: ``(generated, approved_by)`` once approved, the reason once rejected, None meanwhile."""
-        from agent.studio.review import Approved, Candidate, Rejected
-
-        inputs = dict(item.inputs or {})
-        key = f"refresh:{run.job_id}:{item.token_id}"
-        candidate = Candidate.from_generated(
-            dict(item.generated or {}), traits=inputs["rules"]["traits"], name=inputs["token"]["name"]
-        )
-        self.review.submit(key, item.token_id, int(item.stage or 0), candidate, kind="refresh")  # idempotent
-        decision = self.review.decision(key)
-        if isinstance(decision, Rejected):
-            return decision.describe()
-        if isinstance(decision, Approved):
-            return decision.generated, decision.approved_by
-        return None
+    def _review(self, run: RefreshRun, item: RefreshItem) -> tuple[Artwork, str] | str | None:
+        """Review mode: ``(artwork, approved_by)`` once approved, the reason once rejected, None meanwhile."""
+        assert self.review is not None
+        inputs = Inputs.from_json(item.inputs or {})
+        decision = self.review.review(
+            f"refresh:{run.job_id}:{item.token_id}", token_id=item.token_id, stage=int(item.stage or 0),
+            artwork=Artwork.from_json(item.generated or {}), traits=inputs.rules.traits, name=inputs.token.name,
+            kind="refresh",
+        )  # fmt: skip
+        if isinstance(decision, CuratorRejection):
+            return decision.reason
+        if decision is None:
+            return None
+        return decision.artwork, decision.approved_by
 
     def _fail_items(
         self,

@@ -25,14 +25,15 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import sqlalchemy as sa
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
-from sqlalchemy.engine import Engine
 
 from agent.cron import crontab_trigger
 from agent.settings import RefreshPolicySettings
+from agent.store.db import Database
 
 log = logging.getLogger("chrysalis.refresh")
 
@@ -57,7 +58,7 @@ class RefreshScheduler:
     """Runs the cron policies; see the module docstring.
 
     Args:
-        engine: The agent's database (the job store's engine).
+        db: The agent's database (APScheduler keeps its job table there).
         policies: The cron policies (others are ignored).
         on_fire: Queues the refresh: ``on_fire(policy, fired_at)``.
         scheduler_id: Stable name of this collection's scheduler (``<chain id>:<collection>``).
@@ -68,7 +69,7 @@ class RefreshScheduler:
 
     def __init__(
         self,
-        engine: Engine,
+        db: Database,
         policies: Sequence[RefreshPolicySettings],
         on_fire: Callable[[RefreshPolicySettings, datetime], Any],
         *,
@@ -77,7 +78,7 @@ class RefreshScheduler:
         table: str = "refresh_schedules",
         clock: Callable[[], datetime] | None = None,
     ) -> None:
-        self.engine = engine
+        self.db = db
         self.policies = {p.name: p for p in policies if p.cron}
         self.on_fire = on_fire
         self.scheduler_id = scheduler_id
@@ -96,7 +97,7 @@ class RefreshScheduler:
         if self._scheduler is not None:
             return self
         scheduler = BackgroundScheduler(
-            jobstores={"default": SQLAlchemyJobStore(engine=self.engine, tablename=self.table)},
+            jobstores={"default": SQLAlchemyJobStore(engine=self.db.engine, tablename=self.table)},
             executors={"default": ThreadPoolExecutor(max_workers=1)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             timezone=self.timezone,
@@ -134,7 +135,7 @@ class RefreshScheduler:
     def next_runs(self) -> dict[str, datetime | None]:
         """Policy name -> its next fire time (None: paused or finished)."""
         if self._scheduler is None:
-            return stored_schedules(self.engine, self.table)
+            return stored_schedules(self.db, self.table)
         return {
             job.id[len(JOB_PREFIX) :]: job.next_run_time
             for job in self._scheduler.get_jobs()
@@ -166,16 +167,14 @@ class RefreshScheduler:
                 del _LIVE[self.scheduler_id]
 
 
-def stored_schedules(engine: Engine, table: str = "refresh_schedules") -> dict[str, datetime | None]:
+def stored_schedules(db: Database, table: str = "refresh_schedules") -> dict[str, datetime | None]:
     """The stored cron schedules' next fire times, read without running a scheduler (``chrysalis refresh
     status``)."""
-    import sqlalchemy as sa
-
-    if not sa.inspect(engine).has_table(table):
+    if not db.has_table(table):
         return {}
     meta = sa.MetaData()
-    t = sa.Table(table, meta, autoload_with=engine)
-    with engine.connect() as conn:
+    t = sa.Table(table, meta, autoload_with=db.engine)
+    with db.connect() as conn:
         rows = conn.execute(sa.select(t.c.id, t.c.next_run_time)).all()
     return {
         str(job_id)[len(JOB_PREFIX) :]: (datetime.fromtimestamp(ts, UTC) if ts is not None else None)

@@ -11,9 +11,10 @@ from typing import Any
 from agent.deployment import PRICE_FEED, Deployment
 from agent.ipfs.repo import IpfsRepo
 from agent.jobs import Job, JobStore
-from agent.pipeline.chain import CollectionReader
+from agent.pipeline.collection import CollectionReader
 from agent.pipeline.generate import GenerateStage
 from agent.pipeline.inputs import InputsStage
+from agent.pipeline.ports import Review
 from agent.pipeline.publish import PublishStage
 from agent.refresh.inputs import RefreshInputs
 from agent.refresh.runner import RefreshRunner
@@ -21,6 +22,7 @@ from agent.refresh.schedule import RefreshScheduler
 from agent.refresh.store import RefreshStore
 from agent.refresh.triggers import PriceTrigger, cron_fired, queue_manual
 from agent.settings import Settings
+from agent.store import Database
 from agent.submit.batcher import RefreshBatcher
 from agent.submit.errors import GWEI
 from agent.submit.fees import FeeOracle
@@ -64,6 +66,7 @@ class RefreshService:
         *,
         settings: Settings,
         deployment: Deployment,
+        db: Database,
         jobs: JobStore,
         reader: CollectionReader,
         repo: IpfsRepo,
@@ -71,10 +74,12 @@ class RefreshService:
         generate: GenerateStage,
         publish: PublishStage,
         sender: Web3TxSender,
+        review: Review | None = None,
         on_job: Callable[[], None] | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> RefreshService:
-        """Wire the refresh parts from ``settings`` and the agent's own stages, reader, repo and sender.
+        """Wire the refresh parts from ``settings`` and the agent's own database, job store, stages, reader, repo
+        and sender (``db`` holds the refresh tables, the price triggers' cursors and the cron schedules).
 
         The refresh sends from the agent's key with the agent's nonce manager (so refreshes and fulfilments
         are ordered by nonce), under its own fee cap ``refresh.max_fee_per_gas_gwei``.
@@ -85,7 +90,7 @@ class RefreshService:
         from agent.errors import ConfigError
 
         r = settings.refresh
-        store = RefreshStore(jobs.engine, clock=clock)  # type: ignore[attr-defined]
+        store = RefreshStore(db, clock=clock)
         cap_gwei = min(r.max_fee_per_gas_gwei, settings.submit.max_fee_per_gas_gwei)
         s = settings.submit
         fees = FeeOracle(
@@ -144,7 +149,7 @@ class RefreshService:
             wait_chunk_s=settings.agent.wait_chunk_s,
             receipt_timeout_s=s.receipt_timeout_s,
             clock=clock,
-            review=_review_gate(settings, jobs),
+            review=review,
             review_poll_s=max(1.0, settings.chain.poll_interval_s),
         )
         chain_id = deployment.chain_id
@@ -164,7 +169,7 @@ class RefreshService:
         scheduler = None
         if any(p.cron for p in r.policies):
             scheduler = RefreshScheduler(
-                jobs.engine,  # type: ignore[attr-defined]
+                db,
                 r.policies,
                 lambda policy, fired_at: cron_fired(jobs, store, chain_id, policy, fired_at),
                 scheduler_id=f"{chain_id}:{address.lower()}",
@@ -204,12 +209,3 @@ def _guard(settings: Settings, inputs: InputsStage) -> OracleGuard:
         for reading, spec in (source or {}).items():
             limits[reading] = {**limits.get(reading, {}), **dict(spec)}
     return OracleGuard.from_mapping(limits)
-
-
-def _review_gate(settings: Settings, jobs: JobStore) -> Any:
-    """The studio's review gate when review mode is on (``studio.review``): refreshes wait for curators too."""
-    if not settings.studio.review:
-        return None
-    from agent.studio.review import ReviewGate
-
-    return ReviewGate.for_store(jobs)

@@ -5,19 +5,23 @@ from __future__ import annotations
 from datetime import UTC, timedelta
 from typing import Any
 
-import sqlalchemy as sa
-
 from agent.jobs import JobKind, JobStore
-from agent.refresh.models import triggers
 from agent.refresh.schedule import stored_schedules
 from agent.refresh.store import RefreshStore
 from agent.settings import Settings
 
 
-def gather(settings: Settings, store: JobStore, *, limit: int = 10) -> dict[str, Any]:
-    """Recent refresh jobs with their runs' counts, the gas budget today, schedules and price baselines."""
-    engine = store.engine  # type: ignore[attr-defined]
-    refreshes = RefreshStore(engine, clock=getattr(store, "_clock", None))
+def gather(
+    settings: Settings, store: JobStore, refreshes: RefreshStore, *, limit: int = 10
+) -> dict[str, Any]:
+    """Recent refresh jobs with their runs' counts, the gas budget today, schedules and price baselines.
+
+    Args:
+        settings: The agent's settings (budgets, the scheduler's table).
+        store: The job store.
+        refreshes: The refresh tables, on the same database.
+        limit: Most refreshes listed.
+    """
     rows = []
     for job in store.list_jobs(kind=JobKind.REFRESH, newest_first=True, limit=limit):
         run = refreshes.run(job.id)
@@ -46,11 +50,9 @@ def gather(settings: Settings, store: JobStore, *, limit: int = 10) -> dict[str,
         )
     now = refreshes.clock()
     start = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    baselines = {}
-    if sa.inspect(engine).has_table("refresh_triggers"):
-        with engine.connect() as conn:
-            for row in conn.execute(sa.select(triggers)).mappings():
-                baselines[row["feed"]] = {"answer": row["baseline"], "block": row["baseline_block"]}
+    baselines = {
+        feed: {"answer": answer, "block": block} for feed, (answer, block) in refreshes.baselines().items()
+    }
     return {
         "refreshes": rows,
         "budget": {
@@ -61,7 +63,7 @@ def gather(settings: Settings, store: JobStore, *, limit: int = 10) -> dict[str,
         },
         "schedules": {
             name: (when.isoformat() if when else None)
-            for name, when in stored_schedules(engine, settings.refresh.scheduler_table).items()
+            for name, when in stored_schedules(refreshes.db, settings.refresh.scheduler_table).items()
         },
         "baselines": baselines,
     }

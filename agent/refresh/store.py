@@ -1,4 +1,5 @@
-"""The refresh tables (see :mod:`agent.refresh.models`), read and written on the job store's engine.
+"""The refresh tables (:mod:`agent.store.tables`; states in :mod:`agent.refresh.models`), read and written on
+the agent's :class:`~agent.store.db.Database`.
 
 Every item update is a compare-and-set on the item's state (``UPDATE ... WHERE state IN (expected)``), so two
 writers -- a refresh advancing its tokens and a newer refresh superseding them -- never overwrite each other: the
@@ -13,16 +14,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
 from agent.domain import Submission
 from agent.errors import BackendUnavailableError
 from agent.jobs import JobState
-from agent.jobs.models import JobRow
-from agent.refresh.models import UNSENT_STATES, ItemState, items, runs, triggers, txs
+from agent.refresh.models import UNSENT_STATES, ItemState
+from agent.store.db import Database
+from agent.store.tables import JOBS, REFRESH_ITEMS, REFRESH_RUNS, REFRESH_TRIGGERS, REFRESH_TXS
 
-_jobs = JobRow.__table__  # type: ignore[attr-defined]
+_jobs = JOBS
+runs, items, txs, triggers = REFRESH_RUNS, REFRESH_ITEMS, REFRESH_TXS, REFRESH_TRIGGERS
 
 
 def utcnow() -> datetime:
@@ -100,16 +102,16 @@ class RefreshStore:
     """Reads and writes the refresh tables.
 
     Args:
-        engine: The job store's engine (same database).
+        db: The agent's database (the job store's).
         clock: UTC now (the job store's clock, so budgets and leases agree).
     """
 
-    def __init__(self, engine: Engine, *, clock: Callable[[], datetime] | None = None) -> None:
-        self.engine = engine
+    def __init__(self, db: Database, *, clock: Callable[[], datetime] | None = None) -> None:
+        self.db = db
         self.clock = clock or utcnow
 
     def _begin(self) -> Any:
-        return _Tx(self.engine)
+        return _Tx(self.db)
 
     # -- runs -------------------------------------------------------------------------------------------------
 
@@ -383,6 +385,14 @@ class RefreshStore:
                     .values(baseline=str(answer), baseline_block=block, updated_at=now)
                 )
 
+    def baselines(self) -> dict[str, tuple[str, int]]:
+        """Every feed's ``(raw answer, block)`` baseline (none on a database without the refresh tables)."""
+        if not self.db.has_table(triggers.name):
+            return {}
+        with self._begin() as conn:
+            rows = conn.execute(sa.select(triggers)).mappings().all()
+        return {str(r["feed"]): (str(r["baseline"]), int(r["baseline_block"])) for r in rows}
+
     # -- jobs -------------------------------------------------------------------------------------------------
 
     def open_refresh_jobs(self) -> list[tuple[int, str, dict[str, Any]]]:
@@ -399,29 +409,31 @@ class RefreshStore:
 
 
 class _Tx:
-    """``engine.begin()`` with connection failures turned into :class:`BackendUnavailableError`."""
+    """``db.begin()`` with connection failures turned into :class:`BackendUnavailableError`."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, db: Database) -> None:
+        self.db = db
         self._cm: Any = None
 
     def __enter__(self) -> sa.Connection:
         try:
-            self._cm = self.engine.begin()
-            return self._cm.__enter__()
+            self._cm = self.db.begin()
+            conn: sa.Connection = self._cm.__enter__()
+            return conn
         except OperationalError as exc:
-            raise _unavailable(self.engine, exc) from exc
+            raise _unavailable(self.db, exc) from exc
 
     def __exit__(self, *exc: object) -> None:
         try:
             self._cm.__exit__(*exc)
         except OperationalError as err:
-            raise _unavailable(self.engine, err) from err
+            raise _unavailable(self.db, err) from err
 
 
-def _unavailable(engine: Engine, exc: OperationalError) -> BackendUnavailableError:
-    return BackendUnavailableError(
-        f"the database at {engine.url.render_as_string(hide_password=True)} failed: {exc.orig}",
+def _unavailable(db: Database, exc: OperationalError) -> BackendUnavailableError:
+    return db.unavailable(
+        exc,
+        prefix="the database at",
         hint="check database.url and that the server is running; the refresh resumes where it stopped",
     )
 
@@ -479,7 +491,7 @@ def _tx(r: Mapping[str, Any]) -> RefreshTx:
 
 
 def _aware(value: datetime | None) -> datetime | None:
-    """The tables use :class:`~agent.jobs.models.UTCDateTime`, but Core selects of a ``Table`` built by SQLModel
+    """The tables use :class:`~agent.store.tables.UTCDateTime`, but Core selects of a ``Table`` built by SQLModel
     keep its type; this only guards against a naive value slipping through."""
     if value is None:
         return None

@@ -210,7 +210,7 @@ class PriceTrigger:
             stream=f"refresh-trigger:{chain_id}:{self.feed.lower()}",
             chain_id=chain_id,
         )
-        self.watcher = Watcher(rpc, SqlCursorStore(jobs.engine), config)  # type: ignore[attr-defined]
+        self.watcher = Watcher(rpc, SqlCursorStore(store.db), config)
 
     def answer_at(self, block: int) -> int:
         """The feed's latest answer at ``block`` (``latestRoundData``).

@@ -4,12 +4,9 @@
 
     chain (views + logs) --> CollectionIndex --+--> Catalog (gallery cards, timelines) --> pages, chrysalis verify
     IPFS repo (metadata, images) ---------------+
-    job store (jobs, cursor) --> ops view        review store <--> ReviewGate (the pipeline) + curators
+    job store (jobs, cursor) --> ops view        review store (agent.review) <--> curators (pages, regeneration)
 
 :class:`~agent.studio.service.Studio` wires the parts from settings, :func:`~agent.studio.app.create_app` serves
-them, :mod:`agent.studio.review` is the review queue and the pipeline's gate.
+them. The review queue and the pipeline's gate are :mod:`agent.review`; the studio renders the queue and runs
+regenerations (:mod:`agent.studio.regenerate`).
 """
-
-from agent.studio.review import Approved, Candidate, Pending, Rejected, ReviewGate, ReviewStore
-
-__all__ = ["Approved", "Candidate", "Pending", "Rejected", "ReviewGate", "ReviewStore"]

@@ -55,20 +55,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent import __version__
 from agent.errors import BackendUnavailableError, ChrysalisError, ConfigError, NotFoundError
-from agent.ipfs.server import ServerThread
-from agent.ipfs.server import create_app as create_ipfs_app
+from agent.http import ServerThread, run_foreground
+from agent.ipfs.gateway import create_app as create_ipfs_app
+from agent.ipfs.repo import IpfsRepo
 from agent.redact import redact_text
+from agent.review import OPEN_STATES, ReviewConflictError, ReviewInputError, ReviewItem, ReviewState
 from agent.studio.auth import CSRF_FIELD, CSRF_HEADER, Curator, csrf_ok, csrf_token
 from agent.studio.catalog import filter_cards, trait_values
 from agent.studio.limits import LoginThrottle, RateLimit, StreamSlots, retry_after
 from agent.studio.ops import gather, token_of
-from agent.studio.review import (
-    OPEN_STATES,
-    ReviewConflictError,
-    ReviewInputError,
-    ReviewItem,
-    ReviewState,
-)
 from agent.studio.service import Studio
 from agent.studio.verification import VerifyBusyError, verify_key
 
@@ -231,7 +226,7 @@ class _Gateway:
     It shares the studio's origin, so it serves only images and JSON inline (``safe_types``) and no CAR export.
     """
 
-    def __init__(self, repo: Any) -> None:
+    def __init__(self, repo: IpfsRepo) -> None:
         self.node = create_ipfs_app(repo, safe_types=True, car=False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -438,7 +433,7 @@ def create_app(studio: Studio, *, host: str | None = None) -> Starlette:
             raise HttpProblem(400, "Bad request", f"unknown tab {tab!r}", "use open, approved or rejected")
         kind = request.query_params.get("kind") or None
 
-        def build() -> tuple[list[ReviewItem], dict[str, int], dict[int, Any]]:
+        def build() -> tuple[list[ReviewItem], dict[str, int], dict[int, dict[str, Any] | None]]:
             items = studio.reviews.list_items(states=states, kind=kind, limit=200, newest_first=tab != "open")
             counts = {k.value: v for k, v in studio.reviews.counts().items()}
             published = {i.id: _published(studio, i) for i in items if i.state == ReviewState.APPROVED}
@@ -447,7 +442,7 @@ def create_app(studio: Studio, *, host: str | None = None) -> Starlette:
         items, counts, published = await run_in_threadpool(build)
         if wants_json(request):
             return JSONResponse(
-                {"items": [_review_json(i, published.get(i.id)) for i in items], "counts": counts}
+                {"items": [i.to_json(published=published.get(i.id)) for i in items], "counts": counts}
             )
         return render(request, "review.html", items=items, counts=counts, tab=tab, kind=kind, curator=who,
                       published=published)  # fmt: skip
@@ -611,7 +606,7 @@ def create_app(studio: Studio, *, host: str | None = None) -> Starlette:
                 studio.regenerator.kick()
                 message = f"regenerating {item.label} (review #{item.id})"
             if wants_json(request):
-                return JSONResponse(_review_json(item, None))
+                return JSONResponse(item.to_json())
             flash(request, message)
             return back(request, "/review")
 
@@ -810,29 +805,6 @@ def _detail_json(detail: Any) -> dict[str, Any]:
     }
 
 
-def _review_json(item: ReviewItem, published: Any) -> dict[str, Any]:
-    return {
-        "id": item.id,
-        "key": item.key,
-        "job_id": item.job_id,
-        "token_id": item.token_id,
-        "stage": item.stage,
-        "kind": item.kind,
-        "state": item.state.value,
-        "revision": item.revision,
-        "image": f"ipfs://{item.candidate.image_cid}",
-        "lore": item.candidate.lore,
-        "traits": dict(item.candidate.traits),
-        "provenance": item.candidate.provenance,
-        "reroll": item.candidate.reroll,
-        "strength": item.candidate.strength,
-        "decided_by": item.decided_by,
-        "reason": item.reason,
-        "error": item.error,
-        "published": published,
-    }
-
-
 def _published(studio: Studio, item: ReviewItem) -> dict[str, Any] | None:
     """Where an approved candidate was written on-chain: the version of its token carrying its provenance."""
     if item.token_id is None:
@@ -923,10 +895,8 @@ class StudioServer(ServerThread):
 
 
 def serve(studio: Studio, *, host: str, sock: socket.socket) -> None:
-    """Serve on ``sock`` (bound with :func:`agent.ipfs.server.listen_socket`, so that a busy port is a clean
+    """Serve on ``sock`` (bound with :func:`agent.http.listen_socket`, so that a busy port is a clean
     error before anything starts) in the foreground until interrupted (``chrysalis studio``)."""
-    from agent.ipfs.server import run_foreground
-
     studio.start()
     run_foreground(create_app(studio, host=host), sock)
 

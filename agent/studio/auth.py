@@ -25,6 +25,7 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,16 +102,22 @@ def _secret(env: str, path: Path | None, what: str) -> str | None:
 
 class Credentials:
     """The logins and the API token the studio accepts, read from env vars and files (the curators file again
-    whenever it changes, so that removing a curator ends their sessions without a restart)."""
+    whenever it changes, so that removing a curator ends their sessions without a restart).
 
-    def __init__(self, settings: StudioSettings) -> None:
+    Args:
+        settings: The studio's settings (which env vars and files hold the secrets).
+        admin_password: The admin password itself, for this process only (the demo's session password): it wins
+            over ``password_env`` and ``password_file``.
+    """
+
+    def __init__(self, settings: StudioSettings, *, admin_password: str | None = None) -> None:
         self.admin_user = settings.admin_user
         self.token_user = settings.token_user
         self.session_secret = _secret(
             settings.session_secret_env, settings.session_secret_file, "session secret"
         ) or secrets.token_urlsafe(32)
         self._admin_hash = _admin_hash(
-            _secret(settings.password_env, settings.password_file, "password"),
+            admin_password or _secret(settings.password_env, settings.password_file, "password"),
             settings.password_env,
             self.session_secret,
         )
@@ -240,7 +247,7 @@ class RevokedSessions:
     dead across restarts when the session secret is persistent.
     """
 
-    def __init__(self, path: Path | None = None, *, clock: Any = time.time) -> None:
+    def __init__(self, path: Path | None = None, *, clock: Callable[[], float] = time.time) -> None:
         self.path = path
         self.clock = clock
         self._until: dict[str, float] = {}

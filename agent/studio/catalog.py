@@ -1,9 +1,9 @@
 """The studio's read model: what the gallery, the token pages and ``chrysalis verify`` show.
 
-It joins two public sources and nothing else: the chain (:class:`~agent.studio.chain.CollectionIndex`) and the
+It joins two public sources and nothing else: the chain (:class:`~agent.studio.index.CollectionIndex`) and the
 embedded IPFS repo. A token's ``metadataDigestOf`` is the sha256 of its metadata, so its CID is rebuilt from it
-(:func:`~agent.publish.metadata.cid_from_digest`); the metadata's ``parent`` links give the timeline
-(:func:`~agent.publish.metadata.history`), every block checked against its CID on the way. Each version is then
+(:func:`~agent.metadata.cid_from_digest`); the metadata's ``parent`` links give the timeline
+(:func:`~agent.metadata.history`), every block checked against its CID on the way. Each version is then
 matched to the transaction that wrote it: the ``Evolved`` log carrying its digest (or the ``refreshMetadata``
 call that did), which also names the request, its seed and the on-chain provenance hash.
 """
@@ -19,9 +19,9 @@ from agent.domain import canonical_json, sha256_hex
 from agent.errors import ChrysalisError, NotFoundError
 from agent.ipfs.errors import BlockNotFoundError
 from agent.ipfs.repo import IpfsRepo
-from agent.publish.metadata import HistoryEntry, TokenMetadata, cid_from_digest, history, parse_metadata
-from agent.studio.chain import CollectionIndex, TokenState
-from agent.studio.review import find_reroll
+from agent.metadata import HistoryEntry, TokenMetadata, cid_from_digest, history, parse_metadata
+from agent.review import find_reroll
+from agent.studio.index import CollectionIndex, TokenState
 
 log = logging.getLogger("chrysalis.studio")
 
@@ -283,7 +283,7 @@ class Catalog:
 
 
 def _digest_of(cid: str) -> str:
-    from agent.publish.metadata import digest_from_cid
+    from agent.metadata import digest_from_cid
 
     return digest_from_cid(cid).hex()
 

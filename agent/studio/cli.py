@@ -7,13 +7,17 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from agent.clicontext import current_settings
 from agent.errors import ConfigError
+
+if TYPE_CHECKING:  # the commands import what they use when they run (a fast `chrysalis --help`)
+    from agent.review import ReviewConflictError, ReviewStore
 
 console = Console()
 
@@ -30,12 +34,6 @@ AsOption = Annotated[
 ]
 
 
-def _settings() -> Any:
-    from agent.settings import load_settings
-
-    return load_settings()
-
-
 def _curator_name(name: str | None) -> str:
     name = name or os.environ.get("USER") or os.environ.get("USERNAME")
     if not name:
@@ -48,11 +46,11 @@ def studio_command(
     port: Annotated[int | None, typer.Option(help="Port (default: studio.port).")] = None,
 ) -> None:
     """Serve the studio: gallery, token timelines, provenance and Verify, review queue, operations."""
-    from agent.ipfs.server import listen_socket
+    from agent.http import listen_socket
     from agent.studio.app import serve
     from agent.studio.service import Studio
 
-    settings = _settings()
+    settings = current_settings()
     host = host or settings.studio.host
     port = settings.studio.port if port is None else port
     if not 0 <= port <= 65535:
@@ -118,13 +116,13 @@ def verify_command(
 
 def _verify_stage(token: int, stage: int | None, image_model: str | None, lore_model: str | None) -> Any:
     from agent.ipfs.repo import IpfsRepo
-    from agent.ops.holder import Collection
+    from agent.pipeline.holder import Collection
     from agent.studio.catalog import Catalog
-    from agent.studio.chain import CollectionIndex
+    from agent.studio.index import CollectionIndex
     from agent.studio.service import repo_path
     from agent.studio.verification import check_stage
 
-    settings = _settings()
+    settings = current_settings()
     # the node serves the deployment's chain and holds its contract, as `status` and `evolve` check
     Collection.connect(settings)
     index = CollectionIndex.from_settings(settings)
@@ -142,13 +140,16 @@ def _verify_stage(token: int, stage: int | None, image_model: str | None, lore_m
     )
 
 
-def _store() -> Any:
-    from agent.ops.status import require_database
-    from agent.studio.review import ReviewStore
+def _store() -> ReviewStore:
+    from agent.pipeline.status import require_database
+    from agent.review import ReviewStore
+    from agent.store import Database
 
-    settings = _settings()
+    settings = current_settings()
     require_database(settings)  # like `jobs`: never create an empty database where the agent never ran
-    return ReviewStore.open(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
+    return ReviewStore(
+        Database.open(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
+    )
 
 
 @review_app.command("list")
@@ -159,7 +160,7 @@ def review_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
 ) -> None:
     """List review items (by default the open ones: awaiting review or regenerating)."""
-    from agent.studio.review import OPEN_STATES, ReviewState
+    from agent.review import OPEN_STATES, ReviewState
 
     choices = {
         "open": OPEN_STATES,
@@ -173,7 +174,7 @@ def review_list(
         items = store.list_items(states=choices[state], kind=kind, limit=limit)
     if as_json:
         for item in items:
-            typer.echo(json.dumps(_item_json(item), default=str))
+            typer.echo(json.dumps(item.to_json(), default=str))
         return
     table = Table(title=f"review items ({state})")
     for column in ("id", "token", "stage", "kind", "state", "rev", "seed", "lore", "decided"):
@@ -193,24 +194,6 @@ def review_list(
         console.print("[dim]nothing to review[/]")
 
 
-def _item_json(item: Any) -> dict[str, Any]:
-    return {
-        "id": item.id,
-        "key": item.key,
-        "job_id": item.job_id,
-        "token_id": item.token_id,
-        "stage": item.stage,
-        "kind": item.kind,
-        "state": item.state.value,
-        "revision": item.revision,
-        "image_cid": item.candidate.image_cid,
-        "lore": item.candidate.lore,
-        "provenance": item.candidate.provenance,
-        "decided_by": item.decided_by,
-        "reason": item.reason,
-    }
-
-
 @review_app.command("approve")
 def review_approve(
     ids: Annotated[list[int] | None, typer.Argument(help="Review ids (see `chrysalis review list`).")] = None,
@@ -224,7 +207,7 @@ def review_approve(
     with _store() as store:
         if all_genesis:
             done = store.approve_all(by, kind="genesis")
-            conflicts = []
+            conflicts: list[ReviewConflictError] = []
         elif ids:
             done, conflicts = store.approve_many(ids, by)
         else:
@@ -263,7 +246,7 @@ def review_curator(
     """Add (or replace) a curator login in studio.curators_file (its password is stored as an scrypt hash)."""
     from agent.studio.auth import add_curator
 
-    settings = _settings()
+    settings = current_settings()
     path = settings.studio.curators_file
     if path is None:
         raise ConfigError(

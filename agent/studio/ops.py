@@ -13,9 +13,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from agent.jobs import Job, JobKind, JobState, JobStore
+from agent.jobs import Job, JobKind, JobState
 from agent.redact import redact_text
-from agent.studio.chain import CollectionIndex, GasSpent
+from agent.store import Database, SqlJobStore
+from agent.studio.index import CollectionIndex, GasSpent
+from agent.watch.cursor import watch_lag
 
 
 @dataclass(frozen=True)
@@ -44,9 +46,8 @@ class OpsView:
 
     @property
     def lag(self) -> int | None:
-        if self.chain_head is None or self.cursor_block is None:
-            return None
-        return max(0, self.chain_head - self.cursor_block)
+        """Blocks the watcher is behind the node (:func:`agent.watch.cursor.watch_lag`; None when unknown)."""
+        return watch_lag(self.chain_head, self.cursor_block)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -85,20 +86,17 @@ def token_of(job: Job) -> Any:
     return payload.get("token_id", payload.get("tokenId"))
 
 
-def cursor_block(store: JobStore, index: CollectionIndex) -> int | None:
+def cursor_block(db: Database, index: CollectionIndex) -> int | None:
     """The newest block any watcher stream of this collection has handled (streams are ``<chain>:<addresses>``)."""
-    engine = getattr(store, "engine", None)
-    if engine is None:
-        return None
     address = index.address.lower()
     stmt = sa.text("SELECT stream, block_number FROM watch_cursors WHERE chain_id = :chain")
-    with engine.connect() as conn:
+    with db.connect() as conn:
         rows = conn.execute(stmt, {"chain": index.deployment.chain_id}).all()
     blocks = [int(n) for stream, n in rows if address in str(stream).lower()]
     return max(blocks) if blocks else None
 
 
-def gather(store: JobStore, index: CollectionIndex, *, review: dict[str, int] | None = None) -> OpsView:
+def gather(store: SqlJobStore, index: CollectionIndex, *, review: dict[str, int] | None = None) -> OpsView:
     """Read the job store and the chain index (which the caller keeps synced)."""
     counts = {state.value: n for state, n in store.counts().items()}
     failed = store.list_jobs(state=JobState.FAILED, limit=10, newest_first=True)
@@ -113,7 +111,7 @@ def gather(store: JobStore, index: CollectionIndex, *, review: dict[str, int] | 
         retrying=retrying,
         running=running,
         chain_head=index.head,
-        cursor_block=cursor_block(store, index),
+        cursor_block=cursor_block(store.db, index),
         gas=index.gas_spent(),
         next_refresh=next_refresh,
         review=review or {},

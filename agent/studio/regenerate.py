@@ -3,7 +3,7 @@
 The new candidate is made from the old one's receipt alone: the same traits, prompt, lore request, previous
 image (read back from the embedded repo by CID and checked against its sha256) and input snapshot hash; only the
 seed and/or the strength change. A new seed is the next *reroll* of the request's on-chain seed
-(:func:`agent.studio.review.reroll_seed`): the receipt records it as its ``seed.onchain_seed`` and derives every
+(:func:`agent.review.reroll_seed`): the receipt records it as its ``seed.onchain_seed`` and derives every
 request seed from it as usual, so :func:`agent.generate.verify.verify` replays the new receipt like any other,
 and anyone with the request's seed can recompute which reroll it was. The models are the studio's
 ``models`` settings, which must load the very models the receipt names (their weight digests are compared).
@@ -15,13 +15,13 @@ import hashlib
 import logging
 import threading
 
+from agent.domain import Artwork
 from agent.errors import ChrysalisError, ConfigError, IntegrityError
 from agent.generate.base import ImageRequest, LoreRequest
 from agent.generate.receipt import InferenceReceipt, build_receipt, image_record, lore_record
 from agent.generate.seed import derive_seed, onchain_seed_bytes
 from agent.ipfs.repo import IpfsRepo
-from agent.settings import ModelSettings
-from agent.studio.review import (
+from agent.review import (
     Candidate,
     RegenerateRequest,
     ReviewConflictError,
@@ -29,6 +29,7 @@ from agent.studio.review import (
     ReviewStore,
     reroll_seed,
 )
+from agent.settings import ModelSettings
 
 log = logging.getLogger("chrysalis.studio")
 
@@ -62,8 +63,8 @@ def regenerate(
         _same_model(
             "image",
             receipt.image.model.weights_sha256,
-            generator.info.weights_sha256,
-            generator.info.model_id,
+            generator.model_ref.weights_sha256,
+            generator.model_ref.model_id,
         )
         recorded = receipt.image.request
         init = None
@@ -99,7 +100,10 @@ def regenerate(
     if receipt.lore is not None:
         writer = factory.load_lore_writer(models)
         _same_model(
-            "lore", receipt.lore.model.weights_sha256, writer.info.weights_sha256, writer.info.model_id
+            "lore",
+            receipt.lore.model.weights_sha256,
+            writer.model_ref.weights_sha256,
+            writer.model_ref.model_id,
         )
         recorded = receipt.lore.request
         lore_req = LoreRequest(
@@ -120,10 +124,7 @@ def regenerate(
         lore=lore_part,
     )
     return Candidate(
-        image_cid=image_cid,
-        png_sha256=png_sha256,
-        lore=lore_text,
-        receipt=new_receipt.to_json(),
+        Artwork(image_cid=image_cid, png_sha256=png_sha256, lore=lore_text, receipt=new_receipt.to_json()),
         traits=dict(candidate.traits),
         name=candidate.name,
         request_seed=candidate.request_seed,

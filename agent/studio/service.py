@@ -10,25 +10,23 @@ from typing import Any, Self
 
 from agent.ipfs.reader import DagLimits
 from agent.ipfs.repo import IpfsRepo
-from agent.jobs import JobKind, JobStore
+from agent.jobs import JobKind
+from agent.review import ReviewStore
 from agent.settings import Settings
+from agent.store import Database, SqlJobStore
 from agent.studio.auth import Credentials, RevokedSessions
 from agent.studio.catalog import Catalog
-from agent.studio.chain import CollectionIndex, event_json
 from agent.studio.events import FORWARDED, EventHub, Poller
+from agent.studio.index import CollectionIndex, event_json
 from agent.studio.regenerate import Regenerator
-from agent.studio.review import ReviewStore
 from agent.studio.verification import VerifyRunner
 
 log = logging.getLogger("chrysalis.studio")
 
 
 def repo_path(settings: Settings) -> Path:
-    """The embedded IPFS repo the agent writes to: ``ipfs.repo`` when set, else ``<data_dir>/ipfs`` (the
-    rule :meth:`agent.pipeline.Agent.from_settings` follows)."""
-    if "repo" in settings.ipfs.model_fields_set:
-        return Path(settings.ipfs.repo)
-    return Path(settings.data_dir) / "ipfs"
+    """The embedded IPFS repo the agent writes to (:attr:`~agent.settings.Settings.ipfs_repo`)."""
+    return settings.ipfs_repo
 
 
 class Studio:
@@ -36,8 +34,8 @@ class Studio:
     threads (poller, regenerator) when serving; :meth:`close` at the end.
 
     Attributes:
-        settings, index, repo, jobs, reviews, catalog, verifier, regenerator, hub, poller, credentials,
-        revoked (session ids that logged out).
+        settings, index, repo, db (the agent's database), jobs, reviews, catalog, verifier, regenerator, hub,
+        poller, credentials, revoked (session ids that logged out).
     """
 
     def __init__(
@@ -46,14 +44,15 @@ class Studio:
         *,
         index: CollectionIndex,
         repo: IpfsRepo,
-        jobs: JobStore,
+        db: Database,
         credentials: Credentials | None = None,
     ) -> None:
         self.settings = settings
         self.index = index
         self.repo = repo
-        self.jobs = jobs
-        self.reviews = ReviewStore(jobs.engine)  # type: ignore[attr-defined]
+        self.db = db
+        self.jobs = SqlJobStore(db)
+        self.reviews = ReviewStore(db)
         self.catalog = Catalog(index, repo)
         self.verifier = VerifyRunner(
             self.catalog, cache_dir=settings.models.cache_dir, max_queue=settings.studio.verify_queue
@@ -69,20 +68,22 @@ class Studio:
         self._started = False
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Studio:
+    def from_settings(cls, settings: Settings, *, credentials: Credentials | None = None) -> Studio:
         """Open the deployment record, the node, the IPFS repo and the database named by ``settings``.
+
+        ``credentials`` replaces the logins read from ``settings.studio`` (the demo's session password).
 
         Raises:
             NotFoundError: no deployment record. ConfigError: a bad setting or secret file.
             BackendUnavailableError: the database cannot be reached.
         """
         with contextlib.ExitStack() as stack:
-            credentials = Credentials(settings.studio)
+            credentials = credentials or Credentials(settings.studio)
             index = CollectionIndex.from_settings(settings)
-            jobs = JobStore.open(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
-            stack.callback(jobs.close)
+            db = Database.open(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
+            stack.callback(db.close)
             repo = IpfsRepo(repo_path(settings), limits=DagLimits.from_settings(settings.ipfs))
-            studio = cls(settings, index=index, repo=repo, jobs=jobs, credentials=credentials)
+            studio = cls(settings, index=index, repo=repo, db=db, credentials=credentials)
             stack.pop_all()
         return studio
 
@@ -151,7 +152,7 @@ class Studio:
         self.poller.stop()
         self.regenerator.stop()
         self.verifier.close()
-        self.jobs.close()
+        self.db.close()
 
     def __enter__(self) -> Self:
         return self

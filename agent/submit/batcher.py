@@ -307,14 +307,14 @@ class FulfilmentBatcher:
         sender: TxSender,
         rpc: ChainRpc,
         collection: str,
-        settings: SubmitSettings | None = None,
+        settings: SubmitSettings,
         *,
         precheck: str = "batch",
     ) -> None:
         self.sender = sender
         self.rpc = rpc
         self.collection = collection
-        self.settings = settings or SubmitSettings()
+        self.settings = settings
         self.precheck = precheck
 
     def check_pending(self, request_ids: Sequence[int]) -> dict[int, bool]:
@@ -447,13 +447,11 @@ class RefreshBatcher:
 
     label = "refreshMetadata"
 
-    def __init__(
-        self, sender: TxSender, rpc: ChainRpc, collection: str, settings: SubmitSettings | None = None
-    ) -> None:
+    def __init__(self, sender: TxSender, rpc: ChainRpc, collection: str, settings: SubmitSettings) -> None:
         self.sender = sender
         self.rpc = rpc
         self.collection = collection
-        self.settings = settings or SubmitSettings()
+        self.settings = settings
 
     def check_writable(self) -> None:
         """Two reads that tell whether ``refreshMetadata`` can succeed at all, before any token is planned (each

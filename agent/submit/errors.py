@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Any
 from eth_abi import decode as abi_decode
 from eth_utils import function_signature_to_4byte_selector, to_checksum_address
 
-from agent.errors import BackendUnavailableError, PermanentError, RetryableError
-from agent.redact import redact_text
+from agent.errors import PermanentError, RetryableError
 
 if TYPE_CHECKING:  # pragma: no cover
     from agent.domain import Confirmation
@@ -175,29 +174,6 @@ def _to_bytes(data: bytes | str | None) -> bytes:
 # ------------------------------------------------------------------------------------------------------------
 # Exceptions
 # ------------------------------------------------------------------------------------------------------------
-
-
-class RpcError(BackendUnavailableError):
-    """The node could not be reached (or answered 5xx / 429) after the configured retries.
-
-    URLs in ``cause`` are shown redacted (:func:`agent.redact.redact_text`; pass the endpoint as ``url`` so its
-    path and query are hidden wherever ``cause`` quotes them).
-
-    Attributes:
-        method: The JSON-RPC method.
-        attempts: How many times it was tried.
-        rpc_kind: The last failure's kind (:data:`agent.jsonrpc.KINDS`: ``timeout``, ``bad_response``, ...).
-    """
-
-    def __init__(self, method: str, attempts: int, cause: str, *, url: str | None = None) -> None:
-        self.method = method
-        self.attempts = attempts
-        self.rpc_kind: str | None = None
-        super().__init__(
-            f"RPC {method} failed after {attempts} attempt(s): {redact_text(cause, url)}",
-            hint="check that chain.rpc_url points at a running node; "
-            "raise submit.rpc_retries for a flaky one",
-        )
 
 
 class RevertError(PermanentError):

@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass
 
 from agent.errors import PermanentError, RetryableError
+from agent.settings import SubmitSettings
 from agent.submit.errors import GWEI, FeeCapExceededError
 from agent.submit.rpc import ChainRpc
 
@@ -81,17 +82,15 @@ class FeeOracle:
         self.base_fee_multiplier = base_fee_multiplier
 
     @classmethod
-    def from_settings(cls, rpc: ChainRpc, settings: object) -> FeeOracle:
-        """From a ``SubmitSettings``."""
+    def from_settings(cls, rpc: ChainRpc, settings: SubmitSettings) -> FeeOracle:
+        """From the ``[submit]`` settings (fee cap, tip, fallback tip, base-fee multiplier)."""
         s = settings
         return cls(
             rpc,
-            max_fee_per_gas_wei=int(s.max_fee_per_gas_gwei * GWEI),  # type: ignore[attr-defined]
-            priority_fee_wei=(
-                int(s.priority_fee_gwei * GWEI) if s.priority_fee_gwei is not None else None  # type: ignore
-            ),
-            fallback_priority_fee_wei=int(s.fallback_priority_fee_gwei * GWEI),  # type: ignore[attr-defined]
-            base_fee_multiplier=s.base_fee_multiplier,  # type: ignore[attr-defined]
+            max_fee_per_gas_wei=int(s.max_fee_per_gas_gwei * GWEI),
+            priority_fee_wei=int(s.priority_fee_gwei * GWEI) if s.priority_fee_gwei is not None else None,
+            fallback_priority_fee_wei=int(s.fallback_priority_fee_gwei * GWEI),
+            base_fee_multiplier=s.base_fee_multiplier,
         )
 
     def next_base_fee(self) -> int:

@@ -5,7 +5,7 @@ providers evaluate ``"pending"`` as ``"latest"``, which hides a transaction stil
 recorded nonce it asks whether the chain has passed it and which recorded hash was mined, re-broadcasts the
 signed transaction the node forgot, keeps the nonce from being handed out again meanwhile, and counts the
 fee-bumped replacements already sent for it (the cap holds across restarts).
-:class:`~agent.jobs.broadcasts.SqlBroadcastJournal` keeps it in the agent's database (table ``broadcasts``).
+:class:`~agent.submit.journal_sql.SqlBroadcastJournal` keeps it in the agent's database (table ``broadcasts``).
 """
 
 from __future__ import annotations

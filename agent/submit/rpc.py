@@ -25,10 +25,18 @@ import requests
 from web3 import Web3
 
 from agent.errors import PermanentError, RetryableError
-from agent.jsonrpc import RetryLoop, RetryNotice, RpcFailed, RpcReplyError, classify_error, classify_exception
+from agent.jsonrpc import (
+    RetryLoop,
+    RetryNotice,
+    RpcFailed,
+    RpcReplyError,
+    RpcUnavailableError,
+    classify_error,
+    classify_exception,
+)
 from agent.metrics import RPC_ERRORS
 from agent.redact import redact_text
-from agent.submit.errors import CallRevertedError, ErrorDecoder, RpcError
+from agent.submit.errors import CallRevertedError, ErrorDecoder
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +190,7 @@ class ChainRpc:
         Raises:
             CallRevertedError: the call reverted (``eth_call``, ``eth_estimateGas``).
             TxPoolRejection: the node refused an ``eth_sendRawTransaction``.
-            RpcError: transport failures outlasted the retries.
+            RpcUnavailableError: transport failures outlasted the retries.
             PermanentError: any other JSON-RPC error or HTTP 4xx (message kept; ``rpc_code`` attribute set).
         """
 
@@ -203,9 +211,14 @@ class ChainRpc:
         method, f = failed.method, failed.failure
         message = redact_text(f.message, self._loop.url)  # no API key of the endpoint's URL in a message
         if failed.exhausted:
-            error = RpcError(method, failed.attempts, message, url=self._loop.url)
-            error.rpc_kind = f.kind
-            return error
+            return RpcUnavailableError(
+                self._loop.url,
+                method,
+                message,
+                attempts=failed.attempts,
+                hint="check that chain.rpc_url points at a running node; raise submit.rpc_retries for a flaky one",
+                rpc_kind=f.kind,
+            )
         if f.kind == "revert":
             return CallRevertedError(
                 self.decoder.decode(f.data if isinstance(f.data, str) else None), method=method

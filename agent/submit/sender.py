@@ -29,6 +29,7 @@ from typing import Any
 
 from agent.domain import Confirmation, Submission
 from agent.errors import ChrysalisError
+from agent.jsonrpc import RpcUnavailableError
 from agent.metrics import FEES_PAID, GAS_SPENT, STAGE_LATENCY, TX_CONFIRMED, TX_REPLACED, TX_REVERTED, TX_SENT
 from agent.settings import SubmitSettings
 from agent.submit.errors import (
@@ -40,7 +41,6 @@ from agent.submit.errors import (
     InsufficientFundsError,
     NonceConsumedError,
     NonceError,
-    RpcError,
     SendRejectedError,
     StuckTransactionError,
     TransactionRevertedError,
@@ -194,7 +194,7 @@ class Web3TxSender(TxSender):
         self,
         rpc: ChainRpc,
         signer: Signer,
-        settings: SubmitSettings | None = None,
+        settings: SubmitSettings,
         *,
         decoder: ErrorDecoder | None = None,
         fees: FeeOracle | None = None,
@@ -207,7 +207,7 @@ class Web3TxSender(TxSender):
         self.journal = journal
         self.rpc = rpc
         self.signer = signer
-        self.settings = settings or SubmitSettings()
+        self.settings = settings
         self.decoder = decoder or rpc.decoder
         self.fees = fees or FeeOracle.from_settings(rpc, self.settings)
         self.nonces = nonces or NonceManager(rpc, signer.address)
@@ -220,7 +220,7 @@ class Web3TxSender(TxSender):
         cls,
         url: str,
         signer: Signer,
-        settings: SubmitSettings | None = None,
+        settings: SubmitSettings,
         *,
         abis: Iterable[Sequence[dict[str, Any]]] = (),
         in_flight: Iterable[Submission] = (),
@@ -228,7 +228,6 @@ class Web3TxSender(TxSender):
     ) -> Web3TxSender:
         """A sender for the node at ``url`` decoding the errors of ``abis``, resuming ``in_flight`` nonces
         (and every unsettled nonce ``journal`` recorded)."""
-        settings = settings or SubmitSettings()
         decoder = ErrorDecoder(abis)
         rpc = ChainRpc.connect(
             url, retries=settings.rpc_retries, backoff_s=settings.rpc_backoff_s, decoder=decoder
@@ -325,7 +324,7 @@ class Web3TxSender(TxSender):
                 if exc.kind == "insufficient_funds":
                     raise InsufficientFundsError(self.address, exc.reason) from None
                 raise SendRejectedError(exc.reason, label=tx.label) from None
-            except RpcError as exc:
+            except RpcUnavailableError as exc:
                 # We cannot tell whether the node got it: keep the nonce taken and hand the submission over,
                 # so the caller can persist it and wait (waiting rebroadcasts it if the node never saw it).
                 self.nonces.sent(nonce)

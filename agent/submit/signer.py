@@ -23,6 +23,7 @@ from typing import Any
 from eth_account import Account
 
 from agent.errors import ConfigError
+from agent.settings import SignerSettings
 
 log = logging.getLogger(__name__)
 
@@ -179,8 +180,8 @@ class KeystoreSigner(Signer):
         )
 
     @classmethod
-    def from_settings(cls, settings: Any) -> KeystoreSigner:
-        """From a ``SignerSettings``: ``keystore`` or ``ape_account``, and where the password is."""
+    def from_settings(cls, settings: SignerSettings) -> KeystoreSigner:
+        """From the ``[signer]`` settings: ``keystore`` or ``ape_account``, and where the password is."""
         if settings.keystore is not None:
             return cls.from_keystore(
                 settings.keystore, password_file=settings.password_file, password_env=settings.password_env

@@ -2,11 +2,11 @@
 
 Wiring, in short::
 
-    store = JobStore.open(settings.database.url)
+    db = Database.open(settings.database.url)        # agent.store: the agent's database, migrated
     rpc = RpcClient.from_settings(settings.chain)
     config = WatchConfig.from_settings(settings.chain, address=..., abi=..., start_block=deployment.deploy_block,
                                        chain_id=deployment.chain_id)
-    watcher = Watcher(rpc, SqlCursorStore(store.engine), config)
+    watcher = Watcher(rpc, SqlCursorStore(db), config)
     watcher.run(handle)    # handle(event) switches on event.kind: "block" | "reorg" | "finalize"
 
 See :mod:`agent.watch.watcher` for the model and the delivery guarantees.
@@ -19,9 +19,8 @@ from agent.watch.errors import (
     DeepReorgError,
     LogDecodeError,
     RangeTooLargeError,
-    RateLimitedError,
     RpcError,
-    RpcUnavailableError,
+    RpcRateLimitedError,
     UnsplittableRangeError,
 )
 from agent.watch.events import BlockRef, Finalize, NewBlock, Reorg, WatchEvent
@@ -41,11 +40,10 @@ __all__ = [
     "LogDecoder",
     "NewBlock",
     "RangeTooLargeError",
-    "RateLimitedError",
     "Reorg",
     "RpcClient",
     "RpcError",
-    "RpcUnavailableError",
+    "RpcRateLimitedError",
     "SqlCursorStore",
     "UnsplittableRangeError",
     "WatchConfig",

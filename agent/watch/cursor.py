@@ -31,6 +31,25 @@ class CursorState:
     window: tuple[BlockRef, ...]
 
 
+def watch_lag(chain_head: int | None, cursor_block: int | None) -> int | None:
+    """How many blocks the watcher is behind the node: ``chain_head - cursor_block``.
+
+    The one definition every status view uses (the agent's own :class:`~agent.pipeline.agent.AgentStatus` and its
+    ``chrysalis_watch_lag_blocks`` gauge, ``chrysalis status``, the studio's operations page).
+
+    Args:
+        chain_head: The node's latest block (None: the node could not be asked).
+        cursor_block: The last block the watcher handled (None: none yet).
+
+    Returns:
+        The lag, never negative (a node behind the cursor, a lagging backend, is no negative lag: the watcher
+        waits for it); None when either block is unknown.
+    """
+    if chain_head is None or cursor_block is None:
+        return None
+    return max(0, chain_head - cursor_block)
+
+
 class CursorStore(ABC):
     """Durable cursors, one per stream (a stream is one chain + contract + filter)."""
 

@@ -4,36 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agent.errors import BackendUnavailableError, PermanentError, RetryableError
-from agent.redact import HIDDEN_NOTE, redact_text, redact_url
+from agent.errors import PermanentError, RateLimitedError, RetryableError
+from agent.redact import redact_text, redact_url
 from agent.watch.events import BlockRef
-
-
-class RpcUnavailableError(BackendUnavailableError):
-    """The RPC endpoint could not be reached, timed out or answered 5xx, after every retry.
-
-    The message shows the endpoint as scheme and host only (:func:`agent.redact.redact_url`): a provider's API
-    key in its path or query never reaches a log or a page.
-
-    Attributes:
-        url: The endpoint (as configured: never put it in a message, use ``redact_url``).
-        method: The JSON-RPC method that failed.
-        attempts: Requests made.
-    """
-
-    def __init__(self, url: str, method: str, reason: str, *, attempts: int, hint: str | None = None) -> None:
-        self.url = url
-        self.method = method
-        self.attempts = attempts
-        shown = redact_url(url)
-        note = f"; {HIDDEN_NOTE}" if shown != url else ""
-        super().__init__(
-            f"RPC {shown} unavailable: {method} failed {attempts} time(s): {redact_text(reason, url)}",
-            hint=redact_text(hint, url)
-            if hint
-            else f"is the node running and reachable at {shown}? check chain.rpc_url (CHRYSALIS_CHAIN__RPC_URL)"
-            + note,
-        )
 
 
 class RpcError(RetryableError):
@@ -59,8 +32,10 @@ class RpcError(RetryableError):
         )
 
 
-class RateLimitedError(RpcError):
-    """The provider rate-limited us (HTTP 429 or a rate-limit error) and retries ran out.
+class RpcRateLimitedError(RpcError, RateLimitedError):
+    """The provider rate-limited us (HTTP 429 or a rate-limit error) and retries ran out: a JSON-RPC error reply
+    (:class:`RpcError`) that is also the rate limit any service may answer
+    (:class:`~agent.errors.RateLimitedError`).
 
     Attributes:
         retry_after: Seconds the provider asked us to wait, if it said.
@@ -69,7 +44,6 @@ class RateLimitedError(RpcError):
     def __init__(
         self, url: str, method: str, code: int | None, rpc_message: str, retry_after: float | None
     ) -> None:
-        self.retry_after = retry_after
         super().__init__(
             url,
             method,
@@ -77,6 +51,7 @@ class RateLimitedError(RpcError):
             rpc_message,
             hint="lower chain.rpc_max_rps, or use a provider plan with more capacity",
         )
+        self.retry_after = retry_after
 
 
 class RangeTooLargeError(RpcError):

@@ -27,8 +27,8 @@ from agent.metrics import RANGE_HALVINGS
 from agent.watch.errors import (
     LogDecodeError,
     RangeTooLargeError,
-    RateLimitedError,
     RpcError,
+    RpcRateLimitedError,
     UnsplittableRangeError,
 )
 from agent.watch.rpc import RpcClient, hex0x
@@ -91,7 +91,7 @@ def negotiate_range(
     :class:`~agent.watch.errors.RpcError` the provider answers for a range of more than one block counts as a
     refusal, whatever its wording (providers word their range caps in ways no pattern keeps up with: "eth_getLogs
     is limited to a 10,000 blocks range"); the wording only decides how fast the limit is found. A rate limit is
-    not a refusal, nor is an unreachable node (:class:`~agent.watch.errors.RpcUnavailableError`): both propagate.
+    not a refusal, nor is an unreachable node (:class:`~agent.jsonrpc.RpcUnavailableError`): both propagate.
     For a single block, a range refusal is :class:`UnsplittableRangeError` (naming ``url``) and any other error
     propagates.
 
@@ -112,7 +112,7 @@ def negotiate_range(
             lo, hi = start, min(end, start + span.size - 1)
         try:
             logs = get_logs(lo, hi)
-        except RateLimitedError:
+        except RpcRateLimitedError:
             raise
         except RpcError as exc:
             recognised = isinstance(exc, RangeTooLargeError)

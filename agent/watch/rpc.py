@@ -9,8 +9,8 @@ one retry policy). Every call goes through :meth:`RpcClient.call`, which runs it
   ``Retry-After``) are retried with exponential back-off and jitter;
 * a refused ``eth_getLogs`` range (more than N results, range too wide, -32005, HTTP 413) becomes
   :class:`RangeTooLargeError` at once, without retrying, so the caller can split the range;
-* once retries are spent it raises :class:`RpcUnavailableError` (a :class:`~agent.errors.BackendUnavailableError`)
-  naming the URL, or :class:`RateLimitedError`;
+* once retries are spent it raises :class:`~agent.jsonrpc.RpcUnavailableError` (a
+  :class:`~agent.errors.BackendUnavailableError`) naming the URL, or :class:`RpcRateLimitedError`;
 * requests, errors by kind, retries and latency are counted in :data:`agent.metrics.REGISTRY` with
   ``client="watch"``.
 
@@ -23,9 +23,9 @@ clients share only that core.
 502, a 429 or a dropped connection is retried there too, with the same back-off, ``Retry-After`` and metrics.
 A JSON-RPC error that is final (a revert, an unknown block, a refused log range) is handed back to web3, which
 raises its usual exceptions (``ContractLogicError``, ``Web3RPCError``); a failure that outlasts the retries raises
-the errors :meth:`RpcClient.call` raises (:class:`RpcUnavailableError`, :class:`RateLimitedError`,
-:class:`RpcError`). Inside :meth:`RpcClient.call` the provider sends each request once: the call's loop retries,
-never both (:func:`agent.jsonrpc.in_retry_loop`).
+the errors :meth:`RpcClient.call` raises (:class:`~agent.jsonrpc.RpcUnavailableError`,
+:class:`RpcRateLimitedError`, :class:`RpcError`). Inside :meth:`RpcClient.call` the provider sends each request
+once: the call's loop retries, never both (:func:`agent.jsonrpc.in_retry_loop`).
 """
 
 from __future__ import annotations
@@ -38,9 +38,17 @@ from web3 import HTTPProvider, Web3
 from web3.exceptions import BlockNotFound
 from web3.types import RPCEndpoint, RPCResponse
 
-from agent.jsonrpc import RetryLoop, RpcFailed, RpcReplyError, classify_exception, in_retry_loop
+from agent.jsonrpc import (
+    RetryLoop,
+    RpcFailed,
+    RpcReplyError,
+    RpcUnavailableError,
+    classify_exception,
+    in_retry_loop,
+)
 from agent.metrics import RPC_ERRORS, RPC_REQUESTS, RPC_RETRIES, RPC_SECONDS
-from agent.watch.errors import RangeTooLargeError, RateLimitedError, RpcError, RpcUnavailableError
+from agent.settings import ChainSettings
+from agent.watch.errors import RangeTooLargeError, RpcError, RpcRateLimitedError
 from agent.watch.events import BlockRef
 
 T = TypeVar("T")
@@ -70,7 +78,7 @@ def as_rpc_error(url: str, failed: RpcFailed) -> Exception:
     f, method = failed.failure, failed.method
     if failed.exhausted:
         if f.kind == "rate_limited":
-            return RateLimitedError(url, method, f.code, f.message, f.retry_after)
+            return RpcRateLimitedError(url, method, f.code, f.message, f.retry_after)
         return RpcUnavailableError(url, method, f.message, attempts=failed.attempts)
     if f.kind == "range_refused":
         return RangeTooLargeError(url, method, f.code, f.message)
@@ -85,7 +93,8 @@ def rpc_errors(url: str, method: str, fn: Callable[[], T]) -> T:
     For callers that hold a bare ``Web3`` (the oracles' :class:`~oracles.base.ReadContext`): over
     :attr:`RpcClient.w3` the provider has retried already and raises these errors itself; web3's exception for a
     final JSON-RPC error (a refused ``eth_getLogs`` range: :class:`RangeTooLargeError`), or a transport failure of
-    another provider (:class:`RpcUnavailableError`), is classified here like :meth:`RpcClient.call` would.
+    another provider (:class:`~agent.jsonrpc.RpcUnavailableError`), is classified here like
+    :meth:`RpcClient.call` would.
     Anything that is not an RPC failure (a revert's ``ContractLogicError``, ``BlockNotFound``) propagates unchanged.
     """
     try:
@@ -193,8 +202,8 @@ class RpcClient:
         self._loop.retries = value
 
     @classmethod
-    def from_settings(cls, chain: Any) -> RpcClient:
-        """A client configured from :class:`agent.settings.ChainSettings`."""
+    def from_settings(cls, chain: ChainSettings) -> RpcClient:
+        """A client configured from the ``[chain]`` settings (URL, timeout, retries, requests per second)."""
         return cls(
             chain.rpc_url, timeout_s=chain.rpc_timeout_s, retries=chain.rpc_retries, max_rps=chain.rpc_max_rps
         )

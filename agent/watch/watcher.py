@@ -48,6 +48,7 @@ from agent.metrics import (
     WATCH_POLL_ERRORS,
     WATCH_REORGS,
 )
+from agent.settings import ChainSettings
 from agent.watch.bloom import may_hold
 from agent.watch.cursor import CursorState, CursorStore
 from agent.watch.errors import ChainResetError
@@ -121,7 +122,7 @@ class WatchConfig:
     @classmethod
     def from_settings(
         cls,
-        chain: Any,
+        chain: ChainSettings,
         *,
         address: str | Sequence[str],
         abi: Sequence[Mapping[str, Any]],
@@ -152,7 +153,7 @@ class Watcher:
 
     Args:
         rpc: The chain's RPC client (all requests go through it).
-        cursors: Where the cursor is kept (``SqlCursorStore(job_store.engine)``).
+        cursors: Where the cursor is kept (``SqlCursorStore(db)``, on the agent's database).
         config: What to watch.
     """
 

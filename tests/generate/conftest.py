@@ -4,8 +4,8 @@ save_pretrained and loaded back through Chrysalis' loaders like a user's checkpo
 - ``tiny_sd_dir``: StableDiffusionPipeline (UNet2DConditionModel + AutoencoderKL + CLIPTextModel) with a tiny
   character-level CLIPTokenizer, 64 px.
 - ``tiny_lora_file``: a LoRA for that UNet made with peft (skipped, with the reason, when peft is missing).
-- ``tiny_lm_dir``: LlamaForCausalLM from a tiny LlamaConfig with a small BPE tokenizer carrying SmolLM2's
-  chat template.
+- ``tiny_lm`` (tests/support/fixtures.py): LlamaForCausalLM from a tiny LlamaConfig with a small BPE tokenizer
+  carrying SmolLM2's chat template.
 - ``smollm2_writer``: the real embedded lore model, converted once per session into a temporary cache.
 """
 
@@ -19,21 +19,6 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-SMOLLM2_CHAT_TEMPLATE = (
-    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
-    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
-    "{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-
-LM_CORPUS = [
-    "It drifts through the warm shallows, humming to the patient hands that have kept it so long.",
-    "Each ripple it leaves behind is softer than the last.",
-    "Creature: fierce, fire. Facts: a cold season; held for a long time.",
-    "You write lore for creatures in a collection of living art. Reply with exactly two short sentences.",
-    "The storm rages on. Its shadows dance across the land! Does it dream?",
-]
 
 
 def _clip_tokenizer(directory: Path):
@@ -143,59 +128,6 @@ def tiny_lora_file(tiny_sd_dir, tmp_path_factory) -> Path:
         safe_serialization=True,
     )
     return out / "pytorch_lora_weights.safetensors"
-
-
-def build_tiny_lm(directory: Path) -> Path:
-    """Save a tiny random LlamaForCausalLM with a small BPE tokenizer (SmolLM2's special tokens and chat template)."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tok.train_from_iterator(LM_CORPUS * 4, trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<|im_start|>",
-        eos_token="<|im_end|>",
-        pad_token="<|im_end|>",
-        unk_token="<|endoftext|>",
-    )
-    tokenizer.chat_template = SMOLLM2_CHAT_TEMPLATE
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=1024,
-        tie_word_embeddings=True,
-        initializer_range=0.5,  # large enough that different prompts give different tokens
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    model = LlamaForCausalLM(config)
-    model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
-
-
-@pytest.fixture(scope="session")
-def tiny_lm_dir(tmp_path_factory) -> Path:
-    return build_tiny_lm(tmp_path_factory.mktemp("tiny-lm") / "model")
 
 
 @pytest.fixture(scope="session")

@@ -12,13 +12,13 @@ import os
 import pytest
 import torch
 
-from agent.generate import lore as lore_mod
 from agent.generate.base import LoreRequest
 from agent.generate.lore import (
     EMBEDDED_LORE_ID,
     CausalLMLoreWriter,
     EmbeddedLoreWriter,
     clean_sentences,
+    gguf,
     smollm2_gguf_path,
 )
 
@@ -43,7 +43,7 @@ def body_sentences(text: str) -> tuple[str, ...]:
 
 def test_loads_offline_from_the_package_gguf_and_records_its_digest(smollm2_writer):
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
-    info = smollm2_writer.info
+    info = smollm2_writer.model_ref
     gguf = smollm2_gguf_path()
     assert info.model_id == EMBEDDED_LORE_ID and info.kind == "lore"
     assert info.weights_sha256 == hashlib.sha256(gguf.read_bytes()).hexdigest()
@@ -69,7 +69,7 @@ def test_greedy_decoding_is_deterministic(smollm2_writer):
     short = CausalLMLoreWriter(
         smollm2_writer.model,
         smollm2_writer.tokenizer,
-        smollm2_writer.info,
+        smollm2_writer.model_ref,
         device=smollm2_writer.device,
         dtype=smollm2_writer.dtype,
         max_new_tokens=10,
@@ -86,11 +86,11 @@ def test_second_load_reuses_the_cache_without_converting(smollm2_writer, smollm2
     def no_conversion(*args):
         raise AssertionError("the cache should have been reused")
 
-    monkeypatch.setattr(lore_mod, "convert_gguf", no_conversion)
-    monkeypatch.setattr(lore_mod, "_LOADED", {})  # a fresh process, as far as the loader can tell
+    monkeypatch.setattr(gguf, "convert_gguf", no_conversion)
+    monkeypatch.setattr(gguf, "_LOADED", {})  # a fresh process, as far as the loader can tell
     reloaded = EmbeddedLoreWriter(smollm2_cache_dir, device="cpu", max_new_tokens=48)
     assert reloaded.cache_status == "cache" and reloaded.model is not smollm2_writer.model
     a = reloaded.model.get_input_embeddings().weight
     b = smollm2_writer.model.get_input_embeddings().weight
     assert torch.equal(a, b)
-    assert reloaded.info == smollm2_writer.info
+    assert reloaded.model_ref == smollm2_writer.model_ref

@@ -150,10 +150,10 @@ def test_token_ids_hash_is_int64_little_endian():
     assert token_ids_sha256([1, 2, 300]) == hashlib.sha256(struct.pack("<3q", 1, 2, 300)).hexdigest()
 
 
-def test_check_inputs_say_how_to_fix(tiny_lm_dir):
-    from agent.generate.transformers_lore import TransformersLoreWriter
+def test_check_inputs_say_how_to_fix(tiny_lm):
+    from agent.generate.lore import TransformersLoreWriter
 
-    writer = TransformersLoreWriter(str(tiny_lm_dir), device="cpu", max_new_tokens=8)
+    writer = TransformersLoreWriter(str(tiny_lm), device="cpu", max_new_tokens=8)
     bad = [
         (LoreRequest("", 0, {"mood": "serene"}, {}, 1), "name"),
         (LoreRequest("A", -1, {"mood": "serene"}, {}, 1), "stage"),

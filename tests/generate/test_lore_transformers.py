@@ -10,8 +10,7 @@ import pytest
 
 from agent.errors import ConfigError, NotFoundError
 from agent.generate.base import LoreRequest
-from agent.generate.lore import token_ids_sha256
-from agent.generate.transformers_lore import TransformersLoreWriter
+from agent.generate.lore import TransformersLoreWriter, token_ids_sha256
 from agent.settings import ModelSettings
 
 REQS = [
@@ -28,11 +27,11 @@ REQS = [
 
 
 @pytest.fixture(scope="module")
-def writer(tiny_lm_dir):
-    return TransformersLoreWriter(str(tiny_lm_dir), device="cpu", max_new_tokens=12, batch_size=8)
+def writer(tiny_lm):
+    return TransformersLoreWriter(str(tiny_lm), device="cpu", max_new_tokens=12, batch_size=8)
 
 
-def test_batched_generation_keeps_order_and_records_config(writer, tiny_lm_dir):
+def test_batched_generation_keeps_order_and_records_config(writer, tiny_lm):
     out = writer.write(REQS)
     assert len(out) == 3
     for req, lore in zip(REQS, out, strict=False):
@@ -43,13 +42,13 @@ def test_batched_generation_keeps_order_and_records_config(writer, tiny_lm_dir):
         assert lore.details["runtime"]["batch_size"] == 3
         # a random model writes no usable sentence: both come from the template, and that is recorded
         assert lore.details["fallback_sentences"] == 2 and "Its story is still being written." in lore.text
-    info = writer.info
+    info = writer.model_ref
     assert (
         info.kind == "lore"
-        and info.model_id == str(tiny_lm_dir)
+        and info.model_id == str(tiny_lm)
         and info.extra["architecture"] == "LlamaForCausalLM"
     )
-    assert info.weights_sha256 == hashlib.sha256((tiny_lm_dir / "model.safetensors").read_bytes()).hexdigest()
+    assert info.weights_sha256 == hashlib.sha256((tiny_lm / "model.safetensors").read_bytes()).hexdigest()
     json.dumps(out[0].generation_config)
 
 
@@ -62,10 +61,8 @@ def test_batched_equals_per_item(writer):
     assert len({a.token_ids_sha256 for a in alone}) == 3  # the prompts really do steer the model
 
 
-def test_seeded_sampling_depends_only_on_the_seed(tiny_lm_dir):
-    w = TransformersLoreWriter(
-        str(tiny_lm_dir), device="cpu", max_new_tokens=10, do_sample=True, temperature=1.5
-    )
+def test_seeded_sampling_depends_only_on_the_seed(tiny_lm):
+    w = TransformersLoreWriter(str(tiny_lm), device="cpu", max_new_tokens=10, do_sample=True, temperature=1.5)
     a = w.write([REQS[0], REQS[1]])
     b = w.write([REQS[1]])
     c = w.write([LoreRequest(**{**REQS[0].__dict__, "seed": 99})])
@@ -74,9 +71,9 @@ def test_seeded_sampling_depends_only_on_the_seed(tiny_lm_dir):
     assert a[0].generation_config["do_sample"] is True and a[0].details["sampling_seed"] == 11
 
 
-def test_factory_loads_once_per_settings(tiny_lm_dir, fresh_factory):
+def test_factory_loads_once_per_settings(tiny_lm, fresh_factory):
     s = ModelSettings(
-        lore_backend="transformers", lore_model=str(tiny_lm_dir), device="cpu", lore_max_new_tokens=8
+        lore_backend="transformers", lore_model=str(tiny_lm), device="cpu", lore_max_new_tokens=8
     )
     w = fresh_factory.load_lore_writer(s)
     assert fresh_factory.load_lore_writer(s) is w

@@ -13,7 +13,7 @@ from PIL import Image
 
 from agent.errors import ConfigError, NotFoundError
 from agent.generate.base import ImageRequest
-from agent.generate.diffusers_image import DiffusersImageGenerator, prompt_from_traits
+from agent.generate.image.diffusers import DiffusersImageGenerator, prompt_from_traits
 from agent.settings import ModelSettings
 
 TRAITS = {"mood": "serene", "element": "fire"}
@@ -44,7 +44,7 @@ def test_text2img_from_a_saved_pipeline_records_everything_needed_to_replay(sd, 
     assert (c["num_inference_steps"], c["guidance_scale"], c["seed"]) == (4, 7.5, 7)
     assert (c["device"], c["dtype"], c["batch_size"]) == ("cpu", "float32", 1)
     json.dumps(c)  # JSON-safe
-    info = sd.info
+    info = sd.model_ref
     assert info.kind == "image" and info.model_id == str(tiny_sd_dir)
     assert set(info.extra["files"]) == {
         "unet/diffusion_pytorch_model.safetensors",
@@ -117,7 +117,7 @@ def test_lora_changes_the_output_and_is_recorded(tiny_sd_dir, tiny_lora_file, sd
     assert styled.pixels_sha256 != plain.pixels_sha256
     rec = styled.config["lora"]
     assert rec["sha256"] == hashlib.sha256(tiny_lora_file.read_bytes()).hexdigest() and rec["scale"] == 1.0
-    assert lora.info.extra["lora"]["file"] == "pytorch_lora_weights.safetensors"
+    assert lora.model_ref.extra["lora"]["file"] == "pytorch_lora_weights.safetensors"
     # a directory holding the weight file works too, and scale 0 switches the LoRA off
     off = DiffusersImageGenerator(
         str(tiny_sd_dir), lora=str(tiny_lora_file.parent), lora_scale=0.0, num_inference_steps=4, device="cpu"
@@ -183,7 +183,7 @@ def test_hub_id_offline_fails_at_once_with_a_hint(monkeypatch, tmp_path):
     assert "hf download some-org/some-diffusion-model" in e.value.hint
 
 
-def test_incompatible_pipeline_names_its_class_and_what_was_expected(tmp_path, tiny_lm_dir):
+def test_incompatible_pipeline_names_its_class_and_what_was_expected(tmp_path, tiny_lm):
     import torch
     from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
@@ -201,7 +201,7 @@ def test_incompatible_pipeline_names_its_class_and_what_was_expected(tmp_path, t
         DiffusersImageGenerator(str(tmp_path / "ddpm"), device="cpu")
     assert "text-to-image" in str(e.value) and "StableDiffusionPipeline" in str(e.value)
     with pytest.raises(ConfigError, match="LlamaForCausalLM"):
-        DiffusersImageGenerator(str(tiny_lm_dir), device="cpu")
+        DiffusersImageGenerator(str(tiny_lm), device="cpu")
 
 
 def test_memory_options_are_validated(tiny_sd_dir):
@@ -221,9 +221,7 @@ def test_factory_needs_a_model_for_the_diffusers_backend(fresh_factory):
         fresh_factory.load_image_generator(ModelSettings(image_backend="diffusers"))
 
 
-def test_model_info_cli_lists_models_digests_and_devices(
-    tiny_sd_dir, tiny_lm_dir, monkeypatch, fresh_factory
-):
+def test_model_info_cli_lists_models_digests_and_devices(tiny_sd_dir, tiny_lm, monkeypatch, fresh_factory):
     from typer.testing import CliRunner
 
     from agent.cli import app
@@ -233,7 +231,7 @@ def test_model_info_cli_lists_models_digests_and_devices(
         "IMAGE_BACKEND": "diffusers",
         "IMAGE_MODEL": str(tiny_sd_dir),
         "LORE_BACKEND": "transformers",
-        "LORE_MODEL": str(tiny_lm_dir),
+        "LORE_MODEL": str(tiny_lm),
         "DEVICE": "cpu",
     }.items():
         monkeypatch.setenv(f"CHRYSALIS_MODELS__{key}", value)

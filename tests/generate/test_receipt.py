@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from agent.domain import InputSnapshot, OracleReading
+from agent.domain import InputSnapshot, ModelRef, OracleReading
 from agent.errors import ConfigError
 from agent.generate.base import ImageRequest, LoreRequest
 from agent.generate.receipt import (
@@ -15,7 +15,6 @@ from agent.generate.receipt import (
     ImageRecord,
     InferenceReceipt,
     LoreRecord,
-    ModelRef,
     SeedRecord,
     build_receipt,
     image_record,
@@ -78,7 +77,7 @@ def fixed_receipt() -> InferenceReceipt:
         seed=SeedRecord("0x" + "00" * 32, 1, VECTORS[1][2]),
         input_snapshot_sha256="ab" * 32,
         image=ImageRecord(
-            model=ModelRef("embedded", "chrysalis/sprites-32@1", "cd" * 32, {}),
+            model=ModelRef("chrysalis/sprites-32@1", "cd" * 32, kind="image", backend="embedded"),
             request={
                 "traits": {"mood": "serene", "element": "fire"},
                 "seed": VECTORS[1][2],
@@ -92,7 +91,9 @@ def fixed_receipt() -> InferenceReceipt:
             runtime=runtime,
         ),
         lore=LoreRecord(
-            model=ModelRef("embedded", "chrysalis/smollm2-135m-instruct-q4_1@1", "23" * 32, {}),
+            model=ModelRef(
+                "chrysalis/smollm2-135m-instruct-q4_1@1", "23" * 32, kind="lore", backend="embedded"
+            ),
             request={
                 "name": "Ember",
                 "stage": 0,
@@ -174,11 +175,11 @@ def embedded_image():
     )
 
 
-def test_receipt_from_embedded_image_and_tiny_lore(embedded_image, tiny_lm_dir, fresh_factory):
-    from agent.generate.transformers_lore import TransformersLoreWriter
+def test_receipt_from_embedded_image_and_tiny_lore(embedded_image, tiny_lm, fresh_factory):
+    from agent.generate.lore import TransformersLoreWriter
 
     seed = derive_seed(bytes(32), 7)
-    writer = TransformersLoreWriter(str(tiny_lm_dir), device="cpu", max_new_tokens=8, batch_size=1)
+    writer = TransformersLoreWriter(str(tiny_lm), device="cpu", max_new_tokens=8, batch_size=1)
     ireq = ImageRequest({"mood": "radiant", "element": "water"}, seed)
     lreq = LoreRequest("Tide", 0, {"mood": "radiant", "element": "water"}, {"season": "a warm season"}, seed)
     with torch_threads(1):

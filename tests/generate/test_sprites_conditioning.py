@@ -7,7 +7,7 @@ import json
 import pytest
 
 from agent.errors import ConfigError
-from agent.generate.embedded_image import SHIPPED_DIR
+from agent.generate.image.embedded import SHIPPED_DIR
 from agent.generate.sprites import conditioning as c
 
 

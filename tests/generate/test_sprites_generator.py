@@ -11,7 +11,7 @@ from PIL import Image
 
 from agent.errors import ConfigError
 from agent.generate.base import GeneratedImage, ImageRequest
-from agent.generate.embedded_image import (
+from agent.generate.image.embedded import (
     MANIFEST_NAME,
     SHIPPED_DIR,
     WEIGHTS_NAME,
@@ -54,8 +54,8 @@ def fresh(gen) -> list[GeneratedImage]:
 def test_shipped_model_loads_offline_and_matches_its_manifest(gen):
     manifest = json.loads((SHIPPED_DIR / MANIFEST_NAME).read_text())
     digest = file_sha256(SHIPPED_DIR / WEIGHTS_NAME)
-    assert manifest["weights_sha256"] == digest == gen.info.weights_sha256
-    assert gen.info.kind == "image" and gen.info.model_id == manifest["model_id"]
+    assert manifest["weights_sha256"] == digest == gen.model_ref.weights_sha256
+    assert gen.model_ref.kind == "image" and gen.model_ref.model_id == manifest["model_id"]
     for name, sha in manifest["files"].items():
         assert file_sha256(SHIPPED_DIR / name) == sha
     assert (SHIPPED_DIR / "MODEL_CARD.md").is_file() and (SHIPPED_DIR / "samples.png").is_file()

@@ -10,7 +10,7 @@ import torch
 
 from agent.errors import IntegrityError, NotFoundError
 from agent.generate.base import ImageRequest
-from agent.generate.embedded_image import (
+from agent.generate.image.embedded import (
     MANIFEST_NAME,
     WEIGHTS_NAME,
     EmbeddedSpriteGenerator,
@@ -84,7 +84,9 @@ def test_exported_model_loads_and_its_manifest_names_the_weights(tiny_model):
     manifest = json.loads((tiny_model / MANIFEST_NAME).read_text())
     assert manifest["weights_sha256"] == file_sha256(tiny_model / WEIGHTS_NAME)
     gen = EmbeddedSpriteGenerator(tiny_model, device="cpu", num_inference_steps=2)
-    assert gen.info.weights_sha256 == manifest["weights_sha256"] and gen.info.model_id == "test/tiny@0"
+    assert (
+        gen.model_ref.weights_sha256 == manifest["weights_sha256"] and gen.model_ref.model_id == "test/tiny@0"
+    )
     [img] = gen.generate([ImageRequest(traits={"mood": "serene", "element": "air"}, seed=1)])
     assert img.png.startswith(b"\x89PNG") and (img.width, img.height) == (32, 32)
 

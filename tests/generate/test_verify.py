@@ -29,7 +29,7 @@ def run_py(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Comple
 
 
 @pytest.fixture(scope="module")
-def env(tiny_sd_dir, tiny_lm_dir, tmp_path_factory) -> dict[str, str]:
+def env(tiny_sd_dir, tiny_lm, tmp_path_factory) -> dict[str, str]:
     """A process environment that selects the tiny production models through CHRYSALIS_MODELS__*."""
     e = {k: v for k, v in os.environ.items() if not k.startswith("CHRYSALIS_")}
     e.update(
@@ -39,7 +39,7 @@ def env(tiny_sd_dir, tiny_lm_dir, tmp_path_factory) -> dict[str, str]:
         CHRYSALIS_MODELS__IMAGE_MODEL=str(tiny_sd_dir),
         CHRYSALIS_MODELS__IMAGE_STEPS="4",
         CHRYSALIS_MODELS__LORE_BACKEND="transformers",
-        CHRYSALIS_MODELS__LORE_MODEL=str(tiny_lm_dir),
+        CHRYSALIS_MODELS__LORE_MODEL=str(tiny_lm),
         CHRYSALIS_MODELS__LORE_MAX_NEW_TOKENS="12",
         CHRYSALIS_MODELS__CACHE_DIR=str(tmp_path_factory.mktemp("cache")),
     )
@@ -169,9 +169,9 @@ def test_evolution_receipt_needs_the_previous_image(tiny_sd_dir, fresh_factory):
     assert [m.field for m in wrong.mismatches] == ["image.request.init_image_sha256"]
 
 
-def test_non_canonical_cpu_receipt_is_replayed_with_its_thread_count(tiny_lm_dir, fresh_factory):
+def test_non_canonical_cpu_receipt_is_replayed_with_its_thread_count(tiny_lm, fresh_factory):
     s = ModelSettings(
-        lore_backend="transformers", lore_model=str(tiny_lm_dir), device="cpu", lore_max_new_tokens=8
+        lore_backend="transformers", lore_model=str(tiny_lm), device="cpu", lore_max_new_tokens=8
     )
     writer = fresh_factory.load_lore_writer(s)
     seed = derive_seed(bytes(32), 9)

@@ -1,5 +1,6 @@
-"""Genesis fixtures: real models (the shipped sprite model with few steps, a tiny random Llama for lore built from
-a config), small trait tables, and the real anvil chain of the oracle tests."""
+"""Genesis fixtures: real models (the shipped sprite model with few steps, the tiny random Llama for lore of
+tests/support/models.py), small trait tables, and the shared anvil (tests/support/fixtures.py) with nothing
+deployed."""
 
 from __future__ import annotations
 
@@ -10,8 +11,7 @@ import pytest
 
 from agent.genesis.traits import TraitTable, parse_table
 from agent.settings import ModelSettings
-from tests.generate.conftest import build_tiny_lm
-from tests.oracles.conftest import anvil_url, chain, module_chain  # noqa: F401  (fixtures, re-exported)
+from tests.support.devchain import DevChain
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -20,9 +20,10 @@ IMAGE_STEPS = 4
 LORE_TOKENS = 8
 
 
-@pytest.fixture(scope="session")
-def tiny_lm(tmp_path_factory) -> Path:
-    return build_tiny_lm(tmp_path_factory.mktemp("genesis-lm") / "model")
+@pytest.fixture(scope="module")
+def module_chain(anvil_url: str) -> DevChain:
+    """The shared anvil with nothing deployed: each test deploys the collection it reveals on."""
+    return DevChain(anvil_url)
 
 
 @pytest.fixture(scope="session")

@@ -11,11 +11,11 @@ from eth_account import Account
 
 from agent.ipfs.repo import IpfsRepo
 from agent.ipfs.server import NodeServer
-from agent.publish.metadata import parse_metadata
+from agent.metadata import parse_metadata
+from agent.ops.accounts import dev_key
 from tests.genesis.conftest import model_env
-from tests.genesis.test_publish import ANVIL_KEYS, _deployment
-from tests.oracles.conftest import Chain
 from tests.support.cli import invoke_cli
+from tests.support.devchain import BARE_DEPLOY, DevChain
 
 TABLE = """
 name = "Clitling"
@@ -48,12 +48,12 @@ def cli(tmp_path: Path, monkeypatch, models, capsys):
 
 @pytest.mark.slow
 @pytest.mark.anvil
-def test_generate_reveal_publish_and_set_base_uri(cli, chain: Chain, tmp_path: Path, monkeypatch) -> None:
+def test_generate_reveal_publish_and_set_base_uri(cli, chain: DevChain, tmp_path: Path, monkeypatch) -> None:
     url = chain.w3.provider.endpoint_uri  # type: ignore[attr-defined]
-    _, collection = _deployment(chain, tmp_path / "deployments")
-    chain.send(collection.functions.airdrop(chain.admin, 8))
+    collection = chain.contract(chain.deploy(BARE_DEPLOY, tmp_path / "deployments"))
+    chain.transact(collection.functions.airdrop(chain.admin, 8))
     keystore = tmp_path / "admin.json"
-    keystore.write_text(json.dumps(Account.encrypt(ANVIL_KEYS[0], "pw", kdf="pbkdf2", iterations=1000)))
+    keystore.write_text(json.dumps(Account.encrypt(dev_key(0), "pw", kdf="pbkdf2", iterations=1000)))
     monkeypatch.setenv("CHRYSALIS_KEYSTORE_PASSWORD", "pw")
 
     code, text = cli(

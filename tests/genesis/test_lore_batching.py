@@ -15,12 +15,12 @@ from agent.generate.lore import (
     GQA_ATTENTION,
     MIN_SHARED_PREFIX,
     SharedPrefix,
-    _with_budget,
+    TransformersLoreWriter,
     allowed_words_for,
     decode_batch,
     decode_phases,
 )
-from agent.generate.transformers_lore import TransformersLoreWriter
+from agent.generate.lore.decode import _with_budget
 from agent.genesis.assign import assign
 from agent.genesis.traits import load_table
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from rich.progress import Progress
 
-from agent.genesis import generate as genesis_generate
-from agent.genesis.generate import run_genesis
+from agent.genesis import run as genesis_generate
+from agent.genesis.run import run_genesis
 from agent.settings import ModelSettings
 
 

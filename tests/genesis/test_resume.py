@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.genesis.generate import run_genesis
 from agent.genesis.ledger import LEDGER_NAME
+from agent.genesis.run import run_genesis
 from agent.genesis.traits import EXAMPLE_TABLE, load_table
 from tests.genesis.conftest import model_env
 

@@ -30,10 +30,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from agent.errors import ChrysalisError
+from agent.http import ServerThread
 from agent.ipfs.cid import CID
 from agent.ipfs.errors import InvalidCIDError
 from agent.ipfs.repo import IpfsRepo
-from agent.ipfs.server import ServerThread
 
 STATUSES = ("queued", "pinning", "pinned", "failed")
 

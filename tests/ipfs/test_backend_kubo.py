@@ -9,11 +9,13 @@ from typing import Any
 import pytest
 
 from agent.errors import BackendUnavailableError, ChrysalisError
+from agent.http import ServerThread
 from agent.ipfs.backends import KuboBackend, RetryPolicy
 from agent.ipfs.backends.kubo import to_multiaddr
 from agent.ipfs.errors import CIDMismatchError
+from agent.ipfs.kubo_rpc import create_rpc_app
 from agent.ipfs.repo import IpfsRepo
-from agent.ipfs.server import NodeServer, ServerThread, create_rpc_app
+from agent.ipfs.server import NodeServer
 from tests.ipfs.conftest import HELLO, HELLO_V0, HELLO_V1
 
 # ipfshttpclient 0.7.0 passes urllib3 an option it deprecates; not ours to fix.

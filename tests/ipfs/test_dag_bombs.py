@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from agent.http import ServerThread
 from agent.ipfs.car import CarReader
 from agent.ipfs.cid import CID, DAG_PB
 from agent.ipfs.dagpb import (
@@ -28,10 +29,11 @@ from agent.ipfs.dagpb import (
     encode_unixfs,
 )
 from agent.ipfs.errors import DagLimitError, InvalidBlockError
+from agent.ipfs.gateway import CAR_STREAMS, create_app
 from agent.ipfs.hamt import build_shard
 from agent.ipfs.reader import DagLimits
 from agent.ipfs.repo import IpfsRepo
-from agent.ipfs.server import CAR_STREAMS, NodeServer, ServerThread, create_app
+from agent.ipfs.server import NodeServer
 from agent.settings import Settings
 
 ALL_BUCKETS = (1 << HAMT_FANOUT) - 1

@@ -183,7 +183,7 @@ def test_a_corrupt_block_is_a_500_that_names_no_server_path(
     path = repo.blockstore.path(cid)  # type: ignore[attr-defined]
     path.write_bytes(b"x" + path.read_bytes()[1:])
     secret = str(path.parent.parent)
-    with caplog.at_level(logging.ERROR, logger="agent.ipfs.server"):
+    with caplog.at_level(logging.ERROR, logger="agent.ipfs.kubo_rpc"):
         gateway = httpx.get(f"{node.url}/ipfs/{cid}", timeout=10)
         with httpx.Client(base_url=node.rpc_url, headers=node.auth_headers, timeout=10) as rpc:
             rpc_replies = [

@@ -11,8 +11,9 @@ import httpx
 import pytest
 
 from agent.ipfs.cid import CID, raw_cid
+from agent.ipfs.gateway import IMMUTABLE
 from agent.ipfs.repo import IpfsRepo
-from agent.ipfs.server import IMMUTABLE, NodeServer
+from agent.ipfs.server import NodeServer
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(range(256)) * 80  # ~20 KB
 SAMPLES = {

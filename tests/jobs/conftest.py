@@ -1,20 +1,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from agent.jobs import JobStore, RetryPolicy
-from agent.jobs.sql_store import SqlJobStore
-from tests.jobs.dbs import BACKENDS, FakeClock, database_url
+from agent.jobs import RetryPolicy
+from agent.store import SqlJobStore, open_job_store
+from tests.support.clock import FakeClock
+from tests.support.databases import BACKENDS
 
 
 @pytest.fixture(params=BACKENDS)
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty database on each backend."""
-    with database_url(request.param, tmp_path) as url:
-        yield url
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every backend (the plugin's ``db_url`` is a fresh, empty database on it)."""
+    return str(request.param)
 
 
 @pytest.fixture
@@ -29,8 +28,7 @@ def policy() -> RetryPolicy:
 
 @pytest.fixture
 def store(db_url: str, clock: FakeClock, policy: RetryPolicy) -> Iterator[SqlJobStore]:
-    s = JobStore.open(db_url, policy=policy, clock=clock)
-    assert isinstance(s, SqlJobStore)
+    s = open_job_store(db_url, policy=policy, clock=clock)
     try:
         yield s
     finally:

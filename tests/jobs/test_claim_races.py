@@ -13,8 +13,9 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 
 from agent.errors import PermanentError, RetryableError
 from agent.jobs import JobKind, JobState, LeaseLostError, Stage
-from agent.jobs.sql_store import SqlJobStore
-from tests.jobs.dbs import FakeClock, postgres_schema_url
+from agent.store import SqlJobStore, open_job_store
+from tests.support.clock import FakeClock
+from tests.support.databases import postgres_schema_url
 
 WORKERS = ("w1", "w2", "w3")
 LEASE_S = 10.0
@@ -26,7 +27,7 @@ def test_random_interleavings_never_give_one_job_to_two_workers(store: SqlJobSto
 
         def __init__(self) -> None:
             super().__init__()
-            with store.engine.begin() as conn:
+            with store.db.begin() as conn:
                 conn.execute(sa.text("DELETE FROM job_stages"))
                 conn.execute(sa.text("DELETE FROM jobs"))
             self.holder: dict[int, tuple[str, datetime]] = {}
@@ -118,7 +119,7 @@ def test_random_interleavings_never_give_one_job_to_two_workers(store: SqlJobSto
 def test_postgres_claims_skip_rows_locked_by_another_claimer() -> None:
     """SQLite has no row locks: its write transactions (BEGIN IMMEDIATE) are serial, so this is PostgreSQL's."""
     with postgres_schema_url() as url:
-        store = SqlJobStore.open(url)
+        store = open_job_store(url)
         try:
             _skip_locked(store)
         finally:
@@ -128,7 +129,7 @@ def test_postgres_claims_skip_rows_locked_by_another_claimer() -> None:
 def _skip_locked(store: SqlJobStore) -> None:
     first, _ = store.enqueue(JobKind.EVOLVE, "a")
     second, _ = store.enqueue(JobKind.EVOLVE, "b")
-    with store.engine.connect() as other:
+    with store.db.connect() as other:
         other.begin()
         other.execute(sa.text("SELECT id FROM jobs WHERE id = :id FOR UPDATE"), {"id": first.id})
         job = store.claim("w")  # would block on "a" without SKIP LOCKED

@@ -6,8 +6,8 @@ import pytest
 
 from agent.domain import Submission
 from agent.jobs import JobKind, JobState, JobStateError, Stage
-from agent.jobs.broadcasts import SqlBroadcastJournal
-from agent.jobs.sql_store import SqlJobStore
+from agent.store import SqlJobStore
+from agent.submit.journal_sql import SqlBroadcastJournal
 
 SENDER = "0x" + "ab" * 20
 
@@ -60,7 +60,7 @@ def test_a_release_with_a_waiting_note_costs_no_attempt_and_is_counted_as_stalle
 
 
 def test_the_journal_keeps_every_version_of_a_nonce(store: SqlJobStore) -> None:
-    journal = SqlBroadcastJournal(store.engine)
+    journal = SqlBroadcastJournal(store.db)
     first = _sub(0, 1)
     journal.record(first, "send", ["5", "6"])
     journal.record(first, "rebroadcast")  # the same signed transaction again: no new row

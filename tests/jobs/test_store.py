@@ -15,14 +15,13 @@ from agent.jobs import (
     JobNotFoundError,
     JobState,
     JobStateError,
-    JobStore,
     LeaseLostError,
     RetryPolicy,
     Stage,
     StageOrderError,
 )
-from agent.jobs.sql_store import SqlJobStore
-from tests.jobs.dbs import FakeClock
+from agent.store import SqlJobStore, open_job_store
+from tests.support.clock import FakeClock
 
 SOURCE = LogKey(31337, "0x" + "ab" * 32, 3, "0x" + "01" * 32)
 
@@ -84,7 +83,7 @@ def test_enqueue_rejects_payload_that_is_not_json(store: SqlJobStore) -> None:
 def test_stage_outputs_persist_and_a_retried_job_resumes_after_the_last_one(
     db_url: str, clock: FakeClock, policy: RetryPolicy
 ) -> None:
-    store = JobStore.open(db_url, policy=policy, clock=clock)
+    store = open_job_store(db_url, policy=policy, clock=clock)
     job, _ = _enqueue(store)
     job = store.claim("w1", lease_s=30)
     assert job is not None and job.state is JobState.RUNNING and job.attempts == 1
@@ -94,7 +93,7 @@ def test_stage_outputs_persist_and_a_retried_job_resumes_after_the_last_one(
     store.close()  # the worker process dies here
 
     clock.advance(31)
-    reopened = JobStore.open(db_url, policy=policy, clock=clock)
+    reopened = open_job_store(db_url, policy=policy, clock=clock)
     assert [j.id for j in reopened.reap()] == [job.id]
     resumed = reopened.claim("w2")
     assert resumed is not None and resumed.id == job.id and resumed.attempts == 2
@@ -380,8 +379,8 @@ def test_queries_by_state_kind_and_key(store: SqlJobStore) -> None:
 
 def test_unreachable_database_and_bad_urls_raise_structured_errors(tmp_path) -> None:
     with pytest.raises(BackendUnavailableError, match="127.0.0.1:1"):
-        JobStore.open("postgresql+psycopg2://postgres@127.0.0.1:1/nothing")
+        open_job_store("postgresql+psycopg2://postgres@127.0.0.1:1/nothing")
     with pytest.raises(ConfigError):
-        JobStore.open("not a url")
+        open_job_store("not a url")
     with pytest.raises(ConfigError, match="unsupported database backend"):
-        JobStore.open("mysql://x@localhost/db")
+        open_job_store("mysql://x@localhost/db")

@@ -27,14 +27,16 @@ import httpx
 import pytest
 from eth_account import Account
 
+from agent.devnet import free_port
 from agent.ipfs.repo import IpfsRepo
 from agent.ipfs.rpc_auth import rpc_token
 from agent.ipfs.server import NodeServer
-from agent.jobs import JobStore
 from agent.ops.accounts import dev_address, dev_key
 from agent.rules import DEFAULT_RULES
-from tests.ops.conftest import HOLDER, Devchain, _free_port
+from agent.store import open_job_store
+from tests.ops.conftest import HOLDER
 from tests.support.cli import CliResult
+from tests.support.devchain import CollectionChain
 
 PASSWORD = "holder-pw"
 
@@ -303,7 +305,7 @@ CASES = [
     Case("66b", _ipfs("pin", "rm", UNKNOWN_V1), f"{UNKNOWN_V1} is not pinned", hint="chrysalis ipfs pin ls"),
     # -- genesis: the trait table and the options, refused before any model loads (78, a rerun on an --out of
     # another size, needs a generated run: tests/genesis/test_resume.py; so does 81, a --reveal-hash that is not
-    # the node's: tests/genesis/test_publish.py::test_a_reveal_hash_is_checked_against_the_node) ----------------
+    # the node's: tests/genesis/test_reveal.py::test_a_reveal_hash_is_checked_against_the_node) ----------------
     Case("69", _genesis(4), "traits.mood.weights are all 0", absent=("g",), hint="positive weight",
          files=_traits("[traits.mood]\nweights = { serene = 0, radiant = 0 }\n" + ELEMENT)),
     Case("70a", _genesis(4), "traits.mood.counts.serene is -2", absent=("g",),
@@ -493,7 +495,7 @@ HELLO = b"hello, catalogue\n"
 
 @pytest.fixture(scope="module")
 def world(
-    module_devchain: Devchain,
+    module_devchain: CollectionChain,
     nodes: dict[str, _Node],
     busy: socket.socket,
     tmp_path_factory: pytest.TempPathFactory,
@@ -536,7 +538,7 @@ def world(
         (root / name).write_text(text)
         (root / name).chmod(0o600)
     db = root / "agent.db"
-    JobStore.open(f"sqlite:///{db}").close()
+    open_job_store(f"sqlite:///{db}").close()
     damaged = root / "damaged.db"
     shutil.copy(db, damaged)
     with damaged.open("r+b") as f:  # keep the 100-byte header, overwrite the schema page
@@ -570,8 +572,8 @@ def world(
         damageddb=damaged,
         receipt_cut=root / "cut.json",
         receipt_v99=root / "v99.json",
-        pgport=_free_port(),
-        refused=f"http://127.0.0.1:{_free_port()}",
+        pgport=free_port(),
+        refused=f"http://127.0.0.1:{free_port()}",
         hang=nodes["hang"].url,
         html=nodes["html"].url,
         garbage=nodes["garbage"].url,
@@ -672,7 +674,7 @@ def test_an_unexpected_error_is_one_line_and_a_hint_not_a_traceback(
     workdir: Path, chrysalis: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(
-        "agent.settings.load_settings", _boom("went wrong at https://rpc.example.org/v3/SECRET")
+        "agent.clicontext.load_settings", _boom("went wrong at https://rpc.example.org/v3/SECRET")
     )
     result = chrysalis("status")
     assert result.code == 1
@@ -685,7 +687,7 @@ def test_an_unexpected_error_is_one_line_and_a_hint_not_a_traceback(
 def test_debug_shows_the_traceback(
     how: str, workdir: Path, chrysalis: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("agent.settings.load_settings", _boom("kaput"))
+    monkeypatch.setattr("agent.clicontext.load_settings", _boom("kaput"))
     if how == "env":
         monkeypatch.setenv("CHRYSALIS_DEBUG", "1")
     result = chrysalis(*(["--debug"] if how == "flag" else []), "status")
@@ -700,7 +702,7 @@ def test_ctrl_c_exits_130_quietly(
     def interrupted(*_: Any, **__: Any) -> Any:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("agent.settings.load_settings", interrupted)
+    monkeypatch.setattr("agent.clicontext.load_settings", interrupted)
     result = chrysalis("status")
     assert result.code == 130
     assert "Traceback" not in result.err and "error:" not in result.err
@@ -717,7 +719,7 @@ def test_an_unreadable_sqlite_page_that_reaches_the_top_is_explained(
             "SELECT 1", {}, sqlite3.DatabaseError("database disk image is malformed")
         )
 
-    monkeypatch.setattr("agent.settings.load_settings", corrupt)
+    monkeypatch.setattr("agent.clicontext.load_settings", corrupt)
     result = chrysalis("jobs")
     assert result.code == 1
     assert "is not a SQLite database (or is corrupt): database disk image is malformed" in result.text

@@ -20,18 +20,10 @@ import httpx
 import psutil
 import pytest
 
-from tests.generate.conftest import build_tiny_lm
-from tests.ops.conftest import ANVIL, ROOT
-
 # Each test runs the whole demo (~1 min); its own waits go up to 900 s, so the suite's 300 s default would cut them.
 pytestmark = [pytest.mark.slow, pytest.mark.anvil, pytest.mark.timeout(1200)]
 
-
-@pytest.fixture(scope="module")
-def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if ANVIL is None:
-        pytest.skip("anvil is not installed: run `make setup`")
-    return build_tiny_lm(tmp_path_factory.mktemp("lm") / "lm")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class DemoRun:

@@ -18,6 +18,7 @@ import pytest
 
 from agent.devnet import free_port, start_anvil
 from agent.errors import ConfigError
+from agent.jsonrpc import RpcUnavailableError
 from agent.metrics import REGISTRY
 from agent.ops.accounts import dev_address
 from agent.ops.doctor import (
@@ -33,8 +34,8 @@ from agent.ops.doctor import (
     start_background,
 )
 from agent.settings import load_settings
-from agent.watch.errors import RpcUnavailableError
-from tests.ops.conftest import HOLDER, Devchain
+from tests.ops.conftest import HOLDER
+from tests.support.devchain import CollectionChain
 from tests.support.rpc_proxy import FaultProxy
 
 pytestmark = pytest.mark.anvil
@@ -82,7 +83,7 @@ def proxies() -> Iterator[Callable[..., FaultProxy]]:
         proxy.close()
 
 
-def _options(chain: Devchain, **kwargs: object) -> DoctorOptions:
+def _options(chain: CollectionChain, **kwargs: object) -> DoctorOptions:
     base = DoctorOptions(
         interval_s=0.0,
         poll_s=0.02,
@@ -94,7 +95,7 @@ def _options(chain: Devchain, **kwargs: object) -> DoctorOptions:
     return replace(base, **kwargs)  # type: ignore[arg-type]
 
 
-def _mine(chain: Devchain) -> Callable[[float], bool]:
+def _mine(chain: CollectionChain) -> Callable[[float], bool]:
     """A ``wait`` for the head check that mines a block instead of sleeping (a dev chain with traffic)."""
 
     def wait(_seconds: float) -> bool:
@@ -108,7 +109,9 @@ def _gauge(name: str, **labels: str) -> float | None:
     return REGISTRY.get_sample_value(name, labels)
 
 
-def test_a_healthy_node_passes_every_check(devchain: Devchain, proxies: Callable[..., FaultProxy]) -> None:
+def test_a_healthy_node_passes_every_check(
+    devchain: CollectionChain, proxies: Callable[..., FaultProxy]
+) -> None:
     second = proxies(devchain.url)  # another URL onto the same node: same chain, same head
     report = run_doctor(devchain.url, second.url, _options(devchain, interval_s=10.0), wait=_mine(devchain))
 
@@ -134,7 +137,7 @@ def test_a_healthy_node_passes_every_check(devchain: Devchain, proxies: Callable
     assert _gauge("chrysalis_rpc_pending_supported") == 1
 
 
-def test_an_idle_dev_chain_is_a_warning_that_says_why(devchain: Devchain) -> None:
+def test_an_idle_dev_chain_is_a_warning_that_says_why(devchain: CollectionChain) -> None:
     report = run_doctor(devchain.url, None, _options(devchain, interval_s=0.3))
     head = report.check("head_moving")
     assert head.level is Level.WARN and "stayed at" in head.summary
@@ -146,7 +149,7 @@ def test_an_idle_dev_chain_is_a_warning_that_says_why(devchain: Devchain) -> Non
 
 @pytest.mark.parametrize("behind", ["primary", "secondary"])
 def test_a_lagging_node_is_reported_in_blocks(
-    devchain: Devchain, proxies: Callable[..., FaultProxy], behind: str
+    devchain: CollectionChain, proxies: Callable[..., FaultProxy], behind: str
 ) -> None:
     lagging = proxies(devchain.url)
     lagging.lag = 5
@@ -164,7 +167,7 @@ def test_a_lagging_node_is_reported_in_blocks(
 
 
 def test_a_primary_behind_by_more_than_the_finality_depth_fails(
-    devchain: Devchain, proxies: Callable[..., FaultProxy]
+    devchain: CollectionChain, proxies: Callable[..., FaultProxy]
 ) -> None:
     lagging = proxies(devchain.url)
     lagging.lag = 80
@@ -177,7 +180,7 @@ def test_a_primary_behind_by_more_than_the_finality_depth_fails(
 
 @pytest.mark.parametrize("style", ["alchemy", "unknown"])
 def test_the_largest_accepted_log_range_of_a_capped_provider_is_found(
-    devchain: Devchain, proxies: Callable[..., FaultProxy], style: str
+    devchain: CollectionChain, proxies: Callable[..., FaultProxy], style: str
 ) -> None:
     capped = proxies(devchain.url, max_span=2000, style=style)
     report = run_doctor(capped.url, None, _options(devchain, configured_range=5000))
@@ -197,7 +200,7 @@ def test_the_largest_accepted_log_range_of_a_capped_provider_is_found(
 
 
 def test_a_node_that_stops_answering_mid_probe_fails_it_instead_of_faking_a_cap(
-    devchain: Devchain, proxies: Callable[..., FaultProxy]
+    devchain: CollectionChain, proxies: Callable[..., FaultProxy]
 ) -> None:
     flaky = proxies(devchain.url)
     rpc = connect(flaky.url, DoctorOptions(retries=0))
@@ -219,7 +222,7 @@ def test_a_node_that_stops_answering_mid_probe_fails_it_instead_of_faking_a_cap(
 
 
 def test_pending_answered_as_latest_is_detected(
-    devchain: Devchain, proxies: Callable[..., FaultProxy]
+    devchain: CollectionChain, proxies: Callable[..., FaultProxy]
 ) -> None:
     liar = proxies(devchain.url, pending_as_latest=True)
     report = run_doctor(liar.url, None, _options(devchain))
@@ -235,7 +238,7 @@ def test_pending_answered_as_latest_is_detected(
 
 
 def test_a_pooled_transaction_makes_the_nonce_probe_conclusive(
-    devchain: Devchain, proxies: Callable[..., FaultProxy]
+    devchain: CollectionChain, proxies: Callable[..., FaultProxy]
 ) -> None:
     holder = dev_address(HOLDER)
     devchain.rpc("evm_setAutomine", False)  # the devchain fixture turns it back on and empties the pool
@@ -252,7 +255,7 @@ def test_a_pooled_transaction_makes_the_nonce_probe_conclusive(
     assert lied.data["nonce_pending"] == lied.data["nonce_latest"]  # the pooled transaction is invisible
 
 
-def test_two_chains_behind_the_two_urls_fail(devchain: Devchain) -> None:
+def test_two_chains_behind_the_two_urls_fail(devchain: CollectionChain) -> None:
     with start_anvil("--chain-id", "4242") as other:
         report = run_doctor(devchain.url, other.url, _options(devchain))
     chain = report.check("chain_id")
@@ -274,7 +277,7 @@ def _chain_checks(out: str) -> dict[str, dict]:
 
 
 def test_the_cli_prints_a_line_per_check_and_json(
-    configured: Devchain, chrysalis, workdir: Path, monkeypatch: pytest.MonkeyPatch
+    configured: CollectionChain, chrysalis, workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     keystore = workdir / "agent.json"  # the agent's key (the doctor reads only its address)
     keystore.write_text(json.dumps({"address": configured.deployment.agent[2:].lower(), "crypto": {}}))
@@ -300,14 +303,14 @@ def test_the_cli_prints_a_line_per_check_and_json(
     assert checks["log_range"]["address"] == configured.deployment.address()
 
 
-def test_the_cli_fails_clearly_on_a_wrong_chain(configured: Devchain, chrysalis) -> None:
+def test_the_cli_fails_clearly_on_a_wrong_chain(configured: CollectionChain, chrysalis) -> None:
     with start_anvil("--chain-id", "4242") as other:
         result = chrysalis("doctor", "--interval", "0", "--secondary", other.url, "--json")
     assert result.code == 1
     assert _chain_checks(result.out)["chain_id"]["result"] == "fail"
 
 
-def test_an_unreachable_url_is_a_clear_failure(configured: Devchain, chrysalis, monkeypatch) -> None:
+def test_an_unreachable_url_is_a_clear_failure(configured: CollectionChain, chrysalis, monkeypatch) -> None:
     dead = f"http://127.0.0.1:{free_port()}/v2/abcdefghijklmnopqrstuvwxyz012345"
     monkeypatch.setenv("CHRYSALIS_CHAIN__RPC_RETRIES", "0")
     result = chrysalis("doctor", "--rpc-url", dead, "--interval", "0")
@@ -343,7 +346,7 @@ def test_the_secondary_url_setting_is_validated(workdir: Path, chrysalis, monkey
     assert load_settings().chain.rpc_url_secondary == "https://eth.example.org/v2/key"
 
 
-def test_the_agent_runs_the_doctor_in_the_background_and_sets_the_gauges(configured: Devchain) -> None:
+def test_the_agent_runs_the_doctor_in_the_background_and_sets_the_gauges(configured: CollectionChain) -> None:
     before = _gauge("chrysalis_rpc_doctor_timestamp_seconds") or 0.0
     settings = load_settings()
     stop = threading.Event()

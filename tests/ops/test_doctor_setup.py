@@ -13,24 +13,26 @@ import pytest
 from eth_account import Account
 
 from agent.ipfs.repo import IpfsRepo
-from agent.jobs.db import open_database
 from agent.ops import doctor_setup
 from agent.ops.accounts import dev_address, dev_key
 from agent.ops.doctor import Level
 from agent.ops.doctor_setup import SetupReport, run_setup_doctor
 from agent.settings import load_settings
-from tests.ops.conftest import AGENT, OTHER, ROOT, Devchain, deploy
+from agent.store import Database
+from tests.ops.conftest import AGENT, OTHER, deploy
+from tests.support.devchain import CollectionChain
 
 pytestmark = pytest.mark.anvil
 
+ROOT = Path(__file__).resolve().parents[2]
 SPRITES_MANIFEST = ROOT / "agent" / "generate" / "shipped" / "sprites32" / "manifest.json"
 
 
 @pytest.fixture(scope="module")
-def module_devchain(anvil_url: str, tmp_path_factory: pytest.TempPathFactory) -> Devchain:
+def module_devchain(anvil_url: str, tmp_path_factory: pytest.TempPathFactory) -> CollectionChain:
     """The collection with the shipped image model registered and active (the conftest's, another digest)."""
     digest = json.loads(SPRITES_MANIFEST.read_text())["weights_sha256"]
-    return deploy(anvil_url, tmp_path_factory.mktemp("deployments"), model_digest=bytes.fromhex(digest))
+    return deploy(anvil_url, tmp_path_factory.mktemp("deployments"), model_digest="0x" + digest)
 
 
 def _keystore(path: Path, index: int) -> Path:
@@ -40,15 +42,15 @@ def _keystore(path: Path, index: int) -> Path:
 
 
 @pytest.fixture
-def healthy(configured: Devchain, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Devchain:
+def healthy(configured: CollectionChain, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> CollectionChain:
     """The configured devchain, plus the agent's keystore, a migrated database and an embedded IPFS repo."""
     monkeypatch.setenv("CHRYSALIS_SIGNER__KEYSTORE", str(_keystore(workdir / "agent.json", AGENT)))
-    open_database(f"sqlite:///{workdir / 'agent.db'}").dispose()
+    Database.open(f"sqlite:///{workdir / 'agent.db'}").close()
     IpfsRepo(workdir / ".chrysalis" / "ipfs")
     return configured
 
 
-def _mine(chain: Devchain) -> Callable[[float], bool]:
+def _mine(chain: CollectionChain) -> Callable[[float], bool]:
     def wait(_seconds: float) -> bool:
         chain.rpc("evm_mine")
         return False
@@ -60,7 +62,7 @@ def _levels(report: SetupReport) -> dict[str, Level]:
     return {c.name: c.level for c in report.checks}
 
 
-def test_a_healthy_setup_passes_every_check(healthy: Devchain) -> None:
+def test_a_healthy_setup_passes_every_check(healthy: CollectionChain) -> None:
     report = run_setup_doctor(load_settings, wait=_mine(healthy), interval_s=10.0, poll_s=0.02, retries=0)
     skipped = {"chain.secondary", "chain.head_lag"}  # no second RPC configured
     assert {n: lv for n, lv in _levels(report).items() if n not in skipped} == dict.fromkeys(
@@ -82,7 +84,7 @@ def test_a_healthy_setup_passes_every_check(healthy: Devchain) -> None:
     assert "not loaded" in report.check("models.lore").summary
 
 
-def test_the_cli_prints_a_line_per_check_and_json(healthy: Devchain, chrysalis) -> None:
+def test_the_cli_prints_a_line_per_check_and_json(healthy: CollectionChain, chrysalis) -> None:
     result = chrysalis("doctor", "--interval", "0")
     assert result.code == 0, result.text  # warns (an idle dev chain) are not failures
     lines = result.out.splitlines()
@@ -106,7 +108,7 @@ def _json(chrysalis, *args: str) -> tuple[int, dict[str, dict]]:
     return result.code, {c["name"]: c for c in json.loads(result.out)["checks"]}
 
 
-def _record(chain: Devchain, tmp: Path, **changes: object) -> Path:
+def _record(chain: CollectionChain, tmp: Path, **changes: object) -> Path:
     data = json.loads(chain.record.read_text())
     data.update(changes)
     tmp.mkdir(exist_ok=True)
@@ -119,7 +121,7 @@ def _record(chain: Devchain, tmp: Path, **changes: object) -> Path:
 
 
 def test_a_record_for_another_chain_fails_the_contract(
-    healthy: Devchain, chrysalis, workdir: Path, monkeypatch: pytest.MonkeyPatch
+    healthy: CollectionChain, chrysalis, workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CHRYSALIS_CHAIN__DEPLOYMENT", str(_record(healthy, workdir / "rec", chain_id=5)))
     code, checks = _json(chrysalis)
@@ -133,7 +135,7 @@ def test_a_record_for_another_chain_fails_the_contract(
 
 
 def test_no_code_at_the_address_fails_the_contract(
-    healthy: Devchain, chrysalis, workdir: Path, monkeypatch: pytest.MonkeyPatch
+    healthy: CollectionChain, chrysalis, workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = json.loads(healthy.record.read_text())
     data["contracts"]["LivingCollection"]["address"] = dev_address(OTHER)
@@ -147,7 +149,7 @@ def test_no_code_at_the_address_fails_the_contract(
 
 
 def test_an_agent_key_without_the_role_fails(
-    healthy: Devchain, chrysalis, workdir: Path, monkeypatch: pytest.MonkeyPatch
+    healthy: CollectionChain, chrysalis, workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CHRYSALIS_SIGNER__KEYSTORE", str(_keystore(workdir / "other.json", OTHER)))
     code, checks = _json(chrysalis)
@@ -162,7 +164,9 @@ def test_an_agent_key_without_the_role_fails(
     assert code == 1 and "no agent key configured" in checks["roles"]["finding"]
 
 
-def test_a_corrupt_sqlite_file_fails_and_is_left_alone(healthy: Devchain, chrysalis, workdir: Path) -> None:
+def test_a_corrupt_sqlite_file_fails_and_is_left_alone(
+    healthy: CollectionChain, chrysalis, workdir: Path
+) -> None:
     db = workdir / "agent.db"
     for suffix in ("-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
@@ -175,7 +179,7 @@ def test_a_corrupt_sqlite_file_fails_and_is_left_alone(healthy: Devchain, chrysa
     assert db.read_bytes() == b"not a database, " * 512
 
 
-def test_a_missing_database_is_not_created(configured: Devchain, workdir: Path) -> None:
+def test_a_missing_database_is_not_created(configured: CollectionChain, workdir: Path) -> None:
     check = doctor_setup.check_database(load_settings())
     assert check.level is Level.OK and "`chrysalis run` creates it" in check.summary
     assert not (workdir / "agent.db").exists()
@@ -184,7 +188,9 @@ def test_a_missing_database_is_not_created(configured: Devchain, workdir: Path) 
     assert not (workdir / ".chrysalis").exists()
 
 
-def test_a_missing_model_path_fails(healthy: Devchain, chrysalis, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_missing_model_path_fails(
+    healthy: CollectionChain, chrysalis, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CHRYSALIS_MODELS__IMAGE_BACKEND", "diffusers")
     monkeypatch.setenv("CHRYSALIS_MODELS__IMAGE_MODEL", "/nonexistent/pipeline")
     code, checks = _json(chrysalis)
@@ -196,7 +202,7 @@ def test_a_missing_model_path_fails(healthy: Devchain, chrysalis, monkeypatch: p
 
 
 def test_low_disk_space_warns_then_fails(
-    healthy: Devchain, chrysalis, monkeypatch: pytest.MonkeyPatch
+    healthy: CollectionChain, chrysalis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(doctor_setup, "DISK_WARN_BYTES", 1 << 62)
     assert doctor_setup.check_disk(Path(".chrysalis")).level is Level.WARN

@@ -13,15 +13,17 @@ from eth_account import Account
 from agent.deployment import Deployment
 from agent.errors import ConfigError
 from agent.ops.accounts import dev_address, dev_key, load_account
-from tests.ops.conftest import FEE, HOLDER, OTHER, Devchain
+from agent.store import open_job_store
+from tests.ops.conftest import HOLDER, OTHER
+from tests.support.devchain import FEE, CollectionChain
 
 
-def _pending(chain: Devchain, token_id: int) -> int | None:
+def _pending(chain: CollectionChain, token_id: int) -> int | None:
     request_id, _requester, _fee, requested_at = chain.collection.functions.pendingRequestOf(token_id).call()
     return request_id if requested_at else None
 
 
-def test_evolve_opens_a_request_with_the_configured_fee(configured: Devchain, chrysalis) -> None:
+def test_evolve_opens_a_request_with_the_configured_fee(configured: CollectionChain, chrysalis) -> None:
     before = configured.w3.eth.get_balance(configured.collection.address)
     result = chrysalis("evolve", "2", "--from", str(HOLDER))
     assert result.code == 0, result.text
@@ -36,7 +38,7 @@ def test_evolve_opens_a_request_with_the_configured_fee(configured: Devchain, ch
     assert receipt["status"] == 1 and receipt["from"] == dev_address(HOLDER)
 
 
-def test_evolve_json_output(configured: Devchain, chrysalis) -> None:
+def test_evolve_json_output(configured: CollectionChain, chrysalis) -> None:
     result = chrysalis("evolve", "5", "--from", f"dev:{OTHER}", "--json")
     assert result.code == 0, result.text
     request = json.loads(result.out)["request"]
@@ -45,7 +47,7 @@ def test_evolve_json_output(configured: Devchain, chrysalis) -> None:
     assert request["requester"] == dev_address(OTHER)
 
 
-def test_evolve_from_a_keystore(configured: Devchain, chrysalis, workdir: Path, monkeypatch) -> None:
+def test_evolve_from_a_keystore(configured: CollectionChain, chrysalis, workdir: Path, monkeypatch) -> None:
     keystore = workdir / "holder.json"
     keystore.write_text(json.dumps(Account.encrypt(dev_key(HOLDER), "correct horse", iterations=2)))
     monkeypatch.setenv("CHRYSALIS_KEYSTORE_PASSWORD", "wrong")
@@ -59,14 +61,14 @@ def test_evolve_from_a_keystore(configured: Devchain, chrysalis, workdir: Path, 
     assert _pending(configured, 3) is not None
 
 
-def test_unknown_token(configured: Devchain, chrysalis) -> None:
+def test_unknown_token(configured: CollectionChain, chrysalis) -> None:
     result = chrysalis("evolve", "99", "--from", str(HOLDER))
     assert result.code == 1
     assert "error: token 99 does not exist: it was never minted (ids 1..6 exist)" in result.text
     assert "Traceback" not in result.err
 
 
-def test_not_the_holder(configured: Devchain, chrysalis) -> None:
+def test_not_the_holder(configured: CollectionChain, chrysalis) -> None:
     result = chrysalis("evolve", "5", "--from", str(HOLDER))
     assert result.code == 1
     assert (
@@ -77,14 +79,14 @@ def test_not_the_holder(configured: Devchain, chrysalis) -> None:
     assert _pending(configured, 5) is None
 
 
-def test_an_approved_operator_may_request(configured: Devchain, chrysalis) -> None:
+def test_an_approved_operator_may_request(configured: CollectionChain, chrysalis) -> None:
     configured.transact(configured.collection.functions.approve(dev_address(HOLDER), 6), dev_address(OTHER))
     result = chrysalis("evolve", "6", "--from", str(HOLDER))
     assert result.code == 0, result.text
     assert _pending(configured, 6) is not None
 
 
-def test_a_pending_request(configured: Devchain, chrysalis) -> None:
+def test_a_pending_request(configured: CollectionChain, chrysalis) -> None:
     assert chrysalis("evolve", "1", "--from", str(HOLDER)).code == 0
     request_id = _pending(configured, 1)
     result = chrysalis("evolve", "1", "--from", str(HOLDER))
@@ -93,7 +95,9 @@ def test_a_pending_request(configured: Devchain, chrysalis) -> None:
     assert "cancel it for a refund after" in result.text
 
 
-def test_without_the_precheck_the_dry_run_decodes_the_contract_error(configured: Devchain, chrysalis) -> None:
+def test_without_the_precheck_the_dry_run_decodes_the_contract_error(
+    configured: CollectionChain, chrysalis
+) -> None:
     nonce = configured.w3.eth.get_transaction_count(dev_address(HOLDER))
     result = chrysalis("evolve", "5", "--from", str(HOLDER), "--no-precheck")
     assert result.code == 1
@@ -104,7 +108,7 @@ def test_without_the_precheck_the_dry_run_decodes_the_contract_error(configured:
     assert configured.w3.eth.get_transaction_count(dev_address(HOLDER)) == nonce
 
 
-def test_a_mined_revert_is_decoded(configured: Devchain, chrysalis) -> None:
+def test_a_mined_revert_is_decoded(configured: CollectionChain, chrysalis) -> None:
     assert chrysalis("evolve", "4", "--from", str(HOLDER)).code == 0
     request_id = _pending(configured, 4)
     result = chrysalis(
@@ -117,7 +121,7 @@ def test_a_mined_revert_is_decoded(configured: Devchain, chrysalis) -> None:
     assert configured.w3.eth.get_transaction_receipt(tx_hash)["status"] == 0
 
 
-def test_no_simulate_needs_a_gas_limit(configured: Devchain, chrysalis) -> None:
+def test_no_simulate_needs_a_gas_limit(configured: CollectionChain, chrysalis) -> None:
     result = chrysalis("evolve", "1", "--from", str(HOLDER), "--no-simulate")
     assert result.code == 1
     assert "sending without simulating first needs a gas limit" in result.text
@@ -129,7 +133,9 @@ def test_no_simulate_needs_a_gas_limit(configured: Devchain, chrysalis) -> None:
     assert "hint: pass --gas N with --no-simulate" in legacy.text
 
 
-def test_fuse_burns_one_token_and_opens_a_request_for_the_other(configured: Devchain, chrysalis) -> None:
+def test_fuse_burns_one_token_and_opens_a_request_for_the_other(
+    configured: CollectionChain, chrysalis
+) -> None:
     result = chrysalis("fuse", "1", "2", "--from", str(HOLDER), "--json")
     assert result.code == 0, result.text
     request = json.loads(result.out)["request"]
@@ -140,7 +146,7 @@ def test_fuse_burns_one_token_and_opens_a_request_for_the_other(configured: Devc
     assert "token 2 does not exist: it was burnt" in burnt.text
 
 
-def test_fuse_with_itself(configured: Devchain, chrysalis) -> None:
+def test_fuse_with_itself(configured: CollectionChain, chrysalis) -> None:
     result = chrysalis("fuse", "1", "1", "--from", str(HOLDER))
     assert result.code == 1
     assert "a token cannot be fused with itself" in result.text
@@ -162,7 +168,7 @@ def test_account_specs_that_cannot_sign() -> None:
     assert load_account("dev:1", chain_id=1337).address == dev_address(1)
 
 
-def test_an_unreachable_node(workdir: Path, module_devchain: Devchain, chrysalis, monkeypatch) -> None:
+def test_an_unreachable_node(workdir: Path, module_devchain: CollectionChain, chrysalis, monkeypatch) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -186,7 +192,7 @@ def test_a_missing_deployment_record(workdir: Path, chrysalis, monkeypatch) -> N
 
 
 def test_a_record_from_another_chain_or_an_old_anvil(
-    configured: Devchain, chrysalis, workdir: Path, monkeypatch
+    configured: CollectionChain, chrysalis, workdir: Path, monkeypatch
 ) -> None:
     data = json.loads(configured.record.read_text())
     other_chain = configured.record.parent / "other-chain.json"
@@ -209,14 +215,14 @@ def test_a_record_from_another_chain_or_an_old_anvil(
 
 
 def test_evolve_wait_stops_as_soon_as_the_agents_job_fails(
-    configured: Devchain, workdir: Path, chrysalis
+    configured: CollectionChain, workdir: Path, chrysalis
 ) -> None:
     """A-M8 / row 52: `--wait` follows the agent's job and reports its permanent failure at once, instead of
     waiting out the timeout and asking whether the agent runs."""
     import threading
     import time
 
-    from agent.jobs import JobKind, JobStore
+    from agent.jobs import JobKind
     from agent.pipeline.request import job_key
 
     url = f"sqlite:///{workdir / 'agent.db'}"
@@ -225,7 +231,7 @@ def test_evolve_wait_stops_as_soon_as_the_agents_job_fails(
     stop = threading.Event()
 
     def agent_fails_the_job() -> None:  # plays the agent: the request's job fails permanently
-        with JobStore.open(url) as store:
+        with open_job_store(url) as store:
             while not stop.is_set() and (request_id := _pending(configured, 3)) is None:
                 stop.wait(0.05)
             if request_id is None:
@@ -235,7 +241,7 @@ def test_evolve_wait_stops_as_soon_as_the_agents_job_fails(
             assert claimed is not None and claimed.id == job.id
             failed.append(store.report_error(job.id, "test-agent", reason).id)
 
-    JobStore.open(url).close()  # the agent's database exists (the agent has run)
+    open_job_store(url).close()  # the agent's database exists (the agent has run)
     agent = threading.Thread(target=agent_fails_the_job, daemon=True)
     agent.start()
     started = time.monotonic()
@@ -253,11 +259,10 @@ def test_evolve_wait_stops_as_soon_as_the_agents_job_fails(
 
 
 def test_evolve_wait_timeout_says_where_the_job_stands(
-    configured: Devchain, workdir: Path, chrysalis
+    configured: CollectionChain, workdir: Path, chrysalis
 ) -> None:
-    from agent.jobs import JobStore
 
-    JobStore.open(f"sqlite:///{workdir / 'agent.db'}").close()
+    open_job_store(f"sqlite:///{workdir / 'agent.db'}").close()
     result = chrysalis("evolve", "4", "--from", str(HOLDER), "--wait", "--timeout", "1")
     assert result.code == 1
     assert "is still pending after 1 s: the agent's database has no job for it yet" in result.text

@@ -3,6 +3,7 @@ config file is a clear error naming the key or line."""
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -137,6 +138,16 @@ def test_malformed_toml_names_the_line(workdir: Path, chrysalis) -> None:
     assert "config file broken.toml is not valid TOML" in result.text
     assert "line 2" in result.text
     assert "Traceback" not in result.err
+
+
+def test_the_config_option_is_for_its_command_line_only(workdir: Path, chrysalis) -> None:
+    (workdir / "other.toml").write_text('[database]\nurl = "sqlite:///elsewhere.db"\n')
+    result = chrysalis("--config", "other.toml", "status")
+    assert result.code == 1 and "no agent database at elsewhere.db" in result.text  # the file was read
+    assert "CHRYSALIS_CONFIG" not in os.environ  # nothing exported for the rest of the process
+    assert load_settings().database.url != "sqlite:///elsewhere.db"
+    assert load_settings(workdir / "other.toml").database.url == "sqlite:///elsewhere.db"
+    assert "CHRYSALIS_CONFIG" not in os.environ
 
 
 def test_a_missing_config_file(workdir: Path, chrysalis) -> None:

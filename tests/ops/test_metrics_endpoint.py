@@ -46,9 +46,8 @@ def test_every_chrysalis_metric_is_served_once_from_one_registry(endpoint) -> No
     # Import every module that uses metrics: none may register in prometheus_client's default registry.
     import agent.pipeline.agent  # noqa: F401
     import oracles.guard  # noqa: F401
-    from agent.submit.errors import RpcError as SubmitRpcError
+    from agent.jsonrpc import RpcUnavailableError
     from agent.submit.rpc import ChainRpc
-    from agent.watch.errors import RpcUnavailableError
     from agent.watch.rpc import RpcClient
 
     strays = sorted(n for n in prometheus_client.REGISTRY._names_to_collectors if n.startswith("chrysalis"))
@@ -62,7 +61,7 @@ def test_every_chrysalis_metric_is_served_once_from_one_registry(endpoint) -> No
     before = {c: errors.get(("chrysalis_rpc_errors_total", k), 0.0) for c, k in key.items()}
     with pytest.raises(RpcUnavailableError):
         RpcClient(url, retries=0, timeout_s=2).block_number()
-    with pytest.raises(SubmitRpcError):
+    with pytest.raises(RpcUnavailableError):
         ChainRpc.connect(url, timeout_s=2, retries=0).block_number()
     metrics.EVENTS_SEEN.labels(event="EvolutionRequested").inc()
     metrics.STAGE_LATENCY.labels(stage="inputs").observe(0.02)

@@ -227,14 +227,15 @@ def test_model_info_shows_each_full_weights_digest_on_one_line(
     """The digest is what one compares with the on-chain model registry: never cut to the table's width."""
     from types import SimpleNamespace
 
+    from agent.domain import ModelRef
     from agent.generate import factory
-    from agent.generate.base import ModelInfo
 
     digests = {"image": "9178ee7d" * 8, "lore": "b179c952" * 8}
 
     def stub(kind: str) -> object:
         extra = {"backend": "embedded", "device": "cpu", "dtype": "float32"}
-        return SimpleNamespace(info=ModelInfo(f"chrysalis/{kind}@1", digests[kind], kind, extra))
+        ref = ModelRef(f"chrysalis/{kind}@1", digests[kind], kind=kind, backend="embedded", extra=extra)
+        return SimpleNamespace(model_ref=ref)
 
     monkeypatch.setattr(factory, "load_image_generator", lambda _s: stub("image"))
     monkeypatch.setattr(factory, "load_lore_writer", lambda _s: stub("lore"))

@@ -16,14 +16,13 @@ from pathlib import Path
 import pytest
 
 from agent.errors import ConfigError
-from agent.jsonrpc import RpcFailed, RpcFailure
+from agent.jsonrpc import RpcFailed, RpcFailure, RpcUnavailableError
 from agent.ops.doctor import DoctorOptions, log_report, run_doctor
 from agent.ops.doctor_setup import SetupReport, render_lines
 from agent.redact import HIDDEN, redact_text, redact_url
 from agent.settings import load_settings
-from agent.submit.errors import RpcError as SubmitRpcError
 from agent.submit.rpc import ChainRpc
-from agent.watch.errors import RateLimitedError, RpcError, RpcUnavailableError
+from agent.watch.errors import RpcError, RpcRateLimitedError
 from agent.watch.rpc import RpcClient
 from tests.support.rpc_proxy import FaultProxy
 
@@ -95,14 +94,14 @@ def test_rpc_error_messages_hide_the_key() -> None:
     assert "hidden" in (unavailable.hint or "")  # says why the URL looks cut
     assert unavailable.url == url  # the structured field keeps the endpoint for the code
     error = RpcError(url, "eth_call", 401, f"HTTP 401 for {url}", hint=f"check {url}")
-    limited = RateLimitedError(url, "eth_getLogs", 429, "HTTP 429", retry_after=1.0)
+    limited = RpcRateLimitedError(url, "eth_getLogs", 429, "HTTP 429", retry_after=1.0)
     failed = RpcFailed(
         "eth_call",
         RpcFailure("timeout", f"timed out: url: /v3/{PATH_KEY}?apiKey={QUERY_KEY}", True),
         3,
         url=url,
     )
-    submit = SubmitRpcError("eth_chainId", 2, f"cannot reach {url}", url=url)
+    submit = RpcUnavailableError(url, "eth_chainId", f"cannot reach {url}", attempts=2, hint=f"check {url}")
     assert_clean(str(error), str(limited), str(failed), str(submit))
 
 
@@ -126,7 +125,7 @@ def test_retries_and_the_final_error_of_a_down_endpoint_hide_the_key(
     assert_clean(str(err.value), err.value.hint)
 
     chain = ChainRpc.connect(keyed(down.url), timeout_s=5, retries=1, sleep=lambda _s: None)
-    with pytest.raises(SubmitRpcError) as sent:
+    with pytest.raises(RpcUnavailableError) as sent:
         chain.request("eth_blockNumber")
     assert_clean(str(sent.value), caplog.text)
 

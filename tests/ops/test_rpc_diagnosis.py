@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from agent.deployment import COLLECTION, ContractRecord, Deployment, write_abi
-from agent.jobs.store import JobStore
+from agent.store import open_job_store
 
 HTML = b"<!doctype html><html><body><h1>Welcome to nginx!</h1></body></html>"
 
@@ -85,7 +85,7 @@ def pointed(node: _Node, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """Settings pointing at ``node``, a deployment record for it and an (empty) agent database."""
     record = _record(workdir)
     db = f"sqlite:///{workdir / 'agent.db'}"
-    JobStore.open(db).close()
+    open_job_store(db).close()
     url = f"http://127.0.0.1:{node.server_address[1]}"
     monkeypatch.setenv("CHRYSALIS_CHAIN__RPC_URL", url)
     monkeypatch.setenv("CHRYSALIS_CHAIN__DEPLOYMENT", str(record))
@@ -141,7 +141,7 @@ def test_a_node_that_does_not_speak_json_rpc_is_named_so(
 def test_short_commands_have_a_short_first_contact_budget(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from agent.ops.holder import FIRST_CONTACT_RETRIES, FIRST_CONTACT_TIMEOUT_S, command_rpc
+    from agent.pipeline.holder import FIRST_CONTACT_RETRIES, FIRST_CONTACT_TIMEOUT_S, command_rpc
     from agent.settings import load_settings
 
     monkeypatch.setenv("CHRYSALIS_CHAIN__RPC_TIMEOUT_S", "30")

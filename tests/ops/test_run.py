@@ -22,11 +22,13 @@ import pytest
 from eth_account import Account
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.jobs import JobState, JobStore, Stage
+from agent.devnet import AnvilNode, free_port
+from agent.jobs import JobState, Stage
 from agent.ops.accounts import dev_address, dev_key
 from agent.ops.config_template import toml_value
-from tests.generate.conftest import build_tiny_lm
-from tests.ops.conftest import ANVIL_PROCESSES, FEE, HOLDER, Devchain, _free_port
+from agent.store import open_job_store
+from tests.ops.conftest import HOLDER
+from tests.support.devchain import FEE, CollectionChain
 
 # ~35 s on 2 busy cores, but its own waits (180 s for the agent to start, 120 s per fulfilment) add up past 300 s.
 pytestmark = [pytest.mark.slow, pytest.mark.anvil, pytest.mark.timeout(600)]
@@ -35,12 +37,7 @@ PASSWORD = "ops-run-test"
 AGENT = 9
 
 
-@pytest.fixture(scope="module")
-def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_lm(tmp_path_factory.mktemp("ops-lm") / "model")
-
-
-def _write_config(workdir: Path, chain: Devchain, lm: Path, metrics_port: int) -> Path:
+def _write_config(workdir: Path, chain: CollectionChain, lm: Path, metrics_port: int) -> Path:
     keystore = workdir / "agent-key.json"
     keystore.write_text(json.dumps(Account.encrypt(dev_key(AGENT), PASSWORD, iterations=2)))
     (workdir / "agent-key.password").write_text(PASSWORD)
@@ -142,15 +139,17 @@ def _sum(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: st
 
 
 def _job(url: str, request_id: int) -> Any:
-    with JobStore.open(url) as store:
+    with open_job_store(url) as store:
         return next(
             (j for j in store.list_jobs(limit=100) if j.payload.get("request_id") == request_id), None
         )
 
 
 @pytest.fixture
-def agent_run(configured: Devchain, workdir: Path, tiny_lm: Path) -> Iterator[Callable[[], AgentProcess]]:
-    port = _free_port()
+def agent_run(
+    configured: CollectionChain, workdir: Path, tiny_lm: Path
+) -> Iterator[Callable[[], AgentProcess]]:
+    port = free_port()
     config = _write_config(workdir, configured, tiny_lm, port)
     started: list[AgentProcess] = []
 
@@ -168,7 +167,12 @@ def agent_run(configured: Devchain, workdir: Path, tiny_lm: Path) -> Iterator[Ca
 
 
 def test_run_fulfils_serves_metrics_and_stops_gracefully_mid_job(
-    configured: Devchain, workdir: Path, agent_run: Callable[[], AgentProcess], chrysalis, monkeypatch
+    configured: CollectionChain,
+    anvil: AnvilNode,
+    workdir: Path,
+    agent_run: Callable[[], AgentProcess],
+    chrysalis,
+    monkeypatch,
 ) -> None:
     chain = configured
     db = f"sqlite:///{workdir / 'data' / 'agent.db'}"
@@ -180,12 +184,12 @@ def test_run_fulfils_serves_metrics_and_stops_gracefully_mid_job(
     port = agent.metrics_port  # type: ignore[attr-defined]
 
     # The node stalls for a moment: the agent counts RPC errors and carries on.
-    anvil = ANVIL_PROCESSES[chain.url]
-    anvil.send_signal(signal.SIGSTOP)
+    assert anvil.url == chain.url
+    anvil.process.send_signal(signal.SIGSTOP)
     try:
         time.sleep(2.0)
     finally:
-        anvil.send_signal(signal.SIGCONT)
+        anvil.process.send_signal(signal.SIGCONT)
     _until(lambda: _sum(_scrape(port), "chrysalis_rpc_errors_total") > 0, 30, "RPC errors on /metrics", agent)
 
     # 1. A request is fulfilled end to end.

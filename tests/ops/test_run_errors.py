@@ -8,7 +8,7 @@ from pathlib import Path
 
 from agent.ops.runner import status_line
 from agent.pipeline import AgentStatus
-from tests.ops.conftest import Devchain
+from tests.support.devchain import CollectionChain
 
 
 def test_run_without_a_deployment_record(workdir: Path, chrysalis) -> None:
@@ -20,7 +20,7 @@ def test_run_without_a_deployment_record(workdir: Path, chrysalis) -> None:
 
 
 def test_run_with_an_unreachable_node(
-    workdir: Path, module_devchain: Devchain, chrysalis, monkeypatch
+    workdir: Path, module_devchain: CollectionChain, chrysalis, monkeypatch
 ) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -56,7 +56,6 @@ def test_status_line_shows_head_cursor_lag_jobs_gas_and_the_error() -> None:
     status = AgentStatus(
         chain_head=120,
         cursor_block=100,
-        lag=20,
         jobs={"queued": 3, "running": 1, "confirmed": 40, "failed": 2, "cancelled": 0},
         last_error="job 7 (evolve:1:2): RetryableError: pinning service answered 503\n  hint: later",
         gas_spent=1_234_567,
@@ -67,12 +66,12 @@ def test_status_line_shows_head_cursor_lag_jobs_gas_and_the_error() -> None:
         "  last error: job 7 (evolve:1:2): RetryableError: pinning service answered 503 hint: later"
     )
     assert any(span.style == "bold red" for span in line.spans)  # a lag over 10 blocks stands out
-    unknown = status_line(AgentStatus(chain_head=None, cursor_block=None, lag=None))
+    unknown = status_line(AgentStatus(chain_head=None, cursor_block=None))
     assert unknown.plain.startswith("head ?  cursor ?  lag ?  jobs queued 0")
 
 
 def test_run_refuses_rules_whose_declared_feature_no_oracle_provides(
-    configured: Devchain, workdir: Path, chrysalis, monkeypatch
+    configured: CollectionChain, workdir: Path, chrysalis, monkeypatch
 ) -> None:
     """A-M9 / row 87: a typo declared in [features] and read by a rule stops the start, not every evolution."""
     from agent.rules import DEFAULT_RULES

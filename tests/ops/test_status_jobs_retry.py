@@ -12,11 +12,12 @@ import pytest
 from agent.domain import LogKey
 from agent.errors import PermanentError, RetryableError
 from agent.jobs import JobKind, JobState, JobStore, Stage
+from agent.store import open_job_store
 from agent.watch.cursor import CursorState
 from agent.watch.cursor_sql import SqlCursorStore
 from agent.watch.events import BlockRef
-from tests.jobs.dbs import BACKENDS, database_url
-from tests.ops.conftest import Devchain
+from tests.support.databases import BACKENDS, database_url
+from tests.support.devchain import CollectionChain
 
 WORKER = "ops-test-worker"
 
@@ -44,12 +45,14 @@ def _confirm(store: JobStore, key: str, token_id: int, tx_hash: str, gas: int, c
 
 
 @pytest.fixture(params=BACKENDS)
-def populated(request, configured: Devchain, workdir: Path, monkeypatch) -> Iterator[dict[str, object]]:
+def populated(
+    request, configured: CollectionChain, workdir: Path, monkeypatch
+) -> Iterator[dict[str, object]]:
     """A job store (on the parametrised backend) holding jobs in every state, and settings pointing at it."""
     with database_url(request.param, workdir) as url:
         monkeypatch.setenv("CHRYSALIS_DATABASE__URL", url)
         chain_id = configured.deployment.chain_id
-        with JobStore.open(url) as store:
+        with open_job_store(url) as store:
             ids: dict[str, int] = {}
             # two jobs fulfilled by one batched transaction, one by its own: gas counts once per transaction
             ids["batched_a"] = _confirm(store, "evolve:a", 1, "0x" + "aa" * 32, 90_000, chain_id, 1)
@@ -84,9 +87,7 @@ def populated(request, configured: Devchain, workdir: Path, monkeypatch) -> Iter
             address = configured.deployment.address().lower()
             block = configured.w3.eth.get_block(head - 2)
             tip = BlockRef(head - 2, "0x" + bytes(block["hash"]).hex())
-            SqlCursorStore(store.engine).save(
-                f"{chain_id}:{address}", CursorState(chain_id, tip, None, (tip,))
-            )
+            SqlCursorStore(store.db).save(f"{chain_id}:{address}", CursorState(chain_id, tip, None, (tip,)))
         yield {"url": url, "ids": ids, "head": head}
 
 
@@ -151,7 +152,7 @@ def test_retry_requeues_a_failed_job_keeping_its_stages(populated, chrysalis) ->
     result = chrysalis("retry", str(job_id))
     assert result.code == 0, result.text
     assert f"job {job_id} (evolve:d) re-queued; a running agent resumes it after stage inputs" in result.text
-    with JobStore.open(populated["url"]) as store:
+    with open_job_store(populated["url"]) as store:
         job = store.get(job_id)
     assert job.state is JobState.QUEUED and job.stage is Stage.INPUTS and job.attempts == 0
 
@@ -166,7 +167,9 @@ def test_retry_refuses_what_is_not_retryable(populated, chrysalis) -> None:
     assert "no job 4242" in missing.text
 
 
-def test_status_without_a_database(configured: Devchain, workdir: Path, chrysalis, monkeypatch) -> None:
+def test_status_without_a_database(
+    configured: CollectionChain, workdir: Path, chrysalis, monkeypatch
+) -> None:
     monkeypatch.setenv("CHRYSALIS_DATABASE__URL", f"sqlite:///{workdir / 'never.db'}")
     result = chrysalis("status")
     assert result.code == 1
@@ -192,12 +195,11 @@ def test_status_and_the_agent_count_gas_with_one_rule(populated, chrysalis) -> N
     """`chrysalis status` and the running Agent's status line read gas from agent.pipeline.accounting: a batch
     counts once (whatever the hash's case), a job settled without sending costs nothing, and every job kind the
     agent paid for counts (a refresh's transaction too)."""
-    from types import SimpleNamespace
 
     from agent.pipeline.accounting import GasSpent, gas_spent
-    from agent.pipeline.agent import Agent
+    from agent.pipeline.agent import Activity
 
-    with JobStore.open(populated["url"]) as store:
+    with open_job_store(populated["url"]) as store:
         for key, kind, result in [
             (
                 "evolve:h",
@@ -212,8 +214,7 @@ def test_status_and_the_agent_count_gas_with_one_rule(populated, chrysalis) -> N
             store.confirm(job.id, WORKER, result)
         expected = GasSpent(gas=190_000, transactions=3)  # 0xaa.. 90k + 0xbb.. 60k + the refresh's 40k
         assert gas_spent(store) == expected
-        agent_view = SimpleNamespace(store=store, _gas=None)  # the Agent's own count, on the same store
-        assert Agent._gas_spent_locked(agent_view) == expected.gas  # type: ignore[arg-type]
+        assert Activity(store).gas_spent() == expected.gas  # the running agent's own count, on the same store
 
     report = json.loads(chrysalis("status", "--json").out)
     assert (report["gas_spent"], report["fulfilment_txs"]) == (expected.gas, expected.transactions)

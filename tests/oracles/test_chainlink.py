@@ -13,7 +13,8 @@ from oracles.errors import (
     RoundGapError,
     StaleOracleDataError,
 )
-from tests.oracles.conftest import T0, Chain
+from tests.oracles.conftest import T0
+from tests.support.devchain import DevChain
 
 pytestmark = pytest.mark.anvil
 
@@ -21,14 +22,14 @@ USD = 10**8  # the feed's 8 decimals
 
 
 @pytest.fixture
-def collection(chain: Chain):
+def collection(chain: DevChain):
     """A collection with token 1 minted to the admin (the context needs a token and its holder)."""
     c = chain.deploy_collection()
-    chain.send(c.functions.airdrop(chain.admin, 1))
+    chain.transact(c.functions.airdrop(chain.admin, 1))
     return c
 
 
-def ctx_at(chain: Chain, collection, block: int) -> ReadContext:
+def ctx_at(chain: DevChain, collection, block: int) -> ReadContext:
     return ReadContext.at(chain.w3, block, token_id=1, collection=collection.address)
 
 
@@ -36,11 +37,11 @@ def values(readings) -> dict:
     return {r.name: r.value for r in readings}
 
 
-def test_reads_at_the_context_block_not_latest(chain: Chain, collection) -> None:
+def test_reads_at_the_context_block_not_latest(chain: DevChain, collection) -> None:
     feed = chain.deploy_feed(3_000 * USD, at=T0 + 10)
     before = chain.w3.eth.block_number
     chain.at_time(T0 + 20)
-    chain.send(feed.functions.updateAnswer(3_300 * USD))
+    chain.transact(feed.functions.updateAnswer(3_300 * USD))
     after = chain.w3.eth.block_number
     oracle = ChainlinkOracle(feed.address, window_s=None)
 
@@ -50,13 +51,13 @@ def test_reads_at_the_context_block_not_latest(chain: Chain, collection) -> None
     assert old == {"price.answer": 3000.0, "price.updated_at": T0 + 10, "price.age_s": 0, "price.round_id": 1}
     assert new == {"price.answer": 3300.0, "price.updated_at": T0 + 20, "price.age_s": 0, "price.round_id": 2}
     # The same context read again after the feed moved on still sees the old block.
-    chain.send(feed.functions.updateAnswer(1 * USD))
+    chain.transact(feed.functions.updateAnswer(1 * USD))
     assert values(oracle.read(ctx_at(chain, collection, before)))["price.answer"] == 3000.0
 
 
-def test_answer_meta_and_readings_are_stamped_with_the_block(chain: Chain, collection) -> None:
+def test_answer_meta_and_readings_are_stamped_with_the_block(chain: DevChain, collection) -> None:
     feed = chain.deploy_feed(123_456_789, at=T0 + 10)  # 1.23456789 with 8 decimals
-    block = chain.mine(T0 + 70)
+    block = chain.mine(at=T0 + 70)
     readings = ChainlinkOracle(feed.address, name="eth_usd", window_s=None).read(
         ctx_at(chain, collection, block)
     )
@@ -68,10 +69,10 @@ def test_answer_meta_and_readings_are_stamped_with_the_block(chain: Chain, colle
     assert values(readings)["eth_usd.age_s"] == 60
 
 
-def test_stale_answer_raises_instead_of_returning_it(chain: Chain, collection) -> None:
+def test_stale_answer_raises_instead_of_returning_it(chain: DevChain, collection) -> None:
     feed = chain.deploy_feed(3_000 * USD, at=T0 + 10)
-    fresh = chain.mine(T0 + 10 + 3_600)
-    stale = chain.mine(T0 + 10 + 3_601)
+    fresh = chain.mine(at=T0 + 10 + 3_600)
+    stale = chain.mine(at=T0 + 10 + 3_601)
     oracle = ChainlinkOracle(feed.address, max_age_s=3_600, window_s=None)
 
     assert (
@@ -94,14 +95,14 @@ def test_stale_answer_raises_instead_of_returning_it(chain: Chain, collection) -
     )
 
 
-def _history(chain: Chain):
+def _history(chain: DevChain):
     """Rounds: 100 @ T0+1000, 110 @ T0+2000, 121 @ T0+3000; returns (feed, block at T0+3500)."""
     feed = chain.deploy_feed(100 * USD, at=T0 + 1_000)
     chain.at_time(T0 + 2_000)
-    chain.send(feed.functions.updateAnswer(110 * USD))
+    chain.transact(feed.functions.updateAnswer(110 * USD))
     chain.at_time(T0 + 3_000)
-    chain.send(feed.functions.updateAnswer(121 * USD))
-    return feed, chain.mine(T0 + 3_500)
+    chain.transact(feed.functions.updateAnswer(121 * USD))
+    return feed, chain.mine(at=T0 + 3_500)
 
 
 @pytest.mark.parametrize(
@@ -115,7 +116,7 @@ def _history(chain: Chain):
     ],
 )
 def test_change_over_window_walks_back_rounds(
-    chain: Chain, collection, window_s: int, change_pct: float, base_round: int, walked: int
+    chain: DevChain, collection, window_s: int, change_pct: float, base_round: int, walked: int
 ) -> None:
     feed, block = _history(chain)
     readings = ChainlinkOracle(feed.address, max_age_s=None, window_s=window_s).read(
@@ -128,16 +129,16 @@ def test_change_over_window_walks_back_rounds(
     assert change.meta["window_s"] == window_s
 
 
-def test_falling_price_gives_negative_change(chain: Chain, collection) -> None:
+def test_falling_price_gives_negative_change(chain: DevChain, collection) -> None:
     feed = chain.deploy_feed(200 * USD, at=T0 + 1_000)
     chain.at_time(T0 + 2_000)
-    chain.send(feed.functions.updateAnswer(150 * USD))
-    block = chain.mine(T0 + 2_100)
+    chain.transact(feed.functions.updateAnswer(150 * USD))
+    block = chain.mine(at=T0 + 2_100)
     got = values(ChainlinkOracle(feed.address, window_s=1_000).read(ctx_at(chain, collection, block)))
     assert got["price.change_pct"] == -25.0
 
 
-def test_window_before_the_first_round_raises_history_error(chain: Chain, collection) -> None:
+def test_window_before_the_first_round_raises_history_error(chain: DevChain, collection) -> None:
     feed, block = _history(chain)
     with pytest.raises(OracleHistoryError) as info:
         ChainlinkOracle(feed.address, max_age_s=None, window_s=3_000).read(ctx_at(chain, collection, block))
@@ -152,7 +153,7 @@ def test_window_before_the_first_round_raises_history_error(chain: Chain, collec
     }
 
 
-def test_window_walk_is_capped(chain: Chain, collection) -> None:
+def test_window_walk_is_capped(chain: DevChain, collection) -> None:
     feed, block = _history(chain)
     with pytest.raises(OracleHistoryError, match="max_rounds"):
         ChainlinkOracle(feed.address, max_age_s=None, window_s=2_500, max_rounds=1).read(
@@ -160,11 +161,13 @@ def test_window_walk_is_capped(chain: Chain, collection) -> None:
         )
 
 
-def test_round_id_gap_raises(chain: Chain, collection) -> None:
+def test_round_id_gap_raises(chain: DevChain, collection) -> None:
     feed = chain.deploy_feed(100 * USD, at=T0 + 1_000)
     chain.at_time(T0 + 2_000)
-    chain.send(feed.functions.updateRoundData(3, 120 * USD, T0 + 2_000, T0 + 2_000))  # round 2 never written
-    block = chain.mine(T0 + 2_100)
+    chain.transact(
+        feed.functions.updateRoundData(3, 120 * USD, T0 + 2_000, T0 + 2_000)
+    )  # round 2 never written
+    block = chain.mine(at=T0 + 2_100)
     oracle = ChainlinkOracle(feed.address, window_s=1_500)
     with pytest.raises(RoundGapError) as info:
         oracle.read(ctx_at(chain, collection, block))
@@ -189,44 +192,44 @@ def test_round_id_gap_raises(chain: Chain, collection) -> None:
     ],
 )
 def test_absurd_latest_round_raises(
-    chain: Chain, collection, answer: int, updated_at: int, reason: str
+    chain: DevChain, collection, answer: int, updated_at: int, reason: str
 ) -> None:
     feed = chain.deploy_feed(100 * USD, at=T0 + 500)
     chain.at_time(T0 + 1_000)
-    chain.send(feed.functions.updateRoundData(2, answer, updated_at, T0 + 1_000))
-    block = chain.mine(T0 + 1_100)
+    chain.transact(feed.functions.updateRoundData(2, answer, updated_at, T0 + 1_000))
+    block = chain.mine(at=T0 + 1_100)
     with pytest.raises(InvalidOracleDataError, match=reason) as info:
         ChainlinkOracle(feed.address, max_age_s=None, window_s=None).read(ctx_at(chain, collection, block))
     assert info.value.round_id == 2
     assert isinstance(info.value, ValueError)
 
 
-def test_absurd_round_inside_the_window_raises(chain: Chain, collection) -> None:
+def test_absurd_round_inside_the_window_raises(chain: DevChain, collection) -> None:
     feed = chain.deploy_feed(100 * USD, at=T0 + 500)
     chain.at_time(T0 + 1_000)
-    chain.send(feed.functions.updateRoundData(2, -1, T0 + 1_000, T0 + 1_000))
+    chain.transact(feed.functions.updateRoundData(2, -1, T0 + 1_000, T0 + 1_000))
     chain.at_time(T0 + 2_000)
-    chain.send(feed.functions.updateAnswer(100 * USD))
-    block = chain.mine(T0 + 2_100)
+    chain.transact(feed.functions.updateAnswer(100 * USD))
+    block = chain.mine(at=T0 + 2_100)
     with pytest.raises(InvalidOracleDataError, match="not positive") as info:
         ChainlinkOracle(feed.address, window_s=1_500).read(ctx_at(chain, collection, block))
     assert info.value.round_id == 2
 
 
-def test_rounds_out_of_time_order_raise(chain: Chain, collection) -> None:
+def test_rounds_out_of_time_order_raise(chain: DevChain, collection) -> None:
     feed = chain.deploy_feed(100 * USD, at=T0 + 500)
     chain.at_time(T0 + 1_000)
-    chain.send(feed.functions.updateRoundData(2, 100 * USD, T0 + 1_180, T0 + 1_180))
+    chain.transact(feed.functions.updateRoundData(2, 100 * USD, T0 + 1_180, T0 + 1_180))
     chain.at_time(T0 + 1_100)
-    chain.send(feed.functions.updateRoundData(3, 100 * USD, T0 + 1_150, T0 + 1_150))  # older than round 2
-    block = chain.mine(T0 + 1_200)
+    chain.transact(feed.functions.updateRoundData(3, 100 * USD, T0 + 1_150, T0 + 1_150))  # older than round 2
+    block = chain.mine(at=T0 + 1_200)
     with pytest.raises(InvalidOracleDataError, match="after the newer round 3"):
         ChainlinkOracle(feed.address, window_s=100).read(ctx_at(chain, collection, block))
 
 
-def test_answer_bounds(chain: Chain, collection) -> None:
+def test_answer_bounds(chain: DevChain, collection) -> None:
     feed = chain.deploy_feed(1_000_000 * USD, at=T0 + 500)
-    block = chain.mine(T0 + 600)
+    block = chain.mine(at=T0 + 600)
     with pytest.raises(InvalidOracleDataError, match="above max_answer"):
         ChainlinkOracle(feed.address, window_s=None, max_answer=100_000).read(
             ctx_at(chain, collection, block)
@@ -237,16 +240,16 @@ def test_answer_bounds(chain: Chain, collection) -> None:
         )
 
 
-def test_wrong_address_is_a_call_error(chain: Chain, collection) -> None:
-    block = chain.mine(T0 + 600)
+def test_wrong_address_is_a_call_error(chain: DevChain, collection) -> None:
+    block = chain.mine(at=T0 + 600)
     with pytest.raises(OracleCallError) as info:
         ChainlinkOracle(collection.address, window_s=None).read(ctx_at(chain, collection, block))
     assert info.value.address == collection.address
     assert "right contract" in str(info.value)
 
 
-def test_feed_deployed_after_the_block_is_a_call_error(chain: Chain, collection) -> None:
-    block = chain.mine(T0 + 600)
+def test_feed_deployed_after_the_block_is_a_call_error(chain: DevChain, collection) -> None:
+    block = chain.mine(at=T0 + 600)
     feed = chain.deploy_feed(100 * USD, at=T0 + 700)
     with pytest.raises(OracleCallError):
         ChainlinkOracle(feed.address, window_s=None).read(ctx_at(chain, collection, block))

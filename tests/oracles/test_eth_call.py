@@ -12,7 +12,8 @@ from oracles.base import ReadContext
 from oracles.errors import OracleCallError, OracleUnavailableError
 from oracles.eth_call import EthCallOracle
 from oracles.snapshot import take_snapshot
-from tests.oracles.conftest import T0, Chain
+from tests.oracles.conftest import T0
+from tests.support.devchain import DevChain
 
 pytestmark = pytest.mark.anvil
 
@@ -20,9 +21,9 @@ ROUND = "latestRoundData()(uint80 roundId,int256 answer,uint256 startedAt,uint25
 
 
 @pytest.fixture
-def collection(chain: Chain):
+def collection(chain: DevChain):
     c = chain.deploy_collection()
-    chain.send(c.functions.airdrop(chain.accounts[1], 3))
+    chain.transact(c.functions.airdrop(chain.accounts[1], 3))
     return c
 
 
@@ -30,11 +31,11 @@ def values(readings) -> dict:
     return {r.name: r.value for r in readings}
 
 
-def test_feed_round_at_the_context_block_with_scaling(chain: Chain, collection) -> None:
+def test_feed_round_at_the_context_block_with_scaling(chain: DevChain, collection) -> None:
     feed = chain.deploy_feed(3_000 * 10**8, at=T0 + 10)
     before = chain.w3.eth.block_number
     chain.at_time(T0 + 20)
-    chain.send(feed.functions.updateAnswer(3_123_45678900))
+    chain.transact(feed.functions.updateAnswer(3_123_45678900))
     after = chain.w3.eth.block_number
     oracle = EthCallOracle(feed.address, ROUND, name="feed", decimals={"answer": 8})
     assert oracle.provides == (
@@ -60,7 +61,7 @@ def test_feed_round_at_the_context_block_with_scaling(chain: Chain, collection) 
     assert answer.block_number == after and answer.source == f"eth_call:{feed.address}.latestRoundData"
 
 
-def test_collection_views_with_context_placeholders(chain: Chain, collection) -> None:
+def test_collection_views_with_context_placeholders(chain: DevChain, collection) -> None:
     holder = chain.accounts[1]
     block = chain.w3.eth.block_number
     ctx = ReadContext.at(chain.w3, block, token_id=2, collection=collection.address)
@@ -94,7 +95,7 @@ def test_collection_views_with_context_placeholders(chain: Chain, collection) ->
     assert snapshot.values()["held.value"] == 3 and snapshot.block_hash == ctx.block_hash
 
 
-def test_reverts_and_empty_returns_are_call_errors(chain: Chain, collection) -> None:
+def test_reverts_and_empty_returns_are_call_errors(chain: DevChain, collection) -> None:
     ctx = ReadContext.at(chain.w3, chain.w3.eth.block_number, token_id=1, collection=collection.address)
     with pytest.raises(OracleCallError, match=r"ownerOf\(999\) on .* failed") as e:
         EthCallOracle(collection.address, "ownerOf(uint256)(address)", [999], name="o").read(ctx)
@@ -107,7 +108,7 @@ def test_reverts_and_empty_returns_are_call_errors(chain: Chain, collection) -> 
         EthCallOracle(collection.address, "maxSupply()(string)").read(ctx)
 
 
-def test_an_unreachable_node_is_retryable(collection, chain: Chain) -> None:
+def test_an_unreachable_node_is_retryable(collection, chain: DevChain) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

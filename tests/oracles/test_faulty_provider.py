@@ -22,7 +22,8 @@ from oracles.eth_call import EthCallOracle
 from oracles.guard import OracleGuard
 from oracles.snapshot import take_snapshot
 from oracles.wallet import WalletOracle
-from tests.oracles.conftest import T0, Chain
+from tests.oracles.conftest import T0
+from tests.support.devchain import DevChain
 from tests.support.rpc_proxy import FaultProxy, Faults
 
 pytestmark = pytest.mark.anvil
@@ -70,34 +71,34 @@ class Old:
     read: int
 
 
-def _old(chain: Chain, gap: int) -> Old:
+def _old(chain: DevChain, gap: int) -> Old:
     a, b = chain.accounts[1], chain.accounts[2]
     t = max(T0, chain.w3.eth.get_block("latest")["timestamp"])
     feed = chain.deploy_feed(3_000 * USD, at=t + 10)
     collection = chain.deploy_collection()
     deployed = chain.w3.eth.block_number
     chain.at_time(t + 100)
-    chain.send(collection.functions.airdrop(a, 3))
+    chain.transact(collection.functions.airdrop(a, 3))
     chain.at_time(t + 200)
-    acquired = chain.send(collection.functions.transferFrom(a, b, 1), sender=a)["blockNumber"]
+    acquired = chain.transact(collection.functions.transferFrom(a, b, 1), sender=a)["blockNumber"]
     if gap:
         chain.rpc("anvil_mine", hex(gap))  # thousands of blocks in one call
     now = chain.w3.eth.get_block("latest")["timestamp"]
     chain.at_time(now + 60)
-    chain.send(feed.functions.updateAnswer(3_150 * USD))
+    chain.transact(feed.functions.updateAnswer(3_150 * USD))
     read = chain.mine()
     assert read - acquired > gap
     return Old(collection, feed, b, deployed, acquired, read)
 
 
 @pytest.fixture
-def old(chain: Chain) -> Old:
+def old(chain: DevChain) -> Old:
     """Token 1 transferred more than :data:`GAP` blocks before the read."""
     return _old(chain, GAP)
 
 
 @pytest.fixture
-def recent(chain: Chain) -> Old:
+def recent(chain: DevChain) -> Old:
     """The same story without the gap (for the tests that do not need one)."""
     return _old(chain, 0)
 
@@ -115,7 +116,7 @@ def _values(readings: list[Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize("style", ["alchemy", "unknown"])
 def test_wallet_finds_an_old_transfer_behind_a_2000_block_cap(
-    chain: Chain, old: Old, proxies: Callable[..., FaultProxy], style: str
+    chain: DevChain, old: Old, proxies: Callable[..., FaultProxy], style: str
 ) -> None:
     direct = _values(WalletOracle(from_block=old.deployed).read(_ctx(chain.w3, old)))
     proxy = proxies(max_span=2_000, style=style)
@@ -144,7 +145,7 @@ def test_wallet_finds_an_old_transfer_behind_a_2000_block_cap(
 
 
 def test_a_range_refused_down_to_one_block_is_retryable_not_a_missing_reading(
-    chain: Chain, recent: Old, proxies: Callable[..., FaultProxy]
+    chain: DevChain, recent: Old, proxies: Callable[..., FaultProxy]
 ) -> None:
     proxy = proxies(max_span=0, style="alchemy")
     rpc = RpcClient(proxy.url, retries=1, backoff_s=0.01)
@@ -159,7 +160,7 @@ def test_a_range_refused_down_to_one_block_is_retryable_not_a_missing_reading(
 
 
 def test_a_transfer_search_answered_with_empty_logs_is_retryable_and_a_retry_reads_it(
-    chain: Chain, recent: Old, proxies: Callable[..., FaultProxy]
+    chain: DevChain, recent: Old, proxies: Callable[..., FaultProxy]
 ) -> None:
     """The soak found it: a lying ``[]`` for the Transfer search made the reading 'failed' (a permanent miss of
     wallet.held_seconds). The holder owns the token, so a Transfer into them exists: the answer was incomplete."""
@@ -192,7 +193,7 @@ def _read_all(w3: Any, old: Old) -> dict[str, Any]:
 
 
 def test_scripted_502_and_429_are_retried_for_every_oracle_call(
-    chain: Chain, recent: Old, proxies: Callable[..., FaultProxy]
+    chain: DevChain, recent: Old, proxies: Callable[..., FaultProxy]
 ) -> None:
     expected = _read_all(chain.w3, recent)
     proxy = proxies()
@@ -220,7 +221,7 @@ def test_scripted_502_and_429_are_retried_for_every_oracle_call(
 
 
 def test_random_drops_5xx_and_rate_limits_are_retried_and_counted_once(
-    chain: Chain, recent: Old, proxies: Callable[..., FaultProxy]
+    chain: DevChain, recent: Old, proxies: Callable[..., FaultProxy]
 ) -> None:
     expected = _read_all(chain.w3, recent)
     proxy = proxies(faults=Faults(seed=11, drop=0.1, http_5xx=0.1, rate_limit=0.1))
@@ -234,7 +235,7 @@ def test_random_drops_5xx_and_rate_limits_are_retried_and_counted_once(
 
 
 def test_a_revert_is_handed_back_to_web3_and_not_retried(
-    chain: Chain, recent: Old, proxies: Callable[..., FaultProxy]
+    chain: DevChain, recent: Old, proxies: Callable[..., FaultProxy]
 ) -> None:
     proxy = proxies()
     rpc = RpcClient(proxy.url, retries=3, backoff_s=0.01)
@@ -248,7 +249,7 @@ def test_a_revert_is_handed_back_to_web3_and_not_retried(
 
 
 def test_what_outlasts_the_retries_is_oracle_unavailable_naming_the_url_and_method(
-    chain: Chain, recent: Old, proxies: Callable[..., FaultProxy]
+    chain: DevChain, recent: Old, proxies: Callable[..., FaultProxy]
 ) -> None:
     proxy = proxies()
     rpc = RpcClient(proxy.url, retries=2, backoff_s=0.01)
@@ -273,7 +274,7 @@ def test_what_outlasts_the_retries_is_oracle_unavailable_naming_the_url_and_meth
 
 
 def test_faults_of_one_method_only_hit_the_oracle_that_uses_it(
-    chain: Chain, recent: Old, proxies: Callable[..., FaultProxy]
+    chain: DevChain, recent: Old, proxies: Callable[..., FaultProxy]
 ) -> None:
     """Every eth_getLogs dropped: the wallet cannot be read (retryable, naming it and the cause)."""
     proxy = proxies(faults=Faults(drop=1.0, only=frozenset({"eth_getLogs"})))
@@ -287,7 +288,7 @@ def test_faults_of_one_method_only_hit_the_oracle_that_uses_it(
 
 
 def test_a_block_the_node_does_not_know_is_a_reading_not_taken_yet(
-    chain: Chain, recent: Old, proxies: Callable[..., FaultProxy]
+    chain: DevChain, recent: Old, proxies: Callable[..., FaultProxy]
 ) -> None:
     """A backend behind its peers (or a block reorged away) answers "not found" for the pinned hash: retryable,
     like ReadContext.at's BlockNotFound, never a permanent OracleCallError that the guard would skip; when the

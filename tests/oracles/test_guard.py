@@ -19,8 +19,9 @@ from oracles.eth_call import EthCallOracle
 from oracles.guard import GUARD_READING, GuardRejectedError, OracleGuard, ReadingCheck
 from oracles.http_json import HttpJsonOracle
 from oracles.wallet import WalletOracle
-from tests.oracles.conftest import T0, Chain
-from tests.oracles.test_http_json import JsonServer, Reply
+from tests.oracles.conftest import T0
+from tests.support.devchain import DevChain
+from tests.support.http_json import JsonServer, Reply
 
 pytestmark = pytest.mark.anvil
 
@@ -35,9 +36,9 @@ def skipped_count(oracle: str, reason: str) -> float:
 
 
 @pytest.fixture
-def collection(chain: Chain):
+def collection(chain: DevChain):
     c = chain.deploy_collection()
-    chain.send(c.functions.airdrop(chain.accounts[1], 1))
+    chain.transact(c.functions.airdrop(chain.accounts[1], 1))
     return c
 
 
@@ -47,20 +48,22 @@ def server() -> Iterator[JsonServer]:
         yield s
 
 
-def rising_feed(chain: Chain):
+def rising_feed(chain: DevChain):
     """3,000 at T0+10, 3,400 (+13.3 %) at T0+3,700: over a one-hour window the market looks fierce."""
     feed = chain.deploy_feed(3_000 * USD, at=T0 + 10)
     chain.at_time(T0 + 3_700)
-    chain.send(feed.functions.updateAnswer(3_400 * USD))
+    chain.transact(feed.functions.updateAnswer(3_400 * USD))
     return feed
 
 
-def ctx_at(chain: Chain, collection, timestamp: int) -> ReadContext:
-    block = chain.mine(timestamp)
+def ctx_at(chain: DevChain, collection, timestamp: int) -> ReadContext:
+    block = chain.mine(at=timestamp)
     return ReadContext.at(chain.w3, block, token_id=1, collection=collection.address)
 
 
-def test_a_good_feed_drives_the_rules_but_an_absurd_one_never_does(chain: Chain, collection, caplog) -> None:
+def test_a_good_feed_drives_the_rules_but_an_absurd_one_never_does(
+    chain: DevChain, collection, caplog
+) -> None:
     feed = rising_feed(chain)
     ctx = ctx_at(chain, collection, T0 + 3_710)
     oracles = [WalletOracle(), ChainlinkOracle(feed.address, max_age_s=7_200, window_s=3_600)]
@@ -101,7 +104,7 @@ def test_a_good_feed_drives_the_rules_but_an_absurd_one_never_does(chain: Chain,
 
 
 def test_a_feed_younger_than_its_window_keeps_its_answer_and_skips_only_the_change(
-    chain: Chain, collection, caplog
+    chain: DevChain, collection, caplog
 ) -> None:
     feed = rising_feed(chain)  # first round at T0+10: a day's window reaches before it
     ctx = ctx_at(chain, collection, T0 + 3_710)
@@ -134,7 +137,7 @@ def test_a_feed_younger_than_its_window_keeps_its_answer_and_skips_only_the_chan
         OracleGuard([ReadingCheck("price.change_pct", required=True)]).snapshot(oracles, ctx)
 
 
-def test_a_stale_feed_is_skipped(chain: Chain, collection) -> None:
+def test_a_stale_feed_is_skipped(chain: DevChain, collection) -> None:
     feed = chain.deploy_feed(3_000 * USD, at=T0 + 10)
     ctx = ctx_at(chain, collection, T0 + 10 + 7_200)
     before = skipped_count("price", "stale")
@@ -147,7 +150,7 @@ def test_a_stale_feed_is_skipped(chain: Chain, collection) -> None:
     assert "wallet.held_blocks" in guarded.snapshot.values()
 
 
-def test_http_data_stale_missing_or_from_the_future(chain: Chain, collection, server: JsonServer) -> None:
+def test_http_data_stale_missing_or_from_the_future(chain: DevChain, collection, server: JsonServer) -> None:
     ctx = ctx_at(chain, collection, T0 + 100)
     guard = OracleGuard.from_mapping({"fx.updated_at": {"max_age_s": 600}, "fx.usd": {"min": 0}})
     fx = HttpJsonOracle(server.url, {"usd": "$.usd"}, name="fx", timestamp_path="$.at", cache_ttl_s=0)
@@ -177,7 +180,7 @@ def test_http_data_stale_missing_or_from_the_future(chain: Chain, collection, se
 
 
 def test_a_required_reading_rejects_the_snapshot_so_the_evolution_waits(
-    chain: Chain, collection, server
+    chain: DevChain, collection, server
 ) -> None:
     ctx = ctx_at(chain, collection, T0 + 100)
     server.default = Reply(body={"usd": 3000})
@@ -189,7 +192,9 @@ def test_a_required_reading_rejects_the_snapshot_so_the_evolution_waits(
     assert e.value.retryable and e.value.skipped[0].required
 
 
-def test_an_unreachable_source_is_retried_not_skipped(chain: Chain, collection, server: JsonServer) -> None:
+def test_an_unreachable_source_is_retried_not_skipped(
+    chain: DevChain, collection, server: JsonServer
+) -> None:
     ctx = ctx_at(chain, collection, T0 + 100)
     server.default = Reply(503, "down")
     before = sum(skipped_count("fx", r) for r in ("stale", "missing", "absurd", "failed"))
@@ -199,7 +204,7 @@ def test_an_unreachable_source_is_retried_not_skipped(chain: Chain, collection, 
     assert sum(skipped_count("fx", r) for r in ("stale", "missing", "absurd", "failed")) == before
 
 
-def test_eth_call_readings_get_bounds_too(chain: Chain, collection) -> None:
+def test_eth_call_readings_get_bounds_too(chain: DevChain, collection) -> None:
     feed = chain.deploy_feed(1, at=T0 + 10)  # 0.00000001 USD: a broken feed
     ctx = ctx_at(chain, collection, T0 + 20)
     answer = EthCallOracle(feed.address, "latestAnswer()(int256)", name="raw", decimals=8)
@@ -237,7 +242,7 @@ class Scripted(Oracle):
         (Scripted({"x.a": "high"}), "absurd", "x.a: 'high' is not a number"),
     ],
 )
-def test_universal_checks(chain: Chain, collection, oracle, reason, detail) -> None:
+def test_universal_checks(chain: DevChain, collection, oracle, reason, detail) -> None:
     ctx = ctx_at(chain, collection, T0 + 100)
     readings, skip = OracleGuard([ReadingCheck("x.a", min=0)]).screen(oracle, ctx)
     assert readings == [] and skip is not None and (skip.reason, skip.detail) == (reason, detail)
@@ -260,7 +265,7 @@ def test_guard_configuration_errors(mapping, match) -> None:
 
 
 def test_a_young_feed_warns_once_then_logs_its_skips_at_debug_until_it_passes(
-    chain: Chain, collection, caplog
+    chain: DevChain, collection, caplog
 ) -> None:
     """A fresh local chain skips ``price.change_pct`` at every evolution for a window's length: one WARNING says
     so, the rest are DEBUG lines (still counted); once the oracle passes, the next skip warns again."""

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Self
 
 import pytest
 
@@ -18,66 +13,9 @@ from oracles.base import ReadContext
 from oracles.errors import OracleUnavailableError
 from oracles.guard import AbsurdOracleDataError, MissingOracleDataError
 from oracles.http_json import HttpJsonOracle, HttpOracleError, extract, parse_path
+from tests.support.http_json import JsonServer, Reply
 
 T_BLOCK = 1_900_000_000
-
-
-@dataclass
-class Reply:
-    status: int = 200
-    body: bytes | str | dict | list = b"{}"
-    headers: dict[str, str] = field(default_factory=dict)
-    delay_s: float = 0.0
-
-
-class JsonServer:
-    """Serves scripted replies on 127.0.0.1: ``script`` is consumed first, then ``default`` is repeated."""
-
-    def __init__(self) -> None:
-        self.default = Reply()
-        self.script: list[Reply] = []
-        self.requests: list[tuple[str, dict[str, str]]] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                server.requests.append((self.path, dict(self.headers)))
-                reply = server.script.pop(0) if server.script else server.default
-                if reply.delay_s:
-                    time.sleep(reply.delay_s)
-                body = reply.body
-                if isinstance(body, (dict, list)):
-                    body = json.dumps(body).encode()
-                elif isinstance(body, str):
-                    body = body.encode()
-                try:
-                    self.send_response(reply.status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(body)))
-                    for key, value in reply.headers.items():
-                        self.send_header(key, value)
-                    self.end_headers()
-                    self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
-                    pass
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
 
 
 @pytest.fixture

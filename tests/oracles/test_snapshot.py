@@ -10,7 +10,8 @@ from oracles.chainlink import ChainlinkOracle
 from oracles.errors import SnapshotConfigError, SnapshotReorgError
 from oracles.snapshot import CONTEXT_READINGS, take_snapshot
 from oracles.wallet import WalletOracle
-from tests.oracles.conftest import T0, Chain
+from tests.oracles.conftest import T0
+from tests.support.devchain import DevChain
 
 pytestmark = pytest.mark.anvil
 
@@ -42,19 +43,19 @@ class FakeOracle(Oracle):
 
 
 @pytest.fixture
-def setup(chain: Chain):
+def setup(chain: DevChain):
     collection = chain.deploy_collection()
     chain.at_time(T0 + 10)
-    chain.send(collection.functions.airdrop(chain.accounts[1], 1))
+    chain.transact(collection.functions.airdrop(chain.accounts[1], 1))
     feed = chain.deploy_feed(2_000 * USD, at=T0 + 20)
     chain.at_time(T0 + 1_020)
-    chain.send(feed.functions.updateAnswer(2_100 * USD))
-    block = chain.mine(T0 + 1_030)
+    chain.transact(feed.functions.updateAnswer(2_100 * USD))
+    block = chain.mine(at=T0 + 1_030)
     oracles = [ChainlinkOracle(feed.address, window_s=1_000), WalletOracle()]
     return collection, feed, oracles, block
 
 
-def test_snapshot_reads_every_oracle_at_one_block(chain: Chain, setup) -> None:
+def test_snapshot_reads_every_oracle_at_one_block(chain: DevChain, setup) -> None:
     collection, _feed, oracles, block = setup
     ctx = ReadContext.at(chain.w3, block, token_id=1, collection=collection.address)
     snap = take_snapshot(oracles, ctx)
@@ -73,13 +74,13 @@ def test_snapshot_reads_every_oracle_at_one_block(chain: Chain, setup) -> None:
     assert values["context.block_timestamp"] == T0 + 1_030
 
 
-def test_snapshot_is_byte_stable_and_bound_to_its_block(chain: Chain, setup) -> None:
+def test_snapshot_is_byte_stable_and_bound_to_its_block(chain: DevChain, setup) -> None:
     collection, feed, oracles, block = setup
     ctx = ReadContext.at(chain.w3, block, token_id=1, collection=collection.address)
     first = take_snapshot(oracles, ctx)
     chain.at_time(T0 + 1_040)
-    chain.send(feed.functions.updateAnswer(9_999 * USD))  # the chain moves on
-    chain.mine(T0 + 1_050)
+    chain.transact(feed.functions.updateAnswer(9_999 * USD))  # the chain moves on
+    chain.mine(at=T0 + 1_050)
     again = take_snapshot(
         list(reversed(oracles)), ReadContext.at(chain.w3, block, token_id=1, collection=collection.address)
     )
@@ -93,7 +94,7 @@ def test_snapshot_is_byte_stable_and_bound_to_its_block(chain: Chain, setup) -> 
     assert later.values()["price.answer"] == 9_999.0
 
 
-def test_duplicate_oracle_names_are_refused(chain: Chain, setup) -> None:
+def test_duplicate_oracle_names_are_refused(chain: DevChain, setup) -> None:
     collection, feed, oracles, block = setup
     ctx = ReadContext.at(chain.w3, block, token_id=1, collection=collection.address)
     with pytest.raises(SnapshotConfigError, match="unique"):
@@ -111,20 +112,20 @@ def test_duplicate_oracle_names_are_refused(chain: Chain, setup) -> None:
         (FakeOracle("fake", {"x": b"bytes"}), "plain JSON"),
     ],
 )
-def test_misbehaving_oracles_are_refused(chain: Chain, setup, oracle: Oracle, match: str) -> None:
+def test_misbehaving_oracles_are_refused(chain: DevChain, setup, oracle: Oracle, match: str) -> None:
     collection, _, _, block = setup
     ctx = ReadContext.at(chain.w3, block, token_id=1, collection=collection.address)
     with pytest.raises(SnapshotConfigError, match=match):
         take_snapshot([oracle], ctx)
 
 
-def test_reorg_while_reading_is_detected(chain: Chain, setup) -> None:
+def test_reorg_while_reading_is_detected(chain: DevChain, setup) -> None:
     collection, _, oracles, _ = setup
     fork_point = chain.rpc("evm_snapshot")
-    block = chain.mine(T0 + 2_000)
+    block = chain.mine(at=T0 + 2_000)
     ctx = ReadContext.at(chain.w3, block, token_id=1, collection=collection.address)
     chain.rpc("evm_revert", fork_point)
-    assert chain.mine(T0 + 2_001) == block  # same height, another block
+    assert chain.mine(at=T0 + 2_001) == block  # same height, another block
 
     with pytest.raises(SnapshotReorgError) as info:
         take_snapshot(oracles, ctx)

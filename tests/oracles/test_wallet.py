@@ -9,7 +9,8 @@ import pytest
 from oracles.base import ReadContext
 from oracles.errors import HolderMismatchError, OracleUnavailableError
 from oracles.wallet import WalletOracle
-from tests.oracles.conftest import T0, Chain
+from tests.oracles.conftest import T0
+from tests.support.devchain import DevChain
 
 pytestmark = pytest.mark.anvil
 
@@ -31,28 +32,28 @@ class Story:
 
 
 @pytest.fixture
-def story(chain: Chain) -> Story:
+def story(chain: DevChain) -> Story:
     a, b = chain.accounts[1], chain.accounts[2]
     c = chain.deploy_collection()
     chain.at_time(T0 + 100)
-    minted = chain.send(c.functions.airdrop(a, 3))["blockNumber"]
+    minted = chain.transact(c.functions.airdrop(a, 3))["blockNumber"]
     chain.at_time(T0 + 1_000)
-    to_b = chain.send(c.functions.transferFrom(a, b, 1), sender=a)["blockNumber"]
-    b_holds = chain.mine(T0 + 1_500)
+    to_b = chain.transact(c.functions.transferFrom(a, b, 1), sender=a)["blockNumber"]
+    b_holds = chain.mine(at=T0 + 1_500)
     chain.at_time(T0 + 2_000)
-    back = chain.send(c.functions.transferFrom(b, a, 1), sender=b)["blockNumber"]
-    a_holds = chain.mine(T0 + 2_600)
+    back = chain.transact(c.functions.transferFrom(b, a, 1), sender=b)["blockNumber"]
+    a_holds = chain.mine(at=T0 + 2_600)
     return Story(c, a, b, minted, to_b, b_holds, back, a_holds)
 
 
-def read(chain: Chain, story: Story, block: int, holder: str | None, token_id: int = 1, **kw) -> dict:
+def read(chain: DevChain, story: Story, block: int, holder: str | None, token_id: int = 1, **kw) -> dict:
     ctx = ReadContext.at(
         chain.w3, block, token_id=token_id, collection=story.collection.address, holder=holder
     )
     return {r.name: r for r in WalletOracle(**kw).read(ctx)}
 
 
-def test_holding_time_counts_from_the_latest_transfer_in(chain: Chain, story: Story) -> None:
+def test_holding_time_counts_from_the_latest_transfer_in(chain: DevChain, story: Story) -> None:
     b = read(chain, story, story.b_holds, story.b)
     assert b["wallet.held_seconds"].value == 500
     assert b["wallet.held_blocks"].value == story.b_holds - story.to_b
@@ -72,7 +73,7 @@ def test_holding_time_counts_from_the_latest_transfer_in(chain: Chain, story: St
     assert a2["wallet.held_seconds"].meta["from"] == "0x" + "00" * 20
 
 
-def test_values_at_an_earlier_block_differ_from_latest(chain: Chain, story: Story) -> None:
+def test_values_at_an_earlier_block_differ_from_latest(chain: DevChain, story: Story) -> None:
     early = read(chain, story, story.b_holds, story.b)
     late_block = chain.w3.eth.block_number
     assert late_block > story.b_holds
@@ -84,11 +85,11 @@ def test_values_at_an_earlier_block_differ_from_latest(chain: Chain, story: Stor
     assert read(chain, story, story.b_holds, story.a, token_id=2)["wallet.tokens_held"].value == 2
 
 
-def test_balance_and_nonce_are_read_at_the_block(chain: Chain, story: Story) -> None:
-    before = chain.mine(T0 + 3_000)
+def test_balance_and_nonce_are_read_at_the_block(chain: DevChain, story: Story) -> None:
+    before = chain.mine(at=T0 + 3_000)
     chain.at_time(T0 + 3_100)
     chain.pay(story.a, chain.accounts[5], 2 * ETH)
-    after = chain.mine(T0 + 3_200)
+    after = chain.mine(at=T0 + 3_200)
     old = read(chain, story, before, story.a)
     new = read(chain, story, after, story.a)
     assert new["wallet.tx_count"].value == old["wallet.tx_count"].value + 1
@@ -98,7 +99,7 @@ def test_balance_and_nonce_are_read_at_the_block(chain: Chain, story: Story) -> 
     assert chain.w3.eth.get_balance(story.a) == new["wallet.balance_eth"].meta["wei"]
 
 
-def test_context_looks_up_the_holder_at_the_block(chain: Chain, story: Story) -> None:
+def test_context_looks_up_the_holder_at_the_block(chain: DevChain, story: Story) -> None:
     ctx = ReadContext.at(chain.w3, story.b_holds, token_id=1, collection=story.collection.address)
     assert ctx.holder == story.b
     ctx = ReadContext.at(chain.w3, story.a_holds, token_id=1, collection=story.collection.address)
@@ -113,7 +114,7 @@ def test_context_looks_up_the_holder_at_the_block(chain: Chain, story: Story) ->
         ReadContext.at(chain.w3, "latest", token_id=1, collection=story.collection.address)
 
 
-def test_holder_who_does_not_hold_the_token_is_refused(chain: Chain, story: Story) -> None:
+def test_holder_who_does_not_hold_the_token_is_refused(chain: DevChain, story: Story) -> None:
     with pytest.raises(HolderMismatchError) as info:
         read(chain, story, story.b_holds, story.a)
     assert info.value.owner == story.b
@@ -122,24 +123,24 @@ def test_holder_who_does_not_hold_the_token_is_refused(chain: Chain, story: Stor
     assert info.value.owner is None
 
 
-def test_small_log_chunks_search_backwards(chain: Chain, story: Story) -> None:
+def test_small_log_chunks_search_backwards(chain: DevChain, story: Story) -> None:
     got = read(chain, story, story.a_holds, story.a, token_id=2, log_chunk=1)
     assert got["wallet.held_seconds"].meta["acquired_block"] == story.minted
 
 
-def test_from_block_after_the_transfer_names_the_fix(chain: Chain, story: Story) -> None:
+def test_from_block_after_the_transfer_names_the_fix(chain: DevChain, story: Story) -> None:
     with pytest.raises(OracleUnavailableError, match="from_block"):
         read(chain, story, story.a_holds, story.a, token_id=2, from_block=story.minted + 1)
 
 
-def test_provides_and_sources(chain: Chain, story: Story) -> None:
+def test_provides_and_sources(chain: DevChain, story: Story) -> None:
     got = read(chain, story, story.b_holds, story.b, name="holder")
     assert tuple(got) == WalletOracle(name="holder").provides
     assert {r.block_number for r in got.values()} == {story.b_holds}
     assert got["holder.balance_eth"].source == f"eth_getBalance:{story.b}"
 
 
-def test_unknown_block_is_retryable(chain: Chain, story: Story) -> None:
+def test_unknown_block_is_retryable(chain: DevChain, story: Story) -> None:
     with pytest.raises(OracleUnavailableError, match="not known") as info:
         ReadContext.at(chain.w3, 10**9, token_id=1, collection=story.collection.address)
     assert info.value.retryable

@@ -9,14 +9,14 @@ import logging
 import sys
 from pathlib import Path
 
-from agent.pipeline import Agent
+from agent.app import build_agent
 from agent.settings import Settings
 
 
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     settings = Settings(**json.loads(Path(argv[0]).read_text()))
-    with Agent.from_settings(settings) as agent:
+    with build_agent(settings) as agent:
         status = agent.run_until_idle(timeout_s=float(argv[1]))
     print(json.dumps(dataclasses.asdict(status)))
     return 0

@@ -11,31 +11,33 @@ import time
 import pytest
 from PIL import Image
 
+from agent.app import build_agent
+from agent.domain import ModelRef
 from agent.jobs import JobKind, JobState, Stage
-from agent.pipeline import Agent, AgentStatus
-from agent.publish.metadata import ModelRef, build_metadata, cid_from_digest
+from agent.metadata import build_metadata, cid_from_digest
+from agent.pipeline import AgentStatus
 from agent.settings import Settings
-from tests.pipeline.conftest import Chain
-from tests.pipeline.test_stages import _snapshot
+from tests.support.devchain import CollectionChain
+from tests.support.inputs import input_snapshot
+from tests.support.waiting import eventually
 
 
-def _key(chain: Chain, rid: int) -> str:
+def _key(chain: CollectionChain, rid: int) -> str:
     return f"evolve:{chain.w3.eth.chain_id}:{rid}"
 
 
 def test_run_fulfils_reports_status_and_returns_promptly_when_stopped(
-    chain: Chain, settings: Settings
+    chain: CollectionChain, settings: Settings
 ) -> None:
     statuses: list[AgentStatus] = []
     stop = threading.Event()
-    with Agent.from_settings(settings) as agent:
+    with build_agent(settings) as agent:
         runner = threading.Thread(target=agent.run, args=(stop,), kwargs={"on_status": statuses.append})
         runner.start()
         rid = chain.request(1)
-        deadline = time.monotonic() + 60
-        while chain.is_pending(rid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not chain.is_pending(rid), "not fulfilled while running"
+        eventually(
+            lambda: not chain.is_pending(rid), 60, "the request fulfilled while running", interval=0.05
+        )
         stopped = time.monotonic()
         stop.set()
         runner.join(15)
@@ -51,9 +53,11 @@ def test_run_fulfils_reports_status_and_returns_promptly_when_stopped(
     assert status.gas_spent > 0 and status.last_error is None, status
 
 
-def test_jobs_held_by_a_dead_worker_are_reaped_and_finished(chain: Chain, settings: Settings) -> None:
+def test_jobs_held_by_a_dead_worker_are_reaped_and_finished(
+    chain: CollectionChain, settings: Settings
+) -> None:
     rid = chain.request(1)
-    with Agent.from_settings(settings) as agent:
+    with build_agent(settings) as agent:
         agent.poll_once()
         ghost = agent.store.claim("ghost:1", lease_s=0.3)  # a worker that then dies without a word
         assert ghost is not None and ghost.state == JobState.RUNNING
@@ -65,18 +69,18 @@ def test_jobs_held_by_a_dead_worker_are_reaped_and_finished(chain: Chain, settin
 
 
 def test_a_permanent_error_fails_the_job_visibly_and_retry_finishes_it_once_fixed(
-    chain: Chain, settings: Settings
+    chain: CollectionChain, settings: Settings
 ) -> None:
     """Token 1's current metadata (written by someone else) is not in the agent's repo: the job fails with the
     CID and the fix; once the block is imported, `retry` finishes it with that metadata as its parent."""
     f = chain.collection.functions
-    with Agent.from_settings(settings) as agent:
+    with build_agent(settings) as agent:
         png = io.BytesIO()
         Image.new("RGB", (32, 32), (200, 40, 90)).save(png, format="PNG")
         image_cid = str(agent.repo.add(png.getvalue()).cid)
         elsewhere = build_metadata(
             name="Chrysalis #1", lore="Made elsewhere.", image_cid=image_cid, traits={"mood": "serene"}, stage=1,
-            parent=None, receipt={}, models={"image": ModelRef("x", "0" * 64)}, snapshot=_snapshot(),
+            parent=None, receipt={}, models={"image": ModelRef("x", "0" * 64)}, snapshot=input_snapshot(),
         ).encode()  # fmt: skip
         first = chain.request(1)
         chain.transact(f.grantRole(f.AGENT_ROLE().call(), chain.admin), chain.admin)
@@ -104,7 +108,7 @@ def test_a_permanent_error_fails_the_job_visibly_and_retry_finishes_it_once_fixe
 
 @pytest.mark.slow
 def test_retryable_errors_back_off_then_end_visibly_failed_when_attempts_run_out(
-    chain: Chain, settings: Settings
+    chain: CollectionChain, settings: Settings
 ) -> None:
     """Replication needs two backends; the second (a Kubo node) is down: every publish is retried, then the
     job fails with the replication error as its reason. Nothing is sent."""
@@ -112,7 +116,7 @@ def test_retryable_errors_back_off_then_end_visibly_failed_when_attempts_run_out
     settings.ipfs.replication = 2
     settings.agent.max_attempts = 2
     rid = chain.request(1)
-    with Agent.from_settings(settings) as agent:
+    with build_agent(settings) as agent:
         status = agent.run_until_idle(timeout_s=90)
         job = agent.store.get_by_key(_key(chain, rid))
     assert job is not None and job.state == JobState.FAILED and job.attempts == 2
@@ -121,14 +125,16 @@ def test_retryable_errors_back_off_then_end_visibly_failed_when_attempts_run_out
     assert status.jobs["failed"] == 1 and chain.agent_nonce() == 0 and chain.is_pending(rid)
 
 
-def test_a_request_no_longer_pending_is_settled_without_inference(chain: Chain, settings: Settings) -> None:
+def test_a_request_no_longer_pending_is_settled_without_inference(
+    chain: CollectionChain, settings: Settings
+) -> None:
     """A second agent database (or a wiped one) meets requests the agent's key already fulfilled."""
     rid = chain.request(1)
-    with Agent.from_settings(settings) as agent:
+    with build_agent(settings) as agent:
         agent.run_until_idle(timeout_s=60)
     other = settings.model_copy(update={"data_dir": settings.data_dir.parent / "other"})
     other.database.url = f"sqlite:///{other.data_dir / 'jobs.db'}"
-    with Agent.from_settings(other) as second:
+    with build_agent(other) as second:
         second.run_until_idle(timeout_s=60)
         job = second.store.get_by_key(_key(chain, rid))
         kinds = {j.kind for j in second.store.list_jobs()}

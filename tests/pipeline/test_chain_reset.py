@@ -5,31 +5,24 @@ line once the node answers again; a node behind the cursor is never a negative l
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 
 import pytest
 from web3 import Web3
 
+from agent.app import build_agent
 from agent.devnet import start_anvil
 from agent.pipeline import Agent, AgentStatus
 from agent.settings import Settings
 from agent.watch import ChainResetError
-from tests.pipeline.conftest import Chain
+from tests.support.devchain import CollectionChain
 from tests.support.rpc_proxy import FaultProxy, Faults
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.anvil
 
 
-def _until(what: str, ok: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not ok():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
 def test_a_chain_reset_under_a_running_agent_stops_it_and_outages_do_not_linger(
-    chain: Chain, settings: Settings
+    chain: CollectionChain, settings: Settings
 ) -> None:
     proxy = FaultProxy(chain.url)
     settings.chain = settings.chain.model_copy(update={"rpc_url": proxy.url, "rpc_retries": 0})
@@ -44,24 +37,25 @@ def test_a_chain_reset_under_a_running_agent_stops_it_and_outages_do_not_linger(
             failure.append(exc)
 
     try:
-        with Agent.from_settings(settings) as agent:
+        with build_agent(settings) as agent:
             runner = threading.Thread(target=run, args=(agent,), daemon=True)
             runner.start()
-            _until("the watcher to pass the deploy block", lambda: agent.watcher.state is not None)
+            eventually(lambda: agent.watcher.state is not None, 30, "the watcher to pass the deploy block")
 
             # a node behind the cursor (a lagging backend): lag 0, never negative
             proxy.lag = 5
-            _until("a status from the lagging node", lambda: bool(statuses) and statuses[-1].chain_head is not None
-                   and statuses[-1].cursor_block is not None
-                   and statuses[-1].chain_head < statuses[-1].cursor_block)  # fmt: skip
+            eventually(lambda: bool(statuses) and statuses[-1].chain_head is not None
+                       and statuses[-1].cursor_block is not None
+                       and statuses[-1].chain_head < statuses[-1].cursor_block,
+                       30, "a status from the lagging node")  # fmt: skip
             assert statuses[-1].lag == 0
             proxy.lag = 0
 
             # an outage: reported while it lasts, gone from the status once the node answers again
             proxy.faults = Faults(http_5xx=1.0)
-            _until("the outage to show", lambda: bool(statuses and statuses[-1].last_error))
+            eventually(lambda: bool(statuses and statuses[-1].last_error), 30, "the outage to show")
             proxy.faults = Faults()
-            _until("the outage to clear", lambda: statuses[-1].last_error is None)
+            eventually(lambda: statuses[-1].last_error is None, 30, "the outage to clear")
 
             # anvil restarted and already past the cursor: not a reorg, a reset
             with start_anvil() as fresh:

@@ -5,23 +5,23 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from agent.app import build_agent
 from agent.generate.verify import verify
 from agent.ipfs.repo import IpfsRepo
 from agent.ipfs.server import NodeServer
 from agent.jobs import JobState
-from agent.pipeline import Agent
-from agent.publish.metadata import cid_from_digest, parse_metadata
+from agent.metadata import cid_from_digest, parse_metadata
 from agent.settings import Settings
-from tests.pipeline.conftest import Chain
+from tests.support.devchain import CollectionChain
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def test_a_request_is_fulfilled_and_its_token_uri_resolves_to_verified_metadata(
-    chain: Chain, settings: Settings
+    chain: CollectionChain, settings: Settings
 ) -> None:
     rid = chain.request(1)
-    with Agent.from_settings(settings) as agent:
+    with build_agent(settings) as agent:
         status = agent.run_until_idle(timeout_s=90)
         job = agent.store.get_by_key(f"evolve:{chain.w3.eth.chain_id}:{rid}")
 
@@ -48,19 +48,19 @@ def test_a_request_is_fulfilled_and_its_token_uri_resolves_to_verified_metadata(
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)
-def test_the_whole_pipeline_on_postgresql(chain: Chain, settings: Settings) -> None:
+def test_the_whole_pipeline_on_postgresql(chain: CollectionChain, settings: Settings) -> None:
     assert settings.database.url.startswith("postgresql")
     rids = [chain.request(1), chain.fuse(2, 3)]
-    with Agent.from_settings(settings) as agent:
+    with build_agent(settings) as agent:
         status = agent.run_until_idle(timeout_s=90)
     assert status.jobs["confirmed"] == 2 and status.pending == 0
     assert sorted(int(e["args"]["requestId"]) for e in chain.evolved()) == sorted(rids)
 
 
 def test_a_second_evolution_starts_from_the_previous_image_and_links_its_parent(
-    chain: Chain, settings: Settings
+    chain: CollectionChain, settings: Settings
 ) -> None:
-    with Agent.from_settings(settings) as agent:
+    with build_agent(settings) as agent:
         chain.request(1)
         agent.run_until_idle(timeout_s=90)
         first_cid = cid_from_digest(chain.collection.functions.metadataDigestOf(1).call())
@@ -88,10 +88,10 @@ def test_a_second_evolution_starts_from_the_previous_image_and_links_its_parent(
 
 
 def test_requests_are_fulfilled_together_in_one_transaction_and_fuse_is_marked(
-    chain: Chain, settings: Settings
+    chain: CollectionChain, settings: Settings
 ) -> None:
     rids = [chain.request(1), chain.request(9, holder=1), chain.fuse(2, 3)]
-    with Agent.from_settings(settings) as agent:
+    with build_agent(settings) as agent:
         agent.run_until_idle(timeout_s=90)
         jobs = [agent.store.get_by_key(f"evolve:{chain.w3.eth.chain_id}:{rid}") for rid in rids]
         status = agent.status()

@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
+from agent.app import build_agent
 from agent.jobs import JobState
 from agent.metrics import REGISTRY
-from agent.pipeline import Agent
 from agent.settings import Settings
 from agent.watch.watcher import BLOOM_RECHECKS
-from tests.pipeline.conftest import Chain
+from tests.support.devchain import CollectionChain
 from tests.support.rpc_proxy import FaultProxy, Faults
-from tests.support.wait import wait_until
+from tests.support.waiting import eventually
 
 
 def behind(settings: Settings, proxy: FaultProxy, **agent: Any) -> Settings:
@@ -42,13 +42,13 @@ def _recovered(how: str) -> float:
 
 @pytest.mark.parametrize("max_span", [None, 2], ids=["uncapped", "range-capped"])
 def test_a_request_whose_log_every_answer_left_out_is_found_on_chain_and_fulfilled_once(
-    chain: Chain, settings: Settings, max_span: int | None
+    chain: CollectionChain, settings: Settings, max_span: int | None
 ) -> None:
     """Range-capped: the reconciliation's search for the request's log keeps to what the provider accepts too
     (it once asked for 64 blocks at once, and a capped provider failed every poll until the test timed out)."""
     proxy = FaultProxy(chain.url, max_span=max_span, style="unknown")
     try:
-        with Agent.from_settings(behind(settings, proxy, reconcile_interval_s=0.001)) as agent:
+        with build_agent(behind(settings, proxy, reconcile_interval_s=0.001)) as agent:
             agent.poll_once()
             rid = chain.request(1)
             chain.mine(4)  # blocks above the request: its search range is wider than the cap
@@ -83,7 +83,7 @@ SOAK_FAULTS = Faults(
 
 @pytest.mark.slow
 def test_soak_32_requests_through_a_faulty_provider_are_each_fulfilled_exactly_once(
-    chain: Chain, settings: Settings
+    chain: CollectionChain, settings: Settings
 ) -> None:
     """Drops, 5xx, 429, latency, stale heads, empty log answers and a range cap in an unknown wording, all at
     once, for 32 requests in two waves over the 16 tokens: every request is fulfilled exactly once, without an
@@ -94,7 +94,7 @@ def test_soak_32_requests_through_a_faulty_provider_are_each_fulfilled_exactly_o
     requests: list[int] = []
     try:
         s = behind(settings, proxy, reconcile_interval_s=2.0, batch_size=8)
-        with Agent.from_settings(s) as agent:
+        with build_agent(s) as agent:
             statuses: list[Any] = []
             runner = threading.Thread(
                 target=agent.run, args=(stop,), kwargs={"on_status": statuses.append}, daemon=True
@@ -105,13 +105,13 @@ def test_soak_32_requests_through_a_faulty_provider_are_each_fulfilled_exactly_o
                     opened = [chain.request(token, holder=(token - 1) // 8) for token in range(1, 17)]
                     chain.mine(3)  # blocks above the requests (the range cap then has ranges to refuse)
                     requests += opened
-                    wait_until(
+                    eventually(
                         lambda opened=opened: not any(chain.is_pending(r) for r in opened),
                         timeout=150,
                         interval=0.2,
-                        message=f"wave {wave + 1}: every request fulfilled",
+                        what=f"wave {wave + 1}: every request fulfilled",
                     )
-                wait_until(  # and the agent knows it: every job confirmed and final, nothing left to do
+                eventually(  # and the agent knows it: every job confirmed and final, nothing left to do
                     lambda: (
                         statuses
                         and statuses[-1].jobs.get("confirmed") == 32
@@ -120,7 +120,7 @@ def test_soak_32_requests_through_a_faulty_provider_are_each_fulfilled_exactly_o
                     ),
                     timeout=60,
                     interval=0.2,
-                    message="every job confirmed and final",
+                    what="every job confirmed and final",
                 )
             finally:
                 stop.set()

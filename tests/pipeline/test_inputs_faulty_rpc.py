@@ -13,22 +13,21 @@ import pytest
 
 from agent.errors import ChrysalisError, RetryableError
 from agent.ipfs.repo import IpfsRepo
-from agent.jobs.sql_store import is_retryable
-from agent.pipeline.chain import CollectionReader
+from agent.jobs.policy import is_retryable
+from agent.pipeline.collection import CollectionReader
 from agent.pipeline.inputs import InputsStage
-from agent.pipeline.request import snapshot_from_json
 from agent.rules import MissingFeatureError, load_rules
 from agent.watch.rpc import RpcClient
 from oracles.errors import OracleUnavailableError
 from oracles.wallet import WalletOracle
-from tests.pipeline.conftest import Chain, open_request
+from tests.support.devchain import CollectionChain
 from tests.support.rpc_proxy import FaultProxy, Faults
 
 pytestmark = pytest.mark.anvil
 
 
 @pytest.fixture
-def proxies(chain: Chain) -> Iterator[Callable[..., FaultProxy]]:
+def proxies(chain: CollectionChain) -> Iterator[Callable[..., FaultProxy]]:
     made: list[FaultProxy] = []
 
     def make(**kw: Any) -> FaultProxy:
@@ -40,7 +39,7 @@ def proxies(chain: Chain) -> Iterator[Callable[..., FaultProxy]]:
         proxy.close()
 
 
-def _stage(chain: Chain, url: str, tmp_path: Path, **rpc: Any) -> InputsStage:
+def _stage(chain: CollectionChain, url: str, tmp_path: Path, **rpc: Any) -> InputsStage:
     reader = CollectionReader(RpcClient(url, **rpc), chain.collection.address)
     repo = IpfsRepo(tmp_path / "ipfs", sync=False)
     # The wallet alone: the default rules read wallet.held_seconds without a default.
@@ -49,16 +48,16 @@ def _stage(chain: Chain, url: str, tmp_path: Path, **rpc: Any) -> InputsStage:
 
 @pytest.mark.parametrize("style", ["alchemy", "unknown"])
 def test_held_seconds_of_an_old_collection_behind_a_2000_block_cap(
-    chain: Chain, proxies: Callable[..., FaultProxy], tmp_path: Path, style: str
+    chain: CollectionChain, proxies: Callable[..., FaultProxy], tmp_path: Path, style: str
 ) -> None:
     chain.rpc("anvil_mine", hex(2_100))  # the tokens were minted more than 2,000 blocks ago
-    request = open_request(chain, 1)
-    direct = _stage(chain, chain.url, tmp_path / "direct", retries=0).run(request)
+    request = chain.open_request(1)
+    direct = _stage(chain, chain.url, tmp_path / "direct", retries=0).run(request.task())
     proxy = proxies(max_span=2_000, style=style)
 
-    got = _stage(chain, proxy.url, tmp_path / "capped", retries=2, backoff_s=0.01).run(request)
+    got = _stage(chain, proxy.url, tmp_path / "capped", retries=2, backoff_s=0.01).run(request.task())
 
-    values = snapshot_from_json(got["snapshot"]).values()
+    values = got.snapshot.values()
     assert values["wallet.held_blocks"] > 2_100 and values["wallet.held_seconds"] > 0
     assert got == direct
     assert proxy.refused and all(hi - lo + 1 <= 2_000 for lo, hi in proxy.served)
@@ -69,13 +68,13 @@ def test_held_seconds_of_an_old_collection_behind_a_2000_block_cap(
     [({"eth_getLogs"}, "wallet"), ({"eth_getBalance"}, "wallet"), ({"eth_getBlockByHash"}, "context")],
 )
 def test_an_oracle_that_cannot_be_read_makes_the_stage_retryable(
-    chain: Chain, proxies: Callable[..., FaultProxy], tmp_path: Path, methods: set[str], oracle: str
+    chain: CollectionChain, proxies: Callable[..., FaultProxy], tmp_path: Path, methods: set[str], oracle: str
 ) -> None:
-    request = open_request(chain, 1)
+    request = chain.open_request(1)
     proxy = proxies(faults=Faults(drop=1.0, only=frozenset(methods)))
     stage = _stage(chain, proxy.url, tmp_path, retries=2, backoff_s=0.01)
     with pytest.raises(OracleUnavailableError) as err:
-        stage.run(request)
+        stage.run(request.task())
     assert not isinstance(err.value, MissingFeatureError)
     assert isinstance(err.value, RetryableError) and is_retryable(err.value)
     assert err.value.oracle == oracle and f"oracle {oracle!r}" in str(err.value)
@@ -84,13 +83,13 @@ def test_an_oracle_that_cannot_be_read_makes_the_stage_retryable(
 
 
 def test_a_node_that_stays_unreachable_is_retryable_not_a_traceback(
-    chain: Chain, proxies: Callable[..., FaultProxy], tmp_path: Path
+    chain: CollectionChain, proxies: Callable[..., FaultProxy], tmp_path: Path
 ) -> None:
-    request = open_request(chain, 1)
+    request = chain.open_request(1)
     proxy = proxies()
     stage = _stage(chain, proxy.url, tmp_path, retries=1, backoff_s=0.01)
     proxy.close()
     with pytest.raises(ChrysalisError) as err:
-        stage.run(request)
+        stage.run(request.task())
     assert err.value.retryable and is_retryable(err.value)
     assert proxy.url in str(err.value)

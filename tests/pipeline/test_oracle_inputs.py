@@ -9,16 +9,17 @@ from pathlib import Path
 
 import pytest
 
+from agent.app import build_agent
 from agent.errors import ConfigError
-from agent.jobs import JobState, Stage
+from agent.jobs import JobState
 from agent.metrics import REGISTRY
 from agent.pipeline import Agent
-from agent.pipeline.request import snapshot_from_json
 from agent.rules import DEFAULT_RULES
 from agent.settings import Settings
-from tests.jobs.dbs import database_url
-from tests.oracles.test_http_json import JsonServer, Reply
-from tests.pipeline.conftest import Chain, make_settings
+from tests.support.agent_settings import Keystore, agent_settings
+from tests.support.databases import database_url
+from tests.support.devchain import CollectionChain
+from tests.support.http_json import JsonServer, Reply
 
 
 def _rules(path: Path) -> Path:
@@ -46,7 +47,7 @@ def _rules(path: Path) -> Path:
     return path
 
 
-def _oracles(server: JsonServer, chain: Chain, **guard: dict) -> dict:
+def _oracles(server: JsonServer, chain: CollectionChain, **guard: dict) -> dict:
     return {
         "http": [
             {
@@ -82,7 +83,7 @@ def _only_job(agent: Agent):
 
 
 def test_declared_oracles_become_rule_features_end_to_end(
-    chain: Chain, settings: Settings, tmp_path: Path
+    chain: CollectionChain, settings: Settings, tmp_path: Path
 ) -> None:
     with JsonServer() as server:
         server.default = Reply(
@@ -90,21 +91,21 @@ def test_declared_oracles_become_rule_features_end_to_end(
         )
         configured = _with(settings, _rules(tmp_path / "rules.toml"), _oracles(server, chain))
         rid = chain.request(1)
-        with Agent.from_settings(configured) as agent:
+        with build_agent(configured) as agent:
             agent.run_until_idle(timeout_s=120)
             job = _only_job(agent)
     assert job.state is JobState.CONFIRMED, job.reason
     assert not chain.is_pending(rid)
-    inputs = job.output(Stage.INPUTS)
-    values = snapshot_from_json(inputs["snapshot"]).values()
+    inputs = job.inputs
+    values = inputs.snapshot.values()
     assert values["weather.temp_c"] == 31.5 and values["held.value"] == 8
     assert values["guard.skipped"] == []
-    assert inputs["rules"]["traits"]["element"] == "fire" and inputs["rules"]["traits"]["hoard"] == "great"
+    assert inputs.rules.traits["element"] == "fire" and inputs.rules.traits["hoard"] == "great"
     assert server.requests and server.requests[0][0] == "/now"
 
 
 def test_guard_bounds_from_settings_leave_an_absurd_reading_out(
-    chain: Chain, settings: Settings, tmp_path: Path
+    chain: CollectionChain, settings: Settings, tmp_path: Path
 ) -> None:
     skipped = REGISTRY.get_sample_value(
         "chrysalis_oracle_skipped_total", {"oracle": "held", "reason": "absurd"}
@@ -114,15 +115,15 @@ def test_guard_bounds_from_settings_leave_an_absurd_reading_out(
         guard = {"held.value": {"max": 3}}
         guarded = _with(settings, _rules(tmp_path / "rules.toml"), _oracles(server, chain, **guard))
         chain.request(1)
-        with Agent.from_settings(guarded) as agent:
+        with build_agent(guarded) as agent:
             agent.run_until_idle(timeout_s=120)
             job = _only_job(agent)
     assert job.state is JobState.CONFIRMED, job.reason
-    inputs = job.output(Stage.INPUTS)
-    values = snapshot_from_json(inputs["snapshot"]).values()
+    inputs = job.inputs
+    values = inputs.snapshot.values()
     assert "held.value" not in values and values["guard.skipped"] == ["held.value"]
-    assert inputs["rules"]["traits"]["hoard"] == "unknown"  # the rule's default
-    assert inputs["rules"]["traits"]["element"] == "air"
+    assert inputs.rules.traits["hoard"] == "unknown"  # the rule's default
+    assert inputs.rules.traits["element"] == "air"
     after = REGISTRY.get_sample_value(
         "chrysalis_oracle_skipped_total", {"oracle": "held", "reason": "absurd"}
     )
@@ -130,30 +131,32 @@ def test_guard_bounds_from_settings_leave_an_absurd_reading_out(
 
 
 def test_a_feed_younger_than_the_window_leaves_only_the_change_out(
-    chain: Chain, keystore: tuple[Path, Path], tmp_path: Path, tiny_lm: Path, caplog: pytest.LogCaptureFixture
+    chain: CollectionChain,
+    keystore: Keystore,
+    tmp_path: Path,
+    tiny_lm: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The feed has about an hour of history; the default 24 h window reaches before its first round."""
     key = {"oracle": "price", "reason": "missing"}
     skipped = REGISTRY.get_sample_value("chrysalis_oracle_skipped_total", key) or 0
     with database_url("sqlite", tmp_path) as url:
-        settings = make_settings(chain, keystore, tmp_path / "data", url, tiny_lm, price_window_s=86_400)
+        settings = agent_settings(chain, keystore, tmp_path / "data", url, tiny_lm, price_window_s=86_400)
         rid = chain.request(1)
-        with caplog.at_level(logging.WARNING, logger="oracles.guard"), Agent.from_settings(settings) as agent:
+        with caplog.at_level(logging.WARNING, logger="oracles.guard"), build_agent(settings) as agent:
             agent.run_until_idle(timeout_s=120)
             job = _only_job(agent)
     assert job.state is JobState.CONFIRMED, job.reason
     assert not chain.is_pending(rid)
-    inputs = job.output(Stage.INPUTS)
-    snapshot = snapshot_from_json(inputs["snapshot"])
+    inputs = job.inputs
+    snapshot = inputs.snapshot
     values = snapshot.values()
     assert values["price.answer"] == 3150.0 and "price.change_pct" not in values  # the answer itself is kept
     assert values["guard.skipped"] == ["price.change_pct"]
     marker = next(r for r in snapshot.readings if r.name == "guard.skipped")
     assert marker.meta["skipped"]["price"]["reason"] == "missing"
     assert "history starts at round 1" in marker.meta["skipped"]["price"]["detail"]
-    assert (
-        inputs["rules"]["traits"]["mood"] == "serene"
-    )  # the default rules' calm mood without a price change
+    assert inputs.rules.traits["mood"] == "serene"  # the default rules' calm mood without a price change
     assert REGISTRY.get_sample_value("chrysalis_oracle_skipped_total", key) == skipped + 1
     assert any(
         "oracle 'price'" in r.getMessage() and "skipped (missing)" in r.getMessage() for r in caplog.records
@@ -161,7 +164,7 @@ def test_a_feed_younger_than_the_window_leaves_only_the_change_out(
 
 
 def test_extra_oracles_are_checked_when_the_agent_starts(
-    chain: Chain, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    chain: CollectionChain, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rules = _rules(tmp_path / "rules.toml")
     monkeypatch.delenv("CHRYSALIS_TEST_NO_KEY", raising=False)
@@ -178,5 +181,5 @@ def test_extra_oracles_are_checked_when_the_agent_starts(
         ]  # fmt: skip
         for change, problem in cases:
             with pytest.raises(ConfigError, match=problem) as err:
-                Agent.from_settings(_with(settings, rules, {**good, **change}))
+                build_agent(_with(settings, rules, {**good, **change}))
             assert err.value.hint

@@ -4,23 +4,23 @@ fulfilment mined in an orphaned block is re-checked and sent again."""
 
 from __future__ import annotations
 
+from agent.app import build_agent
 from agent.generate.verify import verify
 from agent.jobs import JobState, Stage
 from agent.jobs.store import ORPHANED_REASON
-from agent.pipeline import Agent
-from agent.publish.metadata import cid_from_digest, parse_metadata
+from agent.metadata import cid_from_digest, parse_metadata
 from agent.settings import Settings
-from tests.pipeline.conftest import Chain
+from tests.support.devchain import CollectionChain
 
 
-def _key(chain: Chain, rid: int) -> str:
+def _key(chain: CollectionChain, rid: int) -> str:
     return f"evolve:{chain.w3.eth.chain_id}:{rid}"
 
 
 def test_a_request_orphaned_after_the_agent_saw_it_is_cancelled_by_the_reorg_notice(
-    chain: Chain, settings: Settings
+    chain: CollectionChain, settings: Settings
 ) -> None:
-    with Agent.from_settings(settings) as agent:
+    with build_agent(settings) as agent:
         agent.poll_once()  # the watcher is at the head before the request
         before = chain.rpc("evm_snapshot")
         rid = chain.request(1)
@@ -41,9 +41,9 @@ def test_a_request_orphaned_after_the_agent_saw_it_is_cancelled_by_the_reorg_not
 
 
 def test_a_request_orphaned_after_its_metadata_was_published_is_never_paid_for(
-    chain: Chain, settings: Settings
+    chain: CollectionChain, settings: Settings
 ) -> None:
-    with Agent.from_settings(settings) as agent:
+    with build_agent(settings) as agent:
         agent.poll_once()
         before = chain.rpc("evm_snapshot")
         rid = chain.request(1)
@@ -62,7 +62,7 @@ def test_a_request_orphaned_after_its_metadata_was_published_is_never_paid_for(
     assert chain.agent_nonce() == 0 and chain.evolved() == []
 
 
-def _requested_log(chain: Chain, rid: int) -> dict[str, object]:
+def _requested_log(chain: CollectionChain, rid: int) -> dict[str, object]:
     """Where the canonical chain has request ``rid`` now: its block and seed."""
     (log,) = chain.collection.events.EvolutionRequested().get_logs(
         from_block=0, argument_filters={"requestId": rid}
@@ -75,14 +75,14 @@ def _requested_log(chain: Chain, rid: int) -> dict[str, object]:
 
 
 def test_a_request_re_mined_with_a_new_seed_is_fulfilled_once_from_the_canonical_log(
-    chain: Chain, settings: Settings
+    chain: CollectionChain, settings: Settings
 ) -> None:
     """The agent publishes metadata for a request; a reorg re-mines the same request (same id) in another block
     with another seed. The worker reaches the send step before the watcher sees the reorg: the pre-send check
     (isPendingWith) drops the stale fulfilment without spending gas, and once the watcher delivers the re-mined
     log the job restarts from it. The token is fulfilled exactly once, with metadata whose receipt verifies and
     names the canonical block and seed."""
-    with Agent.from_settings(settings) as agent:
+    with build_agent(settings) as agent:
         agent.poll_once()  # the watcher is at the head before the request
         before = chain.rpc("evm_snapshot")
         rid = chain.request(1)
@@ -134,11 +134,11 @@ def test_a_request_re_mined_with_a_new_seed_is_fulfilled_once_from_the_canonical
 
 
 def test_a_fulfilment_mined_in_an_orphaned_block_is_rechecked_and_sent_again(
-    chain: Chain, settings: Settings
+    chain: CollectionChain, settings: Settings
 ) -> None:
     rid = chain.request(1)
     chain.mine(2)  # the request is buried under blocks the reorg keeps
-    with Agent.from_settings(settings) as agent:
+    with build_agent(settings) as agent:
         agent.run_until_idle(timeout_s=60)
         first = agent.store.get_by_key(_key(chain, rid))
         assert first is not None and first.state == JobState.CONFIRMED

@@ -12,13 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from agent.jobs import JobState, JobStore, Stage
+from agent.jobs import JobState, Stage
 from agent.pipeline.hooks import ENV
 from agent.settings import Settings
-from tests.pipeline.conftest import ROOT, Chain
+from agent.store import open_job_store
+from tests.support.devchain import CollectionChain
 
 # ~95 s on 2 busy cores (one agent process per kill point, each allowed 300 s): over the suite's 300 s default.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(settings_file: Path, kill_after: str | None, log: Path) -> subprocess.CompletedProcess[str]:
@@ -36,7 +39,7 @@ def _run(settings_file: Path, kill_after: str | None, log: Path) -> subprocess.C
 
 
 def test_sigkill_at_every_point_then_restart_fulfils_every_request_exactly_once(
-    chain: Chain, settings: Settings, tmp_path: Path
+    chain: CollectionChain, settings: Settings, tmp_path: Path
 ) -> None:
     settings_file = tmp_path / "settings.json"
     data = settings.model_dump(mode="json")
@@ -74,7 +77,7 @@ def test_sigkill_at_every_point_then_restart_fulfils_every_request_exactly_once(
     assert len(evolved) == len(set(evolved)) == 6, evolved  # each request fulfilled once, none twice
     assert sorted(evolved) == sorted(first + second)
     assert status["jobs"] == {"queued": 0, "running": 0, "confirmed": 6, "failed": 0, "cancelled": 0}
-    with JobStore.open(settings.database.url) as store:
+    with open_job_store(settings.database.url) as store:
         jobs = store.list_jobs()
     assert all(j.state == JobState.CONFIRMED for j in jobs)
     found = [j for j in jobs if j.result["how"] == "found on-chain"]

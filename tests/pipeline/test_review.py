@@ -3,27 +3,27 @@ the job with the curator's reason and pays nothing."""
 
 from __future__ import annotations
 
+from agent.app import build_agent
 from agent.jobs import JobState, Stage
-from agent.pipeline import Agent
-from agent.publish.metadata import parse_metadata
+from agent.metadata import parse_metadata
+from agent.review import ReviewState, ReviewStore
 from agent.settings import Settings
-from agent.studio.review import ReviewGate, ReviewState
-from tests.pipeline.conftest import Chain
+from tests.support.devchain import CollectionChain
 
 
 def test_a_candidate_is_published_only_once_approved_and_a_rejection_cancels(
-    chain: Chain, settings: Settings
+    chain: CollectionChain, settings: Settings
 ) -> None:
     settings.studio.review = True
     approved_rid, rejected_rid = chain.request(1), chain.request(2)
-    with Agent.from_settings(settings) as agent:
+    with build_agent(settings) as agent:
         agent.poll_once()
         agent.work_once()
         jobs = {j.payload["request_id"]: j for j in agent.store.list_jobs()}
         assert all(j.state == JobState.QUEUED and j.stage == Stage.GENERATED for j in jobs.values())
         assert chain.agent_nonce() == 0
 
-        reviews = ReviewGate.for_store(agent.store).store
+        reviews = ReviewStore(agent.db)
         items = {i.job_id: i for i in reviews.list_items(states=[ReviewState.AWAITING])}
         assert set(items) == {j.id for j in jobs.values()}
         reviews.approve(items[jobs[approved_rid].id].id, "alice")

@@ -9,21 +9,22 @@ from pathlib import Path
 
 import pytest
 
+from agent.app import build_agent
 from agent.jobs import JobState, Stage
-from agent.jobs.broadcasts import SqlBroadcastJournal
-from agent.pipeline import Agent, hooks
+from agent.pipeline import hooks
 from agent.settings import Settings
-from tests.pipeline.conftest import Chain, make_settings
-from tests.support.chain import mining
+from agent.submit.journal_sql import SqlBroadcastJournal
+from tests.support.agent_settings import Keystore, agent_settings
+from tests.support.devchain import CollectionChain
 from tests.support.rpc_proxy import FaultProxy
-from tests.support.wait import wait_until
+from tests.support.waiting import eventually
 
 
-def _key(chain: Chain, rid: int) -> str:
+def _key(chain: CollectionChain, rid: int) -> str:
     return f"evolve:{chain.w3.eth.chain_id}:{rid}"
 
 
-def _agent_txs(chain: Chain) -> list[tuple[str, int]]:
+def _agent_txs(chain: CollectionChain) -> list[tuple[str, int]]:
     """(hash, status) of every agent transaction on the canonical chain."""
     out = []
     for n in range(chain.w3.eth.block_number + 1):
@@ -34,26 +35,26 @@ def _agent_txs(chain: Chain) -> list[tuple[str, int]]:
     return out
 
 
-def _agent_pool(chain: Chain) -> list[str]:
+def _agent_pool(chain: CollectionChain) -> list[str]:
     pending = chain.rpc("txpool_content")["pending"]
     txs = next((t for s, t in pending.items() if s.lower() == chain.agent.lower()), {})
     return [tx["hash"].lower() for tx in txs.values()]
 
 
-def _exactly_once(chain: Chain, rids: list[int]) -> None:
+def _exactly_once(chain: CollectionChain, rids: list[int]) -> None:
     evolved = [int(e["args"]["requestId"]) for e in chain.evolved()]
     assert sorted(evolved) == sorted(rids), evolved  # none lost, none fulfilled twice
     assert [h for h, status in _agent_txs(chain) if status != 1] == []  # no reverted agent transaction
 
 
 def test_a_fulfilment_orphaned_before_the_watcher_reaches_its_block_is_rechecked_and_sent_again(
-    chain: Chain, settings: Settings
+    chain: CollectionChain, settings: Settings
 ) -> None:
     rid = chain.request(1)
     chain.mine(2)  # the request is buried under blocks the reorg keeps
-    with Agent.from_settings(settings) as agent:
+    with build_agent(settings) as agent:
         agent.poll_once()  # the watcher sees the request ... and then lags: it is not polled again
-        wait_until(
+        eventually(
             lambda: agent.work_once() == 0 and agent.store.counts()[JobState.CONFIRMED] == 1, timeout=60
         )
         first = agent.store.get_by_key(_key(chain, rid))
@@ -70,13 +71,13 @@ def test_a_fulfilment_orphaned_before_the_watcher_reaches_its_block_is_rechecked
             replays = [j for j in agent.store.list_jobs() if j.payload.get("replay_of") == first.id]
             return bool(replays) and replays[0].state == JobState.CONFIRMED
 
-        wait_until(replayed, timeout=60, message="the orphaned fulfilment re-sent and confirmed")
+        eventually(replayed, timeout=60, what="the orphaned fulfilment re-sent and confirmed")
         assert not chain.is_pending(rid)
         original = agent.store.get(first.id)
         assert original.settled and original.result["orphaned"] == first.result["tx_hash"]
 
         status = agent.run_until_idle(timeout_s=60)  # the watcher catches up: everything becomes final
-        wait_until(lambda: agent.work_once() == 0 and agent.status().unsettled == 0, timeout=30)
+        eventually(lambda: agent.work_once() == 0 and agent.status().unsettled == 0, timeout=30)
         replays = [j for j in agent.store.list_jobs() if j.payload.get("replay_of") == first.id]
 
     assert len(replays) == 1 and replays[0].settled
@@ -86,10 +87,10 @@ def test_a_fulfilment_orphaned_before_the_watcher_reaches_its_block_is_rechecked
 
 
 def test_a_confirmation_becomes_final_once_the_watcher_passes_its_block(
-    chain: Chain, settings: Settings
+    chain: CollectionChain, settings: Settings
 ) -> None:
     rid = chain.request(2)
-    with Agent.from_settings(settings) as agent:
+    with build_agent(settings) as agent:
         agent.poll_once()
         agent.work_once()
         job = agent.store.get_by_key(_key(chain, rid))
@@ -97,15 +98,15 @@ def test_a_confirmation_becomes_final_once_the_watcher_passes_its_block(
         agent.work_once()
         assert not agent.store.get(job.id).settled  # the watcher has not passed it: still re-checked
         agent.poll_once()
-        wait_until(lambda: agent.work_once() == 0 and agent.store.get(job.id).settled, timeout=20)
+        eventually(lambda: agent.work_once() == 0 and agent.store.get(job.id).settled, timeout=20)
         assert agent.status().unsettled == 0
     _exactly_once(chain, [rid])
 
 
 def test_a_fulfilment_stalled_longer_than_the_attempts_allow_is_waited_for_not_failed(
-    chain: Chain, keystore: tuple[Path, Path], tmp_path: Path, tiny_lm: Path
+    chain: CollectionChain, keystore: Keystore, tmp_path: Path, tiny_lm: Path
 ) -> None:
-    settings = make_settings(
+    settings = agent_settings(
         chain, keystore, tmp_path / "data", f"sqlite:///{tmp_path / 'agent.db'}", tiny_lm,
         max_attempts=2, wait_chunk_s=0.1,
     )  # fmt: skip
@@ -113,7 +114,7 @@ def test_a_fulfilment_stalled_longer_than_the_attempts_allow_is_waited_for_not_f
     settings.submit.stuck_after_s = 0.1
     settings.submit.max_replacements = 2
     rid = chain.request(3)
-    with Agent.from_settings(settings) as agent:
+    with build_agent(settings) as agent:
         agent.poll_once()
         agent.work_once(until=Stage.PUBLISHED)
         chain.automine(False)  # the fulfilment stalls in the pool
@@ -126,7 +127,7 @@ def test_a_fulfilment_stalled_longer_than_the_attempts_allow_is_waited_for_not_f
         status = agent.status()
         assert status.stalled == 1 and status.jobs["failed"] == 0
         assert len(_agent_pool(chain)) == 1  # replaced within the cap, one transaction for the nonce
-        journal = SqlBroadcastJournal(agent.store.engine)  # type: ignore[attr-defined]
+        journal = SqlBroadcastJournal(agent.db)
         assert journal.replacements(chain.agent, 0) == 2
 
         chain.automine(True)
@@ -145,14 +146,14 @@ class _Crash(Exception):
 
 
 def test_a_restart_between_broadcast_and_record_behind_pending_as_latest_sends_nothing_twice(
-    chain: Chain, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    chain: CollectionChain, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     proxy = FaultProxy(chain.url, pending_as_latest=True)
     settings.chain.rpc_url = proxy.url
     settings.submit.receipt_timeout_s = 0.5
     rids = [chain.request(4), chain.request(5)]
     try:
-        with Agent.from_settings(settings) as agent:
+        with build_agent(settings) as agent:
             agent.poll_once()
             agent.work_once(until=Stage.PUBLISHED)
             chain.automine(False)
@@ -176,12 +177,12 @@ def test_a_restart_between_broadcast_and_record_behind_pending_as_latest_sends_n
         settings.submit.priority_fee_gwei = 5.0
         assert chain.is_pending(rids[0]) and chain.agent_nonce() == 0
 
-        with Agent.from_settings(settings) as restarted:  # same settings, same database
+        with build_agent(settings) as restarted:  # same settings, same database
             restarted.work_once()  # finds the recorded broadcast: waits for it (a stall), sends nothing
             assert _agent_pool(chain) == [sent]
             assert {j.stage for j in restarted.store.list_jobs()} == {Stage.SUBMITTED}
             assert proxy.injected["pending_as_latest"] > 0
-            with mining(chain.mine, 0.2):
+            with chain.mining(0.2):
                 status = restarted.run_until_idle(timeout_s=60)
             jobs = restarted.store.list_jobs()
     finally:

@@ -8,16 +8,15 @@ import threading
 import pytest
 from web3.logs import DISCARD
 
+from agent.app import build_agent
 from agent.jobs import JobState, Stage
 from agent.metrics import REGISTRY
-from agent.pipeline import Agent
 from agent.settings import Settings
-from tests.pipeline.conftest import TIMEOUT, Chain
-from tests.support.chain import mining
-from tests.support.wait import wait_until
+from tests.support.devchain import REQUEST_TIMEOUT, CollectionChain
+from tests.support.waiting import eventually
 
 
-def _key(chain: Chain, rid: int) -> str:
+def _key(chain: CollectionChain, rid: int) -> str:
     return f"evolve:{chain.w3.eth.chain_id}:{rid}"
 
 
@@ -26,18 +25,18 @@ def _replaced() -> float:
 
 
 def test_a_stuck_fulfilment_is_replaced_with_a_fee_bump_and_confirmed_once(
-    chain: Chain, settings: Settings
+    chain: CollectionChain, settings: Settings
 ) -> None:
     settings.submit.stuck_after_s = 0.3
     rid = chain.request(1)
-    with Agent.from_settings(settings) as agent:
+    with build_agent(settings) as agent:
         agent.poll_once()
         agent.work_once(until=Stage.PUBLISHED)
         chain.automine(False)  # nothing is mined until the test mines: the first broadcast goes stale
         before = _replaced()
         worker = threading.Thread(target=agent.work_once, daemon=True)
         worker.start()
-        wait_until(lambda: _replaced() > before, timeout=30, message="a replacement to be sent")
+        eventually(lambda: _replaced() > before, timeout=30, what="a replacement to be sent")
         pool = {sender.lower(): txs for sender, txs in chain.rpc("txpool_content")["pending"].items()}
         assert len(pool[chain.agent.lower()]) == 1  # the replacement took the original's nonce
         chain.mine()
@@ -52,12 +51,14 @@ def test_a_stuck_fulfilment_is_replaced_with_a_fee_bump_and_confirmed_once(
     assert chain.agent_nonce() == 1
 
 
-def test_a_request_cancelled_on_chain_is_dropped_before_sending(chain: Chain, settings: Settings) -> None:
+def test_a_request_cancelled_on_chain_is_dropped_before_sending(
+    chain: CollectionChain, settings: Settings
+) -> None:
     rid = chain.request(1)
-    with Agent.from_settings(settings) as agent:
+    with build_agent(settings) as agent:
         agent.poll_once()
         agent.work_once(until=Stage.PUBLISHED)
-        chain.rpc("evm_increaseTime", TIMEOUT + 1)
+        chain.rpc("evm_increaseTime", REQUEST_TIMEOUT + 1)
         chain.mine()
         chain.transact(chain.collection.functions.cancelEvolution(rid), chain.holders[0])
         agent.work_once()  # before the watcher sees the cancellation: the pre-send check catches it
@@ -69,12 +70,12 @@ def test_a_request_cancelled_on_chain_is_dropped_before_sending(chain: Chain, se
 
 
 def test_the_watcher_cancels_the_job_of_a_request_cancelled_on_chain(
-    chain: Chain, settings: Settings
+    chain: CollectionChain, settings: Settings
 ) -> None:
     rid = chain.request(1)
-    with Agent.from_settings(settings) as agent:
+    with build_agent(settings) as agent:
         agent.poll_once()
-        chain.rpc("evm_increaseTime", TIMEOUT + 1)
+        chain.rpc("evm_increaseTime", REQUEST_TIMEOUT + 1)
         chain.mine()
         chain.transact(chain.collection.functions.cancelEvolution(rid), chain.holders[0])
         status = agent.run_until_idle(timeout_s=30)
@@ -84,10 +85,10 @@ def test_the_watcher_cancels_the_job_of_a_request_cancelled_on_chain(
 
 
 def test_a_request_fulfilled_by_someone_else_is_cancelled_not_paid_for(
-    chain: Chain, settings: Settings
+    chain: CollectionChain, settings: Settings
 ) -> None:
     rid = chain.request(1)
-    with Agent.from_settings(settings) as agent:
+    with build_agent(settings) as agent:
         agent.poll_once()
         agent.work_once(until=Stage.PUBLISHED)
         f = chain.collection.functions
@@ -102,7 +103,7 @@ def test_a_request_fulfilled_by_someone_else_is_cancelled_not_paid_for(
 
 @pytest.mark.parametrize("front_runner", ["cancel", "fulfil"])
 def test_a_request_skipped_by_a_mined_batch_is_settled_not_confirmed(
-    chain: Chain, settings: Settings, front_runner: str
+    chain: CollectionChain, settings: Settings, front_runner: str
 ) -> None:
     """M4: a cancellation by the holder (or a fulfilment by another agent key) lands in the same block, ahead of
     the agent's batch (higher tip). The batch no longer reverts: the contract skips that request
@@ -111,18 +112,16 @@ def test_a_request_skipped_by_a_mined_batch_is_settled_not_confirmed(
     f = chain.collection.functions
     chain.transact(f.grantRole(f.AGENT_ROLE().call(), chain.admin), chain.admin)
     taken, other = chain.request(1), chain.request(2)
-    with Agent.from_settings(settings) as agent:
+    with build_agent(settings) as agent:
         agent.poll_once()
         agent.work_once(until=Stage.PUBLISHED)
         if front_runner == "cancel":
-            chain.rpc("evm_increaseTime", TIMEOUT + 1)
+            chain.rpc("evm_increaseTime", REQUEST_TIMEOUT + 1)
             chain.mine()
         chain.automine(False)
         worker = threading.Thread(target=agent.work_once, daemon=True)
         worker.start()
-        wait_until(
-            lambda: chain.rpc("txpool_content")["pending"], timeout=30, message="the batch in the pool"
-        )
+        eventually(lambda: chain.rpc("txpool_content")["pending"], timeout=30, what="the batch in the pool")
         fee = {"gas": 300_000, "maxFeePerGas": 200 * 10**9, "maxPriorityFeePerGas": 100 * 10**9}
         if front_runner == "cancel":
             f.cancelEvolution(taken).transact({"from": chain.holders[0], **fee})
@@ -130,7 +129,7 @@ def test_a_request_skipped_by_a_mined_batch_is_settled_not_confirmed(
             f.fulfillEvolution(taken, chain.seed(taken), b"\x42" * 32, bytes(32)).transact(
                 {"from": chain.admin, **fee}
             )
-        with mining(chain.mine, 0.1):
+        with chain.mining(0.1):
             worker.join(60)
         assert not worker.is_alive()
         jobs = {j.payload["request_id"]: j for j in agent.store.list_jobs()}

@@ -7,12 +7,13 @@ from datetime import UTC, datetime
 
 import pytest
 
+from agent.app import build_agent
 from agent.jobs import JobState
 from agent.metrics import REGISTRY
-from agent.pipeline import Agent
 from agent.settings import Settings
-from tests.pipeline.conftest import Chain
-from tests.refresh.conftest import Clock, drive, states
+from tests.refresh.conftest import drive, states
+from tests.support.clock import FakeClock
+from tests.support.devchain import CollectionChain
 
 
 def paused(budget: str) -> float:
@@ -21,11 +22,11 @@ def paused(budget: str) -> float:
 
 @pytest.mark.slow
 def test_max_tokens_pauses_a_refresh_and_it_resumes_with_the_rest_after_the_pause(
-    chain: Chain, make: Callable[..., Settings], clock: Clock
+    chain: CollectionChain, make: Callable[..., Settings], clock: FakeClock
 ) -> None:
     settings = make(max_tokens=2, pause_s=600)
     before = paused("max_tokens")
-    with Agent.from_settings(settings, clock=clock) as agent:
+    with build_agent(settings, clock=clock) as agent:
         job, _ = agent.refresh.queue_manual([1, 2, 3, 4, 5])
         stopped = drive(agent, job.id)
         run = agent.refresh.store.run(job.id)
@@ -43,7 +44,7 @@ def test_max_tokens_pauses_a_refresh_and_it_resumes_with_the_rest_after_the_paus
         assert agent.work_once() == 0  # not claimable before the pause ends
 
     clock.advance(601)
-    with Agent.from_settings(settings, clock=clock) as agent:  # a restart in between changes nothing
+    with build_agent(settings, clock=clock) as agent:  # a restart in between changes nothing
         resumed = drive(agent, job.id)
         assert states(agent, job.id) == {
             1: "confirmed",
@@ -61,10 +62,10 @@ def test_max_tokens_pauses_a_refresh_and_it_resumes_with_the_rest_after_the_paus
 
 
 def test_the_gas_per_day_budget_pauses_until_midnight_utc_and_the_refresh_finishes_the_next_day(
-    chain: Chain, make: Callable[..., Settings], clock: Clock
+    chain: CollectionChain, make: Callable[..., Settings], clock: FakeClock
 ) -> None:
     settings = make(max_gas_per_day=160_000, send_batch=100)
-    with Agent.from_settings(settings, clock=clock) as agent:
+    with build_agent(settings, clock=clock) as agent:
         job, _ = agent.refresh.queue_manual(list(range(1, 9)))
         stopped = drive(agent, job.id)
         run = agent.refresh.store.run(job.id)
@@ -89,10 +90,10 @@ def test_the_gas_per_day_budget_pauses_until_midnight_utc_and_the_refresh_finish
 
 
 def test_a_fee_spike_above_the_refresh_cap_sends_nothing_and_the_refresh_resumes_when_fees_fall(
-    chain: Chain, make: Callable[..., Settings], clock: Clock
+    chain: CollectionChain, make: Callable[..., Settings], clock: FakeClock
 ) -> None:
     settings = make(max_fee_per_gas_gwei=20.0, pause_s=300)
-    with Agent.from_settings(settings, clock=clock) as agent:
+    with build_agent(settings, clock=clock) as agent:
         job, _ = agent.refresh.queue_manual([1, 2, 3])
         chain.rpc("anvil_setNextBlockBaseFeePerGas", hex(80 * 10**9))  # 80 gwei: above the 20 gwei cap
         chain.mine()
@@ -115,13 +116,13 @@ def test_a_fee_spike_above_the_refresh_cap_sends_nothing_and_the_refresh_resumes
 
 
 def test_a_paused_collection_sends_no_refresh_and_the_refresh_resumes_after_unpause(
-    chain: Chain, make: Callable[..., Settings], clock: Clock
+    chain: CollectionChain, make: Callable[..., Settings], clock: FakeClock
 ) -> None:
     """L4: pausing stops refreshMetadata on-chain. The refresh sends nothing (one paused() read, no reverting
     estimate per token), waits with a named reason, and finishes after the unpause."""
     settings = make(pause_s=300)
     f = chain.collection.functions
-    with Agent.from_settings(settings, clock=clock) as agent:
+    with build_agent(settings, clock=clock) as agent:
         job, _ = agent.refresh.queue_manual([1, 2, 3])
         chain.transact(f.pause(), chain.admin)
         nonce = chain.agent_nonce()
@@ -140,13 +141,13 @@ def test_a_paused_collection_sends_no_refresh_and_the_refresh_resumes_after_unpa
 
 
 def test_an_agent_without_refresher_role_fails_the_refresh_with_a_named_reason(
-    chain: Chain, make: Callable[..., Settings], clock: Clock
+    chain: CollectionChain, make: Callable[..., Settings], clock: FakeClock
 ) -> None:
     """AGENT_ROLE no longer refreshes: without REFRESHER_ROLE nothing is sent and the error says what to grant."""
     settings = make()
     f = chain.collection.functions
     chain.transact(f.revokeRole(f.REFRESHER_ROLE().call(), chain.agent), chain.admin)
-    with Agent.from_settings(settings, clock=clock) as agent:
+    with build_agent(settings, clock=clock) as agent:
         job, _ = agent.refresh.queue_manual([1, 2])
         nonce = chain.agent_nonce()
         for _ in range(200):

@@ -8,15 +8,17 @@ from typing import Any
 
 import pytest
 
-from agent.jobs import JobKind, JobStore
-from tests.pipeline.conftest import Chain
+from agent.jobs import JobKind
+from agent.store import open_job_store
+from tests.support.agent_settings import Keystore
 from tests.support.cli import invoke_cli
+from tests.support.devchain import CollectionChain
 
 
 @pytest.fixture
 def cli(
-    chain: Chain,
-    keystore: tuple[Path, Path],
+    chain: CollectionChain,
+    keystore: Keystore,
     tiny_lm: Path,
     db_url: str,
     tmp_path: Path,
@@ -29,7 +31,7 @@ def cli(
     env = {
         "DATA_DIR": str(tmp_path / "data"),
         "CHAIN__RPC_URL": chain.url,
-        "CHAIN__DEPLOYMENT": str(chain.deployment_path),
+        "CHAIN__DEPLOYMENT": str(chain.record),
         "CHAIN__POLL_INTERVAL_S": "0.1",
         "DATABASE__URL": db_url,
         "SIGNER__KEYSTORE": str(keystore[0]),
@@ -57,7 +59,7 @@ def test_refresh_queues_a_job_for_the_agent_with_the_tokens_asked_for(cli: Any, 
     code, out, err = cli("refresh", "--tokens", "1,2,5-9")
     assert code == 0, err
     assert "queued refresh job" in out and "tokens 1-2,5-9" in out
-    with JobStore.open(db_url) as store:
+    with open_job_store(db_url) as store:
         (job,) = store.list_jobs(kind=JobKind.REFRESH)
     assert job.payload["tokens"] == "1-2,5-9" and job.payload["trigger"] == "manual"
     assert "@" in job.payload["requested_by"]
@@ -80,7 +82,7 @@ def test_a_bad_token_selection_is_an_error_that_says_how_to_write_one(cli: Any) 
 
 
 def test_a_token_that_does_not_exist_is_refused_and_nothing_is_queued(
-    cli: Any, chain: Chain, db_url: str
+    cli: Any, chain: CollectionChain, db_url: str
 ) -> None:
     """``refresh --tokens 999`` was queued and ended "confirmed, 1 skipped"; the studio answers 404 for it."""
     minted = chain.collection.functions.totalMinted().call()
@@ -92,7 +94,7 @@ def test_a_token_that_does_not_exist_is_refused_and_nothing_is_queued(
         "minted); nothing was queued" in text
     )
     assert f"hint: list only existing tokens in --tokens (e.g. 1-{minted})" in text
-    with JobStore.open(db_url) as store:
+    with open_job_store(db_url) as store:
         assert store.list_jobs(kind=JobKind.REFRESH) == []
 
 
@@ -108,7 +110,7 @@ def test_burnt_tokens_are_named_as_burnt() -> None:
         require_existing([1], 0, lambda i: False)
 
 
-def test_refresh_now_runs_it_here_and_status_shows_what_it_did(cli: Any, chain: Chain) -> None:
+def test_refresh_now_runs_it_here_and_status_shows_what_it_did(cli: Any, chain: CollectionChain) -> None:
     code, out, err = cli("refresh", "--tokens", "4", "--now")
     assert code == 0, err
     assert "done" in out and "1 confirmed" in out

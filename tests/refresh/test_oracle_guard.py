@@ -8,12 +8,12 @@ from collections.abc import Callable
 
 import pytest
 
+from agent.app import build_agent
 from agent.jobs import JobState
 from agent.metrics import REGISTRY
-from agent.pipeline import Agent
 from agent.settings import Settings
-from tests.pipeline.conftest import Chain
 from tests.refresh.conftest import drive, states
+from tests.support.devchain import CollectionChain
 
 
 def skipped(reason: str) -> float:
@@ -23,17 +23,17 @@ def skipped(reason: str) -> float:
     )
 
 
-def digests(chain: Chain, tokens: list[int]) -> list[bytes]:
+def digests(chain: CollectionChain, tokens: list[int]) -> list[bytes]:
     return [chain.collection.functions.metadataDigestOf(t).call() for t in tokens]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("bad", ["stale", "absurd"])
 def test_garbage_price_data_is_skipped_and_the_tokens_keep_their_metadata(
-    chain: Chain, make: Callable[..., Settings], caplog: pytest.LogCaptureFixture, bad: str
+    chain: CollectionChain, make: Callable[..., Settings], caplog: pytest.LogCaptureFixture, bad: str
 ) -> None:
     settings = make(guard={"price.answer": {"min": 100, "max": 100_000}})
-    with Agent.from_settings(settings) as agent:
+    with build_agent(settings) as agent:
         first, _ = agent.refresh.queue_manual([1, 2])
         assert drive(agent, first.id).state == JobState.CONFIRMED
         kept = digests(chain, [1, 2])

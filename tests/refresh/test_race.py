@@ -7,12 +7,13 @@ from collections.abc import Callable
 
 import pytest
 
+from agent.app import build_agent
 from agent.jobs import JobState
+from agent.metadata import cid_from_digest, parse_metadata
 from agent.pipeline import Agent
-from agent.publish.metadata import cid_from_digest, parse_metadata
 from agent.settings import Settings
-from tests.pipeline.conftest import Chain
 from tests.refresh.conftest import drive, states
+from tests.support.devchain import CollectionChain
 
 
 def work_refresh_only(agent: Agent, job_id: int) -> None:
@@ -23,9 +24,9 @@ def work_refresh_only(agent: Agent, job_id: int) -> None:
 
 @pytest.mark.slow
 def test_a_token_with_a_pending_request_is_deferred_and_the_next_refresh_starts_from_its_evolution(
-    chain: Chain, make: Callable[..., Settings]
+    chain: CollectionChain, make: Callable[..., Settings]
 ) -> None:
-    with Agent.from_settings(make()) as agent:
+    with build_agent(make()) as agent:
         rid = chain.request(2)  # the holder asks first
         job, _ = agent.refresh.queue_manual([1, 2, 3])
         work_refresh_only(agent, job.id)
@@ -52,9 +53,9 @@ def test_a_token_with_a_pending_request_is_deferred_and_the_next_refresh_starts_
 
 @pytest.mark.slow
 def test_requests_and_evolutions_after_the_refresh_block_defer_their_tokens_at_the_pre_send_check(
-    chain: Chain, make: Callable[..., Settings]
+    chain: CollectionChain, make: Callable[..., Settings]
 ) -> None:
-    with Agent.from_settings(make(chunk_size=1)) as agent:
+    with build_agent(make(chunk_size=1)) as agent:
         job, _ = agent.refresh.queue_manual([1, 2, 3])
         assert agent.work_once() == 1  # step 1: block B fixed, token 1 read at B: its traits changed
         assert states(agent, job.id) == {1: "changed", 2: "pending", 3: "pending"}

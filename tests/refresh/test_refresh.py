@@ -8,26 +8,28 @@ from collections.abc import Callable
 import pytest
 from eth_abi import decode as abi_decode
 
+from agent.app import build_agent
 from agent.errors import ConfigError
 from agent.generate.verify import verify
 from agent.jobs import JobKind, JobState
+from agent.metadata import cid_from_digest, history, parse_metadata
 from agent.pipeline import Agent
-from agent.publish.metadata import cid_from_digest, history, parse_metadata
 from agent.refresh.runner import batch_provenance
 from agent.settings import Settings
-from tests.pipeline.conftest import Chain
-from tests.refresh.conftest import Clock, drive, states
+from tests.refresh.conftest import drive, states
+from tests.support.clock import FakeClock
+from tests.support.devchain import CollectionChain
 
 
-def metadata_of(chain: Chain, agent: Agent, token_id: int):
+def metadata_of(chain: CollectionChain, agent: Agent, token_id: int):
     cid = cid_from_digest(chain.collection.functions.metadataDigestOf(token_id).call())
     return cid, parse_metadata(agent.repo.block_get(cid), cid=cid)
 
 
 def test_a_refresh_renders_every_token_at_one_block_then_skips_what_did_not_change(
-    chain: Chain, make: Callable[..., Settings]
+    chain: CollectionChain, make: Callable[..., Settings]
 ) -> None:
-    with Agent.from_settings(make()) as agent:
+    with build_agent(make()) as agent:
         job, _ = agent.refresh.queue_manual([1, 2, 3, 9])
         done = drive(agent, job.id)
         assert done.state == JobState.CONFIRMED, done.last_error
@@ -60,10 +62,10 @@ def test_a_refresh_renders_every_token_at_one_block_then_skips_what_did_not_chan
 
 @pytest.mark.slow
 def test_a_price_move_past_the_threshold_triggers_a_refresh_that_repaints_from_the_previous_image(
-    chain: Chain, make: Callable[..., Settings]
+    chain: CollectionChain, make: Callable[..., Settings]
 ) -> None:
     settings = make(policies=[{"name": "moves", "price_change_pct": 5.0, "tokens": "1-3"}])
-    with Agent.from_settings(settings) as agent:
+    with build_agent(settings) as agent:
         first, _ = agent.refresh.queue_manual([1, 2, 3])
         assert drive(agent, first.id).state == JobState.CONFIRMED
         before = {t: metadata_of(chain, agent, t) for t in (1, 2, 3)}
@@ -104,10 +106,10 @@ def test_a_price_move_past_the_threshold_triggers_a_refresh_that_repaints_from_t
 
 @pytest.mark.slow
 def test_refreshmetadata_batches_stay_under_the_gas_cap_and_carry_a_recomputable_provenance(
-    chain: Chain, make: Callable[..., Settings]
+    chain: CollectionChain, make: Callable[..., Settings]
 ) -> None:
     cap = 150_000
-    with Agent.from_settings(make(submit={"refresh_max_gas": cap})) as agent:
+    with build_agent(make(submit={"refresh_max_gas": cap})) as agent:
         job, _ = agent.refresh.queue_manual(list(range(1, 13)))
         done = drive(agent, job.id, timeout_s=240)
         assert done.state == JobState.CONFIRMED, done.last_error
@@ -141,20 +143,20 @@ def verify_sha(receipt: object) -> str:
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)
-def test_a_refresh_on_postgresql(chain: Chain, make: Callable[..., Settings]) -> None:
+def test_a_refresh_on_postgresql(chain: CollectionChain, make: Callable[..., Settings]) -> None:
     settings = make()
     assert settings.database.url.startswith("postgresql")
-    with Agent.from_settings(settings) as agent:
+    with build_agent(settings) as agent:
         job, _ = agent.refresh.queue_manual([4, 5])
         done = drive(agent, job.id)
     assert done.state == JobState.CONFIRMED and done.result["counts"] == {"confirmed": 2}
 
 
 def test_a_newer_refresh_supersedes_what_an_older_paused_one_had_not_sent(
-    chain: Chain, make: Callable[..., Settings], clock: Clock
+    chain: CollectionChain, make: Callable[..., Settings], clock: FakeClock
 ) -> None:
     settings = make(max_tokens=1, pause_s=60)
-    with Agent.from_settings(settings, clock=clock) as agent:
+    with build_agent(settings, clock=clock) as agent:
         old, _ = agent.refresh.queue_manual([1, 2, 3])
         assert drive(agent, old.id).state == JobState.QUEUED  # paused after one token
         assert states(agent, old.id) == {1: "confirmed", 2: "changed", 3: "changed"}
@@ -174,19 +176,19 @@ def test_a_newer_refresh_supersedes_what_an_older_paused_one_had_not_sent(
 
 
 def test_a_price_policy_on_an_address_that_is_no_feed_is_a_config_error(
-    chain: Chain, make: Callable[..., Settings]
+    chain: CollectionChain, make: Callable[..., Settings]
 ) -> None:
     settings = make(policies=[{"name": "px", "price_change_pct": 5, "feed": chain.collection.address}])
     with pytest.raises(ConfigError) as err:
-        Agent.from_settings(settings)
+        build_agent(settings)
     assert f"the price feed {chain.collection.address} does not answer latestRoundData()" in err.value.message
     assert "Chainlink-compatible aggregator" in err.value.hint
 
 
 def test_the_studio_button_queues_a_refresh_the_worker_runs(
-    chain: Chain, make: Callable[..., Settings]
+    chain: CollectionChain, make: Callable[..., Settings]
 ) -> None:
-    with Agent.from_settings(make()) as agent:
+    with build_agent(make()) as agent:
         # what agent.studio.service.StudioService.request_refresh enqueues for "Request refresh" on token 7
         job, created = agent.store.enqueue(
             JobKind.REFRESH,
@@ -200,9 +202,9 @@ def test_the_studio_button_queues_a_refresh_the_worker_runs(
 
 
 def test_a_refresh_whose_block_a_reorg_orphaned_is_planned_again_at_a_new_block(
-    chain: Chain, make: Callable[..., Settings]
+    chain: CollectionChain, make: Callable[..., Settings]
 ) -> None:
-    with Agent.from_settings(make(chunk_size=1)) as agent:
+    with build_agent(make(chunk_size=1)) as agent:
         chain.mine(2)  # B is an empty block: the reorg takes nothing else away
         job, _ = agent.refresh.queue_manual([1, 2])
         assert agent.work_once() == 1  # block B fixed, token 1 read at B

@@ -5,28 +5,28 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from agent.app import build_agent
 from agent.jobs import JobState
-from agent.pipeline import Agent
-from agent.publish.metadata import cid_from_digest, parse_metadata
+from agent.metadata import cid_from_digest, parse_metadata
+from agent.review import ReviewState, ReviewStore
 from agent.settings import Settings
-from agent.studio.review import ReviewGate, ReviewState
-from tests.pipeline.conftest import Chain
 from tests.refresh.conftest import states
+from tests.support.devchain import CollectionChain
 
 
 def test_a_refreshed_token_is_written_only_once_a_curator_approves_it(
-    chain: Chain, make: Callable[..., Settings]
+    chain: CollectionChain, make: Callable[..., Settings]
 ) -> None:
     settings = make()
     settings.studio.review = True
-    with Agent.from_settings(settings) as agent:
+    with build_agent(settings) as agent:
         job, _ = agent.refresh.queue_manual([5, 6])
         for _ in range(4):
             agent.work_once()
         assert states(agent, job.id) == {5: "generated", 6: "generated"}  # waiting for curators
         assert agent.store.get(job.id).state == JobState.QUEUED and chain.agent_nonce() == 0
 
-        reviews = ReviewGate.for_store(agent.store).store
+        reviews = ReviewStore(agent.db)
         items = {i.token_id: i for i in reviews.list_items(states=[ReviewState.AWAITING], kind="refresh")}
         assert set(items) == {5, 6}
         reviews.approve(items[5].id, "alice")

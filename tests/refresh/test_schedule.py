@@ -11,26 +11,27 @@ from pathlib import Path
 import apscheduler.executors.base
 import apscheduler.schedulers.base
 import pytest
-import sqlalchemy as sa
 
+from agent.app import build_agent
 from agent.jobs import Job, JobKind, JobState, JobStore
-from agent.pipeline import Agent
 from agent.refresh.schedule import RefreshScheduler, stored_schedules
 from agent.refresh.store import RefreshStore
 from agent.refresh.triggers import cron_fired
 from agent.settings import RefreshPolicySettings, Settings
-from tests.jobs.dbs import BACKENDS
-from tests.pipeline.conftest import Chain
-from tests.refresh.conftest import Clock, drive, states
-from tests.support.wait import wait_until
+from agent.store import SqlJobStore, open_job_store
+from tests.refresh.conftest import START, drive, states
+from tests.support.clock import FakeClock
+from tests.support.databases import BACKENDS, database_url
+from tests.support.devchain import CollectionChain
+from tests.support.waiting import eventually
 
 CHAIN = 31337
 
 
 @pytest.fixture
-def sched_clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+def sched_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     """One clock for APScheduler (its ``datetime.now``), the job store and the refresh tables."""
-    clock = Clock(datetime(2030, 1, 1, 12, 0, tzinfo=UTC))
+    clock = FakeClock(START)
 
     class ClockedDatetime(datetime):
         @classmethod
@@ -59,8 +60,8 @@ class Looks:
         with self.lock:
             begun = self.started  # a look that starts after this reads the clock the test just set
         s.wakeup()
-        wait_until(
-            lambda: self.finished > begun, timeout=timeout_s, message="the scheduler to look for due jobs"
+        eventually(
+            lambda: self.finished > begun, timeout=timeout_s, what="the scheduler to look for due jobs"
         )
 
 
@@ -84,8 +85,6 @@ def looks(monkeypatch: pytest.MonkeyPatch) -> Looks:
 
 @pytest.fixture(params=BACKENDS)
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    from tests.jobs.dbs import database_url
-
     with database_url(request.param, tmp_path) as u:
         yield u
 
@@ -94,10 +93,10 @@ def daily(name: str = "daily", cron: str = "0 0 * * *") -> RefreshPolicySettings
     return RefreshPolicySettings(name=name, cron=cron)
 
 
-def scheduler(jobs: JobStore, policies: list[RefreshPolicySettings], clock: Clock) -> RefreshScheduler:
-    store = RefreshStore(jobs.engine, clock=clock)  # type: ignore[attr-defined]
+def scheduler(jobs: SqlJobStore, policies: list[RefreshPolicySettings], clock: FakeClock) -> RefreshScheduler:
+    store = RefreshStore(jobs.db, clock=clock)
     return RefreshScheduler(
-        jobs.engine,  # type: ignore[attr-defined]
+        jobs.db,
         policies,
         lambda policy, at: cron_fired(jobs, store, CHAIN, policy, at),
         scheduler_id=f"{CHAIN}:0xcollection",
@@ -111,16 +110,16 @@ def refresh_jobs(jobs: JobStore) -> list[Job]:
 
 def wait_for_jobs(jobs: JobStore, n: int, timeout_s: float = 20) -> list[Job]:
     """Wait for the scheduler thread to queue ``n`` refresh jobs (it runs on its own thread); returns them all."""
-    wait_until(
-        lambda: len(refresh_jobs(jobs)) >= n, timeout=timeout_s, message=f"{n} refresh job(s) to be queued"
+    eventually(
+        lambda: len(refresh_jobs(jobs)) >= n, timeout=timeout_s, what=f"{n} refresh job(s) to be queued"
     )
     return refresh_jobs(jobs)
 
 
 def test_a_cron_policy_fires_at_its_time_and_queues_one_refresh(
-    url: str, sched_clock: Clock, looks: Looks
+    url: str, sched_clock: FakeClock, looks: Looks
 ) -> None:
-    with JobStore.open(url, clock=sched_clock) as jobs:
+    with open_job_store(url, clock=sched_clock) as jobs:
         s = scheduler(jobs, [daily()], sched_clock).start()
         try:
             assert s.next_runs() == {"daily": datetime(2030, 1, 2, tzinfo=UTC)}
@@ -140,27 +139,26 @@ def test_a_cron_policy_fires_at_its_time_and_queues_one_refresh(
             and job.payload["policy"] == "daily"
             and job.payload["tokens"] == "all"
         )
-        assert stored_schedules(jobs.engine) == {"daily": datetime(2030, 1, 3, tzinfo=UTC)}  # type: ignore[attr-defined]
+        assert stored_schedules(jobs.db) == {"daily": datetime(2030, 1, 3, tzinfo=UTC)}
 
 
 def test_schedules_survive_a_restart_and_a_fire_missed_while_down_runs_once_at_start(
-    url: str, sched_clock: Clock
+    url: str, sched_clock: FakeClock
 ) -> None:
-    with JobStore.open(url, clock=sched_clock) as jobs:
+    with open_job_store(url, clock=sched_clock) as jobs:
         first = scheduler(jobs, [daily()], sched_clock).start()
         first.stop()  # the agent stops at 12:00 ...
-        engine = jobs.engine  # type: ignore[attr-defined]
-        assert sa.inspect(engine).has_table("refresh_schedules")
-        assert stored_schedules(engine) == {"daily": datetime(2030, 1, 2, tzinfo=UTC)}
+        assert jobs.db.has_table("refresh_schedules")
+        assert stored_schedules(jobs.db) == {"daily": datetime(2030, 1, 2, tzinfo=UTC)}
 
     sched_clock.now = datetime(2030, 1, 4, 0, 30, tzinfo=UTC)  # ... and is down over three midnights
-    with JobStore.open(url, clock=sched_clock) as jobs:  # a new process: nothing but the database is left
+    with open_job_store(url, clock=sched_clock) as jobs:  # a new process: nothing but the database is left
         second = scheduler(jobs, [daily()], sched_clock).start()
         try:
             found = wait_for_jobs(jobs, 1)
-            wait_until(
+            eventually(
                 lambda: second.next_runs() == {"daily": datetime(2030, 1, 5, tzinfo=UTC)},
-                message="the next run to move on to 2030-01-05",
+                what="the next run to move on to 2030-01-05",
             )
         finally:
             second.stop()  # waits for the fire in progress
@@ -169,27 +167,26 @@ def test_schedules_survive_a_restart_and_a_fire_missed_while_down_runs_once_at_s
 
 
 def test_a_changed_cron_is_rescheduled_and_a_removed_policy_is_unscheduled(
-    url: str, sched_clock: Clock
+    url: str, sched_clock: FakeClock
 ) -> None:
-    with JobStore.open(url, clock=sched_clock) as jobs:
-        engine = jobs.engine  # type: ignore[attr-defined]
+    with open_job_store(url, clock=sched_clock) as jobs:
         s = scheduler(jobs, [daily(), daily("weekly", "0 6 * * 1")], sched_clock).start()
         s.stop()
-        assert stored_schedules(engine) == {
+        assert stored_schedules(jobs.db) == {
             "daily": datetime(2030, 1, 2, tzinfo=UTC),
             "weekly": datetime(2030, 1, 7, 6, tzinfo=UTC),  # Monday 2030-01-07 (cron numbering)
         }
         s = scheduler(jobs, [daily(cron="30 12 * * *")], sched_clock).start()  # weekly removed, daily moved
         s.stop()
-        assert stored_schedules(engine) == {"daily": datetime(2030, 1, 1, 12, 30, tzinfo=UTC)}
+        assert stored_schedules(jobs.db) == {"daily": datetime(2030, 1, 1, 12, 30, tzinfo=UTC)}
         assert refresh_jobs(jobs) == []
 
 
 def test_a_cron_refresh_runs_on_the_chain(
-    chain: Chain, make: Callable[..., Settings], sched_clock: Clock
+    chain: CollectionChain, make: Callable[..., Settings], sched_clock: FakeClock
 ) -> None:
     settings = make(policies=[{"name": "nightly", "cron": "0 0 * * *", "tokens": "10-11"}])
-    with Agent.from_settings(settings, clock=sched_clock) as agent:
+    with build_agent(settings, clock=sched_clock) as agent:
         assert agent.refresh.scheduler is not None
         agent.refresh.start()
         try:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from agent.ops.rules_check import check_rules, provided_features
 from agent.rules import DEFAULT_RULES, RulesConfigError
-from agent.rules.check import check_rules, provided_features
 from agent.settings import load_settings
 from tests.support.cli import invoke_cli
 

@@ -11,7 +11,6 @@ from starlette.testclient import TestClient
 
 from agent.studio.app import create_app
 from agent.studio.service import Studio
-from tests.generate.conftest import build_tiny_lm
 from tests.studio.world import CURATOR, PASSWORD, World, make_world
 
 CSRF = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
@@ -19,9 +18,8 @@ BASE_URL = "http://127.0.0.1"  # a Host the studio answers to (studio.allowed_ho
 
 
 @pytest.fixture(scope="session")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    lm = build_tiny_lm(tmp_path_factory.mktemp("studio-lm") / "model")
-    with make_world(tmp_path_factory.mktemp("studio-world"), lm) as w:
+def world(tmp_path_factory: pytest.TempPathFactory, tiny_lm: Path) -> Iterator[World]:
+    with make_world(tmp_path_factory.mktemp("studio-world"), tiny_lm) as w:
         yield w
 
 

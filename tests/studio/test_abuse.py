@@ -26,18 +26,18 @@ import pytest
 from starlette.testclient import TestClient
 
 from agent.errors import ConfigError, NotFoundError
-from agent.ipfs.server import ServerThread
+from agent.http import ServerThread
+from agent.review import ReviewState
 from agent.settings import StudioSettings
 from agent.studio import auth
 from agent.studio.app import create_app
 from agent.studio.auth import Credentials, RevokedSessions, hash_password
 from agent.studio.limits import LoginThrottle, RateLimit
-from agent.studio.review import ReviewState
 from agent.studio.service import Studio
 from agent.studio.verification import VerifyBusyError, VerifyRunner
 from tests.studio.conftest import BASE_URL, csrf_of
-from tests.studio.test_routes import candidate_from_token, submit
-from tests.studio.world import API_TOKEN, CURATOR, PASSWORD
+from tests.studio.world import API_TOKEN, CURATOR, PASSWORD, candidate_from_token, submit
+from tests.support.waiting import eventually
 
 BEARER = {"Authorization": f"Bearer {API_TOKEN}"}
 JSON = {"Accept": "application/json"}
@@ -66,17 +66,6 @@ def app_for(studio: Studio) -> Iterator[Callable[..., TestClient]]:
     yield make
     for c in clients:
         c.__exit__(None, None, None)
-
-
-def wait_for(condition: Callable[[], Any], timeout_s: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def login(c: TestClient, name: str = CURATOR, password: str = PASSWORD) -> httpx.Response:
@@ -332,12 +321,12 @@ def test_event_streams_are_capped_and_a_closed_one_frees_its_slot_at_once(
     with httpx.Client(base_url=url, headers={"Host": "127.0.0.1"}, timeout=10) as http:
         streams = [Stream(url) for _ in range(2)]
         assert [s.status for s in streams] == [200, 200]
-        wait_for(lambda: studio.hub.subscribers == base + 2, what="two subscribers")
+        eventually(lambda: studio.hub.subscribers == base + 2, what="two subscribers")
         refused = http.get("/events", headers=JSON)
         assert refused.status_code == status and int(refused.headers["retry-after"]) >= 1
         assert "live-update streams" in refused.json()["error"] and refused.json()["hint"]
         streams[0].close()  # the client goes away: the studio notices at once, not at the next keep-alive
-        wait_for(lambda: studio.hub.subscribers == base + 1, timeout_s=3, what="the closed stream to be gone")
+        eventually(lambda: studio.hub.subscribers == base + 1, timeout=3, what="the closed stream to be gone")
         again = Stream(url)
         assert again.status == 200
         for s in (again, streams[1]):
@@ -354,11 +343,13 @@ def test_review_counts_are_for_curators_only(
     assert curator.get("/api/ops").json()["review"]["awaiting_review"] >= 1
     url = served()
     anonymous, trusted = Stream(url), Stream(url, BEARER)
-    wait_for(lambda: "retry: 2000" in anonymous.lines and "retry: 2000" in trusted.lines, what="both streams")
+    eventually(
+        lambda: "retry: 2000" in anonymous.lines and "retry: 2000" in trusted.lines, what="both streams"
+    )
     studio.hub.publish("review", {"awaiting_review": 7})
     studio.hub.publish("transfer", {"args": {"tokenId": 1}})
     for s in (anonymous, trusted):
-        wait_for(lambda s=s: "event: transfer" in s.lines, what="the public event")
+        eventually(lambda s=s: "event: transfer" in s.lines, what="the public event")
     assert "event: review" not in anonymous.lines
     assert "event: review" in trusted.lines and 'data: {"awaiting_review": 7}' in trusted.lines
     anonymous.close()
@@ -389,7 +380,7 @@ def test_the_verify_queue_is_bounded() -> None:
             runner.submit(1, 3)
         assert err.value.hint
         catalog.go.set()
-        wait_for(lambda: first.state == second.state == "error", what="the runs to end")
+        eventually(lambda: first.state == second.state == "error", what="the runs to end")
         assert runner.submit(1, 3).state in ("queued", "running", "error")  # room again
     finally:
         catalog.go.set()
@@ -403,8 +394,8 @@ def test_verify_results_are_cached_and_anonymous_addresses_are_rate_limited(
     token = csrf_of(c.get("/tokens/1").text)
     first = c.post("/tokens/1/verify", data={"csrf_token": token, "stage": "1"}, headers=JSON)
     assert first.status_code == 202, first.text
-    task = wait_for(lambda: (t := c.get(f"/api/verify/{first.json()['id']}").json())["state"] in ("done", "error")
-                    and t, timeout_s=120, what="the replay")  # fmt: skip
+    task = eventually(lambda: (t := c.get(f"/api/verify/{first.json()['id']}").json())["state"] in ("done", "error")
+                    and t, timeout=120, what="the replay")  # fmt: skip
     assert task["state"] == "done" and task["result"]["verdict"] == "match"
     again = c.post("/tokens/1/verify", data={"csrf_token": token, "stage": "1"}, headers=JSON)
     assert again.status_code == 202 and again.json()["state"] == "done" and again.json()["cached"]

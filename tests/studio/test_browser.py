@@ -116,7 +116,7 @@ def test_approve_in_the_review_queue_and_see_it_published_on_chain(
     errors: list[BaseException] = []
 
     with world.lock:
-        rid = world.request(4, 0)
+        rid = world.chain.request(4, 0)
         agent = world.agent()
     publisher = ReviewedPublisher(world, agent)
 
@@ -151,7 +151,7 @@ def test_approve_in_the_review_queue_and_see_it_published_on_chain(
             if not item.count():
                 page.reload()
         assert item.count() == 1, errors
-        assert world.evolved(rid) == []  # not on-chain while it waits
+        assert world.chain.evolved(rid) == []  # not on-chain while it waits
         shot(page, "review-queue")
         asked: list[str] = []
         page.once("dialog", lambda d: (asked.append(d.message), d.dismiss()))
@@ -174,7 +174,7 @@ def test_approve_in_the_review_queue_and_see_it_published_on_chain(
         assert published.count() == 1, errors
         text = published.text_content() or ""
         assert "Published on-chain" in text
-        (evolved,) = world.evolved(rid)
+        (evolved,) = world.chain.evolved(rid)
         assert evolved["transactionHash"].hex().removeprefix("0x")[:8] in text
         shot(page, "review-published")
 

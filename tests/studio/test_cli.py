@@ -9,11 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from agent.cli import app
-from agent.publish.metadata import build_metadata, metadata_digest
-from agent.studio.review import ReviewState
+from agent.metadata import build_metadata, metadata_digest
+from agent.review import ReviewState
 from agent.studio.service import Studio
-from tests.studio.test_routes import candidate_from_token
-from tests.studio.world import World
+from tests.studio.world import World, candidate_from_token
 
 
 @pytest.fixture
@@ -62,22 +61,24 @@ def test_verify_names_the_field_and_exits_one_when_the_metadata_lies(env: World,
     ).encode()  # fmt: skip
     studio.repo.add_raw_block(tampered)
     with world.lock:
-        f = world.collection.functions
-        world.transact(f.grantRole(f.AGENT_ROLE().call(), world.admin), world.admin)
-        rid = world.request(5, 0)
+        f = world.chain.collection.functions
+        world.chain.transact(f.grantRole(f.AGENT_ROLE().call(), world.chain.admin), world.chain.admin)
+        rid = world.chain.request(5, 0)
         provenance = bytes.fromhex(studio.catalog.token(2).timeline[0].receipt_provenance[2:])
-        (requested,) = world.collection.events.EvolutionRequested().get_logs(
+        (requested,) = world.chain.collection.events.EvolutionRequested().get_logs(
             from_block=0, argument_filters={"requestId": rid}
         )
         seed = bytes(requested["args"]["seed"])
-        world.transact(f.fulfillEvolution(rid, seed, metadata_digest(tampered), provenance), world.admin)
+        world.chain.transact(
+            f.fulfillEvolution(rid, seed, metadata_digest(tampered), provenance), world.chain.admin
+        )
     code, out = run("verify", "5")
     assert code == 1, out
     assert "MISMATCH" in out and "metadata.description" in out and "A story nobody generated." in out
 
 
 def _snapshot(inputs: dict) -> object:
-    from agent.pipeline.request import snapshot_from_json
+    from agent.domain import snapshot_from_json
 
     return snapshot_from_json(inputs)
 
@@ -95,8 +96,11 @@ def test_review_list_approve_and_reject_from_the_terminal(env: World, studio: St
         ids.append(item.id)
     code, out = run("review", "list", "--json")
     assert code == 0
-    listed = {json.loads(line)["id"] for line in out.splitlines() if line.strip()}
-    assert set(ids) <= listed
+    listed = {row["id"]: row for row in (json.loads(line) for line in out.splitlines() if line.strip())}
+    assert set(ids) <= set(listed)
+    # the same shape as /api/review's items (ReviewItem.to_json; `published` is the studio's lookup)
+    assert listed[ids[0]] == json.loads(json.dumps(studio.reviews.get(ids[0]).to_json(), default=str))
+    assert listed[ids[0]]["image"] == f"ipfs://{listed[ids[0]]['image_cid']}"
     code, out = run("review", "approve", str(ids[0]), "--as", "grace")
     assert code == 0 and f"approved #{ids[0]}" in out
     assert studio.reviews.get(ids[0]).decided_by == "grace"

@@ -18,12 +18,13 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
+from agent.ipfs.gateway import GATEWAY_CSP
 from agent.ipfs.repo import IpfsRepo
-from agent.ipfs.server import GATEWAY_CSP, NodeServer
+from agent.ipfs.server import NodeServer
 from agent.studio.app import create_app, safe_back
 from agent.studio.service import Studio
 from tests.studio.conftest import BASE_URL
-from tests.studio.test_routes import submit
+from tests.studio.world import submit
 
 HTML = b"<!doctype html>\n<html><body><script>fetch('/review')</script></body></html>\n"
 SVG = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(document.domain)</script></svg>'

@@ -32,7 +32,7 @@ def assert_clean(text: str) -> None:
 
 @pytest.fixture
 def proxy(world: World) -> Iterator[FaultProxy]:
-    p = FaultProxy(world.url)
+    p = FaultProxy(world.chain.url)
     try:
         yield p
     finally:

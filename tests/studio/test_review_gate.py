@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -17,12 +16,13 @@ from agent.ipfs.repo import IpfsRepo
 from agent.ipfs.rpc_auth import KUBO_TOKEN_ENV
 from agent.ipfs.server import NodeServer
 from agent.jobs import JobState
-from agent.publish.metadata import cid_from_digest, parse_metadata
+from agent.metadata import cid_from_digest, parse_metadata
+from agent.review import ReviewState
 from agent.settings import IpfsSettings
 from agent.studio.app import StudioServer
-from agent.studio.review import ReviewState
 from agent.studio.service import Studio
 from tests.studio.world import API_TOKEN, CURATOR, ReviewedPublisher, World
+from tests.support.waiting import eventually
 
 
 def listen(url: str, events: list[dict], stop: threading.Event) -> None:
@@ -57,14 +57,14 @@ def test_nothing_leaves_the_node_or_goes_on_chain_before_approval(
         listener.start()
         try:
             with world.lock:
-                rid = world.request(3, 0)
+                rid = world.chain.request(3, 0)
                 ipfs = IpfsSettings(kubo_api=remote.multiaddr, replication=2)
                 with world.agent(ipfs=ipfs) as agent:
                     publisher = ReviewedPublisher(world, agent)
-                    nonce = world.w3.eth.get_transaction_count(world.agent_address)
+                    nonce = world.chain.w3.eth.get_transaction_count(world.chain.agent)
                     publisher.step()
                     publisher.step()  # asking again changes nothing while it waits
-                    job = agent.store.get_by_key(f"evolve:{world.w3.eth.chain_id}:{rid}")
+                    job = agent.store.get_by_key(f"evolve:{world.chain.w3.eth.chain_id}:{rid}")
                     assert job is not None and job.state == JobState.QUEUED and job.stage.value == "generated"
                     item = studio.reviews.by_key(job.id)
                     assert item is not None and item.state == ReviewState.AWAITING and item.token_id == 3
@@ -72,9 +72,9 @@ def test_nothing_leaves_the_node_or_goes_on_chain_before_approval(
                     # held back: nothing pinned remotely, nothing sent, the request still open
                     assert remote_repo.pin_ls() == {}
                     assert not remote_repo.blockstore.has(remote_repo._cid(item.candidate.image_cid))
-                    assert world.evolved(rid) == []
-                    assert world.w3.eth.get_transaction_count(world.agent_address) == nonce
-                    assert world.collection.functions.isPending(rid).call()
+                    assert world.chain.evolved(rid) == []
+                    assert world.chain.w3.eth.get_transaction_count(world.chain.agent) == nonce
+                    assert world.chain.collection.functions.isPending(rid).call()
                     # ... but the curator sees it, from the embedded node
                     assert curator.get(f"/ipfs/{item.candidate.image_cid}").status_code == 200
                     assert f'id="review-{item.id}"' in curator.get("/review").text
@@ -84,7 +84,7 @@ def test_nothing_leaves_the_node_or_goes_on_chain_before_approval(
                     assert r.status_code == 303
                     publisher.step()
 
-                    (evolved,) = world.evolved(rid)
+                    (evolved,) = world.chain.evolved(rid)
                     cid = cid_from_digest(bytes(evolved["args"]["metadataDigest"]))
                     assert publisher.published[job.id] == cid
                     pinned = {str(c) for c in remote_repo.pin_ls()}
@@ -93,12 +93,12 @@ def test_nothing_leaves_the_node_or_goes_on_chain_before_approval(
                     assert metadata.approved_by == CURATOR
                     assert "0x" + bytes(evolved["args"]["provenance"]).hex() == item.candidate.provenance
 
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline and not any(
-                e["event"] == "evolved" and e["args"]["tokenId"] == 3 for e in events
-            ):
-                time.sleep(0.1)
-            assert any(e["event"] == "evolved" and e["args"]["tokenId"] == 3 for e in events), events
+            eventually(
+                lambda: any(e["event"] == "evolved" and e["args"]["tokenId"] == 3 for e in events),
+                20,
+                "the live stream's evolved event of token 3",
+                interval=0.1,
+            )
             assert any(e["event"] == "review" for e in events)
 
             page = httpx.get(f"{server.url}/tokens/3").text

@@ -6,39 +6,21 @@ token. Refusals are checked by status code AND by the words a person reads on th
 
 from __future__ import annotations
 
-import hashlib
-import time
-import uuid
+import json
 
 import pytest
 from starlette.testclient import TestClient
 
 from agent.jobs import JobKind, JobState
-from agent.publish.metadata import cid_from_digest
-from agent.studio.review import Approved, Candidate, Rejected, ReviewGate, ReviewState
+from agent.metadata import cid_from_digest
+from agent.review import Approved, Rejected, ReviewGate, ReviewState
 from agent.studio.service import Studio
 from tests.studio.conftest import csrf_of
-from tests.studio.world import API_TOKEN, CURATOR, World
+from tests.studio.world import API_TOKEN, CURATOR, World, submit
+from tests.support.waiting import eventually
 
 PNG = b"\x89PNG\r\n\x1a\n"
 BEARER = {"Authorization": f"Bearer {API_TOKEN}"}
-
-
-def candidate_from_token(studio: Studio, token_id: int) -> Candidate:
-    """A real candidate: a published version's image, lore and receipt."""
-    card = studio.catalog.token(token_id).card
-    md = card.metadata
-    assert md is not None
-    png = studio.catalog.image(md.image_cid)
-    return Candidate(md.image_cid, hashlib.sha256(png).hexdigest(), md.description, dict(md.receipt),
-                     dict(md.traits), md.name)  # fmt: skip
-
-
-def submit(studio: Studio, token_id: int = 2, kind: str = "evolve") -> int:
-    key = f"{kind}:test:{uuid.uuid4().hex[:8]}"
-    item = studio.reviews.submit(key, token_id=token_id, stage=3, candidate=candidate_from_token(studio, token_id),
-                                 kind=kind)  # fmt: skip
-    return item.id
 
 
 # -- pages ------------------------------------------------------------------------------------------------------
@@ -57,7 +39,11 @@ def test_the_gallery_shows_every_token_with_its_image_name_stage_and_traits(
     tokens = {
         t["token_id"]: t for t in client.get("/", headers={"Accept": "application/json"}).json()["tokens"]
     }
-    assert tokens[1]["stage"] == world.stage(1) == 2 and tokens[2]["stage"] == 1 and tokens[8]["stage"] == 0
+    assert (
+        tokens[1]["stage"] == world.chain.stage(1) == 2
+        and tokens[2]["stage"] == 1
+        and tokens[8]["stage"] == 0
+    )
     assert set(tokens[1]["traits"]) >= {"mood", "element"}
     image = tokens[1]["image"].removeprefix("ipfs://")
     assert f'src="/ipfs/{image}"' in html
@@ -89,7 +75,9 @@ def test_the_token_page_shows_the_timeline_with_inputs_and_the_transaction_of_ea
     detail = client.get("/api/tokens/1").json()
     stages = [v["stage"] for v in detail["timeline"]]
     assert stages == [1, 2]
-    evolved = {int(e["args"]["requestId"]): e for e in world.evolved() if int(e["args"]["tokenId"]) == 1}
+    evolved = {
+        int(e["args"]["requestId"]): e for e in world.chain.evolved() if int(e["args"]["tokenId"]) == 1
+    }
     for view in detail["timeline"]:
         event = evolved[int(view["request_id"], 16)]
         assert view["tx_hash"] == "0x" + event["transactionHash"].hex().removeprefix("0x")
@@ -125,8 +113,8 @@ def test_the_operations_view_shows_jobs_cursor_lag_and_gas_from_the_receipts(
     ops = client.get("/api/ops").json()
     assert ops["jobs"]["confirmed"] >= 4 and ops["jobs"]["failed"] == 0
     assert ops["cursor_block"] is not None and ops["lag"] is not None and ops["lag"] >= 0
-    hashes = {e["transactionHash"] for e in world.evolved()}
-    gas = sum(world.w3.eth.get_transaction_receipt(h)["gasUsed"] for h in hashes)
+    hashes = {e["transactionHash"] for e in world.chain.evolved()}
+    gas = sum(world.chain.w3.eth.get_transaction_receipt(h)["gasUsed"] for h in hashes)
     assert ops["gas_used"] == gas and ops["transactions"] == len(hashes)
     html = client.get("/ops").text
     assert "Watcher cursor" in html and f"{gas:,} gas" in html and "Next scheduled refresh" in html
@@ -143,12 +131,11 @@ def test_the_gateway_is_read_only_and_the_node_rpc_is_not_exposed(client: TestCl
 
 
 def wait_task(client: TestClient, task_id: str, timeout_s: float = 120) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while True:
+    def finished() -> dict | None:
         task = client.get(f"/api/verify/{task_id}").json()
-        if task["state"] in ("done", "error") or time.monotonic() > deadline:
-            return task
-        time.sleep(0.2)
+        return task if task["state"] in ("done", "error") else None
+
+    return eventually(finished, timeout_s, f"verify task {task_id} to finish", interval=0.2)
 
 
 def test_verify_replays_a_stage_and_reports_match(client: TestClient) -> None:
@@ -224,7 +211,12 @@ def test_changing_anything_needs_a_login_or_the_token(client: TestClient, studio
         wrong.status_code == 401 and wrong.json()["error"] == "the bearer token is not the studio's API token"
     )
     assert wrong.headers["www-authenticate"].startswith("Bearer")
-    assert client.get("/api/review", headers=BEARER).status_code == 200
+    listed = client.get("/api/review", headers=BEARER)
+    assert listed.status_code == 200
+    item = next(i for i in listed.json()["items"] if i["id"] == review_id)
+    # one shape for the API and `chrysalis review list --json` (ReviewItem.to_json)
+    assert item == json.loads(json.dumps(studio.reviews.get(review_id).to_json(), default=str))
+    assert item["image"] == f"ipfs://{item['image_cid']}"
 
 
 def test_the_bearer_token_acts_without_csrf_and_is_recorded_as_its_user(
@@ -264,7 +256,7 @@ def test_approve_records_the_curator_and_the_gate_sees_it(curator: TestClient, s
     assert r.status_code == 303
     decision = ReviewGate(studio.reviews).decision(item.key)
     assert isinstance(decision, Approved) and decision.approved_by == CURATOR
-    assert decision.generated["provenance"] == item.candidate.provenance
+    assert decision.artwork.provenance == item.candidate.provenance
     assert f"approved {item.label}" in curator.get("/review").text
     again = curator.post(f"/review/{review_id}/approve", data={"csrf_token": curator.csrf, "revision": "1"})
     assert again.status_code == 409 and f"it is approved by {CURATOR}" in again.text
@@ -321,11 +313,13 @@ def test_regenerate_with_a_new_seed_and_strength_makes_a_revision_that_verifies(
     r = curator.post(f"/review/{review_id}/regenerate", data=form)
     assert r.status_code == 303
     assert studio.reviews.get(review_id).state == ReviewState.REGENERATING
-    deadline = time.monotonic() + 120
-    while studio.reviews.get(review_id).state == ReviewState.REGENERATING and time.monotonic() < deadline:
+
+    def regenerated() -> bool:
         if studio.regenerator._thread is None:  # the studio's own thread runs once a server has started it
             studio.regenerator.run_once()
-        time.sleep(0.1)
+        return studio.reviews.get(review_id).state != ReviewState.REGENERATING
+
+    eventually(regenerated, 120, "the regeneration", interval=0.1)
     after = studio.reviews.get(review_id)
     assert after.state == ReviewState.AWAITING and after.revision == 2 and after.error is None
     c = after.candidate

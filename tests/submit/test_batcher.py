@@ -9,25 +9,25 @@ from web3.logs import DISCARD
 
 from agent.settings import SubmitSettings
 from agent.submit import Fulfilment, FulfilmentBatcher, Refresh, RefreshBatcher
-from tests.submit.conftest import Chain, digest
+from tests.submit.conftest import SubmitChain, digest
 
 
-def _batcher(chain: Chain, **settings: Any) -> FulfilmentBatcher:
+def _batcher(chain: SubmitChain, **settings: Any) -> FulfilmentBatcher:
     sender = chain.sender(**settings)
     return FulfilmentBatcher(sender, sender.rpc, chain.collection.address, sender.settings)
 
 
-def _fulfilments(chain: Chain, rids: list[int]) -> list[Fulfilment]:
+def _fulfilments(chain: SubmitChain, rids: list[int]) -> list[Fulfilment]:
     """One fulfilment per request, bound to the request's seed (from its EvolutionRequested log)."""
     return [Fulfilment(r, chain.seed(r), digest(r)) for r in rids]
 
 
-def _evolved(chain: Chain, tx_hash: str) -> list[Any]:
+def _evolved(chain: SubmitChain, tx_hash: str) -> list[Any]:
     receipt = chain.w3.eth.get_transaction_receipt(tx_hash)
     return list(chain.collection.events.Evolved().process_receipt(receipt, errors=DISCARD))
 
 
-def test_several_requests_fulfilled_in_one_transaction(chain: Chain) -> None:
+def test_several_requests_fulfilled_in_one_transaction(chain: SubmitChain) -> None:
     rids = [chain.request(t) for t in range(1, 6)]
     batcher = _batcher(chain)
     report = batcher.submit([Fulfilment(r, chain.seed(r), digest(r), digest(1000 + r)) for r in rids])
@@ -46,7 +46,7 @@ def test_several_requests_fulfilled_in_one_transaction(chain: Chain) -> None:
     assert not any(batcher.check_pending_with(_fulfilments(chain, rids)).values())
 
 
-def test_pre_check_drops_fulfilled_cancelled_unknown_and_duplicate_requests(chain: Chain) -> None:
+def test_pre_check_drops_fulfilled_cancelled_unknown_and_duplicate_requests(chain: SubmitChain) -> None:
     rids = [chain.request(t) for t in range(1, 7)]
     fulfilled, cancelled = rids[1], rids[3]
     chain.fulfil_directly(fulfilled)
@@ -73,7 +73,7 @@ def test_pre_check_drops_fulfilled_cancelled_unknown_and_duplicate_requests(chai
     )  # no reverted transaction was paid for
 
 
-def test_sequential_and_batched_pre_checks_agree(chain: Chain) -> None:
+def test_sequential_and_batched_pre_checks_agree(chain: SubmitChain) -> None:
     rids = [chain.request(t) for t in range(1, 5)]
     chain.fulfil_directly(rids[2])
     batched = _batcher(chain, precheck_batch_size=3)
@@ -85,7 +85,7 @@ def test_sequential_and_batched_pre_checks_agree(chain: Chain) -> None:
     assert batched.check_pending(ids) == expected == sequential.check_pending(ids)
 
 
-def test_count_and_gas_caps_split_batches(chain: Chain) -> None:
+def test_count_and_gas_caps_split_batches(chain: SubmitChain) -> None:
     rids = [chain.request(t) for t in range(1, 8)]
     by_count = _batcher(chain, batch_max_count=3).plan(_fulfilments(chain, rids))
     assert [len(b.items) for b in by_count.batches] == [3, 3, 1]
@@ -100,7 +100,7 @@ def test_count_and_gas_caps_split_batches(chain: Chain) -> None:
 
 
 def test_a_request_fulfilled_after_the_pre_check_is_skipped_on_chain_not_confirmed(
-    chain: Chain, monkeypatch: pytest.MonkeyPatch
+    chain: SubmitChain, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A race: the pre-check said pending, then it was fulfilled. The batch no longer reverts: the contract skips
     that request (FulfilmentSkipped), which the report lists as skipped, never as confirmed; the rest are
@@ -125,7 +125,7 @@ def test_a_request_fulfilled_after_the_pre_check_is_skipped_on_chain_not_confirm
     ]
 
 
-def test_a_fulfilment_bound_to_a_stale_seed_is_dropped_before_sending(chain: Chain) -> None:
+def test_a_fulfilment_bound_to_a_stale_seed_is_dropped_before_sending(chain: SubmitChain) -> None:
     """A reorg re-mined a request (same id) with a new seed: a fulfilment made from the orphaned log names the
     old seed. The pre-check (isPendingWith) drops it with its reason and spends no gas on it; the others go out."""
     before = chain.rpc("evm_snapshot")
@@ -157,7 +157,7 @@ def test_a_fulfilment_bound_to_a_stale_seed_is_dropped_before_sending(chain: Cha
 
 
 def test_a_seed_that_changed_after_the_pre_check_is_skipped_on_chain(
-    chain: Chain, monkeypatch: pytest.MonkeyPatch
+    chain: SubmitChain, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The pre-check passed; the contract skips the request named with another seed and fulfils the rest in one
     transaction; the skipped request stays pending for its canonical seed."""
@@ -175,7 +175,7 @@ def test_a_seed_that_changed_after_the_pre_check_is_skipped_on_chain(
     assert chain.collection.functions.isPendingWith(rids[1], chain.seed(rids[1])).call()
 
 
-def test_refresh_batches_are_sized_to_the_gas_cap(chain: Chain) -> None:
+def test_refresh_batches_are_sized_to_the_gas_cap(chain: SubmitChain) -> None:
     sender = chain.sender()
     probe = RefreshBatcher(sender, sender.rpc, chain.collection.address, SubmitSettings())
     ten = [Refresh(t, digest(500 + t)) for t in range(1, 11)]
@@ -199,7 +199,7 @@ def test_refresh_batches_are_sized_to_the_gas_cap(chain: Chain) -> None:
         assert chain.collection.functions.metadataDigestOf(t).call() == expected
 
 
-def test_refresh_cap_defaults_to_half_the_block_gas_limit(chain: Chain) -> None:
+def test_refresh_cap_defaults_to_half_the_block_gas_limit(chain: SubmitChain) -> None:
     sender = chain.sender()
-    batcher = RefreshBatcher(sender, sender.rpc, chain.collection.address)
+    batcher = RefreshBatcher(sender, sender.rpc, chain.collection.address, SubmitSettings())
     assert batcher.max_gas() == chain.w3.eth.get_block("latest")["gasLimit"] // 2

@@ -12,11 +12,11 @@ from agent.domain import Confirmation, Submission
 from agent.metrics import REGISTRY
 from agent.submit import StuckTransactionError, TxRequest, TxStatus, Web3TxSender
 from agent.submit.errors import GWEI
-from tests.submit.conftest import Chain, digest
-from tests.support.wait import wait_until
+from tests.submit.conftest import SubmitChain, digest
+from tests.support.waiting import eventually
 
 
-def _fulfil(chain: Chain, request_id: int) -> TxRequest:
+def _fulfil(chain: SubmitChain, request_id: int) -> TxRequest:
     data = chain.collection.encode_abi(
         "fulfillEvolution", [request_id, chain.seed(request_id), digest(request_id), bytes(32)]
     )
@@ -46,18 +46,18 @@ class Background:
         return self._out["value"]
 
 
-def _tx(chain: Chain, tx_hash: str) -> Any:
+def _tx(chain: SubmitChain, tx_hash: str) -> Any:
     return chain.w3.eth.get_transaction(tx_hash)
 
 
 def _mined(sender: Web3TxSender, sub: Submission) -> TxStatus:
     """``sender.poll(sub)`` once it says mined. Automine mines a transaction as it arrives, but anvil answers
     ``eth_sendRawTransaction`` first: on a busy machine the first look can still find it pending."""
-    wait_until(lambda: sender.poll(sub).state == "mined", message=f"{sub.tx_hash} to be mined")
+    eventually(lambda: sender.poll(sub).state == "mined", what=f"{sub.tx_hash} to be mined")
     return sender.poll(sub)
 
 
-def test_stuck_transaction_is_replaced_with_a_fee_bump(chain: Chain) -> None:
+def test_stuck_transaction_is_replaced_with_a_fee_bump(chain: SubmitChain) -> None:
     """Automine off: nothing is mined until the test mines, so the first broadcast goes stale."""
     rid = chain.request(1)
     sender = chain.sender(stuck_after_s=0.3)
@@ -77,7 +77,7 @@ def test_stuck_transaction_is_replaced_with_a_fee_bump(chain: Chain) -> None:
 
     waiting = Background(lambda: sender.wait(first, on_replace=on_replace))
     try:
-        (second,) = wait_until(lambda: list(replacements), timeout=10, message="a replacement to be sent")
+        (second,) = eventually(lambda: list(replacements), timeout=10, what="a replacement to be sent")
         assert chain.pool_hashes() == [second.tx_hash]  # the pool holds the replacement only
         chain.mine()
     finally:
@@ -97,7 +97,7 @@ def test_stuck_transaction_is_replaced_with_a_fee_bump(chain: Chain) -> None:
     )
 
 
-def test_low_fee_transaction_under_a_raised_base_fee_is_replaced(chain: Chain) -> None:
+def test_low_fee_transaction_under_a_raised_base_fee_is_replaced(chain: SubmitChain) -> None:
     """The base fee jumps past the transaction's maxFeePerGas: the node evicts it, blocks go by without it,
     and the sender replaces it at today's fees (well above a 12.5% bump)."""
     rid = chain.request(2)
@@ -108,17 +108,14 @@ def test_low_fee_transaction_under_a_raised_base_fee_is_replaced(chain: Chain) -
     chain.rpc("anvil_setNextBlockBaseFeePerGas", hex(100 * GWEI))
     chain.mine()  # a 100 gwei block without our transaction
 
-    stop = chain.miner(every_s=0.1)
-    try:
+    with chain.mining(0.1):
         conf = Background(lambda: sender.wait(first)).result()
-    finally:
-        stop()
     assert conf.status == 1 and conf.replaced == (first.tx_hash,)
     assert conf.effective_gas_price > 10 * GWEI
     assert _tx(chain, conf.tx_hash)["maxFeePerGas"] >= 2 * 80 * GWEI
 
 
-def test_stuck_transaction_that_cannot_be_replaced_under_the_cap_times_out(chain: Chain) -> None:
+def test_stuck_transaction_that_cannot_be_replaced_under_the_cap_times_out(chain: SubmitChain) -> None:
     rid = chain.request(3)
     quote = chain.sender().fees.quote()
     cap_gwei = (quote.base_fee + quote.max_priority_fee_per_gas) * 1.05 / GWEI  # room to send, not to bump
@@ -132,7 +129,9 @@ def test_stuck_transaction_that_cannot_be_replaced_under_the_cap_times_out(chain
     assert info.value.retryable
 
 
-def test_confirmations_are_counted_block_by_block(chain: Chain, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_confirmations_are_counted_block_by_block(
+    chain: SubmitChain, monkeypatch: pytest.MonkeyPatch
+) -> None:
     rid = chain.request(4)
     sender = chain.sender(confirmations=2)
     sub = sender.send(_fulfil(chain, rid))  # automine: mined as it arrives
@@ -156,9 +155,9 @@ def test_confirmations_are_counted_block_by_block(chain: Chain, monkeypatch: pyt
 
     monkeypatch.setattr(sender.tracker, "poll", counting_poll)
     waiting = Background(lambda: sender.wait(sub2))
-    wait_until(
+    eventually(
         lambda: seen.count("mined") >= 3 or not waiting.thread.is_alive(),
-        message="wait() to find the transaction mined in three polls",
+        what="wait() to find the transaction mined in three polls",
     )
     assert waiting.thread.is_alive(), f"confirmed before two blocks were built on it (polls saw {seen})"
     chain.mine(2)
@@ -167,7 +166,7 @@ def test_confirmations_are_counted_block_by_block(chain: Chain, monkeypatch: pyt
     assert chain.w3.eth.block_number - conf.block_number >= 2
 
 
-def test_receipt_in_an_orphaned_block_is_re_waited(chain: Chain) -> None:
+def test_receipt_in_an_orphaned_block_is_re_waited(chain: SubmitChain) -> None:
     """A reorg replaces the block holding the transaction with another that holds it too."""
     rid = chain.request(6)
     sender = chain.sender(confirmations=2)
@@ -197,7 +196,7 @@ def test_receipt_in_an_orphaned_block_is_re_waited(chain: Chain) -> None:
     )
 
 
-def test_transaction_dropped_by_a_reorg_is_rebroadcast(chain: Chain) -> None:
+def test_transaction_dropped_by_a_reorg_is_rebroadcast(chain: SubmitChain) -> None:
     rid = chain.request(7)
     sender = chain.sender(confirmations=1)
     sub = sender.send(_fulfil(chain, rid))
@@ -207,11 +206,8 @@ def test_transaction_dropped_by_a_reorg_is_rebroadcast(chain: Chain) -> None:
     chain.rpc("anvil_reorg", 1, [])  # the block is replaced by an empty one; the node forgets the tx
     assert chain.w3.eth.get_transaction_count(chain.agent) == sub.nonce
 
-    stop = chain.miner(every_s=0.1)
-    try:
+    with chain.mining(0.1):
         conf = Background(lambda: sender.wait(sub)).result()
-    finally:
-        stop()
     assert conf.tx_hash == sub.tx_hash and conf.status == 1
     assert conf.block_hash != seen.receipt.block_hash
     assert chain.collection.functions.metadataDigestOf(7).call() == digest(rid)

@@ -8,11 +8,11 @@ from eth_utils import function_signature_to_4byte_selector as selector
 from agent.errors import PermanentError, RetryableError
 from agent.submit.errors import ErrorDecoder, FeeCapExceededError, TransactionRevertedError
 from agent.submit.rpc import classify_rejection
-from tests.submit.conftest import artifact
+from tests.support.devchain import artifacts
 
 
 def _decoder() -> ErrorDecoder:
-    return ErrorDecoder.from_abi(artifact()["abi"])
+    return ErrorDecoder.from_abi(artifacts()["LivingCollection"]["abi"])
 
 
 def test_custom_error_with_a_packed_request_id() -> None:

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from agent.jobs.broadcasts import SqlBroadcastJournal
-from agent.jobs.db import open_database
 from agent.settings import SubmitSettings
+from agent.store import Database
 from agent.submit import KeystoreSigner, StuckTransactionError, TxRequest, Web3TxSender
-from tests.submit.conftest import Chain
+from agent.submit.journal_sql import SqlBroadcastJournal
+from tests.submit.conftest import SubmitChain
 from tests.support.rpc_proxy import FaultProxy
 
 
-def _fulfil(chain: Chain, request_id: int) -> TxRequest:
+def _fulfil(chain: SubmitChain, request_id: int) -> TxRequest:
     """A transaction from the agent's key, tagged with ``request_id`` through the journal's keys (a plain
     transfer: what is recorded, replaced and settled does not depend on the calldata)."""
     return TxRequest(to=chain.admin, value=request_id, gas=21_000, label="transfer")
@@ -25,18 +25,18 @@ def _fulfil(chain: Chain, request_id: int) -> TxRequest:
 
 @pytest.fixture
 def journal(tmp_path: Path) -> Iterator[SqlBroadcastJournal]:
-    engine = open_database(f"sqlite:///{tmp_path / 'agent.db'}")
-    yield SqlBroadcastJournal(engine)
-    engine.dispose()
+    db = Database.open(f"sqlite:///{tmp_path / 'agent.db'}")
+    yield SqlBroadcastJournal(db)
+    db.close()
 
 
-def _agent_pool(chain: Chain) -> dict[str, dict]:
+def _agent_pool(chain: SubmitChain) -> dict[str, dict]:
     pending = chain.rpc("txpool_content")["pending"]
     return next((txs for sender, txs in pending.items() if sender.lower() == chain.agent.lower()), {})
 
 
 def test_every_broadcast_is_recorded_before_it_is_sent_and_settled_when_mined(
-    chain: Chain, journal: SqlBroadcastJournal
+    chain: SubmitChain, journal: SqlBroadcastJournal
 ) -> None:
     rid = 20
     sender = chain.sender()
@@ -52,7 +52,7 @@ def test_every_broadcast_is_recorded_before_it_is_sent_and_settled_when_mined(
 
 
 def test_the_replacement_cap_counts_replacements_recorded_before_a_restart(
-    chain: Chain, journal: SqlBroadcastJournal
+    chain: SubmitChain, journal: SqlBroadcastJournal
 ) -> None:
     rid = 21
     chain.automine(False)
@@ -82,7 +82,7 @@ def test_the_replacement_cap_counts_replacements_recorded_before_a_restart(
 
 
 def test_a_restart_settles_recorded_nonces_from_records_when_pending_means_latest(
-    chain: Chain, journal: SqlBroadcastJournal
+    chain: SubmitChain, journal: SqlBroadcastJournal
 ) -> None:
     """Behind a provider answering "pending" as "latest", the pool is invisible to the nonce count: only the
     records keep a restarted sender from signing a second transaction for a nonce still in the pool."""

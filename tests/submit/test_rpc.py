@@ -7,8 +7,9 @@ import socket
 import pytest
 
 from agent.errors import BackendUnavailableError
+from agent.jsonrpc import RpcUnavailableError
 from agent.metrics import REGISTRY, render
-from agent.submit import ChainRpc, RpcError
+from agent.submit import ChainRpc
 
 
 def _closed_port() -> int:
@@ -25,7 +26,7 @@ def test_transport_failures_are_retried_then_raised_as_retryable() -> None:
         "chrysalis_rpc_errors_total", {"client": "submit", "method": "eth_blockNumber", "kind": "connection"}
     )
 
-    with pytest.raises(RpcError) as info:
+    with pytest.raises(RpcUnavailableError) as info:
         rpc.block_number()
 
     assert isinstance(info.value, BackendUnavailableError) and info.value.retryable

@@ -21,14 +21,14 @@ from agent.submit import (
     Web3TxSender,
 )
 from agent.submit.errors import GWEI
-from tests.submit.conftest import Chain, digest
+from tests.submit.conftest import SubmitChain, digest
 
 
 def _metric(name: str, label: str) -> float:
     return REGISTRY.get_sample_value(name, {"label": label}) or 0.0
 
 
-def _fulfil(chain: Chain, request_id: int, *, gas: int | None = None) -> TxRequest:
+def _fulfil(chain: SubmitChain, request_id: int, *, gas: int | None = None) -> TxRequest:
     data = chain.collection.encode_abi(
         "fulfillEvolution", [request_id, chain.seed(request_id), digest(request_id), bytes(32)]
     )
@@ -38,7 +38,7 @@ def _fulfil(chain: Chain, request_id: int, *, gas: int | None = None) -> TxReque
 
 
 def test_send_and_wait_reports_a_canonical_confirmation(
-    chain: Chain, caplog: pytest.LogCaptureFixture
+    chain: SubmitChain, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     rid = chain.request(1)
@@ -59,7 +59,7 @@ def test_send_and_wait_reports_a_canonical_confirmation(
     assert chain.agent_key.hex() not in caplog.text.lower()
 
 
-def test_dry_run_decodes_the_custom_error_and_sends_nothing(chain: Chain) -> None:
+def test_dry_run_decodes_the_custom_error_and_sends_nothing(chain: SubmitChain) -> None:
     rid = chain.request(2)
     chain.fulfil_directly(rid)
     sender = chain.sender()
@@ -79,7 +79,7 @@ def test_dry_run_decodes_the_custom_error_and_sends_nothing(chain: Chain) -> Non
     assert sender.nonces.next() == nonce  # nothing was kept reserved
 
 
-def test_reverted_send_raises_permanent_error_with_the_decoded_error(chain: Chain) -> None:
+def test_reverted_send_raises_permanent_error_with_the_decoded_error(chain: SubmitChain) -> None:
     rid = chain.request(3)
     chain.fulfil_directly(rid)
     sender = chain.sender()
@@ -97,7 +97,7 @@ def test_reverted_send_raises_permanent_error_with_the_decoded_error(chain: Chai
     assert _metric("chrysalis_tx_reverted_total", "fulfillEvolution") == reverted_before + 1
 
 
-def test_out_of_gas_is_reported_as_such(chain: Chain) -> None:
+def test_out_of_gas_is_reported_as_such(chain: SubmitChain) -> None:
     rid = chain.request(4)
     sender = chain.sender()
     with pytest.raises(TransactionRevertedError) as info:
@@ -105,7 +105,7 @@ def test_out_of_gas_is_reported_as_such(chain: Chain) -> None:
     assert info.value.out_of_gas and "ran out of gas" in str(info.value)
 
 
-def test_fee_cap_refuses_to_send_when_the_network_needs_more(chain: Chain) -> None:
+def test_fee_cap_refuses_to_send_when_the_network_needs_more(chain: SubmitChain) -> None:
     rid = chain.request(5)
     sender = chain.sender(max_fee_per_gas_gwei=100)
     nonce = chain.w3.eth.get_transaction_count(chain.agent, "pending")
@@ -125,7 +125,7 @@ def test_fee_cap_refuses_to_send_when_the_network_needs_more(chain: Chain) -> No
     assert sender.nonces.next() == nonce
 
 
-def test_fee_quote_and_bump(chain: Chain) -> None:
+def test_fee_quote_and_bump(chain: SubmitChain) -> None:
     sender = chain.sender(max_fee_per_gas_gwei=50, base_fee_multiplier=2.0)
     quote = sender.fees.quote()
     pending_base = chain.w3.eth.get_block("pending")["baseFeePerGas"]
@@ -140,7 +140,7 @@ def test_fee_quote_and_bump(chain: Chain) -> None:
         sender.fees.bump(big)
 
 
-def test_nonce_follows_an_external_transaction_from_the_same_key(chain: Chain) -> None:
+def test_nonce_follows_an_external_transaction_from_the_same_key(chain: SubmitChain) -> None:
     sender = chain.sender()
     first = sender.send_and_wait(_fulfil(chain, chain.request(6)))
     n = chain.w3.eth.get_transaction(first.tx_hash)["nonce"]
@@ -156,7 +156,7 @@ def test_nonce_follows_an_external_transaction_from_the_same_key(chain: Chain) -
     assert sender.wait(sub).status == 1
 
 
-def test_nonce_too_low_resyncs_and_retries(chain: Chain) -> None:
+def test_nonce_too_low_resyncs_and_retries(chain: SubmitChain) -> None:
     """A race: the manager hands out a nonce an external tx takes before the broadcast."""
     sender = chain.sender()
     rid = chain.request(8)
@@ -182,7 +182,7 @@ def test_nonce_too_low_resyncs_and_retries(chain: Chain) -> None:
     )
 
 
-def test_restart_keeps_a_forgotten_in_flight_nonce_and_rebroadcasts_it(chain: Chain) -> None:
+def test_restart_keeps_a_forgotten_in_flight_nonce_and_rebroadcasts_it(chain: SubmitChain) -> None:
     rid_a, rid_b = chain.request(9), chain.request(10)
     chain.automine(False)
     first = chain.sender().send(_fulfil(chain, rid_a))
@@ -207,7 +207,7 @@ def test_restart_keeps_a_forgotten_in_flight_nonce_and_rebroadcasts_it(chain: Ch
     assert conf_a.tx_hash == first.tx_hash and conf_a.status == 1 and conf_b.status == 1
 
 
-def test_nonce_taken_by_an_external_replacement(chain: Chain) -> None:
+def test_nonce_taken_by_an_external_replacement(chain: SubmitChain) -> None:
     rid = chain.request(11)
     sender = chain.sender()
     chain.automine(False)

@@ -13,69 +13,42 @@ from typing import Any
 import pytest
 from web3 import Web3
 from web3.contract import Contract
+from web3.types import TxReceipt
 
-from agent.devnet import start_anvil
-from agent.jobs.db import open_database
+from agent.devnet import AnvilNode, start_anvil
+from agent.store import Database
 from agent.watch.cursor_sql import SqlCursorStore
 from agent.watch.events import WatchEvent
 from agent.watch.rpc import RpcClient
 from agent.watch.watcher import WatchConfig, Watcher
-from tests.jobs.dbs import BACKENDS, database_url
+from tests.support.databases import BACKENDS, database_url
+from tests.support.devchain import DevChain
 from tests.support.rpc_proxy import FaultProxy
 
-ROOT = Path(__file__).resolve().parents[2]
 EMITTER = json.loads((Path(__file__).with_name("EventEmitter.json")).read_text())
 
 
-class Chain:
-    """anvil, its emitter contract, and the moves the tests need."""
+class EmitterChain(DevChain):
+    """anvil with the emitter contract deployed, and the moves the tests need."""
 
     def __init__(self, url: str) -> None:
-        self.url = url
-        self.ws_url = url.replace("http://", "ws://")
-        self.w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 30}))
-        self.sender = Web3.to_checksum_address(self.w3.eth.accounts[0])
+        super().__init__(url)
+        self.sender = self.admin
         factory = self.w3.eth.contract(abi=EMITTER["abi"], bytecode=EMITTER["bytecode"])
-        receipt = self._wait(factory.constructor().transact({"from": self.sender}))
+        receipt = self.transact(factory.constructor())
         self.emitter: Contract = self.w3.eth.contract(address=receipt["contractAddress"], abi=EMITTER["abi"])
         self.deploy_block = int(receipt["blockNumber"])
-        self.chain_id = self.w3.eth.chain_id
 
-    def rpc(self, method: str, *params: Any) -> Any:
-        reply = self.w3.provider.make_request(method, list(params))  # type: ignore[arg-type]
-        if "error" in reply:
-            raise RuntimeError(f"{method}: {reply['error']}")
-        return reply.get("result")
-
-    def _wait(self, tx_hash: Any) -> Any:
-        receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash)
-        assert receipt["status"] == 1
-        return receipt
-
-    @property
-    def head(self) -> int:
-        return self.w3.eth.block_number
-
-    def request(self, token_id: int = 1, stage: int = 1) -> Any:
+    def request(self, token_id: int = 1, stage: int = 1) -> TxReceipt:
         """One EvolutionRequested in a new block; returns the receipt."""
         seed = Web3.keccak(text=f"{token_id}:{stage}")
-        return self._wait(
-            self.emitter.functions.request(token_id, stage, seed).transact({"from": self.sender})
-        )
+        return self.transact(self.emitter.functions.request(token_id, stage, seed))
 
-    def request_many(self, count: int, token_id: int = 9) -> Any:
-        return self._wait(self.emitter.functions.requestMany(token_id, count).transact({"from": self.sender}))
+    def request_many(self, count: int, token_id: int = 9) -> TxReceipt:
+        return self.transact(self.emitter.functions.requestMany(token_id, count))
 
-    def ping(self, n: int, note: str) -> Any:
-        return self._wait(self.emitter.functions.ping(n, note).transact({"from": self.sender}))
-
-    def mine(self, blocks: int = 1) -> int:
-        for _ in range(blocks):
-            self.rpc("evm_mine")
-        return self.head
-
-    def block_hash(self, number: int) -> str:
-        return "0x" + bytes(self.w3.eth.get_block(number)["hash"]).hex()
+    def ping(self, n: int, note: str) -> TxReceipt:
+        return self.transact(self.emitter.functions.ping(n, note))
 
     def reorg(self, depth: int, requests_at: dict[int, int] | None = None) -> None:
         """Replace the last ``depth`` blocks; ``requests_at`` {block offset: token id} adds requests to them."""
@@ -89,15 +62,15 @@ class Chain:
 
 
 @pytest.fixture
-def anvil_url() -> Iterator[str]:
-    """A fresh anvil on a free port, with a throwaway HOME; stopped afterwards."""
-    with start_anvil("--accounts", "2") as node:
-        yield node.url
+def anvil(anvil_args: tuple[str, ...]) -> Iterator[AnvilNode]:
+    """A fresh anvil per test (the tests reorganise it, stop it, and count its blocks); stopped afterwards."""
+    with start_anvil(*anvil_args) as node:
+        yield node
 
 
 @pytest.fixture
-def chain(anvil_url: str) -> Chain:
-    return Chain(anvil_url)
+def chain(anvil: AnvilNode) -> EmitterChain:
+    return EmitterChain(anvil.url)
 
 
 @pytest.fixture
@@ -134,32 +107,32 @@ WatcherFactory = Callable[..., Watcher]
 
 
 @pytest.fixture
-def make_watcher(chain: Chain, sqlite_url: str) -> Iterator[WatcherFactory]:
+def make_watcher(chain: EmitterChain, sqlite_url: str) -> Iterator[WatcherFactory]:
     """``make_watcher(rpc_url=..., db_url=..., **WatchConfig fields)``: a watcher of the emitter."""
-    engines = []
+    databases: list[Database] = []
 
     def make(
         *, rpc_url: str | None = None, db_url: str | None = None, retries: int = 2, **cfg: Any
     ) -> Watcher:
-        engine = open_database(db_url or sqlite_url)
-        engines.append(engine)
+        db = Database.open(db_url or sqlite_url)
+        databases.append(db)
         cfg.setdefault("finality_depth", 10)
         cfg.setdefault("poll_interval_s", 0.2)
         cfg.setdefault("abi", EMITTER["abi"])
         config = WatchConfig(address=chain.emitter.address, start_block=chain.deploy_block, **cfg)
         rpc = RpcClient(rpc_url or chain.url, retries=retries, backoff_s=0.01, timeout_s=5)
-        return Watcher(rpc, SqlCursorStore(engine), config)
+        return Watcher(rpc, SqlCursorStore(db), config)
 
     yield make
-    for engine in engines:
-        engine.dispose()
+    for db in databases:
+        db.close()
 
 
 Proxy = FaultProxy
 
 
 @pytest.fixture
-def proxy_factory(chain: Chain) -> Iterator[Callable[..., Proxy]]:
+def proxy_factory(chain: EmitterChain) -> Iterator[Callable[..., Proxy]]:
     proxies: list[Proxy] = []
 
     def make(**kw: Any) -> Proxy:

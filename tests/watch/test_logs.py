@@ -105,14 +105,14 @@ def test_negotiation_halves_forwards_and_backwards_and_keeps_the_span() -> None:
 
 
 def test_negotiation_does_not_halve_on_rate_limits_and_refuses_single_blocks_loudly() -> None:
-    from agent.watch.errors import RateLimitedError, RpcError, UnsplittableRangeError
+    from agent.watch.errors import RpcError, RpcRateLimitedError, UnsplittableRangeError
     from agent.watch.logs import AdaptiveRange, negotiate_range
 
     def limited(lo: int, hi: int) -> list[int]:
-        raise RateLimitedError("http://node", "eth_getLogs", 429, "HTTP 429", 1.0)
+        raise RpcRateLimitedError("http://node", "eth_getLogs", 429, "HTTP 429", 1.0)
 
     span = AdaptiveRange(max_size=64)
-    with pytest.raises(RateLimitedError):
+    with pytest.raises(RpcRateLimitedError):
         negotiate_range(limited, 0, 1_000, span)
     assert span.size == 64
 

@@ -14,7 +14,7 @@ from agent.metrics import REGISTRY
 from agent.watch.bloom import bloom_has, bloom_of, may_hold
 from agent.watch.watcher import BLOOM_RECHECKS
 from tests.support.rpc_proxy import Faults
-from tests.watch.conftest import Chain, Proxy, Recorder, WatcherFactory
+from tests.watch.conftest import EmitterChain, Proxy, Recorder, WatcherFactory
 
 pytestmark = pytest.mark.anvil
 
@@ -30,7 +30,7 @@ def _recovered(watcher_stream: str, how: str) -> float:
     )
 
 
-def test_the_bloom_matches_ethereums_and_the_nodes_headers(chain: Chain) -> None:
+def test_the_bloom_matches_ethereums_and_the_nodes_headers(chain: EmitterChain) -> None:
     items = [bytes.fromhex("ab" * 20), keccak(text="x"), keccak(text="y")]
     assert bloom_of(items) == int(eth_bloom.BloomFilter.from_iterable(items)).to_bytes(256, "big")
     assert all(bloom_has(bloom_of(items), i) for i in items)
@@ -46,7 +46,7 @@ def test_the_bloom_matches_ethereums_and_the_nodes_headers(chain: Chain) -> None
 
 
 def test_an_empty_answer_for_a_block_whose_bloom_holds_a_request_is_asked_again(
-    chain: Chain, make_watcher: WatcherFactory, proxy_factory: Callable[..., Proxy]
+    chain: EmitterChain, make_watcher: WatcherFactory, proxy_factory: Callable[..., Proxy]
 ) -> None:
     proxy = proxy_factory()
     watcher = make_watcher(rpc_url=proxy.url, finality_depth=10)
@@ -62,7 +62,7 @@ def test_an_empty_answer_for_a_block_whose_bloom_holds_a_request_is_asked_again(
 
 
 def test_a_log_missed_by_every_answer_while_following_is_delivered_when_its_block_is_finalized(
-    chain: Chain, make_watcher: WatcherFactory, proxy_factory: Callable[..., Proxy]
+    chain: EmitterChain, make_watcher: WatcherFactory, proxy_factory: Callable[..., Proxy]
 ) -> None:
     proxy = proxy_factory()
     watcher = make_watcher(rpc_url=proxy.url, finality_depth=4)
@@ -86,7 +86,7 @@ def test_a_log_missed_by_every_answer_while_following_is_delivered_when_its_bloc
 
 
 def test_random_empty_answers_lose_no_request_and_deliver_none_twice(
-    chain: Chain, make_watcher: WatcherFactory, proxy_factory: Callable[..., Proxy]
+    chain: EmitterChain, make_watcher: WatcherFactory, proxy_factory: Callable[..., Proxy]
 ) -> None:
     proxy = proxy_factory(faults=Faults(seed=11, empty_logs=0.35))
     watcher = make_watcher(rpc_url=proxy.url, finality_depth=3)

@@ -8,18 +8,19 @@ import pytest
 from web3 import Web3
 
 from agent.devnet import start_anvil
-from agent.jobs import JobKind, JobState, JobStore
+from agent.jobs import JobKind, JobState
+from agent.store import open_job_store
 from agent.watch.cursor import CursorState
 from agent.watch.errors import ChainResetError, DeepReorgError
 from agent.watch.events import BlockRef, NewBlock, Reorg
 from agent.watch.reorg import advance, detect_reorg, finalize
-from tests.watch.conftest import Chain, Proxy, Recorder, WatcherFactory
+from tests.watch.conftest import EmitterChain, Proxy, Recorder, WatcherFactory
 
 pytestmark = pytest.mark.anvil
 
 
 def test_a_reorg_reports_the_orphaned_blocks_and_the_new_branch_is_picked_up(
-    chain: Chain, make_watcher: WatcherFactory, sqlite_url: str
+    chain: EmitterChain, make_watcher: WatcherFactory, sqlite_url: str
 ) -> None:
     chain.mine(3)
     chain.request(token_id=1)
@@ -55,7 +56,7 @@ def test_a_reorg_reports_the_orphaned_blocks_and_the_new_branch_is_picked_up(
     assert sorted(e.args["tokenId"] for e in orphaned_logs) == [1, 2, 3]
 
     # What the agent does with it: cancel the orphaned jobs; the new log makes its own job.
-    store = JobStore.open(sqlite_url)
+    store = open_job_store(sqlite_url)
     for e in seen.logs():
         store.enqueue(JobKind.EVOLVE, f"evolve:{e.key.chain_id}:{e.args['requestId']}", source=e.key,
                       block_number=e.block_number)  # fmt: skip
@@ -77,7 +78,9 @@ def test_a_reorg_reports_the_orphaned_blocks_and_the_new_branch_is_picked_up(
     assert again.of("reorg") == [] and [e.args["tokenId"] for e in again.logs()] == [5]
 
 
-def test_a_reorg_deeper_than_the_finality_depth_is_fatal(chain: Chain, make_watcher: WatcherFactory) -> None:
+def test_a_reorg_deeper_than_the_finality_depth_is_fatal(
+    chain: EmitterChain, make_watcher: WatcherFactory
+) -> None:
     chain.mine(6)
     chain.request(token_id=1)
     seen = Recorder()
@@ -99,7 +102,9 @@ def test_a_reorg_deeper_than_the_finality_depth_is_fatal(chain: Chain, make_watc
         make_watcher(finality_depth=2).poll(seen)
 
 
-def test_a_reorg_within_the_confirmations_is_never_seen(chain: Chain, make_watcher: WatcherFactory) -> None:
+def test_a_reorg_within_the_confirmations_is_never_seen(
+    chain: EmitterChain, make_watcher: WatcherFactory
+) -> None:
     chain.mine(5)
     chain.request(token_id=1)
     chain.mine(1)
@@ -186,7 +191,7 @@ def test_advance_links_blocks_and_restarts_the_window_on_a_jump() -> None:
 
 
 def test_a_lagging_head_is_not_a_reorg_and_nothing_is_delivered_twice(
-    chain: Chain, make_watcher: WatcherFactory, proxy_factory: Callable[..., Proxy]
+    chain: EmitterChain, make_watcher: WatcherFactory, proxy_factory: Callable[..., Proxy]
 ) -> None:
     """Issue 11, anomaly 1: a node behind the cursor (a load-balanced provider) once made the watcher orphan the
     cursor's blocks, and their jobs were cancelled for good."""
@@ -208,7 +213,7 @@ def test_a_lagging_head_is_not_a_reorg_and_nothing_is_delivered_twice(
 
 
 def test_a_chain_reset_stops_the_watcher_loudly_instead_of_waiting_or_rolling_back(
-    chain: Chain, make_watcher: WatcherFactory, proxy_factory: Callable[..., Proxy]
+    chain: EmitterChain, make_watcher: WatcherFactory, proxy_factory: Callable[..., Proxy]
 ) -> None:
     """Issue 11, anomaly 9: after anvil restarted under a running agent, the agent showed "lag -9", then
     "cursor ?", and kept running. Another genesis, or no contract at the watched address, is fatal."""

@@ -9,11 +9,12 @@ import pytest
 
 from agent.devnet import free_port
 from agent.errors import BackendUnavailableError
+from agent.jsonrpc import RpcUnavailableError
 from agent.metrics import REGISTRY
-from agent.watch.errors import RateLimitedError, RpcError, RpcUnavailableError, UnsplittableRangeError
+from agent.watch.errors import RpcError, RpcRateLimitedError, UnsplittableRangeError
 from agent.watch.logs import AdaptiveRange
 from agent.watch.rpc import RpcClient
-from tests.watch.conftest import Chain, Proxy, Recorder, WatcherFactory
+from tests.watch.conftest import EmitterChain, Proxy, Recorder, WatcherFactory
 
 pytestmark = pytest.mark.anvil
 
@@ -24,7 +25,7 @@ def _metric(name: str, **labels: str) -> float:
 
 @pytest.mark.parametrize("style", ["-32005", "range", "413", "unknown"])
 def test_refused_ranges_are_halved_until_the_provider_accepts_them(
-    chain: Chain, make_watcher: WatcherFactory, proxy_factory: Callable[..., Proxy], style: str
+    chain: EmitterChain, make_watcher: WatcherFactory, proxy_factory: Callable[..., Proxy], style: str
 ) -> None:
     for i in range(12):
         chain.request(token_id=i)
@@ -63,7 +64,7 @@ def test_the_range_grows_back_slowly_after_successes() -> None:
 
 
 def test_a_single_block_that_is_refused_is_a_permanent_error(
-    chain: Chain, make_watcher: WatcherFactory, proxy_factory: Callable[..., Proxy]
+    chain: EmitterChain, make_watcher: WatcherFactory, proxy_factory: Callable[..., Proxy]
 ) -> None:
     chain.request()
     proxy = proxy_factory(max_span=0)
@@ -72,7 +73,7 @@ def test_a_single_block_that_is_refused_is_a_permanent_error(
 
 
 def test_transient_5xx_and_garbage_are_retried_and_counted(
-    chain: Chain, proxy_factory: Callable[..., Proxy]
+    chain: EmitterChain, proxy_factory: Callable[..., Proxy]
 ) -> None:
     proxy = proxy_factory()
     before_5xx = _metric(
@@ -94,7 +95,7 @@ def test_transient_5xx_and_garbage_are_retried_and_counted(
         RpcClient(proxy.url, retries=2, backoff_s=0.01).block_number()
 
 
-def test_rate_limits_wait_for_retry_after(chain: Chain, proxy_factory: Callable[..., Proxy]) -> None:
+def test_rate_limits_wait_for_retry_after(chain: EmitterChain, proxy_factory: Callable[..., Proxy]) -> None:
     proxy = proxy_factory()
     slept: list[float] = []
     proxy.fail_next = [(429, {"Retry-After": "2"})]
@@ -102,12 +103,12 @@ def test_rate_limits_wait_for_retry_after(chain: Chain, proxy_factory: Callable[
     assert rpc.chain_id() == chain.chain_id
     assert slept == [2.0]
     proxy.fail_next = [(429, {"Retry-After": "1"})] * 3
-    with pytest.raises(RateLimitedError) as err:
+    with pytest.raises(RpcRateLimitedError) as err:
         rpc.chain_id()
     assert err.value.retry_after == 1.0 and err.value.retryable
 
 
-def test_client_side_rate_limit_spaces_requests(chain: Chain) -> None:
+def test_client_side_rate_limit_spaces_requests(chain: EmitterChain) -> None:
     import time
 
     rpc = RpcClient(chain.url, max_rps=20)
@@ -117,7 +118,7 @@ def test_client_side_rate_limit_spaces_requests(chain: Chain) -> None:
     assert time.monotonic() - started >= 0.25
 
 
-def test_an_http_4xx_is_not_retried(chain: Chain, proxy_factory: Callable[..., Proxy]) -> None:
+def test_an_http_4xx_is_not_retried(chain: EmitterChain, proxy_factory: Callable[..., Proxy]) -> None:
     proxy = proxy_factory()
     proxy.fail_next = [(401, {})]
     with pytest.raises(RpcError, match="401"):
@@ -143,7 +144,7 @@ def test_an_unreachable_rpc_is_a_backend_unavailable_error_naming_the_url(
 
 @pytest.mark.parametrize("client", ["watch", "submit"])
 def test_both_rpc_clients_share_one_retry_policy_and_one_error_counter(
-    chain: Chain, proxy_factory: Callable[..., Proxy], client: str
+    chain: EmitterChain, proxy_factory: Callable[..., Proxy], client: str
 ) -> None:
     """The watcher's RpcClient and the submit stage's ChainRpc retry through agent.jsonrpc: the same failure is
     classified, waited for (Retry-After) and counted the same way, under their own `client` label."""
@@ -173,7 +174,7 @@ def test_both_rpc_clients_share_one_retry_policy_and_one_error_counter(
 
 
 def test_bare_web3_calls_on_the_client_are_retried_once_by_one_loop(
-    chain: Chain, proxy_factory: Callable[..., Proxy]
+    chain: EmitterChain, proxy_factory: Callable[..., Proxy]
 ) -> None:
     """`rpc.w3` retries by itself (the oracles call it directly); inside `rpc.call`, and under a ChainRpc over the
     same web3, the provider sends once and the outer loop retries: never both, never counted twice."""
@@ -206,7 +207,7 @@ def test_bare_web3_calls_on_the_client_are_retried_once_by_one_loop(
 
 
 def test_what_outlasts_the_retries_of_bare_web3_calls_is_the_clients_error(
-    chain: Chain, proxy_factory: Callable[..., Proxy]
+    chain: EmitterChain, proxy_factory: Callable[..., Proxy]
 ) -> None:
     from web3.exceptions import Web3RPCError
 
@@ -219,7 +220,7 @@ def test_what_outlasts_the_retries_of_bare_web3_calls_is_the_clients_error(
         err.value.url == proxy.url and err.value.method == "eth_getBlockByNumber" and err.value.attempts == 2
     )
     proxy.fail_next = [(429, {"Retry-After": "0"})] * 2
-    with pytest.raises(RateLimitedError):
+    with pytest.raises(RpcRateLimitedError):
         _ = rpc.w3.eth.chain_id
     # A final JSON-RPC error goes back to web3, which raises its own exception for it, after one request.
     before = len(proxy.methods)

@@ -11,22 +11,14 @@ import pytest
 
 from agent.metrics import REGISTRY
 from agent.watch.watcher import Watcher
-from tests.watch.conftest import Chain, Recorder, TcpRelay, WatcherFactory
+from tests.support.waiting import eventually
+from tests.watch.conftest import EmitterChain, Recorder, TcpRelay, WatcherFactory
 
 pytestmark = pytest.mark.anvil
 
 
 def _connects() -> float:
     return REGISTRY.get_sample_value("chrysalis_watch_ws_connects_total") or 0.0
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 @pytest.fixture
@@ -47,22 +39,26 @@ def running() -> Iterator[Callable[[Watcher, Recorder], threading.Thread]]:
 
 
 def test_new_heads_wake_the_poller_long_before_its_interval(
-    chain: Chain, make_watcher: WatcherFactory, running: Callable[[Watcher, Recorder], threading.Thread]
+    chain: EmitterChain,
+    make_watcher: WatcherFactory,
+    running: Callable[[Watcher, Recorder], threading.Thread],
 ) -> None:
     seen = Recorder()
     connects = _connects()
     watcher = make_watcher(poll_interval_s=30.0, ws_url=chain.ws_url)
     running(watcher, seen)
-    assert _wait_for(lambda: bool(seen.of("block")))  # the first poll runs at once
-    assert _wait_for(lambda: _connects() == connects + 1)  # then the subscription opens
+    eventually(lambda: seen.of("block"), what="a first poll")  # the first poll runs at once
+    eventually(lambda: _connects() == connects + 1, what="the subscription")  # then the subscription opens
     started = time.monotonic()
     chain.request(token_id=3)
-    assert _wait_for(lambda: len(seen.logs()) == 1, timeout=5.0)
+    eventually(lambda: len(seen.logs()) == 1, 5.0)
     assert time.monotonic() - started < 5.0, "woken by the interval (30 s), not by the subscription"
 
 
 def test_a_dropped_socket_loses_nothing_and_reconnects(
-    chain: Chain, make_watcher: WatcherFactory, running: Callable[[Watcher, Recorder], threading.Thread]
+    chain: EmitterChain,
+    make_watcher: WatcherFactory,
+    running: Callable[[Watcher, Recorder], threading.Thread],
 ) -> None:
     relay = TcpRelay(urlparse(chain.url).port or 0)
     try:
@@ -70,19 +66,19 @@ def test_a_dropped_socket_loses_nothing_and_reconnects(
         connects = _connects()
         watcher = make_watcher(poll_interval_s=0.5, ws_url=relay.url)
         running(watcher, seen)
-        assert _wait_for(lambda: _connects() == connects + 1)
+        eventually(lambda: _connects() == connects + 1, what="the subscription")
         chain.request(token_id=1)
-        assert _wait_for(lambda: len(seen.logs()) == 1)
+        eventually(lambda: len(seen.logs()) == 1, what="the first log")
 
         relay.cut()  # the socket drops, and reconnecting fails for a while
         for token in (2, 3, 4):
             chain.request(token_id=token)
-        assert _wait_for(lambda: len(seen.logs()) == 4), "timed polls must carry on without the socket"
+        eventually(lambda: len(seen.logs()) == 4, what="timed polls to carry on without the socket")
 
         relay.resume()
-        assert _wait_for(lambda: _connects() == connects + 2), "the subscription did not reconnect"
+        eventually(lambda: _connects() == connects + 2, what="the subscription to reconnect")
         chain.request(token_id=5)
-        assert _wait_for(lambda: len(seen.logs()) == 5)
+        eventually(lambda: len(seen.logs()) == 5, what="the fifth log")
         logs = seen.logs()
         assert [e.args["tokenId"] for e in logs] == [1, 2, 3, 4, 5]
         assert len({e.key for e in logs}) == 5
@@ -91,7 +87,7 @@ def test_a_dropped_socket_loses_nothing_and_reconnects(
 
 
 def test_the_run_loop_rides_out_an_rpc_outage(
-    chain: Chain,
+    chain: EmitterChain,
     make_watcher: WatcherFactory,
     running: Callable[[Watcher, Recorder], threading.Thread],
     proxy_factory: Callable[..., object],
@@ -105,7 +101,7 @@ def test_the_run_loop_rides_out_an_rpc_outage(
     proxy.fail_next = [(503, {})] * 6  # type: ignore[attr-defined]
     chain.request(token_id=6)
     running(watcher, seen)
-    assert _wait_for(lambda: len(seen.logs()) == 1, timeout=15)
+    eventually(lambda: len(seen.logs()) == 1, 15)
     assert proxy.fail_next == []  # type: ignore[attr-defined]
     after = REGISTRY.get_sample_value("chrysalis_watch_poll_errors_total", {"stream": chain.emitter.address})
     assert after == errors + 6, "each failed poll is counted (before the chain id is known, by address)"

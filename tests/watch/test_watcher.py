@@ -12,7 +12,7 @@ from agent.domain import ChainEvent, LogKey
 from agent.errors import ConfigError
 from agent.watch.events import Finalize, NewBlock
 from agent.watch.logs import LogDecoder
-from tests.watch.conftest import Chain, Recorder, WatcherFactory
+from tests.watch.conftest import EmitterChain, Recorder, WatcherFactory
 
 pytestmark = pytest.mark.anvil
 
@@ -24,7 +24,7 @@ def _keys(events: list[ChainEvent]) -> list[LogKey]:
 
 
 def test_logs_arrive_decoded_in_chain_order_with_their_keys(
-    chain: Chain, make_watcher: WatcherFactory
+    chain: EmitterChain, make_watcher: WatcherFactory
 ) -> None:
     first = chain.request(token_id=5, stage=2)
     chain.mine(3)
@@ -55,7 +55,9 @@ def test_logs_arrive_decoded_in_chain_order_with_their_keys(
     assert blocks == sorted(blocks) and blocks[-1] == chain.head  # every block up to the head was reported
 
 
-def test_an_event_filter_keeps_only_the_named_events(chain: Chain, make_watcher: WatcherFactory) -> None:
+def test_an_event_filter_keeps_only_the_named_events(
+    chain: EmitterChain, make_watcher: WatcherFactory
+) -> None:
     chain.ping(1, "skip me")
     chain.request()
     seen = Recorder()
@@ -65,7 +67,9 @@ def test_an_event_filter_keeps_only_the_named_events(chain: Chain, make_watcher:
         LogDecoder([], 1, events=["Nope"])
 
 
-def test_the_collection_abi_decodes_evolution_requests(chain: Chain, make_watcher: WatcherFactory) -> None:
+def test_the_collection_abi_decodes_evolution_requests(
+    chain: EmitterChain, make_watcher: WatcherFactory
+) -> None:
     manifest = ROOT / ".build" / "__local__.json"
     if not manifest.is_file():
         pytest.skip(f"{manifest} is missing: run `make setup` to compile the contracts")
@@ -78,7 +82,7 @@ def test_the_collection_abi_decodes_evolution_requests(chain: Chain, make_watche
 
 
 def test_catch_up_in_ranges_then_resume_after_a_restart_without_loss_or_duplicates(
-    chain: Chain, make_watcher: WatcherFactory, any_db_url: str
+    chain: EmitterChain, make_watcher: WatcherFactory, any_db_url: str
 ) -> None:
     expected = []
     for i in range(6):
@@ -110,7 +114,7 @@ def test_catch_up_in_ranges_then_resume_after_a_restart_without_loss_or_duplicat
 
 
 def test_a_handler_that_fails_gets_the_same_block_again_and_nothing_else(
-    chain: Chain, make_watcher: WatcherFactory
+    chain: EmitterChain, make_watcher: WatcherFactory
 ) -> None:
     chain.request(token_id=1)
     chain.request(token_id=2)
@@ -132,7 +136,7 @@ def test_a_handler_that_fails_gets_the_same_block_again_and_nothing_else(
 
 
 def test_confirmations_hold_logs_back_until_they_are_buried(
-    chain: Chain, make_watcher: WatcherFactory
+    chain: EmitterChain, make_watcher: WatcherFactory
 ) -> None:
     seen = Recorder()
     watcher = make_watcher(confirmations=3)
@@ -151,7 +155,7 @@ def test_confirmations_hold_logs_back_until_they_are_buried(
 
 
 def test_blocks_are_finalized_as_they_sink_below_the_finality_depth(
-    chain: Chain, make_watcher: WatcherFactory
+    chain: EmitterChain, make_watcher: WatcherFactory
 ) -> None:
     chain.mine(8)
     seen = Recorder()
@@ -169,7 +173,7 @@ def test_blocks_are_finalized_as_they_sink_below_the_finality_depth(
     assert watcher.state.window[0].number == chain.head - 4  # type: ignore[union-attr]
 
 
-def test_a_cursor_from_another_chain_is_refused(chain: Chain, make_watcher: WatcherFactory) -> None:
+def test_a_cursor_from_another_chain_is_refused(chain: EmitterChain, make_watcher: WatcherFactory) -> None:
     with pytest.raises(ConfigError, match="serves chain 31337"):
         make_watcher(chain_id=1).poll(Recorder())
 

@@ -25,7 +25,7 @@ SAMPLES_NAME = "samples.png"
 def sample_grid(model_dir: Path, *, per_class: int = 8, scale: int = 2, guidance_scale: float = 1.0) -> bytes:
     """PNG of ``NUM_CLASSES`` rows (mood x element) by ``per_class`` seeds, native pixels scaled ``scale`` times."""
     from agent.generate.base import ImageRequest
-    from agent.generate.embedded_image import EmbeddedSpriteGenerator, decode_png
+    from agent.generate.image.embedded import EmbeddedSpriteGenerator, decode_png
 
     gen = EmbeddedSpriteGenerator(model_dir, "cpu", guidance_scale=guidance_scale)
     reqs = [

@@ -1,7 +1,7 @@
 """Retries, back-off and rate limits for every backend: the one place they live.
 
 :class:`RetryPolicy` re-runs an operation that raised a :class:`~agent.errors.RetryableError`: it honours a
-server's ``Retry-After`` (carried by :class:`~agent.ipfs.errors.RateLimitedError`), otherwise backs off
+server's ``Retry-After`` (carried by :class:`~agent.errors.RateLimitedError`), otherwise backs off
 exponentially with a cap, and gives up after a number of attempts or an overall deadline, re-raising the last
 error. :class:`HttpClient` is httpx plus that policy: it turns unreachable hosts, 429 and 5xx into retryable
 errors so that the backends only deal with answers.
@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 
 import httpx
 
-from agent.errors import BackendUnavailableError, NotFoundError, RetryableError
-from agent.ipfs.errors import BackendAuthError, BackendRequestError, RateLimitedError
+from agent.errors import BackendUnavailableError, NotFoundError, RateLimitedError, RetryableError
+from agent.ipfs.errors import BackendAuthError, BackendRequestError
 from agent.redact import redact_text, redact_url
 
 log = logging.getLogger(__name__)

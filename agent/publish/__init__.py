@@ -1,1 +1,0 @@
-"""Publishing: token metadata built, serialised canonically, addressed by its sha256, and read back."""

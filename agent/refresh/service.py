@@ -21,7 +21,7 @@ from agent.refresh.runner import RefreshRunner
 from agent.refresh.schedule import RefreshScheduler
 from agent.refresh.store import RefreshStore
 from agent.refresh.triggers import PriceTrigger, cron_fired, queue_manual
-from agent.settings import Settings
+from agent.settings import RefreshPolicySettings, Settings
 from agent.store import Database
 from agent.submit.batcher import RefreshBatcher
 from agent.submit.errors import GWEI
@@ -113,7 +113,7 @@ class RefreshService:
         default_feed = settings.agent.price_feed or (
             deployment.address(PRICE_FEED) if PRICE_FEED in deployment.contracts else None
         )
-        by_feed: dict[str, list[Any]] = {}
+        by_feed: dict[str, list[RefreshPolicySettings]] = {}
         for policy in r.policies:
             if policy.price_change_pct is None:
                 continue

@@ -27,7 +27,7 @@ from eth_utils import function_signature_to_4byte_selector
 from web3 import Web3
 from web3.exceptions import ContractLogicError
 
-from agent.domain import LogKey
+from agent.domain import ChainEvent, LogKey
 from agent.errors import ConfigError
 from agent.jobs import Job, JobKind, JobState, JobStore
 from agent.metrics import REFRESHES_QUEUED
@@ -262,7 +262,7 @@ class PriceTrigger:
                     )
                     log.warning("refresh job %s cancelled: its AnswerUpdated log was orphaned", job.id)
 
-    def _answer(self, e: Any) -> None:
+    def _answer(self, e: ChainEvent) -> None:
         answer = int(e.args["current"])
         baseline = self.store.baseline(self.feed)
         if baseline is None or baseline[0] == 0:

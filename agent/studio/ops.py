@@ -81,9 +81,11 @@ def _job(job: Job) -> dict[str, Any]:
     }
 
 
-def token_of(job: Job) -> Any:
+def token_of(job: Job) -> int | None:
+    """The token a job is about (its payload's ``token_id``), if it names one."""
     payload = dict(job.payload)
-    return payload.get("token_id", payload.get("tokenId"))
+    token = payload.get("token_id", payload.get("tokenId"))
+    return int(token) if token is not None else None
 
 
 def cursor_block(db: Database, index: CollectionIndex) -> int | None:

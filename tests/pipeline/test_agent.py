@@ -38,6 +38,13 @@ def test_run_fulfils_reports_status_and_returns_promptly_when_stopped(
         eventually(
             lambda: not chain.is_pending(rid), 60, "the request fulfilled while running", interval=0.05
         )
+        # the fulfilment is mined; the worker records the job confirmed once it has its confirmations
+        eventually(
+            lambda: agent.store.counts().get(JobState.CONFIRMED, 0) == 1,
+            60,
+            "the job confirmed",
+            interval=0.05,
+        )
         stopped = time.monotonic()
         stop.set()
         runner.join(15)

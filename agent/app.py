@@ -23,6 +23,7 @@ from datetime import datetime
 from functools import partial
 from pathlib import Path
 
+from agent.credentials import ContentCredentials
 from agent.deployment import Deployment
 from agent.errors import ConfigError
 from agent.generate.base import ImageGenerator, LoreWriter
@@ -36,7 +37,7 @@ from agent.pipeline.agent import Activity, Agent
 from agent.pipeline.assets import AssetStore
 from agent.pipeline.collection import CollectionReader
 from agent.pipeline.events import WATCHED_EVENTS, EventRouter
-from agent.pipeline.generate import GenerateStage
+from agent.pipeline.generate import GenerateStage, ImageSigning
 from agent.pipeline.inputs import InputsStage, build_oracles
 from agent.pipeline.publish import PublishStage
 from agent.pipeline.reconcile import Reconciler
@@ -70,8 +71,8 @@ def build_agent(
     backends, the oracles and their guard (wallet; price feed: ``agent.price_feed`` or the deployment's
     DevPriceFeed; the ``[oracles]`` section: :func:`~agent.pipeline.inputs.build_oracles`), the rules
     (``agent.rules``), the models (``models``, unless ``image``/``lore`` are given), the signer and sender
-    (``signer``, ``submit``), the review gate (``studio.review``), the refreshes (``[refresh]``) and the
-    read-only gateway (``agent.serve_gateway``).
+    (``signer``, ``submit``), the Content Credentials signer (``credentials``), the review gate
+    (``studio.review``), the refreshes (``[refresh]``) and the read-only gateway (``agent.serve_gateway``).
 
     Args:
         settings: The configuration.
@@ -146,6 +147,13 @@ def build_agent(
                 hint="grant it (the admin calls grantRole(AGENT_ROLE, address)), or point signer.keystore at "
                 "the key the deployment named as agent",
             )
+        # the C2PA key and chain too: checked, and proven by signing a test image, before a model loads
+        signing = None
+        if s.credentials.enabled:
+            credentials = ContentCredentials.from_settings(s.credentials)
+            signing = ImageSigning(credentials, chain_id=deployment.chain_id, contract=address)
+        else:
+            log.info("no [credentials] configured: generated images carry no Content Credentials")
         image = image or load_image_generator(s.models)
         lore = lore or load_lore_writer(s.models)
         unfinished = store.list_jobs(state=JobState.QUEUED, limit=10_000) + store.list_jobs(
@@ -175,8 +183,14 @@ def build_agent(
             collection_name=reader.name(),
             guard=guard,
         )
-        generate = GenerateStage(image, lore, repo, assets)
-        publish = PublishStage(repo, replicator, assets, {"image": image.model_ref, "lore": lore.model_ref})
+        generate = GenerateStage(image, lore, repo, assets, signing=signing)
+        publish = PublishStage(
+            repo,
+            replicator,
+            assets,
+            {"image": image.model_ref, "lore": lore.model_ref},
+            external_url=cfg.external_url,
+        )
         review = ReviewGate.for_database(db) if s.studio.review else None
         refresh = RefreshService.build(
             settings=s, deployment=deployment, db=db, jobs=store, reader=reader, repo=repo, inputs=inputs,

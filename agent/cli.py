@@ -103,9 +103,11 @@ def _register_subapps() -> None:
     from agent.ops.cli import register as register_ops
 
     register_ops(app)  # init, run, status, jobs, retry, evolve, fuse
-    from agent.studio.cli import review_app, studio_command, verify_command
+    from agent.studio.cli import review_app, studio_command
 
     app.command(name="studio")(studio_command)
+    from agent.verify.cli import verify_command
+
     app.command(name="verify")(verify_command)
     app.add_typer(review_app, name="review")
     from agent.refresh.cli import refresh_app
@@ -114,6 +116,9 @@ def _register_subapps() -> None:
     from agent.ops.rules_cli import rules_app
 
     app.add_typer(rules_app, name="rules")
+    from agent.ops.aigc_cli import aigc_app
+
+    app.add_typer(aigc_app, name="aigc")
 
 
 _register_subapps()

@@ -7,19 +7,25 @@ Everything that talks to the chain loads it with :meth:`Deployment.load`; it nee
 :class:`DeployParams` and :func:`deploy_with` hold the deployment logic shared by ``chrysalis deploy``
 (:mod:`agent.ops.deploy`, plain web3), ``scripts/deploy.py`` and the demo (:func:`deploy_collection`, Ape,
 imported only when called).
+
+Contract-level metadata (ERC-7572): :func:`collection_metadata` is the collection's JSON (``name``,
+``description``, ``image``, ``external_link``, as OpenSea reads it); given a ``pin`` function (``chrysalis deploy``
+pins into the embedded IPFS repo), :func:`deploy_with` pins it and sets ``contractURI`` to ``ipfs://<cid>``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
+from agent.domain import canonical_json
 from agent.errors import ConfigError, NotFoundError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -75,6 +81,9 @@ class Deployment(BaseModel):
     deploy_block_hash: str = Field(pattern=r"^0x[0-9a-fA-F]{64}$")
     deployer: str = Field(pattern=r"^0x[0-9a-fA-F]{40}$")
     agent: str = Field(pattern=r"^0x[0-9a-fA-F]{40}$", description="Address granted AGENT_ROLE.")
+    contract_uri: str | None = Field(
+        default=None, description="contractURI set at deployment (ERC-7572): the collection's metadata JSON."
+    )
 
     _source_dir: Path | None = PrivateAttr(default=None)
 
@@ -217,6 +226,16 @@ class DeployParams(BaseModel):
     feed_decimals: int = 8
     feed_description: str = "ETH / USD (dev)"
     feed_answer: int = 3_000 * 10**8
+    description: str = Field(default="", description="the collection's description (contract-level metadata)")
+    image: str = Field(
+        default="", description="URI of the collection's image, e.g. ipfs://<cid> (contract-level metadata)"
+    )
+    external_link: str = Field(default="", description="the collection's website (contract-level metadata)")
+    contract_uri: str | None = Field(
+        default=None,
+        description="contractURI to set (ERC-7572); default: ipfs://<cid> of the collection metadata when the "
+        "deploy pins it (chrysalis deploy does), else none",
+    )
 
     @field_validator("model_digest")
     @classmethod
@@ -227,6 +246,27 @@ class DeployParams(BaseModel):
         if len(raw) != 64 or any(c not in "0123456789abcdefABCDEF" for c in raw):
             raise ValueError("must be 32 bytes of hex (sha256 of the weights)")
         return "0x" + raw.lower()
+
+    @field_validator("image", "external_link", "contract_uri")
+    @classmethod
+    def _uri(cls, value: str | None) -> str | None:
+        if value and not _URI.match(value):
+            raise ValueError(f"{value!r} is not a URI (ipfs://..., https://..., data:...)")
+        return value
+
+
+_URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:\S+$")
+
+
+def collection_metadata(params: DeployParams) -> bytes:
+    """The collection's contract-level metadata JSON (ERC-7572, OpenSea's ``contractURI`` format), canonical bytes:
+    ``name`` always, ``description``, ``image`` and ``external_link`` when set."""
+    document = {"name": params.name}
+    for key in ("description", "image", "external_link"):
+        value = getattr(params, key)
+        if value:
+            document[key] = value
+    return canonical_json(document)
 
 
 class DeployBackend(Protocol):
@@ -257,15 +297,22 @@ def deploy_with(
     *,
     out_dir: str | os.PathLike[str] | None = DEPLOYMENTS_DIR,
     record_name: str = "local",
+    pin: Callable[[bytes], str] | None = None,
 ) -> Deployment:
     """Deploy DevPriceFeed (local networks, unless told otherwise) and LivingCollection, then set them up.
 
     Registers and activates the initial model when ``params.model_digest`` is set, grants ``AGENT_ROLE`` and
-    ``REFRESHER_ROLE`` to ``params.agent`` (default: the deployer), and, unless ``out_dir`` is None, writes the
-    ABIs and the record ``<out_dir>/<record_name>.json``.
+    ``REFRESHER_ROLE`` to ``params.agent`` (default: the deployer), sets ``contractURI`` (``params.contract_uri``,
+    else ``ipfs://`` + what ``pin`` returns for :func:`collection_metadata`: the CID of the bytes it stored), and,
+    unless ``out_dir`` is None, writes the ABIs and the record ``<out_dir>/<record_name>.json``.
     """
     agent = params.agent or backend.deployer
     treasury = params.treasury or backend.deployer
+    contract_uri = params.contract_uri
+    if (
+        contract_uri is None and pin is not None
+    ):  # pinned first: a repo that fails leaves nothing half-deployed
+        contract_uri = "ipfs://" + pin(collection_metadata(params))
     deployed: dict[str, tuple[str, list[dict[str, Any]], int]] = {}
     if params.price_feed if params.price_feed is not None else backend.is_local:
         deployed[PRICE_FEED] = backend.deploy(
@@ -290,6 +337,8 @@ def deploy_with(
         backend.transact(COLLECTION, "setActiveModel", backend.call(COLLECTION, "modelCount"))
     backend.transact(COLLECTION, "grantRole", backend.call(COLLECTION, "AGENT_ROLE"), agent)
     backend.transact(COLLECTION, "grantRole", backend.call(COLLECTION, "REFRESHER_ROLE"), agent)
+    if contract_uri:
+        backend.transact(COLLECTION, "setContractURI", contract_uri)
 
     first = min(block for _address, _abi, block in deployed.values())
     contracts = {}
@@ -306,6 +355,7 @@ def deploy_with(
         deploy_block_hash=_hex(backend.block_hash(first)),
         deployer=backend.deployer,
         agent=str(agent),
+        contract_uri=contract_uri or None,
     )
     if out_dir is not None:
         deployment.save(Path(out_dir) / f"{record_name}.json")
@@ -353,11 +403,12 @@ def deploy_collection(
     deployer: AccountAPI,
     *,
     out_dir: str | os.PathLike[str] | None = DEPLOYMENTS_DIR,
+    pin: Callable[[bytes], str] | None = None,
 ) -> Deployment:
     """:func:`deploy_with` through Ape (``ape run deploy``, the demo); the record is
     ``<out_dir>/<network-slug>.json``. Must run inside an Ape network context."""
     backend = _ApeBackend(deployer)
-    return deploy_with(backend, params, out_dir=out_dir, record_name=backend.slug)
+    return deploy_with(backend, params, out_dir=out_dir, record_name=backend.slug, pin=pin)
 
 
 def _receipt(instance: Any) -> Any:

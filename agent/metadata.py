@@ -56,6 +56,7 @@ _CID_V1 = re.compile(r"^b[a-z2-7]{58,}$")
 _CID_V0 = re.compile(r"^Qm[1-9A-HJ-NP-Za-km-z]{44}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _TOP_KEYS = {"name", "description", "image", "attributes", "properties"}
+_OPTIONAL_TOP_KEYS = {"external_url"}
 _PROPERTY_KEYS = {"schema", "stage", "parent", "receipt", "models", "inputs", "approved_by"}
 _INPUT_KEYS = {"chain_id", "block_number", "block_hash", "readings"}
 
@@ -177,6 +178,8 @@ class TokenMetadata:
             digest) is written.
         inputs: The input snapshot, as :meth:`~agent.domain.InputSnapshot.to_json` gives it.
         approved_by: Who approved it, when a reviewer did.
+        external_url: OpenSea's ``external_url``: the token's page on the project's site (``agent.external_url``);
+            left out when None. (``animation_url`` is not written: a version is one still image.)
     """
 
     name: str
@@ -189,6 +192,7 @@ class TokenMetadata:
     models: Mapping[str, ModelRef]
     inputs: Mapping[str, Any]
     approved_by: str | None = None
+    external_url: str | None = None
     _json: dict[str, Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -233,6 +237,7 @@ def build_metadata(
     models: Mapping[str, ModelRef],
     snapshot: InputSnapshot,
     approved_by: str | None = None,
+    external_url: str | None = None,
 ) -> TokenMetadata:
     """Assemble one evolution's metadata.
 
@@ -251,6 +256,7 @@ def build_metadata(
         models=dict(models),
         inputs=snapshot.to_json(),
         approved_by=approved_by,
+        external_url=external_url,
     )
 
 
@@ -285,6 +291,8 @@ def _document(md: TokenMetadata) -> dict[str, Any]:
         "attributes": attributes,
         "properties": properties,
     }
+    if md.external_url is not None:
+        document["external_url"] = md.external_url
     try:
         return json.loads(canonical_json(document))  # plain JSON only, and a private copy
     except (TypeError, ValueError) as exc:
@@ -337,13 +345,22 @@ def parse_metadata(data: bytes, *, cid: str | None = None) -> TokenMetadata:
         models={role: ModelRef.from_metadata_json(ref) for role, ref in props["models"].items()},
         inputs=props["inputs"],
         approved_by=props.get("approved_by"),
+        external_url=document.get("external_url"),
     )
 
 
 def _validate(doc: Any) -> None:
     """Raise :class:`MetadataSchemaError` for the first field that is missing or malformed."""
     _expect(isinstance(doc, dict), "(document)", "is not a JSON object", "metadata is one JSON object")
-    _keys(doc, "", _TOP_KEYS, _TOP_KEYS)
+    _keys(doc, "", _TOP_KEYS | _OPTIONAL_TOP_KEYS, _TOP_KEYS)
+    if "external_url" in doc:
+        url = doc["external_url"]
+        _expect(
+            isinstance(url, str) and url.startswith(("https://", "http://", "ipfs://")) and " " not in url,
+            "external_url",
+            f"{url!r} is not an http(s):// or ipfs:// URL",
+            "set agent.external_url to a URL template such as https://example.org/tokens/{token_id}",
+        )
     for key in ("name", "description"):
         _expect(isinstance(doc[key], str), key, "is not a string", f"set {key} to text")
     _expect(doc["name"].strip() != "", "name", "is empty", "give the token a name")

@@ -427,6 +427,82 @@ class SignerSettings(Section):
     )
 
 
+class CredentialsSettings(Section):
+    """C2PA Content Credentials signed into every generated image (off until key_file and certificate_chain are
+    set). `chrysalis init --dev-credentials` makes development ones; the key's password, if it has one, comes from
+    the env or a file, never from this file."""
+
+    key_file: Path | None = Field(
+        default=None,
+        description="PEM private key that signs the images' C2PA manifests (EC P-256 for ES256); keep it 0600.",
+        examples=[".chrysalis/credentials/signer.key"],
+    )
+    certificate_chain: Path | None = Field(
+        default=None,
+        description="PEM certificates: the signing certificate first (issued by a CA, with the emailProtection "
+        "extended key usage), then its issuers.",
+        examples=[".chrysalis/credentials/chain.pem"],
+    )
+    trust_anchors: Path | None = Field(
+        default=None,
+        description="PEM root certificates the chain must lead to (the development CA for development "
+        "credentials); checked at start-up and used when Chrysalis reads credentials back.",
+        examples=[".chrysalis/credentials/ca.pem"],
+    )
+    key_password_file: Path | None = Field(
+        default=None,
+        description="File holding the key's password, when the PEM key is encrypted.",
+        examples=["keys/c2pa.password"],
+    )
+    key_password_env: str = Field(
+        default="CHRYSALIS_C2PA_KEY_PASSWORD",
+        description="Env var holding the key's password, when the PEM key is encrypted.",
+    )
+    tsa_url: str | None = Field(
+        default=None,
+        description="RFC 3161 time-stamp authority (http:// or https://) that countersigns each manifest, so it "
+        "stays valid after the certificate expires (None: no time-stamp, nothing leaves the machine).",
+        examples=["http://timestamp.digicert.com"],
+    )
+
+    @field_validator(
+        "key_file", "certificate_chain", "trust_anchors", "key_password_file", "tsa_url", mode="before"
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("tsa_url")
+    @classmethod
+    def _tsa_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip().lower().startswith(("http://", "https://")):
+            raise ValueError(
+                f"credentials.tsa_url must be an http:// or https:// URL, not {redact_url(value)!r}: a time-stamp "
+                "authority's RFC 3161 endpoint, or leave it unset"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _key_and_chain_together(self) -> CredentialsSettings:
+        if (self.key_file is None) != (self.certificate_chain is None):
+            missing = "certificate_chain" if self.certificate_chain is None else "key_file"
+            raise ValueError(
+                f"credentials.{missing} is not set: signing needs both key_file and certificate_chain (or "
+                "neither, to leave images unsigned); `chrysalis init --dev-credentials` makes a matching pair"
+            )
+        if self.key_file is None and (self.trust_anchors is not None or self.tsa_url is not None):
+            raise ValueError(
+                "credentials.trust_anchors and tsa_url need key_file and certificate_chain: set them, or unset "
+                "the others"
+            )
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        """Whether images are signed."""
+        return self.key_file is not None and self.certificate_chain is not None
+
+
 class SubmitSettings(Section):
     """How transactions are priced, sent, replaced when stuck, and confirmed."""
 
@@ -568,6 +644,31 @@ class AgentSettings(Section):
     token_name: str = Field(
         default="{collection} #{token_id}", description="Token name; {collection} is the contract's name()."
     )
+    external_url: str | None = Field(
+        default=None,
+        examples=["https://example.org/tokens/{token_id}"],
+        description="The token page written as the metadata's external_url (OpenSea), e.g. "
+        "'https://example.org/tokens/{token_id}' (None: not written).",
+    )
+
+    @field_validator("external_url")
+    @classmethod
+    def _external_url_template(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            filled = value.format(token_id=1)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"{value!r} is not a template with only {{token_id}} in braces ({exc}); "
+                "e.g. 'https://example.org/tokens/{token_id}'"
+            ) from None
+        if not filled.startswith(("https://", "http://", "ipfs://")) or " " in filled:
+            raise ValueError(
+                f"{value!r} is not an http(s):// or ipfs:// URL, e.g. 'https://example.org/tokens/{{token_id}}'"
+            )
+        return value
+
     serve_gateway: bool | None = Field(
         default=None,
         description="Serve the embedded IPFS node's read-only gateway (no RPC) at "
@@ -894,6 +995,7 @@ class Settings(BaseSettings):
     ipfs: IpfsSettings = Field(default_factory=IpfsSettings)
     models: ModelSettings = Field(default_factory=ModelSettings)
     signer: SignerSettings = Field(default_factory=SignerSettings)
+    credentials: CredentialsSettings = Field(default_factory=CredentialsSettings)
     submit: SubmitSettings = Field(default_factory=SubmitSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     log: LogSettings = Field(default_factory=LogSettings)

@@ -19,6 +19,7 @@ ALL = [
     "latency",
     "genesis",
     "refresh",
+    "credentials",
 ]
 
 

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from eth_abi import encode as abi_encode
 from web3 import Web3
 
 from agent.devnet import start_anvil
@@ -104,6 +105,13 @@ def _digests(rng: random.Random, n: int) -> list[bytes]:
     return [rng.randbytes(32) for _ in range(n)]
 
 
+def aigc_prompt(token_id: int, stage: int, seed: bytes, inputs: bytes, weights: bytes) -> bytes:
+    """An ERC-7007 prompt as LivingCollection reads it (agent.erc7007.prompt_bytes builds it from a receipt)."""
+    return abi_encode(
+        ["uint256", "uint256", "bytes32", "bytes32", "bytes32"], [token_id, stage, seed, inputs, weights]
+    )
+
+
 class Rows:
     """Table rows: tx gas, per token, intrinsic (21,000 + calldata) per token, baseline, ratio, target."""
 
@@ -159,7 +167,8 @@ def measure() -> tuple[list[tuple[str, ...]], list[str]]:
         )
         chain.send(lc.functions.grantRole(lc.functions.AGENT_ROLE().call(), agent), admin)
         chain.send(lc.functions.grantRole(lc.functions.REFRESHER_ROLE().call(), agent), admin)
-        chain.send(lc.functions.registerModel(b"\x11" * 32, "ipfs://manifest"), admin)
+        weights = b"\x11" * 32
+        chain.send(lc.functions.registerModel(weights, "ipfs://manifest"), admin)
         chain.send(lc.functions.setActiveModel(1), admin)
         base = chain.deploy(*art["URIStorageBaseline"])
 
@@ -186,15 +195,29 @@ def measure() -> tuple[list[tuple[str, ...]], list[str]]:
         rid = (single << 32) | 1
         (seed,) = seeds_of(lc, [rid])
         ful_first = chain.send(lc.functions.fulfillEvolution(rid, seed, d1, rng.randbytes(32)), agent)
+        # ERC-7007, off the fulfilment path: the agent records the version's (prompt, aigcData, proof).
+        triple = (aigc_prompt(single, 1, seed, rng.randbytes(32), weights), d1, rng.randbytes(32))
+        aigc_first = chain.send(lc.functions.addAigcData(single, *triple), agent)
+        assert lc.functions.verify(*triple).call() is True
         req_again = chain.send(lc.functions.requestEvolution(single), holder, FEE)
         (seed,) = seeds_of(lc, [rid + 1])
         ful_over = chain.send(lc.functions.fulfillEvolution(rid + 1, seed, d2, rng.randbytes(32)), agent)
+        assert lc.functions.verify(*triple).call() is False  # a past version
+        triple = (aigc_prompt(single, 2, seed, rng.randbytes(32), weights), d2, rng.randbytes(32))
+        aigc_over = chain.send(lc.functions.addAigcData(single, *triple), agent)
+        verify_gas = lc.functions.verify(*triple).estimate_gas()
         assert lc.functions.tokenURI(single).call() == cid_uri(d2)
         b_first = chain.send(base.functions.setTokenURI(1, cid_uri(d1)), holder)
         b_over = chain.send(base.functions.setTokenURI(1, cid_uri(d2)), holder)
         assert len(cid_uri(d1)) == 66
         rows.add("fulfillEvolution (1 token), first write", ful_first, 1, b_first)
         rows.add("fulfillEvolution (1 token), overwrite", ful_over, 1, b_over)
+        rows.add("addAigcData (ERC-7007), token's first record", aigc_first)
+        rows.add("addAigcData (ERC-7007), a later version's record", aigc_over)
+        notes.append(
+            f"ERC-7007 `verify` costs {verify_gas:,} gas as a transaction (a view: free through eth_call); "
+            "`addAigcData` is separate from fulfilment, which neither stores nor emits anything for ERC-7007."
+        )
 
         # --- BATCH requests in one fulfillEvolutions ----------------------------------------------------
         base_batch = []

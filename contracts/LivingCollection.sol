@@ -11,6 +11,8 @@ import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 
 import {ILivingCollection} from "./interfaces/ILivingCollection.sol";
+import {IERC7007} from "./interfaces/IERC7007.sol";
+import {IERC7572} from "./interfaces/IERC7572.sol";
 import {CIDv1} from "./libraries/CIDv1.sol";
 import {EvolutionState, TokenState, PendingRequest} from "./libraries/EvolutionState.sol";
 
@@ -49,10 +51,16 @@ import {EvolutionState, TokenState, PendingRequest} from "./libraries/EvolutionS
  * {withdrawRefund}) when it is cancelled after its timeout. Mint proceeds are withdrawable at once.
  * `address(this).balance == escrowedFees() + withdrawableFees() + owedRefunds()` (plus any ether forced in by
  * `selfdestruct`, which nothing can withdraw).
+ *
+ * ERC-7007 (verifiable AI-generated content): the agent records, off the fulfilment path, which inputs, metadata
+ * digest and inference receipt make up a token's current version ({addAigcData}); {verify} checks such a triple
+ * against the chain's state and that record. ERC-7572: {contractURI} points at the collection's metadata JSON.
  */
 contract LivingCollection is
     ILivingCollection,
     IERC4906,
+    IERC7007,
+    IERC7572,
     ERC721,
     ERC2981,
     AccessControlDefaultAdminRules,
@@ -83,6 +91,9 @@ contract LivingCollection is
     uint48 public constant ADMIN_TRANSFER_DELAY = 1 days;
     /// @dev {commitReveal} must name a block at least this many blocks ahead, whose hash nobody knows yet.
     uint256 public constant REVEAL_DELAY = 10;
+
+    /// @dev Length of an ERC-7007 `prompt`: `abi.encode(tokenId, stage, seed, inputsSha256, weightsSha256)`.
+    uint256 private constant _AIGC_PROMPT_LENGTH = 160;
 
     /// @dev Written into a burnt token's digest slot. Lets {refreshMetadata} reject burnt tokens from the slot it
     /// writes anyway (an SLOAD it pays for regardless) instead of a cold read of `_ownerOf`. No digest may equal it.
@@ -162,6 +173,13 @@ contract LivingCollection is
     uint16 private _modelCount;
 
     string private _baseTokenURI;
+
+    /// @dev ERC-7572: the collection's metadata URI ({contractURI}).
+    string private _contractURI;
+
+    /// @dev ERC-7007: per token, `keccak256(prompt ‖ aigcData ‖ proof)` of the version the agent last recorded
+    /// with {addAigcData} (0 = none). Written only by {addAigcData}, never on the fulfilment path.
+    mapping(uint256 tokenId => bytes32 record) private _aigcRecords;
 
     // ----------------------------------------------------------------------------------------------------
     // Construction
@@ -500,6 +518,71 @@ contract LivingCollection is
     }
 
     // ----------------------------------------------------------------------------------------------------
+    // ERC-7007: verifiable AI-generated content
+    // ----------------------------------------------------------------------------------------------------
+    //
+    // A token version's AIGC triple, all fixed-length:
+    //
+    //   prompt    160 bytes  abi.encode(uint256 tokenId, uint256 stage, bytes32 seed, bytes32 inputsSha256,
+    //                        bytes32 weightsSha256): the token and stage, the request's on-chain seed, the sha256
+    //                        of the input snapshot's canonical JSON, and the image model's weights sha256 (the
+    //                        receipt's `seed.onchain_seed`, `input_snapshot_sha256`, `image.model.weights_sha256`)
+    //   aigcData   32 bytes  the sha256 of the metadata JSON: the digest `tokenURI` is built from
+    //   proof      32 bytes  the sha256 of the inference receipt's canonical JSON: the fulfilment's `provenance`
+    //
+    // On-chain, {verify} checks what the chain holds: the token is live, `aigcData` is its current digest, `stage`
+    // its current stage, `weightsSha256` the registered weights of {modelOf}, and the agent recorded exactly this
+    // triple for it ({addAigcData}). Off-chain, `chrysalis verify` completes it: the metadata and receipt fetched
+    // by CID hash to `aigcData` and `proof`, the seed is the one the request's {EvolutionRequested} announced, and
+    // replaying the model on the inputs gives the same pixels and lore.
+
+    /**
+     * @inheritdoc IERC7007
+     * @dev Records the triple for the token's current version and emits {AigcData}. Kept off the fulfilment path
+     * (the ERC lets AIGC data be added separately from minting): recording costs the agent one storage write and
+     * the event when it chooses to, and {fulfillEvolutions} stays within its gas budget. A later evolution or
+     * refresh makes the record stale ({verify} is false until the agent records the new version).
+     *
+     * Requirements:
+     *
+     * - The caller has `AGENT_ROLE` (the key whose fulfilment already announced this provenance in {Evolved}).
+     * - `prompt` is 160 bytes, `aigcData` and `proof` 32 bytes each; `proof` is not zero.
+     * - `prompt` names `tokenId`, which exists; `aigcData` is its current metadata digest, the prompt's stage its
+     *   current stage and its weights the registered weights of its model ({modelOf}).
+     *
+     * Emits an {AigcData} event.
+     */
+    function addAigcData(uint256 tokenId, bytes calldata prompt, bytes calldata aigcData, bytes calldata proof)
+        external
+        virtual
+        onlyRole(AGENT_ROLE)
+    {
+        if (prompt.length == _AIGC_PROMPT_LENGTH && uint256(bytes32(prompt[:32])) != tokenId) {
+            revert LivingCollectionAigcTokenMismatch(tokenId, uint256(bytes32(prompt[:32])));
+        }
+        _checkAigc(prompt, aigcData, proof, true);
+        _aigcRecords[tokenId] = keccak256(bytes.concat(prompt, aigcData, proof));
+        emit AigcData(tokenId, prompt, aigcData, proof);
+    }
+
+    /**
+     * @inheritdoc IERC7007
+     * @dev True iff the triple is well formed, names a live token whose current version it describes (digest,
+     * stage, registered model weights), and the agent recorded exactly this triple for that version with
+     * {addAigcData}. Never reverts. A past version's triple is false (its {AigcData} event stays in the logs).
+     * The model replay that shows the inputs really give this output is off-chain (`chrysalis verify`).
+     */
+    function verify(bytes calldata prompt, bytes calldata aigcData, bytes calldata proof)
+        external
+        view
+        virtual
+        returns (bool success)
+    {
+        (uint256 tokenId, bool current) = _checkAigc(prompt, aigcData, proof, false);
+        return current && _aigcRecords[tokenId] == keccak256(bytes.concat(prompt, aigcData, proof));
+    }
+
+    // ----------------------------------------------------------------------------------------------------
     // Fees
     // ----------------------------------------------------------------------------------------------------
 
@@ -649,6 +732,21 @@ contract LivingCollection is
      */
     function setDefaultRoyalty(address receiver, uint96 feeNumerator) external virtual onlyRole(DEFAULT_ADMIN_ROLE) {
         _setRoyalty(receiver, feeNumerator);
+    }
+
+    /**
+     * @dev Sets the ERC-7572 contract-level metadata URI ({contractURI}): `ipfs://<cid>` of the collection's
+     * metadata JSON (`chrysalis deploy` pins it), an `https://` URL, or a `data:application/json` URI.
+     *
+     * Requirements:
+     *
+     * - The caller has `DEFAULT_ADMIN_ROLE`.
+     *
+     * Emits a {ContractURIUpdated} event.
+     */
+    function setContractURI(string calldata uri) external virtual onlyRole(DEFAULT_ADMIN_ROLE) {
+        _contractURI = uri;
+        emit ContractURIUpdated();
     }
 
     // ----------------------------------------------------------------------------------------------------
@@ -947,7 +1045,16 @@ contract LivingCollection is
         return _modelIds[weightsDigest];
     }
 
-    /// @dev ERC-165: also ERC-4906 (`0x49064906`) and {ILivingCollection}.
+    /// @inheritdoc IERC7572
+    function contractURI() external view virtual returns (string memory) {
+        return _contractURI;
+    }
+
+    /**
+     * @dev ERC-165: also ERC-4906 (`0x49064906`), ERC-7007 (`0x702c55a6`), ERC-7572 (`0xe8a3d485`, the selector
+     * of `contractURI()`: the ERC asks for no ERC-165 id, but this is the id its interface has) and
+     * {ILivingCollection}.
+     */
     function supportsInterface(bytes4 interfaceId)
         public
         view
@@ -955,7 +1062,8 @@ contract LivingCollection is
         override(IERC165, ERC721, ERC2981, AccessControlDefaultAdminRules)
         returns (bool)
     {
-        return interfaceId == bytes4(0x49064906) || interfaceId == type(ILivingCollection).interfaceId
+        return interfaceId == bytes4(0x49064906) || interfaceId == type(IERC7007).interfaceId
+            || interfaceId == type(IERC7572).interfaceId || interfaceId == type(ILivingCollection).interfaceId
             || super.supportsInterface(interfaceId);
     }
 
@@ -1001,6 +1109,60 @@ contract LivingCollection is
         emit Evolved(tokenId, requestId, request.stage(), digest, provenance);
         _metadataUpdated(tokenId, tokenId);
         return request.fee();
+    }
+
+    /**
+     * @dev Checks an ERC-7007 triple against the current version of the token its prompt names (see the ERC-7007
+     * section) and returns that token. A check that fails reverts when `strict`, and otherwise returns
+     * `current == false`. The agent's record of the triple is the caller's to compare.
+     *
+     * Requirements (when `strict`):
+     *
+     * - `prompt` is 160 bytes, `aigcData` and `proof` 32 bytes ({LivingCollectionAigcMalformed}).
+     * - The named token exists ({LivingCollectionUnknownToken}).
+     * - `aigcData` is its metadata digest ({LivingCollectionAigcNotCurrent}), the prompt's stage its stage
+     *   ({LivingCollectionAigcStageMismatch}) and the prompt's weights those registered for its model
+     *   ({LivingCollectionAigcModelMismatch}).
+     * - `proof` is not zero ({LivingCollectionInvalidDigest}).
+     */
+    function _checkAigc(bytes calldata prompt, bytes calldata aigcData, bytes calldata proof, bool strict)
+        internal
+        view
+        virtual
+        returns (uint256 tokenId, bool current)
+    {
+        if (prompt.length != _AIGC_PROMPT_LENGTH || aigcData.length != 32 || proof.length != 32) {
+            if (strict) revert LivingCollectionAigcMalformed(prompt.length, aigcData.length, proof.length);
+            return (0, false);
+        }
+        tokenId = uint256(bytes32(prompt[:32]));
+        if (_ownerOf(tokenId) == address(0)) {
+            if (strict) revert LivingCollectionUnknownToken(tokenId);
+            return (tokenId, false);
+        }
+        bytes32 digest = _digests[tokenId];
+        if (digest == 0 || bytes32(aigcData) != digest) {
+            if (strict) revert LivingCollectionAigcNotCurrent(tokenId, bytes32(aigcData), digest);
+            return (tokenId, false);
+        }
+        // The token's stage and model as {stageOf} and {modelOf} report them.
+        TokenState state = _tokenState[tokenId];
+        bool pending = _requests[tokenId].exists();
+        uint256 stage = pending ? state.stage() - 1 : state.stage();
+        if (uint256(bytes32(prompt[32:64])) != stage) {
+            if (strict) revert LivingCollectionAigcStageMismatch(tokenId, uint256(bytes32(prompt[32:64])), stage);
+            return (tokenId, false);
+        }
+        bytes32 registered = _models[pending ? state.previousModel() : state.model()].weightsDigest;
+        if (registered == 0 || bytes32(prompt[128:160]) != registered) {
+            if (strict) revert LivingCollectionAigcModelMismatch(tokenId, bytes32(prompt[128:160]), registered);
+            return (tokenId, false);
+        }
+        if (bytes32(proof) == 0) {
+            if (strict) revert LivingCollectionInvalidDigest(0);
+            return (tokenId, false);
+        }
+        return (tokenId, true);
     }
 
     /// @dev Moves `fees` from escrow to the withdrawable balance (one slot, one write).

@@ -12,7 +12,9 @@ from rich.table import Table
 
 from agent.clicontext import current_context, current_settings
 
-model_app = typer.Typer(name="model", help="Inference models: info, sample, verify.", no_args_is_help=True)
+model_app = typer.Typer(
+    name="model", help="Inference models: info, sample, verify, publish, fetch.", no_args_is_help=True
+)
 console = Console()
 
 

@@ -7,13 +7,24 @@ relevant settings (the cache key is exactly the settings the loader reads). Heav
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from agent.errors import ConfigError
+from agent.errors import ConfigError, NotFoundError
 from agent.generate.base import ImageGenerator, LoreWriter
+from agent.generate.published import (
+    PublishableModel,
+    cache_path,
+    cached_model_dir,
+    describe_model_dir,
+    is_ipfs_uri,
+    model_uri,
+    parse_model_uri,
+)
 from agent.generate.quiet import quiet_libraries
+from agent.generate.runtime import resolve_model_source
 from agent.settings import ModelSettings, model_keys
 
 IMAGE_KEYS = model_keys("image")
@@ -69,14 +80,14 @@ def _build_image(s: ModelSettings) -> ImageGenerator:
         from agent.generate.image.embedded import EmbeddedSpriteGenerator
         from agent.generate.runtime import resolve_device, resolve_dtype
 
-        if s.image_model or s.image_lora:
+        if s.image_lora:
             raise ConfigError(
-                "image_model / image_lora are set but image_backend is 'embedded'",
-                hint="set models.image_backend = 'diffusers' to use them, or unset them",
+                "image_lora is set but image_backend is 'embedded'",
+                hint="set models.image_backend = 'diffusers' to use it, or unset it",
             )
         device = resolve_device(s.device)
         return EmbeddedSpriteGenerator(
-            None,
+            model_dir(s.image_model, s.cache_dir, setting="models.image_model") if s.image_model else None,
             device=str(device),
             num_inference_steps=s.image_steps or 50,
             guidance_scale=1.0 if s.image_guidance is None else s.image_guidance,
@@ -93,7 +104,8 @@ def _build_image(s: ModelSettings) -> ImageGenerator:
                 hint="set models.image_model to a pipeline directory or hub id",
             )
         return DiffusersImageGenerator(
-            s.image_model,
+            _local(s.image_model, s.cache_dir, setting="models.image_model"),
+            model_id=s.image_model,
             lora=s.image_lora,
             lora_scale=s.image_lora_scale,
             scheduler=s.image_scheduler,
@@ -144,5 +156,74 @@ def _build_lore(s: ModelSettings) -> LoreWriter:
                 "lore_backend is 'transformers' but no lore_model is set",
                 hint="set models.lore_model to a causal LM directory or hub id",
             )
-        return TransformersLoreWriter(s.lore_model, device=s.device, dtype=s.dtype, **_decoding(s))
+        return TransformersLoreWriter(
+            _local(s.lore_model, s.cache_dir, setting="models.lore_model"),
+            model_id=s.lore_model,
+            device=s.device,
+            dtype=s.dtype,
+            **_decoding(s),
+        )
     raise ConfigError(f"unknown lore_backend {s.lore_backend!r}", hint="use embedded or transformers")
+
+
+# -- model directories, local or published on IPFS ----------------------------------------------------------------
+
+
+def model_dir(source: str, cache_dir: Path, *, setting: str) -> Path:
+    """The directory a model setting names: a local path, or ``ipfs://<CID>`` loaded into ``cache_dir`` before
+    (``chrysalis model fetch``), every file checked again against its publication manifest.
+
+    Raises:
+        NotFoundError: no such directory, or the CID is not in the cache yet (the hint says how to load it).
+        PublishedModelError: a cached file differs from the manifest (naming it).
+    """
+    if is_ipfs_uri(source):
+        cid = parse_model_uri(source)
+        found = cached_model_dir(cid, cache_dir)
+        if found is None:
+            raise NotFoundError(
+                f"{setting} = {source!r} is not in the model cache ({cache_path(cid, cache_dir)})",
+                hint=f"load it first, every file checked: `chrysalis model fetch {model_uri(cid)}` (from the "
+                "configured IPFS repo or a gateway), or set models.cache_dir to where it was loaded",
+            )
+        return found
+    path = Path(source).expanduser()
+    if not path.is_dir():
+        raise NotFoundError(
+            f"{setting} = {source!r} is not a directory",
+            hint=f"set {setting} to a model directory, or to ipfs://<CID> of a published model",
+        )
+    return path.resolve()
+
+
+def _local(source: str, cache_dir: Path, *, setting: str) -> str:
+    """``source`` as the loaders take it: a published model's cached directory, else unchanged (a path, a hub id)."""
+    return str(model_dir(source, cache_dir, setting=setting)) if is_ipfs_uri(source) else source
+
+
+def image_model_dir(settings: ModelSettings) -> Path:
+    """The directory of the configured image model: the shipped sprite model, a local directory, a hub id in the
+    local cache, or a published model in the model cache."""
+    if settings.image_backend == "embedded":
+        from agent.generate.image.embedded import SHIPPED_DIR
+
+        if not settings.image_model:
+            return SHIPPED_DIR.resolve()
+        return model_dir(settings.image_model, settings.cache_dir, setting="models.image_model")
+    if not settings.image_model:
+        raise ConfigError(
+            "image_backend is 'diffusers' but no image_model is set",
+            hint="set models.image_model to a pipeline directory or hub id",
+        )
+    if is_ipfs_uri(settings.image_model):
+        return model_dir(settings.image_model, settings.cache_dir, setting="models.image_model")
+    return resolve_model_source(settings.image_model, what="image model", setting="models.image_model")
+
+
+def publishable_image_model(settings: ModelSettings) -> PublishableModel:
+    """The configured image model as a directory to publish (every file, its weights digest, the receipts' id)."""
+    directory = image_model_dir(settings)
+    if settings.image_backend == "embedded":
+        return describe_model_dir(directory, kind="image", backend="embedded")
+    model_id = settings.image_model if not is_ipfs_uri(settings.image_model) else None
+    return describe_model_dir(directory, model_id=model_id, kind="image", backend="diffusers")

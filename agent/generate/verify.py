@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
-from agent.errors import ChrysalisError, ConfigError
+from agent.errors import ChrysalisError, ConfigError, NotFoundError
 from agent.generate.base import ImageRequest, LoreRequest
 from agent.generate.receipt import (
     IMAGE_RUNTIME_KEYS,
@@ -128,11 +128,13 @@ class _CanonicalImageRuntime(TypedDict):
     threads: int
 
 
-def image_settings(part: ImageRecord, *, model: str | None = None, lora: str | None = None) -> ModelSettings:
+def image_settings(
+    part: ImageRecord, *, model: str | None = None, lora: str | None = None, cache_dir: Path | None = None
+) -> ModelSettings:
     """Settings that rebuild the receipt's image generator: CPU, float32, batch 1, the receipt's thread count.
 
     The generator pins its own thread count for each call, so the count must be in the settings (a count set
-    around the call would be overridden).
+    around the call would be overridden). ``model`` may be ``ipfs://<CID>`` of a published model in ``cache_dir``.
     """
     cfg = part.config
     common: _CanonicalImageRuntime = {
@@ -141,9 +143,12 @@ def image_settings(part: ImageRecord, *, model: str | None = None, lora: str | N
         "image_batch_size": 1,
         "threads": _threads_for(part.runtime),
     }
+    if cache_dir is not None:
+        return image_settings(part, model=model, lora=lora).model_copy(update={"cache_dir": Path(cache_dir)})
     if part.model.backend == "embedded":
         return ModelSettings(
             image_backend="embedded",
+            image_model=model,  # a sprite-model directory here (e.g. loaded from its CID); None: the shipped one
             image_steps=cfg.get("num_inference_steps"),
             image_guidance=cfg.get("guidance_scale"),
             **common,
@@ -201,6 +206,71 @@ def lore_settings(
     )
 
 
+class ModelUnavailableError(NotFoundError):
+    """A model a receipt names cannot be loaded on this machine (not there, not downloadable, or a local copy
+    whose files are not the ones its manifest names): the receipt cannot be replayed here.
+
+    Attributes:
+        role: ``image`` or ``lore``. model: The receipt's record of it.
+    """
+
+    def __init__(self, role: str, model: Any, reason: str, hint: str | None) -> None:
+        self.role = role
+        self.model = model
+        super().__init__(
+            f"the receipt's {role} model {model.model_id} (weights sha256 {model.weights_sha256}) cannot be loaded "
+            f"here: {reason}",
+            hint=hint
+            or f"put the model on this machine and pass its location (--{role}-model PATH), or fetch it from the "
+            "collection's model registry",
+        )
+
+
+def load_models(
+    receipt: InferenceReceipt | Mapping[str, Any] | Path | str,
+    *,
+    image_model: str | None = None,
+    image_lora: str | None = None,
+    lore_model: str | None = None,
+    cache_dir: Path | None = None,
+) -> None:
+    """Load the receipt's models exactly as :func:`verify` will (the factory keeps them), so that a model that is
+    not on this machine is told apart from a replay that differs.
+
+    Raises:
+        ModelUnavailableError: a model cannot be loaded here (names the role and the model).
+    """
+    from agent.generate import factory
+
+    r = _coerce(receipt)
+    if r.image is not None:
+        part = r.image
+        with torch_threads(_threads_for(part.runtime)):
+            try:
+                factory.load_image_generator(
+                    image_settings(part, model=image_model, lora=image_lora, cache_dir=cache_dir)
+                )
+            except (ChrysalisError, OSError) as exc:
+                raise ModelUnavailableError(
+                    "image", part.model, _reason(exc), getattr(exc, "hint", None)
+                ) from None
+    if r.lore is not None:
+        lore = r.lore
+        with torch_threads(_threads_for(lore.runtime)):
+            try:
+                factory.load_lore_writer(lore_settings(lore, model=lore_model, cache_dir=cache_dir))
+            except (ChrysalisError, OSError) as exc:
+                raise ModelUnavailableError(
+                    "lore", lore.model, _reason(exc), getattr(exc, "hint", None)
+                ) from None
+
+
+def _reason(exc: BaseException) -> str:
+    text = exc.message if isinstance(exc, ChrysalisError) else f"{type(exc).__name__}: {exc}"
+    text = " ".join(text.split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
 def verify(
     receipt: InferenceReceipt | Mapping[str, Any] | Path | str,
     *,
@@ -219,7 +289,8 @@ def verify(
         snapshot: The input snapshot, if at hand; its hash is then compared too.
         image_model, image_lora, lore_model: Where this machine keeps the receipt's models, when not at the
             recorded path / hub id (their digests are still checked against the receipt).
-        cache_dir: Converted-model cache for the embedded lore model.
+        cache_dir: The model cache: the embedded lore model's converted copy, and models published on IPFS (a
+            ``image_model`` / ``lore_model`` of ``ipfs://<CID>``, loaded with ``chrysalis model fetch``).
     """
     from agent.generate import factory
 
@@ -264,7 +335,9 @@ def verify(
         part = r.image
         threads = _threads_for(part.runtime)
         with torch_threads(threads):
-            gen = factory.load_image_generator(image_settings(part, model=image_model, lora=image_lora))
+            gen = factory.load_image_generator(
+                image_settings(part, model=image_model, lora=image_lora, cache_dir=cache_dir)
+            )
             info = gen.model_ref
             check.eq("image.model.weights_sha256", part.model.weights_sha256, info.weights_sha256)
             extra = _relocated(_plain_extra(info.extra), part.model.extra, image_lora)

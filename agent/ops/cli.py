@@ -38,6 +38,9 @@ class _Out:
 
 out = _Out()
 
+DEV_CREDENTIALS_DIR = Path(".chrysalis/credentials")
+"""Where ``chrysalis init --dev-credentials`` puts development credentials when given no directory."""
+
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 FromOption = Annotated[
     str,
@@ -72,6 +75,11 @@ def register(app: typer.Typer) -> None:
 
     app.command("deploy")(deploy_command)
     app.command("mint")(mint_command)
+    from agent.generate.cli import model_app
+    from agent.ops.model_cli import fetch_command, publish_command
+
+    model_app.command("publish")(publish_command)  # the model group's commands that need IPFS and the chain
+    model_app.command("fetch")(fetch_command)
 
 
 _LOG_LEVELS: dict[str, Literal["DEBUG", "INFO", "WARNING", "ERROR"]] = {
@@ -94,14 +102,64 @@ def init(
     path: Annotated[Path, typer.Argument(help="File (or directory) to write.", show_default=True)] = Path(
         "chrysalis.toml"
     ),
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Overwrite an existing file (with --dev-credentials: the credential files only)."
+        ),
+    ] = False,
+    dev_credentials: Annotated[
+        bool,
+        typer.Option(
+            "--dev-credentials",
+            help="Also make development C2PA credentials (a local CA and an ES256 signing certificate, keys 0600) "
+            "and point \\[credentials] at them: a new config file gets them set; an existing one is never "
+            "changed, the lines to add are printed.",
+        ),
+    ] = False,
+    credentials_dir: Annotated[
+        Path,
+        typer.Option(
+            "--credentials-dir",
+            metavar="DIR",
+            help="Where --dev-credentials writes its files.",
+        ),
+    ] = DEV_CREDENTIALS_DIR,
 ) -> None:
-    """Write a commented chrysalis.toml with every setting at its default."""
-    from agent.ops.config_template import write_config
+    """Write a commented chrysalis.toml with every setting at its default (--dev-credentials: and development
+    C2PA credentials)."""
+    from agent.ops.config_template import config_file, write_config
 
-    written = write_config(path, force=force)
-    out.print(f"wrote {written}: every setting at its default, with its description")
-    out.print("[dim]edit what you need; `chrysalis status` checks the chain and the database it points at[/]")
+    if not dev_credentials:
+        written = write_config(path, force=force)
+        out.print(f"wrote {written}: every setting at its default, with its description")
+        out.print(
+            "[dim]edit what you need; `chrysalis status` checks the chain and the database it points at[/]"
+        )
+        return
+    from agent.credentials import create_dev_credentials
+
+    target = config_file(path)
+    if not target.parent.is_dir():  # before any file is made
+        raise ConfigError(
+            f"directory {target.parent} does not exist", hint=f"create it first (mkdir -p {target.parent})"
+        )
+    creds = create_dev_credentials(credentials_dir, force=force)
+    out.print(
+        f"made development C2PA credentials in {credentials_dir}: a local CA ({creds.trust_anchors.name}, key "
+        f"{creds.ca_key_file.name}) and an ES256 signing certificate ({creds.certificate_chain.name}, key "
+        f"{creds.key_file.name}, valid until {creds.not_after:%Y-%m-%d}); keys are mode 0600"
+    )
+    out.print(
+        "[dim]images signed with them validate, but public validators show them as untrusted: only a "
+        "certificate from a CA on the C2PA trust list is trusted there[/]"
+    )
+    if target.exists():
+        out.print(f"{target} exists and was left as it is; add these lines to it:\n")
+        typer.echo(creds.settings_toml())
+        return
+    written = write_config(path, values={"credentials": creds.settings()})
+    out.print(f"wrote {written}: every setting at its default, \\[credentials] set to the new files")
 
 
 # -- run ------------------------------------------------------------------------------------------------------

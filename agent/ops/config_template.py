@@ -15,6 +15,7 @@ import textwrap
 import tomllib
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path, PurePath
 from typing import Any, Literal, get_args, get_origin
 
@@ -39,8 +40,14 @@ _HEADER = """\
 """
 
 
-def render_config() -> str:
-    """The commented TOML text of every setting at its default. Parsing it back gives the defaults."""
+def render_config(values: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+    """The commented TOML text of every setting at its default. Parsing it back gives the defaults.
+
+    Args:
+        values: Settings to write set instead, per table (``{"credentials": {"key_file": "..."}}``); parsing the
+            text back then gives the defaults with these values.
+    """
+    values = values or {}
     out = [_HEADER]
     tables: list[tuple[str, FieldInfo, type[BaseModel]]] = []
     for name, field in Settings.model_fields.items():
@@ -50,19 +57,26 @@ def render_config() -> str:
         else:
             out.append(_render_field(name, field, env=ENV_PREFIX + name.upper()))
     for name, _field, model in tables:
-        out.append(_render_table(name, model))
+        out.append(_render_table(name, model, values.get(name, {})))
     text = "\n".join(out).rstrip() + "\n"
-    _check(text)
+    _check(text, values)
     return text
 
 
-def write_config(path: Path, *, force: bool = False) -> Path:
-    """Write :func:`render_config` to ``path`` (``path/chrysalis.toml`` for a directory); return the file.
+def config_file(path: Path) -> Path:
+    """The file ``chrysalis init PATH`` writes: ``PATH``, or ``PATH/chrysalis.toml`` for a directory."""
+    return path / "chrysalis.toml" if path.is_dir() else path
+
+
+def write_config(
+    path: Path, *, force: bool = False, values: Mapping[str, Mapping[str, Any]] | None = None
+) -> Path:
+    """Write :func:`render_config` (``values`` set) to ``path`` (``path/chrysalis.toml`` for a directory); return
+    the file.
 
     Raises :class:`ConfigError` when the file exists and ``force`` is false, or the directory is missing.
     """
-    if path.is_dir():
-        path = path / "chrysalis.toml"
+    path = config_file(path)
     if path.exists() and not force:
         raise ConfigError(
             f"{path} already exists; not overwriting it",
@@ -72,14 +86,14 @@ def write_config(path: Path, *, force: bool = False) -> Path:
         raise ConfigError(
             f"directory {path.parent} does not exist", hint=f"create it first (mkdir -p {path.parent})"
         )
-    path.write_text(render_config())
+    path.write_text(render_config(values))
     return path
 
 
 # -- rendering ------------------------------------------------------------------------------------------------
 
 
-def _render_table(name: str, model: type[BaseModel]) -> str:
+def _render_table(name: str, model: type[BaseModel], values: Mapping[str, Any]) -> str:
     lines = [_comment(_doc(model)), f"[{name}]"]
     arrays: list[tuple[str, FieldInfo, type[BaseModel]]] = []
     for key, field in model.model_fields.items():
@@ -87,13 +101,15 @@ def _render_table(name: str, model: type[BaseModel]) -> str:
         if item is not None:
             arrays.append((key, field, item))
             continue
-        lines.append(_render_field(key, field, env=f"{ENV_PREFIX}{name.upper()}__{key.upper()}"))
+        lines.append(
+            _render_field(key, field, env=f"{ENV_PREFIX}{name.upper()}__{key.upper()}", value=values.get(key))
+        )
     for key, field, item in arrays:
         lines.append(_render_array_example(f"{name}.{key}", field, item))
     return "\n".join(lines) + "\n"
 
 
-def _render_field(key: str, field: FieldInfo, *, env: str) -> str:
+def _render_field(key: str, field: FieldInfo, *, env: str, value: Any = None) -> str:
     notes = []
     if field.description:
         notes.append(_sentence(field.description))
@@ -102,6 +118,8 @@ def _render_field(key: str, field: FieldInfo, *, env: str) -> str:
     if _is_secret(field.annotation):
         notes.append(f"Secret: set it in the environment ({env}), never in this file.")
         return _comment(" ".join(notes)) + "\n"
+    if value is not None:
+        return _comment(" ".join(notes)) + f"\n{key} = {toml_value(value)}\n"
     if default is None:
         return _comment(" ".join(notes)) + f"\n# {key} = {_placeholder(field)}\n"
     return _comment(" ".join(notes)) + f"\n{key} = {toml_value(default)}\n"
@@ -261,11 +279,14 @@ def _describe_bounds(field: FieldInfo) -> str:
     return f", {' and '.join(parts)}" if parts else ""
 
 
-def _check(text: str) -> None:
-    """The rendered text must parse and validate to exactly the defaults (a bug here is ours, not the user's)."""
+def _check(text: str, values: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+    """The rendered text must parse and validate to exactly the defaults, with ``values`` set (a bug here is ours,
+    not the user's)."""
     parsed = tomllib.loads(text)
     rendered = Settings.model_validate(parsed).model_dump(mode="json")
-    defaults = Settings.model_validate({}).model_dump(mode="json")
+    defaults = Settings.model_validate({k: dict(v) for k, v in (values or {}).items()}).model_dump(
+        mode="json"
+    )
     if rendered != defaults:
         diff = sorted(
             f"{section}.{key}"

@@ -4,15 +4,20 @@ It runs inside ``ape run demo --network ethereum:local:foundry`` (Ape starts anv
 :func:`agent.deployment.deploy_collection`), and everything after the deployment goes the way an operator and
 holders would do it:
 
-1. deploy LivingCollection and a DevPriceFeed, register the shipped image model, grant the agent its role;
+1. deploy LivingCollection and a DevPriceFeed, register the shipped image model, grant the agent its role; the
+   collection's ERC-7572 metadata (``contractURI``) is pinned in the agent's repo;
 2. mint tokens to three holders; give the price feed a day of history (+5 %);
-3. write the agent's encrypted keystore and a ``chrysalis.toml``, and start ``chrysalis run`` as a subprocess
+3. write the agent's encrypted keystore, development C2PA credentials (a local CA and an ES256 signing
+   certificate in ``data/credentials``) and a ``chrysalis.toml``, and start ``chrysalis run`` as a subprocess
    (it serves the embedded IPFS gateway and /metrics, and logs JSON lines to ``agent.log``);
 4. round 1: holders request evolutions and fuse two tokens (the same code as ``chrysalis evolve`` / ``fuse``);
 5. the price drops 14 % a day later; round 2: more evolutions, one token for the second time (img2img from
    its previous image);
-6. wait until every request is fulfilled, read each token's metadata history through the gateway from its
-   on-chain tokenURI (every block checked against its CID), and save the images;
+6. wait until every request is fulfilled, record each evolved token's version for ERC-7007 (``chrysalis aigc
+   record``: ``addAigcData`` beside the running agent), read each token's metadata history through the gateway from its
+   on-chain tokenURI (every block checked against its CID), save the images, and read each image's Content
+   Credentials back: signed, bound to its pixels, trusted by the demo's CA, naming its token, stage, receipt and
+   model;
 7. stop the agent with SIGTERM (it exits 0), print each token and write ``index.html`` (relative paths).
 
 Everything runs offline with the shipped models; the output directory is recreated on each run.
@@ -29,17 +34,21 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from rich.console import Console
 from rich.table import Table
 
-from agent.errors import BackendUnavailableError, ChrysalisError, ConfigError, RetryableError
+from agent.deployment import Deployment
+from agent.errors import BackendUnavailableError, ChrysalisError, ConfigError, IntegrityError, RetryableError
 from agent.fsutil import write_private
+
+if TYPE_CHECKING:  # pragma: no cover
+    from agent.ops.models import PinnedModel
 
 MARKER = ".chrysalis-demo"
 #: What the demo writes in its output directory (an older demo wrote only deployments/).
@@ -75,6 +84,18 @@ class Version:
         return self.description.rsplit("\n\n", 1)[-1].strip()
 
 
+@dataclass(frozen=True)
+class SignedImage:
+    """What one image's Content Credentials say (read back by :func:`agent.credentials.inspect_png`)."""
+
+    token_id: int
+    stage: int
+    path: str
+    signer: str
+    model_id: str
+    ingredients: tuple[str, ...]
+
+
 @dataclass
 class TokenResult:
     token_id: int
@@ -93,6 +114,7 @@ class DemoResult:
     seconds: float
     agent_exit: int
     metrics: dict[str, float]
+    signed: list[SignedImage] = field(default_factory=list)
 
 
 # -- small helpers ----------------------------------------------------------------------------------------------
@@ -232,6 +254,7 @@ class Demo:
         self.gateway_port = 0
         self.metrics_port = 0
         self.agent_cpu_s = 0.0
+        self.signed: list[SignedImage] = []
 
     def say(self, text: str) -> None:
         self.console.print(f"[dim]{time.monotonic() - self.started:6.1f}s[/]  {text}", highlight=False)
@@ -264,17 +287,20 @@ class Demo:
             **{h.address: h.name for h in holders},
         }
 
-        digest, model_id = self._image_model()
-        params = DeployParams(
-            agent=agent_account.address, model_digest=digest, model_manifest=f"chrysalis:{model_id}"
+        # the image model pinned in the agent's repo; the deployment registers its digest with its ipfs:// URI
+        model = self._publish_image_model()
+        digest, model_id = model.model.weights_sha256, model.model.model_id
+        params = DeployParams(agent=agent_account.address, model_digest=digest, model_manifest=model.uri)
+        deployment = deploy_collection(
+            params, admin, out_dir=self.out / "deployments", pin=self._pin_collection_metadata()
         )
-        deployment = deploy_collection(params, admin, out_dir=self.out / "deployments")
         record = self.out / "deployments" / "local.json"
         lc = project.LivingCollection.at(deployment.address())
         feed = project.DevPriceFeed.at(deployment.address(PRICE_FEED))
         self.say(
             f"deployed LivingCollection [cyan]{lc.address}[/] and DevPriceFeed on chain {deployment.chain_id} "
-            f"(anvil at {url}); model {model_id} sha256 {digest[:12]}... registered and active"
+            f"(anvil at {url}); model {model_id} sha256 {digest[:12]}... registered and active, its whole "
+            f"directory pinned as {model.uri}"
         )
 
         # Busier wallets grow other elements (default rules: fewer than 10 transactions is earth, 10-99 water,
@@ -311,6 +337,7 @@ class Demo:
                 f"agent running (pid {self.agent.proc.pid}); gateway {self.gateway}/ipfs/..., metrics "
                 f"{self.metrics_url}, log {self.agent.log_path.name}"
             )
+            self._fetch_model_from_the_chain(lc)
             collection = Collection.connect(
                 Settings(
                     chain=ChainSettings(rpc_url=url, deployment=record),
@@ -335,8 +362,9 @@ class Demo:
                 self._evolve(collection, b, 5),
             ]
             self._wait(collection, round2, "round 2")
+            self._record_aigc(config, sorted({r >> 32 for r in round1 + round2}))
 
-            tokens = self._collect(lc, names)
+            tokens = self._collect(lc, names, deployment)
             metrics = self._metrics()
         finally:
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -349,20 +377,67 @@ class Demo:
         )
         page = self._write_page(tokens, deployment)
         result = DemoResult(
-            tokens, self.request_count, page, time.monotonic() - self.started, exit_code, metrics
+            tokens, self.request_count, page, time.monotonic() - self.started, exit_code, metrics, self.signed
         )
         self._print(result)
         return result
 
     # -- steps ----------------------------------------------------------------------------------------------------
 
-    def _image_model(self) -> tuple[str, str]:
-        """The shipped image model's weights digest (registered on-chain) and id."""
-        from agent.generate.factory import load_image_generator
+    def _publish_image_model(self) -> PinnedModel:
+        """The image model the agent runs (the shipped one unless ``models`` says otherwise), its whole directory
+        pinned in the agent's repo as ``chrysalis model publish`` pins it; the deployment registers its weights
+        digest with the directory's ``ipfs://`` URI, and the agent's gateway serves it to anyone."""
+        from agent.generate.factory import publishable_image_model
+        from agent.ipfs.repo import IpfsRepo
+        from agent.ops.models import pin_model
         from agent.settings import ModelSettings
 
-        info = load_image_generator(ModelSettings()).model_ref
-        return info.weights_sha256, info.model_id
+        settings = ModelSettings.model_validate({k: v for k, v in self.models.items() if v is not None})
+        return pin_model(IpfsRepo(self.out / "data" / "ipfs"), publishable_image_model(settings))
+
+    def _pin_collection_metadata(self) -> Callable[[bytes], str]:
+        """Pins the collection's ERC-7572 metadata (``contractURI``) into the agent's repo, as ``chrysalis deploy``
+        pins it into ``ipfs.repo``: the agent's gateway serves it."""
+        from agent.ipfs.repo import IpfsRepo
+
+        repo = IpfsRepo(self.out / "data" / "ipfs")
+        return lambda data: str(repo.add_raw_block(data))
+
+    def _record_aigc(self, config: Path, tokens: list[int]) -> None:
+        """What the operator runs after evolutions (``chrysalis aigc record``): each evolved token's current
+        version recorded with ``addAigcData``, so the collection's ERC-7007 ``verify`` is true for it."""
+        from agent.ops.aigc import record_aigc
+        from agent.settings import load_settings
+
+        report = record_aigc(load_settings(config), tokens)
+        self.say(
+            f"ERC-7007: chrysalis aigc record recorded {report.count('recorded')} versions (tokens "
+            f"{', '.join(str(t.token_id) for t in report.tokens)}; {report.gas_used:,} gas in all): the "
+            "collection's verify(prompt, aigcData, proof) is true for each"
+        )
+
+    def _fetch_model_from_the_chain(self, lc: Any) -> None:
+        """What anyone can do: read the active model's record on-chain and fetch that directory through the
+        agent's gateway alone (every block checked against its CID, every file against the manifest, the weights
+        against the record's digest), into a model cache of its own."""
+        from agent.generate.published import load_model_from_cid
+        from agent.ipfs.fetch import make_fetcher
+        from agent.ops.models import FileByFile
+
+        started = time.monotonic()
+        model_id = lc.activeModel()
+        digest, uri, _registered_at = lc.modelRecord(model_id)
+        with make_fetcher(gateways=[self.gateway]) as fetcher:
+            path = load_model_from_cid(
+                uri, FileByFile(fetcher), self.out / "data" / "fetched-models", weights_sha256=bytes(digest)
+            )
+            fetched = fetcher.stats.bytes
+        self.say(
+            f"anyone can fetch the model: modelRecord({model_id}) names {uri}; its {fetched:,} bytes came through "
+            f"the gateway, every file matches its sha256 and the weights the record's digest "
+            f"({time.monotonic() - started:.1f} s, into {path.relative_to(self.out)})"
+        )
 
     @staticmethod
     def _advance_time(rpc: Any, seconds: int) -> None:
@@ -375,6 +450,8 @@ class Demo:
         from eth_account import Account
         from eth_typing import HexStr
 
+        from agent.credentials import create_dev_credentials
+
         keys = self.out / "keys"
         keys.mkdir()
         password = secrets.token_urlsafe(18)
@@ -384,6 +461,7 @@ class Demo:
         write_private(keystore, json.dumps(Account.encrypt(HexStr(agent_key), password, iterations=2**14)))
         self.gateway_port, self.metrics_port = _free_port(), _free_port()
         data = self.out / "data"
+        credentials = create_dev_credentials(data / "credentials", common_name="Chrysalis demo signer")
         config = self.out / "chrysalis.toml"
         config.write_text(
             _toml(
@@ -394,6 +472,7 @@ class Demo:
                     "ipfs": {"repo": str(data / "ipfs"), "gateway_port": self.gateway_port},
                     "models": self.models,
                     "signer": {"keystore": str(keystore), "password_file": str(password_file)},
+                    "credentials": credentials.settings(),
                     "submit": {"poll_interval_s": 0.2},
                     "agent": {"serve_gateway": True, "batch_wait_s": 1.0},
                     "metrics": {"port": self.metrics_port},
@@ -461,8 +540,9 @@ class Demo:
         order = ("queued", "running", "confirmed", "failed")
         return "jobs " + " ".join(f"{s} {jobs.get(s, 0)}" for s in order)
 
-    def _collect(self, lc: Any, names: dict[str, str]) -> list[TokenResult]:
-        """Every token's on-chain state and, through the gateway, its whole metadata history and images."""
+    def _collect(self, lc: Any, names: dict[str, str], deployment: Any) -> list[TokenResult]:
+        """Every token's on-chain state and, through the gateway, its whole metadata history and images (each
+        image's Content Credentials checked: :meth:`_check_credentials`)."""
         from agent.metadata import history
 
         images = self.out / "images"
@@ -493,6 +573,7 @@ class Demo:
                         )
                     path = images / f"token-{token_id}-stage-{md.stage}.png"
                     path.write_bytes(png)
+                    self._check_credentials(png, token_id, md, deployment, str(path.relative_to(self.out)))
                     result.versions.append(
                         Version(md.stage, entry.cid, md.description, dict(md.traits), md.image_cid,
                                 str(path.relative_to(self.out)))
@@ -500,6 +581,52 @@ class Demo:
             tokens.append(result)
         client.close()
         return tokens
+
+    def _check_credentials(self, png: bytes, token_id: int, md: Any, deployment: Any, path: str) -> None:
+        """The image carries valid Content Credentials that name this token, stage, receipt and model.
+
+        Raises:
+            IntegrityError: they are missing, do not validate, or name something else.
+        """
+        from agent.credentials import CredentialClaim, inspect_png
+        from agent.generate.receipt import InferenceReceipt
+
+        report = inspect_png(png, trust_anchors=self.out / "data" / "credentials" / "ca.pem")
+        receipt = InferenceReceipt.from_json(dict(md.receipt))
+        image_model = receipt.image.model if receipt.image is not None else None
+        problems = list(report.problems)
+        if not (report.valid and report.trusted):
+            problems.append(
+                f"valid={report.valid} trusted={report.trusted} bound_to_pixels={report.bound_to_pixels}"
+            )
+        elif image_model is not None:
+            expected = CredentialClaim(
+                chain_id=deployment.chain_id,
+                contract=deployment.address(),
+                token_id=token_id,
+                stage=md.stage,
+                receipt_sha256=receipt.sha256(),
+                weights_sha256=image_model.weights_sha256,
+                model_id=image_model.model_id,
+            )
+            assert report.claim is not None
+            problems += report.claim.differences(expected)
+        if problems:
+            raise IntegrityError(
+                f"token {token_id} stage {md.stage}: the image {md.image_cid} lacks valid Content Credentials: "
+                + "; ".join(problems),
+                hint=f"see {self.out / 'agent.log'}; the agent signs with the files in data/credentials",
+            )
+        self.signed.append(
+            SignedImage(
+                token_id,
+                md.stage,
+                path,
+                report.signer or "",
+                report.claim.model_id if report.claim else "",
+                report.ingredients,
+            )
+        )
 
     def _metrics(self) -> dict[str, float]:
         samples = _scrape(self.metrics_url)
@@ -554,6 +681,16 @@ class Demo:
                     f"[bold]token {token.token_id}[/], stage {version.stage} ({traits})", highlight=False
                 )
                 self.console.print(f"  {version.lore}", highlight=False, style="italic")
+        if result.signed:
+            evolved = sum(1 for s in result.signed if s.ingredients)
+            self.console.print(
+                f"content credentials: all {len(result.signed)} images carry a signed C2PA manifest (AI-made: "
+                f"trainedAlgorithmicMedia), bound to their pixels and trusted by the demo's development CA; each "
+                f"names its token, stage, receipt and model {result.signed[0].model_id}, and {evolved} evolutions "
+                f"list their previous image as an ingredient (signer: {result.signed[0].signer}; public validators "
+                "show development credentials as untrusted)",
+                highlight=False,
+            )
         m = result.metrics
         self.console.print(
             f"agent: {int(m['events_seen'])} events seen, {result.requests} requests fulfilled in "
@@ -629,6 +766,7 @@ def serve_studio(
                 f"log in as    {settings.studio.admin_user} / {password}  (review, regenerate, refresh)\n"
                 f"keep going   chrysalis --config {out / 'chrysalis.toml'} evolve 2 --from 2   (with the agent: "
                 f"chrysalis --config {out / 'chrysalis.toml'} run)\n"
+                f"verify       {stranger_verify(settings, server.url)}   (from any folder, as a stranger)\n"
                 + (
                     "Ctrl-C stops the studio and the local chain."
                     if seconds is None
@@ -644,6 +782,16 @@ def serve_studio(
         signal.signal(signal.SIGTERM, previous)
         studio.close()
     console.print("studio stopped", highlight=False)
+
+
+def stranger_verify(settings: Any, gateway: str, token: int = 1) -> str:
+    """The ``chrysalis verify`` line that checks ``token`` from public sources only: the demo's chain, its
+    collection's address and chain id, and a gateway (the studio's ``/ipfs/``)."""
+    deployment = Deployment.load(settings.chain.deployment)
+    return (
+        f"chrysalis verify {token} --rpc {settings.chain.rpc_url} --contract {deployment.address()} "
+        f"--chain-id {deployment.chain_id} --gateway {gateway}"
+    )
 
 
 def _port_free(port: int) -> bool:

@@ -7,6 +7,10 @@ alias) through plain web3, with :func:`agent.deployment.deploy_with`, the logic 
 share, and writes the deployment record the agent reads. ``mint`` mints from the recorded collection: a public
 mint paying the mint price, or an airdrop (``--to``, needs ``MINTER_ROLE``).
 
+Contract-level metadata (ERC-7572): ``deploy`` pins the collection's metadata JSON (name, description, image,
+external link) into the embedded IPFS repo as one raw block and sets ``contractURI`` to ``ipfs://<cid>``; a local
+image file given as the collection's image is pinned there too.
+
 Chain ids: plain ``anvil`` serves chain 31337; Ape's local networks (and ``anvil --chain-id 1337``) 1337. The
 record holds the chain id it was deployed on, and the agent refuses a node serving another.
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +28,7 @@ from web3 import Web3
 
 from agent.deployment import DEPLOYMENTS_DIR, Deployment, DeployParams, deploy_with
 from agent.errors import ConfigError, NotFoundError, PermanentError
+from agent.ipfs.repo import IpfsRepo
 from agent.ops.accounts import DEV_CHAIN_IDS
 from agent.redact import redact_url
 from agent.submit.signer import Signer
@@ -158,10 +164,17 @@ def deploy(
     artifacts: Path | None = None,
     password_file: Path | None = None,
     password_env: str = "CHRYSALIS_KEYSTORE_PASSWORD",
+    ipfs_repo: Path | None = None,
+    image_file: Path | None = None,
 ) -> Deployed:
     """Deploy through ``url`` from the account ``signer_spec`` names; write the record to ``out`` (default
     ``deployments/local.json`` on a local chain, ``deployments/chain-<id>.json`` elsewhere) and its ABIs
-    beside it. An existing record is never overwritten (move it away first)."""
+    beside it. An existing record is never overwritten (move it away first).
+
+    With ``ipfs_repo`` (the embedded node's repo: ``chrysalis deploy`` passes ``Settings.ipfs_repo``), the
+    collection metadata JSON (:func:`agent.deployment.collection_metadata`) is pinned there and ``contractURI``
+    set to ``ipfs://<cid>``, unless ``params.contract_uri`` names one; ``image_file`` is pinned there as the
+    collection's image."""
     from agent.ops.accounts import load_account
 
     found = load_artifacts(artifacts)
@@ -177,9 +190,35 @@ def deploy(
     signer = load_account(
         signer_spec, chain_id=chain_id, password_file=password_file, password_env=password_env
     )
+    params, pin = _contract_metadata(params, ipfs_repo, image_file)
     backend = Web3Backend(w3, signer, found, url=url, chain_id=chain_id)
-    deployment = deploy_with(backend, params, out_dir=record.parent, record_name=record.stem)
+    deployment = deploy_with(backend, params, out_dir=record.parent, record_name=record.stem, pin=pin)
     return Deployed(deployment, record)
+
+
+def _contract_metadata(
+    params: DeployParams, ipfs_repo: Path | None, image_file: Path | None
+) -> tuple[DeployParams, Callable[[bytes], str] | None]:
+    """``params`` with the pinned image's ``ipfs://`` URI, and the function that pins the collection metadata into
+    the repo at ``ipfs_repo`` (None without a repo)."""
+    if image_file is None and (ipfs_repo is None or params.contract_uri is not None):
+        return params, None  # nothing to pin
+    if ipfs_repo is None:
+        raise ConfigError(
+            f"cannot pin the image {image_file}: no IPFS repo", hint="set ipfs.repo, or pass --image URI"
+        )
+    repo = IpfsRepo(ipfs_repo)
+    if image_file is not None:
+        try:
+            with image_file.open("rb") as fh:
+                image = repo.add(fh).cid
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read the collection image {image_file}: {exc.strerror or exc}",
+                hint="pass an image file that exists, or --image URI",
+            ) from None
+        params = params.model_copy(update={"image": f"ipfs://{image}"})
+    return params, lambda data: str(repo.add_raw_block(data))
 
 
 def _record_chain(path: Path) -> str:

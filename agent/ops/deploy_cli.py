@@ -76,9 +76,39 @@ def deploy_command(
             show_default=False,
         ),
     ] = None,
+    publish_model: Annotated[
+        bool,
+        typer.Option(
+            "--publish-model",
+            help="Pin the configured image model's whole directory to IPFS (as `chrysalis model publish` does) and "
+            "register it as the initial model: its weights digest with its ipfs:// URI, activated.",
+        ),
+    ] = False,
     price_feed: Annotated[
         bool | None,
         typer.Option("--price-feed/--no-price-feed", help="Deploy DevPriceFeed (default: on a local chain)."),
+    ] = None,
+    description: Annotated[
+        str, typer.Option("--description", help="Collection description (contract-level metadata, ERC-7572).")
+    ] = "",
+    image: Annotated[
+        str,
+        typer.Option(
+            "--image",
+            help="Collection image: a URI (ipfs://..., https://...), or a local file, pinned to the IPFS repo.",
+        ),
+    ] = "",
+    external_link: Annotated[
+        str, typer.Option("--external-link", help="Collection website (contract-level metadata).")
+    ] = "",
+    contract_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--contract-uri",
+            help="contractURI to set as is (default: ipfs:// of the collection metadata JSON, pinned to the IPFS "
+            "repo).",
+            show_default=False,
+        ),
     ] = None,
     password_file: Annotated[
         Path | None,
@@ -87,7 +117,8 @@ def deploy_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the record as JSON.")] = False,
 ) -> None:
     """Deploy LivingCollection (and DevPriceFeed on a local chain) and write the deployment record the agent
-    reads. No Ape and no checkout scripts needed."""
+    reads. No Ape and no checkout scripts needed. The collection's metadata JSON (name, description, image,
+    external link) is pinned to the embedded IPFS repo and becomes its contractURI (ERC-7572)."""
     from pydantic import ValidationError
 
     from agent.errors import ConfigError
@@ -95,11 +126,25 @@ def deploy_command(
     from agent.ops.deploy import deploy
 
     settings = current_settings()
+    model_manifest = ""
+    if publish_model:
+        if model_digest:
+            raise ConfigError(
+                "--publish-model and --model-digest both name the initial model",
+                hint="--publish-model registers the configured image model's digest itself; drop --model-digest",
+            )
+        from agent.ops.models import pin_for_deploy
+
+        pinned = pin_for_deploy(settings)
+        model_digest, model_manifest = pinned.model.weights_sha256, pinned.uri
+    image_file = Path(image) if image and "://" not in image and not image.startswith("data:") else None
     try:
         params = DeployParams(
             name=name, symbol=symbol, max_supply=max_supply, mint_price=mint_price, max_per_wallet=max_per_wallet,
             evolution_fee=evolution_fee, request_timeout=request_timeout, agent=agent, model_digest=model_digest,
-            price_feed=price_feed,
+            model_manifest=model_manifest,
+            price_feed=price_feed, description=description, image="" if image_file else image,
+            external_link=external_link, contract_uri=contract_uri,
         )  # fmt: skip
     except ValidationError as exc:
         problems = "; ".join(f"--{'-'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
@@ -109,6 +154,7 @@ def deploy_command(
     done = deploy(
         rpc_url or settings.chain.rpc_url, account, params, out=out, artifacts=artifacts,
         password_file=password_file or settings.signer.password_file, password_env=settings.signer.password_env,
+        ipfs_repo=settings.ipfs_repo, image_file=image_file,
     )  # fmt: skip
     d = done.deployment
     if as_json:
@@ -116,6 +162,8 @@ def deploy_command(
         return
     for contract, record in d.contracts.items():
         console.print(f"{contract} at {record.address}")
+    if d.contract_uri:
+        console.print(f"contractURI {d.contract_uri}", highlight=False)
     console.print(
         f"record written to {done.record} (chain {d.chain_id}, deploy block {d.deploy_block}, agent {d.agent})"
     )

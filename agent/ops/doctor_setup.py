@@ -417,20 +417,19 @@ def check_models(settings: Any, registry: Callable[[str], tuple[int, int] | None
 
 
 def _image_model(models: Any, registry: Callable[[str], tuple[int, int] | None] | None) -> Check:
-    from agent.generate.runtime import resolve_model_source, weight_files, weights_digest
+    from agent.generate.factory import image_model_dir
+    from agent.generate.runtime import weight_files, weights_digest
 
     if models.image_backend == "embedded":
-        from agent.generate.image.embedded import SHIPPED_DIR, verify_model_dir
+        from agent.generate.image.embedded import verify_model_dir
 
-        manifest = verify_model_dir(SHIPPED_DIR)
+        # the shipped one, a sprite-model directory, or ipfs://<CID> in the model cache
+        directory = image_model_dir(models)
+        manifest = verify_model_dir(directory)
         digest = str(manifest["weights_sha256"])
-        what = (
-            f"embedded sprite model {SHIPPED_DIR.name}: {len(manifest['files'])} file(s) match its manifest"
-        )
+        what = f"embedded sprite model {directory.name}: {len(manifest['files'])} file(s) match its manifest"
     else:
-        root = resolve_model_source(
-            models.image_model or "", what="image model", setting="models.image_model"
-        )
+        root = image_model_dir(models)
         files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()]
         size = sum(p.stat().st_size for p in files)
         if size > HASH_LIMIT_BYTES:
@@ -452,8 +451,9 @@ def _image_model(models: Any, registry: Callable[[str], tuple[int, int] | None] 
         return _warn(
             "models.image",
             f"{what}, but its weights digest 0x{digest[:12]}... is not in the collection's model registry",
-            f"the admin registers it: registerModel(0x{digest}, manifestURI) then setActiveModel(id); receipts "
-            "name weights the registry does not know until then",
+            "the admin publishes and registers it: `chrysalis model publish --activate` (its directory pinned to "
+            f'IPFS, then registerModel(0x{digest}, "ipfs://<CID>") and setActiveModel(id)); receipts name weights '
+            "the registry does not know until then",
             **data,
         )
     if model_id != active:

@@ -1,8 +1,8 @@
 """What the pipeline needs from the optional parts the composition root (:mod:`agent.app`) plugs in.
 
 Small structural types, so the pipeline imports neither the review package nor refresh: the review gate
-(:class:`agent.review.ReviewGate`) and the refresh runner (:class:`agent.refresh.runner.RefreshRunner`) satisfy
-them as they are.
+(:class:`agent.review.ReviewGate`), the refresh runner (:class:`agent.refresh.runner.RefreshRunner`) and the
+Content Credentials signer (:class:`agent.credentials.ContentCredentials`) satisfy them as they are.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from agent.credentials import CredentialClaim, ParentImage
 from agent.domain import Artwork, CuratorApproval, CuratorRejection
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -67,6 +68,15 @@ class SideWork(Protocol):
         ...
 
 
+class ImageCredentials(Protocol):
+    """Signs C2PA Content Credentials into a generated PNG (:class:`agent.credentials.ContentCredentials`)."""
+
+    def sign(self, png: bytes, claim: CredentialClaim, *, parent: ParentImage | None = None) -> bytes:
+        """``png`` with a signed manifest for ``claim``, listing ``parent`` (an evolution's previous image) as its
+        ``parentOf`` ingredient."""
+        ...
+
+
 class Refreshes(Protocol):
     """The refreshes the agent runs beside the evolutions (:class:`agent.refresh.service.RefreshService`)."""
 
@@ -83,4 +93,4 @@ class Refreshes(Protocol):
         ...
 
 
-__all__ = ["Refreshes", "Review", "SideWork", "StepOutcome"]
+__all__ = ["ImageCredentials", "Refreshes", "Review", "SideWork", "StepOutcome"]

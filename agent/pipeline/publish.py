@@ -29,15 +29,23 @@ class PublishStage:
         replicator: Pins through every configured backend and counts confirmations.
         assets: Where the metadata copy is written for browsing.
         models: ``{"image": ModelRef, "lore": ModelRef}`` recorded in the metadata (their ids and weight digests).
+        external_url: A template of the token's page (``{token_id}``), written as the metadata's ``external_url``.
     """
 
     def __init__(
-        self, repo: IpfsRepo, replicator: Replicator, assets: AssetStore, models: Mapping[str, ModelRef]
+        self,
+        repo: IpfsRepo,
+        replicator: Replicator,
+        assets: AssetStore,
+        models: Mapping[str, ModelRef],
+        *,
+        external_url: str | None = None,
     ) -> None:
         self.repo = repo
         self.replicator = replicator
         self.assets = assets
         self.models = dict(models)
+        self.external_url = external_url
 
     def metadata(
         self, task: RenderTask, inputs: Inputs, artwork: Artwork, *, approved_by: str | None = None
@@ -55,6 +63,7 @@ class PublishStage:
             models=self.models,
             snapshot=inputs.snapshot,
             approved_by=approved_by,
+            external_url=self.external_url.format(token_id=task.token_id) if self.external_url else None,
         )
         return doc.encode()
 

@@ -1,4 +1,7 @@
-"""``chrysalis studio``, ``chrysalis verify TOKEN`` and ``chrysalis review list|approve|reject|curator``."""
+"""``chrysalis studio`` and ``chrysalis review list|approve|reject|curator``.
+
+``chrysalis verify`` lives in :mod:`agent.verify.cli` (the studio's Verify button takes the same path).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -80,64 +83,6 @@ def studio_command(
         serve(studio, host=host, sock=sock)
     finally:
         studio.close()
-
-
-def verify_command(
-    token: Annotated[int, typer.Argument(help="Token id.")],
-    stage: Annotated[
-        int | None, typer.Option("--stage", "-s", help="Stage to verify (default: the current one).")
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
-    image_model: Annotated[
-        str | None,
-        typer.Option(help="Where this machine keeps the receipt's image model, if not where recorded."),
-    ] = None,
-    lore_model: Annotated[
-        str | None,
-        typer.Option(help="Where this machine keeps the receipt's lore model, if not where recorded."),
-    ] = None,
-) -> None:
-    """Re-run a token's inference in the canonical configuration and check it against the chain.
-
-    Exit 0 on a match, 1 on a mismatch, 2 when the receipt's outputs cannot be reproduced here, 3 when it could
-    not verify (an error: no such token, wrong chain, no model...).
-    """
-    from agent.errors import error_exit_code
-    from agent.generate.verify import EXIT_ERROR
-
-    with error_exit_code(EXIT_ERROR):
-        result = _verify_stage(token, stage, image_model, lore_model)
-    if as_json:
-        typer.echo(json.dumps(result.to_json(), indent=2, default=str))
-    else:
-        typer.echo(result.report())
-    raise typer.Exit(result.exit_code)
-
-
-def _verify_stage(token: int, stage: int | None, image_model: str | None, lore_model: str | None) -> Any:
-    from agent.ipfs.repo import IpfsRepo
-    from agent.pipeline.holder import Collection
-    from agent.studio.catalog import Catalog
-    from agent.studio.index import CollectionIndex
-    from agent.studio.service import repo_path
-    from agent.studio.verification import check_stage
-
-    settings = current_settings()
-    # the node serves the deployment's chain and holds its contract, as `status` and `evolve` check
-    Collection.connect(settings)
-    index = CollectionIndex.from_settings(settings)
-    # verify only reads: a repo that is not there is an empty one, never created (`verify 999` leaves no state)
-    path = repo_path(settings)
-    catalog = Catalog(index, IpfsRepo(path if path.exists() else None))
-    index.sync()
-    return check_stage(
-        catalog,
-        token,
-        stage,
-        cache_dir=settings.models.cache_dir,
-        image_model=image_model,
-        lore_model=lore_model,
-    )
 
 
 def _store() -> ReviewStore:

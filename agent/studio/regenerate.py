@@ -7,6 +7,8 @@ seed and/or the strength change. A new seed is the next *reroll* of the request'
 request seed from it as usual, so :func:`agent.generate.verify.verify` replays the new receipt like any other,
 and anyone with the request's seed can recompute which reroll it was. The models are the studio's
 ``models`` settings, which must load the very models the receipt names (their weight digests are compared).
+With ``[credentials]`` configured the new image is signed as the generate stage signs its images (Content
+Credentials naming the token, the stage, the new receipt and the model), so an approved reroll is published signed.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ import hashlib
 import logging
 import threading
 
+from agent.credentials import CredentialClaim, ParentImage
 from agent.domain import Artwork
 from agent.errors import ChrysalisError, ConfigError, IntegrityError
 from agent.generate.base import ImageRequest, LoreRequest
 from agent.generate.receipt import InferenceReceipt, build_receipt, image_record, lore_record
 from agent.generate.seed import derive_seed, onchain_seed_bytes
 from agent.ipfs.repo import IpfsRepo
+from agent.pipeline.generate import ImageSigning
 from agent.review import (
     Candidate,
     RegenerateRequest,
@@ -35,9 +39,19 @@ log = logging.getLogger("chrysalis.studio")
 
 
 def regenerate(
-    candidate: Candidate, request: RegenerateRequest, repo: IpfsRepo, models: ModelSettings
+    candidate: Candidate,
+    request: RegenerateRequest,
+    repo: IpfsRepo,
+    models: ModelSettings,
+    *,
+    signing: ImageSigning | None = None,
+    stage: int | None = None,
+    parent_stage: int | None = None,
 ) -> Candidate:
     """The next revision of ``candidate``: generated with ``request``'s reroll and strength.
+
+    ``signing``: signs the new image's Content Credentials for ``stage`` (the previous image, of ``parent_stage``,
+    as its ingredient); without it, or without a stage (a genesis item), the image is stored unsigned.
 
     Raises:
         ConfigError: the configured models are not the receipt's, or the candidate has no request seed.
@@ -57,6 +71,7 @@ def regenerate(
 
     image_part = lore_part = None
     image_req = lore_req = None
+    image = None
     init_cid: str | None = None
     if receipt.image is not None:
         generator = factory.load_image_generator(models)
@@ -92,10 +107,6 @@ def regenerate(
         )
         image = generator.generate([image_req])[0]
         image_part = image_record(generator, image_req, image, init_image_cid=init_cid)
-        image_cid = str(repo.add(image.png).cid)  # pinned in the embedded node only: for display
-        png_sha256 = hashlib.sha256(image.png).hexdigest()
-    else:
-        image_cid, png_sha256 = candidate.image_cid, candidate.png_sha256
     lore_text = candidate.lore
     if receipt.lore is not None:
         writer = factory.load_lore_writer(models)
@@ -123,6 +134,29 @@ def regenerate(
         image=image_part,
         lore=lore_part,
     )
+    if image is not None and image_part is not None:
+        png = image.png
+        if signing is not None and stage is not None:
+            model = image_part.model
+            claim = CredentialClaim(
+                chain_id=signing.chain_id,
+                contract=signing.contract,
+                token_id=token_id,
+                stage=stage,
+                receipt_sha256=new_receipt.sha256(),
+                weights_sha256=model.weights_sha256,
+                model_id=model.model_id,
+            )
+            parent = None
+            if image_req is not None and image_req.init_image is not None and init_cid:
+                parent = ParentImage(
+                    image_req.init_image, init_cid, stage if parent_stage is None else parent_stage
+                )
+            png = signing.credentials.sign(png, claim, parent=parent)
+        image_cid = str(repo.add(png).cid)  # pinned in the embedded node only: for display
+        png_sha256 = hashlib.sha256(png).hexdigest()
+    else:
+        image_cid, png_sha256 = candidate.image_cid, candidate.png_sha256
     return Candidate(
         Artwork(image_cid=image_cid, png_sha256=png_sha256, lore=lore_text, receipt=new_receipt.to_json()),
         traits=dict(candidate.traits),
@@ -145,12 +179,19 @@ class Regenerator:
     """Works through items waiting to be regenerated, one at a time, on a background thread."""
 
     def __init__(
-        self, store: ReviewStore, repo: IpfsRepo, models: ModelSettings, *, poll_s: float = 1.0
+        self,
+        store: ReviewStore,
+        repo: IpfsRepo,
+        models: ModelSettings,
+        *,
+        poll_s: float = 1.0,
+        signing: ImageSigning | None = None,
     ) -> None:
         self.store = store
         self.repo = repo
         self.models = models
         self.poll_s = poll_s
+        self.signing = signing
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -161,7 +202,15 @@ class Regenerator:
         if item is None or item.regenerate is None:
             return None
         try:
-            candidate = regenerate(item.candidate, item.regenerate, self.repo, self.models)
+            candidate = regenerate(
+                item.candidate,
+                item.regenerate,
+                self.repo,
+                self.models,
+                signing=self.signing if item.token_id is not None else None,
+                stage=item.stage,
+                parent_stage=item.stage - 1 if item.kind == "evolve" else item.stage,
+            )
         except ChrysalisError as exc:
             log.warning("regenerating review #%d failed: %s", item.id, exc)
             message = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")

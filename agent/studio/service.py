@@ -8,9 +8,11 @@ import logging
 from pathlib import Path
 from typing import Any, Self
 
+from agent.credentials import ContentCredentials
 from agent.ipfs.reader import DagLimits
 from agent.ipfs.repo import IpfsRepo
 from agent.jobs import JobKind
+from agent.pipeline.generate import ImageSigning
 from agent.review import ReviewStore
 from agent.settings import Settings
 from agent.store import Database, SqlJobStore
@@ -46,6 +48,7 @@ class Studio:
         repo: IpfsRepo,
         db: Database,
         credentials: Credentials | None = None,
+        signing: ImageSigning | None = None,
     ) -> None:
         self.settings = settings
         self.index = index
@@ -55,10 +58,17 @@ class Studio:
         self.reviews = ReviewStore(db)
         self.catalog = Catalog(index, repo)
         self.verifier = VerifyRunner(
-            self.catalog, cache_dir=settings.models.cache_dir, max_queue=settings.studio.verify_queue
+            self.catalog,
+            cache_dir=settings.models.cache_dir,
+            trust_anchors=settings.credentials.trust_anchors,
+            max_queue=settings.studio.verify_queue,
         )
         self.regenerator = Regenerator(
-            self.reviews, repo, settings.models, poll_s=max(settings.studio.poll_interval_s, 0.2)
+            self.reviews,
+            repo,
+            settings.models,
+            poll_s=max(settings.studio.poll_interval_s, 0.2),
+            signing=signing,
         )
         self.hub = EventHub()
         self.poller = Poller(self.tick, self.hub, interval_s=settings.studio.poll_interval_s)
@@ -74,7 +84,8 @@ class Studio:
         ``credentials`` replaces the logins read from ``settings.studio`` (the demo's session password).
 
         Raises:
-            NotFoundError: no deployment record. ConfigError: a bad setting or secret file.
+            NotFoundError: no deployment record (or, in review mode, a ``[credentials]`` file).
+            ConfigError: a bad setting or secret file (or C2PA key or certificate).
             BackendUnavailableError: the database cannot be reached.
         """
         with contextlib.ExitStack() as stack:
@@ -83,7 +94,14 @@ class Studio:
             db = Database.open(settings.database.url, busy_timeout_ms=settings.database.busy_timeout_ms)
             stack.callback(db.close)
             repo = IpfsRepo(repo_path(settings), limits=DagLimits.from_settings(settings.ipfs))
-            studio = cls(settings, index=index, repo=repo, db=db, credentials=credentials)
+            signing = None
+            if settings.studio.review and settings.credentials.enabled:  # rerolled candidates are signed too
+                signing = ImageSigning(
+                    ContentCredentials.from_settings(settings.credentials),
+                    chain_id=index.deployment.chain_id,
+                    contract=index.address,
+                )
+            studio = cls(settings, index=index, repo=repo, db=db, credentials=credentials, signing=signing)
             stack.pop_all()
         return studio
 

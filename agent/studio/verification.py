@@ -1,13 +1,8 @@
-"""Verify one version of a token: replay its inference receipt and check it against the chain and the metadata.
+"""The studio's Verify button: runs in the background, one at a time, with results cached per version.
 
-Shared by the studio's Verify button and ``chrysalis verify TOKEN [--stage N]``, so both print the same result.
-On top of :func:`agent.generate.verify.verify` (which re-runs the canonical inference and names every receipt
-field that differs) it checks what ties the receipt to the token:
-
-* ``chain.provenance``: the provenance hash the fulfilling transaction wrote on-chain is the receipt's sha256;
-* ``metadata.image``: the image the metadata points to is the PNG the receipt hashed;
-* ``metadata.description``: the metadata's lore is the receipt's lore text;
-* ``input_snapshot_sha256``: the input snapshot in the metadata hashes to the receipt's (inside ``verify``).
+The verification itself is :func:`agent.verify.core.verify_token`, the path ``chrysalis verify`` takes (chain and
+contract checked, metadata, parent chain and images fetched by CID and checked block by block, every link, the
+canonical replay): :func:`check_stage` runs it over the studio's node and IPFS repo, so both print the same result.
 """
 
 from __future__ import annotations
@@ -25,77 +20,20 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import ChrysalisError, RetryableError
-from agent.generate.receipt import InferenceReceipt
-from agent.generate.verify import (
-    EXIT_MATCH,
-    EXIT_MISMATCH,
-    EXIT_NOT_REPRODUCIBLE,
-    FieldMismatch,
-    VerifyResult,
-)
+from agent.ipfs.fetch import Fetcher, RepoSource
 from agent.studio.catalog import Catalog, StageView
+from agent.verify.chain import ChainTarget, CollectionReader
+from agent.verify.report import Check, StageCheck
 
-
-@dataclass(frozen=True)
-class StageCheck:
-    """The outcome of verifying one version of a token.
-
-    Attributes:
-        token_id, stage, cid: What was verified.
-        match: Every field matched and the outputs were reproduced.
-        reproducible: False when the receipt was made on a GPU / in half precision (outputs not compared).
-        mismatches: Every field that differs (receipt / on-chain value = ``expected``, replay = ``actual``).
-        note: What was replayed and how.
-        checked: Every field compared.
-        seconds: How long it took.
-    """
-
-    token_id: int
-    stage: int
-    cid: str
-    match: bool
-    reproducible: bool
-    mismatches: list[FieldMismatch]
-    note: str
-    checked: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def exit_code(self) -> int:
-        if self.mismatches:
-            return EXIT_MISMATCH
-        return EXIT_MATCH if self.match else EXIT_NOT_REPRODUCIBLE
-
-    @property
-    def verdict(self) -> str:
-        """``match``, ``mismatch`` or ``not reproducible here``."""
-        if self.mismatches:
-            return "mismatch"
-        return "match" if self.match else "not reproducible here"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "token_id": self.token_id,
-            "stage": self.stage,
-            "cid": self.cid,
-            "verdict": self.verdict,
-            "match": self.match,
-            "reproducible": self.reproducible,
-            "mismatches": [
-                {"field": m.field, "expected": m.expected, "actual": m.actual} for m in self.mismatches
-            ],
-            "note": self.note,
-            "checked": self.checked,
-            "seconds": round(self.seconds, 3),
-        }
-
-    def report(self) -> str:
-        """Lines for the terminal (what ``chrysalis verify`` prints)."""
-        lines = [f"token {self.token_id} stage {self.stage} ({self.cid}): {self.verdict.upper()}", self.note]
-        for m in self.mismatches:
-            lines.append(f"  {m.field}: expected {m.expected!r}, got {m.actual!r}")
-        lines.append(f"{len(self.checked)} fields checked in {self.seconds:.1f} s")
-        return "\n".join(lines)
+__all__ = [
+    "Check",
+    "StageCheck",
+    "VerifyBusyError",
+    "VerifyRunner",
+    "VerifyTask",
+    "check_stage",
+    "verify_key",
+]
 
 
 def check_stage(
@@ -106,74 +44,37 @@ def check_stage(
     cache_dir: Path | None = None,
     image_model: str | None = None,
     lore_model: str | None = None,
+    trust_anchors: Path | None = None,
 ) -> StageCheck:
-    """Verify ``token_id`` at ``stage`` (default: its current stage).
+    """Verify ``token_id`` at ``stage`` (default: its current stage) through :func:`agent.verify.core.verify_token`,
+    the path ``chrysalis verify`` takes: the studio's node and collection, its IPFS repo as the source.
 
     Raises:
         NotFoundError: no such token or stage, or its metadata / previous image is not in the repo.
-        ConfigError: the receipt is not a Chrysalis receipt, or a model it names cannot be loaded.
+        ConfigError: the node serves another chain, the receipt is not a Chrysalis receipt.
     """
-    from agent.generate.verify import verify
+    from agent.verify.core import verify_token
 
-    started = time.monotonic()
-    detail = catalog.token(token_id)
-    view = detail.stage_view(stage)
-    receipt = InferenceReceipt.from_json(dict(view.metadata.receipt))
-
-    def init_image(sha256: str, cid: str | None) -> bytes:
-        if not cid:
-            raise ChrysalisError(
-                f"the receipt names a previous image (sha256 {sha256}) but no CID",
-                hint="this receipt cannot be replayed from IPFS alone",
-            )
-        return catalog.image(cid)
-
-    result: VerifyResult = verify(
-        receipt,
-        init_image_loader=init_image,
-        snapshot=dict(view.metadata.inputs),
-        image_model=image_model,
-        lore_model=lore_model,
-        cache_dir=cache_dir,
+    view = catalog.token(token_id).stage_view(stage)  # the studio's own 404s (unknown, burnt, no such stage)
+    deployment = catalog.index.deployment
+    target = ChainTarget(
+        catalog.index.rpc.url,
+        catalog.index.address,
+        deployment.chain_id,
+        deployment.deploy_block,
+        record="the studio's deployment record",
     )
-    mismatches = list(result.mismatches)
-    checked = list(result.checked)
-    mismatches += _links(catalog, view, receipt, checked)
-    match = result.match and not mismatches
-    note = result.note
-    if mismatches and not result.mismatches:
-        note = "MISMATCH: " + ", ".join(m.field for m in mismatches) + "; the replay itself: " + result.note
-    return StageCheck(
-        token_id=token_id,
-        stage=view.stage,
-        cid=view.cid,
-        match=match,
-        reproducible=result.reproducible,
-        mismatches=mismatches,
-        note=note,
-        checked=checked,
-        seconds=time.monotonic() - started,
-    )
-
-
-def _links(
-    catalog: Catalog, view: StageView, receipt: InferenceReceipt, checked: list[str]
-) -> list[FieldMismatch]:
-    out: list[FieldMismatch] = []
-
-    def eq(name: str, expected: Any, actual: Any) -> None:
-        checked.append(name)
-        if expected != actual:
-            out.append(FieldMismatch(name, expected, actual))
-
-    if view.onchain_provenance is not None:
-        eq("chain.provenance", view.onchain_provenance, receipt.provenance_hex())
-    if receipt.image is not None:
-        png = catalog.image(view.metadata.image_cid)
-        eq("metadata.image", receipt.image.output.get("png_sha256"), hashlib.sha256(png).hexdigest())
-    if receipt.lore is not None:
-        eq("metadata.description", receipt.lore.output.get("text"), view.metadata.description)
-    return out
+    with Fetcher([RepoSource(catalog.repo)]) as fetcher:
+        return verify_token(
+            CollectionReader(target),
+            fetcher,
+            token_id,
+            view.stage,
+            cache_dir=cache_dir,
+            image_model=image_model,
+            lore_model=lore_model,
+            trust_anchors=trust_anchors,
+        )
 
 
 @dataclass
@@ -236,12 +137,14 @@ class VerifyRunner:
         catalog: Catalog,
         *,
         cache_dir: Path | None = None,
+        trust_anchors: Path | None = None,
         keep: int = 200,
         max_queue: int = 8,
         cache_size: int = 512,
     ) -> None:
         self.catalog = catalog
         self.cache_dir = cache_dir
+        self.trust_anchors = trust_anchors
         self.keep = keep
         self.max_queue = max_queue
         self.cache_size = cache_size
@@ -310,7 +213,13 @@ class VerifyRunner:
     def _run(self, task: VerifyTask) -> None:
         task.state = "running"
         try:
-            result = check_stage(self.catalog, task.token_id, task.stage, cache_dir=self.cache_dir)
+            result = check_stage(
+                self.catalog,
+                task.token_id,
+                task.stage,
+                cache_dir=self.cache_dir,
+                trust_anchors=self.trust_anchors,
+            )
             if task.key is not None and (result.token_id, result.stage, result.cid) == task.key[:3]:
                 with self._lock:
                     self._results[task.key] = result

@@ -109,7 +109,7 @@ interface ILivingCollection {
     error LivingCollectionWalletCapExceeded(address wallet, uint256 requested, uint256 remaining);
     /// @param a Length of the first array. @param b Length of the second array.
     error LivingCollectionLengthMismatch(uint256 a, uint256 b);
-    /// @param digest The zero digest is reserved for "no metadata yet".
+    /// @param digest The zero digest is reserved for "no metadata yet" (also: a zero ERC-7007 proof).
     error LivingCollectionInvalidDigest(bytes32 digest);
     /// @param modelId A model id that was never registered (0 is "none").
     error LivingCollectionUnknownModel(uint16 modelId);
@@ -143,6 +143,17 @@ interface ILivingCollection {
     error LivingCollectionRevealNotReady(uint64 revealBlock);
     /// @dev The reveal is not recorded yet.
     error LivingCollectionNotRevealed();
+    /// @dev An ERC-7007 triple of the wrong shape: `prompt` must be 160 bytes, `aigcData` and `proof` 32 each.
+    error LivingCollectionAigcMalformed(uint256 promptLength, uint256 aigcDataLength, uint256 proofLength);
+    /// @param tokenId The token `addAigcData` was called for. @param promptTokenId The token its prompt names.
+    error LivingCollectionAigcTokenMismatch(uint256 tokenId, uint256 promptTokenId);
+    /// @param aigcData The ERC-7007 AIGC data given. @param metadataDigest The token's current digest (0: none).
+    error LivingCollectionAigcNotCurrent(uint256 tokenId, bytes32 aigcData, bytes32 metadataDigest);
+    /// @param stage The stage the prompt names. @param currentStage The token's stage ({stageOf}).
+    error LivingCollectionAigcStageMismatch(uint256 tokenId, uint256 stage, uint256 currentStage);
+    /// @param weightsDigest The weights the prompt names. @param registered The weights registered for the
+    /// token's model ({modelOf}; 0: none).
+    error LivingCollectionAigcModelMismatch(uint256 tokenId, bytes32 weightsDigest, bytes32 registered);
 
     // ----------------------------------------------------------------------------------------------------
     // Holder actions

@@ -40,6 +40,8 @@ SUPPORTED = {
     "ERC-721 Metadata": "0x5b5e139f",
     "ERC-2981": "0x2a55205a",
     "ERC-4906": "0x49064906",
+    "ERC-7007": "0x702c55a6",
+    "ERC-7572": "0xe8a3d485",
     "IAccessControl": "0x7965db0b",
     "IAccessControlDefaultAdminRules": "0x31498786",
 }

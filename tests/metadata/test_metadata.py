@@ -334,3 +334,30 @@ def test_history_detects_tampering_and_inconsistency() -> None:
     assert len(history(store.fetch, cid, max_depth=4)) == 4
     with pytest.raises(MetadataHistoryError, match="more than 3 versions"):
         history(store.fetch, cid, max_depth=3)
+
+
+def test_external_url_is_written_only_when_set_and_read_back() -> None:
+    """OpenSea's external_url: the token's page (agent.external_url); absent by default, so digests do not move."""
+    plain = make()
+    assert "external_url" not in json.loads(plain.encode())
+    linked = make(external_url="https://example.org/tokens/7")
+    document = json.loads(linked.encode())
+    assert document["external_url"] == "https://example.org/tokens/7"
+    assert parse_metadata(linked.encode()) == linked
+    with pytest.raises(MetadataSchemaError) as info:
+        make(external_url="javascript:alert(1)")
+    assert info.value.path == "external_url" and "agent.external_url" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("template", "problem"),
+    [("https://example.org/{tokenId}", "only {token_id}"), ("ftp://example.org/{token_id}", "http(s)://")],
+)
+def test_an_external_url_template_is_checked_when_the_settings_load(template: str, problem: str) -> None:
+    from pydantic import ValidationError
+
+    from agent.settings import AgentSettings
+
+    assert AgentSettings(external_url="https://example.org/t/{token_id}").external_url is not None
+    with pytest.raises(ValidationError, match=problem):
+        AgentSettings(external_url=template)

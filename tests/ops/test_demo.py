@@ -20,6 +20,9 @@ import httpx
 import psutil
 import pytest
 
+from agent.credentials import inspect_png
+from agent.ipfs.repo import IpfsRepo
+
 # Each test runs the whole demo (~1 min); its own waits go up to 900 s, so the suite's 300 s default would cut them.
 pytestmark = [pytest.mark.slow, pytest.mark.anvil, pytest.mark.timeout(1200)]
 
@@ -148,6 +151,11 @@ def test_the_demo_runs_end_to_end_and_exits_when_no_terminal_is_attached(tmp_pat
     assert "round 1: all 4 requests fulfilled" in printed
     assert "round 2: all 3 requests fulfilled" in printed
     assert "agent stopped with SIGTERM: exit code 0" in printed
+    # ERC-7007: every evolved token's version recorded (1, 4, 5, 7, 8); ERC-7572: contractURI pinned in the repo
+    assert "ERC-7007: chrysalis aigc record recorded 5 versions" in printed
+    contract_uri = json.loads((out / "deployments" / "local.json").read_text())["contract_uri"]
+    assert contract_uri.startswith("ipfs://"), contract_uri
+    assert json.loads(IpfsRepo(out / "data" / "ipfs").block_get(contract_uri.removeprefix("ipfs://")))["name"]
     assert re.search(r"7 requests fulfilled in \d+ transaction\(s\)", printed)
     # ... holders with different wallet histories grew different elements; with no terminal, no studio is served.
     assert {"element fire", "element water", "element air"} <= set(re.findall(r"element \w+", printed))
@@ -162,6 +170,23 @@ def test_the_demo_runs_end_to_end_and_exits_when_no_terminal_is_attached(tmp_pat
     assert "images/token-1-stage-1.png" in images and "images/token-1-stage-2.png" in images
     assert "images/token-5-stage-2.png" in images  # the fused token evolved twice
     assert "burnt: fused into another token" in page  # token 6
+
+    # Every image carries Content Credentials (the demo reads each back and fails otherwise) naming its token and
+    # the model; an evolution lists its previous image as an ingredient.
+    signed = re.search(r"content credentials: all (\d+) images carry a signed C2PA manifest", printed)
+    assert signed is not None, printed[-3000:]
+    assert int(signed.group(1)) == len(list((out / "images").glob("*.png")))
+    anchors = out / "data" / "credentials" / "ca.pem"
+    first = inspect_png((out / "images" / "token-1-stage-1.png").read_bytes(), trust_anchors=anchors)
+    second = inspect_png((out / "images" / "token-1-stage-2.png").read_bytes(), trust_anchors=anchors)
+    assert first.valid and first.trusted and second.valid and second.trusted and second.claim is not None
+    assert (second.claim.token_id, second.claim.stage, second.claim.model_id) == (
+        1,
+        2,
+        "chrysalis/sprites-32@1",
+    )
+    stage1 = json.loads((out / "data" / "assets" / "1" / "1.json").read_text())
+    assert second.ingredients == (stage1["image"],)  # ipfs://<the stage-1 image's CID>
 
     # What the page shows is what the chain says: tokenURIs are the metadata the agent recorded.
     for token, stage in ((1, 2), (4, 1), (5, 2), (7, 1), (8, 1)):
@@ -186,12 +211,24 @@ def test_sigint_while_the_agent_runs_stops_the_agent_and_the_chain(demo) -> None
     assert_nothing_left(run)
 
 
-def test_sigterm_while_the_studio_serves_stops_the_studio_and_the_chain(demo) -> None:
+def test_sigterm_while_the_studio_serves_stops_the_studio_and_the_chain(demo, tmp_path: Path) -> None:
     run = demo("--serve")
     run.wait_for("gallery")
     url = re.search(r"gallery +(http://127\.0\.0\.1:\d+)/", run.printed)
     assert url is not None
     assert httpx.get(url.group(1) + "/", timeout=30).status_code == 200
+    # the README's "verify a token you don't operate": the banner's line, run from an empty folder, is a MATCH
+    line = re.search(r"verify (chrysalis verify 1 --rpc \S+ --contract \S+ --chain-id \d+ --gateway \S+)",
+                     " ".join(run.printed.split()))  # fmt: skip
+    assert line is not None, run.printed[-3000:]
+    stranger = tmp_path / "stranger"
+    stranger.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHRYSALIS_")} | {"HF_HUB_OFFLINE": "1"}
+    verified = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "chrysalis"), *line.group(1).split()[1:]],
+        cwd=stranger, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert verified.returncode == 0 and ": MATCH" in verified.stdout, verified.stdout + verified.stderr
     run.proc.send_signal(signal.SIGTERM)
     code = run.wait(timeout_s=120)
     assert code == 0, run.printed[-3000:]

@@ -195,3 +195,46 @@ def test_no_description_line_looks_like_a_setting() -> None:
             tomllib.loads(line[2:])  # a setting, not a sentence
         elif line.startswith("# ["):
             assert re.fullmatch(r"# \[\[\w+\.\w+\]\]", line), line
+
+
+def test_init_with_dev_credentials_writes_them_and_a_config_that_signs(workdir: Path, chrysalis) -> None:
+    from agent.credentials import ContentCredentials, inspect_png
+
+    result = chrysalis("init", "--dev-credentials")
+    assert result.code == 0, result.text
+    creds = workdir / ".chrysalis" / "credentials"
+    for name, mode in (("signer.key", 0o600), ("ca.key", 0o600), ("chain.pem", None), ("ca.pem", None)):
+        assert (creds / name).is_file(), name
+        if mode is not None:
+            assert (creds / name).stat().st_mode & 0o777 == mode, name
+    assert "untrusted" in result.text and "[credentials] set to the new files" in result.text
+    settings = load_settings(workdir / "chrysalis.toml")
+    assert settings.credentials.key_file == Path(".chrysalis/credentials/signer.key")
+    assert settings.credentials.trust_anchors == Path(".chrysalis/credentials/ca.pem")
+    signer = ContentCredentials.from_settings(settings.credentials)  # checks the files and signs a test image
+    assert signer.trust_anchors_pem is not None
+
+    # an existing config is never changed: the lines to add are printed; existing credentials need --force
+    before = (workdir / "chrysalis.toml").read_text()
+    again = chrysalis("init", "--dev-credentials")
+    assert again.code == 1 and "already exists; not overwriting development credentials" in again.text
+    other = chrysalis("init", "--dev-credentials", "--credentials-dir", "keys/c2pa")
+    assert other.code == 0, other.text
+    assert (workdir / "chrysalis.toml").read_text() == before
+    assert "add these lines to it" in other.text
+    assert (
+        '[credentials]\nkey_file = "keys/c2pa/signer.key"\ncertificate_chain = "keys/c2pa/chain.pem"'
+        in other.out
+    )
+    assert tomllib.loads(other.out[other.out.index("[credentials]") :])["credentials"]["trust_anchors"] == (
+        "keys/c2pa/ca.pem"
+    )
+    assert chrysalis("init", "--dev-credentials", "--credentials-dir", "keys/c2pa", "--force").code == 0
+    assert (workdir / "chrysalis.toml").read_text() == before
+
+    # a damaged certificate is a clear error, not a traceback, wherever the credentials are loaded
+    chain = creds / "chain.pem"
+    chain.write_text(chain.read_text().replace("MII", "MXX", 1))
+    with pytest.raises(ConfigError, match="certificate 1 of 2 in the C2PA certificate chain .* is malformed"):
+        ContentCredentials.from_settings(settings.credentials)
+    assert inspect_png(b"\x89PNG\r\n\x1a\n").present is False

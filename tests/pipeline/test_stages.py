@@ -8,6 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from agent.credentials import (
+    ContentCredentials,
+    CredentialClaim,
+    create_dev_credentials,
+    has_manifest,
+    inspect_png,
+    png_pixels_sha256,
+    strip_manifest,
+)
 from agent.domain import (
     Artwork,
     Inputs,
@@ -26,7 +35,7 @@ from agent.metadata import parse_metadata
 from agent.pipeline.assets import AssetStore
 from agent.pipeline.collection import CollectionReader
 from agent.pipeline.errors import PreviousMetadataMissingError, SourceOrphanedError
-from agent.pipeline.generate import GenerateStage
+from agent.pipeline.generate import GenerateStage, ImageSigning
 from agent.pipeline.inputs import InputsStage
 from agent.pipeline.publish import PublishStage
 from agent.pipeline.request import EvolutionRequest
@@ -209,6 +218,50 @@ def test_generate_batches_evolutions_starts_from_the_previous_image_and_writes_v
     assert second.provenance == "0x" + second.receipt_sha256
     result = verify(dict(second.receipt), init_image_loader=lambda sha, cid: b"".join(repo.cat(cid)))
     assert result.match, result.mismatches
+
+
+def test_signed_images_carry_content_credentials_and_still_replay_from_their_receipts(
+    models: tuple, repo: IpfsRepo, tmp_path: Path
+) -> None:
+    image, lore = models
+    dev = create_dev_credentials(tmp_path / "credentials")
+    signer = ContentCredentials.from_files(
+        dev.key_file, dev.certificate_chain, trust_anchors=dev.trust_anchors
+    )
+    contract = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+    stage = GenerateStage(
+        image, lore, repo, AssetStore(tmp_path / "assets"), signing=ImageSigning(signer, 31337, contract)
+    )
+    fresh = EvolutionRequest(2**32 + 1, 1, "0x" + "11" * 20, 0, "0x" + "5a" * 32, 9, "0xa", "0xb", 0)
+    (first,) = stage.run([(fresh.task(), _inputs_record(1, None))])
+    previous = PreviousVersion(metadata_cid="", image_cid=first.image_cid, traits={"mood": "serene"}, stage=1)
+    evolving = EvolutionRequest(2**33 + 1, 1, "0x" + "11" * 20, 1, "0x" + "5b" * 32, 9, "0xa", "0xc", 1)
+    (second,) = stage.run([(evolving.task(), _inputs_record(2, previous))])
+
+    model = image.model_ref
+    for artwork, token_stage, ingredients in ((first, 1, ()), (second, 2, (f"ipfs://{first.image_cid}",))):
+        png = b"".join(repo.cat(artwork.image_cid))
+        # the published file is the signed one ...
+        assert hashlib.sha256(png).hexdigest() == artwork.png_sha256 and has_manifest(png)
+        report = inspect_png(png, trust_anchors=dev.trust_anchors)
+        assert report.valid and report.trusted and report.problems == (), report.problems
+        assert report.claim == CredentialClaim(
+            chain_id=31337, contract=contract, token_id=1, stage=token_stage,
+            receipt_sha256=artwork.receipt_sha256, weights_sha256=model.weights_sha256, model_id=model.model_id,
+        )  # fmt: skip
+        assert report.ingredients == ingredients
+        # ... and the receipt still hashes what the model made: the unsigned PNG and its pixels
+        output = artwork.receipt["image"]["output"]
+        assert hashlib.sha256(strip_manifest(png)).hexdigest() == output["png_sha256"] != artwork.png_sha256
+        assert (
+            png_pixels_sha256(png, width=output["width"], height=output["height"]) == output["pixels_sha256"]
+        )
+    request = second.receipt["image"]["request"]
+    signed_parent = b"".join(repo.cat(first.image_cid))
+    # the evolution started from the bytes the parent was published as, signed
+    assert request["init_image_sha256"] == hashlib.sha256(signed_parent).hexdigest()
+    result = verify(dict(second.receipt), init_image_loader=lambda sha, cid: b"".join(repo.cat(cid)))
+    assert result.match, result.mismatches  # signing never breaks replay
 
 
 @pytest.mark.slow  # the unreachable Kubo backend's own retries take a few seconds

@@ -7,6 +7,7 @@ token. Refusals are checked by status code AND by the words a person reads on th
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
@@ -345,3 +346,34 @@ def test_pages_are_phone_ready_and_wire_live_updates(client: TestClient, path: s
     css = client.get("/static/studio.css")
     assert css.status_code == 200 and "@media (min-width: 640px)" in css.text
     assert 'new EventSource("/events")' in client.get("/static/studio.js").text
+
+
+def test_a_regenerated_candidate_is_signed_like_the_generate_stages_images(
+    studio: Studio, tmp_path: Path
+) -> None:
+    from agent.credentials import ContentCredentials, create_dev_credentials, inspect_png, png_pixels_sha256
+    from agent.generate.receipt import InferenceReceipt
+    from agent.pipeline.generate import ImageSigning
+    from agent.review import RegenerateRequest
+    from agent.studio.regenerate import regenerate
+
+    dev = create_dev_credentials(tmp_path / "credentials")
+    signing = ImageSigning(
+        ContentCredentials.from_files(dev.key_file, dev.certificate_chain, trust_anchors=dev.trust_anchors),
+        chain_id=studio.index.deployment.chain_id,
+        contract=studio.index.address,
+    )
+    item = studio.reviews.get(submit(studio, token_id=1))  # stage 3 of token 1: an image-to-image evolution
+    c = regenerate(
+        item.candidate, RegenerateRequest(1, None, "curator"), studio.repo, studio.settings.models,
+        signing=signing, stage=item.stage, parent_stage=item.stage - 1,
+    )  # fmt: skip
+    png = studio.catalog.image(c.image_cid)
+    report = inspect_png(png, trust_anchors=dev.trust_anchors)
+    assert report.valid and report.trusted and report.problems == ()
+    assert report.claim is not None and (report.claim.token_id, report.claim.stage) == (1, item.stage)
+    assert report.claim.receipt_sha256 == InferenceReceipt.from_json(dict(c.receipt)).sha256()
+    init_cid = c.receipt["image"]["request"]["init_image_cid"]
+    assert init_cid and report.ingredients == (f"ipfs://{init_cid}",)
+    output = c.receipt["image"]["output"]
+    assert png_pixels_sha256(png, width=output["width"], height=output["height"]) == output["pixels_sha256"]

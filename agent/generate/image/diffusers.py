@@ -182,6 +182,8 @@ class DiffusersImageGenerator(ImageGenerator):
 
     Args:
         model: Local pipeline directory or hub id.
+        model_id: What receipts call the model (default: ``model``); e.g. ``ipfs://<CID>`` for a published model
+            loaded from the model cache.
         lora: Optional LoRA weights (a ``.safetensors`` file, a directory holding one, or a hub id).
         lora_scale: LoRA weight. scheduler: diffusers scheduler class name (None keeps the model's).
         num_inference_steps: Steps for a fresh image (default 30). guidance_scale: CFG scale (default 7.5).
@@ -197,6 +199,7 @@ class DiffusersImageGenerator(ImageGenerator):
         self,
         model: str,
         *,
+        model_id: str | None = None,
         lora: str | None = None,
         lora_scale: float = 1.0,
         scheduler: str | None = None,
@@ -241,7 +244,7 @@ class DiffusersImageGenerator(ImageGenerator):
                 f"cpu_offload={cpu_offload!r} needs a CUDA device (running on {self.device.type})",
                 hint="set models.cpu_offload = 'none' on the CPU, or use attention_slicing to save memory",
             )
-        self.source = model
+        self.source = model_id or model
         self.path = resolve_model_source(model, what="image model", setting="models.image_model")
         self.pipeline_class_name = check_pipeline_dir(self.path)
         self.width, self.height = width, height

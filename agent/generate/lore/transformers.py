@@ -51,13 +51,23 @@ class TransformersLoreWriter(CausalLMLoreWriter):
 
     Args:
         model: Local directory or hub id.
+        model_id: What receipts call the model (default: ``model``); e.g. ``ipfs://<CID>`` for a published model
+            loaded from the model cache.
         device: ``auto``/``cpu``/``cuda``/``mps``.
         dtype: ``auto`` (fp16 on GPU, fp32 on CPU) or explicit.
         **decoding: ``max_new_tokens``, ``do_sample``, ``temperature``, ``top_p``, ``repetition_penalty``,
             ``batch_size`` (see :class:`~agent.generate.lore.writer.CausalLMLoreWriter`).
     """
 
-    def __init__(self, model: str, *, device: str = "auto", dtype: str = "auto", **decoding: Any) -> None:
+    def __init__(
+        self,
+        model: str,
+        *,
+        model_id: str | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        **decoding: Any,
+    ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         dev = resolve_device(device)
@@ -74,11 +84,11 @@ class TransformersLoreWriter(CausalLMLoreWriter):
             ) from e
         # PreTrainedModel.to is wrapped with functools.wraps, which typeshed types as the unbound nn.Module.to
         lm = lm.to(dev).eval().requires_grad_(False)  # type: ignore[arg-type]
-        self.source = model
+        self.source = model_id or model
         self.path = path
         self.files = weight_files(path)
         ref = ModelRef(
-            model_id=model,
+            model_id=self.source,
             weights_sha256=weights_digest(self.files),
             kind="lore",
             backend="transformers",

@@ -15,6 +15,9 @@ The checks, in order (a check whose prerequisite failed is ``SKIP`` with the rea
 * ``ipfs``: the embedded repo opens (never created here), Kubo and each pinning service answer;
 * ``models.image`` / ``models.lore``: the model files exist; the embedded image model's files match their
   manifest's sha256, and its weights digest is registered (and active) on the collection; nothing is loaded;
+* ``credentials``: the C2PA key and certificate chain (``[credentials]``) load, belong together, chain to the trust
+  anchors when given, and sign a test image that reads back valid; ``SKIP`` when none are configured (images are
+  then published without Content Credentials);
 * ``disk``: free space under ``data_dir`` (:data:`DISK_WARN_BYTES`, :data:`DISK_FAIL_BYTES`).
 
 Nothing here sends a transaction, writes a file, or asks for a password.
@@ -482,6 +485,26 @@ def _lore_model(models: Any) -> Check:
 # -- disk -------------------------------------------------------------------------------------------------------
 
 
+def check_credentials(settings: Any) -> Check:
+    """The ``[credentials]`` key and chain sign a test image as the generate stage will (SKIP when unset)."""
+    from agent.credentials import ContentCredentials
+
+    cfg = settings.credentials
+    if cfg.key_file is None and cfg.certificate_chain is None:
+        return _skip(
+            "credentials",
+            "no [credentials]: images are published without C2PA Content Credentials "
+            "(`chrysalis init --dev-credentials` makes development ones)",
+        )
+    signer = ContentCredentials.from_settings(cfg)  # checks the files and signs a test image
+    anchored = "chains to credentials.trust_anchors" if cfg.trust_anchors else "no trust anchors given"
+    return _ok(
+        "credentials",
+        f"{cfg.key_file} with {cfg.certificate_chain} signs a test image that reads back valid ({anchored})",
+        signer=repr(signer),
+    )
+
+
 def check_disk(data_dir: Path) -> Check:
     """Free space on the filesystem that holds ``data_dir`` (or would: its nearest existing parent)."""
     path = Path(data_dir).expanduser()
@@ -531,7 +554,7 @@ def run_setup_doctor(
     checks: list[Check] = []
     config, settings = check_config(load, settings_file)
     checks.append(config)
-    names = ("rules", "chain", "contract", "roles", "database", "ipfs", "models", "disk")
+    names = ("rules", "chain", "contract", "roles", "database", "ipfs", "models", "credentials", "disk")
     if settings is None:
         checks.extend(_skip(n, "the settings did not load") for n in names)
         return SetupReport(tuple(checks), None, time.monotonic() - started)
@@ -568,6 +591,7 @@ def run_setup_doctor(
     checks.extend(ipfs)
     registry = _registry(settings, deployment, url) if contract_ok else None
     checks.extend(check_models(settings, registry))
+    checks.append(_guard("credentials", lambda: check_credentials(settings)))
     checks.append(_guard("disk", lambda: check_disk(settings.data_dir)))
     return SetupReport(tuple(checks), rpc, time.monotonic() - started)
 

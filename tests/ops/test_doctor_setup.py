@@ -64,7 +64,11 @@ def _levels(report: SetupReport) -> dict[str, Level]:
 
 def test_a_healthy_setup_passes_every_check(healthy: CollectionChain) -> None:
     report = run_setup_doctor(load_settings, wait=_mine(healthy), interval_s=10.0, poll_s=0.02, retries=0)
-    skipped = {"chain.secondary", "chain.head_lag"}  # no second RPC configured
+    skipped = {
+        "chain.secondary",
+        "chain.head_lag",
+        "credentials",
+    }  # no second RPC, no [credentials] configured
     assert {n: lv for n, lv in _levels(report).items() if n not in skipped} == dict.fromkeys(
         [
             "config", "rules", "chain.primary", "chain.chain_id", "chain.head_moving", "chain.log_range",
@@ -224,3 +228,23 @@ def test_a_missing_config_file_fails_and_skips_the_rest(
     assert "fix: point CHRYSALIS_CONFIG at your chrysalis.toml" in lines[0]
     assert all(line.startswith("skip") and "the settings did not load" in line for line in lines[1:-1])
     assert lines[-1].startswith("verdict: fail")
+
+
+def test_credentials_are_checked_by_signing_a_test_image(tmp_path: Path) -> None:
+    """``[credentials]``: SKIP when unset; development credentials sign and read back; a broken chain is a FAIL
+    with the fix."""
+    from agent.credentials import create_dev_credentials
+    from agent.ops.doctor_setup import check_credentials
+    from agent.settings import CredentialsSettings, Settings
+
+    unset = check_credentials(Settings())
+    assert unset.level is Level.SKIP and "--dev-credentials" in unset.summary
+    dev = create_dev_credentials(tmp_path / "credentials")
+    good = check_credentials(Settings(credentials=CredentialsSettings(**dev.settings())))
+    assert good.level is Level.OK and "reads back valid" in good.summary and "trust_anchors" in good.summary
+    broken = tmp_path / "chain.pem"
+    broken.write_text("-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n")
+    bad = CredentialsSettings(key_file=dev.key_file, certificate_chain=broken)
+    report = run_setup_doctor(lambda: Settings(credentials=bad), rpc_url="http://127.0.0.1:9", retries=0)
+    check = report.check("credentials")
+    assert check.level is Level.FAIL and str(broken) in check.summary and check.hint

@@ -68,11 +68,15 @@ class DemoRun:
         except psutil.Error:
             return
         for child in children:
-            if child.pid not in self.started:
-                try:
-                    self.started[child.pid] = (child, " ".join(child.cmdline()))
-                except psutil.Error:
-                    pass
+            # A child caught between fork and exec still shows its parent's command line: read it again every time,
+            # so the exec'd program (anvil, the agent) is what is recorded.
+            try:
+                cmdline = " ".join(child.cmdline())
+            except psutil.Error:
+                continue
+            known = self.started.get(child.pid)
+            if known is None or known[1] != cmdline:
+                self.started[child.pid] = (child, cmdline)
 
     @property
     def printed(self) -> str:

@@ -33,6 +33,29 @@ ipfs_app = typer.Typer(
 pin_app = typer.Typer(name="pin", help="List, add and remove pins in the repo.", no_args_is_help=True)
 ipfs_app.add_typer(pin_app, name="pin")
 
+GatewaysOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--gateway",
+        metavar="URL",
+        help="An IPFS HTTP gateway to fetch from (repeat for several; e.g. https://ipfs.io). Every block is checked "
+        "against its CID: a gateway is never trusted.",
+        show_default=False,
+    ),
+]
+"""``--gateway``, for every command that fetches through :func:`agent.ipfs.fetch.make_fetcher`."""
+IpfsApisOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--ipfs-api",
+        metavar="URL",
+        help="A Kubo RPC API to fetch from (repeat for several; a URL or /ip4/127.0.0.1/tcp/5001; token from "
+        "$CHRYSALIS_KUBO_API_TOKEN).",
+        show_default=False,
+    ),
+]
+"""``--ipfs-api``, for every command that fetches through :func:`agent.ipfs.fetch.make_fetcher`."""
+
 RepoOption = Annotated[
     Path | None,
     typer.Option(

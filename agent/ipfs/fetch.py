@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -54,6 +55,7 @@ from agent.ipfs.errors import (
 )
 from agent.ipfs.reader import DagLimits, DagReader
 from agent.ipfs.repo import IpfsRepo
+from agent.ipfs.rpc_auth import KUBO_TOKEN_ENV
 from agent.redact import redact_url
 
 __all__ = [
@@ -482,7 +484,12 @@ def make_fetcher(
     store: Blockstore | None = None,
     limits: DagLimits | None = None,
 ) -> Fetcher:
-    """A :class:`Fetcher` over a local repo (first, when given), then Kubo APIs, then gateways, in order."""
+    """A :class:`Fetcher` over a local repo (first, when given), then Kubo APIs, then gateways, in order.
+
+    ``api_token``: the Kubo APIs' bearer token (default ``$CHRYSALIS_KUBO_API_TOKEN``, as for the Kubo backend).
+    """
+    if api_token is None:
+        api_token = os.environ.get(KUBO_TOKEN_ENV) or None
     sources: list[BlockSource] = []
     if repo is not None:
         sources.append(RepoSource(repo))

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from agent.clicontext import current_settings
+from agent.ipfs.cli import GatewaysOption, IpfsApisOption
 
 
 def publish_command(
@@ -107,23 +108,8 @@ def fetch_command(
             show_default=False,
         ),
     ] = None,
-    gateway: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--gateway",
-            help="An IPFS HTTP gateway to fetch from (repeatable; e.g. https://ipfs.io). Every block is checked "
-            "against its CID: a gateway is never trusted.",
-            show_default=False,
-        ),
-    ] = None,
-    ipfs_api: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--ipfs-api",
-            help="A Kubo RPC API to fetch from (repeatable; /ip4/127.0.0.1/tcp/5001 or a URL).",
-            show_default=False,
-        ),
-    ] = None,
+    gateway: GatewaysOption = None,
+    ipfs_api: IpfsApisOption = None,
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds each source may take for one block.", min=0.1)
     ] = 30.0,

@@ -13,7 +13,6 @@ file checked against the manifest and the weights against the record, and says w
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,10 +34,9 @@ from agent.generate.published import (
 from agent.ipfs.cid import CID, RAW
 from agent.ipfs.directory import validate_name
 from agent.ipfs.errors import NodeKindError
-from agent.ipfs.fetch import DEFAULT_FETCH_TIMEOUT_S, Fetcher, api_url, gateway_url, make_fetcher
+from agent.ipfs.fetch import DEFAULT_FETCH_TIMEOUT_S, Fetcher, make_fetcher
 from agent.ipfs.reader import DagLimits
 from agent.ipfs.repo import AddResult, DirEntry, IpfsRepo, is_repo
-from agent.ipfs.rpc_auth import KUBO_TOKEN_ENV
 from agent.settings import Settings
 
 ADMIN_ROLE = b"\x00" * 32
@@ -115,9 +113,8 @@ def model_fetcher(
     return FileByFile(
         make_fetcher(
             repo=repo,
-            gateways=[gateway_url(g) for g in gateways],
-            ipfs_apis=[api_url(a) for a in ipfs_apis],
-            api_token=os.environ.get(KUBO_TOKEN_ENV) or None,
+            gateways=gateways,
+            ipfs_apis=ipfs_apis,
             timeout_s=timeout_s,
             limits=DagLimits.from_settings(settings.ipfs),
         )

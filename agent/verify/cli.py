@@ -8,13 +8,13 @@ first block come from ``chain.rpc_url`` and the deployment record, and the agent
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from agent.errors import ConfigError
+from agent.ipfs.cli import GatewaysOption, IpfsApisOption
 
 if TYPE_CHECKING:  # the command imports what it uses when it runs (torch: a fast `chrysalis --help`)
     from agent.verify.report import StageCheck
@@ -68,24 +68,8 @@ def verify_command(
             show_default=False,
         ),
     ] = None,
-    gateway: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--gateway",
-            metavar="URL",
-            help="An IPFS gateway to fetch from (repeat for several; each block is checked against its CID).",
-            show_default=False,
-        ),
-    ] = None,
-    ipfs_api: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--ipfs-api",
-            metavar="URL",
-            help="A Kubo RPC API to fetch from (repeat for several; token from $CHRYSALIS_KUBO_API_TOKEN).",
-            show_default=False,
-        ),
-    ] = None,
+    gateway: GatewaysOption = None,
+    ipfs_api: IpfsApisOption = None,
     timeout: Annotated[
         float,
         typer.Option("--timeout", metavar="SECONDS", help="Seconds each IPFS source may take for one block."),
@@ -168,7 +152,6 @@ def _run(
     from agent.ipfs.fetch import make_fetcher
     from agent.ipfs.reader import DagLimits
     from agent.ipfs.repo import IpfsRepo, is_repo
-    from agent.ipfs.rpc_auth import KUBO_TOKEN_ENV
     from agent.verify.chain import ChainTarget, CollectionReader
     from agent.verify.core import verify_token
 
@@ -211,7 +194,6 @@ def _run(
     with make_fetcher(
         gateways=gateways,
         ipfs_apis=apis,
-        api_token=os.environ.get(KUBO_TOKEN_ENV) or None,
         repo=repo,
         timeout_s=timeout,
         limits=DagLimits.from_settings(settings.ipfs),

@@ -70,13 +70,14 @@ class DemoRun:
         for child in children:
             # A child caught between fork and exec still shows its parent's command line: read it again every time,
             # so the exec'd program (anvil, the agent) is what is recorded.
+            # A child that has already exited (a zombie) shows an empty command line but keeps its name: record the
+            # name beside it and never let an empty read replace what was seen.
             try:
-                cmdline = " ".join(child.cmdline())
+                name, argv = child.name(), child.cmdline()
             except psutil.Error:
                 continue
-            known = self.started.get(child.pid)
-            if known is None or known[1] != cmdline:
-                self.started[child.pid] = (child, cmdline)
+            if child.pid not in self.started or argv:
+                self.started[child.pid] = (child, " ".join([f"[{name}]", *argv]))
 
     @property
     def printed(self) -> str:

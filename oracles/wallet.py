@@ -58,6 +58,12 @@ ERC721_ABI: list[dict[str, Any]] = [
 
 WEI_PER_ETH = 10**18
 
+LOG_RECHECKS = 2
+"""Searches asked again when the Transfer search found nothing. ``ownerOf`` says the holder has the token, so a
+Transfer into them exists: an empty answer is a provider's incomplete one (an ``eth_getLogs`` answering ``[]`` for a
+range its backend has not indexed yet), and asking again at once usually gets the honest one. Only when every
+search comes back empty is the reading retryable-unavailable (the job's retries then ask later)."""
+
 
 class WalletOracle(Oracle):
     """Reads the holder's wallet and their tenure of the token at the context's block.
@@ -157,7 +163,12 @@ class WalletOracle(Oracle):
 
         if ctx.block_number >= self._from_block:
             try:
-                _, logs = search_backwards(get_logs, self._from_block, ctx.block_number, self.span, url=url)
+                for _ in range(1 + LOG_RECHECKS):
+                    _, logs = search_backwards(
+                        get_logs, self._from_block, ctx.block_number, self.span, url=url
+                    )
+                    if logs:
+                        break
             except Exception as exc:
                 reason = unavailable(exc, "eth_getLogs")
                 if reason is None:

@@ -168,11 +168,16 @@ def test_a_transfer_search_answered_with_empty_logs_is_retryable_and_a_retry_rea
     rpc = RpcClient(proxy.url, retries=1, backoff_s=0.01)
     ctx = _ctx(rpc.w3, recent)
     wallet = WalletOracle(from_block=recent.deployed)
-    proxy.empty_logs_next = 1
+    proxy.empty_logs_next = 1  # one lie: the search is asked again at once and reads the honest answer
+    got = _values(wallet.read(ctx))
+    assert got["wallet.held_blocks"] == recent.read - recent.acquired
+    assert proxy.empty_logs_next == 0
+    proxy.empty_logs_next = 10**6  # every answer lies: after LOG_RECHECKS more searches, retryable
     with pytest.raises(OracleUnavailableError, match="incomplete") as err:
         OracleGuard().snapshot([wallet], ctx)
     assert err.value.retryable
-    got = _values(wallet.read(ctx))  # the retry: an honest answer
+    proxy.empty_logs_next = 0
+    got = _values(wallet.read(ctx))  # the job's retry: an honest answer
     assert got["wallet.held_blocks"] == recent.read - recent.acquired
 
 

@@ -119,6 +119,9 @@ def _register_subapps() -> None:
     from agent.ops.aigc_cli import aigc_app
 
     app.add_typer(aigc_app, name="aigc")
+    from agent.datasets.cli import dataset_app
+
+    app.add_typer(dataset_app, name="dataset")
 
 
 _register_subapps()

@@ -52,6 +52,45 @@ def foreground_mask(img: np.ndarray, tol: float = BACKGROUND_TOLERANCE) -> np.nd
     return d > tol
 
 
+OUTLINE_COLOR = (0x1A, 0x1A, 0x2E)
+"""The near-black (#1a1a2e) 1-px outline of the ``examples/finetune/outlined`` style: a style the shipped model never
+draws (its own outlines are palette colours, the closest being gloomy's (20, 20, 30), 18 away)."""
+
+OUTLINE_TOLERANCE = 12.0
+"""RGB distance under which a pixel counts as outline-coloured (under 18, so gloomy's palette outline does not)."""
+
+
+def outline_score(img: np.ndarray, tol: float = OUTLINE_TOLERANCE) -> float:
+    """Share of the silhouette's border pixels that are outline-coloured (:data:`OUTLINE_COLOR`): ~1.0 on the
+    outlined example set, ~0 on the shipped model's sprites.
+
+    The background is the pixels within :data:`BACKGROUND_TOLERANCE` of :func:`background_color` and nearer to it
+    than to the outline colour (so a dark background and the outline are told apart); the border is every other
+    pixel with a background pixel above, below, left or right of it. 0.0 when there is no border.
+    """
+    x = img.astype(np.float32)
+    d_bg = np.linalg.norm(x - background_color(img), axis=-1)
+    d_out = np.linalg.norm(x - np.array(OUTLINE_COLOR, dtype=np.float32), axis=-1)
+    background = (d_bg <= BACKGROUND_TOLERANCE) & (d_bg < d_out)
+    p = np.pad(background, 1)
+    touches = p[:-2, 1:-1] | p[2:, 1:-1] | p[1:-1, :-2] | p[1:-1, 2:]
+    border = ~background & touches
+    if not border.any():
+        return 0.0
+    return float((d_out[border] <= tol).mean())
+
+
+def add_outline(img: np.ndarray) -> np.ndarray:
+    """``img`` with a 1-px :data:`OUTLINE_COLOR` ring drawn on the background around its silhouette
+    (:func:`foreground_mask`, 4-neighbour dilation). Pure numpy: same pixels in, same pixels out."""
+    mask = foreground_mask(img)
+    p = np.pad(mask, 1)
+    ring = (p[:-2, 1:-1] | p[2:, 1:-1] | p[1:-1, :-2] | p[1:-1, 2:]) & ~mask
+    out = img.copy()
+    out[ring] = OUTLINE_COLOR
+    return out
+
+
 def silhouette_iou(a: np.ndarray, b: np.ndarray) -> float:
     """Intersection over union of two images' silhouettes (shape identity, independent of palette)."""
     ma, mb = foreground_mask(a), foreground_mask(b)
@@ -131,11 +170,14 @@ def _palette_distance(img: np.ndarray, mood: str) -> np.ndarray:
 
 __all__ = [
     "ELEMENTS",
+    "OUTLINE_COLOR",
     "ElementClassifier",
+    "add_outline",
     "background_color",
     "foreground_mask",
     "identity_retrieval",
     "identity_similarity",
+    "outline_score",
     "palette_adherence",
     "pixel_similarity",
     "predicted_mood",

@@ -26,6 +26,7 @@ from pathlib import Path
 from agent.credentials import ContentCredentials
 from agent.deployment import Deployment
 from agent.errors import ConfigError
+from agent.gates import Gates
 from agent.generate.base import ImageGenerator, LoreWriter
 from agent.generate.factory import load_image_generator, load_lore_writer
 from agent.ipfs.backends.replicated import Replicator
@@ -72,7 +73,8 @@ def build_agent(
     DevPriceFeed; the ``[oracles]`` section: :func:`~agent.pipeline.inputs.build_oracles`), the rules
     (``agent.rules``), the models (``models``, unless ``image``/``lore`` are given), the signer and sender
     (``signer``, ``submit``), the Content Credentials signer (``credentials``), the review gate
-    (``studio.review``), the refreshes (``[refresh]``) and the read-only gateway (``agent.serve_gateway``).
+    (``studio.review``), the quality gates (``[gates]``), the refreshes (``[refresh]``) and the read-only gateway
+    (``agent.serve_gateway``).
 
     Args:
         settings: The configuration.
@@ -183,7 +185,9 @@ def build_agent(
             collection_name=reader.name(),
             guard=guard,
         )
-        generate = GenerateStage(image, lore, repo, assets, signing=signing)
+        # the quality gates, with the near-duplicate index of this collection's images loaded from the database
+        gates = Gates.from_settings(s.gates, db=db, collection=address)
+        generate = GenerateStage(image, lore, repo, assets, signing=signing, gates=gates)
         publish = PublishStage(
             repo,
             replicator,

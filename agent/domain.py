@@ -565,12 +565,16 @@ class Artwork:
         png_sha256: sha256 of the PNG.
         lore: The lore text.
         receipt: The inference receipt (``InferenceReceipt.to_json()``).
+        gates: The quality gates' report (``agent.gates.GateReport.to_json()``), when gates ran: stored under
+            the optional key ``gates`` (records from before the gates load without it); never part of the
+            receipt or the metadata.
     """
 
     image_cid: str
     png_sha256: str
     lore: str
     receipt: Mapping[str, Any]
+    gates: Mapping[str, Any] | None = None
 
     @property
     def receipt_sha256(self) -> str:
@@ -590,7 +594,7 @@ class Artwork:
             "receipt": dict(self.receipt),
             "receipt_sha256": self.receipt_sha256,
             "provenance": self.provenance,
-        }
+        } | ({"gates": dict(self.gates)} if self.gates is not None else {})
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Artwork:
@@ -604,6 +608,7 @@ class Artwork:
             png_sha256=str(data["png_sha256"]),
             lore=str(data["lore"]),
             receipt=dict(data["receipt"]),
+            gates=dict(data["gates"]) if data.get("gates") is not None else None,
         )
 
 

@@ -977,6 +977,46 @@ class RefreshSettings(Section):
         return self
 
 
+class GatesSettings(Section):
+    """Automatic quality gates every candidate (evolution, refresh, genesis item) passes before it is published
+    or shown to a curator (:mod:`agent.gates`). A failing candidate is regenerated with the next public reroll of
+    its seed, up to ``max_rerolls`` times; then it goes to review flagged, or (review off) its job fails."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Run the gates. The defaults pass the shipped models' normal output (measured: "
+        "bench/gates.py), so a passing candidate's bytes are exactly those of an ungated run.",
+    )
+    max_rerolls: int = Field(
+        default=2, ge=0, le=16, description="Rerolls of a failing candidate before it is flagged (or fails)."
+    )
+    duplicate_distance: int = Field(
+        default=6,
+        ge=0,
+        le=20,
+        description="Near duplicate: a perceptual hash (64-bit dHash) within this many bits of another "
+        "token's image; 0 catches only identical hashes. Measured (bench/gates.py): distinct sprites >= 13 "
+        "bits apart, a rescaled or touched-up copy <= 5.",
+    )
+    min_symmetry: float = Field(
+        default=0.85, ge=0, le=1, description="Embedded sprite model: lowest left-right symmetry."
+    )
+    min_palette: float = Field(
+        default=0.6, ge=0, le=1, description="Embedded sprite model: lowest palette adherence to the mood."
+    )
+    lore_min_chars: int = Field(default=20, ge=0, description="Shortest lore (characters).")
+    lore_max_chars: int = Field(default=1000, ge=1, description="Longest lore (characters).")
+    blocklist: list[str] = Field(
+        default_factory=list,
+        description="Words or phrases lore must not contain (whole words, case-insensitive).",
+    )
+    metrics: list[str] = Field(
+        default_factory=list,
+        description="More image metrics: 'module:function' entry points called as function(png, traits, "
+        "backend) -> list of agent.gates.GateResult.",
+    )
+
+
 class Settings(BaseSettings):
     """Everything Chrysalis can be told. Sections mirror the TOML tables."""
 
@@ -1003,6 +1043,7 @@ class Settings(BaseSettings):
     oracles: OraclesSettings = Field(default_factory=OraclesSettings)
     studio: StudioSettings = Field(default_factory=StudioSettings)
     refresh: RefreshSettings = Field(default_factory=RefreshSettings)
+    gates: GatesSettings = Field(default_factory=GatesSettings)
 
     @model_validator(mode="after")
     def _model_cache_under_data_dir(self) -> Settings:

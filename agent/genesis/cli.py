@@ -208,8 +208,16 @@ def genesis_command(
         sheet_size=sheet,
         progress=progress,
         console=console,
+        gates=settings.gates,
     )
     _print_rarity(table, result.assignment)
+    if result.gates is not None:
+        gate_view = Table(title=f"quality gates (gates.md): {out_dir}")
+        for col in ("gate", "failed first try", "rerolls", "flagged"):
+            gate_view.add_column(col)
+        for row in result.gates:
+            gate_view.add_row(row.gate, str(row.failed_first_try), str(row.rerolls), str(row.flagged))
+        console.print(gate_view)
     how = f"{result.timings.workers} worker(s) x {result.timings.threads} torch thread(s)"
     console.print(
         f"generated {result.generated}, already done {result.resumed}, in {result.elapsed_s:.1f} s ({how}) "

@@ -3,7 +3,7 @@
 ``rarity.md`` lists, for every trait value, its target share, the exact count the table asks for at this size,
 the count the assignment dealt and the difference (always 0: counts are exact; the column is there so a reader
 can see it). ``contact-sheet.png`` tiles an evenly spaced sample of the generated images, labelled with their
-item numbers.
+item numbers. ``gates.md`` / ``gates.json`` (:func:`gate_genesis`) say what the quality gates caught.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 from agent.errors import NotFoundError
 from agent.genesis.assign import Assignment
 from agent.genesis.traits import TraitTable
+from agent.settings import GatesSettings
 
 SHEET_NAME = "contact-sheet.png"
 TILE = 128
@@ -133,3 +134,91 @@ def contact_sheet(out_dir: Path, *, sample: int = 64, columns: int | None = None
     out = out_dir / SHEET_NAME
     sheet.save(out, format="PNG")
     return out
+
+
+# -- quality gates ---------------------------------------------------------------------------------------------
+
+GATES_NAME = "gates.md"
+GATES_JSON = "gates.json"
+
+
+@dataclass(frozen=True)
+class GateRow:
+    """One gate over a genesis: how many items it failed on the first try, rerolls spent, items left flagged."""
+
+    gate: str
+    failed_first_try: int
+    rerolls: int
+    flagged: int
+
+
+def gate_genesis(out_dir: Path, settings: GatesSettings) -> list[GateRow]:
+    """Run the quality gates (:mod:`agent.gates`) over every item of the genesis in ``out_dir``, in item order,
+    and write ``gates.json`` (every failing item's report) and ``gates.md`` (the table :func:`gates_markdown`).
+
+    Near duplicates are looked for within the genesis: each item is compared with the items before it (an item is
+    its own token, so nothing is excluded). The image backend's metrics come from each receipt's model. Genesis
+    items are not rerolled here (their receipts are committed to by the provenance hash): a failing item is
+    reported as flagged, for the operator (or a curator, in review mode) to decide on. Deterministic: the same
+    genesis gives the same files.
+
+    Raises:
+        NotFoundError: the genesis has no ``assignment.json`` or an item's image or receipt is missing.
+    """
+    import json
+
+    from agent.gates import GateReport, Gates
+
+    assignment = out_dir / "assignment.json"
+    if not assignment.is_file():
+        raise NotFoundError(f"{out_dir} holds no genesis", hint="run `chrysalis genesis` first")
+    items = json.loads(assignment.read_text())["items"]
+    gates = Gates(settings)
+    failed: dict[str, int] = {}
+    reports = []
+    for record in items:
+        item = int(record["item"])
+        png_path, receipt_path = out_dir / "images" / f"{item}.png", out_dir / "receipts" / f"{item}.json"
+        if not (png_path.is_file() and receipt_path.is_file()):
+            raise NotFoundError(
+                f"genesis item {item} has no image or receipt in {out_dir}",
+                hint="run the genesis again to finish it (it resumes)",
+            )
+        png = png_path.read_bytes()
+        receipt = json.loads(receipt_path.read_text())
+        lore = ((receipt.get("lore") or {}).get("output") or {}).get("text")
+        backend = ((receipt.get("image") or {}).get("model") or {}).get("backend")
+        results = gates.check(png=png, lore=lore, traits=record["traits"], backend=backend, token_id=item)
+        report = GateReport(tuple(results))
+        gates.accept(item, 0, f"images/{item}.png", png)
+        for r in report.failed:
+            failed[r.name] = failed.get(r.name, 0) + 1
+        if not report.passed:
+            reports.append({"item": item, **report.to_json()})
+    names = [r.name for r in results] if items else []
+    rows = [
+        GateRow(n, failed.get(n, 0), 0, failed.get(n, 0)) for n in dict.fromkeys([*names, *sorted(failed)])
+    ]
+    atomic = out_dir / GATES_JSON
+    atomic.write_text(
+        json.dumps(
+            {"items": len(items), "flagged": reports, "table": [r.__dict__ for r in rows]},
+            indent=1,
+            sort_keys=True,
+        )
+        + "\n"
+    )
+    (out_dir / GATES_NAME).write_text(gates_markdown(rows, len(items), len(reports)))
+    return rows
+
+
+def gates_markdown(rows: list[GateRow], size: int, flagged: int) -> str:
+    """The genesis report's gates table."""
+    lines = [
+        f"# Quality gates: {flagged} of {size} items flagged",
+        "",
+        "| gate | failed first try | rerolls | flagged |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {r.gate} | {r.failed_first_try} | {r.rerolls} | {r.flagged} |" for r in rows]
+    return "\n".join(lines) + "\n"

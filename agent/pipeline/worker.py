@@ -35,7 +35,7 @@ from agent.jobs.store import ORPHANED_REASON
 from agent.metadata import cid_from_digest
 from agent.metrics import EVENT_TO_FULFILMENT, JOB_OUTCOMES, STAGE_LATENCY
 from agent.pipeline import hooks
-from agent.pipeline.generate import GenerateStage
+from agent.pipeline.generate import GenerateStage, gate_failure
 from agent.pipeline.inputs import InputsStage
 from agent.pipeline.ports import Review, SideWork
 from agent.pipeline.publish import PublishStage
@@ -312,6 +312,10 @@ class Worker:
             return
         STAGE_LATENCY.labels(stage="generate").observe(time.monotonic() - started)
         for job, output in zip(jobs, outputs, strict=True):
+            failed = gate_failure(output, f"job {job.id}") if self.review is None else None
+            if failed is not None:  # no curator to show it to: the job fails visibly
+                self._fail(live, job, failed)
+                continue
             self._guard(live, job, partial(self._record, stage=Stage.GENERATED, output=output))
 
     def _publish(self, job: Job) -> Job:

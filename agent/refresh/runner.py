@@ -67,7 +67,7 @@ from agent.domain import (
 from agent.errors import ChrysalisError, PermanentError, RetryableError
 from agent.jobs import Job, JobKind, JobStore
 from agent.metrics import REFRESH_GAS, REFRESH_PAUSED, REFRESH_RUNS, REFRESH_TOKENS
-from agent.pipeline.generate import GenerateStage
+from agent.pipeline.generate import GenerateStage, gate_failure
 from agent.pipeline.ports import Review, StepOutcome
 from agent.pipeline.publish import PublishStage
 from agent.refresh.inputs import Block, RefreshInputs, read_token_states
@@ -402,11 +402,18 @@ class RefreshRunner:
         except PermanentError as exc:
             self._fail_items(run, todo, [ItemState.CHANGED], exc)
             return 0
+        kept = []
+        for i, out in zip(todo, outputs, strict=True):
+            failed = gate_failure(out, f"token {i.token_id}") if self.review is None else None
+            if failed is not None:  # failed the quality gates on every try, and no curator reviews it
+                self._fail_items(run, [i], [ItemState.CHANGED], failed)
+            else:
+                kept.append((i, out))
         self.store.move(
             run.job_id,
             [
                 (i.token_id, [ItemState.CHANGED], {"state": ItemState.GENERATED, "generated": out.to_json()})
-                for i, out in zip(todo, outputs, strict=True)
+                for i, out in kept
             ],
         )
         return len(todo)

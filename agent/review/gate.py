@@ -84,7 +84,13 @@ class ReviewGate:
             The approved artwork (maybe a regenerated revision) and its curator; the rejection, whose reason
             names the item, the curator and their reason; or None while it awaits a curator.
         """
-        candidate = Candidate(artwork, traits=dict(traits), name=name)
+        # When the quality gates rerolled it, the base of its rerolls is the request's seed, not the receipt's.
+        gates = artwork.gates or {}
+        request_seed = str(gates["request_seed"]) if gates.get("request_seed") else None
+        reroll = int(gates.get("reroll") or 0) if request_seed else 0
+        candidate = Candidate(
+            artwork, traits=dict(traits), name=name, request_seed=request_seed, reroll=reroll
+        )
         self.submit(subject, token_id, stage, candidate, kind=kind)
         decision = self.decision(subject)
         if isinstance(decision, Rejected):

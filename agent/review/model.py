@@ -13,7 +13,6 @@ the receipt still verifies. Nothing here touches the database.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,12 +21,11 @@ from typing import Any
 
 from agent.domain import Artwork
 from agent.errors import NotFoundError, PermanentError
-
-REROLL_DOMAIN = b"chrysalis.reroll.v1"
-"""Domain separator of :func:`reroll_seed`."""
-
-MAX_REROLLS = 64
-"""Most rerolls one candidate may go through (and the most a verifier tries when it names one)."""
+from agent.gates.reroll import MAX_REROLLS as MAX_REROLLS  # re-exported: the rule lives in agent.gates
+from agent.gates.reroll import REROLL_DOMAIN as REROLL_DOMAIN
+from agent.gates.reroll import RerollError
+from agent.gates.reroll import find_reroll as find_reroll
+from agent.gates.reroll import reroll_seed as _reroll_seed
 
 
 class ReviewState(StrEnum):
@@ -89,29 +87,10 @@ def reroll_seed(onchain_seed: str | bytes, n: int) -> str:
     Reroll 0 is the seed itself. A regenerated candidate's receipt records the rerolled value as its
     ``seed.onchain_seed``; anyone holding the request's seed can recompute it (:func:`find_reroll`).
     """
-    raw = (
-        bytes.fromhex(onchain_seed.removeprefix("0x"))
-        if isinstance(onchain_seed, str)
-        else bytes(onchain_seed)
-    )
-    if len(raw) != 32:
-        raise ReviewInputError(
-            f"an on-chain seed is 32 bytes, got {len(raw)}", hint="pass the request's bytes32 seed"
-        )
-    if n == 0:
-        return "0x" + raw.hex()
-    if not 0 < n <= MAX_REROLLS:
-        raise ReviewInputError(f"reroll {n} is outside 0..{MAX_REROLLS}", hint="approve or reject it instead")
-    return "0x" + hashlib.sha256(REROLL_DOMAIN + raw + n.to_bytes(4, "big")).hexdigest()
-
-
-def find_reroll(request_seed: str | bytes, receipt_seed: str) -> int | None:
-    """Which reroll of ``request_seed`` the receipt's seed is (0: the seed itself), or None if none is."""
-    want = receipt_seed.lower()
-    for n in range(MAX_REROLLS + 1):
-        if reroll_seed(request_seed, n) == want:
-            return n
-    return None
+    try:
+        return _reroll_seed(onchain_seed, n)
+    except RerollError as exc:
+        raise ReviewInputError(exc.message, hint=exc.hint) from None
 
 
 @dataclass(frozen=True)
@@ -181,7 +160,17 @@ class Candidate:
             "name": self.name,
             "request_seed": self.request_seed,
             "reroll": self.reroll,
-        }
+        } | ({"gates": dict(self.gates)} if self.gates is not None else {})
+
+    @property
+    def gates(self) -> Mapping[str, Any] | None:
+        """The quality gates' report (``agent.gates.GateReport.to_json()``), when gates ran."""
+        return self.artwork.gates
+
+    @property
+    def flagged(self) -> bool:
+        """Whether the candidate failed a quality gate on its last try (it reached review flagged)."""
+        return self.gates is not None and not bool(self.gates.get("passed", True))
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Candidate:
@@ -293,6 +282,8 @@ class ReviewItem:
             "reason": self.reason,
             "error": self.error,
             "published": dict(published) if published is not None else None,
+            "gates": dict(self.candidate.gates) if self.candidate.gates is not None else None,
+            "flagged": self.candidate.flagged,
         }
 
 

@@ -9,7 +9,8 @@ Groups (each added by the migration named):
 * jobs (``jobs``, ``job_stages``: 0001) and the broadcast journal (``broadcasts``: 0005);
 * the chain watcher's cursors (``watch_cursors``, ``watch_blocks``: 0002);
 * the review queue (``review_items``, ``review_events``: 0003);
-* refreshes (``refresh_runs``, ``refresh_items``, ``refresh_txs``, ``refresh_triggers``: 0004).
+* refreshes (``refresh_runs``, ``refresh_items``, ``refresh_txs``, ``refresh_triggers``: 0004);
+* the quality gates' near-duplicate index (``gate_hashes``: 0006).
 
 A change to a table here needs a migration in :mod:`agent.store.migrations` (``tests/jobs/test_migrations.py``
 fails until the two agree). The refresh scheduler's APScheduler table is APScheduler's, outside this metadata.
@@ -311,6 +312,27 @@ class RefreshTriggerRow(SQLModel, table=True):
     updated_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
 
 
+# -- quality gates -------------------------------------------------------------------------------------------
+
+
+class GateHashRow(SQLModel, table=True):
+    """One image's 64-bit perceptual hash (table ``gate_hashes``), for the near-duplicate gate
+    (:mod:`agent.gates.index`): one row per collection, token and stage; ``hash`` is 16 hex digits."""
+
+    __tablename__ = "gate_hashes"
+    __table_args__ = (
+        sa.UniqueConstraint("collection", "token_id", "stage", name="uq_gate_hashes_token_stage"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    collection: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    token_id: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    stage: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    image_cid: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    hash: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
+    created_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+
+
 JOBS = table(JobRow)
 JOB_STAGES = table(JobStageRow)
 BROADCASTS = table(BroadcastRow)
@@ -322,3 +344,4 @@ REFRESH_RUNS = table(RefreshRunRow)
 REFRESH_ITEMS = table(RefreshItemRow)
 REFRESH_TXS = table(RefreshTxRow)
 REFRESH_TRIGGERS = table(RefreshTriggerRow)
+GATE_HASHES = table(GateHashRow)

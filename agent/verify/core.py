@@ -32,6 +32,7 @@ from agent.credentials import TRAINED_ALGORITHMIC_MEDIA, CredentialClaim, inspec
 from agent.domain import canonical_json, sha256_hex
 from agent.erc7007 import aigc_triple_for_metadata, erc7007_verify
 from agent.errors import ChrysalisError, ConfigError, NotFoundError
+from agent.gates.reroll import find_reroll
 from agent.generate.published import PublishedModelError
 from agent.generate.receipt import ImageRecord, InferenceReceipt
 from agent.generate.verify import FieldMismatch, ModelUnavailableError, VerifyResult, load_models, verify
@@ -362,7 +363,7 @@ def _evolved(
         )
         return
     seed = str(receipt.seed.onchain_seed).lower()
-    n = reroll_of(request.seed, seed)
+    n = find_reroll(request.seed, seed)
     if n is None:
         found.differ(
             "chain.seed",
@@ -437,31 +438,11 @@ def _refreshed(
     )
 
 
-REROLL_DOMAIN = b"chrysalis.reroll.v1"
-"""The domain of a curator's reroll seed (the rule of :func:`agent.review.model.reroll_seed`; tests/verify checks
-both give the same seeds)."""
-
-MAX_REROLLS = 64
-"""The most rerolls verify tries (:data:`agent.review.model.MAX_REROLLS`)."""
-
 REFRESH_PROVENANCE_SCHEMA = "chrysalis.refresh-batch/1"
 """The ``schema`` of a refresh batch's provenance document (:data:`agent.refresh.runner.PROVENANCE_SCHEMA`)."""
 
 MAX_REFRESH_BATCH = 1_000
 """The most tokens of one refresh verify fetches to recompute its provenance."""
-
-
-def reroll_of(request_seed: str, receipt_seed: str) -> int | None:
-    """Which reroll of the request's seed the receipt's is (0: the seed itself), or None: ``reroll n`` is
-    ``sha256(REROLL_DOMAIN || seed || n as 4 bytes)``."""
-    raw = bytes.fromhex(request_seed.removeprefix("0x"))
-    want = receipt_seed.lower()
-    if "0x" + raw.hex() == want:
-        return 0
-    for n in range(1, MAX_REROLLS + 1):
-        if "0x" + hashlib.sha256(REROLL_DOMAIN + raw + n.to_bytes(4, "big")).hexdigest() == want:
-            return n
-    return None
 
 
 def refresh_provenance(block_hash: str, items: list[tuple[int, str, str]]) -> str:

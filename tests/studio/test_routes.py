@@ -6,18 +6,21 @@ token. Refusals are checked by status code AND by the words a person reads on th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
 
+from agent.gates import GateReport, Gates
 from agent.jobs import JobKind, JobState
 from agent.metadata import cid_from_digest
-from agent.review import Approved, Rejected, ReviewGate, ReviewState
+from agent.review import Approved, Candidate, Rejected, ReviewGate, ReviewState
+from agent.settings import GatesSettings
 from agent.studio.service import Studio
 from tests.studio.conftest import csrf_of
-from tests.studio.world import API_TOKEN, CURATOR, World, submit
+from tests.studio.world import API_TOKEN, CURATOR, World, candidate_from_token, submit
 from tests.support.waiting import eventually
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -377,3 +380,22 @@ def test_a_regenerated_candidate_is_signed_like_the_generate_stages_images(
     assert init_cid and report.ingredients == (f"ipfs://{init_cid}",)
     output = c.receipt["image"]["output"]
     assert png_pixels_sha256(png, width=output["width"], height=output["height"]) == output["pixels_sha256"]
+
+
+def test_review_items_show_each_quality_gate_result(curator: TestClient, studio: Studio) -> None:
+    """A candidate flagged by the gates (here: a blocklisted word in its real lore) shows every gate's result."""
+    base = candidate_from_token(studio, 2)
+    word = base.lore.split()[0].strip(".,")
+    gates = Gates(GatesSettings(blocklist=[word]))
+    png = studio.catalog.image(base.image_cid)
+    results = gates.check(png=png, lore=base.lore, traits=dict(base.traits), backend="embedded", token_id=2)
+    report = GateReport(tuple(results), history=(("near_duplicate: 0 bits from token 1 stage 1",),))
+    candidate = Candidate(dataclasses.replace(base.artwork, gates=report.to_json()), base.traits, base.name)
+    item = studio.reviews.submit("evolve:gates", token_id=2, stage=3, candidate=candidate, kind="evolve")
+    page = curator.get("/review").text
+    assert "Quality gates: flagged (1 failed) after 1 reroll(s)" in page
+    assert 'data-gate="lore_blocklist"' in page and "FAIL: contains blocked word(s)" in page
+    assert 'data-gate="symmetry"' in page and "try 1 failed: near_duplicate" in page
+    listed = curator.get("/api/review").json()
+    mine = next(i for i in listed["items"] if i["id"] == item.id)
+    assert mine["flagged"] and mine["gates"]["results"][0]["name"] == "near_duplicate"

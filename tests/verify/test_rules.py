@@ -1,6 +1,7 @@
 """What verify knows without a deployment record must agree with the contract and with the agent: the views and
 events it names by signature exist in the compiled LivingCollection, and the rules it recomputes (a curator's
-reroll seed, a refresh batch's provenance) are the ones the review and refresh packages apply."""
+reroll seed, which verify imports from agent.gates like the review queue; a refresh batch's provenance, which it
+recomputes) are the ones the review and refresh packages apply."""
 
 from __future__ import annotations
 
@@ -29,10 +30,9 @@ def test_every_view_event_and_call_verify_reads_is_in_the_compiled_collection() 
 
 def test_rerolls_and_refresh_provenance_are_the_agents_rules() -> None:
     seed = "0x" + secrets.token_hex(32)
-    assert core.MAX_REROLLS == MAX_REROLLS
     for n in (0, 1, 2, MAX_REROLLS):
-        assert core.reroll_of(seed, reroll_seed(seed, n)) == n
-    assert core.reroll_of(seed, "0x" + secrets.token_hex(32)) is None
+        assert core.find_reroll(seed, reroll_seed(seed, n)) == n
+    assert core.find_reroll(seed, "0x" + secrets.token_hex(32)) is None
     assert core.REFRESH_PROVENANCE_SCHEMA == PROVENANCE_SCHEMA
     items = [(3, "0x" + "ab" * 32, "cd" * 32), (4, "0x" + "ef" * 32, "01" * 32)]
     block_hash = "0x" + secrets.token_hex(32)

@@ -19,7 +19,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 CONTRACT_SOURCES := $(shell find contracts -name '*.sol' 2>/dev/null)
 
-.PHONY: help setup demo test lint check-fresh bench clean chromium
+.PHONY: help setup demo test lint check-fresh bench clean chromium example-finetune
 
 help:
 	@echo "make setup   create .venv, install npm packages and the solc wrapper, compile contracts (idempotent)"
@@ -28,6 +28,7 @@ help:
 	@echo "make lint    ruff (lint and format check), mypy over agent/ and oracles/, import-linter, slither against contracts/slither-triage.toml"
 	@echo "make check-fresh  clone HEAD into a temporary folder with empty caches: setup, demo, a contract test"
 	@echo "make bench   run the benchmarks and print their tables"
+	@echo "make example-finetune  fine-tune the sprite model on examples/finetune/outlined, evaluate, verify, pin it"
 
 setup: $(VENV)/.installed node_modules/.installed $(VENV)/bin/anvil .solcx/solc-v$(SOLC_VERSION) .build/.compiled chromium
 
@@ -69,10 +70,27 @@ $(VENV)/bin/anvil: node_modules/.installed
 
 # At a terminal the demo ends with the studio serving until Ctrl-C; otherwise (or with SERVE=0) it prints its results
 # and exits. SERVE=1 serves even without a terminal. agent.ops.supervise stops anything it started, whatever happens.
+# MODEL=DIR draws the sprites with another sprite model (e.g. runs/finetune/outlined from `make example-finetune`).
 SERVE ?=
+MODEL ?=
 demo: setup
 	$(PY) -m agent.ops.supervise -- $(VENV)/bin/ape run demo --network ethereum:local:foundry \
-		$(if $(filter 0 no false,$(SERVE)),--no-serve,$(if $(filter 1 yes true,$(SERVE)),--serve,))
+		$(if $(filter 0 no false,$(SERVE)),--no-serve,$(if $(filter 1 yes true,$(SERVE)),--serve,)) \
+		$(if $(MODEL),--image-model $(abspath $(MODEL)))
+
+# Fine-tune the sprite model on the outlined example art (canonical: CPU, float32, one thread, so
+# `chrysalis model verify-training` reproduces it), evaluate it against the base (bench/results/finetune.md), check
+# the receipt in a second process, and pin it to the embedded IPFS repo. Register it on a chain with
+# `chrysalis model publish runs/finetune/outlined` (settings pointing at a deployment); draw with it: make demo MODEL=runs/finetune/outlined
+FINETUNE_OUT ?= runs/finetune/outlined
+example-finetune: $(VENV)/.installed
+	$(VENV)/bin/chrysalis dataset add examples/finetune/outlined
+	@# resumes a killed run; a finished model is kept (delete $(FINETUNE_OUT) to train again)
+	test -f $(FINETUNE_OUT)/manifest.json || \
+		$(VENV)/bin/chrysalis model train --dataset examples/finetune/outlined --out $(FINETUNE_OUT) --steps 1500
+	$(PY) -m bench.finetune --model $(FINETUNE_OUT)
+	$(VENV)/bin/chrysalis model verify-training $(FINETUNE_OUT)/training-receipt.json --dataset examples/finetune/outlined
+	$(VENV)/bin/chrysalis model publish $(FINETUNE_OUT) --no-register
 
 test: setup
 	@$(MAKE) --no-print-directory lint

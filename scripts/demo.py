@@ -43,6 +43,12 @@ from ape.cli import ConnectedProviderCommand, ape_cli_context
     help="A local transformers causal LM directory for the lore instead of the shipped SmolLM2.",
 )
 @click.option(
+    "--image-model",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="A sprite-model directory (e.g. a `chrysalis model train` output) instead of the shipped sprites32.",
+)
+@click.option(
     "--lore-max-new-tokens", type=click.IntRange(min=8), default=None, help="Token budget of each lore."
 )
 @click.option(
@@ -78,6 +84,7 @@ def cli(
     out,
     timeout,
     lore_model,
+    image_model,
     lore_max_new_tokens,
     threads,
     studio_port,
@@ -111,6 +118,8 @@ def cli(
         models = {"lore_do_sample": True, "lore_max_new_tokens": lore_max_new_tokens, "threads": threads}
         if lore_model is not None:
             models.update(lore_backend="transformers", lore_model=str(lore_model.resolve()))
+        if image_model is not None:
+            models.update(image_model=str(image_model.resolve()))
         result = run_demo(out, timeout_s=timeout, console=console, models=models)
         if result.agent_exit != 0:
             raise SystemExit(1)

@@ -76,10 +76,12 @@ def register(app: typer.Typer) -> None:
     app.command("deploy")(deploy_command)
     app.command("mint")(mint_command)
     from agent.generate.cli import model_app
-    from agent.ops.model_cli import fetch_command, publish_command
+    from agent.ops.model_cli import fetch_command, publish_command, train_command, verify_training_command
 
     model_app.command("publish")(publish_command)  # the model group's commands that need IPFS and the chain
     model_app.command("fetch")(fetch_command)
+    model_app.command("train")(train_command)
+    model_app.command("verify-training")(verify_training_command)
 
 
 _LOG_LEVELS: dict[str, Literal["DEBUG", "INFO", "WARNING", "ERROR"]] = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -134,3 +134,171 @@ def fetch_command(
     out.print(
         f'[dim]use it: models.image_model = "ipfs://{got.cid}" (or models.lore_model)[/]', soft_wrap=True
     )
+
+
+# -- fine-tuning (agent.training) -------------------------------------------------------------------------------
+
+
+def _progress_bar(label: str) -> Any:
+    """A rich progress bar on stderr with the step, the loss and the ETA; ``(bar, callback)``."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(
+        TextColumn(f"[bold]{label}[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    task = bar.add_task(label, total=None, loss="-")
+
+    def update(step: int, total: int, loss: float) -> None:
+        bar.update(task, completed=step, total=total, loss=f"{loss:.4f}")
+
+    return bar, update
+
+
+def train_command(
+    dataset: Annotated[
+        str,
+        typer.Option(
+            "--dataset",
+            help="The dataset: a folder (labels.jsonl + 32x32 images with mood/element traits), or the root of one "
+            "added with `chrysalis dataset add` (8+ hex digits).",
+            show_default=False,
+        ),
+    ],
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="The model directory to write (resumes a killed run).")
+    ],
+    base: Annotated[
+        str,
+        typer.Option(
+            "--base", help="The model to start from: shipped, a sprite-model directory, or ipfs://CID."
+        ),
+    ] = "shipped",
+    method: Annotated[
+        str, typer.Option("--method", help="full (every weight; the default, see the README) or lora.")
+    ] = "full",
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Training steps.")] = 300,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).")] = 2e-3,
+    warmup_steps: Annotated[int, typer.Option("--warmup-steps", min=0)] = 20,
+    ema_decay: Annotated[float, typer.Option("--ema-decay", help="EMA of the weights (0: none).")] = 0.99,
+    label_dropout: Annotated[float, typer.Option("--label-dropout")] = 0.1,
+    holdout_every: Annotated[
+        int,
+        typer.Option(
+            "--holdout-every", help="Hold out every Nth item for the card's quality table (0: none)."
+        ),
+    ] = 8,
+    lora_rank: Annotated[int, typer.Option("--lora-rank", min=1)] = 8,
+    lora_alpha: Annotated[int, typer.Option("--lora-alpha", min=1)] = 8,
+    seed: Annotated[int, typer.Option("--seed", min=0)] = 0,
+    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", min=1)] = 50,
+    model_id: Annotated[
+        str | None, typer.Option("--model-id", help="Default: <base>+<dataset folder>@<weights[:8]>.")
+    ] = None,
+    min_free_bytes: Annotated[
+        int | None,
+        typer.Option(
+            "--min-free-bytes", min=0, help="Refuse to start with less free disk (default: an estimate)."
+        ),
+    ] = None,
+    card: Annotated[
+        bool, typer.Option("--card/--no-card", help="Write MODEL_CARD.md and samples.png.")
+    ] = True,
+    stop_after: Annotated[
+        int | None,
+        typer.Option("--stop-after", min=1, hidden=True, help="Stop (checkpointed) after N steps."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Fine-tune the sprite model on your own art, in the canonical configuration (CPU, float32, one thread), so
+    that `chrysalis model verify-training` can make the same weights again. Writes a model directory like the
+    shipped one, with a training receipt and a model card; run the same command again to resume after a kill."""
+    from agent.ops.cli import out
+    from agent.training.sprites import FinetuneConfig, finetune_sprites
+
+    settings = current_settings()
+    config = FinetuneConfig(
+        method=method, steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps, ema_decay=ema_decay,
+        label_dropout=label_dropout, holdout_every=holdout_every, checkpoint_every=checkpoint_every,
+        lora_rank=lora_rank, lora_alpha=lora_alpha,
+    )  # fmt: skip
+    bar, update = _progress_bar("training")
+    with bar:
+        result = finetune_sprites(
+            dataset, out_dir, base=base, config=config, seed=seed, model_id=model_id,
+            cache_dir=settings.models.cache_dir, data_dir=settings.data_dir, min_free_bytes=min_free_bytes,
+            progress=update, stop_after=stop_after, card=card,
+        )  # fmt: skip
+    done = bool(result.weights)
+    if as_json:
+        typer.echo(
+            json.dumps({"done": done, "out": str(out_dir), **result.__dict__, "losses": None}, indent=2)
+        )
+        return
+    if not done:
+        out.print(f"stopped at step {result.steps} of {steps}; run the same command again to go on")
+        return
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    out.print(f"trained {manifest['model_id']} in {result.train_seconds:.0f} s: {out_dir}", soft_wrap=True)
+    out.print(f"weights sha256 {manifest['weights_sha256']}", soft_wrap=True)
+    out.print(
+        f"final loss {result.losses[-1]:.4f}; receipt {out_dir / 'training-receipt.json'}", soft_wrap=True
+    )
+    out.print(
+        f'[dim]use it: models.image_model = "{out_dir.resolve()}"; check it: chrysalis model verify-training '
+        f"{out_dir / 'training-receipt.json'} --dataset {dataset}; publish it: chrysalis model publish {out_dir}[/]",
+        soft_wrap=True,
+    )
+
+
+def verify_training_command(
+    receipt: Annotated[
+        Path,
+        typer.Argument(help="training-receipt.json (or the model directory holding it).", show_default=False),
+    ],
+    dataset: Annotated[
+        str,
+        typer.Option(
+            "--dataset", help="The dataset folder (or a recorded root) it was trained on.", show_default=False
+        ),
+    ],
+    base: Annotated[
+        str | None,
+        typer.Option(
+            "--base",
+            help="The base model (default: the shipped one, or the receipt's CID).",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Train again from a receipt in the canonical configuration and compare: exit 0 when the weights match bit for
+    bit, 1 when they do not (naming the first step whose loss diverged), 2 when this machine cannot reproduce the
+    receipt (not canonical, or other library versions and a mismatch), 3 on bad input (another dataset)."""
+    from agent.errors import error_exit_code
+    from agent.ops.cli import out
+    from agent.training.verify import verify_training
+
+    settings = current_settings()
+    bar, update = _progress_bar("re-training")
+    with error_exit_code(3), bar:
+        verdict = verify_training(
+            receipt, dataset, base=base, cache_dir=settings.models.cache_dir, data_dir=settings.data_dir,
+            progress=update,
+        )  # fmt: skip
+    if as_json:
+        typer.echo(json.dumps(verdict.to_json(), indent=2))
+    else:
+        for w in verdict.warnings:
+            out.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
+        out.print(f"{verdict.status}: {verdict.message}", soft_wrap=True)
+    if verdict.code:
+        raise typer.Exit(verdict.code)

@@ -256,9 +256,20 @@ def lr_at(config: TrainConfig, step: int) -> float:
     return config.lr * warm * tail
 
 
+def step_generator(config: TrainConfig, step: int) -> torch.Generator:
+    """The CPU generator behind step ``step``'s batch, label dropout, noise and timesteps (in that order)."""
+    return torch.Generator("cpu").manual_seed(config.seed * 1_000_003 + step)
+
+
+def batch_indices(config: TrainConfig, step: int, n: int, g: torch.Generator | None = None) -> torch.Tensor:
+    """The data indices (into ``n`` items) of step ``step``'s batch: the first draw of :func:`step_generator`."""
+    g = step_generator(config, step) if g is None else g
+    return torch.randint(0, n, (config.batch_size,), generator=g)
+
+
 def _train_step(state: TrainState, config: TrainConfig, data, labels, sched: DDPMScheduler, dev) -> float:
-    g = torch.Generator("cpu").manual_seed(config.seed * 1_000_003 + state.step)
-    idx = torch.randint(0, data.shape[0], (config.batch_size,), generator=g)
+    g = step_generator(config, state.step)
+    idx = batch_indices(config, state.step, data.shape[0], g)
     x0 = data[idx.to(dev)]
     y = labels[idx.to(dev)].clone()
     drop = torch.rand(config.batch_size, generator=g) < config.label_dropout

@@ -14,12 +14,14 @@ ALL = [
     "ipfs_gateway",
     "cid",
     "image_quality",
+    "gates",
     "inference",
     "submit",
     "latency",
     "genesis",
     "refresh",
     "credentials",
+    "lore_style",
 ]
 
 

@@ -220,6 +220,41 @@ def restore_trainable(module: Any, params: dict[str, Any]) -> None:
             p.copy_(params[n].to(p.device))
 
 
+def optimize_and_record(
+    ck: Checkpoint,
+    loss: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    params: Sequence[torch.nn.Parameter],
+    idx: list[int],
+    t0: float,
+    *,
+    module: Any,
+    out_dir: Path,
+    steps: int,
+    checkpoint_every: int,
+    progress: Progress | None,
+) -> None:
+    """One optimizer step on ``loss`` (gradients clipped to norm 1), then the step's bookkeeping both LoRA trainers
+    share: the loss, the batch's item indices and the time go into ``ck``; a checkpoint of ``module``'s trainable
+    tensors and the optimizer every ``checkpoint_every`` steps and at the last; ``progress(step, steps, loss)``."""
+    import torch
+
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimizer.step()
+    value = float(loss.detach().float().cpu())
+    ck.step += 1
+    ck.losses.append(value)
+    ck.orders.append(idx)
+    ck.train_seconds += time.monotonic() - t0
+    if ck.step % checkpoint_every == 0 or ck.step == steps:
+        ck.params, ck.optimizer = trainable_state(module), optimizer.state_dict()
+        save_checkpoint(out_dir, ck)
+    if progress is not None:
+        progress(ck.step, steps, value)
+
+
 def run_device(device: str) -> torch.device:
     from agent.generate.runtime import resolve_device
 
@@ -493,20 +528,19 @@ def _train(
         target = noise if prediction == "epsilon" else noise_scheduler.get_velocity(latents, noise, timesteps)
         pred = unet(noisy, timesteps, embeds[idx], return_dict=False)[0]
         loss = torch.nn.functional.mse_loss(pred.float(), target.float(), reduction="mean")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        value = float(loss.detach().float().cpu())
-        ck.step += 1
-        ck.losses.append(value)
-        ck.orders.append(idx)
-        ck.train_seconds += time.monotonic() - t0
-        if ck.step % checkpoint_every == 0 or ck.step == steps:
-            ck.params, ck.optimizer = trainable_state(unet), optimizer.state_dict()
-            save_checkpoint(out_dir, ck)
-        if progress is not None:
-            progress(ck.step, steps, value)
+        optimize_and_record(
+            ck,
+            loss,
+            optimizer,
+            params,
+            idx,
+            t0,
+            module=unet,
+            out_dir=out_dir,
+            steps=steps,
+            checkpoint_every=checkpoint_every,
+            progress=progress,
+        )
 
     lora_state = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
     lora_state = {k: v.detach().to("cpu").contiguous() for k, v in lora_state.items()}

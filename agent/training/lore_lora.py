@@ -44,11 +44,10 @@ from agent.training.diffusers_lora import (
     data_order_sha256,
     fingerprint,
     load_checkpoint,
+    optimize_and_record,
     restore_trainable,
     run_device,
-    save_checkpoint,
     step_indices,
-    trainable_state,
 )
 from agent.training.result import TrainResult
 
@@ -288,20 +287,19 @@ def _train(
         idx = step_indices(len(items), batch_size, seed, ck.step)
         batch = {k: v.to(dev) for k, v in _batch(encoded, idx, pad_id).items()}
         loss = peft_model(**batch).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        value = float(loss.detach().float().cpu())
-        ck.step += 1
-        ck.losses.append(value)
-        ck.orders.append(idx)
-        ck.train_seconds += time.monotonic() - t0
-        if ck.step % checkpoint_every == 0 or ck.step == steps:
-            ck.params, ck.optimizer = trainable_state(peft_model), optimizer.state_dict()
-            save_checkpoint(out_dir, ck)
-        if progress is not None:
-            progress(ck.step, steps, value)
+        optimize_and_record(
+            ck,
+            loss,
+            optimizer,
+            params,
+            idx,
+            t0,
+            module=peft_model,
+            out_dir=out_dir,
+            steps=steps,
+            checkpoint_every=checkpoint_every,
+            progress=progress,
+        )
 
     merged: Any = peft_model.merge_and_unload()
     merged.to("cpu")

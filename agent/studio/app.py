@@ -825,13 +825,16 @@ def _published(studio: Studio, item: ReviewItem) -> dict[str, Any] | None:
 
 
 def _model_view(studio: Studio, ref: Any) -> dict[str, Any]:
-    """A model as the provenance panel shows it: its on-chain registry entry and its model card, if known."""
+    """A model as the provenance panel shows it: its on-chain registry entry, its lineage (to the training data's
+    commitment, :mod:`agent.studio.lineage`) and its model card, if known."""
     out: dict[str, Any] = {"model_id": ref.model_id, "weights_sha256": ref.weights_sha256}
     try:
         record = studio.index.model_record(ref.weights_sha256)
     except ChrysalisError as exc:
         record, out["registry_error"] = None, exc.message
     out["registry"] = record
+    if "registry_error" not in out:
+        out["lineage"] = studio.lineages.of(ref.weights_sha256, record.manifest_uri if record else None)
     card = _model_card(ref.weights_sha256)
     if card is not None:
         out.update(card)

@@ -20,6 +20,7 @@ from agent.studio.auth import Credentials, RevokedSessions
 from agent.studio.catalog import Catalog
 from agent.studio.events import FORWARDED, EventHub, Poller
 from agent.studio.index import CollectionIndex, event_json
+from agent.studio.lineage import Lineages
 from agent.studio.regenerate import Regenerator
 from agent.studio.verification import VerifyRunner
 
@@ -36,8 +37,8 @@ class Studio:
     threads (poller, regenerator) when serving; :meth:`close` at the end.
 
     Attributes:
-        settings, index, repo, db (the agent's database), jobs, reviews, catalog, verifier, regenerator, hub,
-        poller, credentials, revoked (session ids that logged out).
+        settings, index, repo, db (the agent's database), jobs, reviews, catalog, lineages (model lineages, cached
+        per CID), verifier, regenerator, hub, poller, credentials, revoked (session ids that logged out).
     """
 
     def __init__(
@@ -57,6 +58,7 @@ class Studio:
         self.jobs = SqlJobStore(db)
         self.reviews = ReviewStore(db)
         self.catalog = Catalog(index, repo)
+        self.lineages = Lineages(repo, limits=DagLimits.from_settings(settings.ipfs))
         self.verifier = VerifyRunner(
             self.catalog,
             cache_dir=settings.models.cache_dir,

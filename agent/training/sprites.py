@@ -30,7 +30,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -664,58 +664,157 @@ def write_model_dir(
 # -- lineage ---------------------------------------------------------------------------------------------------
 
 
+MANIFEST_NAME = "manifest.json"
+
+
 def lineage(model_dir_or_manifest: Path | str) -> dict[str, Any]:
     """A fine-tuned model's lineage for the studio: weights -> manifest -> training receipt -> dataset root.
 
     Takes a model directory or its ``manifest.json``; checks that the receipt's bytes are the ones the manifest
-    names and that the receipt's weights digest is the manifest's. A model without a receipt (the shipped one)
-    gives ``{"trained_on": None}``.
+    names and that the receipt's weights digest is the manifest's (the checks of :func:`lineage_from_directory`).
+    A model without a receipt (the shipped one) gives ``{"trained_on": None}``.
 
     Raises:
         NotFoundError: no manifest or no receipt file. IntegrityError: the receipt or weights differ.
     """
-    from agent.training.receipt import TrainingReceipt
-
     path = Path(model_dir_or_manifest)
-    manifest_path = path / "manifest.json" if path.is_dir() else path
+    manifest_path = path / MANIFEST_NAME if path.is_dir() else path
     if not manifest_path.is_file():
         raise NotFoundError(
             f"no model manifest at {manifest_path}", hint="pass a model directory or its manifest"
         )
-    manifest = json.loads(manifest_path.read_text())
-    out: dict[str, Any] = {
-        "model_id": manifest.get("model_id"),
-        "weights_sha256": manifest.get("weights_sha256"),
-        "trained_on": None,
-    }
+    manifest = _manifest(manifest_path.read_bytes(), where=str(manifest_path))
     name = manifest.get("training_receipt")
     if not name:
-        return out
-    receipt_path = manifest_path.parent / name
+        return _checked_lineage(manifest, None, manifest_where=str(manifest_path))
+    receipt_path = manifest_path.parent / _receipt_name(name, where=str(manifest_path))
     if not receipt_path.is_file():
         raise NotFoundError(
             f"{manifest_path} names training receipt {name}, which is not in {manifest_path.parent}",
             hint="fetch the whole model directory (`chrysalis model fetch`)",
         )
-    raw = receipt_path.read_bytes()
+    return _checked_lineage(
+        manifest,
+        (name, receipt_path.read_bytes()),
+        manifest_where=str(manifest_path),
+        receipt_where=str(receipt_path),
+    )
+
+
+def lineage_from_directory(
+    files: Mapping[str, bytes],
+    *,
+    weights_sha256: str | None = None,
+    where: str = "the model directory",
+) -> dict[str, Any]:
+    """:func:`lineage` of a model directory given as relative path -> bytes (a published directory read from
+    IPFS, e.g. :meth:`agent.ops.models.FileByFile.fetch_directory`, which fetches a file only when it is read:
+    only ``manifest.json`` and the training receipt are read here). With ``weights_sha256`` (hex, e.g. the on-chain
+    record's digest) the manifest and the receipt must both name those weights. Same bytes -> same result.
+
+    Raises:
+        NotFoundError: no ``manifest.json``, or no receipt file where the manifest names one. IntegrityError: the
+            manifest is not JSON, the receipt's bytes or weights differ from what the manifest (or
+            ``weights_sha256``) says. ReceiptError: the receipt is not a training receipt.
+    """
+    if MANIFEST_NAME not in files:
+        raise NotFoundError(
+            f"{where} has no {MANIFEST_NAME}",
+            hint="publish the whole model directory (`chrysalis model publish DIR`)",
+        )
+    manifest_where = f"{MANIFEST_NAME} of {where}"
+    manifest = _manifest(files[MANIFEST_NAME], where=manifest_where)
+    expected = weights_sha256.lower().removeprefix("0x") if weights_sha256 else None
+    if expected is not None and manifest.get("weights_sha256") != expected:
+        raise IntegrityError(
+            f"{manifest_where} is the manifest of weights {manifest.get('weights_sha256')}, not of {expected}",
+            hint="the record points at another model's directory",
+        )
+    name = manifest.get("training_receipt")
+    if not name:
+        return _checked_lineage(manifest, None, manifest_where=manifest_where)
+    name = _receipt_name(name, where=manifest_where)
+    if name not in files:
+        raise NotFoundError(
+            f"{manifest_where} names training receipt {name}, which is not in {where}",
+            hint="publish the whole model directory, receipt included (`chrysalis model publish DIR`)",
+        )
+    return _checked_lineage(
+        manifest, (name, files[name]), manifest_where=manifest_where, receipt_where=f"{name} of {where}"
+    )
+
+
+def _manifest(raw: bytes, *, where: str) -> dict[str, Any]:
+    try:
+        manifest = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise IntegrityError(
+            f"{where} is not JSON ({exc})", hint="restore the model's manifest.json"
+        ) from None
+    if not isinstance(manifest, dict):
+        raise IntegrityError(f"{where} is not a JSON object", hint="restore the model's manifest.json")
+    return manifest
+
+
+def _receipt_name(name: object, *, where: str) -> str:
+    if not isinstance(name, str) or name.startswith("/") or ".." in name.split("/"):
+        raise IntegrityError(
+            f"{where} names training receipt {name!r}, which is not a file name inside the model directory",
+            hint="restore the model's manifest.json",
+        )
+    return name
+
+
+def _checked_lineage(
+    manifest: dict[str, Any],
+    receipt_file: tuple[str, bytes] | None,
+    *,
+    manifest_where: str,
+    receipt_where: str = "",
+) -> dict[str, Any]:
+    """The checks both :func:`lineage` and :func:`lineage_from_directory` make: the receipt's bytes hash to the
+    manifest's ``training_receipt_sha256`` and the receipt is of the manifest's weights."""
+    from agent.training.receipt import ReceiptError, TrainingReceipt
+
+    out: dict[str, Any] = {
+        "model_id": manifest.get("model_id"),
+        "weights_sha256": manifest.get("weights_sha256"),
+        "trained_on": None,
+    }
+    if receipt_file is None:
+        return out
+    name, raw = receipt_file
     got = hashlib.sha256(raw).hexdigest()
     if got != manifest.get("training_receipt_sha256"):
         raise IntegrityError(
-            f"{receipt_path} has sha256 {got}, but {manifest_path} records {manifest.get('training_receipt_sha256')}",
+            f"{receipt_where} has sha256 {got}, but {manifest_where} records "
+            f"{manifest.get('training_receipt_sha256')}",
             hint="the receipt was changed after training; fetch the published directory again",
         )
-    receipt = TrainingReceipt.from_json(json.loads(raw), where=str(receipt_path))
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReceiptError(
+            f"{receipt_where} is not JSON ({exc})", hint="restore the training receipt"
+        ) from None
+    receipt = TrainingReceipt.from_json(data, where=receipt_where)
     if receipt.weights_sha256 != manifest.get("weights_sha256"):
         raise IntegrityError(
-            f"{receipt_path} is the receipt of weights {receipt.weights_sha256}, "
+            f"{receipt_where} is the receipt of weights {receipt.weights_sha256}, "
             f"not of {manifest.get('weights_sha256')}",
             hint="the manifest and the receipt come from different runs",
         )
+    dataset = receipt.dataset if isinstance(receipt.dataset, dict) else {}
+    if "root" not in dataset or "n" not in dataset:
+        raise ReceiptError(
+            f"{receipt_where} names no dataset root and item count", hint="restore the training receipt"
+        )
     out.update(
         trained_on={
-            "dataset_root": receipt.dataset["root"],
-            "items": receipt.dataset["n"],
-            "mode": receipt.dataset.get("mode"),
+            "dataset_root": dataset["root"],
+            "items": dataset["n"],
+            "mode": dataset.get("mode"),
+            "cid": dataset.get("cid"),
         },
         training_receipt={"file": name, "sha256": got},
         base_model=receipt.base,

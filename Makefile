@@ -28,7 +28,7 @@ help:
 	@echo "make lint    ruff (lint and format check), mypy over agent/ and oracles/, import-linter, slither against contracts/slither-triage.toml"
 	@echo "make check-fresh  clone HEAD into a temporary folder with empty caches: setup, demo, a contract test"
 	@echo "make bench   run the benchmarks and print their tables"
-	@echo "make example-finetune  fine-tune the sprite model on examples/finetune/outlined, evaluate, verify, pin it"
+	@echo "make example-finetune  fine-tune the sprite model on examples/finetune/neon, evaluate, verify, pin it"
 
 setup: $(VENV)/.installed node_modules/.installed $(VENV)/bin/anvil .solcx/solc-v$(SOLC_VERSION) .build/.compiled chromium
 
@@ -70,7 +70,7 @@ $(VENV)/bin/anvil: node_modules/.installed
 
 # At a terminal the demo ends with the studio serving until Ctrl-C; otherwise (or with SERVE=0) it prints its results
 # and exits. SERVE=1 serves even without a terminal. agent.ops.supervise stops anything it started, whatever happens.
-# MODEL=DIR draws the sprites with another sprite model (e.g. runs/finetune/outlined from `make example-finetune`).
+# MODEL=DIR draws the sprites with another sprite model (e.g. runs/finetune/neon from `make example-finetune`).
 SERVE ?=
 MODEL ?=
 demo: setup
@@ -78,18 +78,18 @@ demo: setup
 		$(if $(filter 0 no false,$(SERVE)),--no-serve,$(if $(filter 1 yes true,$(SERVE)),--serve,)) \
 		$(if $(MODEL),--image-model $(abspath $(MODEL)))
 
-# Fine-tune the sprite model on the outlined example art (canonical: CPU, float32, one thread, so
+# Fine-tune the sprite model on the neon example art (canonical: CPU, float32, one thread, so
 # `chrysalis model verify-training` reproduces it), evaluate it against the base (bench/results/finetune.md), check
 # the receipt in a second process, and pin it to the embedded IPFS repo. Register it on a chain with
-# `chrysalis model publish runs/finetune/outlined` (settings pointing at a deployment); draw with it: make demo MODEL=runs/finetune/outlined
-FINETUNE_OUT ?= runs/finetune/outlined
+# `chrysalis model publish runs/finetune/neon` (settings pointing at a deployment); draw with it: make demo MODEL=runs/finetune/neon
+FINETUNE_OUT ?= runs/finetune/neon
 example-finetune: $(VENV)/.installed
-	$(VENV)/bin/chrysalis dataset add examples/finetune/outlined
+	$(VENV)/bin/chrysalis dataset add examples/finetune/neon
 	@# resumes a killed run; a finished model is kept (delete $(FINETUNE_OUT) to train again)
 	test -f $(FINETUNE_OUT)/manifest.json || \
-		$(VENV)/bin/chrysalis model train --dataset examples/finetune/outlined --out $(FINETUNE_OUT) --steps 1500
+		$(VENV)/bin/chrysalis model train --dataset examples/finetune/neon --out $(FINETUNE_OUT) --steps 1500
 	$(PY) -m bench.finetune --model $(FINETUNE_OUT)
-	$(VENV)/bin/chrysalis model verify-training $(FINETUNE_OUT)/training-receipt.json --dataset examples/finetune/outlined
+	$(VENV)/bin/chrysalis model verify-training $(FINETUNE_OUT)/training-receipt.json --dataset examples/finetune/neon
 	$(VENV)/bin/chrysalis model publish $(FINETUNE_OUT) --no-register
 
 test: setup

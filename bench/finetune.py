@@ -1,12 +1,13 @@
-"""Fine-tuning the sprite model on the outlined example set: does it learn the style and keep the body plans?
+"""Fine-tuning the sprite model on the neon example set: does it learn the style and keep the body plans?
 
     python -m bench.finetune                              # train full and LoRA (150 steps each) and compare
     python -m bench.finetune --model runs/finetune/model  # evaluate a model trained already (make example-finetune)
 
-Each model draws ``--per-class`` samples per class (seeds never used in training); measured: the outlined-style
-rate (share of samples whose ``outline_score`` >= 0.9), the mean outline score, element accuracy (a 1-NN
-silhouette classifier fitted on procedural sprites with and without the outline, so the outline itself does not
-decide the body plan), mood accuracy, symmetry and palette adherence, and the training time (canonical: CPU,
+Each model draws ``--per-class`` samples per class (seeds never used in training); measured: the neon-style rate
+(share of samples whose ``neon_adherence``, the share of pixels in the mood's neon palette family, is at least
+``NEON_THRESHOLD``), the mean neon adherence, element accuracy (a 1-NN silhouette classifier fitted on procedural
+sprites: recolouring keeps the silhouettes), mood accuracy read from the shipped and from the neon palette
+families, symmetry and palette adherence (to the shipped families), and the training time (canonical: CPU,
 float32, one thread). Writes ``bench/results/finetune.md`` (or ``finetune_methods.md`` for the method comparison).
 """
 
@@ -23,24 +24,21 @@ import numpy as np
 from bench._table import emit
 
 ROOT = Path(__file__).resolve().parents[1]
-DATASET = ROOT / "examples" / "finetune" / "outlined"
-OUTLINE_RATE_THRESHOLD = 0.9
+DATASET = ROOT / "examples" / "finetune" / "neon"
 
 
 def classifier() -> object:
     from agent.generate.sprites.conditioning import class_traits
     from agent.generate.sprites.dataset import make_dataset
-    from agent.generate.sprites.quality import ElementClassifier, add_outline
+    from agent.generate.sprites.quality import ElementClassifier
 
     images, labels = make_dataset(32, seed=123)
-    refs = np.concatenate([images, np.stack([add_outline(im) for im in images])])
-    elements = [class_traits(int(y))["element"] for y in labels] * 2
-    return ElementClassifier(refs, elements)
+    return ElementClassifier(images, [class_traits(int(y))["element"] for y in labels])
 
 
 def evaluate(model_dir: Path, per_class: int, clf: object) -> dict[str, float]:
-    from agent.generate.sprites.conditioning import NUM_CLASSES, class_traits
-    from agent.generate.sprites.quality import outline_score
+    from agent.generate.sprites.conditioning import MOODS, NUM_CLASSES, class_traits
+    from agent.generate.sprites.quality import neon_adherence
     from agent.training.card import sample_for, score
 
     traits = [class_traits(c) for c in range(NUM_CLASSES) for _ in range(per_class)]
@@ -49,8 +47,8 @@ def evaluate(model_dir: Path, per_class: int, clf: object) -> dict[str, float]:
     imgs = sample_for(model_dir, traits, seeds)
     sample_s = time.perf_counter() - t0
     out = score(imgs, traits, clf)
-    s = np.array([outline_score(im) for im in imgs])
-    out["outline_rate"] = float((s >= OUTLINE_RATE_THRESHOLD).mean())
+    neon_mood = [MOODS[int(np.argmax([neon_adherence(im, m) for m in MOODS]))] for im in imgs]
+    out["neon_mood_acc"] = float(np.mean([p == t["mood"] for p, t in zip(neon_mood, traits, strict=True)]))
     out["sample_s"] = sample_s / len(imgs)
     return out
 
@@ -75,19 +73,24 @@ def row(
         steps,
         "-" if seconds is None else f"{seconds:.0f}",
         "-" if seconds is None or not isinstance(steps, int) else f"{seconds / steps:.3f}",
-        f"{m['outline_rate']:.0%}",
-        f"{m['outline']:.3f}",
+        f"{m['neon_rate']:.0%}",
+        f"{m['neon']:.3f}",
         f"{m['element_acc']:.3f}" + ("" if delta is None else f" ({delta:+.3f})"),
         f"{m['mood_acc']:.3f}",
+        f"{m['neon_mood_acc']:.3f}",
         f"{m['symmetry']:.3f}",
         f"{m['palette']:.3f}",
     ]
 
 
-COLUMNS = [
-    "model", "steps", "train s", "s/step", "outlined (>= 0.9)", "outline score", "element acc. (vs base)",
-    "mood acc.", "symmetry", "palette",
-]  # fmt: skip
+def columns() -> list[str]:
+    from agent.generate.sprites.quality import NEON_THRESHOLD
+
+    return [
+        "model", "steps", "train s", "s/step", f"neon (>= {NEON_THRESHOLD})", "neon adherence",
+        "element acc. (vs base)", "mood acc. (shipped palettes)", "mood acc. (neon palettes)", "symmetry",
+        "palette (shipped)",
+    ]  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,13 +116,13 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(
             row(name, m, receipt["steps"], receipt["train_seconds"], m["element_acc"] - base["element_acc"])
         )
-        target = m["outline_rate"] >= 0.9 and abs(m["element_acc"] - base["element_acc"]) <= 0.05
+        target = m["neon_rate"] >= 0.9 and abs(m["element_acc"] - base["element_acc"]) <= 0.05
         notes = (
             f"{a.per_class * 16} samples per model (seeds 10000+), 50 DDIM steps; training canonical (CPU, float32, "
-            f"1 thread). Target (>= 90% outlined, element accuracy within 0.05 of the base): "
+            f"1 thread). Target (>= 90% of samples neon, element accuracy within 0.05 of the base): "
             f"{'met' if target else 'NOT met'}."
         )
-        emit("finetune", "Fine-tuning on the outlined example set", COLUMNS, rows, notes)
+        emit("finetune", "Fine-tuning on the neon example set", columns(), rows, notes)
         return 0
     for method in a.methods.split(","):
         dest, seconds = train(method, a.steps, a.lr_full if method == "full" else a.lr_lora, a.out)
@@ -130,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         f"lr {a.lr_lora:g}), "
         f"canonical CPU training at 1 thread; {a.per_class * 16} samples per model."
     )
-    emit("finetune_methods", "Full fine-tune vs LoRA on the outlined example set", COLUMNS, rows, notes)
+    emit("finetune_methods", "Full fine-tune vs LoRA on the neon example set", columns(), rows, notes)
     return 0
 
 

@@ -1,11 +1,11 @@
 """Write the example fine-tuning datasets (committed to the repository) from code, deterministically.
 
-- ``examples/finetune/outlined/``: 256 32x32 RGB PNGs (16 per mood x element class) of the procedural sprites of
+- ``examples/finetune/neon/``: 256 32x32 RGB PNGs (16 per mood x element class) of the procedural sprites of
   :mod:`agent.generate.sprites.dataset`, drawn with seed :data:`SEED` (the shipped model trained on seed 0), each
-  given a 1-px near-black outline (#1a1a2e) on the background around its silhouette
-  (:func:`agent.generate.sprites.quality.add_outline`): a style the shipped model never draws
-  (:func:`~agent.generate.sprites.quality.outline_score` ~1.0 here, 0.0 on its training data); plus
-  ``labels.jsonl`` with each image's traits.
+  recoloured role for role (background, outline, body, shade, accent) from its mood's shipped palette family into
+  the mood's neon family (:func:`agent.generate.sprites.palette.to_neon`): saturated, glowing colours on deep
+  backgrounds, a style the shipped model never draws (:func:`~agent.generate.sprites.quality.neon_adherence` 1.0
+  here, ~0.03 on its samples); same body plans and faces. Plus ``labels.jsonl`` with each image's traits.
 - ``examples/finetune/lore/lore.jsonl``: 100 traits -> lore pairs in one distinct voice (a ship's log: first person
   plural, present tense, nautical, two sentences each), hand-written, over the 16 classes.
 
@@ -272,11 +272,11 @@ def png_bytes(img) -> bytes:  # type: ignore[no-untyped-def]
     return buf.getvalue()
 
 
-def outlined_files() -> dict[str, bytes]:
-    """Relative path -> bytes of ``outlined/``: the images and labels.jsonl."""
+def neon_files() -> dict[str, bytes]:
+    """Relative path -> bytes of ``neon/``: the images and labels.jsonl."""
     from agent.generate.sprites.conditioning import class_traits
     from agent.generate.sprites.dataset import make_dataset
-    from agent.generate.sprites.quality import add_outline
+    from agent.generate.sprites.palette import to_neon
 
     images, labels = make_dataset(PER_CLASS, seed=SEED)
     files: dict[str, bytes] = {}
@@ -284,7 +284,7 @@ def outlined_files() -> dict[str, bytes]:
     for k, (img, label) in enumerate(zip(images, labels, strict=True)):
         traits = class_traits(int(label))
         name = f"images/{traits['mood']}-{traits['element']}-{k % PER_CLASS:02d}.png"
-        files[name] = png_bytes(add_outline(img))
+        files[name] = png_bytes(to_neon(img, traits["mood"]))
         lines.append(json.dumps({"file": name, "traits": traits}, sort_keys=True))
     files["labels.jsonl"] = ("\n".join(sorted(lines)) + "\n").encode()
     return files
@@ -303,13 +303,13 @@ def lore_lines() -> bytes:
 
 
 def main(out: Path) -> None:
-    for name, data in outlined_files().items():
-        path = out / "outlined" / name
+    for name, data in neon_files().items():
+        path = out / "neon" / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
     (out / "lore").mkdir(parents=True, exist_ok=True)
     (out / "lore" / "lore.jsonl").write_bytes(lore_lines())
-    pngs = sorted((out / "outlined" / "images").glob("*.png"))
+    pngs = sorted((out / "neon" / "images").glob("*.png"))
     print(
         f"{len(pngs)} images ({sum(p.stat().st_size for p in pngs):,} bytes) and "
         f"{sum(len(v) for v in LORE.values())} lore entries written under {out}"

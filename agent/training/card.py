@@ -20,9 +20,6 @@ if TYPE_CHECKING:
 
     from agent.training.sprites import BaseModel, TrainingData
 
-OUTLINE_THRESHOLD = 0.9
-"""A sample shows the outlined style when at least this share of its silhouette border is outline-coloured."""
-
 
 def sample_for(model_dir: Path, traits: Sequence[dict[str, str]], seeds: Sequence[int]) -> np.ndarray:
     """Native (N, 32, 32, 3) samples of ``model_dir`` for ``traits[i]`` with ``seeds[i]`` (canonical config)."""
@@ -37,18 +34,18 @@ def sample_for(model_dir: Path, traits: Sequence[dict[str, str]], seeds: Sequenc
 
 
 def score(images: np.ndarray, traits: Sequence[dict[str, str]], classifier: Any) -> dict[str, float]:
-    """Symmetry, palette adherence, mood and element accuracy, and (when :mod:`quality` has ``outline_score``) the
-    mean outline score and the share of images at or above :data:`OUTLINE_THRESHOLD`."""
+    """Symmetry, palette adherence, mood and element accuracy, and the example set's neon style: the mean
+    :func:`~agent.generate.sprites.quality.neon_adherence` and the share of images at or above
+    :data:`~agent.generate.sprites.quality.NEON_THRESHOLD`."""
     import numpy as np
 
     from agent.generate.sprites import quality
 
-    out = quality.summarize(images, [t["mood"] for t in traits], [t["element"] for t in traits], classifier)
-    outline = getattr(quality, "outline_score", None)
-    if outline is not None:
-        s = np.array([outline(im) for im in images])
-        out["outline"] = float(s.mean())
-        out["outline_rate"] = float((s >= OUTLINE_THRESHOLD).mean())
+    moods = [t["mood"] for t in traits]
+    out = quality.summarize(images, moods, [t["element"] for t in traits], classifier)
+    s = np.array([quality.neon_adherence(im, m) for im, m in zip(images, moods, strict=True)])
+    out["neon"] = float(s.mean())
+    out["neon_rate"] = float((s >= quality.NEON_THRESHOLD).mean())
     return out
 
 
@@ -70,9 +67,11 @@ def evaluate(model_dir: Path, base: BaseModel, data: TrainingData) -> dict[str, 
 
 
 def quality_table(rows: dict[str, dict[str, float]]) -> str:
+    from agent.generate.sprites.quality import NEON_THRESHOLD
+
     cols = [
-        ("outline_rate", f"outlined (score >= {OUTLINE_THRESHOLD})"),
-        ("outline", "outline score"),
+        ("neon_rate", f"neon (adherence >= {NEON_THRESHOLD})"),
+        ("neon", "neon adherence"),
         ("element_acc", "element acc."),
         ("mood_acc", "mood acc."),
         ("symmetry", "symmetry"),
@@ -142,8 +141,8 @@ Seed {receipt["seed"]}, {receipt["steps"]} steps, {receipt["device"]} / {receipt
 
 ## Quality
 Scored on {evaluated}: the real images, and the base and fine-tuned models sampled for their traits (seed = item
-index). Element accuracy uses a nearest-silhouette classifier fitted on the training items; the outline score is
-the share of the silhouette's border pixels in an outline colour.
+index). Element accuracy uses a nearest-silhouette classifier fitted on the training items; palette and neon
+adherence are the shares of pixels in the mood's shipped and neon (the example set's) palette families.
 
 {quality_table(rows)}
 ## Intended use and limits

@@ -1,5 +1,5 @@
-"""The committed example datasets: they load, their roots are pinned here (drift is caught), the outlined images
-score as outlined, and the script that wrote them writes the same bytes."""
+"""The committed example datasets: they load, their roots are pinned here (drift is caught), the neon images
+score as neon, and the script that wrote them writes the same bytes."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ import json
 from pathlib import Path
 
 from agent.datasets import load_dataset
+from agent.generate.sprites.conditioning import class_traits
 from agent.generate.sprites.dataset import make_dataset
-from agent.generate.sprites.quality import outline_score
+from agent.generate.sprites.quality import neon_adherence
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "finetune"
-OUTLINED_ROOT = "ec19dedbccd95f66795117a6bf1b0e30d7fc140200d9c22a6a0bd7ff87e8fe6d"
+NEON_ROOT = "248e10574c5463fd6f8983dc29df7b78c7dc1537b990caaefbc073acdeaf1228"
 LORE_ROOT = "5fb511d6ff3eb827fa87f1800bb2da57b13a9c3aa58f80ddca9fca262d77ff43"
-OUTLINED_CID = "bafybeienbufkzgvyforohqz2msszfukcdqqtt3e2w76vza324lxgiaw73y"
+NEON_CID = "bafybeigvwpme2ypmtilv5x7s6pkzc5d6o672ipjyuluh5fbteywnzvfcam"
 LORE_CID = "bafybeie2kkrr5vpnmncfgej2zlr2dadu5ewaetjsvbpqroj46r27nua7iy"
 
 
@@ -27,16 +28,17 @@ def _script():  # type: ignore[no-untyped-def]
     return module
 
 
-def test_the_outlined_set_loads_with_its_pinned_root_and_is_outlined() -> None:
-    ds = load_dataset(EXAMPLES / "outlined", resolution=32)
-    assert ds.root == OUTLINED_ROOT and len(ds.items) == 256
+def test_the_neon_set_loads_with_its_pinned_root_and_is_neon() -> None:
+    ds = load_dataset(EXAMPLES / "neon", resolution=32)
+    assert ds.root == NEON_ROOT and len(ds.items) == 256
     assert set(ds.counts().values()) == {64}
-    total = sum((EXAMPLES / "outlined" / i.name).stat().st_size for i in ds.items)
+    total = sum((EXAMPLES / "neon" / i.name).stat().st_size for i in ds.items)
     assert total < 400_000
-    scores = [outline_score(ds.items[k].load_rgb(ds)) for k in range(0, 256, 17)]
-    assert min(scores) > 0.95
-    shipped, _ = make_dataset(1, seed=0)  # what the shipped model learnt: no such outline
-    assert max(outline_score(img) for img in shipped) < 0.05
+    scores = [neon_adherence(ds.items[k].load_rgb(ds), ds.items[k].traits["mood"]) for k in range(0, 256, 17)]
+    assert min(scores) == 1.0
+    shipped, labels = make_dataset(1, seed=0)  # what the shipped model learnt: no neon colour but the eyes'
+    moods = [class_traits(int(y))["mood"] for y in labels]
+    assert max(neon_adherence(img, m) for img, m in zip(shipped, moods, strict=True)) < 0.15
 
 
 def test_the_lore_set_loads_with_its_pinned_root() -> None:
@@ -50,17 +52,17 @@ def test_the_lore_set_loads_with_its_pinned_root() -> None:
 
 
 def test_the_public_cids_are_pinned(chrysalis) -> None:
-    for folder, root, cid in (("outlined", OUTLINED_ROOT, OUTLINED_CID), ("lore", LORE_ROOT, LORE_CID)):
+    for folder, root, cid in (("neon", NEON_ROOT, NEON_CID), ("lore", LORE_ROOT, LORE_CID)):
         out = json.loads(chrysalis("dataset", "add", str(EXAMPLES / folder), "--json").out)
         assert (out["root"], out["cid"]) == (root, cid)
 
 
 def test_the_script_writes_the_same_bytes() -> None:
     script = _script()
-    files = script.outlined_files()
-    again = script.outlined_files()
+    files = script.neon_files()
+    again = script.neon_files()
     assert all(files[n] == again[n] for n in list(files)[:8])
-    assert files["labels.jsonl"] == (EXAMPLES / "outlined" / "labels.jsonl").read_bytes()
+    assert files["labels.jsonl"] == (EXAMPLES / "neon" / "labels.jsonl").read_bytes()
     for name in ("images/serene-fire-00.png", "images/gloomy-air-15.png", "images/fierce-water-07.png"):
-        assert files[name] == (EXAMPLES / "outlined" / name).read_bytes()
+        assert files[name] == (EXAMPLES / "neon" / name).read_bytes()
     assert script.lore_lines() == (EXAMPLES / "lore" / "lore.jsonl").read_bytes()

@@ -1,6 +1,7 @@
 """Fixtures for the fine-tune tests: a small image dataset folder (real PNGs drawn by the procedural sprite
-generator, with the outline of the example set as the "new style"), the tiny fine-tune configuration the tests
-train with, and a helper that runs ``chrysalis`` in a separate process (for the SIGKILL and second-process tests)."""
+generator, recoloured into the example set's neon palettes as the "new style"), the tiny fine-tune configuration
+the tests train with, and a helper that runs ``chrysalis`` in a separate process (for the SIGKILL and
+second-process tests)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from PIL import Image
 
 from agent.generate.sprites.conditioning import ELEMENTS, MOODS, class_index
 from agent.generate.sprites.dataset import make_sprite, sprite_rng
-from agent.generate.sprites.quality import add_outline
+from agent.generate.sprites.palette import to_neon
 from tests.support.cli import invoke_cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,7 +26,7 @@ TINY = ["--steps", "6", "--batch-size", "4", "--checkpoint-every", "2", "--holdo
 
 
 def write_dataset(folder: Path, per_class: int = 1) -> Path:
-    """``per_class`` outlined sprites per (mood, element), as ``images/<class>-<i>.png`` + ``labels.jsonl``."""
+    """``per_class`` neon sprites per (mood, element), as ``images/<class>-<i>.png`` + ``labels.jsonl``."""
     (folder / "images").mkdir(parents=True, exist_ok=True)
     lines = []
     for mood in MOODS:
@@ -33,7 +34,7 @@ def write_dataset(folder: Path, per_class: int = 1) -> Path:
             label = class_index(mood, element)
             for i in range(per_class):
                 name = f"images/{label:02d}-{i}.png"
-                img = add_outline(make_sprite(mood, element, sprite_rng(label, i, seed=7)))
+                img = to_neon(make_sprite(mood, element, sprite_rng(label, i, seed=7)), mood)
                 Image.fromarray(img).save(folder / name)
                 lines.append(json.dumps({"file": name, "traits": {"mood": mood, "element": element}}))
     (folder / "labels.jsonl").write_text("\n".join(lines) + "\n")
@@ -42,7 +43,7 @@ def write_dataset(folder: Path, per_class: int = 1) -> Path:
 
 @pytest.fixture(scope="session")
 def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_dataset(tmp_path_factory.mktemp("outlined"))
+    return write_dataset(tmp_path_factory.mktemp("neon"))
 
 
 def cli_env() -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""``chrysalis model train`` and ``model verify-training`` on a small outlined dataset (real PNGs, the real shipped
+"""``chrysalis model train`` and ``model verify-training`` on a small neon dataset (real PNGs, the real shipped
 UNet, a few CPU steps): the output loads like the shipped model and carries a receipt the manifest binds; a run
 killed with SIGKILL resumes to the same weights; verify-training matches in another process and names what
 differs for an edited hyperparameter or one changed byte of one image; bad input gets an error and a hint."""

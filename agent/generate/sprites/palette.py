@@ -8,29 +8,74 @@ new mood therefore recolours the previous stage first: every pixel is matched to
 family, and moved to the colour with the same palette and role in the new family, keeping its offset from it. The
 denoising that follows cleans up whatever the mapping left. It is plain deterministic numpy on the uint8 pixels, so
 a verifier replays it exactly.
+
+The same role-for-role mapping draws the example fine-tuning set ``examples/finetune/neon``: each mood's shipped
+family recoloured into its :data:`NEON_PALETTES` family (:func:`to_neon`), a style the shipped model never draws.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from agent.generate.sprites.dataset import EYE_WHITE, PALETTES, PUPIL
+from agent.generate.sprites.dataset import EYE_WHITE, PALETTES, PUPIL, Color
 
 _FIXED = (EYE_WHITE, PUPIL)
 
+Family = tuple[tuple[Color, Color, Color, Color, Color], ...]
 
-def _table(mood: str) -> np.ndarray:
-    """(16 + 2, 3) float colours: the family's 3 x 5 palette roles in order, then the eye colours."""
-    cols = [c for pal in PALETTES[mood] for c in pal] + list(_FIXED)
+# Per palette: background, outline, body, shade, accent (the roles of PALETTES). Three palettes per mood family.
+NEON_PALETTES: dict[str, Family] = {
+    "serene": (
+        ((14, 0, 110), (0, 255, 255), (0, 150, 255), (0, 90, 220), (0, 255, 160)),
+        ((0, 40, 120), (120, 255, 200), (0, 220, 170), (0, 150, 140), (180, 255, 0)),
+        ((40, 0, 140), (60, 255, 255), (90, 120, 255), (60, 60, 230), (0, 255, 190)),
+    ),
+    "radiant": (
+        ((110, 0, 100), (255, 255, 0), (255, 60, 200), (200, 0, 160), (0, 255, 255)),
+        ((150, 0, 110), (255, 255, 0), (255, 130, 0), (200, 0, 120), (0, 255, 255)),
+        ((90, 0, 140), (255, 200, 255), (255, 0, 255), (180, 0, 220), (255, 255, 0)),
+    ),
+    "fierce": (
+        ((0, 70, 0), (255, 40, 0), (255, 0, 90), (200, 0, 130), (255, 255, 0)),
+        ((0, 90, 30), (255, 0, 60), (255, 130, 0), (220, 0, 0), (0, 255, 120)),
+        ((30, 90, 0), (255, 200, 0), (255, 0, 0), (180, 0, 0), (255, 0, 255)),
+    ),
+    "gloomy": (
+        ((0, 100, 100), (160, 0, 255), (0, 255, 120), (0, 170, 80), (200, 0, 255)),
+        ((0, 110, 60), (120, 120, 255), (120, 255, 0), (70, 180, 0), (255, 0, 150)),
+        ((0, 80, 130), (0, 200, 255), (180, 0, 255), (120, 0, 190), (0, 255, 255)),
+    ),
+}
+"""The neon palette families of the example fine-tuning set: glowing, fully saturated outlines, bodies and accents
+on deep saturated backgrounds, role for role with :data:`PALETTES` (same moods, same three palettes of five roles).
+Every colour is at least 48 RGB away (twice ``PALETTE_TOLERANCE``) from every colour of every shipped family, so
+the shipped model's sprites score under 0.1 (their eyes) in :func:`agent.generate.sprites.quality.neon_adherence`."""
+
+
+def _table(mood: str, families: dict[str, Family] = PALETTES) -> np.ndarray:
+    """(15 + 2, 3) float colours: the family's 3 x 5 palette roles in order, then the eye colours."""
+    cols = [c for pal in families[mood] for c in pal] + list(_FIXED)
     return np.array(cols, dtype=np.float32)
+
+
+def _recolor(img: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    px = img.reshape(-1, 3).astype(np.float32)
+    nearest = np.argmin(((px[:, None, :] - src[None, :, :]) ** 2).sum(-1), axis=1)
+    out = dst[nearest] + (px - src[nearest])  # keep each pixel's offset from its palette colour
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8).reshape(img.shape)
 
 
 def transfer_palette(img: np.ndarray, src_mood: str, dst_mood: str) -> np.ndarray:
     """``img`` (H, W, 3) uint8 recoloured from ``src_mood``'s palette family to ``dst_mood``'s, role for role."""
     if src_mood == dst_mood:
         return img.copy()
-    src, dst = _table(src_mood), _table(dst_mood)
-    px = img.reshape(-1, 3).astype(np.float32)
-    nearest = np.argmin(((px[:, None, :] - src[None, :, :]) ** 2).sum(-1), axis=1)
-    out = dst[nearest] + (px - src[nearest])  # keep each pixel's offset from its palette colour
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8).reshape(img.shape)
+    return _recolor(img, _table(src_mood), _table(dst_mood))
+
+
+def to_neon(img: np.ndarray, mood: str) -> np.ndarray:
+    """``img`` (H, W, 3) uint8 recoloured from ``mood``'s shipped palette family to its :data:`NEON_PALETTES`
+    family, role for role (exact on the procedural sprites, whose pixels are all palette or eye colours)."""
+    return _recolor(img, _table(mood), _table(mood, NEON_PALETTES))
+
+
+__all__ = ["NEON_PALETTES", "to_neon", "transfer_palette"]

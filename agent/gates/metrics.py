@@ -11,7 +11,9 @@ All metrics are deterministic functions of the PNG bytes and the traits.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -29,8 +31,26 @@ class SpriteThresholds:
     min_palette: float
 
 
-def sprite_metrics(png: bytes, traits: Mapping[str, str], thresholds: SpriteThresholds) -> list[GateResult]:
-    """Symmetry and (when the traits name a known mood) palette adherence of an embedded-model sprite."""
+@functools.cache
+def shipped_weights_sha256() -> str:
+    """The shipped sprite model's weights digest (its manifest's ``weights_sha256``)."""
+    from agent.generate.image.embedded import SHIPPED_DIR
+
+    return str(json.loads((SHIPPED_DIR / "manifest.json").read_text())["weights_sha256"])
+
+
+def knows_palettes(weights_sha256: str | None) -> bool:
+    """Whether the palette gate can judge this embedded model: the mood palettes it checks are the shipped model's,
+    so a fine-tune (trained on its own palettes, e.g. the neon example) gets symmetry only. ``None``: unknown
+    weights, judged as the shipped model."""
+    return weights_sha256 is None or weights_sha256 == shipped_weights_sha256()
+
+
+def sprite_metrics(
+    png: bytes, traits: Mapping[str, str], thresholds: SpriteThresholds, *, palette: bool = True
+) -> list[GateResult]:
+    """Symmetry and (when ``palette`` and the traits name a known mood) palette adherence of an embedded-model
+    sprite."""
     from agent.generate.image.embedded import decode_png
     from agent.generate.sprites.conditioning import MOODS
     from agent.generate.sprites.quality import palette_adherence, symmetry
@@ -49,7 +69,7 @@ def sprite_metrics(png: bytes, traits: Mapping[str, str], thresholds: SpriteThre
         )  # fmt: skip
     )
     mood = traits.get("mood")
-    if mood in MOODS:
+    if palette and mood in MOODS:
         pal = round(palette_adherence(pixels, mood), 4)
         ok = pal >= thresholds.min_palette
         out.append(

@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING
 
 from agent.gates.index import HashIndex, SqlHashStore
 from agent.gates.lore import lore_gates
-from agent.gates.metrics import MetricFn, SpriteThresholds, load_entry_point, run_plugin, sprite_metrics
+from agent.gates.metrics import (
+    MetricFn,
+    SpriteThresholds,
+    knows_palettes,
+    load_entry_point,
+    run_plugin,
+    sprite_metrics,
+)
 from agent.gates.model import GateResult
 from agent.gates.phash import dhash
 
@@ -77,14 +84,19 @@ class Gates:
         traits: Mapping[str, str],
         backend: str | None,
         token_id: int,
+        weights_sha256: str | None = None,
     ) -> list[GateResult]:
-        """Every gate's result for one candidate (``png``/``lore`` None: that part is not checked)."""
+        """Every gate's result for one candidate (``png``/``lore`` None: that part is not checked).
+
+        ``weights_sha256`` is the image model's: the sprite palette gate judges the shipped model's palettes only
+        (:func:`~agent.gates.metrics.knows_palettes`)."""
         s = self.settings
         out: list[GateResult] = []
         if png is not None:
             out.append(self.duplicate(png, token_id))
             if backend == "embedded":
-                out += sprite_metrics(png, traits, SpriteThresholds(s.min_symmetry, s.min_palette))
+                thresholds = SpriteThresholds(s.min_symmetry, s.min_palette)
+                out += sprite_metrics(png, traits, thresholds, palette=knows_palettes(weights_sha256))
             for spec, fn in self.plugins:
                 out += run_plugin(spec, fn, png, traits, backend)
         if lore is not None:

@@ -144,6 +144,7 @@ class GenerateStage:
                     traits=dict(inputs.rules.conditioning),
                     backend=self.image.model_ref.backend,
                     token_id=task.token_id,
+                    weights_sha256=self.image.model_ref.weights_sha256,
                 )
                 report = GateReport(tuple(results), reroll, task.seed, tuple(history[i]))
                 if report.passed or reroll >= gates.max_rerolls:

@@ -14,7 +14,13 @@ from agent.errors import ConfigError
 from agent.gates import GateReport, GateResult, Gates
 from agent.gates.index import HashIndex, SqlHashStore
 from agent.gates.lore import check_blocklist, check_leakage, check_length, check_repetition
-from agent.gates.metrics import SpriteThresholds, load_entry_point, sprite_metrics
+from agent.gates.metrics import (
+    SpriteThresholds,
+    knows_palettes,
+    load_entry_point,
+    shipped_weights_sha256,
+    sprite_metrics,
+)
 from agent.gates.phash import dhash, hamming
 from agent.generate.base import ImageRequest
 from agent.generate.factory import load_image_generator
@@ -22,6 +28,7 @@ from agent.generate.image.embedded import decode_png, encode_png
 from agent.generate.lore.prompt import EXAMPLE_ASSISTANT
 from agent.generate.sprites.conditioning import MOODS
 from agent.generate.sprites.dataset import palette_colors
+from agent.generate.sprites.palette import to_neon
 from agent.settings import GatesSettings, ModelSettings
 from agent.store import Database
 
@@ -149,6 +156,30 @@ def test_sprite_metrics_pass_clean_sprites_and_fail_noise() -> None:
     noise = np.random.default_rng(0).integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
     bad = sprite_metrics(encode_png(noise), {"mood": "fierce"}, t)
     assert not any(r.passed for r in bad)
+
+
+def test_the_palette_gate_judges_the_shipped_models_palettes_only() -> None:
+    """A fine-tune trained on its own palettes (the neon example) would fail every shipped mood palette: its
+    sprites get the symmetry gate only, and the shipped model (or unknown weights) still gets both."""
+    neon = to_neon(_sprite(3, "fierce"), "fierce")
+    gates = Gates(GatesSettings())
+    shipped = shipped_weights_sha256()
+    for weights, names in [
+        (shipped, ["symmetry", "palette"]),
+        (None, ["symmetry", "palette"]),
+        ("ab" * 32, ["symmetry"]),
+    ]:
+        results = gates.check(
+            png=encode_png(neon), lore=None, traits={"mood": "fierce"}, backend="embedded", token_id=1,
+            weights_sha256=weights,
+        )  # fmt: skip
+        assert [r.name for r in results if r.name != "near_duplicate"] == names
+    fine_tuned = gates.check(
+        png=encode_png(neon), lore=None, traits={"mood": "fierce"}, backend="embedded", token_id=2,
+        weights_sha256="ab" * 32,
+    )  # fmt: skip
+    assert all(r.passed for r in fine_tuned if r.name != "near_duplicate")
+    assert not knows_palettes("ab" * 32) and knows_palettes(shipped)
 
 
 def always_fails(png: bytes, traits: object, backend: object) -> list[GateResult]:

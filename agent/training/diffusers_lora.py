@@ -220,6 +220,30 @@ def restore_trainable(module: Any, params: dict[str, Any]) -> None:
             p.copy_(params[n].to(p.device))
 
 
+def start_or_resume(
+    out_dir: Path, fp: str, steps: int, *, module: Any, optimizer: torch.optim.Optimizer
+) -> Checkpoint:
+    """The run's checkpoint: a fresh one, or the one in ``out_dir`` (same fingerprint ``fp``) restored into
+    ``module``'s trainable tensors and ``optimizer``.
+
+    Raises:
+        ConfigError: the checkpoint is already past ``steps``.
+    """
+    ck = load_checkpoint(out_dir, fp)
+    if ck is not None and ck.step > steps:
+        raise ConfigError(
+            f"{out_dir} holds a run already at step {ck.step}, past the {steps} steps asked for",
+            hint=f"ask for at least {ck.step} steps, or train into another out_dir",
+        )
+    if ck is None:
+        ck = Checkpoint(fp, 0, {}, {}, [], [], 0.0)
+    else:
+        restore_trainable(module, ck.params)
+        optimizer.load_state_dict(ck.optimizer)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return ck
+
+
 def optimize_and_record(
     ck: Checkpoint,
     loss: torch.Tensor,
@@ -498,18 +522,7 @@ def _train(
     alphas = noise_scheduler.alphas_cumprod.to(dev)
     noise_scheduler.alphas_cumprod = alphas
 
-    ck = load_checkpoint(out_dir, fp)
-    if ck is not None and ck.step > steps:
-        raise ConfigError(
-            f"{out_dir} holds a run already at step {ck.step}, past the {steps} steps asked for",
-            hint=f"ask for at least {ck.step} steps, or train into another out_dir",
-        )
-    if ck is None:
-        ck = Checkpoint(fp, 0, {}, {}, [], [], 0.0)
-    else:
-        restore_trainable(unet, ck.params)
-        optimizer.load_state_dict(ck.optimizer)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ck = start_or_resume(out_dir, fp, steps, module=unet, optimizer=optimizer)
     n = len(items)
     while ck.step < steps:
         t0 = time.monotonic()

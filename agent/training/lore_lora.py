@@ -38,15 +38,13 @@ from typing import TYPE_CHECKING, Any
 from agent.errors import ConfigError
 from agent.training.diffusers_lora import (
     CHECKPOINT_DIR,
-    Checkpoint,
     Progress,
     check_common,
     data_order_sha256,
     fingerprint,
-    load_checkpoint,
     optimize_and_record,
-    restore_trainable,
     run_device,
+    start_or_resume,
     step_indices,
 )
 from agent.training.result import TrainResult
@@ -270,18 +268,7 @@ def _train(
     params = [p for p in peft_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), weight_decay=0.0, eps=1e-8)
 
-    ck = load_checkpoint(out_dir, fp)
-    if ck is not None and ck.step > steps:
-        raise ConfigError(
-            f"{out_dir} holds a run already at step {ck.step}, past the {steps} steps asked for",
-            hint=f"ask for at least {ck.step} steps, or train into another out_dir",
-        )
-    if ck is None:
-        ck = Checkpoint(fp, 0, {}, {}, [], [], 0.0)
-    else:
-        restore_trainable(peft_model, ck.params)
-        optimizer.load_state_dict(ck.optimizer)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ck = start_or_resume(out_dir, fp, steps, module=peft_model, optimizer=optimizer)
     while ck.step < steps:
         t0 = time.monotonic()
         idx = step_indices(len(items), batch_size, seed, ck.step)

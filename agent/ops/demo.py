@@ -13,11 +13,12 @@ holders would do it:
 4. round 1: holders request evolutions and fuse two tokens (the same code as ``chrysalis evolve`` / ``fuse``);
 5. the price drops 14 % a day later; round 2: more evolutions, one token for the second time (img2img from
    its previous image);
-6. wait until every request is fulfilled, record each evolved token's version for ERC-7007 (``chrysalis aigc
-   record``: ``addAigcData`` beside the running agent), read each token's metadata history through the gateway from its
-   on-chain tokenURI (every block checked against its CID), save the images, and read each image's Content
-   Credentials back: signed, bound to its pixels, trusted by the demo's CA, naming its token, stage, receipt and
-   model;
+6. wait until every request is fulfilled (stopping at once, with the job's error, if the agent's job for one fails
+   permanently: such a request would stay pending until the timeout), record each evolved token's version for
+   ERC-7007 (``chrysalis aigc record``: ``addAigcData`` beside the running agent), read each token's metadata
+   history through the gateway from its on-chain tokenURI (every block checked against its CID), save the images,
+   and read each image's Content Credentials back: signed, bound to its pixels, trusted by the demo's CA, naming
+   its token, stage, receipt and model;
 7. stop the agent with SIGTERM (it exits 0), print each token and write ``index.html`` (relative paths).
 
 Everything runs offline with the shipped models; the output directory is recreated on each run.
@@ -44,7 +45,14 @@ from rich.console import Console
 from rich.table import Table
 
 from agent.deployment import Deployment
-from agent.errors import BackendUnavailableError, ChrysalisError, ConfigError, IntegrityError, RetryableError
+from agent.errors import (
+    BackendUnavailableError,
+    ChrysalisError,
+    ConfigError,
+    IntegrityError,
+    PermanentError,
+    RetryableError,
+)
 from agent.fsutil import write_private
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -468,7 +476,7 @@ class Demo:
                 {
                     "data_dir": str(data),
                     "chain": {"rpc_url": url, "deployment": str(record), "poll_interval_s": 0.5},
-                    "database": {"url": f"sqlite:///{data / 'chrysalis.db'}"},
+                    "database": {"url": self.database_url},
                     "ipfs": {"repo": str(data / "ipfs"), "gateway_port": self.gateway_port},
                     "models": self.models,
                     "signer": {"keystore": str(keystore), "password_file": str(password_file)},
@@ -481,6 +489,11 @@ class Demo:
             )
         )
         return config
+
+    @property
+    def database_url(self) -> str:
+        """The agent's database (its job store), under the output directory."""
+        return f"sqlite:///{self.out / 'data' / 'chrysalis.db'}"
 
     @property
     def gateway(self) -> str:
@@ -506,14 +519,41 @@ class Demo:
         return opened.request_id
 
     def _wait(self, collection: Any, request_ids: Sequence[int], label: str) -> None:
+        """Returns once every request is fulfilled on-chain.
+
+        Raises:
+            BackendUnavailableError: the agent exited.
+            PermanentError: the agent's job for a pending request failed permanently (read from its job store on
+                every poll): the request would never be fulfilled, so the wait stops at once, naming the token,
+                the job's error and what to do.
+            RetryableError: requests still pending after ``timeout_s``.
+        """
+        from agent.ops.follow import JobFailedError, JobFollower
+        from agent.store import open_job_store
+
         assert self.agent is not None
         deadline = time.monotonic() + self.timeout_s
         pending = set(request_ids)
         last_note = 0.0
-        with self.console.status(f"{label}: waiting for the agent") as status:
+        with (
+            open_job_store(self.database_url, migrate=False) as store,
+            self.console.status(f"{label}: waiting for the agent") as status,
+        ):
+            jobs = {r: JobFollower(store, collection.chain_id, r) for r in request_ids}
             while pending:
                 self.agent.check_alive()
                 pending = {r for r in pending if collection.view("isPending", r)}
+                for r in sorted(pending):
+                    try:
+                        jobs[r]()
+                    except JobFailedError as exc:
+                        raise PermanentError(
+                            f"{label}: the agent's job {exc.job_id} for token {r >> 32} (request {r:#x}) failed "
+                            f"permanently: {exc.reason}",
+                            hint=f"the agent will not fulfil it by itself; see {self.agent.log_path}, fix what the "
+                            "error names (e.g. the model given with --image-model or --lore-model), and run the "
+                            "demo again",
+                        ) from None
                 done = len(request_ids) - len(pending)
                 note = f"{label}: {done}/{len(request_ids)} fulfilled; {self._jobs_line()}"
                 status.update(note)

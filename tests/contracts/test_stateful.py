@@ -16,8 +16,9 @@ that wrote it): escrow not released or released twice, a refund sent to the hold
 computed from the current fee, a request id reused after a cancel, a stage rolled back wrongly by a cancel, a
 token burnt with a pending request, an off-by-one at the cancellation deadline, stale request ids accepted.
 
-Each example runs between ``chain.snapshot()`` and ``chain.restore()``. Anvil runs fewer, shorter examples than
-the in-process EVM, decided from the provider name.
+Each example runs between ``chain.snapshot()`` and ``chain.restore()``, a day ahead of the wall clock (see
+``next_block_at``), so a replay meets the chain its example met. Anvil runs fewer, shorter examples than the
+in-process EVM, decided from the provider name.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ TIMEOUTS = (3600, 5400, 7200)  # MIN_REQUEST_TIMEOUT is one hour
 
 # (examples, steps per example) by provider: anvil is the slower of the two per transaction here.
 BUDGET = {"foundry": (10, 20), "test": (5, 20)}
+AHEAD = 86_400  # each example starts this many seconds after its snapshot's block: past the wall clock
 
 
 @dataclass
@@ -118,10 +120,29 @@ def test_random_sequences_keep_invariants(
     by_address = {norm(a): a for a in [*actors, admin, agent, treasury, stranger]}
     examples, steps = BUDGET.get(chain.provider.name, BUDGET["foundry"])
 
+    def next_block_at(when: int) -> int:
+        """Stamps the next block exactly ``max(when, parent + 1)``, the parent's time read from the chain; returns it.
+
+        Ape's in-process EVM (py-evm) stamps a pending block when it mines the one before, ``max(wall clock,
+        parent + 1)``, and its time travel mines an empty block at ``when - 1``. So once the wall clock has passed
+        parent + 1 (after ``chain.restore``, which rebuilds the pending block), ``parent + 1`` cannot be reached:
+        Ape swallows the failed mine, the pending block keeps its parent's time, every later transaction fails
+        ("timestamp must be strictly later than parent") and stays in that never-mined block until the block gas
+        limit is reached, and a restore to an unchanged head does not clear it. Examples therefore run ``AHEAD`` of
+        the wall clock (``Collection.__init__``), where the pending block is always parent + 1; the chain is asked
+        back rather than trusted, so a wrong stamp fails here, naming the times, and not in a later step.
+        """
+        when = max(when, chain.blocks.head.timestamp + 1)
+        chain.pending_timestamp = when
+        pending = chain.pending_timestamp
+        assert pending == when, f"next block at {pending}, not {when} (head {chain.blocks.head.timestamp})"
+        return when
+
     class Collection(RuleBasedStateMachine):
         def __init__(self) -> None:
             super().__init__()
             self.snapshot = chain.snapshot()
+            next_block_at(chain.blocks.head.timestamp + AHEAD)  # py-evm mines a block: the restore rewinds
             self.tokens: dict[int, Token] = {
                 1: Token(norm(alice)),
                 2: Token(norm(alice)),
@@ -342,8 +363,7 @@ def test_random_sequences_keep_invariants(
                 "stranger": stranger,
             }[who]
             assert c.cancellableAt(p.request_id) == p.cancellable_at
-            when = max(p.cancellable_at + offset, chain.blocks.head.timestamp + 1)
-            chain.pending_timestamp = when
+            when = next_block_at(p.cancellable_at + offset)
             error = None
             if who == "stranger":
                 error = ("LivingCollectionNotRequester", {"requestId": p.request_id, "caller": stranger})
@@ -513,7 +533,7 @@ def test_random_sequences_keep_invariants(
 
         @rule(seconds=st.sampled_from([1, 59, 600, 3600]))
         def warp(self, seconds: int) -> None:
-            chain.pending_timestamp = chain.blocks.head.timestamp + seconds
+            next_block_at(chain.blocks.head.timestamp + seconds)
 
         @rule(fee=st.sampled_from(FEES))
         def set_fee(self, fee: int) -> None:

@@ -1,19 +1,32 @@
-"""LoRA fine-tuning of a diffusers text-to-image pipeline's UNet, following diffusers' own recipe.
+"""LoRA fine-tuning of a diffusers text-to-image pipeline's UNet or SD3 transformer, following diffusers' own recipes.
 
-The recipe is diffusers' ``examples/text_to_image/train_text_to_image_lora.py``: the VAE, the text encoder and the
-UNet are frozen; a peft ``LoraConfig(r, lora_alpha, init_lora_weights="gaussian",
-target_modules=["to_k", "to_q", "to_v", "to_out.0"])`` adapter is added to the UNet; each step encodes the images
-to latents (``latent_dist.sample() * scaling_factor``), adds noise at uniform random timesteps with the pipeline's
-noise schedule as a ``DDPMScheduler``, predicts epsilon or v (the scheduler config's ``prediction_type``), and takes
-an MSE loss; AdamW (betas 0.9/0.999, weight decay 1e-2, eps 1e-8, constant learning rate) updates the LoRA
-parameters only, with gradients clipped to norm 1. The weights are saved with ``get_peft_model_state_dict`` ->
-``convert_state_dict_to_diffusers`` -> the pipeline class's ``save_lora_weights`` to
+One entry point, :func:`train_diffusers_lora`, picks the recipe from the pipeline it loads:
+
+- A UNet (Stable Diffusion 1.x/2.x): diffusers' ``examples/text_to_image/train_text_to_image_lora.py``. The VAE,
+  the text encoder and the UNet are frozen; a peft ``LoraConfig(r, lora_alpha, init_lora_weights="gaussian",
+  target_modules=["to_k", "to_q", "to_v", "to_out.0"])`` adapter is added to the UNet; each step encodes the images
+  to latents (``latent_dist.sample() * scaling_factor``), adds noise at uniform random timesteps with the pipeline's
+  noise schedule as a ``DDPMScheduler``, predicts epsilon or v (the scheduler config's ``prediction_type``), and
+  takes an MSE loss; AdamW (betas 0.9/0.999, weight decay 1e-2, eps 1e-8, constant learning rate). Saved with
+  ``get_peft_model_state_dict`` -> ``convert_state_dict_to_diffusers`` -> ``save_lora_weights(unet_lora_layers=)``.
+- An ``SD3Transformer2DModel`` (Stable Diffusion 3/3.5): diffusers'
+  ``examples/dreambooth/train_dreambooth_lora_sd3.py``. The VAE, both CLIP encoders, T5 and the transformer are
+  frozen; the same ``LoraConfig`` goes on the transformer's attention (``to_k``/``to_q``/``to_v``/``to_out.0``);
+  prompts are encoded by the pipeline's own ``encode_prompt`` (at the ``max_sequence_length`` the pipeline generates
+  with); latents are ``(sample - shift_factor) * scaling_factor``; flow matching with the pipeline's schedule as a
+  ``FlowMatchEulerDiscreteScheduler``: a uniform ``u`` (weighting scheme ``none``) picks a training timestep and its
+  sigma, ``x_t = (1 - sigma) x_0 + sigma noise``, and the loss is the MSE to ``noise - latents`` (no output
+  preconditioning); AdamW with the script's weight decay 1e-4. Saved with ``get_peft_model_state_dict`` ->
+  ``save_lora_weights(transformer_lora_layers=)``.
+
+Both update the LoRA parameters only, with gradients clipped to norm 1, and write
 ``out_dir/pytorch_lora_weights.safetensors``, which the production image backend loads as ``models.image_lora``
 (:class:`agent.generate.image.diffusers.DiffusersImageGenerator`'s ``lora=``).
 
 Supported pipelines: a UNet with one CLIP-style text encoder and tokenizer (Stable Diffusion 1.x/2.x and pipelines
-built like them). Others (SDXL's two encoders and time ids, transformer pipelines such as SD3/Flux/PixArt) are
-refused before anything trains, naming the reason.
+built like them), and Stable Diffusion 3 pipelines (an ``SD3Transformer2DModel`` with SD3's LoRA loader). Others
+(SDXL's two encoders and time ids; other transformers such as Flux, PixArt, Sana) are refused before anything
+trains, naming the reason.
 
 Prompts: an item's ``caption``, or for a class-conditional item the production backend's own
 :func:`~agent.generate.image.diffusers.prompt_from_traits`, so training and inference ask for the same text.
@@ -29,8 +42,8 @@ Guarantees:
   caller's RNG is left untouched. The adapter metadata's sets are written as sorted lists (diffusers writes
   ``list(set)``, whose order changes with ``PYTHONHASHSEED``), and the file's header is rewritten with its metadata
   keys sorted (safetensors keeps them in a Rust ``HashMap``, whose order changes from one save to the next:
-  :func:`canonical_safetensors_header`). On a GPU the run is seeded the same way but its
-  float bits differ from the CPU's; its result is not the canonical one.
+  :func:`canonical_safetensors_header`). The same holds for both recipes. On a GPU the run is seeded the same way
+  but its float bits differ from the CPU's; its result is not the canonical one.
 - Data order: epoch ``e`` visits the items in ``torch.randperm(n)`` drawn from ``(seed, e)``; step ``s`` takes
   positions ``s*batch_size ...`` of that stream. The per-step index lists are hashed into ``data_order_sha256``.
 - Resume: every ``checkpoint_every`` steps (and at the end) the LoRA parameters, the optimizer, the step, the
@@ -65,7 +78,8 @@ CHECKPOINT_FILE = "training-state"
 """A ``torch.save`` file with no weight-file suffix, so :func:`agent.generate.runtime.weight_files` (the production
 backends' model digest) never counts it."""
 TARGET_MODULES = ("to_k", "to_q", "to_v", "to_out.0")
-"""The UNet's attention projections, as in diffusers' recipe."""
+"""The denoiser's attention projections (the UNet's, or the SD3 transformer's image stream), as in diffusers'
+recipes."""
 
 Progress = Callable[[int, int, float], None]
 
@@ -336,18 +350,29 @@ def _load_pipeline(base: Path) -> tuple[Any, Path]:
             f"could not load {name} from {path}: {e}",
             hint="point --base at a complete save_pretrained directory of a text-to-image pipeline",
         ) from e
-    if getattr(pipe, "unet", None) is None:
-        what = "a transformer" if getattr(pipe, "transformer", None) is not None else "no UNet"
-        raise ConfigError(
-            f"{name} has {what}; LoRA training here follows diffusers' UNet recipe (Stable Diffusion 1.x/2.x)",
-            hint="use a Stable Diffusion 1.x/2.x pipeline as --base, or diffusers' own train_dreambooth_lora_* "
-            "script for this family",
-        )
-    if getattr(pipe, "text_encoder_2", None) is not None or getattr(pipe, "text_encoder", None) is None:
-        raise ConfigError(
-            f"{name} does not have exactly one text encoder (SDXL-style pipelines need added time ids)",
-            hint="use a Stable Diffusion 1.x/2.x pipeline as --base",
-        )
+    supported = (
+        "use a Stable Diffusion 1.x/2.x or 3.x pipeline as --base, or diffusers' own train_*_lora_* script "
+    )
+    supported += "for this family"
+    if getattr(pipe, "unet", None) is not None:
+        if getattr(pipe, "text_encoder_2", None) is not None or getattr(pipe, "text_encoder", None) is None:
+            raise ConfigError(
+                f"{name} has a UNet but not exactly one text encoder (SDXL-style pipelines need added time ids); "
+                "UNet LoRA training here follows diffusers' Stable Diffusion 1.x/2.x recipe",
+                hint=supported,
+            )
+    elif getattr(pipe, "transformer", None) is not None:
+        from diffusers import SD3Transformer2DModel
+        from diffusers.loaders import SD3LoraLoaderMixin
+
+        if not (isinstance(pipe.transformer, SD3Transformer2DModel) and isinstance(pipe, SD3LoraLoaderMixin)):
+            raise ConfigError(
+                f"{name} has a {type(pipe.transformer).__name__}; transformer LoRA training here follows diffusers' "
+                "Stable Diffusion 3 recipe (SD3Transformer2DModel)",
+                hint=supported,
+            )
+    else:
+        raise ConfigError(f"{name} has neither a UNet nor a transformer to adapt", hint=supported)
     if not hasattr(type(pipe), "save_lora_weights"):
         raise ConfigError(f"{name} cannot save LoRA weights", hint="use a pipeline with LoRA support")
     return pipe, path
@@ -382,7 +407,8 @@ def train_diffusers_lora(
     device: str = "auto",
     progress: Progress | None = None,
 ) -> TrainResult:
-    """Train a LoRA on ``base``'s UNet from an image dataset; write ``out_dir/pytorch_lora_weights.safetensors``.
+    """Train a LoRA on ``base``'s UNet or SD3 transformer from an image dataset (the recipe follows the pipeline: see
+    the module docstring); write ``out_dir/pytorch_lora_weights.safetensors``.
 
     Args:
         dataset: An :class:`agent.datasets.Dataset` of kind ``image`` (captions or traits).
@@ -429,6 +455,163 @@ def train_diffusers_lora(
         )
 
 
+@dataclass
+class _Recipe:
+    """What differs between the UNet recipe and the transformer (SD3) recipe; the rest of a run is shared."""
+
+    denoiser: str
+    """The pipeline attribute that gets the LoRA (and ``save_lora_weights``' keyword prefix): unet or transformer."""
+    frozen: tuple[str, ...]
+    """The pipeline attributes used frozen (VAE, text encoders), moved to the run's device."""
+    weight_decay: float
+    """AdamW weight decay (the recipe script's default)."""
+    hyper: dict[str, Any]
+    """The recipe's own hyperparameters (part of the run's fingerprint and its result)."""
+    encode: Callable[[str], tuple[torch.Tensor, ...]]
+    """One prompt -> its conditioning tensors (a batch of one; prompts are encoded one at a time, so a prompt's
+    float bits do not depend on its neighbours)."""
+    loss: Callable[[torch.Tensor, tuple[torch.Tensor, ...], torch.Generator], torch.Tensor]
+    """(pixels on the device, the batch's conditioning rows, the step's generator) -> the step's loss."""
+    diffusers_keys: bool
+    """Convert peft's state-dict keys with ``convert_state_dict_to_diffusers`` before saving, as the recipe does."""
+
+
+def _sample_latents(vae: Any, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """``vae.encode(x).latent_dist.sample()`` with the noise drawn from ``g`` on the CPU (unscaled)."""
+    import torch
+
+    with torch.no_grad():
+        dist = vae.encode(x).latent_dist
+        return dist.mean + dist.std * torch.randn(dist.mean.shape, generator=g).to(x.device)
+
+
+def _unet_recipe(pipe: Any, dev: torch.device) -> _Recipe:
+    """diffusers' ``train_text_to_image_lora.py``: DDPM noise at uniform timesteps, epsilon or v target, MSE."""
+    import torch
+    from diffusers import DDPMScheduler
+
+    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    prediction = noise_scheduler.config.prediction_type
+    if prediction not in ("epsilon", "v_prediction"):
+        raise ConfigError(
+            f"the scheduler predicts {prediction!r}; the recipe trains epsilon or v_prediction",
+            hint="use a base pipeline whose scheduler config has prediction_type epsilon or v_prediction",
+        )
+    noise_scheduler.alphas_cumprod = noise_scheduler.alphas_cumprod.to(dev)
+    timesteps_in_all = noise_scheduler.config.num_train_timesteps
+    scaling = float(pipe.vae.config.scaling_factor)
+    tokenizer = pipe.tokenizer
+
+    def encode(prompt: str) -> tuple[torch.Tensor, ...]:
+        ids = tokenizer(
+            [prompt],
+            max_length=tokenizer.model_max_length,
+            padding="max_length",
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
+        return (pipe.text_encoder(ids.to(dev), return_dict=False)[0],)
+
+    def loss(x: torch.Tensor, cond: tuple[torch.Tensor, ...], g: torch.Generator) -> torch.Tensor:
+        latents = _sample_latents(pipe.vae, x, g) * scaling
+        noise = torch.randn(latents.shape, generator=g).to(dev)
+        timesteps = torch.randint(0, timesteps_in_all, (len(x),), generator=g).to(dev)
+        noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+        target = noise if prediction == "epsilon" else noise_scheduler.get_velocity(latents, noise, timesteps)
+        pred = pipe.unet(noisy, timesteps, cond[0], return_dict=False)[0]
+        return torch.nn.functional.mse_loss(pred.float(), target.float(), reduction="mean")
+
+    return _Recipe(
+        denoiser="unet",
+        frozen=("vae", "text_encoder"),
+        weight_decay=1e-2,
+        hyper={
+            "prediction_type": prediction,
+            "noise_scheduler": "DDPMScheduler.from_config(pipeline scheduler config)",
+        },
+        encode=encode,
+        loss=loss,
+        diffusers_keys=True,
+    )
+
+
+SD3_WEIGHTING = "none"
+"""The recipe's ``--weighting_scheme``: uniform timesteps (``compute_density_for_timestep_sampling``) and a loss
+weight of 1 (``compute_loss_weighting_for_sd3``)."""
+
+
+def _sd3_recipe(pipe: Any, dev: torch.device) -> _Recipe:
+    """diffusers' ``train_dreambooth_lora_sd3.py``: flow matching (``x_t = (1 - sigma) x_0 + sigma noise`` at the
+    ``FlowMatchEulerDiscreteScheduler``'s training sigmas), target ``noise - latents`` (no output preconditioning),
+    weighting scheme ``none``, latents ``(z - shift_factor) * scaling_factor``; prompts through the pipeline's own
+    ``encode_prompt`` (both CLIP encoders and T5, at the ``max_sequence_length`` the pipeline generates with)."""
+    import inspect
+
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    from diffusers.training_utils import compute_density_for_timestep_sampling, compute_loss_weighting_for_sd3
+
+    noise_scheduler = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config)
+    timesteps_in_all = noise_scheduler.config.num_train_timesteps
+    shift = float(getattr(pipe.vae.config, "shift_factor", None) or 0.0)
+    scaling = float(pipe.vae.config.scaling_factor)
+    max_len = inspect.signature(pipe.__call__).parameters.get("max_sequence_length")
+    max_sequence_length = int(max_len.default) if max_len is not None and max_len.default is not None else 256
+
+    def encode(prompt: str) -> tuple[torch.Tensor, ...]:
+        embeds, _, pooled, _ = pipe.encode_prompt(
+            prompt=[prompt],
+            prompt_2=None,
+            prompt_3=None,
+            device=dev,
+            do_classifier_free_guidance=False,
+            max_sequence_length=max_sequence_length,
+        )
+        return embeds, pooled
+
+    def loss(x: torch.Tensor, cond: tuple[torch.Tensor, ...], g: torch.Generator) -> torch.Tensor:
+        latents = (_sample_latents(pipe.vae, x, g) - shift) * scaling
+        noise = torch.randn(latents.shape, generator=g).to(dev)
+        u = compute_density_for_timestep_sampling(
+            weighting_scheme=SD3_WEIGHTING, batch_size=len(x), generator=g
+        )
+        indices = (u * timesteps_in_all).long()
+        timesteps = noise_scheduler.timesteps[indices].to(dev)
+        # the recipe's get_sigmas looks each timestep up in the schedule: the same index, the timesteps being distinct
+        sigmas = noise_scheduler.sigmas[indices].to(dev, latents.dtype).reshape(-1, *[1] * (latents.ndim - 1))
+        noisy = (1.0 - sigmas) * latents + sigmas * noise
+        pred = pipe.transformer(
+            hidden_states=noisy,
+            timestep=timesteps,
+            encoder_hidden_states=cond[0],
+            pooled_projections=cond[1],
+            return_dict=False,
+        )[0]
+        weighting = compute_loss_weighting_for_sd3(weighting_scheme=SD3_WEIGHTING, sigmas=sigmas)
+        target = noise - latents
+        per_item = (weighting.float() * (pred.float() - target.float()) ** 2).reshape(len(x), -1)
+        return torch.mean(per_item, 1).mean()
+
+    return _Recipe(
+        denoiser="transformer",
+        frozen=("vae", "text_encoder", "text_encoder_2", "text_encoder_3"),
+        weight_decay=1e-4,
+        hyper={
+            "prediction_type": "flow_matching",
+            "target": "noise - latents",
+            "weighting_scheme": SD3_WEIGHTING,
+            "noise_scheduler": "FlowMatchEulerDiscreteScheduler.from_config(pipeline scheduler config)",
+            "flow_shift": float(noise_scheduler.config.shift),
+            "vae_shift_factor": shift,
+            "vae_scaling_factor": scaling,
+            "max_sequence_length": max_sequence_length,
+        },
+        encode=encode,
+        loss=loss,
+        diffusers_keys=False,
+    )
+
+
 def _train(
     dataset: Any,
     items: list[Any],
@@ -446,7 +629,6 @@ def _train(
     progress: Progress | None,
 ) -> TrainResult:
     import torch
-    from diffusers import DDPMScheduler
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
@@ -455,13 +637,7 @@ def _train(
 
     pipe, base_path = _load_pipeline(base)
     base_files = weight_files(base_path)
-    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    prediction = noise_scheduler.config.prediction_type
-    if prediction not in ("epsilon", "v_prediction"):
-        raise ConfigError(
-            f"the scheduler predicts {prediction!r}; the recipe trains epsilon or v_prediction",
-            hint="use a base pipeline whose scheduler config has prediction_type epsilon or v_prediction",
-        )
+    recipe = _unet_recipe(pipe, dev) if getattr(pipe, "unet", None) is not None else _sd3_recipe(pipe, dev)
     hyper = {
         "rank": rank,
         "alpha": alpha,
@@ -470,9 +646,9 @@ def _train(
         "resolution": resolution,
         "target_modules": list(TARGET_MODULES),
         "init_lora_weights": "gaussian",
-        "optimizer": "AdamW(betas=(0.9, 0.999), weight_decay=0.01, eps=1e-8), constant lr, grad clip 1.0",
-        "prediction_type": prediction,
-        "noise_scheduler": "DDPMScheduler.from_config(pipeline scheduler config)",
+        "optimizer": f"AdamW(betas=(0.9, 0.999), weight_decay={recipe.weight_decay}, eps=1e-8), constant lr, "
+        "grad clip 1.0",
+        **recipe.hyper,
         "pipeline": type(pipe).__name__,
         "base_weights_sha256": weights_digest(base_files),
         "device": dev.type,
@@ -489,58 +665,37 @@ def _train(
         }
     )
 
-    vae, text_encoder, unet, tokenizer = pipe.vae, pipe.text_encoder, pipe.unet, pipe.tokenizer
-    for m in (vae, text_encoder, unet):
+    denoiser = getattr(pipe, recipe.denoiser)
+    frozen = [m for m in (getattr(pipe, name, None) for name in recipe.frozen) if m is not None]
+    for m in (*frozen, denoiser):
         m.requires_grad_(False)
     config = LoraConfig(
         r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=list(TARGET_MODULES)
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed % 2**63)
-        unet.add_adapter(config)
-    vae.to(dev).eval()
-    text_encoder.to(dev).eval()
-    unet.to(dev).train()
-    params = [p for p in unet.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
+        denoiser.add_adapter(config)
+    for m in frozen:
+        m.to(dev).eval()
+    denoiser.to(dev).train()
+    params = [p for p in denoiser.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        params, lr=lr, betas=(0.9, 0.999), weight_decay=recipe.weight_decay, eps=1e-8
+    )
 
-    # frozen parts: the prompts' embeddings and the images' pixels are computed once
+    # frozen parts: the prompts' conditioning and the images' pixels are computed once
     with torch.no_grad():
-        prompts = [item_prompt(it) for it in items]
-        ids = tokenizer(
-            prompts,
-            max_length=tokenizer.model_max_length,
-            padding="max_length",
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids
-        embeds = torch.cat(
-            [text_encoder(ids[i : i + 1].to(dev), return_dict=False)[0] for i in range(len(items))]
-        )
+        per_item = [recipe.encode(item_prompt(it)) for it in items]
+        conds = tuple(torch.cat(parts) for parts in zip(*per_item, strict=True))
         pixels = torch.stack([_pixels(it.load_rgb(dataset), resolution) for it in items])
-    scaling = float(vae.config.scaling_factor)
-    alphas = noise_scheduler.alphas_cumprod.to(dev)
-    noise_scheduler.alphas_cumprod = alphas
 
-    ck = start_or_resume(out_dir, fp, steps, module=unet, optimizer=optimizer)
+    ck = start_or_resume(out_dir, fp, steps, module=denoiser, optimizer=optimizer)
     n = len(items)
     while ck.step < steps:
         t0 = time.monotonic()
-        step = ck.step
-        idx = step_indices(n, batch_size, seed, step)
-        g = step_generator("diffusers-lora", seed, step)
-        x = pixels[idx].to(dev)
-        with torch.no_grad():
-            dist = vae.encode(x).latent_dist
-            latents = (dist.mean + dist.std * torch.randn(dist.mean.shape, generator=g).to(dev)) * scaling
-        noise = torch.randn(latents.shape, generator=g).to(dev)
-        timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(idx),), generator=g).to(
-            dev
-        )
-        noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-        target = noise if prediction == "epsilon" else noise_scheduler.get_velocity(latents, noise, timesteps)
-        pred = unet(noisy, timesteps, embeds[idx], return_dict=False)[0]
-        loss = torch.nn.functional.mse_loss(pred.float(), target.float(), reduction="mean")
+        idx = step_indices(n, batch_size, seed, ck.step)
+        g = step_generator("diffusers-lora", seed, ck.step)
+        loss = recipe.loss(pixels[idx].to(dev), tuple(c[idx] for c in conds), g)
         optimize_and_record(
             ck,
             loss,
@@ -548,21 +703,25 @@ def _train(
             params,
             idx,
             t0,
-            module=unet,
+            module=denoiser,
             out_dir=out_dir,
             steps=steps,
             checkpoint_every=checkpoint_every,
             progress=progress,
         )
 
-    lora_state = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    lora_state = get_peft_model_state_dict(denoiser)
+    if recipe.diffusers_keys:
+        lora_state = convert_state_dict_to_diffusers(lora_state)
     lora_state = {k: v.detach().to("cpu").contiguous() for k, v in lora_state.items()}
-    metadata = _sorted_sets(unet.peft_config["default"].to_dict())
+    metadata = _sorted_sets(denoiser.peft_config["default"].to_dict())
     type(pipe).save_lora_weights(
         out_dir,
-        unet_lora_layers=lora_state,
         safe_serialization=True,
-        unet_lora_adapter_metadata=metadata,
+        **{
+            f"{recipe.denoiser}_lora_layers": lora_state,
+            f"{recipe.denoiser}_lora_adapter_metadata": metadata,
+        },
     )
     canonical_safetensors_header(out_dir / LORA_WEIGHTS)
     return TrainResult(

@@ -4,6 +4,9 @@ save_pretrained and loaded back through Chrysalis' loaders like a user's checkpo
 - ``tiny_sd_dir``: StableDiffusionPipeline (UNet2DConditionModel + AutoencoderKL + CLIPTextModel) with a tiny
   character-level CLIPTokenizer, 64 px.
 - ``tiny_lora_file``: a LoRA for that UNet made with peft (skipped, with the reason, when peft is missing).
+- :func:`build_tiny_sd3`: StableDiffusion3Pipeline (SD3Transformer2DModel + two CLIPTextModelWithProjection + a
+  T5EncoderModel + FlowMatchEulerDiscreteScheduler, as diffusers' SD3 tests build it) with character-level CLIP and
+  T5 (Unigram) tokenizers made without the hub.
 - ``tiny_lm`` (tests/support/fixtures.py): LlamaForCausalLM from a tiny LlamaConfig with a small BPE tokenizer
   carrying SmolLM2's chat template.
 - ``smollm2_writer``: the real embedded lore model, converted once per session into a temporary cache.
@@ -94,6 +97,110 @@ def build_tiny_sd(directory: Path) -> Path:
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
+    )
+    pipe.save_pretrained(directory)
+    return directory
+
+
+def t5_tokenizer():
+    """A tiny character-level T5 tokenizer (a ``tokenizers`` Unigram model; T5's <pad>=0, </s>=1, <unk>=2)."""
+    from transformers import T5TokenizerFast
+
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
+    pieces += [(c, -3.0) for c in "abcdefghijklmnopqrstuvwxyz,."]
+    return T5TokenizerFast(vocab=pieces, extra_ids=0, model_max_length=77)
+
+
+def tiny_t5_encoder(vocab_size: int):
+    import torch
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(0)
+    return T5EncoderModel(
+        T5Config(
+            vocab_size=vocab_size,
+            d_model=32,
+            d_kv=8,
+            d_ff=37,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            pad_token_id=0,
+            eos_token_id=1,
+            decoder_start_token_id=0,
+        )
+    )
+
+
+def build_tiny_sd3(directory: Path) -> Path:
+    """Save a tiny random StableDiffusion3Pipeline to ``directory`` (32 px images are 16 x 16 latents)."""
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    tokenizer = _clip_tokenizer(directory.parent / (directory.name + "-tok"))
+    tokenizer_3 = t5_tokenizer()
+    torch.manual_seed(0)
+    transformer = SD3Transformer2DModel(
+        sample_size=16,
+        patch_size=1,
+        in_channels=4,
+        num_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        caption_projection_dim=32,
+        joint_attention_dim=32,
+        pooled_projection_dim=64,
+        out_channels=4,
+    )
+    clip = CLIPTextConfig(
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+        hidden_size=32,
+        intermediate_size=37,
+        layer_norm_eps=1e-5,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        vocab_size=len(tokenizer) + 2,
+        hidden_act="gelu",
+        projection_dim=32,
+    )
+    torch.manual_seed(0)
+    text_encoder = CLIPTextModelWithProjection(clip)
+    torch.manual_seed(1)
+    text_encoder_2 = CLIPTextModelWithProjection(clip)
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(4, 8),
+        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=1,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        shift_factor=0.0609,
+        scaling_factor=1.5035,
+    )
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=tokenizer,
+        text_encoder_3=tiny_t5_encoder(len(tokenizer_3)),
+        tokenizer_3=tokenizer_3,
     )
     pipe.save_pretrained(directory)
     return directory

@@ -1,5 +1,6 @@
-"""LoRA on a tiny random StableDiffusionPipeline: trains, saves, loads back into the production image backend,
-is deterministic and resumes bit-exactly."""
+"""LoRA on tiny random pipelines, the UNet recipe (StableDiffusionPipeline) and the transformer recipe
+(StableDiffusion3Pipeline): trains, saves, loads back into the production image backend, is deterministic and
+resumes bit-exactly; other transformer families are refused before anything trains."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from agent.errors import ConfigError
 from agent.generate.base import ImageRequest
 from agent.generate.image.diffusers import DiffusersImageGenerator
 from agent.training.diffusers_lora import LORA_WEIGHTS, step_indices, train_diffusers_lora
-from tests.generate.conftest import build_tiny_sd
+from tests.generate.conftest import _clip_tokenizer, build_tiny_sd, build_tiny_sd3, t5_tokenizer
 
 pytest.importorskip("peft", reason="LoRA training needs peft (pip install peft==0.21.2)")
 
@@ -167,3 +168,143 @@ def test_a_class_conditional_item_trains_on_the_production_prompt(tmp_path):
         == prompt_from_traits(traits)
         == "a serene fire creature, digital art, centered, full body, plain background"
     )
+
+
+# --- the transformer recipe (Stable Diffusion 3) ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_sd3(tmp_path_factory) -> Path:
+    return build_tiny_sd3(tmp_path_factory.mktemp("tiny-sd3") / "pipeline")
+
+
+@pytest.fixture(scope="module")
+def trained_sd3(dataset, tiny_sd3, tmp_path_factory):
+    seen: list[tuple[int, int, float]] = []
+    out = tmp_path_factory.mktemp("sd3-lora-a")
+    result = _train(dataset, tiny_sd3, out, progress=lambda s, t, loss: seen.append((s, t, loss)))
+    return out, result, seen
+
+
+def test_sd3_trains_the_transformer_with_the_flow_matching_recipe(trained_sd3):
+    from safetensors import safe_open
+
+    out, result, seen = trained_sd3
+    assert (
+        result.trainer == "diffusers-lora" and result.steps == 4 and [s for s, _, _ in seen] == [1, 2, 3, 4]
+    )
+    assert len(result.losses) == 4 and all(x > 0 for x in result.losses)
+    hyper = result.hyperparameters
+    assert hyper["pipeline"] == "StableDiffusion3Pipeline" and hyper["prediction_type"] == "flow_matching"
+    assert hyper["weighting_scheme"] == "none" and hyper["target"] == "noise - latents"
+    assert (hyper["vae_shift_factor"], hyper["vae_scaling_factor"]) == (0.0609, 1.5035)
+    assert "weight_decay=0.0001" in hyper["optimizer"]  # the SD3 recipe's default, not the UNet recipe's 1e-2
+    with safe_open(str(out / LORA_WEIGHTS), "pt") as f:
+        keys = sorted(f.keys())
+        meta = json.loads(f.metadata()["lora_adapter_metadata"])
+    assert keys and all(k.startswith("transformer.transformer_blocks.") for k in keys)
+    assert {k.split(".attn.")[1].rsplit(".lora_", 1)[0] for k in keys} == {"to_q", "to_k", "to_v", "to_out.0"}
+    assert meta["transformer.r"] == 4 and meta["transformer.target_modules"] == [
+        "to_k",
+        "to_out.0",
+        "to_q",
+        "to_v",
+    ]
+
+
+def test_the_sd3_lora_loads_into_the_production_backend_and_changes_the_image(trained_sd3, tiny_sd3):
+    out, result, _ = trained_sd3
+    req = [ImageRequest(traits={}, seed=3, prompt="a red fox, flat colours")]
+    kw = dict(num_inference_steps=2, device="cpu", width=32, height=32)
+    plain = DiffusersImageGenerator(str(tiny_sd3), **kw)
+    tuned = DiffusersImageGenerator(str(tiny_sd3), lora=str(out), **kw)
+    a, b = plain.generate(req)[0], tuned.generate(req)[0]
+    assert b.config["pipeline"] == "StableDiffusion3Pipeline" and (b.width, b.height) == (32, 32)
+    assert b.config["lora"]["sha256"] == result.weights[LORA_WEIGHTS]
+    assert a.pixels_sha256 != b.pixels_sha256
+    assert tuned.generate(req)[0].pixels_sha256 == b.pixels_sha256
+
+
+def test_sd3_same_seed_same_bytes_and_a_stopped_run_resumes_to_them(trained_sd3, dataset, tiny_sd3, tmp_path):
+    _, first, _ = trained_sd3
+    again = _train(dataset, tiny_sd3, tmp_path / "again")
+    assert again.weights == first.weights and again.losses == first.losses
+    assert again.data_order_sha256 == first.data_order_sha256
+    other = _train(dataset, tiny_sd3, tmp_path / "other", seed=8)
+    assert other.weights != first.weights
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_3(step: int, total: int, loss: float) -> None:
+        if step == 3:
+            raise Stop
+
+    out = tmp_path / "resumed"
+    with pytest.raises(Stop):
+        _train(dataset, tiny_sd3, out, progress=stop_at_3)
+    assert not (out / LORA_WEIGHTS).exists() and (out / ".checkpoint" / "training-state").is_file()
+    resumed = _train(dataset, tiny_sd3, out)
+    assert resumed.weights == first.weights and resumed.losses == first.losses
+
+
+def test_a_unet_checkpoint_is_not_resumed_on_an_sd3_base(trained, dataset, tiny_sd3):
+    out, _, _ = trained
+    with pytest.raises(ConfigError, match="checkpoint of another run"):
+        _train(dataset, tiny_sd3, out)
+
+
+def _build_tiny_flux(directory: Path) -> Path:
+    import torch
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from tests.generate.conftest import tiny_t5_encoder
+
+    tokenizer, tokenizer_2 = _clip_tokenizer(directory.parent / "flux-tok"), t5_tokenizer()
+    torch.manual_seed(0)
+    FluxPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=AutoencoderKL(
+            block_out_channels=(4,),
+            layers_per_block=1,
+            latent_channels=1,
+            norm_num_groups=1,
+            use_quant_conv=False,
+            use_post_quant_conv=False,
+        ),
+        text_encoder=CLIPTextModel(
+            CLIPTextConfig(
+                bos_token_id=0,
+                eos_token_id=1,
+                pad_token_id=1,
+                hidden_size=32,
+                intermediate_size=37,
+                num_attention_heads=4,
+                num_hidden_layers=1,
+                vocab_size=len(tokenizer) + 2,
+            )
+        ),
+        tokenizer=tokenizer,
+        text_encoder_2=tiny_t5_encoder(len(tokenizer_2)),
+        tokenizer_2=tokenizer_2,
+        transformer=FluxTransformer2DModel(
+            patch_size=1,
+            in_channels=4,
+            num_layers=1,
+            num_single_layers=1,
+            attention_head_dim=16,
+            num_attention_heads=2,
+            joint_attention_dim=32,
+            pooled_projection_dim=32,
+            axes_dims_rope=[4, 4, 8],
+        ),
+    ).save_pretrained(directory)
+    return directory
+
+
+def test_another_transformer_family_is_refused_before_training(dataset, tmp_path):
+    base = _build_tiny_flux(tmp_path / "flux")
+    with pytest.raises(ConfigError, match="FluxTransformer2DModel.*Stable Diffusion 3 recipe") as e:
+        _train(dataset, base, tmp_path / "x")
+    assert "3.x" in (e.value.hint or "") and not (tmp_path / "x").exists()

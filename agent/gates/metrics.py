@@ -1,7 +1,8 @@
 """Model quality metrics as gates: a small registry keyed by the image backend, plus plug-in entry points.
 
 The embedded sprite model (backend ``embedded``) is gated on left-right symmetry and palette adherence for the
-requested mood (:mod:`agent.generate.sprites.quality`, on the native 32x32 pixels). Other backends have no
+requested mood (:mod:`agent.generate.sprites.quality`, on the native 32x32 pixels), in the palette families the model
+draws in (:func:`gate_palettes`). Other backends have no
 metric by default. More metrics plug in through ``gates.metrics``: ``module:function`` entry points, each called
 as ``function(png: bytes, traits: Mapping[str, str], backend: str | None) -> Sequence[GateResult]`` for every
 candidate (whatever the backend; a plug-in returns ``[]`` for images it does not judge).
@@ -46,13 +47,31 @@ def knows_palettes(weights_sha256: str | None) -> bool:
     return weights_sha256 is None or weights_sha256 == shipped_weights_sha256()
 
 
+def gate_palettes(weights_sha256: str | None, palettes: str | None = None) -> str | None:
+    """The palette families the palette gate judges an embedded model's sprites in: ``palettes``, those the model
+    declares (its manifest's ``palettes``, in its ``ModelRef.extra``), when given; else the shipped ones where
+    :func:`knows_palettes`; else None (a fine-tune that declares none: symmetry only)."""
+    from agent.generate.sprites.palette import SHIPPED_FAMILY
+
+    if palettes is not None:
+        return palettes
+    return SHIPPED_FAMILY if knows_palettes(weights_sha256) else None
+
+
 def sprite_metrics(
-    png: bytes, traits: Mapping[str, str], thresholds: SpriteThresholds, *, palette: bool = True
+    png: bytes,
+    traits: Mapping[str, str],
+    thresholds: SpriteThresholds,
+    *,
+    palette: bool = True,
+    family: str = "shipped",
 ) -> list[GateResult]:
     """Symmetry and (when ``palette`` and the traits name a known mood) palette adherence of an embedded-model
-    sprite."""
+    sprite to the mood's family among those named ``family`` (a key of
+    :data:`~agent.generate.sprites.palette.PALETTE_FAMILIES`)."""
     from agent.generate.image.embedded import decode_png
     from agent.generate.sprites.conditioning import MOODS
+    from agent.generate.sprites.palette import SHIPPED_FAMILY
     from agent.generate.sprites.quality import palette_adherence, symmetry
 
     pixels = decode_png(png)
@@ -70,15 +89,16 @@ def sprite_metrics(
     )
     mood = traits.get("mood")
     if palette and mood in MOODS:
-        pal = round(palette_adherence(pixels, mood), 4)
+        pal = round(palette_adherence(pixels, mood, family=family), 4)
         ok = pal >= thresholds.min_palette
+        which = mood if family == SHIPPED_FAMILY else f"{mood} ({family} palettes)"
         out.append(
             GateResult(
                 "palette",
                 ok,
                 pal,
                 thresholds.min_palette,
-                f"palette adherence to {mood} {pal:.3f} {'>=' if ok else '<'} {thresholds.min_palette}",
+                f"palette adherence to {which} {pal:.3f} {'>=' if ok else '<'} {thresholds.min_palette}",
             )  # fmt: skip
         )
     return out

@@ -18,7 +18,7 @@ from agent.gates.lore import lore_gates
 from agent.gates.metrics import (
     MetricFn,
     SpriteThresholds,
-    knows_palettes,
+    gate_palettes,
     load_entry_point,
     run_plugin,
     sprite_metrics,
@@ -85,18 +85,23 @@ class Gates:
         backend: str | None,
         token_id: int,
         weights_sha256: str | None = None,
+        palettes: str | None = None,
     ) -> list[GateResult]:
         """Every gate's result for one candidate (``png``/``lore`` None: that part is not checked).
 
-        ``weights_sha256`` is the image model's: the sprite palette gate judges the shipped model's palettes only
-        (:func:`~agent.gates.metrics.knows_palettes`)."""
+        ``weights_sha256`` is the image model's and ``palettes`` the palette families it declares (its
+        ``ModelRef.extra["palettes"]``): the sprite palette gate judges the declared families, else the shipped
+        model's palettes only (:func:`~agent.gates.metrics.gate_palettes`)."""
         s = self.settings
         out: list[GateResult] = []
         if png is not None:
             out.append(self.duplicate(png, token_id))
             if backend == "embedded":
                 thresholds = SpriteThresholds(s.min_symmetry, s.min_palette)
-                out += sprite_metrics(png, traits, thresholds, palette=knows_palettes(weights_sha256))
+                family = gate_palettes(weights_sha256, palettes)
+                out += sprite_metrics(
+                    png, traits, thresholds, palette=family is not None, family=family or "shipped"
+                )
             for spec, fn in self.plugins:
                 out += run_plugin(spec, fn, png, traits, backend)
         if lore is not None:

@@ -145,6 +145,7 @@ class GenerateStage:
                     backend=self.image.model_ref.backend,
                     token_id=task.token_id,
                     weights_sha256=self.image.model_ref.weights_sha256,
+                    palettes=self.image.model_ref.extra.get("palettes"),
                 )
                 report = GateReport(tuple(results), reroll, task.seed, tuple(history[i]))
                 if report.passed or reroll >= gates.max_rerolls:

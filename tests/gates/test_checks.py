@@ -16,6 +16,7 @@ from agent.gates.index import HashIndex, SqlHashStore
 from agent.gates.lore import check_blocklist, check_leakage, check_length, check_repetition
 from agent.gates.metrics import (
     SpriteThresholds,
+    gate_palettes,
     knows_palettes,
     load_entry_point,
     shipped_weights_sha256,
@@ -27,7 +28,7 @@ from agent.generate.factory import load_image_generator
 from agent.generate.image.embedded import decode_png, encode_png
 from agent.generate.lore.prompt import EXAMPLE_ASSISTANT
 from agent.generate.sprites.conditioning import MOODS
-from agent.generate.sprites.dataset import palette_colors
+from agent.generate.sprites.dataset import make_sprite, palette_colors, sprite_rng
 from agent.generate.sprites.palette import to_neon
 from agent.settings import GatesSettings, ModelSettings
 from agent.store import Database
@@ -180,6 +181,28 @@ def test_the_palette_gate_judges_the_shipped_models_palettes_only() -> None:
     )  # fmt: skip
     assert all(r.passed for r in fine_tuned if r.name != "near_duplicate")
     assert not knows_palettes("ab" * 32) and knows_palettes(shipped)
+
+
+def test_a_model_that_declares_its_palettes_is_gated_in_them() -> None:
+    """A fine-tune whose manifest declares ``palettes`` (e.g. neon) gets the palette gate in that family: its own
+    style passes, the shipped style (and noise) fails, and the message names the family."""
+    gates = Gates(GatesSettings())
+    plain = make_sprite("fierce", "fire", sprite_rng(8, 0))  # a procedural sprite in the shipped palettes
+    neon = to_neon(plain, "fierce")
+
+    def palette(img: np.ndarray, token_id: int, declared: str | None) -> GateResult:
+        results = gates.check(
+            png=encode_png(img), lore=None, traits={"mood": "fierce"}, backend="embedded", token_id=token_id,
+            weights_sha256="ab" * 32, palettes=declared,
+        )  # fmt: skip
+        return next(r for r in results if r.name == "palette")
+
+    own = palette(neon, 1, "neon")
+    assert own.passed and own.value == 1.0 and "fierce (neon palettes)" in own.reason
+    assert not palette(plain, 2, "neon").passed
+    assert palette(plain, 3, "shipped").passed
+    assert gate_palettes("ab" * 32) is None and gate_palettes(None) == "shipped"
+    assert gate_palettes("ab" * 32, "neon") == "neon"
 
 
 def always_fails(png: bytes, traits: object, backend: object) -> list[GateResult]:

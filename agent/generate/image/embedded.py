@@ -6,6 +6,9 @@ No diffusers-loadable image model can be installed from a package registry, so C
 - Fresh image (``init_image is None``): DDIM from Gaussian noise under the token's class (mood x element).
 - Evolution (``init_image`` given): the previous stage's PNG is downscaled (nearest) to 32x32, noised to the
   timestep given by ``strength`` and denoised under the new class, so the token keeps its identity while it changes.
+  With ``palette_transfer`` it is first recoloured to the new mood within the palette families the model draws in
+  (:func:`model_palettes`: the shipped ones, or those a fine-tune's manifest declares); a fine-tune that declares
+  none is not recoloured, since its colours are not the shipped model's.
 - Output: the native 32x32 image upscaled with nearest-neighbour to 512x512 PNG; ``pixels_sha256`` is the sha256
   of the native uint8 (32, 32, 3) array.
 
@@ -182,6 +185,34 @@ def decode_png(data: bytes, size: int = SIZE) -> np.ndarray:
     return np.ascontiguousarray(arr[::k, ::k])
 
 
+def model_palettes(manifest: Mapping[str, Any]) -> str | None:
+    """The name of the palette families the model draws in, which evolutions recolour within (a key of
+    :data:`~agent.generate.sprites.palette.PALETTE_FAMILIES`):
+
+    - the manifest's ``palettes`` when it declares one (``chrysalis model train --palettes neon``);
+    - ``shipped`` for a model that is not a fine-tune (no ``base_model``: the shipped model, or an export of
+      ``scripts/train_sprites.py``, trained on the procedural sprites in the shipped palettes);
+    - None for a fine-tune that declares none: its palettes are unknown, so an evolution keeps the previous
+      image's colours (recolouring into the shipped palettes would pull it out of its own style).
+
+    Raises:
+        ConfigError: the manifest declares a name that is not a known palette family.
+    """
+    from agent.generate.sprites.palette import SHIPPED_FAMILY, palette_families
+
+    if "palettes" in manifest:
+        name = manifest["palettes"]
+        try:
+            palette_families(name)
+        except ConfigError as e:
+            raise ConfigError(
+                f"the sprite model {manifest.get('model_id')} declares {e.message}",
+                hint=f"{e.hint}: fix palettes in its manifest.json, or retrain it with --palettes NAME",
+            ) from None
+        return str(name)
+    return None if "base_model" in manifest else SHIPPED_FAMILY
+
+
 @dataclass(frozen=True)
 class _Prepared:
     index: int
@@ -205,7 +236,10 @@ class EmbeddedSpriteGenerator(ImageGenerator):
         max_batch_size: Most requests sent through the UNet at once on a GPU (on the CPU each image goes alone).
         palette_transfer: Evolving to another mood first recolours the previous image to the new mood's palette
             family (:mod:`agent.generate.sprites.palette`), so a moderate strength keeps the token's identity and
-            still shows the new mood. The config records the mood it came from and the recoloured start's hash.
+            still shows the new mood. It maps within the families the model draws in (:func:`model_palettes`);
+            a fine-tune that declares none is not recoloured. The config records the mood it came from and the
+            recoloured start's hash, and (for any model whose families are not the shipped ones) ``palettes``:
+            the family name, or None where no transfer could apply.
         dtype: Model dtype (float32: the model is tiny and float32 keeps CPU outputs reproducible).
         threads: torch CPU threads for each generate call (pinned for the call, then restored); None uses the
             calling thread's count at the time. Receipts record it; 1 is the canonical configuration.
@@ -240,11 +274,14 @@ class EmbeddedSpriteGenerator(ImageGenerator):
         self.guidance_scale = float(guidance_scale)
         self.max_batch_size = max_batch_size
         self.palette_transfer = palette_transfer
+        self.palettes = model_palettes(self.model.manifest)
+        """The palette families evolutions recolour within (:func:`model_palettes`); None: no recolouring."""
         self.threads = threads
 
     @property
     def model_ref(self) -> ModelRef:
         m = self.model.manifest
+        declared = {"palettes": m["palettes"]} if "palettes" in m else {}
         return ModelRef(
             model_id=m["model_id"],
             weights_sha256=m["weights_sha256"],
@@ -260,6 +297,7 @@ class EmbeddedSpriteGenerator(ImageGenerator):
                 "device": str(self.device),
                 "native_size": SIZE,
                 "output_size": OUTPUT_SIZE,
+                **declared,
             },
         )
 
@@ -292,13 +330,13 @@ class EmbeddedSpriteGenerator(ImageGenerator):
                 raise ConfigError(f"{where}: {e.message}", hint=e.hint) from None
             png_sha = hashlib.sha256(bytes(r.init_image)).hexdigest()
             palette_from, init_sha = None, pixels_sha256(init)
-            if self.palette_transfer:
+            if self.palette_transfer and self.palettes is not None:
                 from agent.generate.sprites.palette import transfer_palette
                 from agent.generate.sprites.quality import predicted_mood
 
-                mood, seen = class_traits(label)["mood"], predicted_mood(init)
+                mood, seen = class_traits(label)["mood"], predicted_mood(init, self.palettes)
                 if seen != mood:
-                    init, palette_from = transfer_palette(init, seen, mood), seen
+                    init, palette_from = transfer_palette(init, seen, mood, self.palettes), seen
             prepared.append(_Prepared(i, label, r.seed, init, png_sha, float(s), palette_from, init_sha))
         return prepared
 
@@ -400,11 +438,7 @@ class EmbeddedSpriteGenerator(ImageGenerator):
             "traits": class_traits(p.label),
             "init_image_sha256": p.init_png_sha256,
             "init_pixels_sha256": p.init_pixels_sha256,
-            "palette_transfer": (
-                None
-                if p.init is None or not self.palette_transfer
-                else {"from": p.palette_from, "start_pixels_sha256": pixels_sha256(p.init)}
-            ),
+            "palette_transfer": self._transfer_record(p),
             "seed": p.seed,
             "generator": "torch.Generator('cpu').manual_seed(seed); randn((1, 3, 32, 32))",
             "width": SIZE,
@@ -420,6 +454,20 @@ class EmbeddedSpriteGenerator(ImageGenerator):
         return GeneratedImage(
             png=encode_png(px), pixels_sha256=pixels_sha256(px), width=SIZE, height=SIZE, config=config
         )
+
+    def _transfer_record(self, p: _Prepared) -> dict[str, Any] | None:
+        """The config's ``palette_transfer``: None for a fresh image or with the setting off; else the mood the
+        start was recoloured from (None: not recoloured) and the start's hash, plus ``palettes`` (the families
+        used; None: none known, so no transfer) unless they are the shipped ones (so the shipped model's receipts
+        keep their form)."""
+        from agent.generate.sprites.palette import SHIPPED_FAMILY
+
+        if p.init is None or not self.palette_transfer:
+            return None
+        record: dict[str, Any] = {"from": p.palette_from, "start_pixels_sha256": pixels_sha256(p.init)}
+        if self.palettes != SHIPPED_FAMILY:
+            record["palettes"] = self.palettes
+        return record
 
 
 def _diffusers_version() -> str:

@@ -11,12 +11,17 @@ a verifier replays it exactly.
 
 The same role-for-role mapping draws the example fine-tuning set ``examples/finetune/neon``: each mood's shipped
 family recoloured into its :data:`NEON_PALETTES` family (:func:`to_neon`), a style the shipped model never draws.
+
+A model draws in one set of families (:data:`PALETTE_FAMILIES`): the shipped model in ``shipped``, a fine-tune in
+the one its manifest declares (``"palettes": "neon"``), and the transfer maps within that set
+(:func:`transfer_palette` with ``family``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from agent.errors import ConfigError
 from agent.generate.sprites.dataset import EYE_WHITE, PALETTES, PUPIL, Color
 
 _FIXED = (EYE_WHITE, PUPIL)
@@ -52,6 +57,27 @@ Every colour is at least 48 RGB away (twice ``PALETTE_TOLERANCE``) from every co
 the shipped model's sprites score under 0.1 (their eyes) in :func:`agent.generate.sprites.quality.neon_adherence`."""
 
 
+SHIPPED_FAMILY = "shipped"
+"""The name of the shipped model's palette families (:data:`~agent.generate.sprites.dataset.PALETTES`)."""
+
+PALETTE_FAMILIES: dict[str, dict[str, Family]] = {SHIPPED_FAMILY: PALETTES, "neon": NEON_PALETTES}
+"""Every named set of mood palette families a model may draw in (a model manifest's ``palettes`` names one)."""
+
+
+def palette_families(name: str) -> dict[str, Family]:
+    """The mood -> palette family mapping called ``name``.
+
+    Raises:
+        ConfigError: ``name`` is not one of :data:`PALETTE_FAMILIES` (the hint lists them).
+    """
+    if not isinstance(name, str) or name not in PALETTE_FAMILIES:
+        raise ConfigError(
+            f"unknown palette family {name!r}",
+            hint=f"use one of {sorted(PALETTE_FAMILIES)} (agent/generate/sprites/palette.py PALETTE_FAMILIES)",
+        )
+    return PALETTE_FAMILIES[name]
+
+
 def _table(mood: str, families: dict[str, Family] = PALETTES) -> np.ndarray:
     """(15 + 2, 3) float colours: the family's 3 x 5 palette roles in order, then the eye colours."""
     cols = [c for pal in families[mood] for c in pal] + list(_FIXED)
@@ -65,11 +91,15 @@ def _recolor(img: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(out), 0, 255).astype(np.uint8).reshape(img.shape)
 
 
-def transfer_palette(img: np.ndarray, src_mood: str, dst_mood: str) -> np.ndarray:
-    """``img`` (H, W, 3) uint8 recoloured from ``src_mood``'s palette family to ``dst_mood``'s, role for role."""
+def transfer_palette(
+    img: np.ndarray, src_mood: str, dst_mood: str, family: str = SHIPPED_FAMILY
+) -> np.ndarray:
+    """``img`` (H, W, 3) uint8 recoloured from ``src_mood``'s palette family to ``dst_mood``'s, role for role,
+    both taken from the families named ``family`` (:data:`PALETTE_FAMILIES`; the shipped ones by default)."""
     if src_mood == dst_mood:
         return img.copy()
-    return _recolor(img, _table(src_mood), _table(dst_mood))
+    families = palette_families(family)
+    return _recolor(img, _table(src_mood, families), _table(dst_mood, families))
 
 
 def to_neon(img: np.ndarray, mood: str) -> np.ndarray:
@@ -78,4 +108,11 @@ def to_neon(img: np.ndarray, mood: str) -> np.ndarray:
     return _recolor(img, _table(mood), _table(mood, NEON_PALETTES))
 
 
-__all__ = ["NEON_PALETTES", "to_neon", "transfer_palette"]
+__all__ = [
+    "NEON_PALETTES",
+    "PALETTE_FAMILIES",
+    "SHIPPED_FAMILY",
+    "palette_families",
+    "to_neon",
+    "transfer_palette",
+]

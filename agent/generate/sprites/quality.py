@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from agent.generate.sprites.conditioning import ELEMENTS, MOODS
-from agent.generate.sprites.dataset import EYE_WHITE, PUPIL, palette_colors
-from agent.generate.sprites.palette import NEON_PALETTES
+from agent.generate.sprites.dataset import EYE_WHITE, PUPIL
+from agent.generate.sprites.palette import SHIPPED_FAMILY, palette_families
 
 PALETTE_TOLERANCE = 24.0
 """RGB distance under which a pixel counts as one of the palette's colours."""
@@ -27,15 +27,30 @@ def symmetry(img: np.ndarray) -> float:
     return float(1.0 - np.abs(x - x[:, ::-1]).mean() / 255.0)
 
 
-def palette_adherence(img: np.ndarray, mood: str, tol: float = PALETTE_TOLERANCE) -> float:
-    """Fraction of pixels within ``tol`` (RGB distance) of a colour of ``mood``'s palette family."""
-    return float((_palette_distance(img, mood) <= tol).mean())
+def palette_adherence(
+    img: np.ndarray, mood: str, tol: float = PALETTE_TOLERANCE, family: str = SHIPPED_FAMILY
+) -> float:
+    """Fraction of pixels within ``tol`` (RGB distance) of a colour of ``mood``'s palette family, taken from the
+    families named ``family`` (:data:`~agent.generate.sprites.palette.PALETTE_FAMILIES`; the shipped ones by
+    default)."""
+    return float((_palette_distance(img, mood, family) <= tol).mean())
 
 
-def predicted_mood(img: np.ndarray) -> str:
-    """The mood whose palette family covers most pixels."""
-    scores = [palette_adherence(img, m) for m in MOODS]
+def predicted_mood(img: np.ndarray, family: str = SHIPPED_FAMILY) -> str:
+    """The mood whose palette family (of the families named ``family``) covers most pixels (the first mood of
+    :data:`~agent.generate.sprites.conditioning.MOODS` on a tie)."""
+    scores = [palette_adherence(img, m, family=family) for m in MOODS]
     return MOODS[int(np.argmax(scores))]
+
+
+def family_colors(mood: str, family: str = SHIPPED_FAMILY) -> np.ndarray:
+    """Every colour a sprite of ``mood`` may use in the families named ``family`` (its three palettes, eye white
+    and pupil), as sorted unique (K, 3) uint8 (for ``shipped``, the same array as
+    :func:`~agent.generate.sprites.dataset.palette_colors`)."""
+    if mood not in MOODS:
+        raise ValueError(f"unknown mood {mood!r}; use one of {MOODS}")
+    cols = [c for pal in palette_families(family)[mood] for c in pal] + [EYE_WHITE, PUPIL]
+    return np.array(sorted(set(cols)), dtype=np.uint8)
 
 
 def background_color(img: np.ndarray) -> np.ndarray:
@@ -64,8 +79,7 @@ in between gives the same rate."""
 def neon_colors(mood: str) -> np.ndarray:
     """Every colour a neon sprite of ``mood`` may use (its three :data:`~agent.generate.sprites.palette.NEON_PALETTES`
     palettes, eye white and pupil), as (K, 3) uint8."""
-    cols = [c for pal in NEON_PALETTES[mood] for c in pal] + [EYE_WHITE, PUPIL]
-    return np.array(sorted(set(cols)), dtype=np.uint8)
+    return family_colors(mood, "neon")
 
 
 def neon_adherence(img: np.ndarray, mood: str, tol: float = PALETTE_TOLERANCE) -> float:
@@ -73,11 +87,7 @@ def neon_adherence(img: np.ndarray, mood: str, tol: float = PALETTE_TOLERANCE) -
     :func:`palette_adherence` with the example fine-tuning set's palettes. 1.0 on ``examples/finetune/neon``, under
     0.1 on the shipped model's sprites and samples (only the eye colours are shared: every other neon colour is at
     least 48 RGB from every shipped colour)."""
-    if mood not in MOODS:
-        raise ValueError(f"unknown mood {mood!r}; use one of {MOODS}")
-    pal = neon_colors(mood).astype(np.float32)
-    d = np.linalg.norm(img.astype(np.float32)[..., None, :] - pal, axis=-1).min(-1)
-    return float((d <= tol).mean())
+    return palette_adherence(img, mood, tol, family="neon")
 
 
 def silhouette_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -149,10 +159,8 @@ def identity_retrieval(evolved: np.ndarray, previous: np.ndarray) -> dict[str, f
     }
 
 
-def _palette_distance(img: np.ndarray, mood: str) -> np.ndarray:
-    if mood not in MOODS:
-        raise ValueError(f"unknown mood {mood!r}; use one of {MOODS}")
-    pal = palette_colors(mood).astype(np.float32)
+def _palette_distance(img: np.ndarray, mood: str, family: str = SHIPPED_FAMILY) -> np.ndarray:
+    pal = family_colors(mood, family).astype(np.float32)
     d = np.linalg.norm(img.astype(np.float32)[..., None, :] - pal, axis=-1)
     return d.min(-1)
 
@@ -162,6 +170,7 @@ __all__ = [
     "NEON_THRESHOLD",
     "ElementClassifier",
     "background_color",
+    "family_colors",
     "foreground_mask",
     "identity_retrieval",
     "identity_similarity",

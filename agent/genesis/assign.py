@@ -3,7 +3,10 @@
 Everything is derived from the operator's seed string ``S`` by rules a third party can re-implement:
 
 - ``genesis_seed = sha256("chrysalis.genesis.seed.v1" || utf8(S))`` (32 bytes). It is the "on-chain seed" of
-  every genesis item: item ``i`` is generated with ``derive_seed(genesis_seed, i)``.
+  every genesis item: item ``i`` is generated with ``derive_seed(genesis_seed, i)``. An item the quality gates
+  rerolled (:mod:`agent.genesis.report`) is generated with ``derive_seed(reroll_seed(genesis_seed, n), i)``, the
+  ``n``-th public reroll (:func:`agent.gates.reroll_seed`; its receipt's ``seed.onchain_seed``), and its record
+  says ``n`` (:func:`item_seed`, :func:`check_item_seed`).
 - A random stream per purpose (:class:`Stream`): 64-bit words, big-endian, taken four at a time from
   ``sha256(genesis_seed || utf8(label) || 0x00 || counter as 8 bytes big-endian)``, counter 0, 1, 2, ...;
   ``below(n)`` rejects words ``>= 2**64 - (2**64 mod n)`` and returns ``word mod n`` (no modulo bias).
@@ -29,8 +32,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from agent.errors import ConfigError
-from agent.generate.seed import derive_seed
+from agent.errors import ConfigError, IntegrityError
+from agent.gates.reroll import MAX_REROLLS, find_reroll, reroll_seed
+from agent.generate.seed import derive_seed, onchain_seed_bytes
 from agent.genesis.provenance import provenance_hash, record_sha256
 from agent.genesis.traits import TraitTable, check_size
 
@@ -63,6 +67,66 @@ def genesis_seed(seed: str) -> bytes:
             f"seed {seed!r} is empty", hint="pass --seed with any non-empty text, e.g. a launch name"
         )
     return hashlib.sha256(SEED_DOMAIN + seed.encode("utf-8")).digest()
+
+
+def item_onchain_seed(genesis_seed: bytes, reroll: int = 0) -> bytes:
+    """The on-chain seed a genesis item's receipt records: the genesis seed, or its ``reroll``-th public reroll
+    (:func:`agent.gates.reroll_seed`).
+
+    Raises:
+        RerollError: ``reroll`` is outside ``0..MAX_REROLLS``.
+    """
+    return onchain_seed_bytes(reroll_seed(genesis_seed, reroll))
+
+
+def item_seed(genesis_seed: bytes, item: int, reroll: int = 0) -> int:
+    """The 64-bit generation seed of ``item`` at ``reroll``: ``derive_seed(item_onchain_seed(genesis_seed, reroll),
+    item)`` (reroll 0: ``derive_seed(genesis_seed, item)``)."""
+    return derive_seed(item_onchain_seed(genesis_seed, reroll), item)
+
+
+def check_item_seed(
+    genesis_seed: bytes,
+    item: int,
+    reroll: int,
+    receipt: Mapping[str, Any],
+    record_seed: int | str | None = None,
+) -> None:
+    """Check that a genesis item's receipt (``InferenceReceipt.to_json()``) was made with the seed its record
+    says: the receipt's on-chain seed is reroll ``reroll`` of the genesis seed, its token id is ``item``, its derived
+    seed is :func:`item_seed` (and equals ``record_seed``, the committed record's ``seed``, when given).
+
+    Raises:
+        IntegrityError: any of them differs (the message names the reroll the receipt's seed actually is, if any).
+    """
+    if not 0 <= reroll <= MAX_REROLLS:
+        raise IntegrityError(
+            f"genesis item {item} records reroll {reroll}, outside 0..{MAX_REROLLS}",
+            hint="the ledger or record was edited; rerun `chrysalis genesis` with the same options",
+        )
+    seed = receipt.get("seed") or {}
+    want_onchain = "0x" + item_onchain_seed(genesis_seed, reroll).hex()
+    want = item_seed(genesis_seed, item, reroll)
+    got_onchain = str(seed.get("onchain_seed") or "").lower()
+    problems = []
+    if got_onchain != want_onchain:
+        found = find_reroll(genesis_seed, got_onchain) if got_onchain else None
+        what = "not a reroll of the genesis seed" if found is None else f"reroll {found} of the genesis seed"
+        problems.append(
+            f"its receipt's on-chain seed {got_onchain or '(none)'} is {what}, not reroll {reroll}"
+        )
+    if seed.get("token_id") != item:
+        problems.append(f"its receipt is for item {seed.get('token_id')}")
+    if seed.get("derived_seed") != want:
+        problems.append(f"its receipt's derived seed {seed.get('derived_seed')} is not {want}")
+    if record_seed is not None and str(record_seed) != str(want):
+        problems.append(f"its record's seed {record_seed} is not {want}")
+    if problems:
+        raise IntegrityError(
+            f"genesis item {item} (reroll {reroll}): " + "; ".join(problems),
+            hint="the receipt was changed after generation; rerun `chrysalis genesis` with the same options to redo "
+            "it",
+        )
 
 
 class Stream:
@@ -116,8 +180,8 @@ class Assignment:
         return genesis_seed(self.seed)
 
     def item_seed(self, item: int) -> int:
-        """The 64-bit generation seed of ``item``: ``derive_seed(genesis_seed, item)``."""
-        return derive_seed(self.genesis_seed, item)
+        """The 64-bit generation seed of ``item``: ``derive_seed(genesis_seed, item)`` (before any reroll)."""
+        return item_seed(self.genesis_seed, item)
 
     def record(self, item: int) -> dict[str, Any]:
         return {

@@ -213,10 +213,16 @@ def genesis_command(
     _print_rarity(table, result.assignment)
     if result.gates is not None:
         gate_view = Table(title=f"quality gates (gates.md): {out_dir}")
-        for col in ("gate", "failed first try", "rerolls", "flagged"):
+        for col in ("gate", "failed first try", "rerolled and passed", "still failing", "rerolls"):
             gate_view.add_column(col)
         for row in result.gates:
-            gate_view.add_row(row.gate, str(row.failed_first_try), str(row.rerolls), str(row.flagged))
+            gate_view.add_row(
+                row.gate,
+                str(row.failed_first_try),
+                str(row.passed_after_reroll),
+                str(row.flagged),
+                str(row.rerolls),
+            )
         console.print(gate_view)
     how = f"{result.timings.workers} worker(s) x {result.timings.threads} torch thread(s)"
     console.print(

@@ -6,6 +6,11 @@ so a resumed run can only ever finish the collection it started. ``items`` holds
 are marked done in one transaction after its files (``images/<item>.png``, ``receipts/<item>.json``) are written
 and synced, so a kill at any moment leaves either a whole finished batch or none.
 
+``gates`` holds, for every item the quality gates have judged (:func:`agent.genesis.report.gate_genesis`, in item
+order), which public reroll of the genesis seed its files are (0: the first try) and its gate report; a rerolled
+item's new outputs and its row are written in one transaction. Items without a row are first tries. Reopening a
+batch deletes its items' rows (its files are made again on the first try, and gated again).
+
 Batches are fixed slices of the item order (``[k * batch_size, (k + 1) * batch_size)``): a resumed run
 regenerates exactly the batches an uninterrupted run would have made, with the same batch composition, so the
 outputs (and the collection's provenance hash) are bit-identical.
@@ -42,6 +47,11 @@ CREATE TABLE IF NOT EXISTS items (
     record_sha256 TEXT
 );
 CREATE INDEX IF NOT EXISTS items_batch ON items (batch, done);
+CREATE TABLE IF NOT EXISTS gates (
+    item INTEGER PRIMARY KEY,
+    reroll INTEGER NOT NULL,
+    report TEXT NOT NULL
+);
 """
 
 
@@ -171,6 +181,25 @@ class Ledger:
         for row in rows:
             yield ItemOutput(int(row[0]), *row[1:])
 
+    def gated(self) -> dict[int, tuple[int, dict[str, Any]]]:
+        """Item -> (the reroll its files are, its gate report) for every item the gates have judged."""
+        if not self._has_gates():
+            return {}
+        rows = self._conn.execute("SELECT item, reroll, report FROM gates ORDER BY item")
+        return {int(i): (int(n), json.loads(r)) for i, n, r in rows}
+
+    def rerolls(self) -> dict[int, int]:
+        """Item -> reroll for every item whose files are a reroll (above 0) of the genesis seed."""
+        if not self._has_gates():
+            return {}
+        rows = self._conn.execute("SELECT item, reroll FROM gates WHERE reroll > 0 ORDER BY item")
+        return {int(i): int(n) for i, n in rows}
+
+    def _has_gates(self) -> bool:
+        """Whether the ledger has the ``gates`` table (one read with :meth:`read` may predate it)."""
+        query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'gates'"
+        return self._conn.execute(query).fetchone() is not None
+
     def item_traits(self) -> list[dict[str, str]]:
         return [json.loads(t) for (t,) in self._conn.execute("SELECT traits FROM items ORDER BY item")]
 
@@ -179,19 +208,41 @@ class Ledger:
     def finish_batch(self, outputs: Sequence[ItemOutput]) -> None:
         """Mark a batch's items done with their outputs, atomically."""
         with self._tx():
-            self._conn.executemany(
-                "UPDATE items SET done = 1, image_cid = ?, png_sha256 = ?, receipt_sha256 = ?, lore_sha256 = ?, "
-                "record_sha256 = ? WHERE item = ?",
-                [
-                    (o.image_cid, o.png_sha256, o.receipt_sha256, o.lore_sha256, o.record_sha256, o.item)
-                    for o in outputs
-                ],
+            self._update_outputs(outputs)
+
+    def _update_outputs(self, outputs: Sequence[ItemOutput]) -> None:
+        self._conn.executemany(
+            "UPDATE items SET done = 1, image_cid = ?, png_sha256 = ?, receipt_sha256 = ?, lore_sha256 = ?, "
+            "record_sha256 = ? WHERE item = ?",
+            [
+                (o.image_cid, o.png_sha256, o.receipt_sha256, o.lore_sha256, o.record_sha256, o.item)
+                for o in outputs
+            ],
+        )
+
+    def record_gate(
+        self, item: int, reroll: int, report: Mapping[str, Any], output: ItemOutput | None = None
+    ) -> None:
+        """Record the gates' verdict on ``item`` (its files are reroll ``reroll``), and with ``output`` the outputs
+        of that reroll, atomically."""
+        with self._tx():
+            if output is not None:
+                self._update_outputs([output])
+            self._conn.execute(
+                "INSERT INTO gates (item, reroll, report) VALUES (?, ?, ?) ON CONFLICT (item) DO UPDATE SET "
+                "reroll = excluded.reroll, report = excluded.report",
+                (item, reroll, json.dumps(dict(report), sort_keys=True)),
             )
 
     def reopen_batches(self, batches: Sequence[int]) -> None:
-        """Mark batches not done (their files are missing or damaged) so they are generated again."""
+        """Mark batches not done (their files are missing or damaged) so they are generated again (first tries:
+        their items' gate rows go too)."""
         with self._tx():
             self._conn.executemany("UPDATE items SET done = 0 WHERE batch = ?", [(b,) for b in batches])
+            self._conn.executemany(
+                "DELETE FROM gates WHERE item IN (SELECT item FROM items WHERE batch = ?)",
+                [(b,) for b in batches],
+            )
 
     def set_param(self, key: str, value: Any) -> None:
         with self._tx():

@@ -6,8 +6,12 @@ out so that anyone can check it:
 1. **Order.** The trait assignment (:mod:`agent.genesis.assign`) fixes an *item order* ``0 .. N-1`` from the
    operator's seed. Item ``i`` is generated with seed ``derive_seed(genesis_seed, i)``
    (:func:`agent.generate.seed.derive_seed`), so its image and lore depend only on the table, the seed and ``i``.
+   An item the quality gates regenerated uses the ``n``-th public reroll instead,
+   ``derive_seed(reroll_seed(genesis_seed, n), i)`` (:func:`agent.genesis.assign.item_seed`).
 2. **Records.** Each item has a record (:func:`item_record`): its index, traits, seed and the hashes of what was
-   generated (image PNG sha256 and CID, lore text sha256, the inference receipt's sha256). Its digest is
+   generated (image PNG sha256 and CID, lore text sha256, the inference receipt's sha256), and ``reroll: n`` when
+   ``n > 0`` (so a record of an item made on its first try is what it was before the gates rerolled; a verifier
+   recomputes the seed from ``n``; ``provenance.json`` lists the rerolled items). Its digest is
    ``sha256(canonical_json(record))`` (sorted keys, compact, UTF-8: :func:`agent.domain.canonical_json`).
 3. **Commit.** The provenance hash is ``sha256(d_0 || d_1 || ... || d_{N-1})`` over the 32-byte record digests in
    item order (:func:`provenance_hash`). It is published before reveal (``provenance.json``; put it on your site,
@@ -66,8 +70,10 @@ def item_record(
     png_sha256: str,
     lore_sha256: str,
     receipt_sha256: str,
+    reroll: int = 0,
 ) -> dict[str, Any]:
-    """The committed record of one generated item (see step 2 of the module docstring)."""
+    """The committed record of one generated item (see step 2 of the module docstring); ``reroll``: which public
+    reroll of the genesis seed made it (recorded only when above 0)."""
     return {
         "item": item,
         "traits": dict(sorted(traits.items())),
@@ -75,7 +81,7 @@ def item_record(
         "image": {"cid": image_cid, "png_sha256": png_sha256},
         "lore_sha256": lore_sha256,
         "receipt_sha256": receipt_sha256,
-    }
+    } | ({"reroll": reroll} if reroll else {})
 
 
 def reveal_offset(block_hash: str | bytes, size: int) -> int:

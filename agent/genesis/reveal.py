@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.domain import ModelRef
 from agent.errors import BackendUnavailableError, ConfigError, IntegrityError, NotFoundError, RetryableError
+from agent.genesis.assign import check_item_seed, genesis_seed
 from agent.genesis.ledger import Ledger
 from agent.genesis.provenance import Reveal, reveal_offset, token_to_item
 from agent.genesis.run import genesis_snapshot
@@ -233,7 +234,9 @@ def publish_genesis(
         shard_threshold: Kubo's HAMT threshold in bytes (default 256 KiB; 1 always shards, None never).
 
     Raises:
-        IntegrityError: a file does not match the hash the ledger recorded for it.
+        IntegrityError: a file does not match the hash the ledger recorded for it, or a receipt's seed is not the
+            one its item was made with (the genesis seed, or for an item the gates rerolled, the reroll the ledger
+            records: :func:`agent.genesis.assign.check_item_seed`).
     """
     from agent.ipfs.directory import HAMT_SHARDING_SIZE
     from agent.metadata import build_metadata
@@ -250,6 +253,8 @@ def publish_genesis(
         params = ledger.params()
         outputs = {o.item: o for o in ledger.outputs()}
         traits = ledger.item_traits()
+        rerolls = ledger.rerolls()
+    key = genesis_seed(str(params["seed"]))
     size = int(params["size"])
     if len(outputs) != size:
         raise NotFoundError(
@@ -270,6 +275,7 @@ def publish_genesis(
                 hint="the importer's settings changed; publish with the Chrysalis version that generated it",
             )
         receipt = json.loads(receipt_bytes)
+        check_item_seed(key, item, rerolls.get(item, 0), receipt)  # a rerolled item: its reroll's seed
         metadata = build_metadata(
             name=f"{params['name']} #{token}",
             lore=receipt["lore"]["output"]["text"],

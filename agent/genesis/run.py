@@ -10,8 +10,12 @@
    images, then lore, then one inference receipt per item (:func:`agent.generate.receipt.build_receipt`, seed
    chain ``derive_seed(genesis_seed, item)``), written as ``images/<item>.png`` and ``receipts/<item>.json``,
    then the batch is marked done in the ledger;
-4. computes the provenance hash over the item records (:mod:`agent.genesis.provenance`) and writes
-   ``provenance.json`` and a contact sheet.
+4. with ``gates``, runs the quality gates over the items in item order (:func:`agent.genesis.report.gate_genesis`):
+   a failing item is made again with the next public reroll of the genesis seed, same traits, up to
+   ``gates.max_rerolls`` times, in this process with the run's torch thread count; each verdict is recorded in the
+   ledger, and ``gates.md`` / ``gates.json`` are written;
+5. computes the provenance hash over the item records (:mod:`agent.genesis.provenance`; a rerolled item's record
+   says its reroll, and ``provenance.json`` lists them) and writes ``provenance.json`` and a contact sheet.
 
 A rich progress bar shows items done, speed and the time left. A killed run, run again with the same options,
 skips the finished batches and produces the same files and the same provenance hash as a run that was never
@@ -50,7 +54,7 @@ from rich.progress import (
 
 from agent.errors import ConfigError
 from agent.genesis.assign import Assignment, assign
-from agent.genesis.ledger import Ledger
+from agent.genesis.ledger import ItemOutput, Ledger
 from agent.genesis.provenance import SCHEME, provenance_hash
 from agent.genesis.traits import TraitTable
 from agent.genesis.worker import (
@@ -213,11 +217,13 @@ def run_genesis(
             script that calls this with ``workers > 1`` needs the usual ``if __name__ == "__main__":`` guard.
         sheet_size: Items on the contact sheet (0: none).
         progress: Show a progress bar. console: Where it goes.
-        gates: Run these quality gates over the finished genesis (:func:`agent.genesis.report.gate_genesis`:
-            ``gates.md``, ``gates.json``); None or disabled: not run.
+        gates: Run these quality gates over the generated items and reroll the failing ones before the provenance
+            hash is computed (:func:`agent.genesis.report.gate_genesis`: ``gates.md``, ``gates.json``); None or
+            disabled: not run (items already rerolled by an earlier gated run keep their reroll).
 
     Raises:
-        ConfigError: a bad table, size, seed or worker count, or ``out_dir`` holds a different run.
+        ConfigError: a bad table, size, seed or worker count, or ``out_dir`` holds a different run (or one gated
+            with other ``[gates]`` settings).
         UniquenessError: the unique traits cannot be dealt.
     """
     from agent.generate.runtime import torch_threads
@@ -256,17 +262,13 @@ def run_genesis(
             timings = Timings(workers=workers, threads=threads)
             pending = ledger.pending_batches()
             if pending:
-                spec = WorkerSpec(
-                    name=table.name,
-                    lore_facts=dict(table.lore_facts),
-                    table_sha256=table.sha256,
-                    size=size,
-                    genesis_seed=assignment.genesis_seed,
-                    models=models,
-                    out_dir=out_dir,
-                    threads=None if workers == 1 else threads,
-                )
+                spec = spec_of(table, assignment, models, out_dir, None if workers == 1 else threads)
                 _generate(spec, ledger, pending, workers, timings, progress, console)
+            gate_rows = None
+            if gates is not None and gates.enabled:
+                gate_rows = _gate(
+                    spec_of(table, assignment, models, out_dir, threads), ledger, gates, threads
+                )
             digests = [o.record_sha256 for o in ledger.outputs()]
             if len(digests) != size:  # pragma: no cover - every batch was finished above
                 raise ConfigError(f"{size - len(digests)} items are unfinished", hint="run the genesis again")
@@ -281,17 +283,13 @@ def run_genesis(
                     "table_sha256": table.sha256,
                     "assignment_sha256": assignment.sha256,
                     "record_sha256": digests,
-                },
+                }
+                | _rerolls_json(ledger),
             )
     if sheet_size > 0:
         from agent.genesis.report import contact_sheet
 
         contact_sheet(out_dir, sample=sheet_size)
-    gate_rows = None
-    if gates is not None and gates.enabled:
-        from agent.genesis.report import gate_genesis
-
-        gate_rows = gate_genesis(out_dir, gates)
     return GenesisResult(
         out_dir=out_dir,
         size=size,
@@ -305,6 +303,69 @@ def run_genesis(
         assignment=assignment,
         gates=gate_rows,
     )
+
+
+def spec_of(
+    table: TraitTable, assignment: Assignment, models: ModelSettings, out_dir: Path, threads: int | None
+) -> WorkerSpec:
+    """What a :class:`~agent.genesis.worker.BatchMaker` of this genesis needs."""
+    return WorkerSpec(
+        name=table.name,
+        lore_facts=dict(table.lore_facts),
+        table_sha256=table.sha256,
+        size=assignment.size,
+        genesis_seed=assignment.genesis_seed,
+        models=models,
+        out_dir=out_dir,
+        threads=threads,
+    )
+
+
+def gates_params(gates: GatesSettings) -> dict[str, Any]:
+    """The ``[gates]`` settings that decide which items are rerolled (recorded in the ledger; a resumed run must
+    use the same)."""
+    return gates.model_dump(mode="json", exclude={"enabled"})
+
+
+def _gate(spec: WorkerSpec, ledger: Ledger, gates: GatesSettings, threads: int) -> list[GateRow]:
+    """The quality gates over the generated items, rerolling failing ones (:func:`agent.genesis.report.gate_genesis`)
+    with the run's models, in this process, with the run's torch thread count (so the rerolled files are the same
+    whatever the worker count). The models load only when a first item needs a reroll."""
+    from agent.generate.runtime import torch_threads
+    from agent.genesis.assign import item_seed
+    from agent.genesis.report import gate_genesis
+
+    wanted = gates_params(gates)
+    stored = ledger.params().get("gates")
+    if stored is None:
+        ledger.set_param("gates", wanted)
+    elif stored != wanted:
+        changed = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
+        raise ConfigError(
+            f"{spec.out_dir} was gated with gates.{changed[0]} = {stored.get(changed[0])!r}, not "
+            f"{wanted.get(changed[0])!r} (the gates decide which items are rerolled)",
+            hint="rerun with the run's [gates] settings (CHRYSALIS_GATES__*), or start a new genesis with another "
+            "--out",
+        )
+    makers: list[BatchMaker] = []
+    traits = ledger.item_traits()
+
+    def remake(item: int, reroll: int) -> ItemOutput:
+        if not makers:
+            makers.append(BatchMaker(spec))
+            _check_weights(ledger, makers[0].weights, spec.out_dir)
+        row = (item, traits[item], item_seed(spec.genesis_seed, item, reroll))
+        return makers[0].make(item // int(ledger.params()["batch_size"]), [row], reroll=reroll).outputs[0]
+
+    with torch_threads(threads):
+        return gate_genesis(spec.out_dir, gates, ledger=ledger, remake=remake)
+
+
+def _rerolls_json(ledger: Ledger) -> dict[str, Any]:
+    """``{"rerolls": {item: n}}`` when the gates rerolled any item (each record says its ``reroll`` too), else
+    nothing (so a genesis whose items all passed on the first try has the same ``provenance.json`` as before)."""
+    rerolls = ledger.rerolls()
+    return {"rerolls": {str(i): n for i, n in rerolls.items()}} if rerolls else {}
 
 
 def _generate(

@@ -36,6 +36,7 @@ from typing import Any
 
 from agent.domain import InputSnapshot, OracleReading
 from agent.errors import ChrysalisError
+from agent.genesis.assign import item_onchain_seed
 from agent.genesis.ledger import ItemOutput
 from agent.genesis.provenance import item_record, record_sha256
 from agent.settings import ModelSettings
@@ -133,12 +134,17 @@ class BatchMaker:
         batch: int,
         rows: Sequence[tuple[int, Mapping[str, str], int]],
         on_progress: Callable[[float], None] | None = None,
+        *,
+        reroll: int = 0,
     ) -> BatchResult:
         """Generate one batch's images and lore, and write its files; the caller marks it done in the ledger.
 
         ``on_progress(items)`` is called as the models finish chunks (an image counts half an item, its lore the
-        other half), so a progress bar moves within a batch.
+        other half), so a progress bar moves within a batch. ``reroll``: every item is made with that public reroll
+        of the genesis seed (its receipt's on-chain seed; the rows' seeds must be
+        :func:`agent.genesis.assign.item_seed` of it, which the receipt checks) and its record says so.
         """
+
         from agent.generate import progress
         from agent.generate.base import ImageRequest, LoreRequest
         from agent.generate.receipt import build_receipt, image_record, lore_record
@@ -147,6 +153,7 @@ class BatchMaker:
         spec = self.spec
         result = BatchResult(batch, [], dict(self.weights), load_s=self._load_s, pid=os.getpid())
         self._load_s = 0.0
+        onchain = item_onchain_seed(spec.genesis_seed, reroll)
         image_requests = [
             ImageRequest(traits=dict(traits), seed=seed, label=f"genesis item {item}")
             for item, traits, seed in rows
@@ -173,7 +180,7 @@ class BatchMaker:
                 rows, image_requests, images, lore_requests, lores, strict=False
             ):
                 receipt = build_receipt(
-                    onchain_seed=spec.genesis_seed,
+                    onchain_seed=onchain,
                     token_id=item,
                     snapshot=genesis_snapshot(spec.table_sha256, spec.size, item),
                     image=image_record(self.image_gen, ireq, img),
@@ -192,6 +199,7 @@ class BatchMaker:
                     png_sha256=png_sha,
                     lore_sha256=lore_sha,
                     receipt_sha256=receipt_sha,
+                    reroll=reroll,
                 )
                 atomic_write(spec.out_dir / "images" / f"{item}.png", img.png)
                 atomic_write(spec.out_dir / "receipts" / f"{item}.json", receipt_bytes)

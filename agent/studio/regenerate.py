@@ -9,17 +9,25 @@ and anyone with the request's seed can recompute which reroll it was. The models
 ``models`` settings, which must load the very models the receipt names (their weight digests are compared).
 With ``[credentials]`` configured the new image is signed as the generate stage signs its images (Content
 Credentials naming the token, the stage, the new receipt and the model), so an approved reroll is published signed.
+
+With ``[gates]`` enabled, the new candidate passes the quality gates as the generate stage's candidates do
+(:func:`regenerate_gated`): one that fails is made again with the next public reroll, up to ``gates.max_rerolls``
+more times, and the candidate the curator sees carries its :class:`~agent.gates.GateReport` (every gate's result,
+the reroll kept, why the earlier tries failed), flagged if it still fails.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import threading
+from collections.abc import Callable
 
 from agent.credentials import CredentialClaim, ParentImage
 from agent.domain import Artwork
 from agent.errors import ChrysalisError, ConfigError, IntegrityError
+from agent.gates import MAX_REROLLS, GateReport, Gates
 from agent.generate.base import ImageRequest, LoreRequest
 from agent.generate.receipt import InferenceReceipt, build_receipt, image_record, lore_record
 from agent.generate.seed import derive_seed, onchain_seed_bytes
@@ -166,6 +174,65 @@ def regenerate(
     )
 
 
+def regenerate_gated(
+    candidate: Candidate,
+    request: RegenerateRequest,
+    repo: IpfsRepo,
+    models: ModelSettings,
+    *,
+    gates: Gates | None,
+    token_id: int | None = None,
+    signing: ImageSigning | None = None,
+    stage: int | None = None,
+    parent_stage: int | None = None,
+) -> Candidate:
+    """:func:`regenerate`, then the quality gates on the new candidate, as the generate stage runs them.
+
+    A candidate that fails is regenerated with the next public reroll (same strength), up to
+    ``gates.max_rerolls`` more times (never past ``MAX_REROLLS``); the last try is kept. The result carries the
+    :class:`~agent.gates.GateReport` (``artwork.gates``: the reroll kept, the request's seed, the reasons the
+    earlier tries failed), so the review queue shows it like any gated candidate, flagged if it still fails. A
+    passing image of a token (``token_id``) joins the near-duplicate index at ``stage``, replacing the earlier
+    candidate's. ``gates`` None: :func:`regenerate` alone (no report).
+
+    Raises:
+        What :func:`regenerate` raises; ConfigError: a ``gates.metrics`` plug-in misbehaves.
+    """
+
+    def make(req: RegenerateRequest) -> Candidate:
+        return regenerate(
+            candidate, req, repo, models, signing=signing, stage=stage, parent_stage=parent_stage
+        )
+
+    new = make(request)
+    if gates is None:
+        return new
+    limit = min(request.reroll + gates.max_rerolls, MAX_REROLLS)
+    history: list[tuple[str, ...]] = []
+    while True:
+        receipt = InferenceReceipt.from_json(dict(new.receipt))
+        model = receipt.image.model if receipt.image is not None else None
+        png = b"".join(repo.cat(new.image_cid)) if receipt.image is not None else None
+        results = gates.check(
+            png=png,
+            lore=new.lore if receipt.lore is not None else None,
+            traits=dict(receipt.image.request["traits"]) if receipt.image is not None else dict(new.traits),
+            backend=model.backend if model is not None else None,
+            token_id=receipt.seed.token_id if token_id is None else token_id,
+            weights_sha256=model.weights_sha256 if model is not None else None,
+            palettes=model.extra.get("palettes") if model is not None else None,
+        )
+        report = GateReport(tuple(results), new.reroll, new.request_seed, tuple(history))
+        if report.passed or new.reroll >= limit:
+            break
+        history.append(report.reasons)
+        again = RegenerateRequest(new.reroll + 1, request.strength, request.requested_by)
+        new = make(again)
+    if report.passed and png is not None and token_id is not None and stage is not None:
+        gates.accept(token_id, stage, new.image_cid, png)
+    return dataclasses.replace(new, artwork=dataclasses.replace(new.artwork, gates=report.to_json()))
+
+
 def _same_model(role: str, recorded: str, loaded: str, loaded_id: str) -> None:
     if recorded != loaded:
         raise ConfigError(
@@ -176,7 +243,10 @@ def _same_model(role: str, recorded: str, loaded: str, loaded_id: str) -> None:
 
 
 class Regenerator:
-    """Works through items waiting to be regenerated, one at a time, on a background thread."""
+    """Works through items waiting to be regenerated, one at a time, on a background thread.
+
+    ``gates`` builds the quality gates for each regeneration (with the near-duplicate index as the database holds
+    it then; None: ungated): see :func:`regenerate_gated`."""
 
     def __init__(
         self,
@@ -186,12 +256,14 @@ class Regenerator:
         *,
         poll_s: float = 1.0,
         signing: ImageSigning | None = None,
+        gates: Callable[[], Gates | None] | None = None,
     ) -> None:
         self.store = store
         self.repo = repo
         self.models = models
         self.poll_s = poll_s
         self.signing = signing
+        self.gates = gates
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -202,11 +274,13 @@ class Regenerator:
         if item is None or item.regenerate is None:
             return None
         try:
-            candidate = regenerate(
+            candidate = regenerate_gated(
                 item.candidate,
                 item.regenerate,
                 self.repo,
                 self.models,
+                gates=self.gates() if self.gates is not None else None,
+                token_id=item.token_id,
                 signing=self.signing if item.token_id is not None else None,
                 stage=item.stage,
                 parent_stage=item.stage - 1 if item.kind == "evolve" else item.stage,

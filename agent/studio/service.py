@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from agent.credentials import ContentCredentials
+from agent.gates import Gates
 from agent.ipfs.reader import DagLimits
 from agent.ipfs.repo import IpfsRepo
 from agent.jobs import JobKind
@@ -71,6 +72,8 @@ class Studio:
             settings.models,
             poll_s=max(settings.studio.poll_interval_s, 0.2),
             signing=signing,
+            # gated as the generate stage gates, against the collection's near-duplicate index as it is now
+            gates=lambda: Gates.from_settings(settings.gates, db=db, collection=index.address),
         )
         self.hub = EventHub()
         self.poller = Poller(self.tick, self.hub, interval_s=settings.studio.poll_interval_s)

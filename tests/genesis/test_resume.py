@@ -15,6 +15,7 @@ import pytest
 from agent.genesis.ledger import LEDGER_NAME
 from agent.genesis.run import run_genesis
 from agent.genesis.traits import EXAMPLE_TABLE, load_table
+from agent.settings import GatesSettings
 from tests.genesis.conftest import model_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,6 +97,7 @@ def test_kill_then_rerun_gives_the_same_collection(tmp_path: Path, models) -> No
         batch_size=BATCH,
         sheet_size=0,
         progress=False,
+        gates=GatesSettings(),  # the CLI's default [gates]: they decide which items are rerolled
     )
     assert f"provenance hash {reference.provenance_sha256}" in " ".join(text.split())
     resumed = (out / "provenance.json").read_text()

@@ -328,6 +328,7 @@ def test_regenerate_with_a_new_seed_and_strength_makes_a_revision_that_verifies(
     assert after.state == ReviewState.AWAITING and after.revision == 2 and after.error is None
     c = after.candidate
     assert c.reroll == 1 and c.strength == 0.9 and c.provenance != before.candidate.provenance
+    assert c.gates is not None and c.gates["passed"] and c.gates["reroll"] == 1  # gated: it passed first time
     assert c.receipt["seed"]["onchain_seed"] != before.candidate.receipt["seed"]["onchain_seed"]
     assert studio.repo.is_pinned(c.image_cid)  # held by the embedded node for display only
 
@@ -399,3 +400,64 @@ def test_review_items_show_each_quality_gate_result(curator: TestClient, studio:
     listed = curator.get("/api/review").json()
     mine = next(i for i in listed["items"] if i["id"] == item.id)
     assert mine["flagged"] and mine["gates"]["results"][0]["name"] == "near_duplicate"
+
+
+def test_a_regenerated_candidate_is_gated_and_rerolled_like_the_pipelines(
+    curator: TestClient, studio: Studio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The curator's regenerate runs the quality gates on the new candidate: one that fails is rerolled (next
+    public reroll, up to gates.max_rerolls), and the item shows every gate's result, flagged if it still fails."""
+    import hashlib
+
+    from agent.gates import GateResult, reroll_seed
+    from agent.review import RegenerateRequest
+    from agent.studio.regenerate import regenerate
+
+    review_id = submit(studio, token_id=2)
+    item = studio.reviews.get(review_id)
+    probe = regenerate(
+        item.candidate, RegenerateRequest(1, None, CURATOR), studio.repo, studio.settings.models
+    )
+    bad = hashlib.sha256(studio.catalog.image(probe.image_cid)).hexdigest()  # what reroll 1 makes
+
+    def known_bad(png: bytes, traits: object, backend: object) -> list[GateResult]:
+        digest = hashlib.sha256(png).hexdigest()
+        return [GateResult("known_bad", bad not in (digest, "*"), None, None, f"image {digest[:12]}")]
+
+    def regenerate_via_the_route(max_rerolls: int) -> Candidate:
+        settings = GatesSettings(max_rerolls=max_rerolls)
+        monkeypatch.setattr(
+            studio.regenerator, "gates", lambda: Gates(settings, plugins=[("known_bad", known_bad)])
+        )
+        revision = studio.reviews.get(review_id).revision
+        form = {"csrf_token": curator.csrf, "new_seed": "1", "revision": str(revision)}
+        assert curator.post(f"/review/{review_id}/regenerate", data=form).status_code == 303
+
+        def regenerated() -> bool:
+            if studio.regenerator._thread is None:
+                studio.regenerator.run_once()
+            return studio.reviews.get(review_id).state != ReviewState.REGENERATING
+
+        eventually(regenerated, 120, "the regeneration", interval=0.1)
+        after = studio.reviews.get(review_id)
+        assert after.state == ReviewState.AWAITING and after.error is None, after.error
+        return after.candidate
+
+    # reroll 1 fails the plug-in: reroll 2 is made, passes, and says why reroll 1 failed
+    c = regenerate_via_the_route(max_rerolls=1)
+    assert c.reroll == 2 and c.receipt["seed"]["onchain_seed"] == reroll_seed(str(c.request_seed), 2)
+    assert c.gates is not None and c.gates["passed"] and c.gates["reroll"] == 2 and not c.flagged
+    assert c.gates["history"] == [[f"known_bad: image {bad[:12]}"]]
+    assert [r["name"] for r in c.gates["results"]][0] == "near_duplicate"
+    page = curator.get("/review").text
+    assert "Quality gates: passed after 1 reroll(s)" in page and 'data-gate="known_bad"' in page
+
+    # every image fails and no reroll is left: the candidate reaches the curator flagged, with its reasons
+    bad = "*"
+    c = regenerate_via_the_route(max_rerolls=0)
+    assert c.reroll == 3 and c.flagged and c.gates is not None and c.gates["history"] == []
+    assert c.gates["reasons"] == [
+        f"known_bad: image {hashlib.sha256(studio.catalog.image(c.image_cid)).hexdigest()[:12]}"
+    ]
+    page = curator.get("/review").text
+    assert "Quality gates: flagged (1 failed)" in page and "known_bad</strong> FAIL: image" in page

@@ -28,7 +28,7 @@ help:
 	@echo "make lint    ruff (lint and format check), mypy over agent/ and oracles/, import-linter, slither against contracts/slither-triage.toml"
 	@echo "make check-fresh  clone HEAD into a temporary folder with empty caches: setup, demo, a contract test"
 	@echo "make bench   run the benchmarks and print their tables"
-	@echo "make example-finetune  fine-tune the sprite model on examples/finetune/neon, evaluate, verify, pin it"
+	@echo "make example-finetune  fine-tune the sprite and lore models on examples/finetune, evaluate, verify, pin them"
 
 setup: $(VENV)/.installed node_modules/.installed $(VENV)/bin/anvil .solcx/solc-v$(SOLC_VERSION) .build/.compiled chromium
 
@@ -70,27 +70,37 @@ $(VENV)/bin/anvil: node_modules/.installed
 
 # At a terminal the demo ends with the studio serving until Ctrl-C; otherwise (or with SERVE=0) it prints its results
 # and exits. SERVE=1 serves even without a terminal. agent.ops.supervise stops anything it started, whatever happens.
-# MODEL=DIR draws the sprites with another sprite model (e.g. runs/finetune/neon from `make example-finetune`).
+# MODEL=DIR draws the sprites with another sprite model (e.g. runs/finetune/neon from `make example-finetune`);
+# LORE=DIR writes the lore with another causal LM (e.g. the lore fine-tune runs/finetune/lore).
 SERVE ?=
 MODEL ?=
 demo: setup
 	$(PY) -m agent.ops.supervise -- $(VENV)/bin/ape run demo --network ethereum:local:foundry \
 		$(if $(filter 0 no false,$(SERVE)),--no-serve,$(if $(filter 1 yes true,$(SERVE)),--serve,)) \
-		$(if $(MODEL),--image-model $(abspath $(MODEL)))
+		$(if $(MODEL),--image-model $(abspath $(MODEL))) $(if $(LORE),--lore-model $(abspath $(LORE)))
 
 # Fine-tune the sprite model on the neon example art (canonical: CPU, float32, one thread, so
 # `chrysalis model verify-training` reproduces it), evaluate it against the base (bench/results/finetune.md), check
-# the receipt in a second process, and pin it to the embedded IPFS repo. Register it on a chain with
-# `chrysalis model publish runs/finetune/neon` (settings pointing at a deployment); draw with it: make demo MODEL=runs/finetune/neon
+# the receipt in a second process, and pin it to the embedded IPFS repo; then the same for a lore LoRA on the
+# example lore (examples/finetune/lore, every 5th pair held out for the card). Register them on a chain with
+# `chrysalis model publish DIR` (settings pointing at a deployment); draw and write with them:
+# make demo MODEL=runs/finetune/neon LORE=runs/finetune/lore
 FINETUNE_OUT ?= runs/finetune/neon
+FINETUNE_LORE_OUT ?= runs/finetune/lore
 example-finetune: $(VENV)/.installed
 	$(VENV)/bin/chrysalis dataset add examples/finetune/neon
 	@# resumes a killed run; a finished model is kept (delete $(FINETUNE_OUT) to train again)
 	test -f $(FINETUNE_OUT)/manifest.json || \
-		$(VENV)/bin/chrysalis model train --dataset examples/finetune/neon --out $(FINETUNE_OUT) --steps 1500
+		$(VENV)/bin/chrysalis model train --dataset examples/finetune/neon --out $(FINETUNE_OUT) --steps 1500 \
+			--palettes neon
 	$(PY) -m bench.finetune --model $(FINETUNE_OUT)
 	$(VENV)/bin/chrysalis model verify-training $(FINETUNE_OUT)/training-receipt.json --dataset examples/finetune/neon
 	$(VENV)/bin/chrysalis model publish $(FINETUNE_OUT) --no-register
+	$(VENV)/bin/chrysalis dataset add examples/finetune/lore
+	test -f $(FINETUNE_LORE_OUT)/manifest.json || \
+		$(VENV)/bin/chrysalis model train --dataset examples/finetune/lore --out $(FINETUNE_LORE_OUT) --holdout-every 5
+	$(VENV)/bin/chrysalis model verify-training $(FINETUNE_LORE_OUT) --dataset examples/finetune/lore
+	$(VENV)/bin/chrysalis model publish $(FINETUNE_LORE_OUT) --no-register
 
 test: setup
 	@$(MAKE) --no-print-directory lint

@@ -177,8 +177,9 @@ def describe_model_dir(
 ) -> PublishableModel:
     """Read a model directory for publishing: every file's sha256 and the weights digest.
 
-    A sprite-model directory (a ``manifest.json`` with ``weights_sha256``, like the shipped one) is checked against
-    its own manifest first, and gives its model id and the ``embedded`` backend.
+    A directory with its own ``manifest.json`` (``weights_sha256`` and ``files``: the shipped sprite model, a
+    ``chrysalis model train`` output) is checked against it first, and gives its model id, and its kind and backend
+    when it names them (a LoRA or lore fine-tune), else the ``embedded`` backend.
 
     Raises:
         NotFoundError: no such directory. ConfigError: it holds no weight file.
@@ -201,11 +202,13 @@ def describe_model_dir(
             hint="name the model directory itself (the one with the weights), not its parent or a config folder",
         )
     digest = weights_digest(weights)
-    sprite = _sprite_manifest(root)
-    if sprite is not None:
-        _check_sprite_manifest(root, sprite, files, digest)
-        model_id = model_id or str(sprite.get("model_id") or root.name)
-        backend = backend or "embedded"
+    own = _sprite_manifest(root)
+    if own is not None:
+        _check_sprite_manifest(root, own, files, digest)
+        model_id = model_id or str(own.get("model_id") or root.name)
+        # a trained LoRA's manifest (agent.training.adapters) names its kind and backend; a sprite model's doesn't
+        kind = str(own.get("kind") or kind)
+        backend = backend or str(own.get("backend") or "embedded")
     return PublishableModel(root, model_id or root.name, kind, backend or "diffusers", digest, files)
 
 

@@ -167,8 +167,8 @@ def train_command(
         str,
         typer.Option(
             "--dataset",
-            help="The dataset: a folder (labels.jsonl + 32x32 images with mood/element traits), or the root of one "
-            "added with `chrysalis dataset add` (8+ hex digits).",
+            help="The dataset: a folder (labels.jsonl + images, or lore.jsonl), or the root of one added with "
+            "`chrysalis dataset add` (8+ hex digits).",
             show_default=False,
         ),
     ],
@@ -176,28 +176,85 @@ def train_command(
         Path, typer.Option("--out", help="The model directory to write (resumes a killed run).")
     ],
     base: Annotated[
-        str,
+        str | None,
         typer.Option(
-            "--base", help="The model to start from: shipped, a sprite-model directory, or ipfs://CID."
+            "--base",
+            help="The model to start from. Sprites: shipped (default), a sprite-model directory or ipfs://CID. A "
+            "diffusers pipeline directory (model_index.json) or ipfs://CID: a LoRA on its UNet or transformer. "
+            "With a lore dataset: shipped (default: the shipped SmolLM2), a causal LM directory or ipfs://CID.",
+            show_default=False,
         ),
-    ] = "shipped",
+    ] = None,
     method: Annotated[
-        str, typer.Option("--method", help="full (every weight; the default, see the README) or lora.")
+        str,
+        typer.Option("--method", help="Sprites: full (every weight; the default, see the README) or lora."),
     ] = "full",
-    steps: Annotated[int, typer.Option("--steps", min=1, help="Training steps.")] = 300,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
-    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).")] = 2e-3,
-    warmup_steps: Annotated[int, typer.Option("--warmup-steps", min=0)] = 20,
-    ema_decay: Annotated[float, typer.Option("--ema-decay", help="EMA of the weights (0: none).")] = 0.99,
-    label_dropout: Annotated[float, typer.Option("--label-dropout")] = 0.1,
+    steps: Annotated[
+        int | None,
+        typer.Option(
+            "--steps", min=1, help="Training steps (sprites: 300; LoRA: one epoch).", show_default=False
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option("--batch-size", min=1, help="Sprites: 32; image LoRA: 1; lore: 4.", show_default=False),
+    ] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(
+            "--lr",
+            help="Learning rate, AdamW (sprites: 2e-3 peak; image LoRA: 1e-4; lore: 2e-3).",
+            show_default=False,
+        ),
+    ] = None,
+    warmup_steps: Annotated[int, typer.Option("--warmup-steps", min=0, help="Sprites only.")] = 20,
+    ema_decay: Annotated[
+        float, typer.Option("--ema-decay", help="Sprites only: EMA of the weights (0: none).")
+    ] = 0.99,
+    label_dropout: Annotated[float, typer.Option("--label-dropout", help="Sprites only.")] = 0.1,
     holdout_every: Annotated[
         int,
         typer.Option(
             "--holdout-every", help="Hold out every Nth item for the card's quality table (0: none)."
         ),
     ] = 8,
-    lora_rank: Annotated[int, typer.Option("--lora-rank", min=1)] = 8,
-    lora_alpha: Annotated[int, typer.Option("--lora-alpha", min=1)] = 8,
+    lora_rank: Annotated[
+        int | None,
+        typer.Option("--lora-rank", min=1, help="Sprites: 8; image LoRA: 4; lore: 8.", show_default=False),
+    ] = None,
+    lora_alpha: Annotated[
+        int | None,
+        typer.Option("--lora-alpha", min=1, help="Sprites: 8; image LoRA: 4; lore: 16.", show_default=False),
+    ] = None,
+    resolution: Annotated[
+        int | None,
+        typer.Option(
+            "--resolution",
+            min=8,
+            help="Image LoRA: training size (default: the pipeline's own).",
+            show_default=False,
+        ),
+    ] = None,
+    max_length: Annotated[
+        int, typer.Option("--max-length", min=16, help="Lore: most tokens per pair (prompt + lore).")
+    ] = 384,
+    device: Annotated[
+        str,
+        typer.Option(
+            "--device",
+            help="LoRA runs: cpu (canonical: float32, one thread, reproducible by verify-training), auto or cuda "
+            "(faster; the receipt says it cannot be replayed bit for bit). Sprites always train on the CPU.",
+        ),
+    ] = "cpu",
+    palettes: Annotated[
+        str | None,
+        typer.Option(
+            "--palettes",
+            help="Sprites: the palette family the dataset is drawn in (shipped or neon); the manifest declares it "
+            "and evolutions recolour within it (default: none declared, evolutions keep the previous colours).",
+            show_default=False,
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", min=0)] = 0,
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", min=1)] = 50,
     model_id: Annotated[
@@ -210,7 +267,7 @@ def train_command(
         ),
     ] = None,
     card: Annotated[
-        bool, typer.Option("--card/--no-card", help="Write MODEL_CARD.md and samples.png.")
+        bool, typer.Option("--card/--no-card", help="Write MODEL_CARD.md (and a sample grid for images).")
     ] = True,
     stop_after: Annotated[
         int | None,
@@ -218,25 +275,55 @@ def train_command(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Fine-tune the sprite model on your own art, in the canonical configuration (CPU, float32, one thread), so
-    that `chrysalis model verify-training` can make the same weights again. Writes a model directory like the
-    shipped one, with a training receipt and a model card; run the same command again to resume after a kill."""
+    """Fine-tune on your own data: the sprite model (full or LoRA), a diffusers pipeline (a LoRA) or the lore model
+    (a LoRA, merged), in the canonical configuration (CPU, float32, one thread) so that `chrysalis model
+    verify-training` can make the same weights again. Writes a model directory with a training receipt, a manifest
+    and a model card; run the same command again to resume after a kill."""
+    from agent.errors import ConfigError
     from agent.ops.cli import out
+    from agent.training.adapters import AdapterConfig, finetune_adapter, is_adapter_run
     from agent.training.sprites import FinetuneConfig, finetune_sprites
 
     settings = current_settings()
-    config = FinetuneConfig(
-        method=method, steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps, ema_decay=ema_decay,
-        label_dropout=label_dropout, holdout_every=holdout_every, checkpoint_every=checkpoint_every,
-        lora_rank=lora_rank, lora_alpha=lora_alpha,
-    )  # fmt: skip
+    adapter = is_adapter_run(base, dataset, settings.data_dir, settings.models.cache_dir)
     bar, update = _progress_bar("training")
-    with bar:
-        result = finetune_sprites(
-            dataset, out_dir, base=base, config=config, seed=seed, model_id=model_id,
-            cache_dir=settings.models.cache_dir, data_dir=settings.data_dir, min_free_bytes=min_free_bytes,
-            progress=update, stop_after=stop_after, card=card,
+    if adapter:
+        if stop_after is not None:
+            raise ConfigError(
+                "--stop-after is for sprite fine-tunes", hint="stop a LoRA run with Ctrl-C: it resumes"
+            )
+        config = AdapterConfig(
+            steps=steps, rank=lora_rank, alpha=lora_alpha, lr=lr, batch_size=batch_size, resolution=resolution,
+            max_length=max_length, holdout_every=holdout_every, checkpoint_every=checkpoint_every,
         )  # fmt: skip
+        with bar:
+            result = finetune_adapter(
+                dataset, out_dir, base=base, config=config, seed=seed, device=device, model_id=model_id,
+                cache_dir=settings.models.cache_dir, data_dir=settings.data_dir, min_free_bytes=min_free_bytes,
+                progress=update, card=card,
+            )  # fmt: skip
+        total = result.steps
+    else:
+        if device != "cpu":
+            raise ConfigError(
+                f"--device {device}: the sprite model always trains on the CPU (the canonical configuration)",
+                hint="leave --device out",
+            )
+        given: dict[str, Any] = {
+            "steps": steps, "batch_size": batch_size, "lr": lr, "lora_rank": lora_rank, "lora_alpha": lora_alpha,
+        }  # fmt: skip
+        sprite_config = FinetuneConfig(
+            method=method, warmup_steps=warmup_steps, ema_decay=ema_decay, label_dropout=label_dropout,
+            holdout_every=holdout_every, checkpoint_every=checkpoint_every,
+            **{k: v for k, v in given.items() if v is not None},
+        )  # fmt: skip
+        with bar:
+            result = finetune_sprites(
+                dataset, out_dir, base=base, config=sprite_config, seed=seed, model_id=model_id,
+                cache_dir=settings.models.cache_dir, data_dir=settings.data_dir, min_free_bytes=min_free_bytes,
+                progress=update, stop_after=stop_after, card=card, palettes=palettes,
+            )  # fmt: skip
+        total = sprite_config.steps
     done = bool(result.weights)
     if as_json:
         typer.echo(
@@ -244,7 +331,7 @@ def train_command(
         )
         return
     if not done:
-        out.print(f"stopped at step {result.steps} of {steps}; run the same command again to go on")
+        out.print(f"stopped at step {result.steps} of {total}; run the same command again to go on")
         return
     manifest = json.loads((out_dir / "manifest.json").read_text())
     out.print(f"trained {manifest['model_id']} in {result.train_seconds:.0f} s: {out_dir}", soft_wrap=True)
@@ -252,8 +339,15 @@ def train_command(
     out.print(
         f"final loss {result.losses[-1]:.4f}; receipt {out_dir / 'training-receipt.json'}", soft_wrap=True
     )
+    where = out_dir.resolve()
+    use = {
+        "image": f'models.image_lora = "{where}"' if manifest.get("backend") == "diffusers" else (
+            f'models.image_model = "{where}"'
+        ),
+        "lore": f'models.lore_backend = "transformers", models.lore_model = "{where}"',
+    }[manifest.get("kind", "image")]  # fmt: skip
     out.print(
-        f'[dim]use it: models.image_model = "{out_dir.resolve()}"; check it: chrysalis model verify-training '
+        f"[dim]use it: {use}; check it: chrysalis model verify-training "
         f"{out_dir / 'training-receipt.json'} --dataset {dataset}; publish it: chrysalis model publish {out_dir}[/]",
         soft_wrap=True,
     )

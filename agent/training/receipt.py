@@ -127,6 +127,12 @@ def library_versions() -> dict[str, str]:
     }
     out["numpy"] = numpy.__version__
     try:
+        import transformers
+
+        out["transformers"] = transformers.__version__
+    except ImportError:  # pragma: no cover - transformers is in the lock
+        out["transformers"] = "absent"
+    try:
         import peft
 
         out["peft"] = peft.__version__

@@ -195,17 +195,18 @@ class TrainingData:
     held_out: list[int]
 
 
-def open_dataset(spec: str | Path, data_dir: Path | None = None) -> Any:
+def open_dataset(spec: str | Path, data_dir: Path | None = None, *, resolution: int | None = 32) -> Any:
     """The dataset ``spec`` names: a folder, or the root (or a root prefix of 8+ hex digits) of a dataset recorded
     by ``chrysalis dataset add`` in ``<data_dir>/datasets/`` (its source folder, with its salts when private).
 
     Raises:
         DatasetError: a bad folder (naming every bad file and line). NotFoundError: an unknown root.
         IntegrityError: the recorded folder no longer gives the recorded root.
+
+    ``resolution``: the size every image must have (default: the sprite model's 32; None: any one size for all).
     """
     from agent.datasets import load_dataset
     from agent.datasets.store import load_record
-    from agent.generate.sprites.dataset import SIZE
 
     path = Path(spec).expanduser()
     text = str(spec).strip().lower().removeprefix("0x")
@@ -217,14 +218,14 @@ def open_dataset(spec: str | Path, data_dir: Path | None = None) -> Any:
             )
         record = load_record(data_dir, text)
         salts = [bytes.fromhex(s) for s in record["salts"]] if record.get("salts") else None
-        ds = load_dataset(Path(record["source"]), resolution=SIZE, salts=salts)
+        ds = load_dataset(Path(record["source"]), resolution=resolution, salts=salts)
         if ds.root != record["root"]:
             raise IntegrityError(
                 f"dataset folder {record['source']} now has root {ds.root}, not the recorded {record['root']}",
                 hint="restore the folder's files, or add it again (chrysalis dataset add) and train on the new root",
             )
         return ds
-    return load_dataset(path, resolution=SIZE)
+    return load_dataset(path, resolution=resolution)
 
 
 def load_training_data(
@@ -528,16 +529,28 @@ def finetune_sprites(
     progress: Progress | None = None,
     stop_after: int | None = None,
     card: bool = True,
+    palettes: str | None = None,
 ) -> TrainResult:
     """Fine-tune the sprite model on ``dataset`` (a folder or a recorded root, see :func:`open_dataset`) into the
     model directory ``out_dir`` (resuming a killed run with the same arguments). Writes the weights,
     ``config.json``, the base's scheduler and conditioning configs, ``training-receipt.json``, ``manifest.json``
     and (with ``card``) ``MODEL_CARD.md`` and ``samples.png``.
 
+    ``palettes`` names the palette families the dataset is drawn in (a key of
+    :data:`agent.generate.sprites.palette.PALETTE_FAMILIES`, e.g. ``neon`` for ``examples/finetune/neon``); the
+    manifest then declares it, and evolutions recolour within it. None (the default): the manifest declares none
+    (nor inherits the base's), and evolutions keep the previous image's colours
+    (:func:`agent.generate.image.embedded.model_palettes`). It changes no weight.
+
     Raises:
         NotFoundError: unknown base model. TrainingError: bad dataset, too little disk space (below
             ``min_free_bytes``, default :func:`estimate_bytes`), a foreign checkpoint or a finished ``out_dir``.
+        ConfigError: ``palettes`` is not a known palette family.
     """
+    if palettes is not None:
+        from agent.generate.sprites.palette import palette_families
+
+        palette_families(palettes)
     config = config or FinetuneConfig()
     out_dir = Path(out_dir)
     _check_out_dir(out_dir)
@@ -552,7 +565,9 @@ def finetune_sprites(
             TRAINER, config.hyperparameters(), seed, len(outcome.losses), tuple(outcome.losses),
             data_order_sha256(outcome.order), {}, outcome.train_seconds,
         )  # fmt: skip
-    weights = write_model_dir(out_dir, b, data, config, seed, outcome, model_id=model_id, card=card)
+    weights = write_model_dir(
+        out_dir, b, data, config, seed, outcome, model_id=model_id, card=card, palettes=palettes
+    )
     shutil.rmtree(ck_dir, ignore_errors=True)
     return TrainResult(
         TRAINER, config.hyperparameters(), seed, config.steps, tuple(outcome.losses),
@@ -607,8 +622,10 @@ def write_model_dir(
     *,
     model_id: str | None = None,
     card: bool = True,
+    palettes: str | None = None,
 ) -> dict[str, str]:
-    """Write the loadable model directory; returns relative file -> sha256 of what was written."""
+    """Write the loadable model directory; returns relative file -> sha256 of what was written. The manifest
+    declares ``palettes`` (the dataset's palette families) when given, never the base's."""
     from agent.generate.image.embedded import HASHED_FILES, MANIFEST_NAME, file_sha256
     from agent.training.receipt import RECEIPT_NAME
 
@@ -638,7 +655,9 @@ def write_model_dir(
     base_id = base.name.split("@", 1)[0]
     manifest = {
         **{
-            k: v for k, v in base.manifest.items() if k not in ("files", "weights_sha256", "training_receipt")
+            k: v
+            for k, v in base.manifest.items()
+            if k not in ("files", "weights_sha256", "training_receipt", "palettes")
         },
         "model_id": model_id or f"{base_id}+{data.dataset.path.name}@{weights[:8]}",
         "weights_file": WEIGHTS_NAME,
@@ -650,6 +669,7 @@ def write_model_dir(
         "training_receipt_sha256": receipt_sha,
         "base_model": {"model_id": base.name, "weights_sha256": base.weights_sha256, "cid": base.cid},
         "dataset_root": data.dataset.root,
+        **({"palettes": palettes} if palettes is not None else {}),
     }
     (out_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
     if card:

@@ -112,13 +112,14 @@ def verify_training(
         DatasetMismatchError: the dataset root differs (naming the differing items). NotFoundError /
             ReceiptError: no receipt, base model not found. ConfigError: unknown hyperparameters.
     """
+    from agent.training.adapters import TRAINERS
     from agent.training.sprites import TRAINER, FinetuneConfig, load_training_data, run, save_weights
 
     receipt = TrainingReceipt.load(Path(receipt_path))
-    if receipt.trainer != TRAINER:
+    if receipt.trainer not in (TRAINER, *TRAINERS):
         raise ConfigError(
-            f"receipt trainer {receipt.trainer!r} is not {TRAINER!r}",
-            hint="verify-training replays sprite fine-tunes made by `chrysalis model train`",
+            f"receipt trainer {receipt.trainer!r} is not one of {', '.join((TRAINER, *TRAINERS))}",
+            hint="verify-training replays the fine-tunes made by `chrysalis model train`",
         )
     if (receipt.device, receipt.dtype, receipt.threads) != ("cpu", "float32", 1):
         return Verdict(
@@ -139,18 +140,11 @@ def verify_training(
     if receipt.machine != machine():
         warnings.append(f"machine differs: receipt {receipt.machine}, here {machine()}")
 
+    if receipt.trainer in TRAINERS:
+        return _verify_adapter(receipt, dataset, base, cache_dir, data_dir, progress, warnings)
     config = FinetuneConfig.from_hyperparameters(receipt.hyperparameters)
     data = load_training_data(dataset, config, data_dir=data_dir)
-    if data.dataset.root != receipt.dataset["root"]:
-        lines = dataset_differences(receipt, data.dataset)
-        detail = ("; ".join(lines[:10]) + (f" (and {len(lines) - 10} more)" if len(lines) > 10 else "")) or (
-            "the items' bytes match, so labels, salts or the mode differ"
-        )
-        raise DatasetMismatchError(
-            f"dataset {data.dataset.path} has root {data.dataset.root}, the receipt records "
-            f"{receipt.dataset['root']}: {detail}",
-            hint="verify against the exact dataset the model was trained on (restore the changed items)",
-        )
+    check_root(receipt, data.dataset)
     b = _base_for(receipt, base, cache_dir)
 
     recorded = {int(s): float(v) for s, v in receipt.loss_checkpoints}
@@ -165,19 +159,7 @@ def verify_training(
 
     outcome = run(b, data, config, receipt.seed, progress=progress, check=check)
     if divergence:
-        status, code = _failed(warnings)
-        s = divergence["step"]
-        lo = max(1, s - receipt.loss_every + 1)
-        where = f"step {s}" if lo == s else f"between steps {lo} and {s}"
-        return Verdict(
-            status,
-            code,
-            f"the loss diverged first at {where}: recorded {divergence['want']!r}, got {divergence['got']!r}"
-            + _versions_note(warnings),
-            recorded_weights_sha256=receipt.weights_sha256,
-            first_divergent_step=s,
-            warnings=warnings,
-        )
+        return _diverged(receipt, divergence["step"], divergence["got"], warnings)
     with tempfile.TemporaryDirectory(prefix="chrysalis-verify-") as tmp:
         weights = save_weights(outcome.unet, Path(tmp))
     problems = []
@@ -187,6 +169,69 @@ def verify_training(
         problems.append("the loss curve digest differs")
     if weights != receipt.weights_sha256:
         problems.append(f"the weights differ: sha256 {weights}, recorded {receipt.weights_sha256}")
+    return _compared(receipt, weights, problems, warnings)
+
+
+def check_root(receipt: TrainingReceipt, ds: Any) -> None:
+    """Raise :class:`DatasetMismatchError` naming the differing items unless ``ds`` has the receipt's root."""
+    if ds.root == receipt.dataset["root"]:
+        return
+    lines = dataset_differences(receipt, ds)
+    detail = ("; ".join(lines[:10]) + (f" (and {len(lines) - 10} more)" if len(lines) > 10 else "")) or (
+        "the items' bytes match, so labels, salts or the mode differ"
+    )
+    raise DatasetMismatchError(
+        f"dataset {ds.path} has root {ds.root}, the receipt records {receipt.dataset['root']}: {detail}",
+        hint="verify against the exact dataset the model was trained on (restore the changed items)",
+    )
+
+
+def _verify_adapter(
+    receipt: TrainingReceipt,
+    dataset: str | Path,
+    base: str | Path | None,
+    cache_dir: Path | None,
+    data_dir: Path | None,
+    progress: Any,
+    warnings: list[str],
+) -> Verdict:
+    """verify-training of a LoRA receipt (:func:`agent.training.adapters.replay`)."""
+    from agent.training.adapters import replay
+    from agent.training.sprites import open_dataset
+
+    ds = open_dataset(dataset, data_dir, resolution=None)
+    check_root(receipt, ds)
+    got = replay(receipt, ds, None if base is None else str(base), cache_dir, progress=progress)
+    if got.diverged_at is not None:
+        return _diverged(receipt, got.diverged_at, got.losses[-1], warnings)
+    problems = []
+    if got.data_order_sha256 != receipt.data_order_sha256:
+        problems.append("the data order differs")
+    if loss_curve_sha256(got.losses) != receipt.loss_curve_sha256:
+        problems.append("the loss curve digest differs")
+    if got.weights_sha256 != receipt.weights_sha256:
+        problems.append(f"the weights differ: sha256 {got.weights_sha256}, recorded {receipt.weights_sha256}")
+    return _compared(receipt, got.weights_sha256, problems, warnings)
+
+
+def _diverged(receipt: TrainingReceipt, step: int, got: float, warnings: list[str]) -> Verdict:
+    want = {int(s): float(v) for s, v in receipt.loss_checkpoints}[step]
+    status, code = _failed(warnings)
+    lo = max(1, step - receipt.loss_every + 1)
+    where = f"step {step}" if lo == step else f"between steps {lo} and {step}"
+    return Verdict(
+        status,
+        code,
+        f"the loss diverged first at {where}: recorded {want!r}, got {got!r}" + _versions_note(warnings),
+        recorded_weights_sha256=receipt.weights_sha256,
+        first_divergent_step=step,
+        warnings=warnings,
+    )
+
+
+def _compared(
+    receipt: TrainingReceipt, weights: str | None, problems: list[str], warnings: list[str]
+) -> Verdict:
     if problems:
         status, code = _failed(warnings)
         return Verdict(

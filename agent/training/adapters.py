@@ -44,9 +44,9 @@ from agent.errors import ChrysalisError, ConfigError, NotFoundError
 from agent.training.diffusers_lora import CHECKPOINT_DIR, LORA_WEIGHTS
 from agent.training.diffusers_lora import TRAINER as IMAGE_TRAINER
 from agent.training.lore_lora import TRAINER as LORE_TRAINER
-from agent.training.receipt import RECEIPT_NAME, TrainingReceipt, library_versions, machine
+from agent.training.receipt import RECEIPT_NAME, TrainingReceipt, dataset_record, library_versions, machine
 from agent.training.result import TrainResult, loss_curve_sha256
-from agent.training.sprites import MANIFEST_NAME, TrainingError, check_disk, open_dataset
+from agent.training.sprites import MANIFEST_NAME, TrainingError, check_disk, check_out_dir, open_dataset
 
 TRAINERS = (IMAGE_TRAINER, LORE_TRAINER)
 SHIPPED_LORE = "shipped"
@@ -291,13 +291,7 @@ def build_receipt(
     return TrainingReceipt(
         trainer=result.trainer,
         base=base.to_json(),
-        dataset={
-            "root": ds.root,
-            "n": len(ds.items),
-            "kind": ds.kind,
-            "mode": str(ds.mode),
-            "items": [[it.name, it.sha256] for it in ds.items],
-        },  # fmt: skip
+        dataset=dataset_record(ds),  # fmt: skip
         hyperparameters={**result.hyperparameters, **cfg.hyperparameters(result.trainer)},
         seed=result.seed,
         steps=result.steps,
@@ -356,11 +350,7 @@ def finetune_adapter(
         NotFoundError: unknown base. TrainingError / ConfigError / DatasetError: bad dataset, arguments or disk.
     """
     out_dir = Path(out_dir)
-    if (out_dir / MANIFEST_NAME).exists() and not (out_dir / CHECKPOINT_DIR).exists():
-        raise TrainingError(
-            f"{out_dir} holds a finished model already",
-            hint="train into a new --out (a model directory is immutable once written), or delete it first",
-        )
+    check_out_dir(out_dir)
     ds = open_dataset(dataset, data_dir, resolution=None)
     trainer = trainer_for(base, ds.kind, cache_dir)
     if trainer is None:

@@ -141,5 +141,17 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+def dataset_record(ds: Any) -> dict[str, Any]:
+    """What a receipt records of an :class:`agent.datasets.Dataset`: root, item count, kind, mode, and every item's
+    name and sha256 (so verify-training can name a changed item)."""
+    return {
+        "root": ds.root,
+        "n": len(ds.items),
+        "kind": ds.kind,
+        "mode": str(ds.mode),
+        "items": [[it.name, it.sha256] for it in ds.items],
+    }
+
+
 def machine() -> str:
     return f"{platform.system()}-{platform.machine()} ({sys.byteorder}-endian)"

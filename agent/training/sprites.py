@@ -505,7 +505,8 @@ def check_disk(out_dir: Path, need: int) -> None:
         )
 
 
-def _check_out_dir(out_dir: Path) -> None:
+def check_out_dir(out_dir: Path) -> None:
+    """Refuse a finished model directory (one with a manifest and no checkpoint) or a file as ``--out``."""
     if (out_dir / "manifest.json").exists() and not (out_dir / CHECKPOINT_DIR).exists():
         raise TrainingError(
             f"{out_dir} holds a finished model already",
@@ -553,7 +554,7 @@ def finetune_sprites(
         palette_families(palettes)
     config = config or FinetuneConfig()
     out_dir = Path(out_dir)
-    _check_out_dir(out_dir)
+    check_out_dir(out_dir)
     b = resolve_base(base, cache_dir)
     data = load_training_data(dataset, config, data_dir=data_dir)
     check_disk(out_dir, estimate_bytes(b, config) if min_free_bytes is None else min_free_bytes)
@@ -578,7 +579,7 @@ def finetune_sprites(
 def build_receipt(
     base: BaseModel, data: TrainingData, config: FinetuneConfig, seed: int, outcome: RunOutcome, weights: str
 ) -> Any:
-    from agent.training.receipt import TrainingReceipt, library_versions, machine
+    from agent.training.receipt import TrainingReceipt, dataset_record, library_versions, machine
 
     ds = data.dataset
     k = config.loss_every
@@ -588,13 +589,7 @@ def build_receipt(
     return TrainingReceipt(
         trainer=TRAINER,
         base=base.to_json(),
-        dataset={
-            "root": ds.root,
-            "n": len(ds.items),
-            "kind": ds.kind,
-            "mode": str(getattr(ds, "mode", "public")),
-            "items": [[it.name, it.sha256] for it in ds.items],
-        },
+        dataset=dataset_record(ds),
         hyperparameters=config.hyperparameters(),
         seed=seed,
         steps=config.steps,

@@ -54,6 +54,7 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent import __version__
+from agent.domain import ModelRef
 from agent.errors import BackendUnavailableError, ChrysalisError, ConfigError, NotFoundError
 from agent.http import ServerThread, run_foreground
 from agent.ipfs.gateway import create_app as create_ipfs_app
@@ -390,7 +391,10 @@ def create_app(studio: Studio, *, host: str | None = None) -> Starlette:
             return JSONResponse(_detail_json(detail))
         models: dict[str, Any] = {}
         for view in detail.timeline:
-            for ref in view.metadata.models.values():
+            refs = list(view.metadata.models.values())
+            if view.image_lora is not None:
+                refs.append(_lora_ref(view.image_lora))
+            for ref in refs:
                 if ref.weights_sha256 not in models:
                     models[ref.weights_sha256] = await run_in_threadpool(_model_view, studio, ref)
         tasks = studio.verifier.latest(token_id)
@@ -839,6 +843,18 @@ def _model_view(studio: Studio, ref: Any) -> dict[str, Any]:
     if card is not None:
         out.update(card)
     return out
+
+
+def _lora_ref(lora: Mapping[str, Any]) -> ModelRef:
+    """The LoRA of a version's image (:attr:`~agent.studio.catalog.StageView.image_lora`) as a model, so the
+    provenance panel looks up its registry record and lineage by its weights digest (the LoRA file's sha256, what
+    ``chrysalis model publish`` registers) exactly as it does for the metadata's models."""
+    return ModelRef(
+        model_id=str(lora.get("source") or lora.get("file") or "LoRA"),
+        weights_sha256=str(lora["sha256"]),
+        kind="image",
+        backend="diffusers",
+    )
 
 
 def _model_card(weights_sha256: str) -> dict[str, Any] | None:

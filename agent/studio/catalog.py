@@ -19,7 +19,7 @@ from agent.domain import canonical_json, sha256_hex
 from agent.errors import ChrysalisError, NotFoundError
 from agent.ipfs.errors import BlockNotFoundError
 from agent.ipfs.repo import IpfsRepo
-from agent.metadata import HistoryEntry, TokenMetadata, cid_from_digest, history, parse_metadata
+from agent.metadata import _HEX64, HistoryEntry, TokenMetadata, cid_from_digest, history, parse_metadata
 from agent.review import find_reroll
 from agent.studio.index import CollectionIndex, TokenState
 
@@ -116,6 +116,19 @@ class StageView:
         if self.onchain_provenance is None:
             return None
         return self.onchain_provenance.lower() == self.receipt_provenance
+
+    @property
+    def image_lora(self) -> Mapping[str, Any] | None:
+        """The LoRA this version's image was drawn with, as its receipt's image config records it (the production
+        backend's ``{"source", "file", "sha256", "scale"}``), or None: no image part, no LoRA, or an entry whose
+        ``sha256`` is not 64 lowercase hex. It comes from the receipt :attr:`provenance_matches` checks against the
+        chain, so a shown LoRA is anchored exactly as the receipt is."""
+        image = self.metadata.receipt.get("image")
+        config = image.get("config") if isinstance(image, Mapping) else None
+        lora = config.get("lora") if isinstance(config, Mapping) else None
+        if isinstance(lora, Mapping) and isinstance(lora.get("sha256"), str) and _HEX64.match(lora["sha256"]):
+            return lora
+        return None
 
     @property
     def readings(self) -> list[Reading]:

@@ -22,6 +22,7 @@ ALL = [
     "refresh",
     "credentials",
     "lore_style",
+    "onnx_agreement",
 ]
 
 

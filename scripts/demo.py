@@ -133,9 +133,11 @@ def cli(
                 highlight=False,
             )
     except ChrysalisError as exc:
-        console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        from rich.markup import escape  # messages name settings sections such as [gates]
+
+        console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
         if exc.hint:
-            console.print(f"[yellow]hint:[/] {exc.hint}", highlight=False)
+            console.print(f"[yellow]hint:[/] {escape(exc.hint)}", highlight=False)
         raise SystemExit(1) from None
     except KeyboardInterrupt:
         name = signal.Signals(received[0]).name if received else "SIGINT"

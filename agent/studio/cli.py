@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from agent.clicontext import current_settings
@@ -160,7 +161,7 @@ def review_approve(
     for item in done:
         console.print(f"approved #{item.id} {item.label} stage {item.stage} as {by}", highlight=False)
     for exc in conflicts:
-        console.print(f"[red]not approved:[/] {exc.message}", highlight=False)
+        console.print(f"[red]not approved:[/] {escape(exc.message)}", highlight=False)
     if not done and all_genesis:
         console.print("[dim]no genesis item awaits review[/]")
     if conflicts:

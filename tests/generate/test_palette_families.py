@@ -133,6 +133,28 @@ def test_the_shipped_model_keeps_the_shipped_transfer_and_its_receipt_form():
     assert set(PALETTE_FAMILIES) >= {"shipped", "neon"}
 
 
+def test_a_token_drawn_in_shipped_colours_evolves_into_the_declared_family(models):
+    """A token minted by the shipped model (shipped colours) and evolved by a neon fine-tune lands in neon."""
+    start = make_sprite("serene", "fire", sprite_rng(0, 3, seed=7))
+    assert quality.predicted_palette(start, "neon") == ("shipped", "serene")
+    gen = EmbeddedSpriteGenerator(models["neon"], "cpu", num_inference_steps=8)
+    got, config = evolve(gen, encode_png(start), 0.0)
+    assert np.array_equal(got, to_neon(transfer_palette(start, "serene", "fierce"), "fierce"))
+    assert config["palette_transfer"] == {
+        "from": "serene",
+        "from_palettes": "shipped",
+        "start_pixels_sha256": pixels_sha256(got),
+        "palettes": "neon",
+    }
+    assert quality.neon_adherence(got, "fierce") == 1.0
+    # and the way back: a neon token evolving under the shipped model is recoloured into the shipped family
+    neon = to_neon(start, "serene")
+    assert quality.predicted_palette(neon) == ("neon", "serene")
+    back, config = evolve(EmbeddedSpriteGenerator(None, "cpu", num_inference_steps=8), encode_png(neon), 0.0)
+    assert np.array_equal(back, transfer_palette(start, "serene", "fierce"))
+    assert config["palette_transfer"]["from_palettes"] == "neon"
+
+
 @pytest.mark.parametrize("which", ["undeclared", "neon"])
 def test_verify_replays_a_fine_tune_evolution_bit_for_bit(models, neon_start, which, fresh_factory, tmp_path):
     settings = ModelSettings(

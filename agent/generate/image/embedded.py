@@ -223,6 +223,7 @@ class _Prepared:
     strength: float
     palette_from: str | None = None  # the init image's mood, when it was recoloured to the requested one
     init_pixels_sha256: str | None = None  # of the previous stage's pixels, before any recolouring
+    palette_from_family: str | None = None  # the families the init image was read in, when not the model's
 
 
 class EmbeddedSpriteGenerator(ImageGenerator):
@@ -237,9 +238,12 @@ class EmbeddedSpriteGenerator(ImageGenerator):
         palette_transfer: Evolving to another mood first recolours the previous image to the new mood's palette
             family (:mod:`agent.generate.sprites.palette`), so a moderate strength keeps the token's identity and
             still shows the new mood. It maps within the families the model draws in (:func:`model_palettes`);
-            a fine-tune that declares none is not recoloured. The config records the mood it came from and the
-            recoloured start's hash, and (for any model whose families are not the shipped ones) ``palettes``:
-            the family name, or None where no transfer could apply.
+            a fine-tune that declares none is not recoloured. The start is read in whichever known families
+            cover it best (:func:`~agent.generate.sprites.quality.predicted_palette`, the model's own on a tie),
+            so a token drawn in the shipped colours that evolves under a neon fine-tune is recoloured into neon.
+            The config records the mood it came from and the recoloured start's hash, ``from_palettes`` when the
+            start was in other families than the model's, and (for any model whose families are not the shipped
+            ones) ``palettes``: the family name, or None where no transfer could apply.
         dtype: Model dtype (float32: the model is tiny and float32 keeps CPU outputs reproducible).
         threads: torch CPU threads for each generate call (pinned for the call, then restored); None uses the
             calling thread's count at the time. Receipts record it; 1 is the canonical configuration.
@@ -329,15 +333,20 @@ class EmbeddedSpriteGenerator(ImageGenerator):
             except ConfigError as e:
                 raise ConfigError(f"{where}: {e.message}", hint=e.hint) from None
             png_sha = hashlib.sha256(bytes(r.init_image)).hexdigest()
-            palette_from, init_sha = None, pixels_sha256(init)
+            palette_from, from_family, init_sha = None, None, pixels_sha256(init)
             if self.palette_transfer and self.palettes is not None:
                 from agent.generate.sprites.palette import transfer_palette
-                from agent.generate.sprites.quality import predicted_mood
+                from agent.generate.sprites.quality import predicted_palette
 
-                mood, seen = class_traits(label)["mood"], predicted_mood(init, self.palettes)
-                if seen != mood:
-                    init, palette_from = transfer_palette(init, seen, mood, self.palettes), seen
-            prepared.append(_Prepared(i, label, r.seed, init, png_sha, float(s), palette_from, init_sha))
+                mood = class_traits(label)["mood"]
+                family, seen = predicted_palette(init, self.palettes)
+                if (family, seen) != (self.palettes, mood):
+                    init = transfer_palette(init, seen, mood, self.palettes, src_family=family)
+                    palette_from = seen
+                    from_family = None if family == self.palettes else family
+            prepared.append(
+                _Prepared(i, label, r.seed, init, png_sha, float(s), palette_from, init_sha, from_family)
+            )
         return prepared
 
     def generate(self, requests: Sequence[ImageRequest]) -> list[GeneratedImage]:
@@ -467,6 +476,10 @@ class EmbeddedSpriteGenerator(ImageGenerator):
         record: dict[str, Any] = {"from": p.palette_from, "start_pixels_sha256": pixels_sha256(p.init)}
         if self.palettes != SHIPPED_FAMILY:
             record["palettes"] = self.palettes
+        if (
+            p.palette_from_family is not None
+        ):  # the start was in other families (e.g. shipped colours, now neon)
+            record["from_palettes"] = p.palette_from_family
         return record
 
 

@@ -92,14 +92,23 @@ def _recolor(img: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 
 def transfer_palette(
-    img: np.ndarray, src_mood: str, dst_mood: str, family: str = SHIPPED_FAMILY
+    img: np.ndarray,
+    src_mood: str,
+    dst_mood: str,
+    family: str = SHIPPED_FAMILY,
+    *,
+    src_family: str | None = None,
 ) -> np.ndarray:
     """``img`` (H, W, 3) uint8 recoloured from ``src_mood``'s palette family to ``dst_mood``'s, role for role,
-    both taken from the families named ``family`` (:data:`PALETTE_FAMILIES`; the shipped ones by default)."""
-    if src_mood == dst_mood:
+    both taken from the families named ``family`` (:data:`PALETTE_FAMILIES`; the shipped ones by default), or the
+    source from ``src_family`` when the image was drawn in other families (a token made by the shipped model,
+    evolving under a fine-tune that draws in neon)."""
+    src_family = src_family or family
+    if (src_family, src_mood) == (family, dst_mood):
         return img.copy()
-    families = palette_families(family)
-    return _recolor(img, _table(src_mood, families), _table(dst_mood, families))
+    return _recolor(
+        img, _table(src_mood, palette_families(src_family)), _table(dst_mood, palette_families(family))
+    )
 
 
 def to_neon(img: np.ndarray, mood: str) -> np.ndarray:

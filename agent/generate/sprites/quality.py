@@ -43,6 +43,24 @@ def predicted_mood(img: np.ndarray, family: str = SHIPPED_FAMILY) -> str:
     return MOODS[int(np.argmax(scores))]
 
 
+def predicted_palette(img: np.ndarray, prefer: str = SHIPPED_FAMILY) -> tuple[str, str]:
+    """``(family, mood)`` of the known palette families (:data:`~agent.generate.sprites.palette.PALETTE_FAMILIES`)
+    whose mood covers most pixels: :func:`predicted_mood` within ``prefer`` unless another family's best mood
+    covers strictly more (so an image in ``prefer``'s colours is always read as ``prefer``)."""
+    from agent.generate.sprites.palette import PALETTE_FAMILIES
+
+    best = (prefer, predicted_mood(img, prefer))
+    score = palette_adherence(img, best[1], family=prefer)
+    for family in sorted(PALETTE_FAMILIES):
+        if family == prefer:
+            continue
+        mood = predicted_mood(img, family)
+        s = palette_adherence(img, mood, family=family)
+        if s > score:
+            best, score = (family, mood), s
+    return best
+
+
 def family_colors(mood: str, family: str = SHIPPED_FAMILY) -> np.ndarray:
     """Every colour a sprite of ``mood`` may use in the families named ``family`` (its three palettes, eye white
     and pupil), as sorted unique (K, 3) uint8 (for ``shipped``, the same array as

@@ -1,4 +1,5 @@
-"""``chrysalis rules check [FILE]``: validate a rules file against the configured oracles, without a node."""
+"""``chrysalis rules check [FILE]``: validate a rules file against the configured oracles, without a node.
+``chrysalis rules export [FILE] [--out FILE]``: the rules as ``chrysalis-rules/1`` JSON for ``renderer/rules.js``."""
 
 from __future__ import annotations
 
@@ -56,3 +57,31 @@ def check_command(
         f"[green]ok[/]: rules file {result.path}: {len(spec.traits)} trait(s), {len(spec.facts)} fact(s); "
         f"{len(spec.features)} declared feature(s), all provided by the configured oracles ({', '.join(oracles)})"
     )
+
+
+@rules_app.command("export")
+def export_command(
+    path: Annotated[
+        Path | None,
+        typer.Argument(
+            help="The rules file (default: agent.rules, else the shipped rules).", show_default=False
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write the JSON here instead of to stdout.", show_default=False),
+    ] = None,
+) -> None:
+    """Write the rules as data (chrysalis-rules/1 canonical JSON, the same bytes for the same rules): what
+    renderer/rules.js evaluates in a browser, with the rules' sha256 that receipts record. Exit 1 if the rules are
+    invalid or use something renderer/rules.js cannot evaluate identically."""
+    from agent.rules import DEFAULT_RULES, load_rules
+    from agent.rules.rules_data import rules_json_bytes
+
+    rules_path = path if path is not None else Path(current_settings().agent.rules or DEFAULT_RULES)
+    data = rules_json_bytes(load_rules(rules_path))
+    if out is None:
+        typer.echo(data.decode())
+        return
+    out.write_bytes(data)
+    typer.echo(f"wrote {out} ({len(data)} bytes) from {rules_path}", err=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -36,6 +36,10 @@ class TraitResult:
         strength: Image-to-image strength for this evolution (unused when there is no previous image).
         facts: Lore fact name -> qualitative phrase, sorted by name.
         changed: Traits whose value differs from ``previous`` (every trait when there is no previous).
+        why: Which branch of each rule gave its value, keyed by the rule's table (``[traits.mood]``):
+            ``{"via": "band", "band": n}`` (1-based), ``{"via": "map", "key": k}``,
+            ``{"via": "otherwise", "key": k}`` (``k``: the feature value as map-key text), ``{"via": "default"}``
+            (feature missing) or ``{"via": "constant"}``. Not part of equality: it explains, never decides.
     """
 
     traits: dict[str, str]
@@ -43,6 +47,7 @@ class TraitResult:
     strength: float
     facts: dict[str, str]
     changed: frozenset[str]
+    why: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False)
 
 
 class RuleEngine:
@@ -107,14 +112,13 @@ class RuleEngine:
         values["token.stage"] = stage
         values["token.id"] = token_id
 
-        traits = {
-            name: self._apply(f"[traits.{name}]", rule, values)
-            for name, rule in sorted(self.spec.traits.items())
-        }
-        facts = {
-            name: self._apply(f"[facts.{name}]", rule, values)
-            for name, rule in sorted(self.spec.facts.items())
-        }
+        why: dict[str, dict[str, Any]] = {}
+        traits: dict[str, str] = {}
+        facts: dict[str, str] = {}
+        for section, rules, out in (("traits", self.spec.traits, traits), ("facts", self.spec.facts, facts)):
+            for name, rule in sorted(rules.items()):
+                where = f"[{section}.{name}]"
+                out[name], why[where] = self._apply(where, rule, values)
         if previous is None:
             changed = frozenset(traits)
         else:
@@ -125,21 +129,24 @@ class RuleEngine:
         strength = image.strength.by_stage.get(stage, image.strength.default)
         for trait in sorted(changed):
             strength = max(strength, image.strength.by_trait_change.get(trait, 0.0))
-        return TraitResult(traits, conditioning, strength, facts, changed)
+        return TraitResult(traits, conditioning, strength, facts, changed, why)
 
     # -- one rule -----------------------------------------------------------------------------------------
 
-    def _apply(self, where: str, rule: BandsRule | MapRule | ConstantRule, values: Mapping[str, Any]) -> str:
+    def _apply(
+        self, where: str, rule: BandsRule | MapRule | ConstantRule, values: Mapping[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
+        """The rule's value for ``values`` and which branch gave it (see :attr:`TraitResult.why`)."""
         if isinstance(rule, ConstantRule):
-            return rule.value
+            return rule.value, {"via": "constant"}
         value = values.get(rule.feature)
         if value is None:
             if rule.default is not None:
-                return rule.default
+                return rule.default, {"via": "default"}
             raise MissingFeatureError(rule=where, feature=rule.feature, available=sorted(values))
         if isinstance(rule, BandsRule):
             x = self._number(where, rule.feature, value)
-            matches = [band for band in rule.bands if band.contains(x)]
+            matches = [i for i, band in enumerate(rule.bands, 1) if band.contains(x)]
             if len(matches) != 1:  # impossible for validated bands; never pick one silently
                 raise FeatureValueError(
                     f"{rule.feature} = {value!r} matches {len(matches)} bands",
@@ -147,19 +154,21 @@ class RuleEngine:
                     feature=rule.feature,
                     value=value,
                     hint="the bands were changed after validation; rebuild the RuleEngine",
+                    reason="band_count",
                 )
-            return matches[0].value
+            return rule.bands[matches[0] - 1].value, {"via": "band", "band": matches[0]}
         key = self._key(where, rule.feature, value)
         if key in rule.map:
-            return rule.map[key]
+            return rule.map[key], {"via": "map", "key": key}
         if rule.otherwise is not None:
-            return rule.otherwise
+            return rule.otherwise, {"via": "otherwise", "key": key}
         raise FeatureValueError(
             f"{rule.feature} = {value!r} is not in the map ({', '.join(rule.map)})",
             rule=where,
             feature=rule.feature,
             value=value,
             hint=f'add "{key}" to the map, or declare `otherwise = "..."` in {where}',
+            reason="not_in_map",
         )
 
     def _number(self, where: str, feature: str, value: Any) -> float | int | Decimal:
@@ -170,6 +179,7 @@ class RuleEngine:
                 feature=feature,
                 value=value,
                 hint=f"make the oracle return a number for {feature!r}, or use a map rule",
+                reason="not_a_number",
             )
         if (isinstance(value, float) and math.isnan(value)) or (
             isinstance(value, Decimal) and value.is_nan()
@@ -180,6 +190,7 @@ class RuleEngine:
                 feature=feature,
                 value=value,
                 hint="the oracle must raise instead of returning NaN",
+                reason="nan",
             )
         return value
 
@@ -196,5 +207,6 @@ class RuleEngine:
                 feature=feature,
                 value=value,
                 hint=f'declare {feature} with type = "number", or make the oracle return text',
+                reason="not_a_string",
             )
         return value

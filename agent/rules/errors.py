@@ -87,8 +87,13 @@ class FeatureValueError(RuleEvaluationError, ValueError):
 
     Attributes:
         value: The offending value.
+        reason: Which check failed, as a stable code: ``not_a_number``, ``nan``, ``not_a_string``,
+            ``not_in_map`` or ``band_count`` (``renderer/rules.js`` reports the same codes).
     """
 
-    def __init__(self, message: str, *, rule: str, feature: str, value: Any, hint: str) -> None:
+    def __init__(
+        self, message: str, *, rule: str, feature: str, value: Any, hint: str, reason: str = ""
+    ) -> None:
         self.value = value
+        self.reason = reason
         super().__init__(message, rule=rule, feature=feature, hint=hint)

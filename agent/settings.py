@@ -292,6 +292,14 @@ class ModelSettings(Section):
     image_model: Annotated[str | None, ModelKey("image")] = Field(
         default=None, description="Local path or hub id for the diffusers backend."
     )
+    image_runtime: Annotated[Literal["torch", "portable"], ModelKey("image")] = Field(
+        default="torch",
+        description="How the embedded sprite model runs. torch: the torch backend (receipts replay bit for bit "
+        "on a CPU with the same library versions). portable: the model exported to ONNX (cached under "
+        "<cache_dir>/portable/) and run by onnxruntime-web's WASM build in Node.js, with chrysalis-noise/1 noise, "
+        "so any browser can replay an image bit for bit (receipt scheme chrysalis-portable/1; needs node and "
+        "`make setup`'s node_modules). Only for image_backend = 'embedded'.",
+    )
     image_lora: Annotated[str | None, ModelKey("image")] = Field(
         default=None, description="LoRA weights (path or hub id) for the diffusers backend."
     )

@@ -85,9 +85,22 @@ def _build_image(s: ModelSettings) -> ImageGenerator:
                 "image_lora is set but image_backend is 'embedded'",
                 hint="set models.image_backend = 'diffusers' to use it, or unset it",
             )
+        source = (
+            model_dir(s.image_model, s.cache_dir, setting="models.image_model") if s.image_model else None
+        )
+        if s.image_runtime == "portable":
+            from agent.generate.portable.generator import PortableSpriteGenerator
+
+            # device, dtype, threads and batch size do not apply: the WASM runtime is float32, one thread, batch 1
+            return PortableSpriteGenerator(
+                source,
+                cache_dir=s.cache_dir,
+                num_inference_steps=s.image_steps or 50,
+                guidance_scale=1.0 if s.image_guidance is None else s.image_guidance,
+            )
         device = resolve_device(s.device)
         return EmbeddedSpriteGenerator(
-            model_dir(s.image_model, s.cache_dir, setting="models.image_model") if s.image_model else None,
+            source,
             device=str(device),
             num_inference_steps=s.image_steps or 50,
             guidance_scale=1.0 if s.image_guidance is None else s.image_guidance,
@@ -98,6 +111,12 @@ def _build_image(s: ModelSettings) -> ImageGenerator:
     if s.image_backend == "diffusers":
         from agent.generate.image.diffusers import DiffusersImageGenerator
 
+        if s.image_runtime != "torch":
+            raise ConfigError(
+                f"models.image_runtime = {s.image_runtime!r} needs image_backend = 'embedded', but it is 'diffusers'",
+                hint="the portable runtime runs only the embedded sprite model: set models.image_runtime = 'torch' "
+                "(the default) for a diffusers pipeline, or models.image_backend = 'embedded'",
+            )
         if not s.image_model:
             raise ConfigError(
                 "image_backend is 'diffusers' but no image_model is set",

@@ -44,9 +44,11 @@ IMAGE_RUNTIME_KEYS = frozenset(
         "torch_version",
         "diffusers_version",
         "transformers_version",
+        "node_version",
     }
 )
-"""Image-config keys that say where an image was made; they go to ``runtime``, not ``config``."""
+"""Image-config keys that say where an image was made; they go to ``runtime``, not ``config`` (``node_version``,
+which the portable runtime reports, goes to ``runtime.versions.node``)."""
 
 
 def snapshot_hash(obj: Any) -> str:
@@ -234,12 +236,15 @@ def image_record(
 ) -> ImageRecord:
     """The receipt part for one image (call in the process that generated it: library versions are read here)."""
     config = _plain(result.config)
+    versions = library_versions()
+    if config.get("node_version"):
+        versions["node"] = str(config["node_version"])
     runtime = RuntimeConfig(
         device=str(config.get("device", "cpu")),
         dtype=str(config.get("dtype", "float32")),
         threads=int(config.get("torch_threads", 0)),
         batch_size=int(config.get("batch_size", 1)),
-        versions=library_versions(),
+        versions=versions,
     ).to_json()
     init_sha = None
     if request.init_image is not None:

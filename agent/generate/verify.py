@@ -8,6 +8,11 @@ receipt produced that way replays bit for bit (same versions + threads + seed gi
 - A GPU or half-precision receipt cannot be reproduced on a CPU: its output hashes are *not* compared, the
   result says so explicitly (``reproducible=False``), and only what does not depend on the device is checked
   (seed chain, model digests, prompt, decoding settings).
+- An image made under the portable scheme (``image.config.generator == "chrysalis-portable/1"``) is replayed by
+  the same runtime that made it: the model's ONNX export under onnxruntime-web's WASM build in Node.js
+  (:mod:`agent.generate.portable.generator`), whose bits do not depend on the CPU or the thread count. Without
+  ``node`` or the pinned onnxruntime-web here, its output hashes are not compared and the result says why
+  (exit 2, not reproducible here).
 
 Run it as ``python -m agent.generate.verify RECEIPT.json`` or ``chrysalis model verify RECEIPT.json``:
 exit 0 on match, 1 on a mismatch, 2 when the receipt's bits cannot be reproduced on this machine, 3 when
@@ -146,8 +151,11 @@ def image_settings(
     if cache_dir is not None:
         return image_settings(part, model=model, lora=lora).model_copy(update={"cache_dir": Path(cache_dir)})
     if part.model.backend == "embedded":
+        from agent.generate.portable.generator import is_portable
+
         return ModelSettings(
             image_backend="embedded",
+            image_runtime="portable" if is_portable(cfg) else "torch",
             image_model=model,  # a sprite-model directory here (e.g. loaded from its CID); None: the shipped one
             image_steps=cfg.get("num_inference_steps"),
             image_guidance=cfg.get("guidance_scale"),
@@ -323,7 +331,12 @@ def verify(
                 f"{name} is not canonical (threads={rt.get('threads')}, batch_size={rt.get('batch_size')}); "
                 f"replayed with {rt.get('threads')} thread(s) at batch size 1"
             )
-        diff = {k: (v, here.get(k)) for k, v in (rt.get("versions") or {}).items() if here.get(k) != v}
+        # keys this side does not read (node, for a portable image) are not compared here
+        diff = {
+            k: (v, here.get(k))
+            for k, v in (rt.get("versions") or {}).items()
+            if k in here and here.get(k) != v
+        }
         if diff:
             notes.append(
                 f"{name}: library versions differ from the receipt's ("
@@ -331,7 +344,11 @@ def verify(
                 + "); bits may differ for that reason alone"
             )
 
-    if r.image is not None:
+    missing = _portable_runtime_missing(r.image)
+    if missing is not None:
+        reproducible = False
+        notes.append(missing)
+    if r.image is not None and missing is None:
         part = r.image
         threads = _threads_for(part.runtime)
         with torch_threads(threads):
@@ -411,6 +428,24 @@ def verify(
         head = "NOT REPRODUCIBLE HERE: device-independent fields match, output bits were not compared"
     note = "; ".join([head, *notes])
     return VerifyResult(match, check.mismatches, note, reproducible, check.checked)
+
+
+def _portable_runtime_missing(part: ImageRecord | None) -> str | None:
+    """Why a portable image (scheme ``chrysalis-portable/1``) cannot be replayed on this machine (no node, or not
+    the pinned onnxruntime-web), or None when it can or the image is not portable."""
+    from agent.generate.portable.generator import PORTABLE_SCHEME, check_portable_runtime, is_portable
+
+    if part is None or not is_portable(part.config):
+        return None
+    try:
+        check_portable_runtime()
+    except ConfigError as exc:
+        return (
+            f"CANNOT REPRODUCE HERE: the image was made under {PORTABLE_SCHEME}, which replays in Node.js with "
+            f"onnxruntime-web {(part.config.get('onnxruntime_web') or {}).get('version')}: {exc.message} "
+            f"({exc.hint}); its output hashes were not compared"
+        )
+    return None
 
 
 def _configured_cache_dir() -> Path | None:

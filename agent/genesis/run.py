@@ -154,7 +154,12 @@ def run_params(
         "table_sha256": table.sha256,
         "batch_size": batch_size,
         "torch_threads": threads,
-        "models": {k: None if getattr(models, k) is None else str(getattr(models, k)) for k in MODEL_KEYS},
+        "models": {
+            k: None if getattr(models, k) is None else str(getattr(models, k))
+            for k in MODEL_KEYS
+            # the torch image runtime (the default) is left out, so ledgers from before the setting still resume
+            if not (k == "image_runtime" and models.image_runtime == "torch")
+        },
         "assignment_sha256": assignment.sha256,
     }
 

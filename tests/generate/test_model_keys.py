@@ -10,6 +10,7 @@ from agent.settings import ModelKey, ModelSettings, model_keys
 OLD_IMAGE_KEYS = (
     "image_backend",
     "image_model",
+    "image_runtime",  # added with the portable runtime (issue 16)
     "image_lora",
     "image_lora_scale",
     "image_scheduler",
@@ -43,6 +44,7 @@ OLD_LORE_KEYS = (
 OLD_MODEL_KEYS = (
     "image_backend",
     "image_model",
+    "image_runtime",  # added with the portable runtime; a ledger leaves it out while it is "torch"
     "image_lora",
     "image_lora_scale",
     "image_scheduler",

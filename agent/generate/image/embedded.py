@@ -157,6 +157,14 @@ def encode_png(pixels: np.ndarray, size: int = OUTPUT_SIZE) -> bytes:
     return buf.getvalue()
 
 
+def sprite_image(pixels: np.ndarray, config: Mapping[str, Any]) -> GeneratedImage:
+    """A native (32, 32, 3) uint8 sprite as a :class:`GeneratedImage`: the upscaled PNG (:func:`encode_png`), the
+    pixels' sha256 (:func:`pixels_sha256`), the native size and ``config``."""
+    return GeneratedImage(
+        png=encode_png(pixels), pixels_sha256=pixels_sha256(pixels), width=SIZE, height=SIZE, config=config
+    )
+
+
 def decode_png(data: bytes, size: int = SIZE) -> np.ndarray:
     """PNG bytes of a square image whose side is a multiple of ``size`` -> (size, size, 3) uint8 by nearest sampling.
 
@@ -431,9 +439,24 @@ class EmbeddedSpriteGenerator(ImageGenerator):
         return x.permute(0, 2, 3, 1).contiguous().numpy()
 
     def _result(self, p: _Prepared, px: np.ndarray, n_steps: int, batch_size: int) -> GeneratedImage:
-        sched_cfg = {k: v for k, v in self.model.scheduler_config.items() if not k.startswith("_")}
         config: dict[str, Any] = {
             "pipeline": "chrysalis.EmbeddedSpriteGenerator",
+            **self._request_config(p, n_steps),
+            "generator": "torch.Generator('cpu').manual_seed(seed); randn((1, 3, 32, 32))",
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "device": str(self.device),
+            "batch_size": batch_size,
+            "torch_threads": torch.get_num_threads(),
+            "torch_version": torch.__version__,
+            "diffusers_version": _diffusers_version(),
+        }
+        return sprite_image(px, config)
+
+    def _request_config(self, p: _Prepared, n_steps: int) -> dict[str, Any]:
+        """The image config's keys that describe the model and the request, whatever runtime ran it: model id
+        and digest, scheduler, mode, steps, guidance, strength, class, init hashes, palette transfer, seed, sizes."""
+        sched_cfg = {k: v for k, v in self.model.scheduler_config.items() if not k.startswith("_")}
+        return {
             "model_id": self.model.manifest["model_id"],
             "weights_sha256": self.model.manifest["weights_sha256"],
             "scheduler": {"class": "DDIMScheduler", "config": sched_cfg},
@@ -449,20 +472,10 @@ class EmbeddedSpriteGenerator(ImageGenerator):
             "init_pixels_sha256": p.init_pixels_sha256,
             "palette_transfer": self._transfer_record(p),
             "seed": p.seed,
-            "generator": "torch.Generator('cpu').manual_seed(seed); randn((1, 3, 32, 32))",
             "width": SIZE,
             "height": SIZE,
             "output_size": OUTPUT_SIZE,
-            "dtype": str(self.dtype).removeprefix("torch."),
-            "device": str(self.device),
-            "batch_size": batch_size,
-            "torch_threads": torch.get_num_threads(),
-            "torch_version": torch.__version__,
-            "diffusers_version": _diffusers_version(),
         }
-        return GeneratedImage(
-            png=encode_png(px), pixels_sha256=pixels_sha256(px), width=SIZE, height=SIZE, config=config
-        )
 
     def _transfer_record(self, p: _Prepared) -> dict[str, Any] | None:
         """The config's ``palette_transfer``: None for a fresh image or with the setting off; else the mood the

@@ -155,6 +155,8 @@ class WasmSpriteRuntime:
         self.ort_version: str | None = None
         self.node_version: str | None = None
         self.wasm_sha256: str | None = None
+        self.noise_scheme: str | None = None
+        self.sampler_scheme: str | None = None
         self.last_timing: dict[str, float] = {}
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[str] | None = None
@@ -187,6 +189,8 @@ class WasmSpriteRuntime:
         self.ort_version = ready["ort_version"]
         self.node_version = ready["node_version"]
         self.wasm_sha256 = ready["wasm_sha256"]
+        self.noise_scheme = ready.get("noise_scheme")
+        self.sampler_scheme = ready.get("sampler_scheme")
         if self.ort_version != ORT_WEB_VERSION:
             self.close()
             raise ConfigError(

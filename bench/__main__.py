@@ -23,6 +23,7 @@ ALL = [
     "credentials",
     "lore_style",
     "onnx_agreement",
+    "renderer_agreement",
 ]
 
 

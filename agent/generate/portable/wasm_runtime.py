@@ -129,6 +129,27 @@ def _check_request(
     return np.ascontiguousarray(start)
 
 
+def request_json(
+    seed: int,
+    label: int,
+    steps: int,
+    guidance: float = 1.0,
+    init: NDArray[np.uint8] | None = None,
+    strength: float | None = None,
+) -> dict[str, Any]:
+    """A render request as ``node_render.mjs`` and ``bench.js`` take it, after the checks
+    :meth:`WasmSpriteRuntime.render` makes (a bad field raises :class:`ConfigError` naming it)."""
+    start = _check_request(seed, label, steps, init, strength)
+    return {
+        "seed": str(seed),
+        "label": int(label),
+        "steps": int(steps),
+        "guidance": float(guidance),
+        "init": None if start is None else base64.b64encode(start.tobytes()).decode("ascii"),
+        "strength": None if strength is None else float(strength),
+    }
+
+
 class WasmSpriteRuntime:
     """Renders sprites from an ONNX export (``unet.onnx`` + ``scheduler.json``) with onnxruntime-web (WASM, one
     thread) in a Node.js process that lives as long as this object (use it as a context manager, or call
@@ -322,16 +343,7 @@ class WasmSpriteRuntime:
         *,
         trace: bool,
     ) -> tuple[NDArray[np.uint8], NDArray[np.float32]]:
-        start = _check_request(seed, label, steps, init, strength)
-        request = {
-            "seed": str(seed),
-            "label": int(label),
-            "steps": int(steps),
-            "guidance": float(guidance),
-            "init": None if start is None else base64.b64encode(start.tobytes()).decode("ascii"),
-            "strength": None if strength is None else float(strength),
-            "trace": trace,
-        }
+        request = {**request_json(seed, label, steps, guidance, init, strength), "trace": trace}
         reply, elapsed = self._call(request)
         self.last_timing = {**reply["timing"], "round_trip_s": elapsed}
         pixels = np.frombuffer(base64.b64decode(reply["pixels"]), dtype=np.uint8).reshape(SIZE, SIZE, 3)

@@ -122,6 +122,9 @@ def _register_subapps() -> None:
     from agent.datasets.cli import dataset_app
 
     app.add_typer(dataset_app, name="dataset")
+    from agent.generate.portable.cli import renderer_app
+
+    app.add_typer(renderer_app, name="renderer")
 
 
 _register_subapps()

@@ -8,7 +8,9 @@ services fetch from it in ``mode = "origins"``).
 Guarantees:
 
 * Every reply carries :data:`GATEWAY_CSP` (a sandbox: an HTML or SVG file renders, but its scripts never run, in
-  an opaque origin) and ``X-Content-Type-Options: nosniff``.
+  an opaque origin) and ``X-Content-Type-Options: nosniff``; only files under a directory named in
+  ``create_app(..., script_roots=...)`` (the token viewer) get :data:`APP_CSP` instead: their own scripts and
+  WebAssembly, fetches from this gateway only.
 * ``create_app(..., safe_types=True)`` (the studio's mount, which shares its origin with the studio's pages)
   serves only PNG, JPEG, GIF, WebP and JSON inline, everything else as an ``application/octet-stream``
   attachment; the ``filename`` parameter then only names the download.
@@ -25,7 +27,7 @@ import json
 import logging
 import mimetypes
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from itertools import islice
 from urllib.parse import quote, unquote
 
@@ -58,6 +60,7 @@ from agent.ipfs.replies import (
 from agent.ipfs.repo import DirEntry, IpfsRepo
 
 __all__ = [
+    "APP_CSP",
     "CAR_STREAMS",
     "GATEWAY_CSP",
     "IMMUTABLE",
@@ -80,6 +83,13 @@ _RAW_TYPE = "application/vnd.ipld.raw"
 GATEWAY_CSP = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; sandbox"
 """The gateway's Content-Security-Policy: no scripts, no fetches, no forms, an opaque origin (``sandbox``)."""
 
+APP_CSP = (
+    "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; connect-src 'self'; img-src 'self' blob: data:; "
+    "style-src 'self' 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors *"
+)
+"""The policy of content under a ``script_roots`` directory (the token viewer, ``renderer/index.html``): its own
+scripts and WebAssembly, fetches and images from this gateway only, nothing from anywhere else."""
+
 INLINE_SAFE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "application/json"})
 """What a ``safe_types`` gateway serves inline (by the content's own bytes); the rest is an attachment."""
 
@@ -97,6 +107,7 @@ _EXTENSION_TYPES = {
     ".htm": "text/html; charset=utf-8",
     ".css": "text/css; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
     ".car": CAR_TYPE,
     ".glb": "model/gltf-binary",
     ".mp4": "video/mp4",
@@ -250,9 +261,16 @@ class _Gateway:
     """``GET|HEAD /ipfs/<cid>[/<path>]`` over an :class:`IpfsRepo`."""
 
     def __init__(
-        self, repo: IpfsRepo, *, safe_types: bool = False, car: bool = True, car_streams: int = CAR_STREAMS
+        self,
+        repo: IpfsRepo,
+        *,
+        safe_types: bool = False,
+        car: bool = True,
+        car_streams: int = CAR_STREAMS,
+        script_roots: Collection[CID | str] = (),
     ) -> None:
         self.repo = repo
+        self.script_roots = frozenset(CID.parse(str(c)) for c in script_roots)
         self.safe_types = safe_types  # only INLINE_SAFE_TYPES inline, by content; names never pick the type
         self.car = car  # answer ?format=car (streamed from a walk, at most car_streams at once)
         self.car_streams = car_streams
@@ -260,9 +278,20 @@ class _Gateway:
 
     async def handle(self, request: Request) -> Response:
         response = await self._handle(request)
-        response.headers.setdefault("Content-Security-Policy", GATEWAY_CSP)
+        response.headers.setdefault("Content-Security-Policy", self._policy(request))
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         return response
+
+    def _policy(self, request: Request) -> str:
+        """:data:`APP_CSP` for a path under one of ``script_roots`` (a GET that is not ``?format=``), else
+        :data:`GATEWAY_CSP`."""
+        if not self.script_roots or "format" in request.query_params:
+            return GATEWAY_CSP
+        try:
+            root = CID.parse(_split_ipfs_path(request)[0])
+        except (HttpError, InvalidCIDError):
+            return GATEWAY_CSP
+        return APP_CSP if root in self.script_roots else GATEWAY_CSP
 
     async def _handle(self, request: Request) -> Response:
         try:
@@ -506,7 +535,13 @@ class _SlotStream(StreamingResponse):
 # The app
 
 
-def create_app(repo: IpfsRepo, *, safe_types: bool = False, car: bool = True) -> Starlette:
+def create_app(
+    repo: IpfsRepo,
+    *,
+    safe_types: bool = False,
+    car: bool = True,
+    script_roots: Collection[CID | str] = (),
+) -> Starlette:
     """The node's read-only gateway over ``repo``: ``GET|HEAD /ipfs/...``, nothing else (no RPC, no writes).
 
     ``safe_types``: serve only :data:`INLINE_SAFE_TYPES` inline (sniffed from the content; ``?filename=`` only
@@ -519,8 +554,11 @@ def create_app(repo: IpfsRepo, *, safe_types: bool = False, car: bool = True) ->
         repo: the repo whose blocks are served.
         safe_types: serve only :data:`INLINE_SAFE_TYPES` inline, the rest as attachments.
         car: answer ``?format=car``.
+        script_roots: directories (their CIDs) whose files are served under :data:`APP_CSP` instead of the
+            sandbox, so a page there runs its own scripts: the token viewer ``chrysalis renderer publish`` pins.
+            Everything else keeps :data:`GATEWAY_CSP`. Default none.
     """
-    gateway = _Gateway(repo, safe_types=safe_types, car=car)
+    gateway = _Gateway(repo, safe_types=safe_types, car=car, script_roots=script_roots)
     app = Starlette(
         routes=[
             Route("/ipfs/{path:path}", gateway.handle, methods=["GET", "HEAD"]),

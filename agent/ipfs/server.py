@@ -15,11 +15,12 @@ and a node always has an RPC token (a random one when none is given).
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Self
 
 from agent.errors import BackendUnavailableError
 from agent.http import ServerThread, SocketThread, listen_socket, run_foreground
+from agent.ipfs.cid import CID
 from agent.ipfs.gateway import create_app
 from agent.ipfs.kubo_rpc import (
     DEFAULT_MAX_CAR_LINKS,
@@ -55,6 +56,7 @@ class NodeServer(ServerThread):
         max_request_bytes: the largest ``add`` / ``dag/import`` body the RPC accepts.
         max_parts: the most multipart parts one RPC request may send.
         max_car_links: the most blocks plus links one ``dag/import`` may hold in memory.
+        script_roots: directories whose pages may run their own scripts (:func:`create_app`); default none.
 
     Raises:
         ConfigError: ``rpc_host`` is not a loopback address.
@@ -73,6 +75,7 @@ class NodeServer(ServerThread):
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         max_parts: int = DEFAULT_MAX_PARTS,
         max_car_links: int = DEFAULT_MAX_CAR_LINKS,
+        script_roots: Collection[CID | str] = (),
     ) -> None:
         self.repo = repo
         self.token = token or secrets.token_urlsafe(32)
@@ -88,7 +91,9 @@ class NodeServer(ServerThread):
             self.rpc_server = ServerThread(
                 rpc_app, host=check_loopback(rpc_host, what="the RPC host"), port=rpc_port, name="ipfs-rpc"
             )
-        super().__init__(create_app(repo), host=host, port=port, name="ipfs-gateway")
+        super().__init__(
+            create_app(repo, script_roots=script_roots), host=host, port=port, name="ipfs-gateway"
+        )
 
     @property
     def rpc_url(self) -> str:

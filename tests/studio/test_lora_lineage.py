@@ -5,8 +5,9 @@ says so; versions without a LoRA show no LoRA entry, and a malformed LoRA entry 
 
 Real parts: a tiny random Stable Diffusion pipeline, two 1-step LoRAs trained on it by
 :func:`agent.training.adapters.finetune_adapter` (what ``chrysalis model train --base <pipeline>`` runs), one
-published and registered by :func:`agent.ops.models.publish_model`, and token 8 evolved twice by the real agent
-with the diffusers backend: first with the unregistered LoRA, then with the registered one."""
+published and registered by :func:`agent.ops.models.publish_model`, and two tokens minted for this module evolved
+once each by the real agent with the diffusers backend: one with the unregistered LoRA, one with the registered
+one (the world's tokens keep the stages the other studio tests count on)."""
 
 from __future__ import annotations
 
@@ -27,12 +28,12 @@ from tests.studio.world import World
 
 pytest.importorskip("peft", reason="LoRA training needs peft (pip install peft==0.21.2)")
 
-TOKEN = 8  # holder 1's, not evolved by the world or by other studio tests
 TINY = AdapterConfig(steps=1, batch_size=2, resolution=32, holdout_every=2)
 
 
-def _evolve_with_lora(world: World, pipeline: Path, lora: Path) -> None:
-    """Token ``TOKEN`` evolved by the real agent drawing with the diffusers pipeline ``pipeline`` and ``lora``."""
+def _evolve_with_lora(world: World, pipeline: Path, lora: Path) -> int:
+    """A token minted now by holder 1, evolved by the real agent drawing with the diffusers pipeline ``pipeline``
+    and ``lora``; its id."""
     settings = world.settings
     models = settings.models.model_copy(
         update={
@@ -46,9 +47,13 @@ def _evolve_with_lora(world: World, pipeline: Path, lora: Path) -> None:
         }
     )
     with world.lock:
-        world.chain.request(TOKEN, 1)
+        chain = world.chain
+        chain.mint(chain.holders[1], 1)
+        token = int(chain.collection.functions.totalMinted().call())
+        chain.request(token, 1)
         with world.agent(models=models, studio=settings.studio.model_copy(update={"review": False})) as agent:
             agent.run_until_idle(timeout_s=180)
+    return token
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +69,12 @@ def drawn(world: World, studio: Studio, tmp_path_factory: pytest.TempPathFactory
     finetune_adapter(dataset, loose, base=str(pipeline), config=TINY, seed=1, card=False)
     done = publish_model(world.settings, str(good))
     assert done.registration is not None
-    _evolve_with_lora(world, pipeline, loose)  # stage 1: a LoRA nobody registered
-    _evolve_with_lora(world, pipeline, good)  # stage 2: the published one
+    loose_token = _evolve_with_lora(world, pipeline, loose)  # a LoRA nobody registered
+    good_token = _evolve_with_lora(world, pipeline, good)  # the published one
     studio.index.sync()
     return {
+        "good_token": good_token,
+        "loose_token": loose_token,
         "good": lineage(good),
         "good_sha": file_sha256(good / LORA_WEIGHTS),
         "good_uri": done.pinned.uri,
@@ -95,8 +102,9 @@ def test_a_version_drawn_with_a_published_lora_shows_its_lineage(
 ) -> None:
     good, sha = drawn["good"], drawn["good_sha"]
     assert good["weights_sha256"] == sha  # one weight file: the registry's digest is the LoRA file's sha256
-    stages = _stages(client.get(f"/tokens/{TOKEN}").text)
-    view = studio.catalog.token(TOKEN).timeline[-1]
+    token = drawn["good_token"]
+    stages = _stages(client.get(f"/tokens/{token}").text)
+    view = studio.catalog.token(token).timeline[-1]
     assert (
         view.image_lora is not None and view.image_lora["sha256"] == sha and view.provenance_matches is True
     )
@@ -121,9 +129,10 @@ def test_a_version_drawn_with_a_published_lora_shows_its_lineage(
 def test_an_unregistered_lora_says_so_and_shows_no_lineage(
     client: TestClient, studio: Studio, drawn: dict[str, Any]
 ) -> None:
-    first = studio.catalog.token(TOKEN).timeline[-2]
+    token = drawn["loose_token"]
+    first = studio.catalog.token(token).timeline[-1]
     assert first.image_lora is not None and first.image_lora["sha256"] == drawn["loose_sha"]
-    section = _lora_section(_stages(client.get(f"/tokens/{TOKEN}").text)[first.stage])
+    section = _lora_section(_stages(client.get(f"/tokens/{token}").text)[first.stage])
     assert f'<code class="wrap">{drawn["loose_sha"]}</code>' in section
     assert "not in this collection's registry" in section
     assert "Model lineage" not in section  # nothing to read for weights the registry does not hold
@@ -136,7 +145,7 @@ def test_versions_without_a_lora_show_no_lora_entry(client: TestClient, studio: 
 
 
 def test_a_malformed_lora_entry_is_not_looked_up(studio: Studio, drawn: dict[str, Any]) -> None:
-    view = studio.catalog.token(TOKEN).timeline[-1]
+    view = studio.catalog.token(drawn["good_token"]).timeline[-1]
     receipt: dict[str, Any] = dict(view.metadata.receipt)
     for bad in ("../../etc", "0x" + drawn["good_sha"], drawn["good_sha"].upper(), None, 5):
         image = {**receipt["image"], "config": {**receipt["image"]["config"], "lora": {"sha256": bad}}}

@@ -64,16 +64,28 @@ def assemble_site(export_dir: Path | str, dest: Path | str) -> Path:
         ConfigError: onnxruntime-web is missing or not the pinned version (the hint says how to install it).
     """
     model = _check_export_dir(export_dir)
+    site = copy_renderer(dest, PAGE)
+    (site / "model").mkdir(exist_ok=True)
+    for name in (ONNX_NAME, CONSTANTS_NAME):
+        shutil.copyfile(model / name, site / "model" / name)
+    return site
+
+
+def copy_renderer(dest: Path | str, page: str) -> Path:
+    """Copy the renderer's browser files into ``dest`` (created if missing) and return it: ``page`` (a file of
+    ``renderer/``) and ``renderer/*.js`` at the top, :data:`ORT_FILES` under ``ort/``. What every renderer page
+    needs besides a model (:func:`assemble_site` adds one under ``model/``; the token viewer fetches its own).
+
+    Raises:
+        ConfigError: onnxruntime-web is missing or not the pinned version (the hint says how to install it).
+    """
     dist = find_node_modules() / "onnxruntime-web" / "dist"
     site = Path(dest)
-    for sub in ("ort", "model"):
-        (site / sub).mkdir(parents=True, exist_ok=True)
-    for src in [RENDERER_DIR / PAGE, *sorted(RENDERER_DIR.glob("*.js"))]:
+    (site / "ort").mkdir(parents=True, exist_ok=True)
+    for src in [RENDERER_DIR / page, *sorted(RENDERER_DIR.glob("*.js"))]:
         shutil.copyfile(src, site / src.name)
     for name in ORT_FILES:
         shutil.copyfile(dist / name, site / "ort" / name)
-    for name in (ONNX_NAME, CONSTANTS_NAME):
-        shutil.copyfile(model / name, site / "model" / name)
     return site
 
 
@@ -267,6 +279,7 @@ __all__ = [
     "ChromiumSpriteRuntime",
     "StaticSite",
     "assemble_site",
+    "copy_renderer",
     "find_chromium",
     "request_json",
 ]

@@ -122,7 +122,7 @@ def _register_subapps() -> None:
     from agent.datasets.cli import dataset_app
 
     app.add_typer(dataset_app, name="dataset")
-    from agent.generate.portable.cli import renderer_app
+    from agent.ops.renderer_cli import renderer_app
 
     app.add_typer(renderer_app, name="renderer")
 

@@ -102,7 +102,7 @@ def _parse_path(repo: IpfsRepo, value: str) -> CID:
         ) from None
 
 
-def _add_path(repo: IpfsRepo, path: Path, *, cid_version: int, raw_leaves: bool | None) -> AddResult | CID:
+def add_path(repo: IpfsRepo, path: Path, *, cid_version: int, raw_leaves: bool | None) -> AddResult | CID:
     if path.is_dir():
         if path.is_symlink():
             raise ConfigError(
@@ -110,7 +110,7 @@ def _add_path(repo: IpfsRepo, path: Path, *, cid_version: int, raw_leaves: bool 
             )
         entries: dict[str, AddResult | CID] = {}
         for child in sorted(path.iterdir(), key=lambda p: p.name):
-            entries[child.name] = _add_path(repo, child, cid_version=cid_version, raw_leaves=raw_leaves)
+            entries[child.name] = add_path(repo, child, cid_version=cid_version, raw_leaves=raw_leaves)
         return repo.add_directory(entries, pin=False, cid_version=cid_version)
     if not path.is_file():
         raise NotFoundError(f"{path} is not a file or directory", hint="check the path")
@@ -152,7 +152,7 @@ def add(
                 sys.stdin.buffer, cid_version=cid_version, raw_leaves=raw_leaves, pin=False
             )
         else:
-            result = _add_path(store, Path(value), cid_version=cid_version, raw_leaves=raw_leaves)
+            result = add_path(store, Path(value), cid_version=cid_version, raw_leaves=raw_leaves)
         cid = result if not hasattr(result, "cid") else result.cid
         if pin and not only_hash:
             store.pin_add(cid)

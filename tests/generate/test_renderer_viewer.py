@@ -17,13 +17,13 @@ from agent.generate.base import ImageRequest
 from agent.generate.image.embedded import EmbeddedSpriteGenerator
 from agent.generate.portable.browser import find_chromium
 from agent.generate.portable.generator import PORTABLE_SCHEME, PortableSpriteGenerator
-from agent.generate.portable.site import publish_renderer
 from agent.generate.receipt import build_receipt, image_record
 from agent.generate.seed import derive_seed
 from agent.http import ServerThread
 from agent.ipfs.gateway import APP_CSP, GATEWAY_CSP, create_app
 from agent.ipfs.repo import IpfsRepo
 from agent.metadata import build_metadata
+from agent.ops.renderer import publish_renderer
 from tests.support.cli import invoke_cli
 
 STEPS = 25

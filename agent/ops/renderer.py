@@ -78,9 +78,9 @@ class RendererRelease:
 
 
 def _add_tree(repo: IpfsRepo, path: Path) -> CID:
-    from agent.ipfs.cli import _add_path  # the CLI's recursive add (what `chrysalis ipfs add DIR` does)
+    from agent.ipfs.cli import add_path  # the CLI's recursive add (what `chrysalis ipfs add DIR` does)
 
-    result = _add_path(repo, path, cid_version=1, raw_leaves=True)
+    result = add_path(repo, path, cid_version=1, raw_leaves=True)
     return result if isinstance(result, CID) else result.cid
 
 

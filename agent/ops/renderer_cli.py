@@ -1,5 +1,5 @@
 """``chrysalis renderer publish``: pin the token viewer site and the image model's ONNX export into the embedded
-IPFS repo, and print both CIDs and a token's ``animation_url`` form (:mod:`agent.generate.portable.site`)."""
+IPFS repo, and print both CIDs and a token's ``animation_url`` form (:mod:`agent.ops.renderer`)."""
 
 from __future__ import annotations
 
@@ -39,8 +39,8 @@ def publish_command(
     """Pin the viewer site and the model's ONNX export; print their CIDs and the animation_url form
     ipfs://<site>/?token=<metadata CID>&model=<export CID>. Serve it with a gateway whose script roots include
     the site CID (agent.ipfs.gateway.create_app(script_roots=...)): the node's default gateway runs no scripts."""
-    from agent.generate.portable.site import publish_renderer
     from agent.ipfs.repo import IpfsRepo
+    from agent.ops.renderer import publish_renderer
 
     settings = current_settings()
     export_dir = export if export is not None else _configured_export()

@@ -288,9 +288,10 @@ def train_command(
     adapter = is_adapter_run(base, dataset, settings.data_dir, settings.models.cache_dir)
     bar, update = _progress_bar("training")
     if adapter:
-        if stop_after is not None:
+        if stop_after is not None or palettes is not None:
             raise ConfigError(
-                "--stop-after is for sprite fine-tunes", hint="stop a LoRA run with Ctrl-C: it resumes"
+                "--stop-after and --palettes are for sprite fine-tunes",
+                hint="leave them out of a LoRA run (stop one with Ctrl-C: the same command resumes it)",
             )
         config = AdapterConfig(
             steps=steps, rank=lora_rank, alpha=lora_alpha, lr=lr, batch_size=batch_size, resolution=resolution,
@@ -308,6 +309,11 @@ def train_command(
             raise ConfigError(
                 f"--device {device}: the sprite model always trains on the CPU (the canonical configuration)",
                 hint="leave --device out",
+            )
+        if resolution is not None:
+            raise ConfigError(
+                "--resolution is for LoRA runs on a diffusers pipeline: the sprite model draws 32x32",
+                hint="leave --resolution out, or pass a pipeline directory as --base",
             )
         given: dict[str, Any] = {
             "steps": steps, "batch_size": batch_size, "lr": lr, "lora_rank": lora_rank, "lora_alpha": lora_alpha,

@@ -152,6 +152,20 @@ def test_publish_pins_a_lore_fine_tune_as_a_lore_model(
     )
 
 
+def test_sprite_only_options_are_refused_on_a_lora_run_and_back(
+    lore_dir: Path, tmp_path: Path, chrysalis
+) -> None:
+    got = chrysalis(
+        "model", "train", "--dataset", str(lore_dir), "--out", str(tmp_path / "a"), "--palettes", "neon"
+    )
+    assert got.code != 0 and "--palettes are for sprite fine-tunes" in got.err
+    got = chrysalis(
+        "model", "train", "--dataset", str(lore_dir), "--out", str(tmp_path / "b"), "--stop-after", "1"
+    )
+    assert got.code != 0 and "--stop-after" in got.err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 def test_an_unknown_lore_base_is_refused_with_a_hint(lore_dir: Path, tmp_path: Path, chrysalis) -> None:
     got = chrysalis("model", "train", "--dataset", str(lore_dir), "--base", str(tmp_path / "nope"), "--out",
                     str(tmp_path / "out"))  # fmt: skip

@@ -42,6 +42,17 @@ from bench._table import emit
 NEXT_MOOD = {m: MOODS[(i + 1) % len(MOODS)] for i, m in enumerate(MOODS)}
 
 
+def agreement_cells(ag: dict[str, float]) -> list[object]:
+    """The agreement columns both agreement benches print, from :func:`pixel_agreement`: images identical, pixels
+    identical, uint8 values off, max abs diff."""
+    return [
+        f"{ag['images_identical']:.1%}",
+        f"{ag['pixels_identical']:.3%}",
+        int(ag["values_off"]),
+        int(ag["max_abs_diff"]),
+    ]
+
+
 def _timed_torch(
     gen: EmbeddedSpriteGenerator, reqs: list[ImageRequest]
 ) -> tuple[np.ndarray, float, list[GeneratedImage]]:
@@ -112,19 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"img2img {a.strength:g}": (evo_ref, evo_got, t_torch_evo, t_onnx_evo),
             }.items():
                 ag = pixel_agreement(x, y)
-                rows.append(
-                    [
-                        steps,
-                        mode,
-                        len(x),
-                        f"{ag['images_identical']:.1%}",
-                        f"{ag['pixels_identical']:.3%}",
-                        int(ag["values_off"]),
-                        int(ag["max_abs_diff"]),
-                        f"{tt:.3f}",
-                        f"{to:.3f}",
-                    ]
-                )
+                rows.append([steps, mode, len(x), *agreement_cells(ag), f"{tt:.3f}", f"{to:.3f}"])
     emit(
         "onnx_agreement",
         "Embedded sprite model: ONNX Runtime vs torch on the CPU (same seeds, noise and conditioning)",

@@ -40,6 +40,7 @@ from agent.generate.portable.onnx_sampler import pixel_agreement
 from agent.generate.portable.wasm_runtime import WasmSpriteRuntime
 from agent.generate.sprites.conditioning import MOODS, NUM_CLASSES, class_label, class_traits
 from bench._table import emit
+from bench.onnx_agreement import agreement_cells
 
 NEXT_MOOD = {m: MOODS[(i + 1) % len(MOODS)] for i, m in enumerate(MOODS)}
 GOLDEN = 0x9E3779B97F4A7C15  # spreads the seeds over the whole uint64 range (both Philox key words)
@@ -151,19 +152,9 @@ def main(argv: list[str] | None = None) -> int:
                 }.items():
                     ag = pixel_agreement(np.stack(x), np.stack(y))
                     mismatched += round((1 - ag["images_identical"]) * len(x))
+                    torch_s = "-" if np.isnan(tt) else f"{tt:.3f}"
                     rows.append(
-                        [
-                            steps,
-                            mode,
-                            len(x),
-                            f"{ag['images_identical']:.1%}",
-                            f"{ag['pixels_identical']:.3%}",
-                            int(ag["values_off"]),
-                            int(ag["max_abs_diff"]),
-                            f"{tn:.3f}",
-                            f"{tc:.3f}",
-                            "-" if np.isnan(tt) else f"{tt:.3f}",
-                        ]
+                        [steps, mode, len(x), *agreement_cells(ag), f"{tn:.3f}", f"{tc:.3f}", torch_s]
                     )
             wasm = str(node.wasm_sha256)[:16]
             notes = (

@@ -147,7 +147,7 @@ def canonical_safetensors_header(path: Path) -> None:
 
 
 def check_common(
-    *, steps: int, batch_size: int, seed: int, checkpoint_every: int, lr: float, rank: int
+    *, steps: int, batch_size: int, seed: int, checkpoint_every: int, lr: float, rank: int, alpha: int
 ) -> None:
     """ConfigError for numbers no trainer can use."""
     for name, v in (("steps", steps), ("batch_size", batch_size), ("checkpoint_every", checkpoint_every)):
@@ -157,6 +157,8 @@ def check_common(
         raise ConfigError(
             f"rank={rank!r} is not a positive integer", hint="use a LoRA rank such as 4, 8 or 16"
         )
+    if isinstance(alpha, bool) or not isinstance(alpha, int) or alpha <= 0:
+        raise ConfigError(f"alpha={alpha!r} is not positive", hint="use alpha = rank (scale 1) or 2 x rank")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
         raise ConfigError(f"seed={seed!r} is not an unsigned 64-bit integer", hint="pass e.g. --seed 0")
     if not (isinstance(lr, (int, float)) and 0 < lr < 1):
@@ -427,12 +429,11 @@ def train_diffusers_lora(
     from agent.generate.runtime import torch_threads
 
     check_common(
-        steps=steps, batch_size=batch_size, seed=seed, checkpoint_every=checkpoint_every, lr=lr, rank=rank
-    )
+        steps=steps, batch_size=batch_size, seed=seed, checkpoint_every=checkpoint_every, lr=lr, rank=rank,
+        alpha=alpha,
+    )  # fmt: skip
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 8 or resolution % 8:
         raise ConfigError(f"resolution={resolution!r} is not a positive multiple of 8", hint="use e.g. 512")
-    if isinstance(alpha, bool) or not isinstance(alpha, int) or alpha <= 0:
-        raise ConfigError(f"alpha={alpha!r} is not positive", hint="use alpha = rank (scale 1) or 2 x rank")
     items = _check_image_dataset(dataset)
     dev = run_device(device)
     out_dir = Path(out_dir)

@@ -170,10 +170,9 @@ def train_lore_lora(
     from agent.generate.runtime import torch_threads
 
     check_common(
-        steps=steps, batch_size=batch_size, seed=seed, checkpoint_every=checkpoint_every, lr=lr, rank=rank
-    )
-    if isinstance(alpha, bool) or not isinstance(alpha, int) or alpha <= 0:
-        raise ConfigError(f"alpha={alpha!r} is not positive", hint="use alpha = 2 x rank (the usual choice)")
+        steps=steps, batch_size=batch_size, seed=seed, checkpoint_every=checkpoint_every, lr=lr, rank=rank,
+        alpha=alpha,
+    )  # fmt: skip
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 16:
         raise ConfigError(f"max_length={max_length!r}", hint="use at least 256 tokens (prompt + lore)")
     if getattr(dataset, "kind", None) != "lore":

@@ -75,7 +75,7 @@ $(VENV)/bin/anvil: node_modules/.installed
 SERVE ?=
 MODEL ?=
 demo: setup
-	$(PY) -m agent.ops.supervise -- $(VENV)/bin/ape run demo --network ethereum:local:foundry \
+	$(PY) -m agent.ops.supervise --free-port APE_FOUNDRY_HOST -- $(VENV)/bin/ape run demo --network ethereum:local:foundry \
 		$(if $(filter 0 no false,$(SERVE)),--no-serve,$(if $(filter 1 yes true,$(SERVE)),--serve,)) \
 		$(if $(MODEL),--image-model $(abspath $(MODEL))) $(if $(LORE),--lore-model $(abspath $(LORE)))
 

@@ -9,12 +9,18 @@ process group of its own, and whatever way it ends, the whole group is stopped b
 - when the command exits by itself (success or crash), anything left in its group gets SIGTERM, then SIGKILL.
 
 The exit code is the command's (128 + signal number when a signal ended it).
+
+``--free-port VAR`` sets ``VAR=http://127.0.0.1:PORT`` for the command, with a port free at that moment, unless
+``VAR`` is already set. ``make demo`` passes ``--free-port APE_FOUNDRY_HOST``: with ``host: auto``, ape-foundry
+tries port 8545 first, so two demos (or a demo beside any other anvil on 8545) would start two nodes on one port,
+and the second would wait 20 s for a node that could never bind, or join the other's chain.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -55,9 +61,16 @@ def stop_group(pgid: int, *, kill_after_s: float = KILL_AFTER_S) -> None:
     _signal_group(pgid, signal.SIGKILL)
 
 
-def run(cmd: Sequence[str], *, grace_s: float = GRACE_S) -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (the kernel's pick from its ephemeral range)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run(cmd: Sequence[str], *, grace_s: float = GRACE_S, env: dict[str, str] | None = None) -> int:
     """Run ``cmd`` in its own process group and return its exit code, leaving no process of that group behind."""
-    proc = subprocess.Popen(list(cmd), start_new_session=True)
+    proc = subprocess.Popen(list(cmd), start_new_session=True, env=env)
     pgid = proc.pid
     signalled_at: list[float] = []  # monotonic time of each signal received
 
@@ -94,12 +107,20 @@ def run(cmd: Sequence[str], *, grace_s: float = GRACE_S) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    env = dict(os.environ)
+    while args[:1] == ["--free-port"]:
+        if len(args) < 2 or not args[1].isidentifier():
+            print("error: --free-port needs an environment variable name, e.g. --free-port APE_FOUNDRY_HOST",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        env.setdefault(args[1], f"http://127.0.0.1:{free_port()}")
+        args = args[2:]
     if args[:1] == ["--"]:
         args = args[1:]
     if not args:
-        print("usage: python -m agent.ops.supervise -- COMMAND [ARG ...]", file=sys.stderr)
+        print("usage: python -m agent.ops.supervise [--free-port VAR] -- COMMAND [ARG ...]", file=sys.stderr)
         return 2
-    return run(args)
+    return run(args, env=env)
 
 
 if __name__ == "__main__":

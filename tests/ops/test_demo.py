@@ -44,8 +44,10 @@ class DemoRun:
             SOLCX_BINARY_PATH=str(ROOT / ".solcx"),
             COLUMNS="200",
         )
-        cmd = [sys.executable, "-m", "agent.ops.supervise", "--", str(ROOT / ".venv" / "bin" / "ape"), "run", "demo",
-               "--network", "ethereum:local:foundry", "--out", str(out), "--lore-model", str(lm),
+        # anvil on a port of its own, as make demo does: tests on both xdist workers may run a demo at once
+        cmd = [sys.executable, "-m", "agent.ops.supervise", "--free-port", "APE_FOUNDRY_HOST", "--",
+               str(ROOT / ".venv" / "bin" / "ape"), "run", "demo", "--network", "ethereum:local:foundry",
+               "--out", str(out), "--lore-model", str(lm),
                "--lore-max-new-tokens", "12", "--timeout", "600", "--studio-port", "0", *args]  # fmt: skip
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -151,6 +153,9 @@ def test_the_demo_runs_end_to_end_and_exits_when_no_terminal_is_attached(tmp_pat
     out = tmp_path / "demo-out"
     assert code == 0, printed[-5000:]
     assert_nothing_left(run)
+    # anvil ran on the port supervise picked, not ape-foundry's first choice (8545), which another demo may hold
+    anvil_at = re.search(r"anvil at http://127\.0\.0\.1:(\d+)", printed)
+    assert anvil_at and anvil_at[1] != "8545", printed[-5000:]
 
     # Every request was fulfilled, the agent stopped gracefully, and the narrative says so.
     assert "round 1: all 4 requests fulfilled" in printed

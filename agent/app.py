@@ -194,6 +194,7 @@ def build_agent(
             assets,
             {"image": image.model_ref, "lore": lore.model_ref},
             external_url=cfg.external_url,
+            viewer=_token_viewer(image, repo, replicator, gateway),
         )
         review = ReviewGate.for_database(db) if s.studio.review else None
         refresh = RefreshService.build(
@@ -254,3 +255,24 @@ def build_agent(
         worker_id, address, deployment.chain_id, deployment.deploy_block, signer.address,
     )  # fmt: skip
     return agent
+
+
+def _token_viewer(
+    image: object, repo: IpfsRepo, replicator: Replicator, gateway: NodeServer | None
+) -> Callable[[str], str] | None:
+    """For images made under the portable scheme: pin the token viewer and the model's ONNX export (the same CIDs
+    every start), let the agent's gateway run the viewer's scripts, and return the ``animation_url`` maker; None
+    for other image runtimes (the viewer re-renders only portable receipts)."""
+    export_dir = getattr(image, "export_dir", None)
+    if export_dir is None:
+        return None
+    from agent.ops.renderer import publish_renderer
+
+    release = publish_renderer(repo, export_dir)
+    replicator.publish(release.site_cid, name="token viewer site")
+    replicator.publish(release.model_cid, name="token viewer model export")
+    if gateway is not None:
+        gateway.allow_scripts(release.site_cid)
+    log.info("token viewer %s with model export %s: every version's animation_url opens it",
+             release.site_cid, release.model_cid)  # fmt: skip
+    return release.animation_url

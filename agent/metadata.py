@@ -37,7 +37,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agent.domain import InputSnapshot, ModelRef, canonical_json, sha256_hex
@@ -56,7 +56,7 @@ _CID_V1 = re.compile(r"^b[a-z2-7]{58,}$")
 _CID_V0 = re.compile(r"^Qm[1-9A-HJ-NP-Za-km-z]{44}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _TOP_KEYS = {"name", "description", "image", "attributes", "properties"}
-_OPTIONAL_TOP_KEYS = {"external_url"}
+_OPTIONAL_TOP_KEYS = {"external_url", "animation_url"}
 _PROPERTY_KEYS = {"schema", "stage", "parent", "receipt", "models", "inputs", "approved_by"}
 _INPUT_KEYS = {"chain_id", "block_number", "block_hash", "readings"}
 
@@ -179,7 +179,9 @@ class TokenMetadata:
         inputs: The input snapshot, as :meth:`~agent.domain.InputSnapshot.to_json` gives it.
         approved_by: Who approved it, when a reviewer did.
         external_url: OpenSea's ``external_url``: the token's page on the project's site (``agent.external_url``);
-            left out when None. (``animation_url`` is not written: a version is one still image.)
+            left out when None.
+        animation_url: OpenSea's ``animation_url``: the token viewer that re-renders this version in the browser,
+            ``ipfs://<viewer site CID>/?token=<core CID>&model=<export CID>`` (:meth:`core`); left out when None.
     """
 
     name: str
@@ -193,6 +195,7 @@ class TokenMetadata:
     inputs: Mapping[str, Any]
     approved_by: str | None = None
     external_url: str | None = None
+    animation_url: str | None = None
     _json: dict[str, Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -208,6 +211,15 @@ class TokenMetadata:
     def inputs_sha256(self) -> str:
         """Hex sha256 of the snapshot's canonical JSON (equals :attr:`InputSnapshot.sha256`)."""
         return sha256_hex(canonical_json(dict(self.inputs)))
+
+    def core(self) -> TokenMetadata:
+        """This version without its ``animation_url``: the document the viewer link names.
+
+        A document cannot contain its own CID, so the viewer's ``?token=`` names this copy, pinned beside the
+        metadata: every field the viewer reads (image, receipt, parent, inputs) is the same in both, and the
+        on-chain digest stays the full document's.
+        """
+        return replace(self, animation_url=None)
 
     def to_json(self) -> dict[str, Any]:
         """The metadata as a JSON object (a fresh copy)."""
@@ -293,6 +305,8 @@ def _document(md: TokenMetadata) -> dict[str, Any]:
     }
     if md.external_url is not None:
         document["external_url"] = md.external_url
+    if md.animation_url is not None:
+        document["animation_url"] = md.animation_url
     try:
         return json.loads(canonical_json(document))  # plain JSON only, and a private copy
     except (TypeError, ValueError) as exc:
@@ -346,6 +360,7 @@ def parse_metadata(data: bytes, *, cid: str | None = None) -> TokenMetadata:
         inputs=props["inputs"],
         approved_by=props.get("approved_by"),
         external_url=document.get("external_url"),
+        animation_url=document.get("animation_url"),
     )
 
 
@@ -360,6 +375,15 @@ def _validate(doc: Any) -> None:
             "external_url",
             f"{url!r} is not an http(s):// or ipfs:// URL",
             "set agent.external_url to a URL template such as https://example.org/tokens/{token_id}",
+        )
+    if "animation_url" in doc:
+        url = doc["animation_url"]
+        _expect(
+            isinstance(url, str) and url.startswith(("https://", "http://", "ipfs://")) and " " not in url,
+            "animation_url",
+            f"{url!r} is not an http(s):// or ipfs:// URL",
+            "the agent writes ipfs://<viewer site CID>/?token=<CID>&model=<CID>; publish the viewer with "
+            "`chrysalis renderer publish`",
         )
     for key in ("name", "description"):
         _expect(isinstance(doc[key], str), key, "is not a string", f"set {key} to text")

@@ -49,6 +49,14 @@ from ape.cli import ConnectedProviderCommand, ape_cli_context
     help="A sprite-model directory (e.g. a `chrysalis model train` output) instead of the shipped sprites32.",
 )
 @click.option(
+    "--image-runtime",
+    type=click.Choice(["portable", "torch"]),
+    default="portable",
+    show_default=True,
+    help="portable: images made by the pinned onnxruntime-web build under Node.js, which every browser replays "
+    "bit for bit (each token's animation_url opens the viewer); torch: the batched torch runtime.",
+)
+@click.option(
     "--lore-max-new-tokens", type=click.IntRange(min=8), default=None, help="Token budget of each lore."
 )
 @click.option(
@@ -85,6 +93,7 @@ def cli(
     timeout,
     lore_model,
     image_model,
+    image_runtime,
     lore_max_new_tokens,
     threads,
     studio_port,
@@ -115,7 +124,12 @@ def cli(
     try:
         # Greedy lore is the same for tokens with the same traits; seeded sampling (the token's seed, recorded in
         # the receipt, so still reproducible) gives each token its own.
-        models = {"lore_do_sample": True, "lore_max_new_tokens": lore_max_new_tokens, "threads": threads}
+        models = {
+            "lore_do_sample": True,
+            "lore_max_new_tokens": lore_max_new_tokens,
+            "threads": threads,
+            "image_runtime": image_runtime,
+        }
         if lore_model is not None:
             models.update(lore_backend="transformers", lore_model=str(lore_model.resolve()))
         if image_model is not None:
@@ -126,7 +140,9 @@ def cli(
         if serve:
             from agent.ops.demo import serve_studio
 
-            serve_studio(out, port=studio_port, seconds=serve_seconds, console=console)
+            serve_studio(
+                out, port=studio_port, seconds=serve_seconds, console=console, viewers=result.viewers
+            )
         elif serve_by_default:
             console.print(
                 "standard input is not a terminal, so the studio is not served (`make demo SERVE=1` serves it)",

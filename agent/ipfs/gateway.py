@@ -566,7 +566,15 @@ def create_app(
         ]
     )
     app.state.repo = repo
+    app.state.gateway = gateway
     return app
+
+
+def allow_scripts(app: Starlette, root: CID | str) -> None:
+    """Let the pages under directory ``root`` run their own scripts on the gateway ``app`` (:func:`create_app`'s
+    ``script_roots``, added while it serves: the agent publishes its token viewer after its gateway started)."""
+    gateway: _Gateway = app.state.gateway
+    gateway.script_roots = gateway.script_roots | {CID.parse(str(root))}
 
 
 async def _no_rpc_here(request: Request) -> Response:

@@ -21,7 +21,7 @@ from typing import Self
 from agent.errors import BackendUnavailableError
 from agent.http import ServerThread, SocketThread, listen_socket, run_foreground
 from agent.ipfs.cid import CID
-from agent.ipfs.gateway import create_app
+from agent.ipfs.gateway import allow_scripts, create_app
 from agent.ipfs.kubo_rpc import (
     DEFAULT_MAX_CAR_LINKS,
     DEFAULT_MAX_PARTS,
@@ -91,9 +91,8 @@ class NodeServer(ServerThread):
             self.rpc_server = ServerThread(
                 rpc_app, host=check_loopback(rpc_host, what="the RPC host"), port=rpc_port, name="ipfs-rpc"
             )
-        super().__init__(
-            create_app(repo, script_roots=script_roots), host=host, port=port, name="ipfs-gateway"
-        )
+        self.gateway_app = create_app(repo, script_roots=script_roots)
+        super().__init__(self.gateway_app, host=host, port=port, name="ipfs-gateway")
 
     @property
     def rpc_url(self) -> str:
@@ -117,6 +116,10 @@ class NodeServer(ServerThread):
     def auth_headers(self) -> dict[str, str]:
         """The header every RPC request must carry."""
         return {"Authorization": f"Bearer {self.token}"}
+
+    def allow_scripts(self, root: CID | str) -> None:
+        """Let the pages under directory ``root`` (the token viewer's site) run their own scripts from now on."""
+        allow_scripts(self.gateway_app, root)
 
     def _rpc(self) -> ServerThread:
         if self.rpc_server is None:

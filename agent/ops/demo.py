@@ -26,6 +26,7 @@ Everything runs offline with the shipped models; the output directory is recreat
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -85,6 +86,9 @@ class Version:
     traits: dict[str, str]
     image_cid: str
     image_path: str  # relative to the output directory
+    animation_url: str | None = (
+        None  # the token viewer on this version (images made under the portable scheme)
+    )
 
     @property
     def lore(self) -> str:
@@ -123,6 +127,21 @@ class DemoResult:
     agent_exit: int
     metrics: dict[str, float]
     signed: list[SignedImage] = field(default_factory=list)
+
+    @property
+    def viewers(self) -> dict[int, str]:
+        """Token id -> its current version's ``animation_url`` (``ipfs://<viewer site>/?token=...``), for the
+        tokens that have one."""
+        return {
+            t.token_id: t.versions[0].animation_url
+            for t in self.tokens
+            if t.versions and t.versions[0].animation_url is not None
+        }
+
+
+def gateway_url(gateway: str, animation_url: str) -> str:
+    """``ipfs://<CID>/<rest>`` as a path-style gateway URL on ``gateway`` (``http://host:port``)."""
+    return f"{gateway.rstrip('/')}/ipfs/{animation_url.removeprefix('ipfs://')}"
 
 
 # -- small helpers ----------------------------------------------------------------------------------------------
@@ -616,7 +635,7 @@ class Demo:
                     self._check_credentials(png, token_id, md, deployment, str(path.relative_to(self.out)))
                     result.versions.append(
                         Version(md.stage, entry.cid, md.description, dict(md.traits), md.image_cid,
-                                str(path.relative_to(self.out)))
+                                str(path.relative_to(self.out)), md.animation_url)
                     )  # fmt: skip
             tokens.append(result)
         client.close()
@@ -731,6 +750,15 @@ class Demo:
                 "show development credentials as untrusted)",
                 highlight=False,
             )
+        viewers = result.viewers
+        if viewers:
+            first = min(viewers)
+            self.console.print(
+                f"token viewer: {len(viewers)} tokens' metadata set animation_url to the viewer on IPFS, which "
+                f"re-renders the image in the browser from the model on IPFS; token {first}'s:",
+                highlight=False,
+            )
+            self.console.print(f"  {viewers[first]}", soft_wrap=True, highlight=False)
         m = result.metrics
         self.console.print(
             f"agent: {int(m['events_seen'])} events seen, {result.requests} requests fulfilled in "
@@ -774,12 +802,21 @@ def run_demo(
 
 
 def serve_studio(
-    out: Path, *, port: int = 8090, seconds: float | None = None, console: Console | None = None
+    out: Path,
+    *,
+    port: int = 8090,
+    seconds: float | None = None,
+    console: Console | None = None,
+    viewers: dict[int, str] | None = None,
 ) -> None:
     """Serve the studio over the demo's collection (its ``chrysalis.toml``) until Ctrl-C or ``seconds`` pass.
 
     The demo's chain is Ape's anvil, alive while ``ape run demo`` runs, so the studio runs inside the demo. A random
     admin password is set for this session so the review and refresh actions can be tried.
+
+    With ``viewers`` (token id -> ``animation_url``, :attr:`DemoResult.viewers`), the embedded IPFS gateway serves
+    too, on an origin of its own (the studio's serves only images and JSON), with the viewer site allowed to run
+    its scripts: each URL printed opens a token regenerating its art in the browser.
     """
     import threading
 
@@ -797,13 +834,33 @@ def serve_studio(
     studio = Studio.from_settings(settings, credentials=Credentials(settings.studio, admin_password=password))
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    roots = {url.removeprefix("ipfs://").split("/", 1)[0] for url in (viewers or {}).values()}
     try:
-        with StudioServer(studio, host="127.0.0.1", port=port or _free_port()) as server:
+        with (
+            StudioServer(studio, host="127.0.0.1", port=port or _free_port()) as server,
+            contextlib.ExitStack() as stack,
+        ):
+            lines = ""
+            if roots:
+                from agent.ipfs.repo import IpfsRepo
+                from agent.ipfs.server import NodeServer
+
+                gateway = stack.enter_context(
+                    NodeServer(IpfsRepo(settings.ipfs.repo), rpc=False, script_roots=sorted(roots))
+                )
+                lines = f"ipfs gateway [cyan]{gateway.url}/ipfs/[/]  (its own origin; the token viewer runs here)\n"
             console.rule("[bold]Chrysalis Studio")
+            if roots:  # one line each, never wrapped: they are for copying into a browser
+                console.print("the token viewer (animation_url), regenerating each token's art in your browser:",
+                              highlight=False)  # fmt: skip
+                for token_id, url in sorted((viewers or {}).items()):
+                    console.print(f"  token {token_id:<4} {gateway_url(gateway.url, url)}", soft_wrap=True,
+                                  highlight=False)  # fmt: skip
             console.print(
                 f"gallery      [cyan]{server.url}/[/]\n"
                 f"token 1      [cyan]{server.url}/tokens/1[/]\n"
-                f"log in as    {settings.studio.admin_user} / {password}  (review, regenerate, refresh)\n"
+                + lines
+                + f"log in as    {settings.studio.admin_user} / {password}  (review, regenerate, refresh)\n"
                 f"keep going   chrysalis --config {out / 'chrysalis.toml'} evolve 2 --from 2   (with the agent: "
                 f"chrysalis --config {out / 'chrysalis.toml'} run)\n"
                 f"verify       {stranger_verify(settings, server.url)}   (from any folder, as a stranger)\n"

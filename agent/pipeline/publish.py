@@ -5,18 +5,24 @@ otherwise, retryable; confirmed pins are kept, so a retry does no new work).
 ``(RenderTask, Inputs, Artwork) -> Published`` (:mod:`agent.domain`; the job's ``published`` record).
 
 The digest is what ``fulfillEvolutions`` writes; the contract's ``tokenURI`` rebuilds the same CID from it.
+
+With a token viewer (``viewer``: images made under the portable scheme, see :mod:`agent.ops.renderer`) the
+metadata's ``animation_url`` opens the viewer on this version. A document cannot name its own CID, so the link names
+the *core* document (the same metadata without ``animation_url``, :meth:`~agent.metadata.TokenMetadata.core`),
+added and pinned beside it as another raw block.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 from agent.domain import Artwork, Inputs, ModelRef, Pin, Published, RenderTask
 from agent.ipfs.backends.replicated import Replicator
 from agent.ipfs.cid import CID
 from agent.ipfs.repo import IpfsRepo
-from agent.metadata import build_metadata, metadata_cid
+from agent.metadata import TokenMetadata, build_metadata, metadata_cid
 from agent.pipeline.assets import AssetStore
 from agent.pipeline.errors import AssetIntegrityError
 
@@ -30,6 +36,7 @@ class PublishStage:
         assets: Where the metadata copy is written for browsing.
         models: ``{"image": ModelRef, "lore": ModelRef}`` recorded in the metadata (their ids and weight digests).
         external_url: A template of the token's page (``{token_id}``), written as the metadata's ``external_url``.
+        viewer: The token viewer's URL for a core document's CID (``animation_url``); None writes none.
     """
 
     def __init__(
@@ -40,17 +47,25 @@ class PublishStage:
         models: Mapping[str, ModelRef],
         *,
         external_url: str | None = None,
+        viewer: Callable[[str], str] | None = None,
     ) -> None:
         self.repo = repo
         self.replicator = replicator
         self.assets = assets
         self.models = dict(models)
         self.external_url = external_url
+        self.viewer = viewer
 
     def metadata(
         self, task: RenderTask, inputs: Inputs, artwork: Artwork, *, approved_by: str | None = None
     ) -> bytes:
         """The canonical metadata bytes of one render (deterministic from the recorded stages)."""
+        return self.document(task, inputs, artwork, approved_by=approved_by).encode()
+
+    def document(
+        self, task: RenderTask, inputs: Inputs, artwork: Artwork, *, approved_by: str | None = None
+    ) -> TokenMetadata:
+        """One render's metadata; with a viewer, its ``animation_url`` names the core document's CID."""
         previous = inputs.previous
         doc = build_metadata(
             name=inputs.token.name,
@@ -65,7 +80,9 @@ class PublishStage:
             approved_by=approved_by,
             external_url=self.external_url.format(token_id=task.token_id) if self.external_url else None,
         )
-        return doc.encode()
+        if self.viewer is None:
+            return doc
+        return replace(doc, animation_url=self.viewer(metadata_cid(doc.encode())))
 
     def run(
         self, task: RenderTask, inputs: Inputs, artwork: Artwork, *, approved_by: str | None = None
@@ -84,11 +101,15 @@ class PublishStage:
         actual = hashlib.sha256(png).hexdigest()
         if actual != artwork.png_sha256:
             raise AssetIntegrityError(f"image {image_cid}", artwork.png_sha256, actual)
-        data = self.metadata(task, inputs, artwork, approved_by=approved_by)
+        doc = self.document(task, inputs, artwork, approved_by=approved_by)
+        data = doc.encode()
         cid = self.repo.add_raw_block(data)
         assert str(cid) == metadata_cid(data)
         name = f"token {task.token_id} stage {task.stage}"
         pins = self.replicator.publish(image_cid, name=f"{name} image")
+        if doc.animation_url is not None:  # the document the viewer link names, before the link itself
+            core = self.repo.add_raw_block(doc.core().encode())
+            pins += self.replicator.publish(core, name=f"{name} metadata core")
         pins += self.replicator.publish(cid, name=f"{name} metadata")
         self.assets.write(task.token_id, task.stage, "json", data)
         return Published(

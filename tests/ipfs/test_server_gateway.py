@@ -227,3 +227,29 @@ def test_format_raw_and_car(repo: IpfsRepo, gateway: httpx.Client) -> None:
     assert other.import_car(BytesIO(car.content)) == [folder]
     assert b"".join(other.cat(other.resolve(f"{folder}/b.png"))) == PNG
     assert gateway.get(f"/ipfs/{folder}", params={"format": "tar"}).status_code == 400
+
+
+def test_allow_scripts_lets_one_directory_run_its_scripts_from_then_on(tmp_path) -> None:
+    """The agent pins its token viewer after its gateway started: ``allow_scripts`` moves that directory (and only
+    it) from the sandbox to the app policy while the gateway serves."""
+    from agent.ipfs.cli import add_path
+    from agent.ipfs.gateway import APP_CSP, GATEWAY_CSP
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("<!doctype html><script type=module src=viewer.js></script>")
+    (site / "viewer.js").write_text("export {};")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "index.html").write_text("<script>alert(1)</script>")
+    repo = IpfsRepo(tmp_path / "repo")
+    roots = [add_path(repo, d, cid_version=1, raw_leaves=True) for d in (site, other)]
+    site_cid, other_cid = (str(r if isinstance(r, CID) else r.cid) for r in roots)
+    with NodeServer(repo, rpc=False) as node:
+
+        def policy(cid: str) -> str:
+            return httpx.get(f"{node.url}/ipfs/{cid}/index.html").headers["content-security-policy"]
+
+        assert policy(site_cid) == GATEWAY_CSP
+        node.allow_scripts(site_cid)
+        assert policy(site_cid) == APP_CSP and policy(other_cid) == GATEWAY_CSP

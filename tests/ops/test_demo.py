@@ -239,11 +239,47 @@ def test_sigterm_while_the_studio_serves_stops_the_studio_and_the_chain(demo, tm
         cwd=stranger, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert verified.returncode == 0 and ": MATCH" in verified.stdout, verified.stdout + verified.stderr
+    # issue 16's promise: every evolved token's animation_url, opened through the demo's own gateway (an origin of
+    # its own) in real Chromium, regenerates the token's art from the model on IPFS, bit for bit
+    viewers = dict(re.findall(r"^  token (\d+) +(http://127\.0\.0\.1:\d+/ipfs/\S+)$", run.printed, re.M))
+    assert set(viewers) == {"1", "4", "5", "7", "8"}, run.printed[-3000:]
+    assert all(not u.startswith(url.group(1) + "/") for u in viewers.values())  # not the studio's origin
+    timelines = {}
+    for token, result in _view_in_chromium(viewers).items():
+        assert result["badge"] == "bit-identical" and result["bit_identical"] is True, (token, result)
+        assert [c["what"] for c in result["checks"] if not c["ok"]] == [], (token, result)
+        timelines[token] = [entry["stage"] for entry in result["timeline"]]
+        assert timelines[token] == sorted(set(timelines[token])) and timelines[token][-1] >= 1, (token, result)
+    assert max(len(t) for t in timelines.values()) >= 2, timelines  # a token evolved twice shows both versions
     run.proc.send_signal(signal.SIGTERM)
     code = run.wait(timeout_s=120)
     assert code == 0, run.printed[-3000:]
     assert "studio stopped" in run.printed
     assert_nothing_left(run)
+
+
+def _view_in_chromium(urls: dict[str, str]) -> dict[str, dict]:
+    """Open each viewer URL in headless Chromium (Debian's, through playwright) and return ``window.viewerResult``."""
+    from playwright.sync_api import sync_playwright
+
+    from agent.generate.portable.browser import find_chromium
+
+    results = {}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=find_chromium(), args=["--no-sandbox"])
+        try:
+            for token, url in sorted(urls.items()):
+                page = browser.new_page()
+                page.goto(url)
+                # a selector, not wait_for_function: the viewer's policy forbids eval, even Playwright's
+                page.wait_for_selector('body:not([data-state="loading"])', timeout=180_000)
+                state = page.get_attribute("body", "data-state")
+                assert state == "done", (token, page.evaluate("JSON.stringify(window.viewerError || null)"))
+                results[token] = page.evaluate("window.viewerResult")
+                page.close()
+        finally:
+            browser.close()
+    return results
 
 
 def test_a_failed_demo_stops_what_it_started(tmp_path: Path, demo) -> None:

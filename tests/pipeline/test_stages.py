@@ -4,6 +4,7 @@ tiny random LM), publishing through the Replicator, and settling a request from 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,7 @@ from agent.generate.verify import verify
 from agent.ipfs.backends import EmbeddedBackend, KuboBackend, Replicator
 from agent.ipfs.errors import ReplicationError
 from agent.ipfs.repo import IpfsRepo
-from agent.metadata import parse_metadata
+from agent.metadata import MetadataSchemaError, parse_metadata
 from agent.pipeline.assets import AssetStore
 from agent.pipeline.collection import CollectionReader
 from agent.pipeline.errors import PreviousMetadataMissingError, SourceOrphanedError
@@ -290,6 +291,39 @@ def test_publish_stores_the_metadata_as_one_raw_block_only_once_replicated(
     with pytest.raises(ReplicationError) as err:
         PublishStage(repo, strict, assets, infos).run(request.task(), inputs, generated)
     assert err.value.retryable and "1 of 2 backends confirmed" in str(err.value)
+
+
+def test_with_a_viewer_the_animation_url_names_the_core_document_pinned_beside_the_metadata(
+    models: tuple, repo: IpfsRepo, tmp_path: Path
+) -> None:
+    """A document cannot hold its own CID: ``animation_url`` names the same metadata without the link (the core),
+    which is pinned too; the on-chain digest stays the full document's."""
+    image, lore = models
+    assets = AssetStore(tmp_path / "assets")
+    request = EvolutionRequest(2**32 + 1, 1, "0x" + "11" * 20, 0, "0x" + "5a" * 32, 9, "0xa", "0xb", 0)
+    inputs = _inputs_record(1, None)
+    (generated,) = GenerateStage(image, lore, repo, assets).run([(request.task(), inputs)])
+    site = "bafybeicukhhco7jnpsh47uh5r2yj6feopnbqwo374mhijlob6efcyvlrri"
+    replicated = Replicator([EmbeddedBackend(repo)], required=1, source=repo)
+    stage = PublishStage(repo, replicated, assets, {"image": image.model_ref, "lore": lore.model_ref},
+                         viewer=lambda core: f"ipfs://{site}/?token={core}&model=bafymodel")  # fmt: skip
+    record = stage.run(request.task(), inputs, generated)
+    data = repo.block_get(record.metadata_cid)
+    assert record.digest == "0x" + hashlib.sha256(data).hexdigest()
+    metadata = parse_metadata(data, cid=record.metadata_cid)
+    core_cid = metadata.animation_url.split("token=")[1].split("&")[0] if metadata.animation_url else ""
+    assert metadata.animation_url == f"ipfs://{site}/?token={core_cid}&model=bafymodel"
+    core = parse_metadata(repo.block_get(core_cid), cid=core_cid)
+    assert core.animation_url is None and core == metadata.core()
+    assert core.to_json() == {k: v for k, v in metadata.to_json().items() if k != "animation_url"}
+    assert repo.is_pinned(core_cid) and repo.is_pinned(record.metadata_cid)
+    # the same inputs give the same documents (the metadata is deterministic from the recorded stages)
+    assert stage.metadata(request.task(), inputs, generated) == data
+    # a bad link is refused when read back, naming the field
+    bad = json.loads(data)
+    bad["animation_url"] = "javascript:alert(1)"
+    with pytest.raises(MetadataSchemaError, match="animation_url"):
+        parse_metadata(json.dumps(bad).encode())
 
 
 # -- settling from the chain ---------------------------------------------------------------------------------------

@@ -819,6 +819,28 @@ class StudioSettings(Section):
         default=False, description="Send the session cookie over HTTPS only (set it behind a TLS proxy)."
     )
     session_max_age_s: int = Field(default=12 * 3600, ge=60, description="How long a login lasts.")
+    viewer_gateway: str | None = Field(
+        default=None,
+        description="An IPFS gateway on an origin of its own that runs the token viewer (the agent's, "
+        "http://<ipfs.gateway_host>:<ipfs.gateway_port>, or one you run): a token page then embeds the version's "
+        "animation_url from it, so the studio and marketplaces show one artefact. None: a link only.",
+        examples=["http://127.0.0.1:8080"],
+    )
+
+    @field_validator("viewer_gateway")
+    @classmethod
+    def _viewer_gateway_is_an_origin(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        url = value.rstrip("/")
+        scheme, _, rest = url.partition("://")
+        if scheme not in ("http", "https") or not rest or "/" in rest or " " in rest:
+            raise ValueError(
+                f"studio.viewer_gateway {value!r} is not a gateway origin: give scheme, host and port only, e.g. "
+                "http://127.0.0.1:8080 (the viewer is then opened under its /ipfs/ path)"
+            )
+        return url
+
     poll_interval_s: float = Field(
         default=1.0, gt=0, description="Seconds between the studio's chain / review polls (live updates)."
     )

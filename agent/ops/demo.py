@@ -831,17 +831,14 @@ def serve_studio(
     if port and not _port_free(port):
         console.print(f"port {port} is busy; the studio takes a free one", highlight=False)
         port = 0
-    studio = Studio.from_settings(settings, credentials=Credentials(settings.studio, admin_password=password))
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     roots = {url.removeprefix("ipfs://").split("/", 1)[0] for url in (viewers or {}).values()}
+    studio = None
     try:
-        with (
-            StudioServer(studio, host="127.0.0.1", port=port or _free_port()) as server,
-            contextlib.ExitStack() as stack,
-        ):
+        with contextlib.ExitStack() as stack:
             lines = ""
-            if roots:
+            if roots:  # the gateway first: the studio's token pages embed the viewer from its origin
                 from agent.ipfs.repo import IpfsRepo
                 from agent.ipfs.server import NodeServer
 
@@ -849,6 +846,11 @@ def serve_studio(
                     NodeServer(IpfsRepo(settings.ipfs.repo), rpc=False, script_roots=sorted(roots))
                 )
                 lines = f"ipfs gateway [cyan]{gateway.url}/ipfs/[/]  (its own origin; the token viewer runs here)\n"
+                studio_settings = settings.studio.model_copy(update={"viewer_gateway": gateway.url})
+                settings = settings.model_copy(update={"studio": studio_settings})
+            credentials = Credentials(settings.studio, admin_password=password)
+            studio = Studio.from_settings(settings, credentials=credentials)
+            server = stack.enter_context(StudioServer(studio, host="127.0.0.1", port=port or _free_port()))
             console.rule("[bold]Chrysalis Studio")
             if roots:  # one line each, never wrapped: they are for copying into a browser
                 console.print("the token viewer (animation_url), regenerating each token's art in your browser:",
@@ -877,7 +879,8 @@ def serve_studio(
                 pass
     finally:
         signal.signal(signal.SIGTERM, previous)
-        studio.close()
+        if studio is not None:
+            studio.close()
     console.print("studio stopped", highlight=False)
 
 

@@ -154,15 +154,25 @@ def _inline_handler_hashes() -> list[str]:
     return sorted(found)
 
 
-def page_csp() -> str:
+def page_csp(viewer_gateway: str | None = None) -> str:
     """The studio pages' Content-Security-Policy: everything from the studio itself, nothing inline but the
-    templates' own event handlers (by hash), never framed."""
+    templates' own event handlers (by hash), never framed; frames only from ``viewer_gateway`` (the token viewer,
+    ``studio.viewer_gateway``), none without it."""
     hashes = _inline_handler_hashes()
     scripts = " ".join(["'self'", *(["'unsafe-hashes'", *hashes] if hashes else [])])
+    frames = viewer_gateway or "'none'"
     return (
         f"default-src 'self'; script-src {scripts}; style-src 'self'; img-src 'self'; connect-src 'self'; "
-        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+        f"frame-src {frames}; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
     )
+
+
+def viewer_src(gateway: str | None, animation_url: str | None) -> str | None:
+    """The token viewer's address on ``gateway`` for a version's ``animation_url`` (``ipfs://<site>/?token=...``);
+    None when either is missing or the link is not an ``ipfs://`` one (never frame another origin)."""
+    if not gateway or not animation_url or not animation_url.startswith("ipfs://"):
+        return None
+    return f"{gateway}/ipfs/{animation_url.removeprefix('ipfs://')}"
 
 
 class _SecurityHeaders:
@@ -405,8 +415,12 @@ def create_app(studio: Studio, *, host: str | None = None) -> Starlette:
             reviews = await run_in_threadpool(
                 lambda: studio.reviews.list_items(states=OPEN_STATES, token_id=token_id, limit=20)
             )
+        current = detail.card.metadata
+        animation_url = current.animation_url if current is not None else None
+        viewer = viewer_src(studio.settings.studio.viewer_gateway, animation_url)
         return render(request, "token.html", detail=detail, card=detail.card, timeline=list(reversed(detail.timeline)),
-                      models=models, tasks=tasks, focus_task=task, reviews=reviews)  # fmt: skip
+                      models=models, tasks=tasks, focus_task=task, reviews=reviews, animation_url=animation_url,
+                      viewer=viewer)  # fmt: skip
 
     async def ops_page(request: Request) -> Response:
         def build() -> Any:
@@ -733,7 +747,7 @@ def create_app(studio: Studio, *, host: str | None = None) -> Starlette:
     app = Starlette(
         routes=routes,
         middleware=[
-            Middleware(_SecurityHeaders, csp=page_csp()),
+            Middleware(_SecurityHeaders, csp=page_csp(studio.settings.studio.viewer_gateway)),
             Middleware(
                 TrustedHostMiddleware,
                 allowed_hosts=s.allowed_hosts if s.allowed_hosts is not None else allowed_hosts(s.host, host),

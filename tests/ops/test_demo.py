@@ -249,8 +249,17 @@ def test_sigterm_while_the_studio_serves_stops_the_studio_and_the_chain(demo, tm
         assert result["badge"] == "bit-identical" and result["bit_identical"] is True, (token, result)
         assert [c["what"] for c in result["checks"] if not c["ok"]] == [], (token, result)
         timelines[token] = [entry["stage"] for entry in result["timeline"]]
-        assert timelines[token] == sorted(set(timelines[token])) and timelines[token][-1] >= 1, (token, result)
-    assert max(len(t) for t in timelines.values()) >= 2, timelines  # a token evolved twice shows both versions
+        assert timelines[token] == sorted(set(timelines[token])) and timelines[token][-1] >= 1, (
+            token,
+            result,
+        )
+    assert max(len(t) for t in timelines.values()) >= 2, (
+        timelines
+    )  # a token evolved twice shows both versions
+    # the studio's token page embeds the same viewer from the gateway's origin: one artefact for both
+    embedded = _studio_viewer_in_chromium(url.group(1), 1)
+    assert embedded["state"] == "done" and embedded["badge"] == "bit-identical", embedded
+    assert embedded["src"] == viewers["1"], embedded
     run.proc.send_signal(signal.SIGTERM)
     code = run.wait(timeout_s=120)
     assert code == 0, run.printed[-3000:]
@@ -280,6 +289,32 @@ def _view_in_chromium(urls: dict[str, str]) -> dict[str, dict]:
         finally:
             browser.close()
     return results
+
+
+def _studio_viewer_in_chromium(studio: str, token: int) -> dict[str, str | None]:
+    """Open the studio's token page in Chromium and read the embedded viewer's frame once it has rendered."""
+    from playwright.sync_api import sync_playwright
+
+    from agent.generate.portable.browser import find_chromium
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=find_chromium(), args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.goto(f"{studio}/tokens/{token}")
+            element = page.wait_for_selector("#viewer-frame", timeout=60_000)
+            assert element is not None
+            element.scroll_into_view_if_needed()
+            frame = element.content_frame()
+            assert frame is not None
+            frame.wait_for_selector('body:not([data-state="loading"])', timeout=180_000)
+            return {
+                "src": element.get_attribute("src"),
+                "state": frame.get_attribute("body", "data-state"),
+                "badge": frame.inner_text("#badge"),
+            }
+        finally:
+            browser.close()
 
 
 def test_a_failed_demo_stops_what_it_started(tmp_path: Path, demo) -> None:

@@ -19,11 +19,17 @@
 //   - the published image's 32x32 pixels (one per 16x16 block of the PNG) against the receipt's pixels_sha256.
 // Then it renders with renderer/sampler.js and compares pixel for pixel.
 //
+// The "what would I become" panel (preview.js; its header says what it can and cannot match) starts once the view
+// ends, whichever way: given &rules=<CID of the collection's `chrysalis rules export`> (or the CID typed in) and a
+// wallet (read over a JSON-RPC URL, or typed in), it evaluates the rules and, after a successful re-render, renders
+// the next stage with the same checked model, labelled "preview, not on-chain".
+//
 // The page sets body[data-state] to "loading", then "done" or "error"; window.viewerResult (on success) or
 // window.viewerError ({kind, error, hint}) say what happened, for tests. Error kinds: missing-token, bad-param,
 // fetch, wrong-bytes, not-chrysalis, unknown-scheme, render.
 
 import { configureOrt, loadModel, SamplerError } from "./sampler.js";
+import { setupPreview } from "./preview.js";
 
 export const PORTABLE_SCHEME = "chrysalis-portable/1";
 export const METADATA_SCHEMA = "chrysalis.metadata/1";
@@ -267,8 +273,10 @@ async function readChain(tokenCid, checks) {
     const what = chain.length === 0 ? "the token's metadata" : `stage metadata`;
     const bytes = await fetchCid(cid, what, checks);
     let doc;
+    let text;
     try {
-      doc = parseJson(new TextDecoder("utf-8", { fatal: true }).decode(bytes));
+      text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+      doc = parseJson(text);
     } catch (e) {
       throw new ViewerError("not-chrysalis", `${what} ${cid.text} is not JSON: ${e.message || e}`, "the token parameter must be a Chrysalis metadata CID");
     }
@@ -280,7 +288,7 @@ async function readChain(tokenCid, checks) {
     if (chain.length > 0 && !(props.stage <= chain[chain.length - 1].doc.properties.stage)) {
       throw new ViewerError("not-chrysalis", `stage ${props.stage} at ${cid.text} is later than its child's`, "stages never go back; this parent link is wrong");
     }
-    chain.push({ cid: cid.text, doc });
+    chain.push({ cid: cid.text, doc, text });
     cid = props.parent === null ? null : requireCid(props.parent, `properties.parent of ${cid.text}`);
   }
   return chain;
@@ -299,6 +307,7 @@ function showTimeline(chain, current, modelText) {
     const link = document.createElement("a");
     const query = new URLSearchParams({ token: cid });
     if (modelText) query.set("model", modelText);
+    if (params().get("rules")) query.set("rules", params().get("rules")); // the preview's rules follow the links
     link.href = `?${query}`;
     if (image && parseCid(image)) {
       const img = document.createElement("img");
@@ -359,6 +368,7 @@ async function view() {
   const modelCid = p.get("model") ? requireCid(p.get("model"), "the model parameter") : null;
   setStatus("fetching the metadata and its parent chain...");
   const chain = await readChain(tokenCid, checks);
+  previewContext.chain = chain;
   const doc = chain[0].doc;
   $("title").textContent = `${doc.name} (stage ${doc.properties.stage})`;
   const timeline = showTimeline(chain, tokenCid.text, modelCid && modelCid.text);
@@ -385,6 +395,7 @@ async function view() {
   setStatus("fetching the published image...");
   const imageCid = requireCid(typeof doc.image === "string" ? doc.image.replace(/^ipfs:\/\//, "") : "", "the metadata's image");
   const published = await decodeNative(await fetchCid(imageCid, "the published image", checks), `the published image ${imageCid.text}`);
+  previewContext.current = published;
   const publishedSha = await sha256Hex(published);
   checks.push({ ok: publishedSha === image.output.pixels_sha256, what: `the published image's 32x32 pixels ${publishedSha === image.output.pixels_sha256 ? "have" : "do not have"} the receipt's pixels_sha256` });
 
@@ -415,10 +426,7 @@ async function view() {
     const record = config.palette_transfer;
     let palettes = null;
     if (record && record.from !== null && record.from !== undefined) {
-      palettes = parseJson(new TextDecoder().decode(await fetchBytes("./palettes.json", "palettes.json")));
-      if (!palettes || palettes.format !== PALETTES_FORMAT) {
-        throw new ViewerError("fetch", `palettes.json is not ${PALETTES_FORMAT}`, "publish the renderer again (chrysalis renderer publish)");
-      }
+      palettes = await loadPalettes();
     }
     init = startPixels(initPixels, record, config.traits.mood, palettes);
     if (record) {
@@ -492,18 +500,60 @@ async function view() {
   $("badge").hidden = false;
   showChecks(checks);
   setStatus(`rendered in ${renderS.toFixed(2)} s with onnxruntime-web ${model.ortVersion} (${PORTABLE_SCHEME})`);
+  previewContext.model = model;
   return { badge, bit_identical: identical, identical_pixels: same, total_pixels: total, render_s: renderS, checks, timeline };
+}
+
+let palettesPromise = null;
+
+/** palettes.json from the site folder (once), checked to be chrysalis-palettes/1. */
+function loadPalettes() {
+  palettesPromise ??= fetchBytes("./palettes.json", "palettes.json").then((bytes) => {
+    const palettes = parseJson(new TextDecoder().decode(bytes));
+    if (!palettes || palettes.format !== PALETTES_FORMAT) {
+      throw new ViewerError("fetch", `palettes.json is not ${PALETTES_FORMAT}`, "publish the renderer again (chrysalis renderer publish)");
+    }
+    return palettes;
+  });
+  return palettesPromise;
+}
+
+// What the "what would I become" preview (preview.js) reuses: the chain, the current image's pixels and, after a
+// successful re-render, the checked model. It is set up once the view ends, whichever way.
+const previewContext = {
+  chain: null,
+  current: null,
+  model: null,
+  viewError: null,
+  params: params(),
+  parseCid,
+  fetchCid,
+  transferPalette,
+  loadPalettes,
+  policy: async () => (await fetch(location.href, { credentials: "omit" })).headers.get("content-security-policy"),
+};
+
+function startPreview() {
+  try {
+    setupPreview(previewContext);
+  } catch (e) {
+    window.previewError = { kind: "render", error: `the preview could not start: ${e.message || e}`, hint: "report this with the token's CID" };
+  }
 }
 
 view().then(
   (result) => {
     window.viewerResult = result;
     document.body.dataset.state = "done";
+    startPreview();
   },
   (e) => {
     const kind = e instanceof ViewerError ? e.kind : "render";
     window.viewerError = { kind, error: e.message || String(e), hint: e.hint || "" };
     setStatus(`error: ${window.viewerError.error}${e.hint ? `\nhint: ${e.hint}` : ""}`);
+    previewContext.viewError = window.viewerError.error;
+    previewContext.model = null;
     document.body.dataset.state = "error";
+    startPreview();
   },
 );

@@ -84,11 +84,14 @@ GATEWAY_CSP = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; sa
 """The gateway's Content-Security-Policy: no scripts, no fetches, no forms, an opaque origin (``sandbox``)."""
 
 APP_CSP = (
-    "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; connect-src 'self'; img-src 'self' blob: data:; "
+    "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; "
+    "connect-src 'self' https: http://127.0.0.1:* http://localhost:*; img-src 'self' blob: data:; "
     "style-src 'self' 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors *"
 )
 """The policy of content under a ``script_roots`` directory (the token viewer, ``renderer/index.html``): its own
-scripts and WebAssembly, fetches and images from this gateway only, nothing from anywhere else."""
+scripts and WebAssembly, images from this gateway only. Fetches go to this gateway and, for the viewer's "what would
+I become" preview, to the JSON-RPC URL its user types (any https:// node, or one on this machine): everything the
+page renders from is still fetched from the gateway and checked against its CID."""
 
 INLINE_SAFE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "application/json"})
 """What a ``safe_types`` gateway serves inline (by the content's own bytes); the rest is an attachment."""

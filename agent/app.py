@@ -138,7 +138,13 @@ def build_agent(
         if serve is None:
             serve = any(p.mode == "origins" for p in s.ipfs.pinning_services)
         if serve:  # read-only: what a pinning service fetches from; the RPC (writes) is never served here
-            gateway = NodeServer(repo, rpc=False, host=s.ipfs.gateway_host, port=s.ipfs.gateway_port).start()
+            gateway = NodeServer(
+                repo,
+                rpc=False,
+                host=s.ipfs.gateway_host,
+                port=s.ipfs.gateway_port,
+                script_roots=s.ipfs.script_roots,
+            ).start()
             stack.callback(gateway.stop)
 
         # the key before the models: a wrong password or role fails in a second, not after a model load

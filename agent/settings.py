@@ -205,6 +205,24 @@ class IpfsSettings(Section):
         default="127.0.0.1", description="Address the embedded node's read-only gateway (/ipfs/) listens on."
     )
     gateway_port: int = Field(default=8080, description="Port of the embedded node's read-only gateway.")
+    script_roots: list[str] = Field(
+        default_factory=list,
+        description="Directories (CIDs) whose pages the gateway lets run their own scripts, under a strict policy "
+        "of their own: the token viewer's site (`chrysalis renderer publish` prints it; the agent adds the viewer "
+        "it publishes by itself). Everything else stays sandboxed.",
+    )
+
+    @field_validator("script_roots")
+    @classmethod
+    def _script_roots_are_cids(cls, value: list[str]) -> list[str]:
+        for text in value:  # the shapes of a CIDv1 in base32 and of a CIDv0 (agent.ipfs parses them when served)
+            if not re.fullmatch(r"b[a-z2-7]{58,}|Qm[1-9A-HJ-NP-Za-km-z]{44}", text):
+                raise ValueError(
+                    f"ipfs.script_roots: {text!r} is not a CID; list the viewer site's directory CID, as "
+                    "`chrysalis renderer publish` prints it"
+                )
+        return value
+
     rpc_host: str = Field(
         default="127.0.0.1",
         description="Address of the embedded node's Kubo RPC subset (/api/v0: add, pin, dag/import): loopback "

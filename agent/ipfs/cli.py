@@ -188,6 +188,14 @@ def serve(
         int | None, typer.Option("--rpc-port", help="RPC port on ipfs.rpc_host (default: ipfs.rpc_port).")
     ] = None,
     repo: RepoOption = None,
+    script_root: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--script-root",
+            help="A directory CID whose pages may run their own scripts (the token viewer's site, as `chrysalis "
+            "renderer publish` prints it); repeatable, added to ipfs.script_roots.",
+        ),
+    ] = None,
 ) -> None:
     """Serve the read-only gateway (/ipfs/...) and, on loopback with a token, the Kubo RPC subset (/api/v0/...)."""
     from agent.ipfs.reader import DagLimits
@@ -199,6 +207,18 @@ def serve(
     for flag, value in (("--port", port), ("--rpc-port", rpc_port)):
         if value is not None and not 0 <= value <= 65535:
             raise ConfigError(f"{flag} {value} is not a TCP port", hint="use 0..65535 (0 picks a free one)")
+    from agent.ipfs.cid import CID
+    from agent.ipfs.errors import InvalidCIDError
+
+    roots = [*settings.script_roots, *(script_root or [])]
+    for text in roots:
+        try:
+            CID.parse(text)
+        except InvalidCIDError:
+            raise ConfigError(
+                f"--script-root {text!r} is not a CID",
+                hint="give the viewer site's directory CID, as `chrysalis renderer publish` prints it",
+            ) from None
     rpc_host = check_loopback(settings.rpc_host)
     store = _open_repo(repo or default_repo, create=True, limits=DagLimits.from_settings(settings))
     assert store.path is not None
@@ -212,6 +232,9 @@ def serve(
         shown = f"[{host}]" if ":" in host else host
         rpc_shown = f"[{rpc_host}]" if ":" in rpc_host else rpc_host
         typer.echo(f"gateway  http://{shown}:{gateway_port}/ipfs/<cid>  (read-only)", err=True)
+        for root in roots:
+            typer.echo(f"scripts  http://{shown}:{gateway_port}/ipfs/{root}/  (its pages run their own scripts)",
+                       err=True)  # fmt: skip
         typer.echo(
             f"rpc      http://{rpc_shown}:{bound_rpc_port}/api/v0/...  "
             f"(Authorization: Bearer <token from {where}>)",
@@ -227,6 +250,7 @@ def serve(
         token=token,
         max_request_bytes=settings.max_request_bytes,
         on_ready=ready,
+        script_roots=roots,
     )
 
 

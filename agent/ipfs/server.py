@@ -157,6 +157,7 @@ def serve_forever(
     token: str,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     on_ready: Callable[[int, int], None] | None = None,
+    script_roots: Collection[CID | str] = (),
 ) -> None:
     """Serve the gateway on ``host:port`` and the RPC on loopback ``rpc_host:rpc_port`` until Ctrl-C.
 
@@ -172,6 +173,7 @@ def serve_forever(
         token: the RPC bearer token.
         max_request_bytes: the largest ``add`` / ``dag/import`` body the RPC accepts.
         on_ready: called with ``(gateway_port, rpc_port)`` once both listen.
+        script_roots: directories whose pages may run their own scripts (:func:`create_app`); default none.
 
     Raises:
         ConfigError: ``rpc_host`` is not a loopback address.
@@ -197,6 +199,6 @@ def serve_forever(
         rpc.start()
         if on_ready is not None:
             on_ready(gateway_sock.getsockname()[1], rpc_sock.getsockname()[1])
-        run_foreground(create_app(repo), gateway_sock)
+        run_foreground(create_app(repo, script_roots=script_roots), gateway_sock)
     finally:
         rpc.stop()

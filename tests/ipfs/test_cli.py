@@ -274,3 +274,39 @@ def test_serve_refuses_a_non_loopback_rpc_host(
 ) -> None:
     monkeypatch.setenv("CHRYSALIS_IPFS__RPC_HOST", "0.0.0.0")
     _refused(cli("ipfs", "serve", "--port", "0", "--rpc-port", "0"), "ipfs.rpc_host", "loopback")
+
+
+def test_serve_lets_a_script_root_run_its_pages_and_keeps_the_rest_sandboxed(files: Path) -> None:
+    """`ipfs serve --script-root CID` (and ipfs.script_roots): that directory's pages get the app policy (the token
+    viewer runs), every other path keeps the sandbox."""
+    from agent.ipfs.gateway import APP_CSP, GATEWAY_CSP
+
+    site = files / "site"
+    site.mkdir()
+    (site / "index.html").write_text("<!doctype html><script type=module src=viewer.js></script>")
+    added = _chrysalis("ipfs", "add", "-q", "--cid-version", "1", "site", cwd=files)
+    assert added.returncode == 0, added.stderr
+    root = added.stdout.decode().split()[-1]
+    assert _chrysalis("ipfs", "add", "hello.txt", cwd=files).returncode == 0
+    server = subprocess.Popen(
+        [CHRYSALIS, "ipfs", "serve", "--port", "0", "--rpc-port", "0", "--script-root", root],
+        cwd=files, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert server.stderr is not None
+        lines = [server.stderr.readline() for _ in range(3)]
+        assert lines[1].startswith("scripts  http://127.0.0.1:") and f"/ipfs/{root}/" in lines[1], lines
+        gateway = lines[0].split()[1].removesuffix("/ipfs/<cid>")
+        assert httpx.get(f"{gateway}/ipfs/{root}/", timeout=10).headers["content-security-policy"] == APP_CSP
+        other = httpx.get(f"{gateway}/ipfs/{HELLO_V1}", timeout=10).headers["content-security-policy"]
+        assert other == GATEWAY_CSP
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def test_serve_refuses_a_script_root_that_is_not_a_cid(cli: Callable[..., tuple[int, str, str]]) -> None:
+    _refused(
+        cli("ipfs", "serve", "--port", "0", "--rpc-port", "0", "--script-root", "viewer"),
+        "'viewer' is not a CID",
+    )

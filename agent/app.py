@@ -25,7 +25,7 @@ from pathlib import Path
 
 from agent.credentials import ContentCredentials
 from agent.deployment import Deployment
-from agent.errors import ConfigError
+from agent.errors import ChrysalisError, ConfigError
 from agent.gates import Gates
 from agent.generate.base import ImageGenerator, LoreWriter
 from agent.generate.factory import load_image_generator, load_lore_writer
@@ -46,7 +46,7 @@ from agent.pipeline.submit import Settler, Submitter
 from agent.pipeline.worker import Worker, in_flight
 from agent.refresh.service import RefreshService
 from agent.review import ReviewGate
-from agent.rules import DEFAULT_RULES, load_rules
+from agent.rules import DEFAULT_RULES, RuleEngine, load_rules
 from agent.settings import Settings
 from agent.store import Database, SqlJobStore
 from agent.submit import FulfilmentBatcher, KeystoreSigner, Web3TxSender
@@ -200,7 +200,7 @@ def build_agent(
             assets,
             {"image": image.model_ref, "lore": lore.model_ref},
             external_url=cfg.external_url,
-            viewer=_token_viewer(image, repo, replicator, gateway),
+            viewer=_token_viewer(image, repo, replicator, gateway, rules),
         )
         review = ReviewGate.for_database(db) if s.studio.review else None
         refresh = RefreshService.build(
@@ -264,21 +264,33 @@ def build_agent(
 
 
 def _token_viewer(
-    image: object, repo: IpfsRepo, replicator: Replicator, gateway: NodeServer | None
+    image: object, repo: IpfsRepo, replicator: Replicator, gateway: NodeServer | None, rules: RuleEngine
 ) -> Callable[[str], str] | None:
-    """For images made under the portable scheme: pin the token viewer and the model's ONNX export (the same CIDs
-    every start), let the agent's gateway run the viewer's scripts, and return the ``animation_url`` maker; None
+    """For images made under the portable scheme: pin the token viewer, the model's ONNX export and the rules as
+    data (the same CIDs every start), let the agent's gateway run the viewer's scripts, and return the
+    ``animation_url`` maker (``...&rules=<CID>``: the viewer's "what would I become" preview evaluates them); None
     for other image runtimes (the viewer re-renders only portable receipts)."""
     export_dir = getattr(image, "export_dir", None)
     if export_dir is None:
         return None
     from agent.ops.renderer import publish_renderer
+    from agent.rules.rules_data import rules_json_bytes
 
     release = publish_renderer(repo, export_dir)
     replicator.publish(release.site_cid, name="token viewer site")
     replicator.publish(release.model_cid, name="token viewer model export")
+    rules_query = ""
+    try:
+        rules_cid = repo.add_raw_block(rules_json_bytes(rules))
+    except (
+        ChrysalisError
+    ) as exc:  # a rule the data format cannot say: the viewer works, its preview asks for rules
+        log.warning("the rules cannot be published as data, so the viewer's preview has none: %s", exc)
+    else:
+        replicator.publish(rules_cid, name="the collection's rules (chrysalis-rules/1)")
+        rules_query = f"&rules={rules_cid}"
     if gateway is not None:
         gateway.allow_scripts(release.site_cid)
-    log.info("token viewer %s with model export %s: every version's animation_url opens it",
-             release.site_cid, release.model_cid)  # fmt: skip
-    return release.animation_url
+    log.info("token viewer %s with model export %s%s: every version's animation_url opens it",
+             release.site_cid, release.model_cid, rules_query.replace("&rules=", " and rules "))  # fmt: skip
+    return lambda core: f"{release.animation_url(core)}{rules_query}"

@@ -243,7 +243,8 @@ def test_sigterm_while_the_studio_serves_stops_the_studio_and_the_chain(demo, tm
     # its own) in real Chromium, regenerates the token's art from the model on IPFS, bit for bit
     viewers = dict(re.findall(r"^  token (\d+) +(http://127\.0\.0\.1:\d+/ipfs/\S+)$", run.printed, re.M))
     assert set(viewers) == {"1", "4", "5", "7", "8"}, run.printed[-3000:]
-    assert all("&model=" in u and "&rules=" in u for u in viewers.values()), viewers  # the preview's rules too
+    # the model's export, and the rules for the preview
+    assert all("&model=" in u and "&rules=" in u for u in viewers.values()), viewers
     assert all(not u.startswith(url.group(1) + "/") for u in viewers.values())  # not the studio's origin
     timelines = {}
     for token, result in _view_in_chromium(viewers).items():

@@ -16,6 +16,16 @@ gateway or a Kubo node whose blocks are checked against their CIDs), checks ever
 the weights digest against the on-chain record, and only then moves it into ``<cache_dir>/ipfs/<CID>``. The
 factories load ``models.image_model = "ipfs://<CID>"`` (or ``lore_model``) from there, re-checking every file.
 
+An embedded sprite model's publication also carries its portable export (``unet.onnx`` + ``scheduler.json``, see
+:mod:`agent.generate.portable.onnx_export`), pinned as a UnixFS directory of its own beside the model's and named by
+the manifest's ``portable`` entry (:data:`PORTABLE_KEY`)::
+
+    "portable": {"cid": "bafy...", "unet_onnx_sha256": "...", "scheduler_sha256": "...", "opset": 17}
+
+:func:`load_model_from_cid` fetches that directory too, every file checked against those digests, into
+``<cache_dir>/portable/<export CID>`` (:func:`portable_cache_path`), where the portable generator and ``verify``
+use it instead of exporting the model again.
+
 This module imports no IPFS code (the package graph keeps ``agent.generate`` and ``agent.ipfs`` independent): the
 fetcher is handed in.
 """
@@ -53,6 +63,14 @@ DIGEST_RULE = (
     "the digest the contract's model registry records. `files` lists every file of this directory but this "
     "manifest, with its sha256 and size; a loader refuses the directory if any differs, is missing or is extra."
 )
+PORTABLE_KEY = "portable"
+"""The manifest entry (of the publication manifest, or of a sprite model's own ``manifest.json``) naming the
+model's pinned ONNX export."""
+PORTABLE_SUBDIR = "portable"
+"""Pinned exports live in ``<models.cache_dir>/portable/<export CID>`` (beside the exports made locally, which are
+keyed by weights digest)."""
+PORTABLE_DIGESTS = {"unet.onnx": "unet_onnx_sha256", "scheduler.json": "scheduler_sha256"}
+"""The export's files (``onnx_export.ONNX_NAME`` / ``CONSTANTS_NAME``) and the ``portable`` keys of their sha256."""
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _CID = re.compile(r"^(Qm[1-9A-HJ-NP-Za-km-z]{44}|b[a-z2-7]{20,})$")
 
@@ -108,6 +126,9 @@ class PublishableModel:
         kind: ``image`` or ``lore``. backend: the generator family (``embedded``, ``diffusers``, ``transformers``).
         weights_sha256: the digest the registry records (see :data:`DIGEST_RULE`).
         files: every file to publish, by relative path (the publication manifest excluded).
+        portable: the pinned ONNX export the manifest names (:data:`PORTABLE_KEY`), None when it names none (set
+            by :func:`agent.ops.models.pin_model` for an embedded sprite model; read from a sprite model's own
+            ``manifest.json`` when that names one).
     """
 
     directory: Path
@@ -116,6 +137,7 @@ class PublishableModel:
     backend: str
     weights_sha256: str
     files: Mapping[str, ModelFile] = field(default_factory=dict)
+    portable: Mapping[str, Any] | None = None
 
     @property
     def weights_files(self) -> list[str]:
@@ -125,9 +147,14 @@ class PublishableModel:
     def size(self) -> int:
         return sum(f.size for f in self.files.values())
 
+    @property
+    def is_sprite_model(self) -> bool:
+        """An embedded sprite model (the only kind with a portable ONNX export)."""
+        return self.kind == "image" and self.backend == "embedded"
+
     def manifest(self) -> dict[str, Any]:
         """The publication manifest (:data:`PUBLICATION_MANIFEST`) as JSON data."""
-        return {
+        out = {
             "format": FORMAT,
             "model_id": self.model_id,
             "kind": self.kind,
@@ -137,6 +164,9 @@ class PublishableModel:
             "digest_rule": DIGEST_RULE,
             "files": {p: {"sha256": f.sha256, "size": f.size} for p, f in sorted(self.files.items())},
         }
+        if self.portable is not None:
+            out[PORTABLE_KEY] = dict(self.portable)
+        return out
 
     def manifest_bytes(self) -> bytes:
         """The manifest's bytes: the same model always gives the same bytes (so the same directory CID)."""
@@ -203,13 +233,18 @@ def describe_model_dir(
         )
     digest = weights_digest(weights)
     own = _sprite_manifest(root)
+    portable = None
     if own is not None:
         _check_sprite_manifest(root, own, files, digest)
         model_id = model_id or str(own.get("model_id") or root.name)
         # a trained LoRA's manifest (agent.training.adapters) names its kind and backend; a sprite model's doesn't
         kind = str(own.get("kind") or kind)
         backend = backend or str(own.get("backend") or "embedded")
-    return PublishableModel(root, model_id or root.name, kind, backend or "diffusers", digest, files)
+        if own.get(PORTABLE_KEY) is not None:
+            portable = check_portable_ref(own[PORTABLE_KEY], where=str(root / "manifest.json"))
+    return PublishableModel(
+        root, model_id or root.name, kind, backend or "diffusers", digest, files, portable=portable
+    )
 
 
 def _sprite_manifest(root: Path) -> dict[str, Any] | None:
@@ -327,7 +362,159 @@ def read_manifest(data: bytes, *, where: str) -> dict[str, Any]:
             path=PUBLICATION_MANIFEST,
             hint=hint,
         )
+    if manifest.get(PORTABLE_KEY) is not None:
+        check_portable_ref(manifest[PORTABLE_KEY], where=f"{where}: {PUBLICATION_MANIFEST}")
     return manifest
+
+
+# -- the pinned portable export -----------------------------------------------------------------------------------
+
+
+class PinnedExportError(PublishedModelError):
+    """A file of a pinned portable export is not the one the model's manifest names (the message names the file
+    and both digests)."""
+
+
+def check_portable_ref(ref: Any, *, where: str) -> dict[str, Any]:
+    """A manifest's ``portable`` entry, checked: ``cid`` (a CID), ``unet_onnx_sha256`` and ``scheduler_sha256``
+    (64 hex each), ``opset`` (a positive int). Returns it as a plain dict.
+
+    Raises:
+        PublishedModelError: a key is missing or malformed (named).
+    """
+    ok = (
+        isinstance(ref, Mapping)
+        and isinstance(ref.get("cid"), str)
+        and bool(_CID.match(ref["cid"]))
+        and all(isinstance(ref.get(k), str) and _HEX64.match(ref[k]) for k in PORTABLE_DIGESTS.values())
+        and isinstance(ref.get("opset"), int)
+        and not isinstance(ref.get("opset"), bool)
+        and ref["opset"] >= 1
+    )
+    if not ok:
+        raise PublishedModelError(
+            f"{where}: {PORTABLE_KEY} is not {{cid: a CID, unet_onnx_sha256: 64 hex, scheduler_sha256: 64 hex, "
+            f"opset: int}} (got {ref!r})",
+            path=PUBLICATION_MANIFEST,
+            hint="republish the model with `chrysalis model publish`, which pins its ONNX export and names it",
+        )
+    assert isinstance(ref, Mapping)
+    return dict(ref)
+
+
+def portable_ref(model_dir: Path | str) -> dict[str, Any] | None:
+    """The pinned export a model directory's manifest names: the publication manifest's ``portable`` entry (a
+    model loaded from its CID), else its own ``manifest.json``'s; None when neither names one.
+
+    Raises:
+        PublishedModelError: the entry is malformed.
+    """
+    root = Path(model_dir)
+    for name in (PUBLICATION_MANIFEST, "manifest.json"):
+        path = root / name
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and data.get(PORTABLE_KEY) is not None:
+            return check_portable_ref(data[PORTABLE_KEY], where=str(path))
+    return None
+
+
+def portable_cache_path(cid: str, cache_dir: Path | str) -> Path:
+    """Where the pinned export ``cid`` lives once loaded: ``<cache_dir>/portable/<cid>``."""
+    if not _CID.match(cid):
+        raise ConfigError(
+            f"{cid!r} is not a CID", hint="name the export by the CID its model's manifest gives"
+        )
+    return Path(cache_dir).expanduser() / PORTABLE_SUBDIR / cid
+
+
+def check_portable_dir(directory: Path, ref: Mapping[str, Any], *, named_by: str) -> dict[str, str]:
+    """Check that ``directory`` holds the export ``ref`` names: each file's sha256 against its digest. Returns
+    ``{file name: sha256}``.
+
+    Raises:
+        PinnedExportError: a file is missing or its sha256 differs (the message names the file and both digests).
+    """
+    out = {}
+    for name, key in PORTABLE_DIGESTS.items():
+        path = directory / name
+        want = ref[key]
+        if not path.is_file():
+            raise PinnedExportError(
+                f"{path} is missing, but {named_by} names the pinned export {ref['cid']} with {key} {want}",
+                path=name,
+                hint=f"delete {directory} and load the model again from its CID (`chrysalis model fetch`), which "
+                "fetches the export with it",
+            )
+        got = file_sha256(path)
+        if got != want:
+            raise PinnedExportError(
+                f"{path} has sha256 {got}, but {named_by} names {key} {want} (pinned export {ref['cid']})",
+                path=name,
+                hint=f"the file was changed or corrupted: delete {directory} and load the model again from its "
+                "CID (`chrysalis model fetch`), which fetches the export with it",
+            )
+        out[name] = got
+    return out
+
+
+def load_portable_export(
+    ref: Mapping[str, Any], fetch: ModelFetcher, cache_dir: Path | str, *, named_by: str
+) -> Path:
+    """Load the pinned export ``ref`` (a manifest's ``portable`` entry) into ``<cache_dir>/portable/<cid>`` and
+    return that directory; every file is checked against ``ref``'s digests before the directory appears. One
+    already there is checked again, not fetched.
+
+    Raises:
+        PinnedExportError: a file differs from ``ref``, is missing, or the directory holds another file.
+    """
+    cid = str(ref["cid"])
+    final = portable_cache_path(cid, cache_dir)
+    if final.is_dir():
+        check_portable_dir(final, ref, named_by=named_by)
+        return final
+    where = f"pinned export {cid}"
+    files = fetch.fetch_directory(cid)
+    for name in sorted(set(files) - set(PORTABLE_DIGESTS)):
+        raise PinnedExportError(
+            f"{where} holds {name}, which is not part of a portable export ({', '.join(PORTABLE_DIGESTS)})",
+            path=name,
+            hint="the directory is not the export its model's manifest describes: do not use it",
+        )
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{cid}.", dir=final.parent))
+    try:
+        for name, key in PORTABLE_DIGESTS.items():
+            if name not in files:
+                raise PinnedExportError(
+                    f"{where} has no {name}, but {named_by} names {key} {ref[key]}",
+                    path=name,
+                    hint="the directory is incomplete: do not use it",
+                )
+            data = _read(files, name, where)
+            got = hashlib.sha256(data).hexdigest()
+            if got != ref[key]:
+                raise PinnedExportError(
+                    f"{where}: {name} has sha256 {got}, but {named_by} names {key} {ref[key]}",
+                    path=name,
+                    hint="the export was changed: do not use it (fetch it from another source, or ask the model's "
+                    "publisher)",
+                )
+            (staging / name).write_bytes(data)
+        try:
+            os.rename(staging, final)
+        except OSError:  # another process put it there first: use theirs once it checks out
+            if not final.is_dir():
+                raise
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    check_portable_dir(final, ref, named_by=named_by)
+    return final
 
 
 def _safe_relative(name: Any, *, where: str) -> PurePosixPath:
@@ -475,6 +662,7 @@ def load_model_from_cid(
     root_cid = parse_model_uri(cid)
     cached = cached_model_dir(root_cid, cache_dir, weights_sha256=weights_sha256)
     if cached is not None:
+        _load_named_export(cached, fetch, cache_dir, root_cid)
         return cached
     where = f"model {root_cid}"
     files = fetch.fetch_directory(root_cid)
@@ -528,7 +716,18 @@ def load_model_from_cid(
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     verify_published_dir(final, weights_sha256=weights_sha256, where=f"{where} in {final}")
+    _load_named_export(final, fetch, cache_dir, root_cid)
     return final
+
+
+def _load_named_export(model_dir: Path, fetch: ModelFetcher, cache_dir: Path | str, root_cid: str) -> None:
+    """Load the pinned export the model's publication manifest names (if any) beside it in the cache."""
+    manifest = read_manifest((model_dir / PUBLICATION_MANIFEST).read_bytes(), where=f"model {root_cid}")
+    ref = manifest.get(PORTABLE_KEY)
+    if ref is not None:
+        load_portable_export(
+            ref, fetch, cache_dir, named_by=f"the {PUBLICATION_MANIFEST} of model {root_cid}"
+        )
 
 
 def _read(files: Mapping[str, bytes], name: str, where: str) -> bytes:

@@ -44,6 +44,14 @@ def publish_command(
         Path | None,
         typer.Option("--password-file", help="File holding the keystore password.", show_default=False),
     ] = None,
+    portable: Annotated[
+        bool,
+        typer.Option(
+            "--portable/--no-portable",
+            help="Pin an embedded sprite model's ONNX export (unet.onnx + scheduler.json) beside it and name it in "
+            "the manifest; --no-portable leaves it out (the CID a publication made before the export was pinned).",
+        ),
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Pin a whole model directory to IPFS (every file and a manifest of their sha256) and register it on-chain:
@@ -53,7 +61,7 @@ def publish_command(
 
     done = publish_model(
         current_settings(), model, signer_spec=account, register=register, activate=activate,
-        password_file=password_file,
+        password_file=password_file, portable=portable,
     )  # fmt: skip
     if as_json:
         typer.echo(json.dumps(done.to_json(), indent=2))
@@ -66,6 +74,12 @@ def publish_command(
         f"(confirmed by {', '.join(done.pins)})",
         soft_wrap=True,
     )
+    if m.portable is not None:
+        out.print(
+            f"ONNX export pinned as ipfs://{m.portable['cid']} (unet.onnx {m.portable['unet_onnx_sha256']}, "
+            f"scheduler.json {m.portable['scheduler_sha256']}, opset {m.portable['opset']})",
+            soft_wrap=True,
+        )
     r = done.registration
     if r is None:
         out.print("[dim]not registered (--no-register)[/]")

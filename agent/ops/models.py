@@ -6,13 +6,22 @@ directory in the embedded repo, replicates it through the configured backends as
 registers it: ``registerModel(weightsDigest, "ipfs://<directory CID>")`` from the admin's key. The directory CID is
 the one ``ipfs add -r --cid-version=1`` gives for the same files, so the registry's URI names exactly these bytes.
 
+An embedded sprite model is published with its portable ONNX export (``unet.onnx`` + ``scheduler.json``, made
+by :func:`agent.generate.portable.onnx_export.export_sprite_model`, byte-identical for the same model and the same
+torch/onnx versions): pinned as a UnixFS directory of its own, replicated as the model is, and named by the
+publication manifest's ``portable`` entry (CID, both sha256, opset). The model directory's CID therefore covers
+the export's bytes too (and depends on the torch/onnx versions that made them); ``portable=False`` publishes
+without it, which gives the CID a publication made before the export was pinned.
+
 Fetching reads a model record (``modelRecord(id)``) or a URI, loads the directory into the model cache with every
 file checked against the manifest and the weights against the record, and says which setting loads it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +30,7 @@ from typing import IO, Any, cast
 from agent.errors import ConfigError, IntegrityError, NotFoundError, PermanentError
 from agent.generate.factory import model_dir, publishable_image_model
 from agent.generate.published import (
+    PORTABLE_DIGESTS,
     PUBLICATION_MANIFEST,
     ModelFetcher,
     PublishableModel,
@@ -140,6 +150,12 @@ class PinnedModel:
     def uri(self) -> str:
         return model_uri(str(self.cid))
 
+    @property
+    def portable_cid(self) -> CID | None:
+        """The pinned ONNX export's directory CID (an embedded sprite model's), or None."""
+        ref = self.model.portable
+        return None if ref is None else CID.parse(str(ref["cid"]))
+
 
 class _HashingReader:
     """Reads a file for the importer while hashing it, so what is pinned is what the manifest lists."""
@@ -154,13 +170,91 @@ class _HashingReader:
         return data
 
 
-def pin_model(repo: IpfsRepo, model: PublishableModel) -> PinnedModel:
+_EXPORTS: dict[tuple[Any, ...], dict[str, bytes]] = {}
+"""Export bytes made in this process, by source files and torch version (an export takes ~10 s)."""
+
+
+def portable_export_bytes(model: PublishableModel) -> tuple[dict[str, bytes], int]:
+    """The ONNX export of the embedded sprite model ``model`` (``{file name: bytes}``) and its opset, made now
+    (once per process for the same files and torch version) into a temporary directory.
+
+    Raises:
+        ModelDigestError: the model's files differ from its ``manifest.json``.
+    """
+    import torch
+
+    from agent.generate.portable.onnx_export import OPSET, export_sprite_model
+
+    key = (
+        str(model.directory),
+        tuple(sorted((p, f.sha256) for p, f in model.files.items())),
+        torch.__version__,
+    )
+    if key not in _EXPORTS:
+        with tempfile.TemporaryDirectory(prefix="chrysalis-export-") as tmp:
+            export_sprite_model(model.directory, tmp)
+            _EXPORTS[key] = {name: (Path(tmp) / name).read_bytes() for name in PORTABLE_DIGESTS}
+    return dict(_EXPORTS[key]), OPSET
+
+
+def pin_portable(repo: IpfsRepo, model: PublishableModel) -> PublishableModel:
+    """Pin the portable ONNX export of an embedded sprite model as its own UnixFS directory (``unet.onnx``,
+    ``scheduler.json``) and return ``model`` with :attr:`~PublishableModel.portable` naming it; any other model
+    is returned as it is. The same model and torch/onnx versions always give the same export CID.
+
+    Raises:
+        PinnedExportError: the model's own ``manifest.json`` names an export whose digests differ from the export
+            made here (naming the file and both digests).
+    """
+    from agent.generate.published import PinnedExportError
+
+    if not model.is_sprite_model:
+        return model
+    files, opset = portable_export_bytes(model)
+    digests = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+    named = model.portable
+    if named is not None:
+        for name, key in PORTABLE_DIGESTS.items():
+            if named[key] != digests[name]:
+                raise PinnedExportError(
+                    f"{model.directory / 'manifest.json'} names {key} {named[key]} (pinned export "
+                    f"{named['cid']}), but exporting the model here gives {name} with sha256 {digests[name]}",
+                    path=name,
+                    hint="publish with the torch/onnx versions that made the named export, or remove the portable "
+                    "entry from the model's manifest.json to pin the export made here",
+                )
+    entries: dict[str, CID | AddResult | DirEntry] = {
+        name: repo.add(files[name], pin=False) for name in sorted(files)
+    }
+    cid = repo.add_directory(entries, pin=True)
+    if named is not None and named["cid"] != str(cid):
+        raise PinnedExportError(
+            f"{model.directory / 'manifest.json'} names the pinned export {named['cid']}, but the same files "
+            f"give {cid}",
+            path="manifest.json",
+            hint="fix the portable entry's cid in the model's manifest.json (or remove the entry)",
+        )
+    ref = {
+        "cid": str(cid),
+        "unet_onnx_sha256": digests["unet.onnx"],
+        "scheduler_sha256": digests["scheduler.json"],
+        "opset": opset,
+    }
+    return dataclasses.replace(model, portable=ref)
+
+
+def pin_model(repo: IpfsRepo, model: PublishableModel, *, portable: bool = True) -> PinnedModel:
     """Add every file of ``model`` and its publication manifest to ``repo`` as one UnixFS directory (subdirectories
     as directories), pinned recursively. The same files always give the same CID (pinning twice is free).
 
+    An embedded sprite model's ONNX export is pinned first (:func:`pin_portable`) and named by the manifest;
+    ``portable=False`` leaves it out (and drops a ``portable`` entry the model's own manifest gives).
+
     Raises:
         IntegrityError: a file changed since it was hashed (naming it).
+        PinnedExportError: the model's own manifest names an export other than the one made here.
     """
+    model = pin_portable(repo, model) if portable else dataclasses.replace(model, portable=None)
     tree: dict[str, Any] = {}
     for relative in model.files:
         *parents, name = relative.split("/")
@@ -261,8 +355,10 @@ def check_not_conflicting(collection: Any, digest: str, uri: str) -> tuple[int, 
             hint="a model record is immutable, one per weights digest: if "
             + (f"{recorded} holds the same weights, fetch it from there (chrysalis model fetch --model {model_id})"
                if is_ipfs_uri(recorded) else "the record was made without a URI, it stays so")
-            + "; the directory published now differs (another model card, config or sample changes its CID), so "
-            "restore the published files to republish the same CID, or use --no-register to only pin it",
+            + "; the directory published now differs (another model card, config or sample changes its CID, and so "
+            "does the ONNX export an embedded sprite model is now published with, whose bytes depend on the "
+            "torch/onnx versions), so restore the published files to republish the same CID (--no-portable "
+            "publishes without the export, as before it was pinned), or use --no-register to only pin it",
         )  # fmt: skip
     return found
 
@@ -354,6 +450,7 @@ class Published:
             "uri": self.pinned.uri,
             "files": len(m.files) + 1,
             "bytes": m.size,
+            "portable": None if m.portable is None else dict(m.portable),
             "pins": self.pins,
             "registry": None
             if self.registration is None
@@ -377,13 +474,16 @@ def replicate(settings: Settings, repo: IpfsRepo, pinned: PinnedModel) -> list[s
     from agent.ipfs.backends.replicated import Replicator
 
     with Replicator.from_settings(settings.ipfs, repo) as replicator:
+        if pinned.portable_cid is not None:  # the export first: the model's manifest names it
+            replicator.publish(pinned.portable_cid, name=f"model {pinned.model.model_id} ONNX export")
         receipts = replicator.publish(pinned.cid, name=f"model {pinned.model.model_id}")
     return [r.backend for r in receipts]
 
 
 def pin_for_deploy(settings: Settings, model: str | None = None) -> PinnedModel:
     """``chrysalis deploy --publish-model``: the model (default: the configured image model) pinned and
-    replicated, so the deployment registers its weights digest with its ``ipfs://`` URI."""
+    replicated (with its ONNX export, as ``chrysalis model publish`` pins it, so both give the same CID), so the
+    deployment registers its weights digest with its ``ipfs://`` URI."""
     repo = open_repo(settings)
     pinned = pin_model(repo, publishable(settings, model))
     replicate(settings, repo, pinned)
@@ -398,13 +498,15 @@ def publish_model(
     register: bool = True,
     activate: bool = False,
     password_file: Path | None = None,
+    portable: bool = True,
 ) -> Published:
     """Pin ``model`` (default: the configured image model), replicate it, and register it on the collection of
     ``settings.chain.deployment`` from ``signer_spec`` (see :func:`register_model`); ``register=False`` only pins.
+    ``portable=False`` leaves an embedded sprite model's ONNX export out (see :func:`pin_model`).
     """
     to_publish = publishable(settings, model)
     repo = open_repo(settings)
-    pinned = pin_model(repo, to_publish)
+    pinned = pin_model(repo, to_publish, portable=portable)
     collection = signer = None
     if register:  # a conflicting record is refused before anything is replicated or signed
         from agent.ops.accounts import load_account

@@ -60,7 +60,7 @@ def _configured_export() -> Path:
     from agent.errors import ConfigError
     from agent.generate.factory import image_model_dir
     from agent.generate.image.embedded import verify_model_dir
-    from agent.generate.portable.generator import cached_export
+    from agent.generate.portable.generator import cached_export, pinned_export
 
     models = current_settings().models
     if models.image_backend != "embedded":
@@ -69,5 +69,8 @@ def _configured_export() -> Path:
             hint="set models.image_backend = 'embedded', or pass --export DIR",
         )
     directory = image_model_dir(models)
+    pinned = pinned_export(directory, Path(models.cache_dir))  # a model loaded from its CID: the pinned bytes
+    if pinned is not None:
+        return pinned[0]
     export_dir, _ = cached_export(directory, verify_model_dir(directory), Path(models.cache_dir))
     return export_dir

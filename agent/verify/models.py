@@ -6,6 +6,11 @@ its CID registered on-chain as the model's URI) plugs in: it is called when the 
 machine, with the registry's record and a verified :class:`~agent.ipfs.fetch.Fetcher`, and returns where the
 fetched model lies, or why it could not be had (:class:`ModelMissing`: verify reports "cannot reproduce here",
 exit 2). A published model whose files are not the registered ones is a mismatch (exit 1).
+
+A portable image (``chrysalis-portable/1``) of the shipped model is replayed from the registered publication when
+the registry names one on IPFS: its manifest names the pinned ONNX export, which is fetched with it (every file
+checked against the manifest's digests) and used as it is, never exported again; the shipped copy (which exports
+the model) only when the publication cannot be fetched.
 """
 
 from __future__ import annotations
@@ -87,9 +92,26 @@ def locate_image_model(
     """
     if override:
         return ModelLocation(override, f"{override} (--image-model)")
+    registered_on_ipfs = record is not None and is_ipfs_uri(record.manifest_uri)
     if ref.backend == "embedded" and ref.weights_sha256 == shipped_weights_sha256():
+        # a portable image replays from the ONNX export the registered publication pins (the shipped copy's
+        # manifest names none, so it would be exported again here); the shipped copy when that cannot be had
+        if is_portable_ref(ref) and registered_on_ipfs:
+            assert record is not None
+            try:
+                found = load_model_from_cid(record, fetcher=fetcher, cache_dir=cache_dir)
+            except ChrysalisError as exc:  # the shipped copy replays it all the same: say why it is used
+                found = ModelMissing(exc.message, exc.hint or "")
+            if isinstance(found, ModelLocation):
+                return found
+            return ModelLocation(
+                None,
+                f"the copy shipped with Chrysalis (its ONNX export made here: the registered publication "
+                f"{record.manifest_uri} could not be used: {found.reason})",
+            )
         return ModelLocation(None, "the copy shipped with Chrysalis")
-    if record is not None and is_ipfs_uri(record.manifest_uri):
+    if registered_on_ipfs:
+        assert record is not None
         return load_model_from_cid(record, fetcher=fetcher, cache_dir=cache_dir)
     if ref.backend == "embedded":
         where = (
@@ -103,6 +125,13 @@ def locate_image_model(
             "put the model on this machine (--image-model PATH), or use the Chrysalis version that ships it",
         )
     return ModelLocation(None, f"{ref.model_id} (as the receipt records it)")
+
+
+def is_portable_ref(ref: ModelRef) -> bool:
+    """Whether the receipt's image model ran under the portable scheme (its ``extra.runtime``)."""
+    from agent.generate.portable.generator import PORTABLE_SCHEME
+
+    return ref.extra.get("runtime") == PORTABLE_SCHEME
 
 
 def load_model_from_cid(

@@ -12,9 +12,15 @@ Guarantees:
   config records), the noise and sampler schemes and the onnxruntime-web build (version and ``.wasm`` sha256,
   recorded too): the same request gives the same bytes alone or among others, in any process, on any CPU, and in
   a browser running ``renderer/sampler.js`` with the same files.
-- The export is made once per model into ``<models.cache_dir>/portable/<weights_sha256>/`` (written to a temporary
-  directory, then renamed into place) with an ``export.json`` naming the source model's files and the export's
-  sha256; a cached export is reused only when those all still hold, else it is made again.
+- When the model's manifest names a pinned export (the publication manifest's ``portable`` entry, for a model
+  loaded from its CID, else the sprite manifest's own; see :mod:`agent.generate.published`), that export is used,
+  from ``<models.cache_dir>/portable/<export CID>/`` where loading the model from its CID put it, each file's
+  sha256 checked against the manifest (a differing file is refused, naming it and both digests); nothing is
+  exported then (:attr:`PortableSpriteGenerator.export_source` is ``"pinned"``).
+- Only when the manifest names none is the export made, once per model, into
+  ``<models.cache_dir>/portable/<weights_sha256>/`` (written to a temporary directory, then renamed into place)
+  with an ``export.json`` naming the source model's files and the export's sha256; a cached export is reused only
+  when those all still hold, else it is made again (``export_source`` ``"exported"``).
 
 The image config declares ``generator = "chrysalis-portable/1"`` (:data:`PORTABLE_SCHEME`); :mod:`agent.generate.verify`
 replays such receipts through the same Node runtime, and older receipts (the torch scheme) under their own.
@@ -41,6 +47,12 @@ from agent.generate.base import GeneratedImage, ImageRequest
 from agent.generate.image.embedded import EmbeddedSpriteGenerator, _Prepared, file_sha256, sprite_image
 from agent.generate.portable.onnx_export import CONSTANTS_NAME, ONNX_NAME, OPSET, export_sprite_model
 from agent.generate.portable.wasm_runtime import WasmSpriteRuntime, find_node, find_node_modules
+from agent.generate.published import (
+    PORTABLE_DIGESTS,
+    check_portable_dir,
+    portable_cache_path,
+    portable_ref,
+)
 
 PORTABLE_SCHEME = "chrysalis-portable/1"
 """What a portable image config records as ``generator``. Version 1: ``chrysalis-noise/1`` noise, the
@@ -116,6 +128,57 @@ def cached_export(
     return dest, record
 
 
+def pinned_export(model_dir: Path, cache_dir: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The pinned export the manifest of the model in ``model_dir`` names (:func:`portable_ref`), checked, with a
+    record shaped as :func:`cached_export`'s (``files``, ``opset``, plus ``cid``); None when it names none.
+
+    Raises:
+        NotFoundError: the export is not in ``<cache_dir>/portable/<export CID>`` (the hint says how to fetch it).
+        PinnedExportError: a file's sha256 differs from the manifest's (naming the file and both digests).
+    """
+    from agent.errors import NotFoundError
+
+    ref = portable_ref(model_dir)
+    if ref is None:
+        return None
+    directory = portable_cache_path(str(ref["cid"]), cache_dir)
+    named_by = f"the manifest of the model in {model_dir}"
+    if not directory.is_dir():
+        raise NotFoundError(
+            f"{named_by} names the pinned ONNX export {ref['cid']}, which is not in {directory}",
+            hint="load the model from its CID (`chrysalis model fetch ipfs://<model CID>`, or models.image_model = "
+            "'ipfs://<model CID>'), which fetches the export with it",
+        )
+    files = check_portable_dir(directory, ref, named_by=named_by)
+    record = {
+        "format": EXPORT_FORMAT,
+        "cid": ref["cid"],
+        "files": files,
+        "opset": ref["opset"],
+        "pinned": True,
+    }
+    assert set(files) == set(PORTABLE_DIGESTS)
+    return directory, record
+
+
+def _check_export_is_of(directory: Path, manifest: Mapping[str, Any]) -> None:
+    """A pinned export's ``scheduler.json`` names the weights it was exported from: they must be the model's."""
+    from agent.generate.published import PinnedExportError
+
+    try:
+        names = json.loads((directory / CONSTANTS_NAME).read_text()).get("weights_sha256")
+    except (OSError, ValueError, AttributeError):
+        names = None
+    if names != manifest["weights_sha256"]:
+        raise PinnedExportError(
+            f"the pinned export in {directory} was made from weights {names}, not the model's "
+            f"{manifest['weights_sha256']}",
+            path=CONSTANTS_NAME,
+            hint="the model's manifest names another model's export: republish the model with "
+            "`chrysalis model publish`",
+        )
+
+
 def _valid_export(directory: Path, manifest: Mapping[str, Any]) -> dict[str, Any] | None:
     """``directory``'s export record when it is an export of exactly ``manifest``'s files whose own files still
     hash to the record's sha256, else None."""
@@ -151,9 +214,14 @@ class PortableSpriteGenerator(EmbeddedSpriteGenerator):
             :class:`~agent.generate.image.embedded.EmbeddedSpriteGenerator`.
         timeout: Seconds to wait for Node to start, and for each image.
 
+    Attributes:
+        export_dir, export: the export rendered from and its record. export_source: ``"pinned"`` (the export the
+            model's manifest names) or ``"exported"`` (made here, the manifest naming none).
+
     Raises:
         ConfigError: node or onnxruntime-web is missing (checked before the export is made), or a bad setting.
-        NotFoundError: no sprite model at ``model_dir``.
+        NotFoundError: no sprite model at ``model_dir``, or the pinned export its manifest names is not here.
+        PinnedExportError: a file of the pinned export differs from the manifest (naming it and both digests).
     """
 
     def __init__(
@@ -177,9 +245,16 @@ class PortableSpriteGenerator(EmbeddedSpriteGenerator):
             palette_transfer=palette_transfer,
             threads=WASM_THREADS,
         )
-        self.export_dir, self.export = cached_export(
-            self.model.model_dir, self.model.manifest, Path(cache_dir)
-        )
+        pinned = pinned_export(self.model.model_dir, Path(cache_dir))
+        if pinned is not None:
+            self.export_dir, self.export = pinned
+            self.export_source = "pinned"
+            _check_export_is_of(self.export_dir, self.model.manifest)
+        else:
+            self.export_dir, self.export = cached_export(
+                self.model.model_dir, self.model.manifest, Path(cache_dir)
+            )
+            self.export_source = "exported"
         self.runtime = WasmSpriteRuntime(self.export_dir, timeout=timeout)
 
     def close(self) -> None:
@@ -257,4 +332,5 @@ __all__ = [
     "check_portable_runtime",
     "export_cache_dir",
     "is_portable",
+    "pinned_export",
 ]

@@ -19,7 +19,11 @@
 
 Guarantee: the same model directory and the same torch/onnx versions give byte-identical files (the exporter
 writes no time stamps, paths or doc strings; the JSON is written with sorted keys), so the sha256 the returned
-dict reports can be pinned.
+dict reports can be pinned (measured: two processes, two output directories, torch 2.13.0+cpu / onnx 1.23.2, give
+the same bytes, ``tests/generate/test_portable_export_pin.py``). Another torch or onnx version may give other
+bytes: that is why ``chrysalis model publish`` pins the export (:func:`agent.ops.models.pin_portable`) and the
+model's publication manifest names it by CID and sha256, so the portable generator and ``verify`` use those bytes
+rather than exporting again.
 """
 
 from __future__ import annotations

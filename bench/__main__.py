@@ -24,6 +24,7 @@ ALL = [
     "lore_style",
     "onnx_agreement",
     "renderer_agreement",
+    "token_agreement",
 ]
 
 

@@ -215,7 +215,9 @@ class IpfsSettings(Section):
     @field_validator("script_roots")
     @classmethod
     def _script_roots_are_cids(cls, value: list[str]) -> list[str]:
-        for text in value:  # the shapes of a CIDv1 in base32 and of a CIDv0 (agent.ipfs parses them when served)
+        for (
+            text
+        ) in value:  # the shapes of a CIDv1 in base32 and of a CIDv0 (agent.ipfs parses them when served)
             if not re.fullmatch(r"b[a-z2-7]{58,}|Qm[1-9A-HJ-NP-Za-km-z]{44}", text):
                 raise ValueError(
                     f"ipfs.script_roots: {text!r} is not a CID; list the viewer site's directory CID, as "
@@ -303,6 +305,13 @@ class ModelKey:
 class ModelSettings(Section):
     """Which image and lore models run, and how."""
 
+    def image_runtime_for(self, *, genesis: bool = False) -> Literal["torch", "portable"]:
+        """``image_runtime`` with ``auto`` resolved: portable for the embedded model's evolutions and refreshes,
+        torch for a genesis (its batched speed) and for the diffusers backend."""
+        if self.image_runtime != "auto":
+            return self.image_runtime
+        return "portable" if self.image_backend == "embedded" and not genesis else "torch"
+
     image_backend: Annotated[Literal["embedded", "diffusers"], ModelKey("image")] = Field(
         default="embedded",
         description="embedded: the shipped sprite model; diffusers: any diffusers pipeline.",
@@ -310,13 +319,15 @@ class ModelSettings(Section):
     image_model: Annotated[str | None, ModelKey("image")] = Field(
         default=None, description="Local path or hub id for the diffusers backend."
     )
-    image_runtime: Annotated[Literal["torch", "portable"], ModelKey("image")] = Field(
-        default="torch",
-        description="How the embedded sprite model runs. torch: the torch backend (receipts replay bit for bit "
-        "on a CPU with the same library versions). portable: the model exported to ONNX (cached under "
+    image_runtime: Annotated[Literal["auto", "torch", "portable"], ModelKey("image")] = Field(
+        default="auto",
+        description="How the embedded sprite model runs. portable: the model exported to ONNX (cached under "
         "<cache_dir>/portable/) and run by onnxruntime-web's WASM build in Node.js, with chrysalis-noise/1 noise, "
-        "so any browser can replay an image bit for bit (receipt scheme chrysalis-portable/1; needs node and "
-        "`make setup`'s node_modules). Only for image_backend = 'embedded'.",
+        "so any browser replays an image bit for bit, whatever its batch (receipt scheme chrysalis-portable/1, "
+        "and an animation_url that opens the token viewer; needs node and `make setup`'s node_modules). torch: "
+        "the batched torch backend (receipts replay bit for bit on a CPU with the same library versions; "
+        "1.5-1.7x faster on the CPU). auto: portable for the agent's evolutions and refreshes with "
+        "image_backend = 'embedded', torch for a genesis and for the diffusers backend.",
     )
     image_lora: Annotated[str | None, ModelKey("image")] = Field(
         default=None, description="LoRA weights (path or hub id) for the diffusers backend."

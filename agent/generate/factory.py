@@ -88,7 +88,7 @@ def _build_image(s: ModelSettings) -> ImageGenerator:
         source = (
             model_dir(s.image_model, s.cache_dir, setting="models.image_model") if s.image_model else None
         )
-        if s.image_runtime == "portable":
+        if s.image_runtime_for() == "portable":
             from agent.generate.portable.generator import PortableSpriteGenerator
 
             # device, dtype, threads and batch size do not apply: the WASM runtime is float32, one thread, batch 1
@@ -111,11 +111,11 @@ def _build_image(s: ModelSettings) -> ImageGenerator:
     if s.image_backend == "diffusers":
         from agent.generate.image.diffusers import DiffusersImageGenerator
 
-        if s.image_runtime != "torch":
+        if s.image_runtime == "portable":
             raise ConfigError(
                 f"models.image_runtime = {s.image_runtime!r} needs image_backend = 'embedded', but it is 'diffusers'",
-                hint="the portable runtime runs only the embedded sprite model: set models.image_runtime = 'torch' "
-                "(the default) for a diffusers pipeline, or models.image_backend = 'embedded'",
+                hint="the portable runtime runs only the embedded sprite model: set models.image_runtime = 'auto' "
+                "(the default) or 'torch' for a diffusers pipeline, or models.image_backend = 'embedded'",
             )
         if not s.image_model:
             raise ConfigError(

@@ -172,6 +172,7 @@ def genesis_models(models: ModelSettings, batch_size: int) -> ModelSettings:
       takes about 60% of the CPU time per text that 8 rows take). On the CPU the image generators still compute
       each image alone, so that its receipt replays bit for bit; the image batch applies on a GPU.
     - ``image_steps`` of the embedded sprite model becomes :data:`GENESIS_IMAGE_STEPS`.
+    - ``image_runtime = "auto"`` becomes ``"torch"`` (a genesis draws in batches; ``"portable"`` is kept when set).
 
     Explicit values are kept (a GPU's memory may need smaller batches). The effective settings are recorded in
     the ledger, and every receipt records the batch size and steps that made it.
@@ -182,6 +183,10 @@ def genesis_models(models: ModelSettings, batch_size: int) -> ModelSettings:
     }
     if models.image_backend == "embedded" and "image_steps" not in fixed and models.image_steps is None:
         update["image_steps"] = GENESIS_IMAGE_STEPS
+    if (
+        models.image_runtime == "auto"
+    ):  # a genesis keeps the batched torch runtime (its speed) unless told otherwise
+        update["image_runtime"] = models.image_runtime_for(genesis=True)
     return models.model_copy(update=update) if update else models
 
 

@@ -1,6 +1,7 @@
-"""The opt-in portable image scheme (``models.image_runtime = "portable"``, receipts ``chrysalis-portable/1``): the
-embedded sprite model exported to ONNX into the model cache and rendered by onnxruntime-web's WASM build in Node.js
-with ``chrysalis-noise/1`` noise, recorded so that ``verify`` replays it through the same runtime."""
+"""The portable image scheme (``models.image_runtime = "portable"``, and what ``"auto"``, the default, picks for the
+agent's evolutions; receipts ``chrysalis-portable/1``): the embedded sprite model exported to ONNX into the model
+cache and rendered by onnxruntime-web's WASM build in Node.js with ``chrysalis-noise/1`` noise, recorded so that
+``verify`` replays it through the same runtime."""
 
 from __future__ import annotations
 
@@ -200,13 +201,20 @@ def test_diffusers_with_the_portable_runtime_is_refused_with_a_hint(tmp_path):
         ConfigError, match="image_runtime = 'portable' needs image_backend = 'embedded'"
     ) as err:
         factory._build_image(s)
-    assert "image_runtime = 'torch'" in (err.value.hint or "")
+    assert "image_runtime = 'auto'" in (err.value.hint or "")
 
 
-def test_the_torch_runtime_stays_the_default(fresh_factory, fresh):
+def test_auto_is_the_default_portable_for_evolutions_torch_for_a_genesis_and_diffusers(fresh_factory, fresh):
+    from agent.genesis.run import genesis_models
+
     s = ModelSettings(device="cpu", image_steps=STEPS)
-    assert s.image_runtime == "torch"
-    torch_gen = fresh_factory.load_image_generator(s)
+    assert s.image_runtime == "auto" and s.image_runtime_for() == "portable"
+    assert ModelSettings(image_backend="diffusers", image_model="x").image_runtime_for() == "torch"
+    assert genesis_models(s, 8).image_runtime == "torch"  # a genesis keeps the batched torch runtime
+    assert genesis_models(s.model_copy(update={"image_runtime": "portable"}), 8).image_runtime == "portable"
+    auto_gen = fresh_factory.load_image_generator(s)
+    assert type(auto_gen) is PortableSpriteGenerator
+    torch_gen = fresh_factory.load_image_generator(s.model_copy(update={"image_runtime": "torch"}))
     assert type(torch_gen) is EmbeddedSpriteGenerator
     [img] = torch_gen.generate([FRESH])
     assert img.config["generator"].startswith("torch.Generator") and "onnx" not in img.config

@@ -40,7 +40,7 @@ from agent.pipeline.collection import CollectionReader
 from agent.pipeline.events import WATCHED_EVENTS, EventRouter
 from agent.pipeline.generate import GenerateStage, ImageSigning
 from agent.pipeline.inputs import InputsStage, build_oracles
-from agent.pipeline.publish import PublishStage
+from agent.pipeline.publish import PublishStage, TokenViewer
 from agent.pipeline.reconcile import Reconciler
 from agent.pipeline.submit import Settler, Submitter
 from agent.pipeline.worker import Worker, in_flight
@@ -200,7 +200,7 @@ def build_agent(
             assets,
             {"image": image.model_ref, "lore": lore.model_ref},
             external_url=cfg.external_url,
-            viewer=_token_viewer(image, repo, replicator, gateway, rules),
+            viewer=_token_viewer(image, repo, gateway, rules),
         )
         review = ReviewGate.for_database(db) if s.studio.review else None
         refresh = RefreshService.build(
@@ -264,12 +264,13 @@ def build_agent(
 
 
 def _token_viewer(
-    image: object, repo: IpfsRepo, replicator: Replicator, gateway: NodeServer | None, rules: RuleEngine
-) -> Callable[[str], str] | None:
+    image: object, repo: IpfsRepo, gateway: NodeServer | None, rules: RuleEngine
+) -> TokenViewer | None:
     """For images made under the portable scheme: pin the token viewer, the model's ONNX export and the rules as
-    data (the same CIDs every start), let the agent's gateway run the viewer's scripts, and return the
-    ``animation_url`` maker (``...&rules=<CID>``: the viewer's "what would I become" preview evaluates them); None
-    for other image runtimes (the viewer re-renders only portable receipts)."""
+    data into the embedded repo (the same CIDs every start; the other backends get them with the first metadata that
+    links to them), let the agent's gateway run the viewer's scripts, and return the viewer (``animation_url``
+    ``...&rules=<CID>``: the viewer's "what would I become" preview evaluates them); None for other image runtimes
+    (the viewer re-renders only portable receipts)."""
     export_dir = getattr(image, "export_dir", None)
     if export_dir is None:
         return None
@@ -277,8 +278,7 @@ def _token_viewer(
     from agent.rules.rules_data import rules_json_bytes
 
     release = publish_renderer(repo, export_dir)
-    replicator.publish(release.site_cid, name="token viewer site")
-    replicator.publish(release.model_cid, name="token viewer model export")
+    pins = [(release.site_cid, "token viewer site"), (release.model_cid, "token viewer model export")]
     rules_query = ""
     try:
         rules_cid = repo.add_raw_block(rules_json_bytes(rules))
@@ -287,10 +287,10 @@ def _token_viewer(
     ) as exc:  # a rule the data format cannot say: the viewer works, its preview asks for rules
         log.warning("the rules cannot be published as data, so the viewer's preview has none: %s", exc)
     else:
-        replicator.publish(rules_cid, name="the collection's rules (chrysalis-rules/1)")
+        pins.append((rules_cid, "the collection's rules (chrysalis-rules/1)"))
         rules_query = f"&rules={rules_cid}"
     if gateway is not None:
         gateway.allow_scripts(release.site_cid)
     log.info("token viewer %s with model export %s%s: every version's animation_url opens it",
              release.site_cid, release.model_cid, rules_query.replace("&rules=", " and rules "))  # fmt: skip
-    return lambda core: f"{release.animation_url(core)}{rules_query}"
+    return TokenViewer(lambda core: f"{release.animation_url(core)}{rules_query}", tuple(pins))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from agent.domain import Artwork, Inputs, ModelRef, Pin, Published, RenderTask
 from agent.ipfs.backends.replicated import Replicator
@@ -25,6 +25,21 @@ from agent.ipfs.repo import IpfsRepo
 from agent.metadata import TokenMetadata, build_metadata, metadata_cid
 from agent.pipeline.assets import AssetStore
 from agent.pipeline.errors import AssetIntegrityError
+
+
+@dataclass(frozen=True)
+class TokenViewer:
+    """The token viewer the metadata links to (see the module docstring).
+
+    Attributes:
+        link: The ``animation_url`` for a core document's CID.
+        pins: What the link needs on every backend (the viewer site, the model's export, the rules), with a name
+            each: replicated before the first metadata that links to them, so a backend that is down at the agent's
+            start fails that job's publish (retryable), never the start.
+    """
+
+    link: Callable[[str], str]
+    pins: tuple[tuple[CID, str], ...] = ()
 
 
 class PublishStage:
@@ -36,7 +51,7 @@ class PublishStage:
         assets: Where the metadata copy is written for browsing.
         models: ``{"image": ModelRef, "lore": ModelRef}`` recorded in the metadata (their ids and weight digests).
         external_url: A template of the token's page (``{token_id}``), written as the metadata's ``external_url``.
-        viewer: The token viewer's URL for a core document's CID (``animation_url``); None writes none.
+        viewer: The token viewer (``animation_url``); None writes none.
     """
 
     def __init__(
@@ -47,7 +62,7 @@ class PublishStage:
         models: Mapping[str, ModelRef],
         *,
         external_url: str | None = None,
-        viewer: Callable[[str], str] | None = None,
+        viewer: TokenViewer | None = None,
     ) -> None:
         self.repo = repo
         self.replicator = replicator
@@ -55,6 +70,7 @@ class PublishStage:
         self.models = dict(models)
         self.external_url = external_url
         self.viewer = viewer
+        self._viewer_replicated = False
 
     def metadata(
         self, task: RenderTask, inputs: Inputs, artwork: Artwork, *, approved_by: str | None = None
@@ -82,7 +98,7 @@ class PublishStage:
         )
         if self.viewer is None:
             return doc
-        return replace(doc, animation_url=self.viewer(metadata_cid(doc.encode())))
+        return replace(doc, animation_url=self.viewer.link(metadata_cid(doc.encode())))
 
     def run(
         self, task: RenderTask, inputs: Inputs, artwork: Artwork, *, approved_by: str | None = None
@@ -107,6 +123,10 @@ class PublishStage:
         assert str(cid) == metadata_cid(data)
         name = f"token {task.token_id} stage {task.stage}"
         pins = self.replicator.publish(image_cid, name=f"{name} image")
+        if self.viewer is not None and doc.animation_url is not None and not self._viewer_replicated:
+            for pinned, what in self.viewer.pins:  # confirmed pins are kept: a retry does no new work
+                self.replicator.publish(pinned, name=what)
+            self._viewer_replicated = True
         if doc.animation_url is not None:  # the document the viewer link names, before the link itself
             core = self.repo.add_raw_block(doc.core().encode())
             pins += self.replicator.publish(core, name=f"{name} metadata core")

@@ -38,7 +38,7 @@ from agent.pipeline.collection import CollectionReader
 from agent.pipeline.errors import PreviousMetadataMissingError, SourceOrphanedError
 from agent.pipeline.generate import GenerateStage, ImageSigning
 from agent.pipeline.inputs import InputsStage
-from agent.pipeline.publish import PublishStage
+from agent.pipeline.publish import PublishStage, TokenViewer
 from agent.pipeline.request import EvolutionRequest
 from agent.pipeline.submit import Ready, Settler
 from agent.pipeline.traits import FUSION_FACT, FUSION_STRENGTH, evaluate_traits
@@ -305,9 +305,14 @@ def test_with_a_viewer_the_animation_url_names_the_core_document_pinned_beside_t
     (generated,) = GenerateStage(image, lore, repo, assets).run([(request.task(), inputs)])
     site = "bafybeicukhhco7jnpsh47uh5r2yj6feopnbqwo374mhijlob6efcyvlrri"
     replicated = Replicator([EmbeddedBackend(repo)], required=1, source=repo)
-    stage = PublishStage(repo, replicated, assets, {"image": image.model_ref, "lore": lore.model_ref},
-                         viewer=lambda core: f"ipfs://{site}/?token={core}&model=bafymodel")  # fmt: skip
+    extra = repo.add_raw_block(b'{"format": "chrysalis-rules/1"}', pin=False)  # what the link needs besides
+    viewer = TokenViewer(lambda core: f"ipfs://{site}/?token={core}&model=bafymodel", ((extra, "rules"),))
+    stage = PublishStage(
+        repo, replicated, assets, {"image": image.model_ref, "lore": lore.model_ref}, viewer=viewer
+    )
+    assert not repo.is_pinned(extra)
     record = stage.run(request.task(), inputs, generated)
+    assert repo.is_pinned(extra)  # replicated with the first metadata that links to it
     data = repo.block_get(record.metadata_cid)
     assert record.digest == "0x" + hashlib.sha256(data).hexdigest()
     metadata = parse_metadata(data, cid=record.metadata_cid)

@@ -35,6 +35,11 @@ def main(argv: list[str] | None = None) -> int:
             page.goto(a.viewer)
             # a selector, not wait_for_function: the viewer's policy forbids eval
             page.wait_for_selector('body:not([data-state="loading"])', timeout=180_000)
+            if page.locator("#preview-run").count():  # and the preview of the next stage, from the snapshot
+                page.click("#preview-run")
+                page.wait_for_selector(
+                    '#preview:not([data-state="running"]):not([data-state="idle"])', timeout=180_000
+                )
             page.screenshot(path=str(a.out / "token-viewer.png"), full_page=True)
             print(a.out / "token-viewer.png", page.get_attribute("body", "data-state"))
             browser.close()

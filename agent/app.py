@@ -49,6 +49,7 @@ from agent.review import ReviewGate
 from agent.rules import DEFAULT_RULES, RuleEngine, load_rules
 from agent.settings import Settings
 from agent.store import Database, SqlJobStore
+from agent.store.roles import RoleLeases
 from agent.submit import FulfilmentBatcher, KeystoreSigner, Web3TxSender
 from agent.submit.journal_sql import SqlBroadcastJournal
 from agent.watch import SqlCursorStore, WatchConfig, Watcher
@@ -234,6 +235,10 @@ def build_agent(
             reader.rpc, address, abi, watcher.decoder, store, deployment.chain_id, router,
             start_block=deployment.deploy_block, interval_s=cfg.reconcile_interval_s, stream=watcher.stream,
         )  # fmt: skip
+        roles = RoleLeases(
+            db, worker_id, signer=signer.address, lease_s=cfg.role_lease_s,
+            scope=f"{deployment.chain_id}:{address.lower()}:",
+        )  # fmt: skip
         agent = Agent(
             settings=s,
             deployment=deployment,
@@ -254,7 +259,9 @@ def build_agent(
                 if c
             ],
             refresh=refresh,
+            roles=roles,
         )
+        roles.register()  # listed by `chrysalis status` and the studio from now on
         stack.pop_all()
     log.info(
         "agent %s watching %s on chain %d from block %d (agent key %s)",

@@ -645,6 +645,12 @@ class AgentSettings(Section):
     lease_s: float = Field(
         default=60.0, gt=0, description="Seconds a claimed job stays ours without a heartbeat (then reaped)."
     )
+    role_lease_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="Seconds a singleton role (watching the chain, the cron schedules) stays this agent's without "
+        "a renewal; agents renew theirs about every second, and another agent takes a lapsed role over.",
+    )
     max_attempts: int = Field(
         default=5, ge=1, description="Attempts before a job ends failed, with its error."
     )

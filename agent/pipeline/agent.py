@@ -40,6 +40,7 @@ from agent.pipeline.ports import Refreshes
 from agent.pipeline.worker import Worker
 from agent.settings import Settings
 from agent.store import Database
+from agent.store.roles import SCHEDULE, WATCH, RoleLeases
 from agent.watch import ChainResetError, DeepReorgError, Watcher
 from agent.watch.cursor import watch_lag
 
@@ -136,6 +137,9 @@ class Agent:
             between evolutions, :meth:`poll_once` handles the price triggers, :meth:`run` runs the cron schedules.
         activity: The last error and the gas spent (the worker reports into the same one).
         wake: Set by whatever queues a job (the router, the refresh triggers): the run loop stops waiting.
+        roles: The singleton roles (:mod:`agent.store.roles`) when several agents may share the database: only the
+            holder of ``watch`` polls the chain (events, reconciliation, price triggers) and only the holder of
+            ``schedule`` runs the cron schedules; every agent works jobs. None: this agent does everything.
     """
 
     def __init__(
@@ -156,8 +160,12 @@ class Agent:
         gateway: NodeServer | None = None,
         closers: list[Callable[[], None]] | None = None,
         refresh: Refreshes | None = None,
+        roles: RoleLeases | None = None,
     ) -> None:
         self.settings = settings
+        self.roles = roles
+        self._watching = roles is None  # whether this agent holds the watch role (always, alone)
+        self._scheduling = False
         self.deployment = deployment
         self.store = store
         self.db = db
@@ -190,6 +198,8 @@ class Agent:
             ChainResetError: the chain was replaced under the agent (fatal: stop the agent).
             RetryableError: the node failed; poll again later.
         """
+        if not self._hold_watch():
+            return 0
         before = self.router.events_seen
         try:
             self.watcher.poll(self.router)
@@ -202,6 +212,35 @@ class Agent:
             raise
         self._update_watch_gauges()
         return self.router.events_seen - before
+
+    def _hold_watch(self) -> bool:
+        """Whether this agent watches now: it holds (or just took over, or renewed) the watch role."""
+        if self.roles is None:
+            return True
+        held = self.roles.hold(WATCH)
+        if held and not self._watching:
+            self.watcher.reload()  # another agent moved the cursor while this one did not watch
+            log.info("agent %s took the watch role", self.roles.worker_id)
+        elif not held and self._watching:
+            log.warning("agent %s lost the watch role to another agent", self.roles.worker_id)
+        self._watching = held
+        return held
+
+    def _tick_roles(self) -> None:
+        """Note that this agent is alive, and run the cron schedules exactly while it holds the schedule role."""
+        if self.roles is None:
+            return
+        self.roles.beat()
+        if self.refresh is None:
+            return
+        held = self.roles.hold(SCHEDULE)
+        if held and not self._scheduling:
+            log.info("agent %s took the schedule role: starting the cron schedules", self.roles.worker_id)
+            self.refresh.start()
+        elif not held and self._scheduling:
+            log.warning("agent %s lost the schedule role: stopping its cron schedules", self.roles.worker_id)
+            self.refresh.stop()
+        self._scheduling = held
 
     def work_once(self, max_jobs: int | None = None, *, until: Stage | None = None) -> int:
         """Advance claimable jobs through their stages; returns how many jobs were advanced.
@@ -217,7 +256,8 @@ class Agent:
         """Poll and work until no job is queued or running and the watcher is caught up.
 
         Jobs backing off after a retryable error, and jobs a dead worker still holds (until their lease expires
-        and the reaper re-queues them), count as pending: the loop waits for them.
+        and the reaper re-queues them), count as pending: the loop waits for them. So does the watch role while
+        another agent holds it (a killed agent's lapses after ``agent.role_lease_s``).
 
         Raises:
             AgentTimeoutError: jobs still pending after ``timeout_s`` (it lists them).
@@ -227,7 +267,9 @@ class Agent:
             seen = self.poll_once()
             worked = self.work_once()
             counts = self.store.counts()
-            if not seen and not worked and not counts[JobState.QUEUED] and not counts[JobState.RUNNING]:
+            idle = not seen and not worked and not counts[JobState.QUEUED] and not counts[JobState.RUNNING]
+            # caught up only once this agent watches (a dead holder's role lapses after agent.role_lease_s)
+            if idle and self._watching:
                 return self.status()
             if time.monotonic() >= deadline:
                 pending = [
@@ -253,7 +295,10 @@ class Agent:
             ChainResetError: the chain was replaced under the agent: another genesis, or no contract (after stopping).
         """
         self.worker.stop = stop
-        if self.refresh is not None:
+        if self.roles is not None:
+            self.roles.register()
+            self._tick_roles()  # the schedule role, if free
+        elif self.refresh is not None:
             self.refresh.start()  # cron schedules
         fatal: list[BaseException] = []
         watch = threading.Thread(
@@ -273,6 +318,10 @@ class Agent:
                 if time.monotonic() - last_status >= 1.0:  # also refreshes the jobs / head / lag gauges
                     last_status = time.monotonic()
                     try:
+                        self._tick_roles()
+                    except Exception as exc:  # noqa: BLE001 - the database blinked: renewed at the next tick
+                        log.warning("renewing this agent's roles failed: %s", exc)
+                    try:
                         status = self.status()
                         if on_status is not None:
                             on_status(status)
@@ -287,6 +336,11 @@ class Agent:
             watch.join(30)
             if self.refresh is not None:
                 self.refresh.stop()
+            if self.roles is not None:
+                try:
+                    self.roles.stopped()  # the roles go at once to the next agent that asks
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("could not give back this agent's roles (they lapse by themselves): %s", exc)
         if fatal:
             raise fatal[0]
 
@@ -375,10 +429,16 @@ class Agent:
     # -- lifecycle ------------------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop the gateway and release the IPFS backends and the database. Idempotent."""
+        """Give back this agent's roles, stop the gateway and release the IPFS backends and the database.
+        Idempotent."""
         if self._closed:
             return
         self._closed = True
+        if self.roles is not None:  # before the database closes: the next agent takes the roles at once
+            try:
+                self.roles.release()
+            except Exception:  # noqa: BLE001 - they lapse by themselves
+                log.warning("could not give back this agent's roles; they lapse after agent.role_lease_s")
         for close in [*self._closers, self.worker.inputs.close]:
             try:
                 close()

@@ -10,7 +10,8 @@ Groups (each added by the migration named):
 * the chain watcher's cursors (``watch_cursors``, ``watch_blocks``: 0002);
 * the review queue (``review_items``, ``review_events``: 0003);
 * refreshes (``refresh_runs``, ``refresh_items``, ``refresh_txs``, ``refresh_triggers``: 0004);
-* the quality gates' near-duplicate index (``gate_hashes``: 0006).
+* the quality gates' near-duplicate index (``gate_hashes``: 0006);
+* the agents sharing the database and the singleton roles they hold (``agents``, ``agent_roles``: 0007).
 
 A change to a table here needs a migration in :mod:`agent.store.migrations` (``tests/jobs/test_migrations.py``
 fails until the two agree). The refresh scheduler's APScheduler table is APScheduler's, outside this metadata.
@@ -333,6 +334,38 @@ class GateHashRow(SQLModel, table=True):
     created_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
 
 
+# -- several agents on one database --------------------------------------------------------------------------
+
+
+class AgentRow(SQLModel, table=True):
+    """One agent process that works this database (table ``agents``): who it is and when it last beat."""
+
+    __tablename__ = "agents"
+
+    worker_id: str = Field(sa_column=sa.Column(sa.String(128), primary_key=True))
+    signer: str = Field(sa_column=sa.Column(sa.String(42), nullable=False))
+    host: str = Field(sa_column=sa.Column(sa.String(255), nullable=False))
+    pid: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    started_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+    heartbeat_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+    stopped_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
+
+
+class AgentRoleRow(SQLModel, table=True):
+    """A singleton role and the agent that holds it until ``lease_until`` (table ``agent_roles``).
+
+    An agent renews its roles while it runs; once a lease lapses, any agent may take the role over.
+    """
+
+    __tablename__ = "agent_roles"
+
+    role: str = Field(sa_column=sa.Column(sa.String(255), primary_key=True))
+    holder: str = Field(sa_column=sa.Column(sa.String(128), nullable=False))
+    lease_until: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+    acquired_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+    renewed_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+
+
 JOBS = table(JobRow)
 JOB_STAGES = table(JobStageRow)
 BROADCASTS = table(BroadcastRow)
@@ -345,3 +378,5 @@ REFRESH_ITEMS = table(RefreshItemRow)
 REFRESH_TXS = table(RefreshTxRow)
 REFRESH_TRIGGERS = table(RefreshTriggerRow)
 GATE_HASHES = table(GateHashRow)
+AGENTS = table(AgentRow)
+AGENT_ROLES = table(AgentRoleRow)

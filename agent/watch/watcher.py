@@ -222,6 +222,10 @@ class Watcher:
         self._load()
         return self._state
 
+    def reload(self) -> None:
+        """Read the cursor from the store again at the next use (another agent may have moved it)."""
+        self._loaded = False
+
     def _load(self) -> None:
         if not self._loaded:
             self._state = self.cursors.load(self.stream)

@@ -24,9 +24,11 @@ from agent.watch.events import BlockRef
 OURS = {
     "jobs", "job_stages", "watch_cursors", "watch_blocks", "review_items", "review_events",
     "refresh_runs", "refresh_items", "refresh_txs", "refresh_triggers", "broadcasts", "gate_hashes",
+    "agents", "agent_roles",
 }  # fmt: skip
 REVISIONS = [
     "0001_jobs", "0002_watch_cursor", "0003_review_queue", "0004_refresh", "0005_broadcasts", "0006_gate_hashes",
+    "0007_agents",
 ]  # fmt: skip
 HEAD = REVISIONS[-1]
 

@@ -75,5 +75,12 @@ def agent_settings(
             "rpc_retries": 1,
             "stuck_after_blocks": None,
         },
-        agent={"lease_s": 5.0, "retry_base_s": 0.2, "retry_cap_s": 1.0, "price_window_s": 3_600, **agent},
+        agent={
+            "lease_s": 5.0,
+            "role_lease_s": 2.0,  # a killed agent's roles lapse quickly
+            "retry_base_s": 0.2,
+            "retry_cap_s": 1.0,
+            "price_window_s": 3_600,
+            **agent,
+        },
     )

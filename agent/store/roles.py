@@ -1,0 +1,235 @@
+"""Several agents on one database: who works it (table ``agents``) and which agent holds each singleton role
+(table ``agent_roles``), through leases with failover.
+
+Jobs need no coordinator: every agent claims them with leases (:class:`~agent.store.jobs.SqlJobStore`). Some work
+must run in exactly one agent at a time: watching the chain (the cursor and the event router), the cron scheduler of
+refreshes, the price triggers. Each is a *role*, held by one agent until its lease lapses:
+
+- :meth:`RoleLeases.hold` takes a free or lapsed role, or renews one this agent holds, in ONE guarded statement
+  (``UPDATE ... WHERE holder = me OR lease_until < now``, else ``INSERT ... ON CONFLICT DO NOTHING``), so two
+  agents can never both get it (SQLite runs it under ``BEGIN IMMEDIATE``, PostgreSQL locks the row);
+- an agent renews its roles every few seconds while it runs, and gives them back when it stops;
+- an agent that dies keeps its roles until the lease lapses (``agent.role_lease_s``); then the next agent to ask
+  takes them over.
+
+An agent also records itself (:meth:`RoleLeases.register`, :meth:`RoleLeases.beat`), so ``chrysalis status`` and
+the studio can list every agent with its key, last heartbeat and roles.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+
+from agent.store.db import Database
+from agent.store.tables import AGENT_ROLES, AGENTS, JOBS
+
+WATCH = "watch"
+"""The role that polls the chain for the collection's events (and the price triggers with them)."""
+SCHEDULE = "schedule"
+"""The role that runs the refreshes' cron scheduler."""
+
+
+@dataclass(frozen=True)
+class RoleHolder:
+    """Who holds ``role`` until ``lease_until`` (lapsed when that is in the past)."""
+
+    role: str
+    holder: str
+    lease_until: datetime
+    acquired_at: datetime
+
+
+@dataclass(frozen=True)
+class AgentInfo:
+    """One agent as it recorded itself, with the roles it holds (unlapsed) and the jobs it holds."""
+
+    worker_id: str
+    signer: str
+    host: str
+    pid: int
+    started_at: datetime
+    heartbeat_at: datetime
+    stopped_at: datetime | None
+    roles: tuple[str, ...] = ()
+    jobs_held: int = 0
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "worker_id": self.worker_id,
+            "signer": self.signer,
+            "host": self.host,
+            "pid": self.pid,
+            "started_at": self.started_at.isoformat(),
+            "heartbeat_at": self.heartbeat_at.isoformat(),
+            "stopped_at": self.stopped_at.isoformat() if self.stopped_at else None,
+            "roles": list(self.roles),
+            "jobs_held": self.jobs_held,
+        }
+
+
+class RoleLeases:
+    """One agent's view of the ``agents`` and ``agent_roles`` tables (see the module docstring).
+
+    Args:
+        db: The agent's database (migrated).
+        worker_id: This agent's id (the one it claims jobs with).
+        signer: This agent's key (its address), shown beside it.
+        lease_s: How long a role stays this agent's without a renewal.
+        scope: Prefix of every role name (the chain and collection), so agents of two collections sharing a
+            database never compete.
+        clock: Aware UTC ``now`` (tests move it).
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        worker_id: str,
+        *,
+        signer: str,
+        lease_s: float,
+        scope: str = "",
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.db = db
+        self.worker_id = worker_id
+        self.signer = signer
+        self.lease_s = lease_s
+        self.scope = scope
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    def name(self, role: str) -> str:
+        return f"{self.scope}{role}"
+
+    # -- roles ---------------------------------------------------------------------------------------------------
+
+    def hold(self, role: str) -> bool:
+        """Take ``role`` (free or lapsed) or renew it (ours); return whether this agent holds it now."""
+        now = self._clock()
+        until = now + timedelta(seconds=self.lease_s)
+        name = self.name(role)
+        t = AGENT_ROLES
+        with self.db.begin() as conn:
+            renewed = conn.execute(
+                sa.update(t)
+                .where(t.c.role == name, t.c.holder == self.worker_id)
+                .values(lease_until=until, renewed_at=now)
+            )
+            if renewed.rowcount == 1:
+                return True
+            taken = conn.execute(
+                sa.update(t)
+                .where(t.c.role == name, t.c.lease_until < now)
+                .values(holder=self.worker_id, lease_until=until, acquired_at=now, renewed_at=now)
+            )
+            if taken.rowcount == 1:
+                return True
+            inserted = conn.execute(
+                self.db.insert(t)
+                .values(role=name, holder=self.worker_id, lease_until=until, acquired_at=now, renewed_at=now)
+                .on_conflict_do_nothing(index_elements=["role"])
+            )
+            return bool(inserted.rowcount == 1)
+
+    def release(self, roles: Sequence[str] | None = None) -> None:
+        """Give back ``roles`` (default: every role this agent holds), so another agent takes them at once."""
+        t = AGENT_ROLES
+        where = t.c.holder == self.worker_id
+        if roles is not None:
+            where = sa.and_(where, t.c.role.in_([self.name(r) for r in roles]))
+        with self.db.begin() as conn:
+            conn.execute(sa.delete(t).where(where))
+
+    def holders(self) -> list[RoleHolder]:
+        """Every role of this scope and who holds it (lapsed leases included: ``lease_until`` says)."""
+        t = AGENT_ROLES
+        with self.db.connect() as conn:
+            rows = conn.execute(
+                sa.select(t).where(t.c.role.startswith(self.scope, autoescape=True)).order_by(t.c.role)
+            ).mappings()
+            return [
+                RoleHolder(
+                    r["role"].removeprefix(self.scope), r["holder"], r["lease_until"], r["acquired_at"]
+                )
+                for r in rows
+            ]
+
+    # -- agents --------------------------------------------------------------------------------------------------
+
+    def register(self) -> None:
+        """Record this agent (or record it again after a restart with the same id) as started now."""
+        now = self._clock()
+        values = {
+            "signer": self.signer,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started_at": now,
+            "heartbeat_at": now,
+            "stopped_at": None,
+        }
+        with self.db.begin() as conn:
+            updated = conn.execute(
+                sa.update(AGENTS).where(AGENTS.c.worker_id == self.worker_id).values(**values)
+            )
+            if updated.rowcount == 0:
+                conn.execute(sa.insert(AGENTS).values(worker_id=self.worker_id, **values))
+
+    def beat(self) -> None:
+        """Note that this agent is alive now."""
+        with self.db.begin() as conn:
+            conn.execute(
+                sa.update(AGENTS)
+                .where(AGENTS.c.worker_id == self.worker_id)
+                .values(heartbeat_at=self._clock())
+            )
+
+    def stopped(self) -> None:
+        """Give back every role and record that this agent stopped."""
+        self.release()
+        with self.db.begin() as conn:
+            conn.execute(
+                sa.update(AGENTS).where(AGENTS.c.worker_id == self.worker_id).values(stopped_at=self._clock())
+            )
+
+
+def list_agents(db: Database, *, scope: str = "", jobs: dict[str, int] | None = None) -> list[AgentInfo]:
+    """Every agent recorded in ``db``, newest heartbeat first, with the unlapsed roles of ``scope`` each holds and
+    the jobs each holds (``jobs``: worker id -> count; default: read from the job table)."""
+    now = datetime.now(UTC)
+    with db.connect() as conn:
+        if jobs is None:
+            held = conn.execute(
+                sa.select(JOBS.c.worker_id, sa.func.count())
+                .where(JOBS.c.state == "running", JOBS.c.worker_id.is_not(None))
+                .group_by(JOBS.c.worker_id)
+            ).all()
+            jobs = {str(worker): int(n) for worker, n in held}
+        roles: dict[str, list[str]] = {}
+        for r in conn.execute(
+            sa.select(AGENT_ROLES).where(AGENT_ROLES.c.role.startswith(scope, autoescape=True))
+        ).mappings():
+            if r["lease_until"] >= now:
+                roles.setdefault(r["holder"], []).append(r["role"].removeprefix(scope))
+        rows = conn.execute(sa.select(AGENTS).order_by(AGENTS.c.heartbeat_at.desc())).mappings().all()
+    return [
+        AgentInfo(
+            worker_id=r["worker_id"],
+            signer=r["signer"],
+            host=r["host"],
+            pid=r["pid"],
+            started_at=r["started_at"],
+            heartbeat_at=r["heartbeat_at"],
+            stopped_at=r["stopped_at"],
+            roles=tuple(sorted(roles.get(r["worker_id"], []))),
+            jobs_held=(jobs or {}).get(r["worker_id"], 0),
+        )
+        for r in rows
+    ]
+
+
+__all__ = ["SCHEDULE", "WATCH", "AgentInfo", "RoleHolder", "RoleLeases", "list_agents"]

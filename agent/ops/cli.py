@@ -301,9 +301,27 @@ def status(as_json: JsonOption = False) -> None:
         table.add_row("gas spent", f"{report.gas_spent:,} in {report.fulfilment_txs} fulfilment tx(s)")
         table.add_row("last error", report.last_error or "none")
         table.add_row("database", report.database)
+        for i, a in enumerate(report.agents):
+            table.add_row("agents" if i == 0 else "", _agent_line(a))
+        if not report.agents:
+            table.add_row("agents", "none has run on this database yet")
         out.print(table)
     if report.chain_error is not None:
         raise report.chain_error
+
+
+def _agent_line(agent: Any) -> str:
+    """One agent for `chrysalis status`: id, key, last heartbeat, jobs held, roles (or when it stopped)."""
+    from datetime import UTC, datetime
+
+    beat = (datetime.now(UTC) - agent.heartbeat_at).total_seconds()
+    state = (
+        f"stopped {agent.stopped_at:%Y-%m-%d %H:%M:%S}Z"
+        if agent.stopped_at
+        else f"last beat {beat:.0f} s ago"
+    )
+    roles = ", ".join(agent.roles) or "no roles"
+    return f"{agent.worker_id}  key {agent.signer}  {state}  {agent.jobs_held} job(s) held  {roles}"
 
 
 def doctor(

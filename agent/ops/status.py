@@ -16,6 +16,7 @@ from agent.jobs import Job, JobKind, JobState, JobStore
 from agent.pipeline.accounting import gas_spent, sent_transaction
 from agent.settings import Settings
 from agent.store import SqlJobStore
+from agent.store.roles import AgentInfo
 
 _PAGE = 500
 
@@ -38,6 +39,8 @@ class StatusReport:
         waiting: ``unsettled`` (confirmed jobs whose fulfilment's block the watcher has not passed yet, re-checked
             until it has) and ``stalled`` (jobs waiting on a fulfilment not mined yet: waiting is not failing).
         chain_error: Why the chain could not be read, if it could not.
+        agents: Every agent recorded in the database (:func:`agent.store.roles.list_agents`): id, key, last
+            heartbeat, the jobs it holds and the singleton roles of this collection it holds.
     """
 
     database: str
@@ -51,6 +54,7 @@ class StatusReport:
     fulfilment_txs: int = 0
     waiting: dict[str, int] = field(default_factory=dict)
     chain_error: ChrysalisError | None = None
+    agents: list[AgentInfo] = field(default_factory=list)
 
     @property
     def lag(self) -> int | None:
@@ -73,6 +77,7 @@ class StatusReport:
             "fulfilment_txs": self.fulfilment_txs,
             "waiting": dict(self.waiting),
             "chain_error": self.chain_error.message if self.chain_error else None,
+            "agents": [a.to_json() for a in self.agents],
         }
 
 
@@ -102,7 +107,15 @@ def gather_status(settings: Settings, store: SqlJobStore) -> StatusReport:
         fulfilment_txs=spent.transactions,
         waiting=store.waiting_counts(),
         chain_error=chain_error,
+        agents=agents(store, deployment),
     )
+
+
+def agents(store: SqlJobStore, deployment: Deployment) -> list[AgentInfo]:
+    """Every agent that works this database, with the jobs each holds and its roles for this collection."""
+    from agent.store.roles import list_agents
+
+    return list_agents(store.db, scope=f"{deployment.chain_id}:{deployment.address().lower()}:")
 
 
 def chain_head(settings: Settings, deployment: Deployment) -> int:

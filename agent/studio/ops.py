@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from agent.jobs import Job, JobKind, JobState
 from agent.redact import redact_text
 from agent.store import Database, SqlJobStore
+from agent.store.roles import AgentInfo, list_agents
 from agent.studio.index import CollectionIndex, GasSpent
 from agent.watch.cursor import watch_lag
 
@@ -32,6 +33,7 @@ class OpsView:
         gas: Gas and fees of every metadata write on-chain.
         next_refresh: When the earliest queued refresh job may run (None: none scheduled).
         review: Review items in every state (empty when review mode is off).
+        agents: Every agent working this database: id, key, last heartbeat, jobs held, this collection's roles.
     """
 
     jobs: dict[str, int]
@@ -43,6 +45,7 @@ class OpsView:
     gas: GasSpent = field(default_factory=GasSpent)
     next_refresh: datetime | None = None
     review: dict[str, int] = field(default_factory=dict)
+    agents: list[AgentInfo] = field(default_factory=list)
 
     @property
     def lag(self) -> int | None:
@@ -63,6 +66,7 @@ class OpsView:
             "transactions": self.gas.transactions,
             "next_refresh": self.next_refresh.isoformat() if self.next_refresh else None,
             "review": self.review,
+            "agents": [a.to_json() for a in self.agents],
         }
 
 
@@ -117,4 +121,5 @@ def gather(store: SqlJobStore, index: CollectionIndex, *, review: dict[str, int]
         gas=index.gas_spent(),
         next_refresh=next_refresh,
         review=review or {},
+        agents=list_agents(store.db, scope=f"{index.deployment.chain_id}:{index.address.lower()}:"),
     )

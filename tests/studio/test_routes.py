@@ -122,6 +122,9 @@ def test_the_operations_view_shows_jobs_cursor_lag_and_gas_from_the_receipts(
     assert ops["gas_used"] == gas and ops["transactions"] == len(hashes)
     html = client.get("/ops").text
     assert "Watcher cursor" in html and f"{gas:,} gas" in html and "Next scheduled refresh" in html
+    # every agent that worked this database, with its key (several agents may share one)
+    assert ops["agents"] and all(a["signer"].lower() == world.chain.agent.lower() for a in ops["agents"])
+    assert 'id="agents"' in html and ops["agents"][0]["worker_id"] in html
 
 
 def test_the_gateway_is_read_only_and_the_node_rpc_is_not_exposed(client: TestClient) -> None:

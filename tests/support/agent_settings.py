@@ -3,11 +3,19 @@
 :func:`agent_settings` gives quick test timings (polls every 0.1 s or less, short back-offs and leases), the shipped
 sprite model and a tiny lore model on one CPU thread (canonical receipts; and two torch threads on a busy 2-core
 machine are ten times slower), and no block-based "stuck" detection.
+
+The model cache is one per test process (:func:`shared_model_cache`): the agent's default image runtime exports the
+sprite model to ONNX on first use (about 10 CPU-seconds), and the cache is content-addressed and written atomically,
+so every agent of the process reuses one export instead of making its own.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
+import shutil
+import tempfile
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +25,15 @@ from agent.settings import Settings
 from tests.support.devchain import CollectionChain
 
 PASSWORD = "chrysalis-test-password"
+
+
+@cache
+def shared_model_cache() -> Path:
+    """This test process's model cache (removed when the process exits)."""
+    path = Path(tempfile.mkdtemp(prefix="chrysalis-test-models-"))
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
 
 Keystore = tuple[Path, Path]
 """An encrypted V3 keystore and the file that holds its password."""
@@ -66,7 +83,7 @@ def agent_settings(
             "lore_max_new_tokens": 12,
             "device": "cpu",
             "threads": 1,
-            "cache_dir": data_dir / "models",
+            "cache_dir": shared_model_cache(),
         },
         signer={"keystore": keystore[0], "password_file": keystore[1]},
         submit={

@@ -259,3 +259,27 @@ def fresh_factory():
     factory.clear_cache()
     yield factory
     factory.clear_cache()
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    """Debian's chromium for the renderer's browser tests (skipped, with the fix, where it or playwright is missing)."""
+    pytest.importorskip("playwright.sync_api", reason="playwright is not installed: run `make setup`")
+    from agent.errors import ConfigError
+    from agent.generate.portable.browser import find_chromium
+
+    try:
+        return find_chromium()
+    except ConfigError as exc:
+        pytest.skip(f"{exc.message}: {exc.hint}")
+
+
+@pytest.fixture(scope="module")
+def browser(chromium):
+    """One headless Chromium (playwright) for the module's pages."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        yield b
+        b.close()

@@ -32,10 +32,8 @@ from typing import Any
 import pytest
 
 from agent.domain import InputSnapshot, OracleReading
-from agent.errors import ConfigError
 from agent.generate.base import ImageRequest
 from agent.generate.image.embedded import EmbeddedSpriteGenerator
-from agent.generate.portable.browser import find_chromium
 from agent.generate.portable.generator import PortableSpriteGenerator
 from agent.generate.receipt import build_receipt, image_record
 from agent.generate.seed import derive_seed
@@ -65,15 +63,6 @@ SNAPSHOT = {  # the stage-0 snapshot: no wallet.tokens_held (the page must ask f
 WEI = 123_456_789_123_456_789_123  # the previewing wallet: 123.45... ETH, not a float of 1e18 multiples
 NONCE = 150
 TOKENS_HELD = 3
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    pytest.importorskip("playwright.sync_api", reason="playwright is not installed: run `make setup`")
-    try:
-        return find_chromium()
-    except ConfigError as exc:
-        pytest.skip(f"{exc.message}: {exc.hint}")
 
 
 def _snapshot() -> InputSnapshot:
@@ -212,16 +201,6 @@ def world(chromium, tmp_path_factory):
             }
     finally:
         gen.close()
-
-
-@pytest.fixture(scope="module")
-def browser(chromium):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,8 @@ import httpx
 import pytest
 
 from agent.domain import InputSnapshot, OracleReading
-from agent.errors import ConfigError
 from agent.generate.base import ImageRequest
 from agent.generate.image.embedded import EmbeddedSpriteGenerator
-from agent.generate.portable.browser import find_chromium
 from agent.generate.portable.generator import PORTABLE_SCHEME, PortableSpriteGenerator
 from agent.generate.receipt import build_receipt, image_record
 from agent.generate.seed import derive_seed
@@ -30,15 +28,6 @@ STEPS = 25
 TOKEN = 7
 MINT = bytes(range(32))
 EVOLVE = bytes(range(1, 33))
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    pytest.importorskip("playwright.sync_api", reason="playwright is not installed: run `make setup`")
-    try:
-        return find_chromium()
-    except ConfigError as exc:
-        pytest.skip(f"{exc.message}: {exc.hint}")
 
 
 def _snapshot(block: int) -> InputSnapshot:
@@ -108,16 +97,6 @@ def world(chromium, tmp_path_factory):
             "stage1": stage1,
             "torch": torch_token,
         }
-
-
-@pytest.fixture(scope="module")
-def browser(chromium):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        yield b
-        b.close()
 
 
 def _open(browser, url: str) -> tuple[Any, str]:

@@ -246,20 +246,16 @@ def test_sigterm_while_the_studio_serves_stops_the_studio_and_the_chain(demo, tm
     # the model's export, and the rules for the preview
     assert all("&model=" in u and "&rules=" in u for u in viewers.values()), viewers
     assert all(not u.startswith(url.group(1) + "/") for u in viewers.values())  # not the studio's origin
+    # ... and the studio's token page embeds the same viewer from the gateway's origin: one artefact for both
+    results, embedded = _in_chromium(viewers, url.group(1), 1)
     timelines = {}
-    for token, result in _view_in_chromium(viewers).items():
+    for token, result in results.items():
         assert result["badge"] == "bit-identical" and result["bit_identical"] is True, (token, result)
         assert [c["what"] for c in result["checks"] if not c["ok"]] == [], (token, result)
-        timelines[token] = [entry["stage"] for entry in result["timeline"]]
-        assert timelines[token] == sorted(set(timelines[token])) and timelines[token][-1] >= 1, (
-            token,
-            result,
-        )
-    assert max(len(t) for t in timelines.values()) >= 2, (
-        timelines
-    )  # a token evolved twice shows both versions
-    # the studio's token page embeds the same viewer from the gateway's origin: one artefact for both
-    embedded = _studio_viewer_in_chromium(url.group(1), 1)
+        stages = timelines[token] = [entry["stage"] for entry in result["timeline"]]
+        assert stages == sorted(set(stages)) and stages[-1] >= 1, (token, result)
+    # a token evolved twice shows both versions
+    assert max(len(t) for t in timelines.values()) >= 2, timelines
     assert embedded["state"] == "done" and embedded["badge"] == "bit-identical", embedded
     assert embedded["src"] == viewers["1"], embedded
     run.proc.send_signal(signal.SIGTERM)
@@ -269,8 +265,11 @@ def test_sigterm_while_the_studio_serves_stops_the_studio_and_the_chain(demo, tm
     assert_nothing_left(run)
 
 
-def _view_in_chromium(urls: dict[str, str]) -> dict[str, dict]:
-    """Open each viewer URL in headless Chromium (Debian's, through playwright) and return ``window.viewerResult``."""
+def _in_chromium(
+    urls: dict[str, str], studio: str, token: int
+) -> tuple[dict[str, dict], dict[str, str | None]]:
+    """In one headless Chromium (Debian's, through playwright): open each viewer URL and read
+    ``window.viewerResult``; then open the studio's page of ``token`` and read its embedded viewer's frame."""
     from playwright.sync_api import sync_playwright
 
     from agent.generate.portable.browser import find_chromium
@@ -279,29 +278,15 @@ def _view_in_chromium(urls: dict[str, str]) -> dict[str, dict]:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=find_chromium(), args=["--no-sandbox"])
         try:
-            for token, url in sorted(urls.items()):
+            for name, url in sorted(urls.items()):
                 page = browser.new_page()
                 page.goto(url)
                 # a selector, not wait_for_function: the viewer's policy forbids eval, even Playwright's
                 page.wait_for_selector('body:not([data-state="loading"])', timeout=180_000)
                 state = page.get_attribute("body", "data-state")
-                assert state == "done", (token, page.evaluate("JSON.stringify(window.viewerError || null)"))
-                results[token] = page.evaluate("window.viewerResult")
+                assert state == "done", (name, page.evaluate("JSON.stringify(window.viewerError || null)"))
+                results[name] = page.evaluate("window.viewerResult")
                 page.close()
-        finally:
-            browser.close()
-    return results
-
-
-def _studio_viewer_in_chromium(studio: str, token: int) -> dict[str, str | None]:
-    """Open the studio's token page in Chromium and read the embedded viewer's frame once it has rendered."""
-    from playwright.sync_api import sync_playwright
-
-    from agent.generate.portable.browser import find_chromium
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=find_chromium(), args=["--no-sandbox"])
-        try:
             page = browser.new_page()
             page.goto(f"{studio}/tokens/{token}")
             element = page.wait_for_selector("#viewer-frame", timeout=60_000)
@@ -310,13 +295,14 @@ def _studio_viewer_in_chromium(studio: str, token: int) -> dict[str, str | None]
             frame = element.content_frame()
             assert frame is not None
             frame.wait_for_selector('body:not([data-state="loading"])', timeout=180_000)
-            return {
+            embedded = {
                 "src": element.get_attribute("src"),
                 "state": frame.get_attribute("body", "data-state"),
                 "badge": frame.inner_text("#badge"),
             }
         finally:
             browser.close()
+    return results, embedded
 
 
 def test_a_failed_demo_stops_what_it_started(tmp_path: Path, demo) -> None:

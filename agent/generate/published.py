@@ -32,6 +32,7 @@ fetcher is handed in.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -485,9 +486,7 @@ def load_portable_export(
             path=name,
             hint="the directory is not the export its model's manifest describes: do not use it",
         )
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{cid}.", dir=final.parent))
-    try:
+    with _staged(final, cid) as staging:
         for name, key in PORTABLE_DIGESTS.items():
             if name not in files:
                 raise PinnedExportError(
@@ -505,6 +504,18 @@ def load_portable_export(
                     "publisher)",
                 )
             (staging / name).write_bytes(data)
+    check_portable_dir(final, ref, named_by=named_by)
+    return final
+
+
+@contextlib.contextmanager
+def _staged(final: Path, label: str) -> Iterator[Path]:
+    """A temporary directory beside ``final`` to fill; once the block succeeds it becomes ``final`` in one rename
+    (when another process got there first, its copy stays, and the caller checks it). Always cleaned up."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{label}.", dir=final.parent))
+    try:
+        yield staging
         try:
             os.rename(staging, final)
         except OSError:  # another process put it there first: use theirs once it checks out
@@ -513,8 +524,6 @@ def load_portable_export(
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-    check_portable_dir(final, ref, named_by=named_by)
-    return final
 
 
 def _safe_relative(name: Any, *, where: str) -> PurePosixPath:
@@ -682,9 +691,7 @@ def load_model_from_cid(
             hint="the directory is not the one its manifest describes: do not use it",
         )
     final = cache_path(root_cid, cache_dir)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root_cid}.", dir=final.parent))
-    try:
+    with _staged(final, root_cid) as staging:
         for name in sorted(listed):
             if name not in files:
                 raise PublishedModelError(
@@ -707,14 +714,6 @@ def load_model_from_cid(
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
         (staging / PUBLICATION_MANIFEST).write_bytes(_read(files, PUBLICATION_MANIFEST, where))
-        try:
-            os.rename(staging, final)
-        except OSError:  # another process put it there first: use theirs once it checks out
-            if not final.is_dir():
-                raise
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     verify_published_dir(final, weights_sha256=weights_sha256, where=f"{where} in {final}")
     _load_named_export(final, fetch, cache_dir, root_cid)
     return final

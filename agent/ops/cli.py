@@ -24,6 +24,7 @@ from agent.errors import ConfigError
 if TYPE_CHECKING:  # pragma: no cover
     from agent.pipeline.agent import Agent
     from agent.settings import Settings
+    from agent.store.roles import AgentInfo
 
 
 class _Out:
@@ -310,7 +311,7 @@ def status(as_json: JsonOption = False) -> None:
         raise report.chain_error
 
 
-def _agent_line(agent: Any) -> str:
+def _agent_line(agent: AgentInfo) -> str:
     """One agent for `chrysalis status`: id, key, last heartbeat, jobs held, roles (or when it stopped)."""
     from datetime import UTC, datetime
 

@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
+from agent.jobs import JobState
 from agent.store.db import Database
 from agent.store.tables import AGENT_ROLES, AGENTS, JOBS
 
@@ -205,7 +206,7 @@ def list_agents(db: Database, *, scope: str = "", jobs: dict[str, int] | None = 
         if jobs is None:
             held = conn.execute(
                 sa.select(JOBS.c.worker_id, sa.func.count())
-                .where(JOBS.c.state == "running", JOBS.c.worker_id.is_not(None))
+                .where(JOBS.c.state == JobState.RUNNING.value, JOBS.c.worker_id.is_not(None))
                 .group_by(JOBS.c.worker_id)
             ).all()
             jobs = {str(worker): int(n) for worker, n in held}

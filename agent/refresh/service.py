@@ -108,6 +108,7 @@ class RefreshService:
             fees=fees,
             nonces=sender.nonces,
             tracker=sender.tracker,
+            journal=sender.journal,  # its broadcasts are recorded before they are sent, as the evolutions' are
         )
         address = deployment.address()
         default_feed = settings.agent.price_feed or (

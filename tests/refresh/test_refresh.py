@@ -3,6 +3,7 @@ their previous image, published with a parent link, and written with refreshMeta
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pytest
@@ -227,3 +228,42 @@ def test_a_refresh_whose_block_a_reorg_orphaned_is_planned_again_at_a_new_block(
         new = agent.refresh.store.run(replan.id)
         assert new.block_hash != old.block_hash
         assert chain.w3.eth.get_block(new.block_number)["hash"].hex() in new.block_hash  # canonical
+
+
+def test_a_refresh_broadcast_is_journaled_so_a_restart_sends_the_same_transaction_again(
+    chain: CollectionChain, make: Callable[..., Settings]
+) -> None:
+    """Every refreshMetadata broadcast is recorded in the broadcast journal before it is sent, as a holder's
+    fulfilment is: a node that forgets the transaction while the agent is down gets the same signed transaction
+    again from the next start (one nonce, one transaction, no second write that would revert)."""
+    settings = make()
+    with chain.reverting():
+        nonce = chain.agent_nonce()
+        with build_agent(settings) as agent:
+            job, _ = agent.refresh.queue_manual([6])
+            chain.automine(False)
+            deadline = time.monotonic() + 120
+            while not agent.refresh.store.sent(job.id):
+                assert time.monotonic() < deadline, agent.refresh.store.counts(job.id)
+                agent.poll_once()
+                agent.work_once()
+            (tx,) = agent.refresh.store.sent(job.id)
+            journal = agent.refresh.runner.sender.journal
+            assert journal is not None
+            recorded = journal.latest(chain.agent, tx.nonce)
+            assert recorded is not None and recorded.outcome is None
+            assert recorded.submission.tx_hash.lower() == tx.tx_hash.lower()
+        chain.rpc("anvil_dropTransaction", tx.tx_hash)  # the node forgets it while no agent runs
+        assert chain.rpc("txpool_content")["pending"] == {}
+
+        with build_agent(settings) as agent:  # the start settles the journal: the transaction is sent again
+            pooled = {t["hash"].lower() for txs in chain.rpc("txpool_content")["pending"].values()
+                      for t in txs.values()}  # fmt: skip
+            assert pooled == {tx.tx_hash.lower()}
+            chain.automine(True)
+            chain.mine()
+            done = drive(agent, job.id)
+            assert done.state == JobState.CONFIRMED, done.last_error
+            assert done.result["transactions"] == [tx.tx_hash]
+            assert states(agent, job.id) == {6: "confirmed"}
+        assert chain.agent_nonce() == nonce + 1

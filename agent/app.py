@@ -156,6 +156,13 @@ def build_agent(
                 hint="grant it (the admin calls grantRole(AGENT_ROLE, address)), or point signer.keystore at "
                 "the key the deployment named as agent",
             )
+        # one agent per key (each key has its own nonces): refused here, before anything is signed or settled
+        roles = RoleLeases(
+            db, worker_id, signer=signer.address, lease_s=cfg.role_lease_s,
+            scope=f"{deployment.chain_id}:{address.lower()}:",
+        )  # fmt: skip
+        roles.register_exclusive(window_s=cfg.lease_s)  # listed by `chrysalis status` from now on
+        stack.callback(roles.stopped)  # a start that fails after this leaves no live-looking agent behind
         # the C2PA key and chain too: checked, and proven by signing a test image, before a model loads
         signing = None
         if s.credentials.enabled:
@@ -235,10 +242,6 @@ def build_agent(
             reader.rpc, address, abi, watcher.decoder, store, deployment.chain_id, router,
             start_block=deployment.deploy_block, interval_s=cfg.reconcile_interval_s, stream=watcher.stream,
         )  # fmt: skip
-        roles = RoleLeases(
-            db, worker_id, signer=signer.address, lease_s=cfg.role_lease_s,
-            scope=f"{deployment.chain_id}:{address.lower()}:",
-        )  # fmt: skip
         agent = Agent(
             settings=s,
             deployment=deployment,
@@ -261,7 +264,6 @@ def build_agent(
             refresh=refresh,
             roles=roles,
         )
-        roles.register()  # listed by `chrysalis status` and the studio from now on
         stack.pop_all()
     log.info(
         "agent %s watching %s on chain %d from block %d (agent key %s)",

@@ -436,7 +436,7 @@ class Agent:
         self._closed = True
         if self.roles is not None:  # before the database closes: the next agent takes the roles at once
             try:
-                self.roles.release()
+                self.roles.stopped()
             except Exception:  # noqa: BLE001 - they lapse by themselves
                 log.warning("could not give back this agent's roles; they lapse after agent.role_lease_s")
         for close in [*self._closers, self.worker.inputs.close]:

@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
+from agent.errors import ConfigError
 from agent.jobs import JobState
 from agent.store.db import Database
 from agent.store.tables import AGENT_ROLES, AGENTS, JOBS
@@ -180,6 +181,38 @@ class RoleLeases:
             if updated.rowcount == 0:
                 conn.execute(sa.insert(AGENTS).values(worker_id=self.worker_id, **values))
 
+    def register_exclusive(self, window_s: float) -> None:
+        """Record this agent, unless another live agent works with the same key: then refuse, recording nothing.
+
+        Two agents on one key race for its nonces (one's transactions replace or block the other's), so every
+        agent needs a key of its own. "Live": not stopped, a heartbeat within ``window_s`` (the job lease: an
+        agent silent for longer has lost its jobs too), and, on this host, a process that still exists (a
+        restart after a crash or a SIGKILL is not held back by its own dead predecessor). This agent records
+        itself first and then looks, so two agents started together on one key both see each other and both
+        refuse rather than both starting.
+
+        Raises:
+            ConfigError: another live agent has this key.
+        """
+        self.register()
+        now = self._clock()
+        live = _live_on_key(self.db, self.signer, now - timedelta(seconds=window_s))
+        others = [a for a in live if a.worker_id != self.worker_id]
+        if not others:
+            return
+        with self.db.begin() as conn:
+            conn.execute(sa.delete(AGENTS).where(AGENTS.c.worker_id == self.worker_id))
+        other = others[0]
+        ago = (now - _aware(other.heartbeat_at)).total_seconds()
+        raise ConfigError(
+            f"another agent already works with the key {self.signer}: {other.worker_id} (host {other.host}, "
+            f"pid {other.pid}, last heartbeat {max(0.0, ago):.0f} s ago); two agents on one key race for its "
+            "nonces",
+            hint="give each agent its own key (`chrysalis agent add-key` creates one and grants it AGENT_ROLE) "
+            "and point this agent's signer.keystore at it; if the other agent is gone, stop it for good or wait "
+            f"{window_s:.0f} s (agent.lease_s) for its heartbeat to lapse",
+        )
+
     def beat(self) -> None:
         """Note that this agent is alive now."""
         with self.db.begin() as conn:
@@ -196,6 +229,34 @@ class RoleLeases:
             conn.execute(
                 sa.update(AGENTS).where(AGENTS.c.worker_id == self.worker_id).values(stopped_at=self._clock())
             )
+
+
+def _live_on_key(db: Database, signer: str, since: datetime) -> list[AgentInfo]:
+    """The agents recorded with key ``signer`` that look alive, with a heartbeat at ``since`` or later (see
+    :meth:`RoleLeases.register_exclusive`)."""
+    here = socket.gethostname()
+    live = []
+    for a in list_agents(db, jobs={}):
+        if a.signer.lower() != signer.lower() or a.stopped_at is not None or _aware(a.heartbeat_at) < since:
+            continue
+        if a.host == here and not _process_exists(a.pid):
+            continue
+        live.append(a)
+    return live
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    return True
 
 
 def list_agents(db: Database, *, scope: str = "", jobs: dict[str, int] | None = None) -> list[AgentInfo]:

@@ -4,6 +4,8 @@ agent that asks; agents of two collections never compete; every agent is listed 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -14,8 +16,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
 
+from agent.errors import ConfigError
 from agent.store import Database
 from agent.store.roles import SCHEDULE, WATCH, RoleLeases, list_agents
+from agent.store.tables import AGENTS as AGENT_TABLE
 from tests.support.clock import FakeClock
 
 LEASE_S = 10.0
@@ -121,3 +125,44 @@ def test_every_agent_is_listed_with_its_key_beat_roles_and_jobs(db: Database, cl
     listed = {x.worker_id: x for x in list_agents(db, scope=a.scope)}
     assert listed["a2"].stopped_at is not None and listed["a2"].roles == ()
     assert listed["a1"].to_json()["roles"] == [WATCH]
+
+
+def test_a_second_live_agent_on_one_key_is_refused_and_leaves_no_record(
+    db: Database, clock: FakeClock
+) -> None:
+    """Two agents on one key race for its nonces: the second is refused while the first looks alive (not
+    stopped, a recent heartbeat, and on this host a process that exists), and is let in once it does not."""
+    key = "0x" + "ab" * 20
+    first = RoleLeases(db, "first", signer=key, lease_s=LEASE_S, clock=clock)
+    second = RoleLeases(db, "second", signer=key.upper().replace("0X", "0x"), lease_s=LEASE_S, clock=clock)
+    other_key = RoleLeases(db, "other", signer="0x" + "cd" * 20, lease_s=LEASE_S, clock=clock)
+    first.register_exclusive(window_s=60)
+    other_key.register_exclusive(window_s=60)  # another key: no conflict
+    first.register_exclusive(window_s=60)  # the same agent again (a restart with the same id): no conflict
+
+    with pytest.raises(ConfigError) as err:
+        second.register_exclusive(window_s=60)
+    assert (
+        f"another agent already works with the key {key.upper().replace('0X', '0x')}: first"
+        in err.value.message
+    )
+    assert "chrysalis agent add-key" in (err.value.hint or "") and "60 s" in (err.value.hint or "")
+    assert {a.worker_id for a in list_agents(db)} == {"first", "other"}  # the refused one left nothing
+
+    clock.advance(61)  # the first fell silent for longer than the window (its jobs' lease): taken as gone
+    second.register_exclusive(window_s=60)
+    second.stopped()
+
+    first.beat()
+    with pytest.raises(ConfigError):
+        second.register_exclusive(window_s=60)
+    first.stopped()  # stopped cleanly: let in at once
+    second.register_exclusive(window_s=60)
+    second.stopped()
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a process that no longer exists on this host: a crashed or SIGKILLed agent
+    first.register_exclusive(window_s=60)
+    with db.begin() as conn:
+        conn.execute(sa.update(AGENT_TABLE).where(AGENT_TABLE.c.worker_id == "first").values(pid=dead.pid))
+    second.register_exclusive(window_s=60)  # not held back by its dead predecessor

@@ -37,6 +37,14 @@ SCHEDULE = "schedule"
 """The role that runs the refreshes' cron scheduler."""
 
 
+SAME_HOST_WINDOW_S = 3600.0
+"""How long an agent on this host whose process still exists counts as live without a heartbeat (an agent busy
+loading models or working a long job beats seldom; a pid recycled by another program is not an agent forever)."""
+
+_STARTED_HERE: set[str] = set()
+"""The worker ids of the agents this process registered and has not stopped."""
+
+
 @dataclass(frozen=True)
 class RoleHolder:
     """Who holds ``role`` until ``lease_until`` (lapsed when that is in the past)."""
@@ -163,8 +171,7 @@ class RoleLeases:
 
     # -- agents --------------------------------------------------------------------------------------------------
 
-    def register(self) -> None:
-        """Record this agent (or record it again after a restart with the same id) as started now."""
+    def _register(self) -> None:
         now = self._clock()
         values = {
             "signer": self.signer,
@@ -185,21 +192,28 @@ class RoleLeases:
         """Record this agent, unless another live agent works with the same key: then refuse, recording nothing.
 
         Two agents on one key race for its nonces (one's transactions replace or block the other's), so every
-        agent needs a key of its own. "Live": not stopped, a heartbeat within ``window_s`` (the job lease: an
-        agent silent for longer has lost its jobs too), and, on this host, a process that still exists (a
-        restart after a crash or a SIGKILL is not held back by its own dead predecessor). This agent records
-        itself first and then looks, so two agents started together on one key both see each other and both
-        refuse rather than both starting.
+        agent needs a key of its own. Another agent recorded with this key, not stopped, counts as live:
+
+        - in this very process: while it has not stopped (this process knows which agents it started);
+        - elsewhere on this host: while its process exists (a restart after a crash or a SIGKILL is not held
+          back by its dead predecessor, and an agent busy loading models is not mistaken for a dead one), and
+          it beat within :data:`SAME_HOST_WINDOW_S` (a recycled pid is not mistaken for an agent forever);
+        - on another host: while its heartbeat is younger than ``window_s`` (the job lease: an agent silent for
+          longer has lost its jobs too).
+
+        This agent records itself first and then looks, so two agents started together on one key both see each
+        other and both refuse rather than both starting.
 
         Raises:
             ConfigError: another live agent has this key.
         """
         self.register()
         now = self._clock()
-        live = _live_on_key(self.db, self.signer, now - timedelta(seconds=window_s))
+        live = _live_on_key(self.db, self.signer, now, window_s)
         others = [a for a in live if a.worker_id != self.worker_id]
         if not others:
             return
+        _STARTED_HERE.discard(self.worker_id)
         with self.db.begin() as conn:
             conn.execute(sa.delete(AGENTS).where(AGENTS.c.worker_id == self.worker_id))
         other = others[0]
@@ -209,9 +223,15 @@ class RoleLeases:
             f"pid {other.pid}, last heartbeat {max(0.0, ago):.0f} s ago); two agents on one key race for its "
             "nonces",
             hint="give each agent its own key (`chrysalis agent add-key` creates one and grants it AGENT_ROLE) "
-            "and point this agent's signer.keystore at it; if the other agent is gone, stop it for good or wait "
-            f"{window_s:.0f} s (agent.lease_s) for its heartbeat to lapse",
+            "and point this agent's signer.keystore at it, or stop the other agent; a dead agent stops counting "
+            f"once its process is gone (on this host) or {window_s:.0f} s (agent.lease_s) after its last "
+            "heartbeat (on another host)",
         )
+
+    def register(self) -> None:
+        """Record this agent (or record it again after a restart with the same id) as started now."""
+        self._register()
+        _STARTED_HERE.add(self.worker_id)
 
     def beat(self) -> None:
         """Note that this agent is alive now."""
@@ -224,6 +244,7 @@ class RoleLeases:
 
     def stopped(self) -> None:
         """Give back every role and record that this agent stopped."""
+        _STARTED_HERE.discard(self.worker_id)
         self.release()
         with self.db.begin() as conn:
             conn.execute(
@@ -231,17 +252,23 @@ class RoleLeases:
             )
 
 
-def _live_on_key(db: Database, signer: str, since: datetime) -> list[AgentInfo]:
-    """The agents recorded with key ``signer`` that look alive, with a heartbeat at ``since`` or later (see
+def _live_on_key(db: Database, signer: str, now: datetime, window_s: float) -> list[AgentInfo]:
+    """The agents recorded with key ``signer`` that look alive at ``now`` (see
     :meth:`RoleLeases.register_exclusive`)."""
-    here = socket.gethostname()
+    here, me = socket.gethostname(), os.getpid()
     live = []
     for a in list_agents(db, jobs={}):
-        if a.signer.lower() != signer.lower() or a.stopped_at is not None or _aware(a.heartbeat_at) < since:
+        if a.signer.lower() != signer.lower() or a.stopped_at is not None:
             continue
-        if a.host == here and not _process_exists(a.pid):
-            continue
-        live.append(a)
+        silent_s = (now - _aware(a.heartbeat_at)).total_seconds()
+        if a.host != here:
+            alive = silent_s <= window_s
+        elif a.pid == me:
+            alive = a.worker_id in _STARTED_HERE
+        else:
+            alive = _process_exists(a.pid) and silent_s <= max(window_s, SAME_HOST_WINDOW_S)
+        if alive:
+            live.append(a)
     return live
 
 

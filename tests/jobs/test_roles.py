@@ -4,6 +4,8 @@ agent that asks; agents of two collections never compete; every agent is listed 
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
 import threading
@@ -130,39 +132,51 @@ def test_every_agent_is_listed_with_its_key_beat_roles_and_jobs(db: Database, cl
 def test_a_second_live_agent_on_one_key_is_refused_and_leaves_no_record(
     db: Database, clock: FakeClock
 ) -> None:
-    """Two agents on one key race for its nonces: the second is refused while the first looks alive (not
-    stopped, a recent heartbeat, and on this host a process that exists), and is let in once it does not."""
+    """Two agents on one key race for its nonces: the second is refused while the first looks alive, and is let
+    in once it does not (stopped; in this process, stopped; on this host, its process gone; elsewhere, silent for
+    longer than the window)."""
     key = "0x" + "ab" * 20
-    first = RoleLeases(db, "first", signer=key, lease_s=LEASE_S, clock=clock)
-    second = RoleLeases(db, "second", signer=key.upper().replace("0X", "0x"), lease_s=LEASE_S, clock=clock)
-    other_key = RoleLeases(db, "other", signer="0x" + "cd" * 20, lease_s=LEASE_S, clock=clock)
+
+    def agent(worker: str, signer: str = key) -> RoleLeases:
+        return RoleLeases(db, worker, signer=signer, lease_s=LEASE_S, clock=clock)
+
+    def move(worker: str, **values: object) -> None:
+        with db.begin() as conn:
+            conn.execute(sa.update(AGENT_TABLE).where(AGENT_TABLE.c.worker_id == worker).values(**values))
+
+    first, second = agent("first"), agent("second", key.upper().replace("0X", "0x"))
     first.register_exclusive(window_s=60)
-    other_key.register_exclusive(window_s=60)  # another key: no conflict
+    agent("other", "0x" + "cd" * 20).register_exclusive(window_s=60)  # another key: no conflict
     first.register_exclusive(window_s=60)  # the same agent again (a restart with the same id): no conflict
 
     with pytest.raises(ConfigError) as err:
         second.register_exclusive(window_s=60)
-    assert (
-        f"another agent already works with the key {key.upper().replace('0X', '0x')}: first"
-        in err.value.message
-    )
+    assert f"another agent already works with the key {second.signer}: first" in err.value.message
     assert "chrysalis agent add-key" in (err.value.hint or "") and "60 s" in (err.value.hint or "")
     assert {a.worker_id for a in list_agents(db)} == {"first", "other"}  # the refused one left nothing
-
-    clock.advance(61)  # the first fell silent for longer than the window (its jobs' lease): taken as gone
-    second.register_exclusive(window_s=60)
-    second.stopped()
-
-    first.beat()
+    clock.advance(600)  # in this process, silence does not matter: it has not stopped
     with pytest.raises(ConfigError):
         second.register_exclusive(window_s=60)
     first.stopped()  # stopped cleanly: let in at once
     second.register_exclusive(window_s=60)
     second.stopped()
 
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()  # a process that no longer exists on this host: a crashed or SIGKILLed agent
+    # on another host: live while its heartbeat is younger than the window
     first.register_exclusive(window_s=60)
-    with db.begin() as conn:
-        conn.execute(sa.update(AGENT_TABLE).where(AGENT_TABLE.c.worker_id == "first").values(pid=dead.pid))
+    move("first", host="elsewhere")
+    clock.advance(59)
+    with pytest.raises(ConfigError):
+        second.register_exclusive(window_s=60)
+    clock.advance(2)
+    second.register_exclusive(window_s=60)
+    second.stopped()
+
+    # on this host, in another process: live while the process exists
+    move("first", host=socket.gethostname(), pid=os.getppid(), heartbeat_at=clock())
+    with pytest.raises(ConfigError):
+        second.register_exclusive(window_s=60)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a process that no longer exists: a crashed or SIGKILLed agent
+    move("first", pid=dead.pid)
     second.register_exclusive(window_s=60)  # not held back by its dead predecessor
+    second.stopped()

@@ -13,10 +13,12 @@ from PIL import Image
 
 from agent.app import build_agent
 from agent.domain import ModelRef
+from agent.errors import ConfigError
 from agent.jobs import JobKind, JobState, Stage
 from agent.metadata import build_metadata, cid_from_digest
 from agent.pipeline import AgentStatus
 from agent.settings import Settings
+from agent.store.roles import list_agents
 from tests.support.devchain import CollectionChain
 from tests.support.inputs import input_snapshot
 from tests.support.waiting import eventually
@@ -151,3 +153,17 @@ def test_a_request_no_longer_pending_is_settled_without_inference(
     assert job is not None and job.state == JobState.CONFIRMED and job.result["how"] == "found on-chain"
     assert job.stage == Stage.INPUTS  # settled before generating
     assert kinds == {JobKind.EVOLVE} and chain.agent_nonce() == 1
+
+
+def test_a_second_agent_on_the_same_key_is_refused_at_start_before_it_signs_anything(
+    chain: CollectionChain, settings: Settings
+) -> None:
+    nonce = chain.agent_nonce()
+    with build_agent(settings, worker_id="agent-one"):
+        with pytest.raises(ConfigError) as err:
+            build_agent(settings, worker_id="agent-two")
+        assert f"another agent already works with the key {chain.agent}: agent-one" in err.value.message
+        assert "its own key" in (err.value.hint or "")
+    with build_agent(settings, worker_id="agent-two") as agent:  # the first stopped: its key is free
+        assert [a.worker_id for a in list_agents(agent.db) if a.stopped_at is None] == ["agent-two"]
+    assert chain.agent_nonce() == nonce

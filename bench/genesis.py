@@ -15,6 +15,11 @@ Tables (printed, and written to bench/results/):
 - **genesis_full** (``--full``): :func:`agent.genesis.run.run_genesis` end to end for ``--size`` tokens with
   ``--workers`` processes and the settings' models (genesis defaults), then reveal and publish. Wall time, CPU
   seconds per stage (summed over the workers) and assets/s; a size under 10,000 is also scaled to 10,000.
+- **genesis_ray** (``--ray``): the same ``--size``-item genesis (1,000 unless given) made twice on this machine,
+  by ``--workers`` local worker processes and by as many actors of a local Ray cluster with ``--workers`` CPUs
+  (:mod:`agent.genesis.ray_engine`), each with ``--threads`` torch threads: items/s of each and Ray's overhead
+  ratio, and whether both made the same collection (provenance hash). CPU only (no GPU on the machines this runs
+  on so far).
 
 Wall times on a machine shared with other work are upper bounds; the CPU seconds are this benchmark's own.
 """
@@ -57,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     from agent.genesis.run import DEFAULT_BATCH_SIZE, GENESIS_IMAGE_STEPS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=10_000)
+    parser.add_argument("--size", type=int, default=None, help="items (default 10,000; 1,000 with --ray)")
     parser.add_argument("--images", type=int, default=128, help="image sample size")
     parser.add_argument("--lore", type=int, default=128, help="lore sample size (0: skip)")
     parser.add_argument(
@@ -78,9 +83,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--per-class", type=int, default=8, help="sweep: sprites per class (16 classes)")
     parser.add_argument("--full", action="store_true", help="run the whole genesis end to end instead")
     parser.add_argument(
+        "--ray", action="store_true", help="local worker processes against a local Ray cluster (genesis_ray)"
+    )
+    parser.add_argument(
         "--verify", type=int, default=32, help="--full: receipts replayed canonically (batch 1)"
     )
     args = parser.parse_args(argv)
+    if args.size is None:
+        args.size = 1_000 if args.ray else 10_000
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -95,7 +105,9 @@ def main(argv: list[str] | None = None) -> None:
     table = load_table()
     work = Path(tempfile.mkdtemp(prefix="bench-genesis-"))
     try:
-        if args.full:
+        if args.ray:
+            _ray(args, table, work)
+        elif args.full:
             _full(args, table, work)
         else:
             _sampled(args, table, work)
@@ -499,6 +511,80 @@ def _full(args, table, work: Path) -> None:  # type: ignore[no-untyped-def]
         rows,
         notes,
     )
+
+
+def _ray(args, table, work: Path) -> None:  # type: ignore[no-untyped-def]
+    """``--ray``: local worker processes, then the actors of a local Ray cluster, on the same genesis."""
+    import ray
+
+    from agent.genesis.run import genesis_models, run_genesis
+    from agent.settings import load_settings
+
+    size, workers = args.size, args.workers
+    settings = load_settings().models.model_copy(update={"threads": args.threads, "device": "cpu"})
+    models = genesis_models(settings, args.batch)
+    load_start = _load()
+
+    def genesis(name: str, **how: object):  # type: ignore[no-untyped-def]
+        return run_genesis(
+            table, size, "bench", work / name, models=models, batch_size=args.batch, sheet_size=0, **how
+        )
+
+    local = genesis("local", workers=workers)
+    t = time.perf_counter()
+    ray.init(
+        num_cpus=workers,
+        include_dashboard=False,
+        logging_level="WARNING",
+        log_to_driver=False,
+        _temp_dir=str(work / "ray"),
+    )
+    ray_start = time.perf_counter() - t
+    try:
+        on_ray = genesis("ray", workers=workers, ray="auto")  # joins the cluster this process started
+    finally:
+        ray.shutdown()
+    rows = []
+    for name, r, extra in (
+        (f"{workers} local worker processes", local, 0.0),
+        (f"Ray: {workers} actors on a local {workers}-CPU cluster", on_ray, ray_start),
+    ):
+        tm = r.timings
+        rows.append(
+            [
+                name,
+                f"{tm.workers} x {tm.threads}",
+                _fmt(extra) if extra else "",
+                _fmt(tm.load_models),
+                _fmt(tm.generate),
+                _fmt(r.elapsed_s + extra),
+                f"{size / tm.generate:.2f}",
+                f"{size / (r.elapsed_s + extra):.2f}",
+            ]
+        )
+    ratio = on_ray.timings.generate / local.timings.generate
+    total_ratio = (on_ray.elapsed_s + ray_start) / local.elapsed_s
+    same = on_ray.provenance_sha256 == local.provenance_sha256
+    rows.append(["**Ray / local**", "", "", "", f"{ratio:.2f}x", f"{total_ratio:.2f}x", "", ""])
+    notes = (
+        f"{size:,} items, batch {args.batch}, {models.image_steps} DDIM steps, lore <= {models.lore_max_new_tokens} "
+        f"tokens, the settings' models on the CPU. Same collection (provenance hash): {'yes' if same else 'NO'}. "
+        "No GPU on this machine: CPU figures only. 'generation' is the wall time from the first batch to the last "
+        "(model loading in the workers/actors included); 'run' adds the assignment, ledger and provenance, and for "
+        "Ray the cluster's start (ray.init). Ray's actors return each batch's files to the genesis process, which "
+        f"writes them. Load average {load_start} (1/5/15 min) at the start, {_load()} at the end, on "
+        f"{os.cpu_count()} cores shared with other work."
+    )
+    emit(
+        "genesis_ray",
+        f"Genesis of {size:,} assets: local worker processes vs a local Ray cluster (CPU)",
+        ["engine", "workers x threads", "cluster start", "load models", "generation", "run", "items/s (gen)"]
+        + ["items/s (run)"],
+        rows,
+        notes,
+    )
+    if not same:
+        raise SystemExit("the Ray run made a different collection")
 
 
 def _replay(out_dir: Path, size: int, n: int) -> str:

@@ -17,7 +17,9 @@ warning that nothing binds it.
 Rerunning the same command resumes an interrupted generation (finished batches are skipped) and repeats no
 finished step: the commit is made once, the reveal is recorded once, the directory CID is the same, setting the
 base URI again is harmless.
-Models come from the settings (``[models]``, ``CHRYSALIS_MODELS__*``).
+Models come from the settings (``[models]``, ``CHRYSALIS_MODELS__*``). ``--ray auto|HOST:PORT`` makes the
+batches on a Ray cluster's actors instead of local worker processes (:mod:`agent.genesis.ray_engine`), with the
+same files.
 """
 
 from __future__ import annotations
@@ -63,6 +65,19 @@ def genesis_command(
             min=1,
             help="Processes making batches (default: one per CPU core, up to 4; 1 on a GPU; never more than there "
             "are batches), each with models.threads torch threads. Outputs do not depend on it.",
+            show_default=False,
+        ),
+    ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="auto|HOST:PORT",
+            help="Make the batches on a Ray cluster: auto (the running one this machine knows, else a local one "
+            "with every CPU, stopped at the end) or the head's HOST:PORT. --workers is then the number of actors "
+            "(default: one per GPU when the models use them, else one per models.threads CPUs of the cluster), "
+            "each with models.threads torch threads (1 unless set). Outputs do not depend on it. Needs ray\\[data] "
+            "(requirements.lock).",
             show_default=False,
         ),
     ] = None,
@@ -209,6 +224,7 @@ def genesis_command(
         progress=progress,
         console=console,
         gates=settings.gates,
+        ray=ray,
     )
     _print_rarity(table, result.assignment)
     if result.gates is not None:
@@ -225,6 +241,11 @@ def genesis_command(
             )
         console.print(gate_view)
     how = f"{result.timings.workers} worker(s) x {result.timings.threads} torch thread(s)"
+    if result.timings.engine == "ray":
+        how = (
+            f"Ray cluster {result.timings.cluster or ray}: {result.timings.workers} actor(s) x "
+            f"{result.timings.threads} torch thread(s)"
+        )
     console.print(
         f"generated {result.generated}, already done {result.resumed}, in {result.elapsed_s:.1f} s ({how}) "
         f"-> {out_dir}\n"

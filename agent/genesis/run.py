@@ -6,7 +6,8 @@
 2. opens the ledger (:mod:`agent.genesis.ledger`) and checks the files of batches already finished (a batch whose
    PNG or receipt is missing or does not match its recorded sha256 is generated again);
 3. generates the remaining batches with the models :class:`~agent.settings.ModelSettings` names
-   (:mod:`agent.generate.factory`), in this process or in worker processes (:mod:`agent.genesis.worker`):
+   (:mod:`agent.generate.factory`), in this process, in worker processes (:mod:`agent.genesis.worker`) or in
+   the actors of a Ray cluster (:mod:`agent.genesis.ray_engine`):
    images, then lore, then one inference receipt per item (:func:`agent.generate.receipt.build_receipt`, seed
    chain ``derive_seed(genesis_seed, item)``), written as ``images/<item>.png`` and ``receipts/<item>.json``,
    then the batch is marked done in the ledger;
@@ -36,7 +37,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,7 +93,9 @@ class Timings:
     ``images``, ``lore`` and ``receipts`` (receipts, hashes, CIDs and files) are wall seconds and the ``*_cpu``
     fields CPU seconds, both summed over the workers, so with several workers they add up to more than the
     elapsed time. ``load_models`` is the slowest worker's model loading; ``generate`` the wall time from the
-    first batch to the last; ``workers`` and ``threads`` say how the run was spread.
+    first batch to the last; ``workers`` and ``threads`` say how the run was spread. ``engine`` says where the
+    batches were made: ``"here"`` (this process), ``"processes"`` (worker processes) or ``"ray"`` (``workers``
+    are then the cluster's actors and ``cluster`` its address, or ``"local"`` for one started by the run).
     """
 
     images: float = 0.0
@@ -105,6 +108,8 @@ class Timings:
     generate: float = 0.0
     workers: int = 1
     threads: int = 0
+    engine: str = "here"
+    cluster: str | None = None
 
     def add(self, result: BatchResult) -> None:
         for stage in ("images", "lore", "receipts"):
@@ -112,7 +117,7 @@ class Timings:
             setattr(self, f"{stage}_cpu", getattr(self, f"{stage}_cpu") + result.cpu_seconds.get(stage, 0.0))
         self.load_models = max(self.load_models, result.load_s)
 
-    def to_json(self) -> dict[str, float]:
+    def to_json(self) -> dict[str, Any]:
         return {k: round(v, 3) if isinstance(v, float) else v for k, v in self.__dict__.items()}
 
 
@@ -213,6 +218,7 @@ def run_genesis(
     progress: bool = True,
     console: Console | None = None,
     gates: GatesSettings | None = None,
+    ray: str | None = None,
 ) -> GenesisResult:
     """Generate (or finish generating) a genesis in ``out_dir``; see the module docstring.
 
@@ -230,6 +236,11 @@ def run_genesis(
         gates: Run these quality gates over the generated items and reroll the failing ones before the provenance
             hash is computed (:func:`agent.genesis.report.gate_genesis`: ``gates.md``, ``gates.json``); None or
             disabled: not run (items already rerolled by an earlier gated run keep their reroll).
+        ray: Make the batches on a Ray cluster (:func:`agent.genesis.ray_engine.run_on_ray`): ``"auto"`` (the
+            running cluster this machine knows, else a local one with every CPU) or its ``HOST:PORT``.
+            ``workers`` is then the number of actors (None: one per GPU, or per ``models.threads`` CPUs, of the
+            cluster), each with ``models.threads`` (default 1) torch threads like a worker process, so the
+            outputs are the same as with worker processes.
 
     Raises:
         ConfigError: a bad table, size, seed or worker count, or ``out_dir`` holds a different run (or one gated
@@ -241,21 +252,22 @@ def run_genesis(
     if batch_size < 1:
         raise ConfigError(f"batch size {batch_size} is below 1", hint="pass --batch-size 1 or more")
     models = genesis_models(models or ModelSettings(), batch_size)
-    if workers is None:
+    if workers is None and ray is None:
         workers = auto_workers(models)
-    if workers < 1:
+    if workers is not None and workers < 1:
         raise ConfigError(
             f"{workers} workers", hint="pass --workers 1 or more (or leave it out: one per core)"
         )
     started = time.perf_counter()
     assignment = assign(table, size, seed)
     out_dir = Path(out_dir)
-    # one worker runs here with the settings' threads; worker processes get models.threads or 1 each
-    worker_threads = models.threads if workers == 1 else (models.threads or 1)
-    with torch_threads(worker_threads if workers == 1 else None):
+    # one worker runs here with the settings' threads; worker processes and Ray actors get models.threads or 1
+    here = workers == 1 and ray is None
+    worker_threads = models.threads if here else (models.threads or 1)
+    with torch_threads(worker_threads if here else None):
         import torch
 
-        threads = torch.get_num_threads() if workers == 1 else int(worker_threads or 1)
+        threads = torch.get_num_threads() if here else int(worker_threads or 1)
         params = run_params(table, assignment, models, batch_size=batch_size, threads=threads)
         with Ledger.open(
             out_dir,
@@ -269,11 +281,11 @@ def run_genesis(
             (out_dir / "rarity.md").write_text(rarity_markdown(table, assignment))
             _recheck(out_dir, ledger)
             resumed = ledger.done_count()
-            timings = Timings(workers=workers, threads=threads)
+            timings = Timings(workers=workers or 0, threads=threads, engine="here" if ray is None else "ray")
             pending = ledger.pending_batches()
             if pending:
-                spec = spec_of(table, assignment, models, out_dir, None if workers == 1 else threads)
-                _generate(spec, ledger, pending, workers, timings, progress, console)
+                spec = spec_of(table, assignment, models, out_dir, None if here else threads)
+                _generate(spec, ledger, pending, workers, timings, progress, console, ray=ray)
             gate_rows = None
             if gates is not None and gates.enabled:
                 gate_rows = _gate(
@@ -382,17 +394,20 @@ def _generate(
     spec: WorkerSpec,
     ledger: Ledger,
     pending: list[int],
-    workers: int,
+    workers: int | None,
     timings: Timings,
     show: bool,
     console: Console | None,
+    *,
+    ray: str | None = None,
 ) -> None:
     from agent.generate.runtime import torch_threads
 
     batches = [(b, ledger.batch_items(b)) for b in pending]
-    # no process for a worker that would get no batch; one batch is made here, with a worker's thread count
-    workers = max(1, min(workers, len(batches)))
-    timings.workers = workers
+    if ray is None:
+        # no process for a worker that would get no batch; one batch is made here, with a worker's thread count
+        workers = max(1, min(workers or 1, len(batches)))
+        timings.workers = workers
     columns = [
         TextColumn("[bold]genesis"),
         BarColumn(),
@@ -414,12 +429,22 @@ def _generate(
         for batch, _ in batches:
             partial[batch] = 0.0
         threads: AbstractContextManager[None]
-        if workers == 1:
+        results: Iterator[BatchResult]
+        if ray is not None:
+            from agent.genesis.ray_engine import Cluster, run_on_ray
+
+            def joined(cluster: Cluster, actors: int) -> None:
+                timings.engine, timings.cluster, timings.workers = "ray", cluster.address, actors
+
+            threads = nullcontext()
+            results = run_on_ray(spec, batches, ray, note, actors=workers, on_cluster=joined)
+        elif workers == 1:
             threads = torch_threads(spec.threads)
             results = run_here(lambda: BatchMaker(spec), batches, note)
         else:
+            timings.engine = "processes"
             threads = nullcontext()
-            results = run_in_pool(spec, batches, workers, note)
+            results = run_in_pool(spec, batches, timings.workers, note)
         done_here, run_start = 0, time.perf_counter()
         with threads:
             for result in results:

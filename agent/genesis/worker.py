@@ -13,8 +13,9 @@ with the same thread count (tests/genesis/test_run.py checks it). Each receipt r
 batch sizes that produced it.
 
 Only the genesis process writes the ledger: a worker writes its batch's files (atomically, under names of its own)
-and returns the outputs; the batch counts as finished once the ledger says so. A worker whose genesis process dies
-(even by SIGKILL) exits at once instead of writing on.
+and returns the outputs (a Ray actor, which may run on another machine, returns the files' bytes instead and the
+genesis process writes them: :mod:`agent.genesis.ray_engine`); the batch counts as finished once the ledger says
+so. A worker whose genesis process dies (even by SIGKILL) exits at once instead of writing on.
 """
 
 from __future__ import annotations
@@ -88,6 +89,9 @@ class BatchResult:
         cpu_seconds: This process's CPU seconds per stage.
         load_s: Seconds spent loading the models before this batch (only a worker's first batch has any).
         pid: The process that made it.
+        files: The batch's files by path under the genesis directory (``images/<item>.png``,
+            ``receipts/<item>.json``) when the maker keeps them (``BatchMaker(keep_files=True)``) instead of
+            writing them; empty otherwise.
     """
 
     batch: int
@@ -97,6 +101,7 @@ class BatchResult:
     cpu_seconds: dict[str, float] = field(default_factory=dict)
     load_s: float = 0.0
     pid: int = 0
+    files: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -112,12 +117,17 @@ class BatchFailure:
 
 
 class BatchMaker:
-    """Loads the models once and makes batches (see the module docstring)."""
+    """Loads the models once and makes batches (see the module docstring).
 
-    def __init__(self, spec: WorkerSpec) -> None:
+    ``keep_files``: return each batch's files in :attr:`BatchResult.files` instead of writing them under
+    ``spec.out_dir`` (which may not exist where the maker runs: a Ray actor on another node).
+    """
+
+    def __init__(self, spec: WorkerSpec, *, keep_files: bool = False) -> None:
         from agent.generate.factory import load_image_generator, load_lore_writer
 
         self.spec = spec
+        self.keep_files = keep_files
         t = time.perf_counter()
         self.image_gen = load_image_generator(spec.models)
         self.lore_writer = load_lore_writer(spec.models)
@@ -126,8 +136,9 @@ class BatchMaker:
             "image": self.image_gen.model_ref.weights_sha256,
             "lore": self.lore_writer.model_ref.weights_sha256,
         }
-        (spec.out_dir / "images").mkdir(parents=True, exist_ok=True)
-        (spec.out_dir / "receipts").mkdir(parents=True, exist_ok=True)
+        if not keep_files:
+            (spec.out_dir / "images").mkdir(parents=True, exist_ok=True)
+            (spec.out_dir / "receipts").mkdir(parents=True, exist_ok=True)
 
     def make(
         self,
@@ -137,7 +148,8 @@ class BatchMaker:
         *,
         reroll: int = 0,
     ) -> BatchResult:
-        """Generate one batch's images and lore, and write its files; the caller marks it done in the ledger.
+        """Generate one batch's images and lore, and write its files (or keep them: ``keep_files``); the caller
+        marks it done in the ledger.
 
         ``on_progress(items)`` is called as the models finish chunks (an image counts half an item, its lore the
         other half), so a progress bar moves within a batch. ``reroll``: every item is made with that public reroll
@@ -201,8 +213,12 @@ class BatchMaker:
                     receipt_sha256=receipt_sha,
                     reroll=reroll,
                 )
-                atomic_write(spec.out_dir / "images" / f"{item}.png", img.png)
-                atomic_write(spec.out_dir / "receipts" / f"{item}.json", receipt_bytes)
+                if self.keep_files:
+                    result.files[f"images/{item}.png"] = img.png
+                    result.files[f"receipts/{item}.json"] = receipt_bytes
+                else:
+                    atomic_write(spec.out_dir / "images" / f"{item}.png", img.png)
+                    atomic_write(spec.out_dir / "receipts" / f"{item}.json", receipt_bytes)
                 result.outputs.append(
                     ItemOutput(item, cid, png_sha, receipt_sha, lore_sha, record_sha256(record))
                 )

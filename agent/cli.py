@@ -125,6 +125,9 @@ def _register_subapps() -> None:
     from agent.ops.renderer_cli import renderer_app
 
     app.add_typer(renderer_app, name="renderer")
+    from agent.ops.agent_cli import agent_app
+
+    app.add_typer(agent_app, name="agent")
 
 
 _register_subapps()

@@ -25,6 +25,7 @@ ALL = [
     "onnx_agreement",
     "renderer_agreement",
     "token_agreement",
+    "agents",
 ]
 
 

@@ -7,9 +7,7 @@ first block come from ``chain.rpc_url`` and the deployment record, and the agent
 
 from __future__ import annotations
 
-import contextlib
 import json
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -193,25 +191,19 @@ def _run(
     # only read: a repo that is not there is not created (verify leaves no state behind)
     repo = IpfsRepo(repo_dir, limits=DagLimits.from_settings(settings.ipfs)) if is_repo(repo_dir) else None
     reader = CollectionReader(target)
-    cache_dir = Path(settings.models.cache_dir)
-    with contextlib.ExitStack() as stack:
-        if not cache_dir.is_dir():  # nor is a model cache: what this replay converts is gone with it
-            cache_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="chrysalis-verify-")))
-        fetcher = stack.enter_context(
-            make_fetcher(
-                gateways=gateways,
-                ipfs_apis=apis,
-                repo=repo,
-                timeout_s=timeout,
-                limits=DagLimits.from_settings(settings.ipfs),
-            )
-        )
+    with make_fetcher(
+        gateways=gateways,
+        ipfs_apis=apis,
+        repo=repo,
+        timeout_s=timeout,
+        limits=DagLimits.from_settings(settings.ipfs),
+    ) as fetcher:
         return verify_token(
             reader,
             fetcher,
             token,
             stage,
-            cache_dir=cache_dir,
+            cache_dir=settings.models.cache_dir,
             image_model=image_model,
             lore_model=lore_model,
             trust_anchors=trust_anchors or settings.credentials.trust_anchors,

@@ -58,6 +58,8 @@ def _config(workdir: Path, chain: CollectionChain, lm: Path, db_url: str, key: i
                   "price_window_s": 3_600, "batch_wait_s": 0.5},
         "metrics": {"port": free_port()},
         "log": {"format": "json"},
+        # about failover, not art: a seed whose 10-step image misses the palette must not fail a job here
+        "gates": {"enabled": False},
     }  # fmt: skip
     lines = [f"data_dir = {toml_value(str(data))}"]
     for name, values in tables.items():
@@ -118,7 +120,15 @@ def test_three_agents_share_one_database_and_survive_losing_the_watcher(
             int(chain.collection.events.EvolutionRequested().process_receipt(late)[0]["args"]["requestId"])
         )
 
-        _until(lambda: not any(f.isPending(i).call() for i in ids), 300, "every request to be fulfilled")
+        def all_fulfilled() -> bool:
+            with open_job_store(pg_url) as store:  # a job that failed for good never will be: say why at once
+                failed = [
+                    (j.key, j.last_error) for j in store.list_jobs(limit=100) if j.state.value == "failed"
+                ]
+            assert not failed, failed
+            return not any(f.isPending(i).call() for i in ids)
+
+        _until(all_fulfilled, 300, "every request to be fulfilled")
         evolved = [int(e["args"]["requestId"]) for e in chain.evolved()]
         assert sorted(evolved) == sorted(ids) and len(evolved) == len(set(evolved))  # once each, none twice
         survivor = _until(watcher, 60, "a survivor to hold the watch role")

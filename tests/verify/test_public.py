@@ -70,7 +70,12 @@ def test_a_stranger_verifies_a_token_from_an_empty_folder_through_a_gateway(
     ):
         assert line in r.text, line
     assert f"gateway {gateway}" in r.out  # where the blocks came from
-    assert list(empty.iterdir()) == []  # nothing of the operator's was needed, and nothing was left behind
+    # nothing of the operator's was needed, and nothing is left behind but the model cache (a portable receipt's
+    # replay converts the model there once, as a model fetched by CID is kept there: see the next tests)
+    left = sorted(
+        str(p.relative_to(empty)) for p in empty.rglob("*") if p.parent in (empty, empty / ".chrysalis")
+    )
+    assert left in ([], [".chrysalis", ".chrysalis/models"]), left
 
 
 def test_the_json_report_lists_every_check_and_an_earlier_stage_verifies_too(

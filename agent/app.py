@@ -30,6 +30,7 @@ from agent.gates import Gates
 from agent.generate.base import ImageGenerator, LoreWriter
 from agent.generate.factory import load_image_generator, load_lore_writer
 from agent.ipfs.backends.replicated import Replicator
+from agent.ipfs.fetch import RemoteBlocks
 from agent.ipfs.reader import DagLimits
 from agent.ipfs.repo import IpfsRepo
 from agent.ipfs.server import NodeServer
@@ -198,6 +199,7 @@ def build_agent(
             token_name=cfg.token_name,
             collection_name=reader.name(),
             guard=guard,
+            remote=_remote_blocks(s, repo),
         )
         # the quality gates, with the near-duplicate index of this collection's images loaded from the database
         gates = Gates.from_settings(s.gates, db=db, collection=address)
@@ -270,6 +272,17 @@ def build_agent(
         worker_id, address, deployment.chain_id, deployment.deploy_block, signer.address,
     )  # fmt: skip
     return agent
+
+
+def _remote_blocks(s: Settings, repo: IpfsRepo) -> RemoteBlocks | None:
+    """Where a token's previous version the embedded repo lacks is fetched from: the Kubo node the agent
+    replicates to and ``ipfs.fetch_gateways`` (None when neither is set: the repo only)."""
+    apis = [s.ipfs.kubo_api] if s.ipfs.kubo_api else []
+    if not apis and not s.ipfs.fetch_gateways:
+        return None
+    return RemoteBlocks(
+        repo, ipfs_apis=apis, gateways=s.ipfs.fetch_gateways, limits=DagLimits.from_settings(s.ipfs)
+    )
 
 
 def _token_viewer(

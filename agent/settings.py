@@ -234,6 +234,11 @@ class IpfsSettings(Section):
     kubo_api: str | None = Field(
         default=None, description="Kubo RPC multiaddr or URL, e.g. /ip4/127.0.0.1/tcp/5001"
     )
+    fetch_gateways: list[str] = Field(
+        default_factory=list,
+        description="Gateways to read a block from when the embedded repo lacks it (a token's previous version "
+        "that another agent published), after ipfs.kubo_api; every block is checked against its CID.",
+    )
     pinning_services: list[PinningServiceSettings] = Field(
         default_factory=list, description="Remote pinning services (IPFS Pinning Service API) that also pin."
     )

@@ -73,6 +73,7 @@ __all__ = [
     "KuboRpcSource",
     "Miss",
     "RemoteTree",
+    "RemoteBlocks",
     "RepoSource",
     "SourceUnreachableError",
     "UntrustedBlockError",
@@ -496,6 +497,64 @@ def make_fetcher(
     sources += [KuboRpcSource(api, token=api_token) for api in ipfs_apis]
     sources += [GatewaySource(url) for url in gateways]
     return Fetcher(sources, timeout_s=timeout_s, max_bytes=max_bytes, store=store, limits=limits)
+
+
+class RemoteBlocks:
+    """Fills a repo with content it lacks from the other places the collection's content lives.
+
+    Several agents on different machines each have their own embedded repo, and replicate what they publish to
+    the same backends. An agent asked to evolve a token that another agent published last finds that version
+    in a backend, not in its repo: :meth:`fill` fetches the whole DAG (a raw block, or every block of a UnixFS
+    file), checks each block against its CID and keeps it in the repo, so the stages read it as if published
+    here.
+
+    Args:
+        repo: The agent's repo (the blocks are kept there). ipfs_apis: Kubo RPC APIs (``ipfs.kubo_api``).
+        gateways: HTTP gateways (``ipfs.fetch_gateways``). timeout_s: per source and block.
+    """
+
+    def __init__(
+        self,
+        repo: IpfsRepo,
+        *,
+        ipfs_apis: Sequence[str] = (),
+        gateways: Sequence[str] = (),
+        timeout_s: float = DEFAULT_FETCH_TIMEOUT_S,
+        limits: DagLimits | None = None,
+    ) -> None:
+        self.repo = repo
+        self.ipfs_apis = [api_url(a) for a in ipfs_apis]
+        self.gateways = list(gateways)
+        self.timeout_s = timeout_s
+        self.limits = limits
+
+    @property
+    def where(self) -> str:
+        """The sources, for messages."""
+        return ", ".join([*self.ipfs_apis, *self.gateways])
+
+    def fill(self, cid: CID | str) -> str:
+        """Fetch ``cid``'s DAG into the repo (nothing when the repo holds its root); returns where the blocks came
+        from ("" when none was needed).
+
+        Raises:
+            The fetcher's errors (:class:`ContentUnavailableError` when no source has it, ...).
+        """
+        root = _cid(cid)
+        if self.repo.blockstore.has(root):
+            return ""
+        with make_fetcher(
+            ipfs_apis=self.ipfs_apis,
+            gateways=self.gateways,
+            timeout_s=self.timeout_s,
+            store=self.repo.blockstore,
+            limits=self.limits,
+        ) as fetcher:
+            if root.codec == RAW:
+                fetcher.fetch_block(root)
+            else:
+                fetcher.fetch_file(root)
+            return fetcher.stats.by_source()
 
 
 # -- the fetcher ------------------------------------------------------------------------------------------------

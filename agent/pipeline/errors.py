@@ -33,13 +33,17 @@ class PreviousMetadataMissingError(NotFoundError):
         token_id: The token. cid: Its current metadata's CID (rebuilt from the on-chain digest).
     """
 
-    def __init__(self, token_id: int, cid: str, repo: str) -> None:
+    def __init__(
+        self, token_id: int, cid: str, repo: str, remote: str | None = None, why: str | None = None
+    ) -> None:
         self.token_id = token_id
         self.cid = cid
+        where = f" nor in the replication backends ({remote}: {why})" if remote else ""
         super().__init__(
-            f"token {token_id}'s current metadata {cid} (its on-chain digest) is not in the IPFS repo {repo}",
-            hint="import it into the repo (`chrysalis ipfs import` a CAR holding it, or add the bytes) and retry "
-            "the job with `chrysalis retry JOB`; the agent needs it for the image-to-image evolution and lineage",
+            f"token {token_id}'s current metadata {cid} (its on-chain digest) is not in the IPFS repo {repo}{where}",
+            hint="point ipfs.kubo_api (or ipfs.fetch_gateways) at a node that holds what the other agents "
+            "published, or import it into the repo (`chrysalis ipfs import` a CAR holding it), then retry the job "
+            "with `chrysalis retry JOB`; the agent needs it for the image-to-image evolution and lineage",
         )
 
 

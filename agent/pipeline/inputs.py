@@ -17,13 +17,15 @@ snapshot records what was skipped (``guard.skipped``), and the rules fall back t
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from agent.domain import Inputs, PreviousVersion, RenderTask, TokenFacts
-from agent.errors import ConfigError
+from agent.errors import ChrysalisError, ConfigError
 from agent.ipfs.errors import BlockNotFoundError
+from agent.ipfs.fetch import RemoteBlocks
 from agent.ipfs.repo import IpfsRepo
 from agent.metadata import cid_from_digest, parse_metadata
 from agent.pipeline.collection import CollectionReader
@@ -32,6 +34,8 @@ from agent.pipeline.traits import evaluate_traits
 from agent.rules import RuleEngine
 from oracles.base import Oracle, ReadContext
 from oracles.guard import OracleGuard
+
+log = logging.getLogger("chrysalis.pipeline")
 
 if TYPE_CHECKING:  # pragma: no cover
     from agent.deployment import Deployment
@@ -111,6 +115,8 @@ class InputsStage:
         collection_name: The contract's ``name()``.
         guard: Screens every reading (default: the universal checks only: no value, NaN, an oracle that
             refuses its own data).
+        remote: Where a token's previous version the repo lacks is fetched from (the replication backends:
+            several agents with repos of their own); None: the repo only.
     """
 
     def __init__(
@@ -123,8 +129,10 @@ class InputsStage:
         token_name: str = "{collection} #{token_id}",
         collection_name: str = "Chrysalis",
         guard: OracleGuard | None = None,
+        remote: RemoteBlocks | None = None,
     ) -> None:
         self.reader = reader
+        self.remote = remote
         self.oracles = list(oracles)
         self.guard = guard if guard is not None else OracleGuard()
         self.rules = rules
@@ -176,7 +184,7 @@ class InputsStage:
     def previous(self, task: RenderTask) -> PreviousVersion | None:
         """The token's metadata at the task's block, or None before its first evolution."""
         digest = self.reader.metadata_digest_at(task.token_id, task.block_hash)
-        return read_previous(self.repo, task.token_id, digest)
+        return read_previous(self.repo, task.token_id, digest, self.remote)
 
     def close(self) -> None:
         """Release the oracles' connections (HTTP clients)."""
@@ -186,13 +194,18 @@ class InputsStage:
                 close()
 
 
-def read_previous(repo: IpfsRepo, token_id: int, digest: bytes) -> PreviousVersion | None:
+def read_previous(
+    repo: IpfsRepo, token_id: int, digest: bytes, remote: RemoteBlocks | None = None
+) -> PreviousVersion | None:
     """The metadata an on-chain ``digest`` names, from the embedded repo (None for the zero digest: no metadata
     yet). Evolutions and refreshes both read a token's previous version through this.
 
+    When the repo lacks that metadata or its image (another agent, with a repo of its own, published it) and
+    ``remote`` is given, both are fetched from the replication backends into the repo, each block checked against
+    its CID.
+
     Raises:
-        PreviousMetadataMissingError: the repo does not hold that block (permanent: the repo is not the one the
-            metadata was published from).
+        PreviousMetadataMissingError: neither the repo nor ``remote`` has that metadata (permanent).
     """
     if digest == ZERO32:
         return None
@@ -200,8 +213,28 @@ def read_previous(repo: IpfsRepo, token_id: int, digest: bytes) -> PreviousVersi
     try:
         data = repo.block_get(cid)
     except BlockNotFoundError:
-        raise PreviousMetadataMissingError(token_id, cid, str(repo.path)) from None
+        data = _fetch_previous(repo, token_id, cid, remote)
     metadata = parse_metadata(data, cid=cid)
+    if remote is not None and metadata.image_cid:
+        try:
+            came = remote.fill(metadata.image_cid)  # the image the next version starts from
+        except ChrysalisError as exc:
+            log.warning("token %d's previous image %s is not in any backend: %s", token_id,
+                        metadata.image_cid, exc)  # fmt: skip
+        else:
+            if came:
+                log.info("token %d's previous image %s fetched (%s)", token_id, metadata.image_cid, came)
     return PreviousVersion(
         metadata_cid=cid, image_cid=metadata.image_cid, traits=dict(metadata.traits), stage=metadata.stage
     )
+
+
+def _fetch_previous(repo: IpfsRepo, token_id: int, cid: str, remote: RemoteBlocks | None) -> bytes:
+    if remote is None:
+        raise PreviousMetadataMissingError(token_id, cid, str(repo.path))
+    try:
+        came = remote.fill(cid)
+    except ChrysalisError as exc:
+        raise PreviousMetadataMissingError(token_id, cid, str(repo.path), remote.where, str(exc)) from None
+    log.info("token %d's previous metadata %s fetched (%s)", token_id, cid, came)
+    return repo.block_get(cid)

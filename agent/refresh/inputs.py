@@ -32,6 +32,7 @@ from eth_utils import function_signature_to_4byte_selector
 from web3 import Web3
 
 from agent.domain import Inputs, InputSnapshot, OracleReading, PreviousVersion, RefreshMark, TokenFacts
+from agent.ipfs.fetch import RemoteBlocks
 from agent.ipfs.repo import IpfsRepo
 from agent.pipeline.collection import CollectionReader
 from agent.pipeline.errors import PreviousMetadataMissingError
@@ -194,9 +195,11 @@ class RefreshInputs:
         token_name: str = "{collection} #{token_id}",
         collection_name: str = "Chrysalis",
         first_render: bool = False,
+        remote: RemoteBlocks | None = None,
     ) -> None:
         self.reader = reader
         self.chain = chain
+        self.remote = remote  # where a previous version the repo lacks is fetched from
         self.shared_oracles = [o for o in oracles if isinstance(o, ChainlinkOracle)]
         self.token_oracles = [o for o in oracles if not isinstance(o, ChainlinkOracle)]
         self.rules = rules
@@ -340,7 +343,7 @@ class RefreshInputs:
         return Evaluation(t, ItemState.CHANGED, **base, inputs=inputs, reason=f"changed: {changed}")
 
     def _previous(self, token_id: int, digest: str) -> PreviousVersion | None:
-        return read_previous(self.repo, token_id, bytes.fromhex(digest.removeprefix("0x")))
+        return read_previous(self.repo, token_id, bytes.fromhex(digest.removeprefix("0x")), self.remote)
 
     def _snapshot(
         self, block: Block, shared: Mapping[str, Any], token_id: int, holder: str

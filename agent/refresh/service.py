@@ -139,6 +139,7 @@ class RefreshService:
                 token_name=inputs.token_name,
                 collection_name=inputs.collection_name,
                 first_render=r.first_render,
+                remote=inputs.remote,
             ),
             generate=generate,
             publish=publish,

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 
 from agent.app import build_agent
 from agent.generate.verify import verify
+from agent.ipfs.cid import CID
+from agent.ipfs.fetch import RemoteBlocks
 from agent.ipfs.repo import IpfsRepo
+from agent.ipfs.rpc_auth import KUBO_TOKEN_ENV
 from agent.ipfs.server import NodeServer
 from agent.jobs import JobState
 from agent.metadata import cid_from_digest, parse_metadata
-from agent.settings import Settings
+from agent.pipeline.errors import PreviousMetadataMissingError
+from agent.pipeline.inputs import read_previous
+from agent.settings import IpfsSettings, Settings
+from tests.support.agent_settings import Keystore, agent_settings
 from tests.support.devchain import CollectionChain
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -104,3 +112,50 @@ def test_requests_are_fulfilled_together_in_one_transaction_and_fuse_is_marked(
     assert fused.payload["fused_burn_id"] == 3
     assert fused.output("inputs")["rules"]["facts"]["fusion"] == "fused with one of its kin"
     assert jobs[0].output("inputs")["rules"]["facts"].get("fusion") is None
+
+
+def test_an_agent_with_a_repo_of_its_own_evolves_further_a_token_another_agent_published(
+    chain: CollectionChain,
+    settings: Settings,
+    keystore: Keystore,
+    tiny_lm: Path,
+    db_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Agents on two machines: each has its own embedded repo, both replicate to one Kubo node. The second
+    reads the token's previous version (metadata and image) from that node, each block checked against its CID,
+    and evolves the token from it; without a node to ask, it says which block it lacks and where to point."""
+    with NodeServer(IpfsRepo(tmp_path / "kubo")) as kubo:
+        monkeypatch.setenv(KUBO_TOKEN_ENV, kubo.token)
+        shared = IpfsSettings(kubo_api=kubo.multiaddr, replication=2)
+        with build_agent(settings.model_copy(update={"ipfs": shared})) as first:
+            chain.request(1)
+            assert first.run_until_idle(timeout_s=90).jobs["confirmed"] == 1
+        first_cid = cid_from_digest(chain.collection.functions.metadataDigestOf(1).call())
+        first_md = parse_metadata(kubo.repo.block_get(first_cid), cid=first_cid)
+
+        digest = bytes(chain.collection.functions.metadataDigestOf(1).call())
+        other = agent_settings(chain, keystore, tmp_path / "other-machine", db_url, tiny_lm)
+        alone = IpfsRepo(other.ipfs_repo)
+        with pytest.raises(PreviousMetadataMissingError) as err:
+            read_previous(alone, 1, digest)
+        assert "ipfs.kubo_api" in (err.value.hint or "")
+        remote = RemoteBlocks(alone, ipfs_apis=["http://127.0.0.1:1"], timeout_s=2)  # nothing listens
+        with pytest.raises(PreviousMetadataMissingError) as err:
+            read_previous(alone, 1, digest, remote)
+        assert "nor in the replication backends (http://127.0.0.1:1" in err.value.message
+
+        rid = chain.request(1)
+        with build_agent(other.model_copy(update={"ipfs": shared})) as second:
+            assert not second.repo.blockstore.has(CID.parse(first_cid))
+            second.run_until_idle(timeout_s=90)
+            job = second.store.get_by_key(f"evolve:{chain.w3.eth.chain_id}:{rid}")
+            assert job is not None and job.state == JobState.CONFIRMED, job and job.last_error
+            second_cid = cid_from_digest(chain.collection.functions.metadataDigestOf(1).call())
+            second_md = parse_metadata(second.repo.block_get(second_cid), cid=second_cid)
+            previous_png = b"".join(second.repo.cat(first_md.image_cid))  # fetched, and kept
+    assert second_md.stage == 2 and second_md.parent == first_cid
+    assert second_md.receipt["image"]["request"]["init_image_cid"] == first_md.image_cid
+    result = verify(dict(second_md.receipt), init_image_loader=lambda sha, cid: previous_png)
+    assert result.match, result.mismatches

@@ -167,3 +167,15 @@ def test_a_second_agent_on_the_same_key_is_refused_at_start_before_it_signs_anyt
     with build_agent(settings, worker_id="agent-two") as agent:  # the first stopped: its key is free
         assert [a.worker_id for a in list_agents(agent.db) if a.stopped_at is None] == ["agent-two"]
     assert chain.agent_nonce() == nonce
+
+
+def test_an_agent_whose_key_lacks_agent_role_is_refused_at_start(
+    chain: CollectionChain, settings: Settings
+) -> None:
+    f = chain.collection.functions
+    with chain.reverting():
+        chain.transact(f.revokeRole(f.AGENT_ROLE().call(), chain.agent), chain.admin)
+        with pytest.raises(ConfigError) as err:
+            build_agent(settings)
+    assert f"the agent key {chain.agent} does not hold AGENT_ROLE" in err.value.message
+    assert "grantRole(AGENT_ROLE, address)" in (err.value.hint or "")

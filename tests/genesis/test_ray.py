@@ -82,21 +82,19 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         log.close()
 
 
+def _genesis(out: Path, models, *, workers: int = 2, ray: str | None = None) -> GenesisResult:
+    """The genesis every comparison here makes: the small table, SIZE items in batches of BATCH, no sheet."""
+    return run_genesis(
+        small_table(), SIZE, SEED, out, models=models, batch_size=BATCH, workers=workers, sheet_size=0,
+        progress=False, ray=ray,
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def local(tmp_path_factory: pytest.TempPathFactory, models) -> tuple[Path, GenesisResult]:
     """The reference: the same genesis made in this process (one torch thread, like each actor)."""
     out = tmp_path_factory.mktemp("local") / "g"
-    result = run_genesis(
-        small_table(),
-        SIZE,
-        SEED,
-        out,
-        models=models,
-        batch_size=BATCH,
-        workers=1,
-        sheet_size=0,
-        progress=False,
-    )
+    result = _genesis(out, models, workers=1)
     return out, result
 
 
@@ -116,18 +114,7 @@ def _assert_same_files(out: Path, ref: Path) -> None:
 def test_a_genesis_on_ray_is_the_same_as_one_made_locally(ray_head, local, tmp_path, models) -> None:
     ref, first = local
     out = tmp_path / "ray"
-    result = run_genesis(
-        small_table(),
-        SIZE,
-        SEED,
-        out,
-        models=models,
-        batch_size=BATCH,
-        workers=2,
-        sheet_size=0,
-        progress=False,
-        ray=ray_head,
-    )
+    result = _genesis(out, models, ray=ray_head)
     assert result.provenance_sha256 == first.provenance_sha256 and result.generated == SIZE
     t = result.timings
     assert (t.engine, t.cluster, t.workers, t.threads) == ("ray", ray_head, 2, 1)
@@ -154,18 +141,7 @@ def test_an_interrupted_ray_run_resumes_on_ray(ray_head, local, tmp_path, models
             raise _Stop
 
     def run() -> GenesisResult:
-        return run_genesis(
-            small_table(),
-            SIZE,
-            SEED,
-            out,
-            models=models,
-            batch_size=BATCH,
-            workers=2,
-            sheet_size=0,
-            progress=False,
-            ray=ray_head,
-        )
+        return _genesis(out, models, ray=ray_head)
 
     monkeypatch.setattr(ray_engine, "run_on_ray", first_batch_then_stop)
     with pytest.raises(_Stop):
